@@ -1,0 +1,452 @@
+//! The simulated cluster's wire protocol: Kafka's APIs, as Rust values.
+//!
+//! Clients in worker hosts and brokers talk over turmoil's TCP with these
+//! messages, framed by [`write_frame`] / [`read_frame`]. The shapes follow the
+//! Apache Kafka 3.8 protocol closely (same APIs, same error codes, same
+//! division of work between client and broker: for example, read_committed
+//! filtering of aborted records happens in the client from the
+//! `aborted_transactions` list, as in Kafka), leaving out what the engine
+//! never observes (versions, throttling, compression, tagged fields).
+//!
+//! A broker handles the requests of one connection one at a time, in order,
+//! and answers each with the request's correlation id (Kafka mutes a
+//! connection while a request is in flight). Clients may pipeline.
+//!
+//! Inter-broker and controller traffic uses [`Request::Internal`] /
+//! [`Response::Internal`], defined with the brokers in `crate::internal`.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use eddyline_engine::transport::{
+    ErrorCode, Header, Isolation, NewTopic, OffsetAndMetadata, TopicPartition,
+};
+
+/// A broker's node id.
+pub type BrokerId = i32;
+/// A producer id assigned by InitProducerId.
+pub type ProducerId = i64;
+/// A producer epoch; bumped by InitProducerId to fence older incarnations.
+pub type ProducerEpoch = i16;
+
+/// No producer id (a non-idempotent write; never used by Eddyline clients).
+pub const NO_PRODUCER_ID: ProducerId = -1;
+/// No producer epoch.
+pub const NO_PRODUCER_EPOCH: ProducerEpoch = -1;
+
+/// The largest frame a peer accepts; a bigger one is a protocol error.
+pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+
+/// One request or response on a connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame<T> {
+    pub correlation_id: u32,
+    pub body: T,
+}
+
+/// A record as a producer sends it and a log stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordData {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<Header>,
+}
+
+/// The type of a transaction control record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlType {
+    Commit,
+    Abort,
+}
+
+/// A batch as stored in a partition log and returned by Fetch: Kafka's
+/// RecordBatch v2 without compression. A control batch holds no records and
+/// takes exactly one offset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBatch {
+    pub base_offset: i64,
+    /// The leader epoch of the leader that appended the batch.
+    pub partition_leader_epoch: i32,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub base_sequence: i32,
+    pub transactional: bool,
+    /// `Some` for a transaction marker (then `records` is empty).
+    pub control: Option<ControlType>,
+    pub records: Vec<RecordData>,
+}
+
+impl RecordBatch {
+    /// How many offsets the batch takes.
+    pub fn offset_count(&self) -> i64 {
+        if self.control.is_some() {
+            1
+        } else {
+            self.records.len() as i64
+        }
+    }
+
+    /// The offset after the batch.
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset + self.offset_count()
+    }
+}
+
+/// One partition's records in a Produce request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceBatch {
+    pub topic: String,
+    pub partition: i32,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    /// The sequence number of the first record; per (producer, partition),
+    /// starting at 0 and wrapping at `i32::MAX`.
+    pub base_sequence: i32,
+    pub transactional: bool,
+    pub records: Vec<RecordData>,
+}
+
+/// A partition in a Fetch request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub fetch_offset: i64,
+    /// The leader epoch the fetcher believes current (fencing stale leaders).
+    pub current_leader_epoch: Option<i32>,
+    /// Bound on records returned for this partition.
+    pub max_records: u32,
+}
+
+/// Which offset ListOffsets returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (read_uncommitted) or the last stable offset
+    /// (read_committed).
+    Latest,
+}
+
+/// Group or transaction coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorType {
+    Group,
+    Transaction,
+}
+
+/// A group member's protocol choice in JoinGroup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinProtocol {
+    /// The assignor's name (`"range"`, ...).
+    pub name: String,
+    /// Assignor-specific subscription metadata (the subscribed topics).
+    pub metadata: Vec<u8>,
+}
+
+/// A member as the group leader sees it in a JoinGroup response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Vec<u8>,
+}
+
+/// A request from a client (or a broker) to a broker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Brokers and partition states; `None`: all topics.
+    Metadata {
+        topics: Option<Vec<String>>,
+    },
+    /// Sent to any broker, which forwards it to the controller.
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        timeout_ms: u32,
+    },
+    /// acks is always all (-1) for Eddyline's producers.
+    Produce {
+        transactional_id: Option<String>,
+        timeout_ms: u32,
+        batches: Vec<ProduceBatch>,
+    },
+    /// `replica_id`: `Some` for a follower's fetch (reads to the log end,
+    /// reports the follower's log end offset to the leader).
+    Fetch {
+        replica_id: Option<BrokerId>,
+        isolation: Isolation,
+        max_wait_ms: u32,
+        partitions: Vec<FetchPartition>,
+    },
+    ListOffsets {
+        isolation: Isolation,
+        partitions: Vec<(TopicPartition, OffsetSpec)>,
+    },
+    FindCoordinator {
+        key_type: CoordinatorType,
+        key: String,
+    },
+    JoinGroup {
+        group_id: String,
+        session_timeout_ms: u32,
+        rebalance_timeout_ms: u32,
+        /// Empty on the first join.
+        member_id: String,
+        group_instance_id: Option<String>,
+        protocol_type: String,
+        protocols: Vec<JoinProtocol>,
+    },
+    SyncGroup {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        /// Only the leader sends assignments.
+        assignments: Vec<(String, Vec<TopicPartition>)>,
+    },
+    Heartbeat {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+    },
+    LeaveGroup {
+        group_id: String,
+        member_id: String,
+    },
+    OffsetCommit {
+        group_id: String,
+        /// -1 with an empty member id: a commit from outside the group.
+        generation_id: i32,
+        member_id: String,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    },
+    OffsetFetch {
+        group_id: String,
+        partitions: Vec<TopicPartition>,
+        /// KIP-447: fail with UnstableOffsetCommit while a transaction holds
+        /// pending offsets for a requested partition.
+        require_stable: bool,
+    },
+    InitProducerId {
+        transactional_id: Option<String>,
+        transaction_timeout_ms: u32,
+        /// The current id and epoch when re-initialising (KIP-360), else -1.
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+    },
+    AddPartitionsToTxn {
+        transactional_id: String,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        partitions: Vec<TopicPartition>,
+    },
+    AddOffsetsToTxn {
+        transactional_id: String,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        group_id: String,
+    },
+    /// Sent to the group coordinator after AddOffsetsToTxn.
+    TxnOffsetCommit {
+        transactional_id: String,
+        group_id: String,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        generation_id: i32,
+        member_id: String,
+        group_instance_id: Option<String>,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    },
+    EndTxn {
+        transactional_id: String,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        committed: bool,
+    },
+    /// Broker-to-broker and broker-to-controller traffic.
+    Internal(crate::internal::InternalRequest),
+}
+
+/// A broker's description in Metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: BrokerId,
+    /// The turmoil host name to connect to.
+    pub host: String,
+}
+
+/// A partition's state in Metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMetadata {
+    pub partition: i32,
+    pub error: Option<ErrorCode>,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+}
+
+/// A topic's state in Metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub error: Option<ErrorCode>,
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// One partition's outcome in a Produce response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error: Option<ErrorCode>,
+    /// The offset of the batch's first record (also for a duplicate batch:
+    /// the offset it was first written at).
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// An aborted transaction in a Fetch response: the consumer drops this
+/// producer's records from `first_offset` up to its abort marker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTransaction {
+    pub producer_id: ProducerId,
+    pub first_offset: i64,
+}
+
+/// One partition's data in a Fetch response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error: Option<ErrorCode>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// Under read_committed: the aborted transactions overlapping the
+    /// returned range.
+    pub aborted_transactions: Vec<AbortedTransaction>,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// A response from a broker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Metadata {
+        brokers: Vec<BrokerInfo>,
+        controller_id: BrokerId,
+        topics: Vec<TopicMetadata>,
+    },
+    CreateTopics {
+        results: Vec<(String, Option<ErrorCode>)>,
+    },
+    Produce {
+        results: Vec<ProduceResult>,
+    },
+    Fetch {
+        error: Option<ErrorCode>,
+        partitions: Vec<FetchResult>,
+    },
+    ListOffsets {
+        results: Vec<(TopicPartition, Result<i64, ErrorCode>)>,
+    },
+    FindCoordinator {
+        error: Option<ErrorCode>,
+        node: Option<BrokerInfo>,
+    },
+    JoinGroup {
+        error: Option<ErrorCode>,
+        generation_id: i32,
+        protocol_name: Option<String>,
+        leader: String,
+        member_id: String,
+        /// Filled for the leader only.
+        members: Vec<JoinMember>,
+    },
+    SyncGroup {
+        error: Option<ErrorCode>,
+        assignment: Vec<TopicPartition>,
+    },
+    Heartbeat {
+        error: Option<ErrorCode>,
+    },
+    LeaveGroup {
+        error: Option<ErrorCode>,
+    },
+    OffsetCommit {
+        results: Vec<(TopicPartition, Option<ErrorCode>)>,
+    },
+    OffsetFetch {
+        error: Option<ErrorCode>,
+        offsets: Vec<(TopicPartition, Option<OffsetAndMetadata>, Option<ErrorCode>)>,
+    },
+    InitProducerId {
+        error: Option<ErrorCode>,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+    },
+    AddPartitionsToTxn {
+        results: Vec<(TopicPartition, Option<ErrorCode>)>,
+    },
+    AddOffsetsToTxn {
+        error: Option<ErrorCode>,
+    },
+    TxnOffsetCommit {
+        results: Vec<(TopicPartition, Option<ErrorCode>)>,
+    },
+    EndTxn {
+        error: Option<ErrorCode>,
+    },
+    Internal(crate::internal::InternalResponse),
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(u32),
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+}
+
+/// Writes one length-prefixed frame.
+pub async fn write_frame<W, T>(writer: &mut W, frame: &Frame<T>) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let bytes = postcard::to_stdvec(frame).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let length = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    if length > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(length));
+    }
+    writer.write_all(&length.to_be_bytes()).await?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Reads one length-prefixed frame; `Ok(None)` at a clean end of stream.
+pub async fn read_frame<R, T>(reader: &mut R) -> Result<Option<Frame<T>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let mut length = [0u8; 4];
+    match reader.read_exact(&mut length).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let length = u32::from_be_bytes(length);
+    if length > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(length));
+    }
+    let mut bytes = vec![0u8; length as usize];
+    reader.read_exact(&mut bytes).await?;
+    postcard::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| FrameError::Decode(e.to_string()))
+}
