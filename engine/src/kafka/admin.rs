@@ -20,7 +20,10 @@ pub struct KafkaAdmin {
 }
 
 impl KafkaAdmin {
-    pub(crate) fn new(config: Arc<KafkaConfig>, shared: Arc<ClientShared>) -> TransportResult<Self> {
+    pub(crate) fn new(
+        config: Arc<KafkaConfig>,
+        shared: Arc<ClientShared>,
+    ) -> TransportResult<Self> {
         let mut client_config = config.client_config();
         client_config.set("client.id", "eddyline-admin");
         let client = create_client(
@@ -83,7 +86,10 @@ impl Admin for KafkaAdmin {
                 let seam_code = code_of(code);
                 let message = match code {
                     RDKafkaErrorCode::TopicAlreadyExists => {
-                        format!("topic '{name}' already exists at {}", self.config.bootstrap())
+                        format!(
+                            "topic '{name}' already exists at {}",
+                            self.config.bootstrap()
+                        )
                     }
                     _ => format!("{what}: {code}"),
                 };
@@ -101,7 +107,10 @@ impl Admin for KafkaAdmin {
 
     async fn partition_count(&self, topic: &str) -> TransportResult<i32> {
         let timeout_ms = self.config.timeout_ms();
-        let what = format!("reading metadata of topic '{topic}' at {}", self.config.bootstrap());
+        let what = format!(
+            "reading metadata of topic '{topic}' at {}",
+            self.config.bootstrap()
+        );
         let client = Arc::clone(&self.client);
         let name = topic.to_string();
         let redactor = self.shared.redactor.clone();
@@ -119,7 +128,9 @@ impl Admin for KafkaAdmin {
             };
             if let Some(code) = found.error() {
                 let code: RDKafkaErrorCode = code.into();
-                if code == RDKafkaErrorCode::UnknownTopicOrPartition || code == RDKafkaErrorCode::UnknownTopic {
+                if code == RDKafkaErrorCode::UnknownTopicOrPartition
+                    || code == RDKafkaErrorCode::UnknownTopic
+                {
                     return Ok(None);
                 }
                 let seam_code = code_of(code);
@@ -130,14 +141,19 @@ impl Admin for KafkaAdmin {
                     &redactor,
                 ));
             }
-            Ok(Some(i32::try_from(found.partitions().len()).expect("partition count fits i32")))
+            Ok(Some(
+                i32::try_from(found.partitions().len()).expect("partition count fits i32"),
+            ))
         })
         .await?;
         partitions.ok_or_else(|| {
             error(
                 ErrorKind::Retriable,
                 ErrorCode::UnknownTopicOrPartition,
-                &format!("topic '{topic}' does not exist at {}", self.config.bootstrap()),
+                &format!(
+                    "topic '{topic}' does not exist at {}",
+                    self.config.bootstrap()
+                ),
                 &self.shared.redactor,
             )
         })

@@ -568,10 +568,8 @@ mod tests {
 
         #[test]
         fn the_environment_overrides_the_file_and_the_argument_overrides_both() {
-            let dir = std::env::temp_dir().join(format!(
-                "eddy-kafka-config-test-{}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("eddy-kafka-config-test-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let file = dir.join("client.properties");
             std::fs::write(
@@ -591,7 +589,10 @@ mod tests {
             assert_eq!(config.bootstrap(), "file:1");
             assert_eq!(config.property("sasl.username"), Some("from-env"));
             assert_eq!(config.property("socket.keepalive.enable"), Some("true"));
-            assert_eq!(config.origin("socket.keepalive.enable"), Some(&*format!("{file_name}:3")));
+            assert_eq!(
+                config.origin("socket.keepalive.enable"),
+                Some(&*format!("{file_name}:3"))
+            );
             let config = KafkaConfig::from_sources(
                 Some("arg:2"),
                 vars(&[(ENV_CONFIG_FILE, &file_name), (ENV_BOOTSTRAP, "env:3")]),
@@ -610,9 +611,8 @@ mod tests {
 
         #[test]
         fn a_bad_timeout_is_rejected() {
-            let error =
-                KafkaConfig::from_sources(Some("a:1"), vars(&[(ENV_TIMEOUT_MS, "soon")]))
-                    .unwrap_err();
+            let error = KafkaConfig::from_sources(Some("a:1"), vars(&[(ENV_TIMEOUT_MS, "soon")]))
+                .unwrap_err();
             assert!(error.message.contains(ENV_TIMEOUT_MS), "{error}");
         }
 
@@ -624,7 +624,10 @@ mod tests {
             )
             .unwrap_err();
             assert!(error.message.contains("enable.auto.commit"), "{error}");
-            assert!(error.message.contains("EDDY_KAFKA_ENABLE_AUTO_COMMIT"), "{error}");
+            assert!(
+                error.message.contains("EDDY_KAFKA_ENABLE_AUTO_COMMIT"),
+                "{error}"
+            );
             let mut config = KafkaConfig::new("a:1");
             assert!(config.set("acks", "1").is_err());
             assert!(config.set("isolation.level", "read_uncommitted").is_err());
@@ -652,7 +655,10 @@ mod tests {
             for canary in ["canary-password-1", "canary-jaas-2", "canary-key-3"] {
                 assert!(!shown.contains(canary), "{shown}");
             }
-            assert!(shown.contains("eddy"), "non-secret values are shown: {shown}");
+            assert!(
+                shown.contains("eddy"),
+                "non-secret values are shown: {shown}"
+            );
         }
 
         #[test]

@@ -2,8 +2,8 @@
 //! rebalances deferred to the next poll (see the module doc of `kafka`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
@@ -77,10 +77,20 @@ impl KafkaConsumer {
                 "heartbeat.interval.ms",
                 config.heartbeat_interval_ms.to_string(),
             )
-            .set("socket.timeout.ms", config.request_timeout_ms.max(10).to_string());
-        if let Some(group) = &config.group_id {
-            client_config.set("group.id", group);
-        }
+            .set(
+                "socket.timeout.ms",
+                config.request_timeout_ms.max(10).to_string(),
+            );
+        match &config.group_id {
+            Some(group) => client_config.set("group.id", group),
+            // librdkafka's assign needs a group id even when no group is
+            // joined; this one is never joined nor committed to (without a
+            // group the seam refuses commit/committed/subscribe).
+            None => client_config.set(
+                "group.id",
+                format!("eddyline-no-group-{}", config.client_id),
+            ),
+        };
         let inner: Inner = create_client(
             &kafka,
             client_config,
@@ -113,7 +123,10 @@ impl KafkaConsumer {
     async fn check_topics_exist(&self, topics: &[String]) -> TransportResult<()> {
         let timeout_ms = self.kafka.timeout_ms();
         for topic in topics {
-            let what = format!("reading metadata of topic '{topic}' at {}", self.kafka.bootstrap());
+            let what = format!(
+                "reading metadata of topic '{topic}' at {}",
+                self.kafka.bootstrap()
+            );
             let inner = Arc::clone(&self.inner);
             let name = topic.clone();
             let redactor = self.shared.redactor.clone();
@@ -124,17 +137,19 @@ impl KafkaConsumer {
                 })
                 .await?
                 .map_err(|e| from_kafka_error(&what_inner, &e, &redactor))?;
-                Ok(metadata
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+                Ok(metadata.topics().iter().any(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                }))
             })
             .await?;
             if !exists {
                 return Err(self.fail(
                     ErrorKind::Retriable,
                     ErrorCode::UnknownTopicOrPartition,
-                    &format!("topic '{topic}' does not exist at {}", self.kafka.bootstrap()),
+                    &format!(
+                        "topic '{topic}' does not exist at {}",
+                        self.kafka.bootstrap()
+                    ),
                 ));
             }
         }
@@ -176,7 +191,12 @@ impl KafkaConsumer {
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -243,16 +263,22 @@ impl KafkaConsumer {
                     events.push(ConsumerEvent::Message(message));
                 }
                 Some(Err(e)) => {
-                    let what = format!("consumer '{}' poll", self.config.client_id);
+                    let what = format!(
+                        "consumer '{}' polling Kafka at {}",
+                        self.config.client_id,
+                        self.kafka.bootstrap()
+                    );
                     let mut mapped = self.map(&what, &e);
                     if !matches!(e, KafkaError::MessageConsumptionFatal(_))
                         && mapped.kind != ErrorKind::Fenced
+                        && mapped.code != ErrorCode::SaslAuthenticationFailed
                     {
                         // librdkafka goes on after a consumer error: polling
                         // again is the way on.
                         mapped.kind = ErrorKind::Retriable;
                     }
-                    if let Some(RDKafkaErrorCode::UnknownTopicOrPartition) = e.rdkafka_error_code() {
+                    if let Some(RDKafkaErrorCode::UnknownTopicOrPartition) = e.rdkafka_error_code()
+                    {
                         mapped.message = format!(
                             "{what}: a subscribed topic does not exist at {}: {e}",
                             self.kafka.bootstrap()
@@ -274,7 +300,10 @@ impl KafkaConsumer {
             self.fail(
                 ErrorKind::Fatal,
                 ErrorCode::InvalidState,
-                &format!("{call} needs a consumer with a group id (consumer '{}')", self.config.client_id),
+                &format!(
+                    "{call} needs a consumer with a group id (consumer '{}')",
+                    self.config.client_id
+                ),
             )
         })
     }
@@ -318,7 +347,8 @@ impl Consumer for KafkaConsumer {
             ));
         }
         let topics: BTreeSet<String> = partitions.iter().map(|p| p.topic.clone()).collect();
-        self.check_topics_exist(&topics.into_iter().collect::<Vec<_>>()).await?;
+        self.check_topics_exist(&topics.into_iter().collect::<Vec<_>>())
+            .await?;
         let start = match (&self.config.group_id, self.config.offset_reset) {
             // librdkafka reads the committed offset, else applies the reset policy.
             (Some(_), _) => Offset::Invalid,
@@ -378,7 +408,10 @@ impl Consumer for KafkaConsumer {
             return Err(self.fail(
                 ErrorKind::Fatal,
                 ErrorCode::InvalidState,
-                &format!("seek on {partition}, which consumer '{}' does not own", self.config.client_id),
+                &format!(
+                    "seek on {partition}, which consumer '{}' does not own",
+                    self.config.client_id
+                ),
             ));
         }
         // Re-assigning with positions is librdkafka's reliable seek: unlike
@@ -411,22 +444,35 @@ impl Consumer for KafkaConsumer {
         partitions: &[TopicPartition],
     ) -> TransportResult<Vec<Option<OffsetAndMetadata>>> {
         let group = self.require_group("committed")?.to_string();
-        let list = self.partition_list(partitions.iter().map(|p| (p.clone(), Offset::Invalid, None)))?;
+        let list = self.partition_list(
+            partitions
+                .iter()
+                .map(|p| (p.clone(), Offset::Invalid, None)),
+        )?;
         let timeout_ms = self.config.request_timeout_ms;
-        let what = format!("reading committed offsets of group '{group}' at {}", self.kafka.bootstrap());
+        let what = format!(
+            "reading committed offsets of group '{group}' at {}",
+            self.kafka.bootstrap()
+        );
         let inner = Arc::clone(&self.inner);
         let result = blocking(&what, move || {
             inner.committed_offsets(list, Duration::from_millis(u64::from(timeout_ms)))
         })
         .await?;
-        let list = result.map_err(|e| explain(&self.shared, &what, timeout_ms, self.map(&what, &e)))?;
+        let list =
+            result.map_err(|e| explain(&self.shared, &what, timeout_ms, self.map(&what, &e)))?;
         let mut out = Vec::with_capacity(partitions.len());
         for partition in partitions {
             let element = list
                 .find_partition(&partition.topic, partition.partition)
                 .expect("librdkafka answers for every partition asked");
             if let Err(e) = element.error() {
-                return Err(explain(&self.shared, &what, timeout_ms, self.map(&format!("{what}: {partition}"), &e)));
+                return Err(explain(
+                    &self.shared,
+                    &what,
+                    timeout_ms,
+                    self.map(&format!("{what}: {partition}"), &e),
+                ));
             }
             out.push(match element.offset() {
                 Offset::Offset(offset) => Some(OffsetAndMetadata {
@@ -445,10 +491,17 @@ impl Consumer for KafkaConsumer {
     ) -> TransportResult<()> {
         let group = self.require_group("commit")?.to_string();
         let list = self.partition_list(offsets.iter().map(|(p, o)| {
-            (p.clone(), Offset::Offset(o.offset), Some(o.metadata.clone()))
+            (
+                p.clone(),
+                Offset::Offset(o.offset),
+                Some(o.metadata.clone()),
+            )
         }))?;
         let timeout_ms = self.config.request_timeout_ms;
-        let what = format!("committing offsets of group '{group}' at {}", self.kafka.bootstrap());
+        let what = format!(
+            "committing offsets of group '{group}' at {}",
+            self.kafka.bootstrap()
+        );
         let inner = Arc::clone(&self.inner);
         let what_inner = what.clone();
         bounded(&self.shared, &what, timeout_ms, async move {
@@ -469,8 +522,15 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn offsets_range(&mut self, partition: &TopicPartition) -> TransportResult<(i64, i64)> {
-        let timeout_ms = self.config.request_timeout_ms.min(self.kafka.timeout_ms().max(1)).max(1);
-        let what = format!("reading the offsets of {partition} at {}", self.kafka.bootstrap());
+        let timeout_ms = self
+            .config
+            .request_timeout_ms
+            .min(self.kafka.timeout_ms().max(1))
+            .max(1);
+        let what = format!(
+            "reading the offsets of {partition} at {}",
+            self.kafka.bootstrap()
+        );
         let inner = Arc::clone(&self.inner);
         let topic = partition.topic.clone();
         let number = partition.partition;
@@ -481,7 +541,8 @@ impl Consumer for KafkaConsumer {
         result.map_err(|e| {
             let mut mapped = self.map(&what, &e);
             if mapped.code == ErrorCode::UnknownTopicOrPartition {
-                mapped.message = format!("{partition} does not exist at {}", self.kafka.bootstrap());
+                mapped.message =
+                    format!("{partition} does not exist at {}", self.kafka.bootstrap());
             }
             explain(&self.shared, &what, timeout_ms, mapped)
         })

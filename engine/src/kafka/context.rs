@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
@@ -13,12 +14,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message as _};
 use rdkafka::producer::ProducerContext;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::TopicPartitionList;
 use tokio::sync::oneshot;
 
 use super::config::Redactor;
 use super::error::{code_of, from_kafka_error, one_line};
-use crate::transport::{Delivered, ErrorCode, ErrorKind, TopicPartition, TransportError, TransportResult};
+use crate::transport::{
+    Delivered, ErrorCode, ErrorKind, TopicPartition, TransportError, TransportResult,
+};
 
 /// The last problem librdkafka reported for a client, redacted.
 #[derive(Clone, Debug)]
@@ -36,7 +38,12 @@ pub(crate) struct ClientShared {
     log_to_stderr: bool,
     last_issue: Mutex<Option<Issue>>,
     auth_failure: Mutex<Option<String>>,
+    /// The latest librdkafka log lines, redacted (bounded).
+    recent_logs: Mutex<VecDeque<String>>,
 }
+
+/// How many log lines a client keeps.
+const RECENT_LOGS_MAX: usize = 256;
 
 impl ClientShared {
     pub fn new(redactor: Redactor, bootstrap: String, log_to_stderr: bool) -> Arc<Self> {
@@ -46,6 +53,7 @@ impl ClientShared {
             log_to_stderr,
             last_issue: Mutex::new(None),
             auth_failure: Mutex::new(None),
+            recent_logs: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -62,11 +70,18 @@ impl ClientShared {
 
     /// The authentication failure librdkafka reported, as an error.
     pub fn auth_failure(&self) -> Option<TransportError> {
-        let reason = self.auth_failure.lock().expect("auth failure lock").clone()?;
+        let reason = self
+            .auth_failure
+            .lock()
+            .expect("auth failure lock")
+            .clone()?;
         Some(TransportError::new(
             ErrorKind::Fatal,
             ErrorCode::SaslAuthenticationFailed,
-            format!("authentication to Kafka at {} failed: {reason}", self.bootstrap),
+            format!(
+                "authentication to Kafka at {} failed: {reason}",
+                self.bootstrap
+            ),
         ))
     }
 
@@ -82,9 +97,7 @@ impl ClientShared {
             return error;
         }
         match self.last_issue() {
-            Some(issue)
-                if code_of(issue.code) == ErrorCode::BrokerNotAvailable =>
-            {
+            Some(issue) if code_of(issue.code) == ErrorCode::BrokerNotAvailable => {
                 TransportError::new(
                     ErrorKind::Timeout,
                     ErrorCode::BrokerNotAvailable,
@@ -113,17 +126,51 @@ impl ClientShared {
         }
     }
 
+    /// The latest librdkafka log lines of this client, already redacted.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn recent_logs(&self) -> Vec<String> {
+        self.recent_logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        if matches!(
+        let line = format!(
+            "librdkafka {level:?} {facility}: {}",
+            self.redactor.redact(&one_line(message))
+        );
+        let important = !matches!(
             level,
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug
+        );
+        if important && self.log_to_stderr {
+            eprintln!("{line}");
+        }
+        // Clients whose error events nobody serves (the admin client) still
+        // log why a connection failed: keep that as the latest issue.
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
         ) {
-            return;
+            if message.contains("SASL authentication error")
+                || message.contains("Authentication failed")
+            {
+                self.record(RDKafkaErrorCode::Authentication, message);
+            } else if facility == "FAIL" {
+                self.record(RDKafkaErrorCode::BrokerTransportFailure, message);
+            }
         }
-        let message = self.redactor.redact(&one_line(message));
-        if self.log_to_stderr {
-            eprintln!("librdkafka {level:?} {facility}: {message}");
+        let mut recent = self.recent_logs.lock().expect("log lock");
+        if recent.len() == RECENT_LOGS_MAX {
+            recent.pop_front();
         }
+        recent.push_back(line);
     }
 }
 
@@ -250,7 +297,10 @@ impl ConsumerContext for ConsumerCtx {
                 RebalanceOp::Error(format!("rebalance failed: {code}"))
             }
         };
-        self.rebalances.lock().expect("rebalance lock").push_back(op);
+        self.rebalances
+            .lock()
+            .expect("rebalance lock")
+            .push_back(op);
     }
 }
 
@@ -310,7 +360,8 @@ impl ProducerContext for ProducerCtx {
                 let mut error = from_kafka_error(&what, error, &self.shared.redactor);
                 if error.code == ErrorCode::TimedOut {
                     if let Some(issue) = self.shared.last_issue() {
-                        error.message = format!("{} (last problem: {})", error.message, issue.reason);
+                        error.message =
+                            format!("{} (last problem: {})", error.message, issue.reason);
                     }
                 }
                 let mut first = self.first_failure.lock().expect("failure lock");

@@ -139,7 +139,11 @@ fn from_rdkafka_error(what: &str, error: &RDKafkaError, redactor: &Redactor) -> 
 
 /// Any rdkafka error, with `what` saying what was being done (it should name
 /// the address or topic involved).
-pub(crate) fn from_kafka_error(what: &str, error: &KafkaError, redactor: &Redactor) -> TransportError {
+pub(crate) fn from_kafka_error(
+    what: &str,
+    error: &KafkaError,
+    redactor: &Redactor,
+) -> TransportError {
     match error {
         KafkaError::Transaction(native) => from_rdkafka_error(what, native, redactor),
         KafkaError::ClientConfig(_, description, key, _value) => {
@@ -159,7 +163,11 @@ pub(crate) fn from_kafka_error(what: &str, error: &KafkaError, redactor: &Redact
             } else {
                 ErrorKind::Fatal
             };
-            TransportError::new(kind, code, redactor.redact(&one_line(&format!("{what}: {error}"))))
+            TransportError::new(
+                kind,
+                code,
+                redactor.redact(&one_line(&format!("{what}: {error}"))),
+            )
         }
         other => {
             let code = other
@@ -176,7 +184,12 @@ pub(crate) fn from_kafka_error(what: &str, error: &KafkaError, redactor: &Redact
 }
 
 /// An error with a fixed kind and code.
-pub(crate) fn error(kind: ErrorKind, code: ErrorCode, message: &str, redactor: &Redactor) -> TransportError {
+pub(crate) fn error(
+    kind: ErrorKind,
+    code: ErrorCode,
+    message: &str,
+    redactor: &Redactor,
+) -> TransportError {
     TransportError::new(kind, code, redactor.redact(&one_line(message)))
 }
 
@@ -211,7 +224,10 @@ mod tests {
             code_of(RDKafkaErrorCode::InvalidTransactionalState),
             ErrorCode::InvalidTxnState
         );
-        assert_eq!(code_of(RDKafkaErrorCode::PolicyViolation), ErrorCode::Other(44));
+        assert_eq!(
+            code_of(RDKafkaErrorCode::PolicyViolation),
+            ErrorCode::Other(44)
+        );
     }
 
     #[test]
@@ -224,7 +240,10 @@ mod tests {
             code_of(RDKafkaErrorCode::AllBrokersDown),
             ErrorCode::BrokerNotAvailable
         );
-        assert_eq!(code_of(RDKafkaErrorCode::OperationTimedOut), ErrorCode::TimedOut);
+        assert_eq!(
+            code_of(RDKafkaErrorCode::OperationTimedOut),
+            ErrorCode::TimedOut
+        );
         assert_eq!(code_of(RDKafkaErrorCode::Fenced), ErrorCode::ProducerFenced);
         assert_eq!(
             code_of(RDKafkaErrorCode::Authentication),
@@ -283,9 +302,18 @@ mod tests {
             txn_requires_abort: abort,
         };
         let r = Redactor::default();
-        assert_eq!(from_native("x", &native(true, false, false), &r).kind, ErrorKind::Fatal);
-        assert_eq!(from_native("x", &native(false, true, false), &r).kind, ErrorKind::Abortable);
-        assert_eq!(from_native("x", &native(false, false, true), &r).kind, ErrorKind::Retriable);
+        assert_eq!(
+            from_native("x", &native(true, false, false), &r).kind,
+            ErrorKind::Fatal
+        );
+        assert_eq!(
+            from_native("x", &native(false, true, false), &r).kind,
+            ErrorKind::Abortable
+        );
+        assert_eq!(
+            from_native("x", &native(false, false, true), &r).kind,
+            ErrorKind::Retriable
+        );
         let timeout = NativeError {
             code: RDKafkaErrorCode::OperationTimedOut,
             ..native(false, false, true)

@@ -46,7 +46,11 @@ unsafe fn copy_c_string(ptr: *const c_char) -> Option<String> {
         return None;
     }
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
-    Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// The consumer's current group metadata, read from librdkafka: `None` for a
@@ -66,8 +70,9 @@ pub(crate) fn consumer_group_metadata<C: rdkafka::ClientContext>(
         }
         let group_id = copy_c_string(rdsys::rd_kafka_consumer_group_metadata_group_id(cgm));
         let member_id = copy_c_string(rdsys::rd_kafka_consumer_group_metadata_member_id(cgm));
-        let group_instance_id =
-            copy_c_string(rdsys::rd_kafka_consumer_group_metadata_group_instance_id(cgm));
+        let group_instance_id = copy_c_string(
+            rdsys::rd_kafka_consumer_group_metadata_group_instance_id(cgm),
+        );
         let generation_id = rdsys::rd_kafka_consumer_group_metadata_generation_id(cgm);
         rdsys::rd_kafka_consumer_group_metadata_destroy(cgm);
         Some(GroupMetadata {

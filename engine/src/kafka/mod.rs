@@ -60,16 +60,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::AdminClient;
-use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::ClientContext;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::producer::{Producer as _, ThreadedProducer};
 
 pub use admin::KafkaAdmin;
 pub use config::{KafkaConfig, Redactor};
 pub use consumer::KafkaConsumer;
 pub use producer::{KafkaDelivery, KafkaProducer};
 
-use context::{BasicContext, ClientShared, CHECK_INTERVAL};
+use context::{CHECK_INTERVAL, ClientShared, ProducerCtx};
 use error::from_kafka_error;
 
 use crate::transport::{
@@ -115,12 +115,15 @@ impl KafkaTransport {
     /// Asks the cluster for its metadata, within the configuration's timeout.
     pub async fn check_connection(&self) -> TransportResult<()> {
         let shared = self.shared();
-        let client: Arc<AdminClient<BasicContext>> = Arc::new(create_client(
+        // A producer client: its polling thread serves librdkafka's error
+        // events, so a refused connection or failed authentication is known
+        // at once (the admin client never serves them).
+        let mut client_config = self.config.client_config();
+        client_config.set("client.id", "eddyline-connect");
+        let client: Arc<ThreadedProducer<ProducerCtx>> = Arc::new(create_client(
             &self.config,
-            self.config.client_config(),
-            BasicContext {
-                shared: Arc::clone(&shared),
-            },
+            client_config,
+            ProducerCtx::new(Arc::clone(&shared)),
             "connect",
         )?);
         let timeout_ms = self.config.timeout_ms();
@@ -129,7 +132,9 @@ impl KafkaTransport {
             loop {
                 let probe = Arc::clone(&client);
                 let attempt = blocking(&what, move || {
-                    probe.inner().fetch_metadata(None, Duration::from_millis(500))
+                    probe
+                        .client()
+                        .fetch_metadata(None, Duration::from_millis(500))
                 })
                 .await?;
                 match attempt {
@@ -179,19 +184,20 @@ where
     T::from_config_and_context(&client_config, context).map_err(|error| {
         let redactor = config.redactor();
         match &error {
-            rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
-                error::error(
-                    ErrorKind::Fatal,
-                    ErrorCode::Other(-186),
-                    &format!(
-                        "{what}: bad librdkafka {}: {description}",
-                        config.describe_property(key)
-                    ),
-                    &redactor,
-                )
-            }
+            rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => error::error(
+                ErrorKind::Fatal,
+                ErrorCode::Other(-186),
+                &format!(
+                    "{what}: bad librdkafka {}: {description}",
+                    config.describe_property(key)
+                ),
+                &redactor,
+            ),
             _ => from_kafka_error(
-                &format!("{what}: cannot create a Kafka client for {}", config.bootstrap()),
+                &format!(
+                    "{what}: cannot create a Kafka client for {}",
+                    config.bootstrap()
+                ),
                 &error,
                 &redactor,
             ),

@@ -77,15 +77,16 @@ impl KafkaProducer {
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
             .set("linger.ms", producer.linger_ms.to_string())
-            .set("request.timeout.ms", producer.request_timeout_ms.to_string())
+            .set(
+                "request.timeout.ms",
+                producer.request_timeout_ms.to_string(),
+            )
             .set("message.timeout.ms", delivery_timeout_ms.to_string());
         if let Some(id) = &producer.transactional_id {
-            client_config
-                .set("transactional.id", id)
-                .set(
-                    "transaction.timeout.ms",
-                    producer.transaction_timeout_ms.to_string(),
-                );
+            client_config.set("transactional.id", id).set(
+                "transaction.timeout.ms",
+                producer.transaction_timeout_ms.to_string(),
+            );
         }
         let inner: Inner = create_client(
             &config,
@@ -118,13 +119,24 @@ impl KafkaProducer {
 
     fn what(&self, call: &str) -> String {
         match &self.config.transactional_id {
-            Some(id) => format!("{call} (transactional id '{id}', Kafka at {})", self.bootstrap),
-            None => format!("{call} (producer '{}', Kafka at {})", self.config.client_id, self.bootstrap),
+            Some(id) => format!(
+                "{call} (transactional id '{id}', Kafka at {})",
+                self.bootstrap
+            ),
+            None => format!(
+                "{call} (producer '{}', Kafka at {})",
+                self.config.client_id, self.bootstrap
+            ),
         }
     }
 
     /// Runs a blocking transactional call and maps its error.
-    async fn transactional_call<F>(&self, call: &str, timeout_ms: u32, body: F) -> TransportResult<()>
+    async fn transactional_call<F>(
+        &self,
+        call: &str,
+        timeout_ms: u32,
+        body: F,
+    ) -> TransportResult<()>
     where
         F: FnOnce(&Inner, Duration) -> Result<(), KafkaError> + Send + 'static,
     {
