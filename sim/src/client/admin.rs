@@ -36,7 +36,10 @@ impl Admin for SimAdmin {
     /// was unknown (timed out or disconnected) counts as success: the
     /// earlier attempt created it.
     async fn create_topic(&self, topic: &NewTopic) -> TransportResult<()> {
-        if topic.name.is_empty() || topic.partitions <= 0 || topic.replication_factor <= 0 {
+        // -1 asks for the broker's default, as in Kafka's CreateTopics.
+        let bad_count = topic.partitions == 0 || topic.partitions < -1;
+        let bad_factor = topic.replication_factor == 0 || topic.replication_factor < -1;
+        if topic.name.is_empty() || bad_count || bad_factor {
             return Err(TransportError::new(
                 ErrorKind::Fatal,
                 ErrorCode::InvalidPartitions,
@@ -103,7 +106,8 @@ impl Admin for SimAdmin {
         self.net
             .await_metadata(std::slice::from_ref(&name), deadline, |cache| {
                 cache.all_leaders_known(&name)
-                    && cache.partition_count(&name) == Some(topic.partitions)
+                    && (topic.partitions == -1
+                        || cache.partition_count(&name) == Some(topic.partitions))
             })
             .await
     }
