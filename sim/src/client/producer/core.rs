@@ -79,8 +79,11 @@ struct PendingRecord {
 
 struct UnassignedRecord {
     partition: Option<i32>,
-    key: Option<Vec<u8>>,
     pending: PendingRecord,
+}
+
+fn pending_key(pending: &PendingRecord) -> Option<&[u8]> {
+    pending.record.key.as_deref()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,14 +281,13 @@ impl ProducerCore {
         &mut self,
         topic: &str,
         partition: Option<i32>,
-        key: Option<Vec<u8>>,
         record: RecordData,
         slot: DeliverySlot,
         now_ms: u64,
         partition_count: Option<i32>,
     ) {
         assert!(
-            partition.is_some() || key.is_some(),
+            partition.is_some() || record.key.is_some(),
             "records without key and partition are refused before queueing"
         );
         let pending = PendingRecord {
@@ -296,7 +298,7 @@ impl ProducerCore {
         let waiting = self.unassigned.get(topic).is_some_and(|q| !q.is_empty());
         match partition_count {
             Some(count) if !waiting => {
-                let chosen = choose_partition(partition, key.as_deref(), count);
+                let chosen = choose_partition(partition, pending_key(&pending), count);
                 assert!(
                     (0..count).contains(&chosen),
                     "partition {chosen} checked against count {count} before queueing"
@@ -311,11 +313,7 @@ impl ProducerCore {
                 self.unassigned
                     .entry(topic.to_string())
                     .or_default()
-                    .push_back(UnassignedRecord {
-                        partition,
-                        key,
-                        pending,
-                    });
+                    .push_back(UnassignedRecord { partition, pending });
             }
         }
     }
@@ -338,7 +336,8 @@ impl ProducerCore {
             return;
         };
         for waiting in queue {
-            let chosen = choose_partition(waiting.partition, waiting.key.as_deref(), partition_count);
+            let chosen =
+                choose_partition(waiting.partition, pending_key(&waiting.pending), partition_count);
             if (0..partition_count).contains(&chosen) {
                 self.partitions
                     .entry(TopicPartition::new(topic, chosen))

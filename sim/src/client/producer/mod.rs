@@ -551,7 +551,7 @@ impl Producer for SimProducer {
         }
         let (slot, outcome) = oneshot::channel();
         let data = crate::protocol::RecordData {
-            key: record.key.clone(),
+            key: record.key,
             value: record.value,
             timestamp_ms: record.timestamp_ms.unwrap_or_else(wall_clock_ms),
             headers: record.headers,
@@ -560,7 +560,6 @@ impl Producer for SimProducer {
         self.shared.core.borrow_mut().enqueue(
             &record.topic,
             record.partition,
-            record.key,
             data,
             slot,
             now_ms,

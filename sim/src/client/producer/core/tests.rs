@@ -36,7 +36,7 @@ fn send(core: &mut ProducerCore, partition: i32, value: &str, now_ms: u64) -> Ou
         timestamp_ms: 0,
         headers: vec![],
     };
-    core.enqueue("t", Some(partition), None, record, slot, now_ms, Some(4));
+    core.enqueue("t", Some(partition), record, slot, now_ms, Some(4));
     outcome
 }
 
@@ -153,7 +153,7 @@ mod partitioning {
             timestamp_ms: 0,
             headers: vec![],
         };
-        core.enqueue("t", None, Some(b"user-42".to_vec()), record, slot, 0, Some(12));
+        core.enqueue("t", None, record, slot, 0, Some(12));
         assert_eq!(
             core.partitions_with_data(),
             vec![TopicPartition::new("t", partition_for_key(b"user-42", 12))]
@@ -171,11 +171,11 @@ mod partitioning {
         };
         let target = partition_for_key(b"k", 3);
         let (slot, _a) = oneshot::channel();
-        core.enqueue("t", None, Some(b"k".to_vec()), record("k"), slot, 0, None);
+        core.enqueue("t", None, record("k"), slot, 0, None);
         // Metadata arrives for the next send, but the first record still
         // waits: this one must wait behind it.
         let (slot, _b) = oneshot::channel();
-        core.enqueue("t", Some(target), Some(b"z".to_vec()), record("z"), slot, 0, Some(3));
+        core.enqueue("t", Some(target), record("z"), slot, 0, Some(3));
         assert_eq!(core.unassigned_topics(), vec!["t".to_string()]);
         core.assign_unassigned("t", 3);
         core.begin_flush();
@@ -199,7 +199,7 @@ mod partitioning {
             timestamp_ms: 0,
             headers: vec![],
         };
-        core.enqueue("t", Some(5), None, record, slot, 0, None);
+        core.enqueue("t", Some(5), record, slot, 0, None);
         core.assign_unassigned("t", 2);
         let error = delivered(&mut outcome).unwrap().unwrap_err();
         assert_eq!(error.code, ErrorCode::UnknownTopicOrPartition);
