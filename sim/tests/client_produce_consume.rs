@@ -198,13 +198,13 @@ mod refusals {
     }
 }
 
-mod faults {
+pub(crate) mod faults {
     use super::*;
 
     /// Sends `count` records to one partition while `fault` happens after
     /// `fault_after` sends; every record must be delivered exactly once, in
     /// order, at dense offsets.
-    fn run_with_fault(seed: u64, count: usize, fault: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static, heal: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static) {
+    pub(crate) fn run_with_fault(seed: u64, count: usize, fault: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static, heal: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static) {
         let mut cluster = cluster(seed);
         let handle = cluster.handle();
         cluster.client("worker", async move {
@@ -296,6 +296,82 @@ mod faults {
             Ok(())
         });
         cluster.run().unwrap();
+    }
+}
+
+mod sweeps {
+    use super::*;
+
+    fn env_count(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .map(|text| text.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+            .unwrap_or(default)
+    }
+
+    /// Leader crashes, network partitions and leader moves over more
+    /// seeds: `EDDY_CLIENT_SEEDS=N` (default 3).
+    #[test]
+    fn faults_over_several_seeds_lose_and_duplicate_nothing() {
+        for seed in 100..100 + env_count("EDDY_CLIENT_SEEDS", 3) {
+            match seed % 3 {
+                0 => faults::run_with_fault(
+                    seed,
+                    60,
+                    |handle, leader| handle.crash_broker(leader),
+                    |handle, leader| handle.restart_broker(leader),
+                ),
+                1 => faults::run_with_fault(
+                    seed,
+                    60,
+                    |handle, leader| handle.partition(&["worker"], &[&format!("broker-{leader}")]),
+                    |handle, leader| handle.heal(&["worker"], &[&format!("broker-{leader}")]),
+                ),
+                _ => faults::run_with_fault(
+                    seed,
+                    60,
+                    |handle, _| handle.move_leader(&tp("t", 0), None),
+                    |_, _| {},
+                ),
+            }
+        }
+    }
+
+    /// Keyed records over 12 partitions, produced and read back:
+    /// `EDDY_CLIENT_RECORDS=N` (default 600) sizes it for measurements.
+    #[test]
+    fn many_keyed_records_round_trip_exactly_once() {
+        let count = env_count("EDDY_CLIENT_RECORDS", 600) as usize;
+        let mut cluster = cluster(61);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 12).await;
+            let mut producer = transport.producer(&producer_config("p", None)).await?;
+            for i in 0..count {
+                producer.send(keyed("t", &format!("k{}", i % 97), &i.to_string()))?;
+                if i % 100 == 99 {
+                    // 100 records per simulated ms: 100k records/s offered.
+                    sleep_ms(1).await;
+                }
+            }
+            producer.flush().await?;
+            let mut consumer = transport.consumer(&consumer_config("c", None)).await?;
+            consumer
+                .assign(&(0..12).map(|p| tp("t", p)).collect::<Vec<_>>())
+                .await?;
+            let read = read_messages(&mut consumer, count, 120_000).await;
+            let mut values: Vec<usize> = read.iter().map(|m| text(m).parse().unwrap()).collect();
+            values.sort_unstable();
+            assert_eq!(values, (0..count).collect::<Vec<_>>());
+            Ok(())
+        });
+        cluster.run().unwrap();
+        eprintln!(
+            "{count} records produced and consumed in {} ms simulated",
+            cluster.elapsed_ms()
+        );
     }
 }
 
