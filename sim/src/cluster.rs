@@ -486,7 +486,10 @@ impl ClusterHandle {
             .get(usize::try_from(broker).ok()?)?
             .borrow();
         let log = disk.logs.get(partition)?;
-        Some((log.batches().to_vec(), log.high_watermark))
+        Some((
+            log.batches().iter().map(|b| b.decode()).collect(),
+            log.high_watermark,
+        ))
     }
 
     /// Broker host names, for clients to bootstrap from.

@@ -417,12 +417,24 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let bytes = postcard::to_stdvec(frame).map_err(|e| FrameError::Decode(e.to_string()))?;
-    let length = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    // The length prefix and the frame go out in one write (one simulated
+    // TCP segment instead of two).
+    let bytes =
+        postcard::to_extend(frame, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
+    write_prefixed(writer, bytes).await
+}
+
+/// Writes `bytes`, whose first 4 bytes are reserved for the length prefix
+/// (already encoded frames, e.g. a broker's spliced Fetch answers).
+pub async fn write_prefixed<W>(writer: &mut W, mut bytes: Vec<u8>) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let length = u32::try_from(bytes.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(length));
     }
-    writer.write_all(&length.to_be_bytes()).await?;
+    bytes[..4].copy_from_slice(&length.to_be_bytes());
     writer.write_all(&bytes).await?;
     writer.flush().await?;
     Ok(())

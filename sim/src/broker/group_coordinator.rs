@@ -1485,7 +1485,12 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) {
         }
         let disk = broker.disk.borrow();
         let log = &disk.logs[&tp];
-        for batch in log.batches() {
+        for stored in log.batches() {
+            if let Some(control) = stored.header.control {
+                shard.complete_txn(stored.header.producer_id, control == ControlType::Commit);
+                continue;
+            }
+            let batch = stored.decode();
             if let Some(control) = batch.control {
                 shard.complete_txn(batch.producer_id, control == ControlType::Commit);
                 continue;
