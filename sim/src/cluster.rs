@@ -572,6 +572,7 @@ impl SimCluster {
             disks.push(disk.clone());
             let context = BrokerContext {
                 id,
+                seed: seed.derive(&format!("broker-{id}")),
                 config: config.clone(),
                 disk,
                 trace: trace.clone(),

@@ -196,6 +196,10 @@ pub enum Request {
         group_instance_id: Option<String>,
         protocol_type: String,
         protocols: Vec<JoinProtocol>,
+        /// The client's `client.id`: Kafka makes member ids
+        /// `<client_id>-<uuid>` (KIP-394), and the range assignor orders
+        /// members by member id.
+        client_id: String,
     },
     SyncGroup {
         group_id: String,
@@ -492,6 +496,9 @@ pub mod codes {
     /// ListOffsets on a new leader whose high watermark has not yet caught
     /// up with its epoch's start offset (KIP-207; retriable).
     pub const OFFSET_NOT_AVAILABLE: ErrorCode = ErrorCode::Other(78);
+    /// KIP-394: a first JoinGroup (empty member id) is answered with this
+    /// and the member id to join with.
+    pub const MEMBER_ID_REQUIRED: ErrorCode = ErrorCode::Other(79);
     pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(96);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode::Other(107);
 }
