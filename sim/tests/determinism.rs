@@ -226,6 +226,10 @@ fn run(seed: u64) -> (u64, u64) {
     cluster
         .run()
         .unwrap_or_else(|e| panic!("{e}\n{}", e.trace.excerpt.join("\n")));
+    // Whatever the faults did, committed data agrees on every replica.
+    if let Err(violations) = cluster.handle().verify_replicas() {
+        panic!("{}", violations.join("\n"));
+    }
     let summary = cluster.trace();
     (summary.hash, summary.events)
 }

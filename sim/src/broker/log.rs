@@ -240,7 +240,12 @@ impl PartitionLog {
             "empty batch appended (seed {})",
             current_seed()
         );
-        assert_eq!(header.base_offset, self.log_end_offset);
+        assert_eq!(
+            header.base_offset,
+            self.log_end_offset,
+            "append does not continue the log (seed {})",
+            current_seed()
+        );
         if header.partition_leader_epoch > self.latest_epoch() {
             self.epochs
                 .push((header.partition_leader_epoch, header.base_offset));
@@ -321,7 +326,11 @@ impl PartitionLog {
         }
         self.batches.truncate(keep);
         self.log_end_offset = self.batches.last().map_or(0, |b| b.header.next_offset());
-        assert!(self.log_end_offset <= offset);
+        assert!(
+            self.log_end_offset <= offset,
+            "truncation left the log past {offset} (seed {})",
+            current_seed()
+        );
         self.epochs
             .retain(|&(_, start)| start < self.log_end_offset);
         self.high_watermark = self.high_watermark.min(self.log_end_offset);
