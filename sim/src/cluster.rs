@@ -619,6 +619,7 @@ impl SimCluster {
         let placement_seed = seed.derive("placement");
         let faults_seed = seed.derive("faults");
         let mut sim = world::build_sim(&config.world_settings(network_seed))?;
+        let brokers = config.brokers;
         let config = Rc::new(config);
         let trace = Trace::new(config.trace_echo);
         let controller = Rc::new(Controller::new(
@@ -679,7 +680,7 @@ impl SimCluster {
                 ("faults".to_string(), faults_seed),
             ]
             .into_iter()
-            .chain((0..config.brokers).map(|id| {
+            .chain((0..brokers).map(|id| {
                 let name = format!("broker-{id}");
                 let seed = seed.derive(&name);
                 (name, seed)
