@@ -57,7 +57,11 @@ impl<C: Consumer, P: Producer> Worker<C, P> {
             })
             .collect();
         let group = self.consumer.group_metadata().expect("a member");
-        let result = match self.producer.send_offsets_to_transaction(&offsets, &group).await {
+        let result = match self
+            .producer
+            .send_offsets_to_transaction(&offsets, &group)
+            .await
+        {
             Ok(()) => self.producer.commit_transaction().await,
             Err(error) => Err(error),
         };
@@ -201,28 +205,47 @@ fn add_feeder(cluster: &mut eddyline_sim::cluster::SimCluster, records: usize) {
 
 /// Reads the output after `start_ms` and checks every input value is
 /// there exactly once.
-fn add_checker(cluster: &mut eddyline_sim::cluster::SimCluster, seed: u64, records: usize, start_ms: u64) {
+fn add_checker(
+    cluster: &mut eddyline_sim::cluster::SimCluster,
+    seed: u64,
+    records: usize,
+    start_ms: u64,
+) {
     let handle = cluster.handle();
     cluster.client("checker", async move {
         wait_ready(&handle).await;
         sleep_ms(start_ms).await;
         let transport = transport(&handle);
-        let mut reader = transport.consumer(&consumer_config("checker", None)).await?;
+        let mut reader = transport
+            .consumer(&consumer_config("checker", None))
+            .await?;
         reader
             .assign(&(0..3).map(|p| tp("out", p)).collect::<Vec<_>>())
             .await?;
         let mut values: Vec<usize> = Vec::new();
         for _ in 0..40 {
-            values.extend(read_for(&mut reader, 500).await.iter().map(|m| text(m).parse::<usize>().unwrap()));
+            values.extend(
+                read_for(&mut reader, 500)
+                    .await
+                    .iter()
+                    .map(|m| text(m).parse::<usize>().unwrap()),
+            );
             if values.len() >= records {
                 break;
             }
         }
-        values.extend(read_for(&mut reader, 500).await.iter().map(|m| text(m).parse::<usize>().unwrap()));
+        values.extend(
+            read_for(&mut reader, 500)
+                .await
+                .iter()
+                .map(|m| text(m).parse::<usize>().unwrap()),
+        );
         values.sort_unstable();
         let mut distinct = values.clone();
         distinct.dedup();
-        let missing: Vec<usize> = (0..records).filter(|v| values.binary_search(v).is_err()).collect();
+        let missing: Vec<usize> = (0..records)
+            .filter(|v| values.binary_search(v).is_err())
+            .collect();
         if !missing.is_empty() {
             // Lost output or unfinished work? Compare with what the group
             // committed for the input.
@@ -332,7 +355,9 @@ fn random_faults_with_worker_crashes_keep_the_output_exactly_once() {
         .ok()
         .map(|text| text.parse().expect("EDDY_CLIENT_SEEDS must be a number"))
         .unwrap_or(2);
-    let first: u64 = std::env::var("EDDY_CLIENT_SEED_FROM").ok().map_or(900, |t| t.parse().unwrap());
+    let first: u64 = std::env::var("EDDY_CLIENT_SEED_FROM")
+        .ok()
+        .map_or(900, |t| t.parse().unwrap());
     let mut failed = Vec::new();
     for seed in first..first + seeds {
         if std::panic::catch_unwind(|| chaos_pipeline(seed, 150)).is_err() {

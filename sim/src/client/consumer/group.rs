@@ -68,8 +68,8 @@ pub(crate) async fn run(shared: Rc<Shared>) {
             Phase::LostPending => {
                 // Nothing to do until `poll` hands out `Lost`.
                 let seen = shared.signal.generation();
-                let waiting =
-                    shared.state.borrow().group.as_ref().map(|g| &g.phase) == Some(&Phase::LostPending);
+                let waiting = shared.state.borrow().group.as_ref().map(|g| &g.phase)
+                    == Some(&Phase::LostPending);
                 if waiting {
                     shared.signal.changed_since(seen).await;
                 }
@@ -134,6 +134,7 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
             name: RANGE.to_string(),
             metadata: encode_subscription(&subscription),
         }],
+        client_id: shared.config.client_id.clone(),
     };
     // The Java client waits `rebalance_timeout + 5 s` for a JoinGroup. Here
     // a JoinGroup is re-sent after `max(request, session timeout)`: Kafka

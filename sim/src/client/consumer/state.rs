@@ -288,14 +288,22 @@ mod tests {
             state.group.as_ref().unwrap().phase,
             Phase::RevokePending { delivered: true }
         );
-        assert!(state.take_events(10).is_empty(), "no messages during a revoke");
+        assert!(
+            state.take_events(10).is_empty(),
+            "no messages during a revoke"
+        );
     }
 
     #[test]
     fn a_lost_member_keeps_listing_its_partitions_until_lost_is_handed_out() {
         let mut state = State::new();
         with_buffer(&mut state, 0, &[0], 1);
-        state.partitions.get_mut(&TopicPartition::new("t", 0)).unwrap().buffered.clear();
+        state
+            .partitions
+            .get_mut(&TopicPartition::new("t", 0))
+            .unwrap()
+            .buffered
+            .clear();
         state.group = Some(GroupState {
             group_id: "g".into(),
             subscription: vec!["t".into()],
@@ -311,10 +319,16 @@ mod tests {
             .push_back(ConsumerEvent::Lost(vec![TopicPartition::new("t", 0)]));
         assert_eq!(state.owned(), vec![TopicPartition::new("t", 0)]);
         let events = state.take_events(10);
-        assert_eq!(events, vec![ConsumerEvent::Lost(vec![TopicPartition::new("t", 0)])]);
+        assert_eq!(
+            events,
+            vec![ConsumerEvent::Lost(vec![TopicPartition::new("t", 0)])]
+        );
         assert!(state.owned().is_empty());
         let group = state.group.as_ref().unwrap();
-        assert_eq!((group.phase.clone(), group.generation_id), (Phase::Joining, -1));
+        assert_eq!(
+            (group.phase.clone(), group.generation_id),
+            (Phase::Joining, -1)
+        );
     }
 
     #[test]
