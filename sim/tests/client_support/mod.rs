@@ -157,6 +157,21 @@ pub async fn read_messages<C: Consumer>(
     read
 }
 
+/// Polls for `duration_ms` and returns every event that came.
+pub async fn poll_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<ConsumerEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(duration_ms);
+    let mut events = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        events.extend(
+            consumer
+                .poll(100, Duration::from_millis(50))
+                .await
+                .expect("poll"),
+        );
+    }
+    events
+}
+
 /// Polls for `duration_ms` and returns every message that came.
 pub async fn read_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<Message> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(duration_ms);

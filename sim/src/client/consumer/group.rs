@@ -228,8 +228,22 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         group.phase = Phase::Stable;
         group.assigned_once = true;
         group.last_heartbeat_ok = now();
+        let resubscribed = group.subscription != subscription;
         state.set_partitions(&assignment);
-        state.events.push_back(ConsumerEvent::Assigned(assignment));
+        state
+            .events
+            .push_back(ConsumerEvent::Assigned(assignment.clone()));
+        if resubscribed {
+            // `subscribe` changed the topics while this round was running:
+            // rebalance again for the new subscription (eager revoke).
+            let group = state.group.as_mut().expect("group member");
+            if assignment.is_empty() {
+                group.phase = Phase::Joining;
+            } else {
+                group.phase = Phase::RevokePending { delivered: false };
+                state.events.push_back(ConsumerEvent::Revoked(assignment));
+            }
+        }
     }
     shared.signal.raise();
     Ok(())
