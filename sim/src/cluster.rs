@@ -918,7 +918,7 @@ impl SimCluster {
                 }
             }
             Fault::PauseHost { host, duration_ms } => {
-                if self.worker_hosts.contains(host) {
+                if self.known_node(host) {
                     self.start_pause(host, now + duration_ms);
                     true
                 } else {

@@ -26,9 +26,10 @@ pub enum Fault {
     /// A worker host starts again (restarts it if it is running): a
     /// consumer joining, or a crashed worker coming back.
     RestartHost(String),
-    /// A worker becomes a zombie for `duration_ms`: every message to and
-    /// from it is held (its code keeps running, its clock keeps moving),
-    /// then everything held is delivered at once.
+    /// A node (usually a worker; a broker works too: a long GC pause)
+    /// becomes a zombie for `duration_ms`: every message to and from it is
+    /// held (its code keeps running, its clock keeps moving), then
+    /// everything held is delivered at once.
     PauseHost { host: String, duration_ms: u64 },
     /// A controlled leader move (as a reassignment or preferred-leader
     /// election does); `to: None` picks the next live in-sync replica.
