@@ -68,7 +68,7 @@ async fn producer(
                         Request::Produce {
                             transactional_id: None,
                             timeout_ms: 2_000,
-                            batches: batches.clone(),
+                            batches,
                         },
                         3_000,
                     )
