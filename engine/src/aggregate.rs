@@ -793,3 +793,248 @@ where
         self(context, records)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context_key() -> Key {
+        Key::from("k")
+    }
+
+    /// Folds `(ts, value)` records in order with arrival numbers 0, 1, ...
+    fn fold<V, A: Aggregator<V>>(aggregator: &A, records: &[(EventTime, V)]) -> A::Acc {
+        let mut acc = aggregator.create();
+        for (arrival, (ts, value)) in records.iter().enumerate() {
+            let input = Input {
+                ts: *ts,
+                arrival: arrival as u64,
+                value,
+            };
+            aggregator.add(&mut acc, input).unwrap();
+        }
+        acc
+    }
+
+    fn result<V, A: Aggregator<V>>(aggregator: &A, acc: &A::Acc) -> Result<A::Output> {
+        let key = context_key();
+        aggregator.result(
+            acc,
+            &WindowContext {
+                key: &key,
+                window: TimeWindow::new(0, 100),
+            },
+        )
+    }
+
+    fn split_and_merge<V: Clone, A: Aggregator<V>>(
+        aggregator: &A,
+        records: &[(EventTime, V)],
+        at: usize,
+    ) -> A::Acc {
+        let mut left = aggregator.create();
+        let mut right = aggregator.create();
+        for (arrival, (ts, value)) in records.iter().enumerate() {
+            let input = Input {
+                ts: *ts,
+                arrival: arrival as u64,
+                value,
+            };
+            let acc = if arrival < at { &mut left } else { &mut right };
+            aggregator.add(acc, input).unwrap();
+        }
+        aggregator.merge(&mut left, &right).unwrap();
+        left
+    }
+
+    const RECORDS: &[(EventTime, i64)] = &[(5, 3), (1, -7), (5, 3), (9, 40), (1, 8), (9, 2)];
+
+    mod builtins {
+        use super::*;
+
+        #[test]
+        fn count_sum_min_max_avg_and_distinct_count_agree_with_a_direct_computation() {
+            let aggregator = (Count, Sum, Min, Max, Avg, DistinctCount);
+            let acc = fold(&aggregator, RECORDS);
+            let (count, sum, min, max, avg, distinct) = result(&aggregator, &acc).unwrap();
+            assert_eq!(count, 6);
+            assert_eq!(sum, 49);
+            assert_eq!(min, Some(-7));
+            assert_eq!(max, Some(40));
+            assert_eq!(avg, Some(49.0 / 6.0));
+            assert_eq!(distinct, 5);
+        }
+
+        #[test]
+        fn first_by_time_takes_the_earliest_arrival_among_the_smallest_timestamps() {
+            // ts 1 arrives with values -7 (arrival 1) then 8 (arrival 4).
+            let acc = fold(&FirstByTime, RECORDS);
+            assert_eq!(result(&FirstByTime, &acc).unwrap(), Some(-7));
+        }
+
+        #[test]
+        fn last_by_time_takes_the_latest_arrival_among_the_largest_timestamps() {
+            // ts 9 arrives with values 40 (arrival 3) then 2 (arrival 5).
+            let acc = fold(&LastByTime, RECORDS);
+            assert_eq!(result(&LastByTime, &acc).unwrap(), Some(2));
+        }
+
+        #[test]
+        fn merging_two_halves_gives_the_same_accumulator_as_one_fold_for_every_builtin() {
+            let aggregator = (Count, Sum, Min, Max, Avg, DistinctCount);
+            let whole = fold(&aggregator, RECORDS);
+            let firsts = fold(&(FirstByTime, LastByTime), RECORDS);
+            for at in 0..=RECORDS.len() {
+                assert_eq!(
+                    split_and_merge(&aggregator, RECORDS, at),
+                    whole,
+                    "split at {at}"
+                );
+                // Merged the other way round too: ties still go by arrival.
+                let mut right = split_and_merge(&(FirstByTime, LastByTime), &RECORDS[at..], 0);
+                for element in [&mut right.0, &mut right.1].into_iter().flatten() {
+                    element.arrival += at as u64;
+                }
+                let left = fold(&(FirstByTime, LastByTime), &RECORDS[..at]);
+                let mut merged = right.clone();
+                (FirstByTime, LastByTime).merge(&mut merged, &left).unwrap();
+                assert_eq!(merged, firsts, "reverse merge split at {at}");
+            }
+        }
+
+        #[test]
+        fn the_summary_equals_count_sum_and_min_max_of_timestamps() {
+            let composed = (Count, Sum, OnTimestamp(Min), OnTimestamp(Max));
+            let (count, sum, min_ts, max_ts) =
+                result(&composed, &fold(&composed, RECORDS)).unwrap();
+            let summary = result(&Summary, &fold(&Summary, RECORDS)).unwrap();
+            assert_eq!(
+                summary,
+                SummaryResult {
+                    count,
+                    sum,
+                    min_ts: min_ts.unwrap(),
+                    max_ts: max_ts.unwrap()
+                }
+            );
+            assert_eq!((summary.min_ts, summary.max_ts), (1, 9));
+        }
+
+        #[test]
+        fn a_projection_feeds_a_field_of_the_value_to_the_inner_aggregate() {
+            #[derive(Clone)]
+            struct Click {
+                page: &'static str,
+            }
+            let pages = Project::new(|click: &Click| click.page.to_string(), DistinctCount);
+            let clicks = [
+                (1, Click { page: "/a" }),
+                (2, Click { page: "/b" }),
+                (3, Click { page: "/a" }),
+            ];
+            assert_eq!(result(&pages, &fold(&pages, &clicks)).unwrap(), 2);
+        }
+
+        #[test]
+        fn an_empty_accumulator_gives_none_rather_than_a_made_up_value() {
+            let aggregator = (Min, Max, Avg, FirstByTime, LastByTime);
+            let acc = Aggregator::<i64>::create(&aggregator);
+            assert_eq!(
+                result::<i64, _>(&aggregator, &acc).unwrap(),
+                (None, None, None, None, None)
+            );
+        }
+    }
+
+    mod overflow {
+        use super::*;
+
+        #[test]
+        fn a_sum_that_does_not_fit_the_value_type_is_an_error_naming_the_window() {
+            let acc = fold(&Sum, &[(0, i64::MAX), (1, 1)]);
+            let error = result::<i64, _>(&Sum, &acc).unwrap_err();
+            assert!(matches!(error, Error::Overflow(_)), "{error}");
+            assert!(error.to_string().contains("[0, 100)"), "{error}");
+            assert!(error.to_string().contains("\"k\""), "{error}");
+        }
+
+        #[test]
+        fn a_sum_is_exact_whatever_the_order_of_additions() {
+            let acc = fold(
+                &Sum,
+                &[(0, i64::MAX), (1, i64::MAX), (2, i64::MIN), (3, i64::MIN)],
+            );
+            assert_eq!(result::<i64, _>(&Sum, &acc).unwrap(), -2);
+        }
+
+        #[test]
+        fn a_failed_add_leaves_a_tuple_accumulator_unchanged() {
+            let aggregator = (Count, Sum);
+            let mut acc: (u64, i128) = (3, i128::MAX);
+            let error = aggregator
+                .add(
+                    &mut acc,
+                    Input {
+                        ts: 0,
+                        arrival: 0,
+                        value: &1i64,
+                    },
+                )
+                .unwrap_err();
+            assert!(matches!(error, Error::Overflow(_)));
+            assert_eq!(acc, (3, i128::MAX));
+        }
+
+        #[test]
+        fn a_count_at_u64_max_refuses_to_wrap() {
+            let mut acc = u64::MAX;
+            let input = Input {
+                ts: 0,
+                arrival: 0,
+                value: &0i64,
+            };
+            assert!(Count.add(&mut acc, input).is_err());
+            assert!(Aggregator::<i64>::merge(&Count, &mut acc, &1).is_err());
+            assert_eq!(acc, u64::MAX);
+        }
+    }
+
+    mod process {
+        use super::*;
+
+        #[test]
+        fn merged_record_lists_stay_in_arrival_order() {
+            fn values(
+                _context: &WindowContext<'_>,
+                records: &[Element<i64>],
+            ) -> Result<Vec<(u64, i64)>> {
+                Ok(records
+                    .iter()
+                    .map(|element| (element.arrival, element.value))
+                    .collect())
+            }
+            let aggregator = Process(values);
+            let mut odd = aggregator.create();
+            let mut even = aggregator.create();
+            for arrival in 0..6u64 {
+                let value = arrival as i64 * 10;
+                let acc = if arrival % 2 == 0 {
+                    &mut even
+                } else {
+                    &mut odd
+                };
+                let input = Input {
+                    ts: 100 - arrival as i64,
+                    arrival,
+                    value: &value,
+                };
+                aggregator.add(acc, input).unwrap();
+            }
+            aggregator.merge(&mut odd, &even).unwrap();
+            assert_eq!(
+                result(&aggregator, &odd).unwrap(),
+                vec![(0, 0), (1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]
+            );
+        }
+    }
+}
