@@ -74,7 +74,7 @@ pub trait Aggregator<V> {
 
 fn overflow(what: &str, context: &WindowContext<'_>) -> Error {
     Error::Overflow(format!(
-        "{what} of window [{}, {}) for key {:?}",
+        "window [{}, {}) of key {:?}: {what}",
         context.window.start, context.window.end, &**context.key
     ))
 }
