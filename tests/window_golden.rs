@@ -38,7 +38,11 @@ fn check_case(dir: &Path) -> Option<String> {
         match code {
             Some(0) => std::fs::write(&expected_out, &stdout).unwrap(),
             Some(2) => std::fs::write(&expected_err, &stderr).unwrap(),
-            other => return Some(format!("{name}: cannot bless exit status {other:?}: {stderr}")),
+            other => {
+                return Some(format!(
+                    "{name}: cannot bless exit status {other:?}: {stderr}"
+                ));
+            }
         }
         return None;
     }
@@ -72,7 +76,9 @@ fn check_case(dir: &Path) -> Option<String> {
                 return Some(format!("{name}: an error is one line: {stderr:?}"));
             }
             if !stdout.is_empty() {
-                return Some(format!("{name}: nothing may reach stdout on error: {stdout}"));
+                return Some(format!(
+                    "{name}: nothing may reach stdout on error: {stdout}"
+                ));
             }
         }
         _ => {
@@ -122,8 +128,18 @@ fn every_output_line_is_a_json_object_with_the_fields_of_spec_section_3_6() {
             let mut fields: Vec<&str> = object.keys().map(String::as_str).collect();
             fields.sort();
             if object.contains_key("late") {
-                assert_eq!(fields, ["late", "step", "watermark"], "{}: {line}", path.display());
-                let mut late: Vec<&str> = object["late"].as_object().unwrap().keys().map(String::as_str).collect();
+                assert_eq!(
+                    fields,
+                    ["late", "step", "watermark"],
+                    "{}: {line}",
+                    path.display()
+                );
+                let mut late: Vec<&str> = object["late"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
                 late.sort();
                 assert_eq!(late, ["key", "ts", "value"]);
             } else {
