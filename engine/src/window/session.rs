@@ -7,15 +7,35 @@
 //! with `s.start <= ts + gap && s.end >= ts`, and the result covers them all.
 //! - No session merges and the new window is late: the record is late.
 //!   (Live sessions are never late: the watermark purges them first.)
-//! - The new window lies inside one session: the record is added to it.
-//! - Otherwise the covered sessions are replaced by their cover `W'`; their
-//!   timers go away; `W'` has an on-time timer iff its max timestamp is above
-//!   the watermark (Flink's `EventTimeTrigger.onMerge`).
+//! - Otherwise the covered sessions are replaced by their cover `W'` (which
+//!   is one of them when the record falls inside it); `W'` is *pending* (has
+//!   an on-time timer) iff its max timestamp is above the watermark, as
+//!   Flink's `EventTimeTrigger.onMerge`/`onElement` register it.
 //!
 //! Then, as for every window: if the watermark has reached the session's max
 //! timestamp, it fires a `late_update` at once.
+//!
+//! # Wake-ups
+//!
+//! A session that grows in place (the common case: a record inside or just
+//! after its key's session) must not cost index updates, so timers are
+//! *wake-ups* that may be early: each live session has exactly one current
+//! wake-up `(time, kind)`, recorded in the session, with
+//! - `kind = Fire` and `time <= max_timestamp` while the session is pending
+//!   (`max_timestamp > watermark`),
+//! - `kind = Cleanup` and `time <= cleanup_time` once the watermark reached
+//!   it.
+//!
+//! Growing a session keeps both bounds, except when a late record extends a
+//! session the watermark had reached past the watermark again: that re-arms
+//! eagerly. When the watermark passes a wake-up, a wake-up earlier than its
+//! session's due time is re-armed at the due time (later in the same pass if
+//! still due); one exactly due fires `on_time` (then arms the cleanup) or
+//! purges. So on-time firings happen only at exact `(max_timestamp, key)`
+//! entries, in ascending `(window_end, key)` as for the other window kinds.
+//! Merging and re-arming remove the entries they supersede.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
@@ -23,21 +43,53 @@ use crate::record::{Key, Record};
 use crate::time::EventTime;
 use crate::window::{Clock, Ctx, FiringKind, StateEntry, TimeWindow, corrupt};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum WakeupKind {
+    Fire,
+    Cleanup,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wakeup {
+    time: EventTime,
+    kind: WakeupKind,
+}
+
 struct Session<Acc> {
     end: EventTime,
+    /// Tells this session from earlier ones of the same key and start.
+    id: u64,
+    /// The session's one current wake-up (see the module docs).
+    wakeup: Wakeup,
     acc: Acc,
 }
+
+/// `(time, key, start, session id, kind)`.
+type WakeupEntry = (EventTime, Key, EventTime, u64, WakeupKind);
 
 pub(crate) struct SessionState<Acc> {
     gap_ms: i64,
     /// Live sessions by `(key, start)`.
     sessions: BTreeMap<(Key, EventTime), Session<Acc>>,
-    /// Sessions whose max timestamp is above the watermark (on-time timer
-    /// pending), `(end, key) -> start`: the watermark pops the front.
-    pending: BTreeMap<(EventTime, Key), EventTime>,
-    /// Sessions the watermark has reached that are not late yet,
-    /// `(end, key) -> start`: cleanup pops the front.
-    fired: BTreeMap<(EventTime, Key), EventTime>,
+    /// Wake-ups in time order: exactly the current wake-up of each live
+    /// session.
+    wakeups: BTreeSet<WakeupEntry>,
+    next_id: u64,
+}
+
+/// The wake-up a session gets when it is (re)formed at this watermark.
+fn wakeup_for(clock: Clock, window: TimeWindow) -> Wakeup {
+    if clock.has_reached(window) {
+        Wakeup {
+            time: clock.cleanup_time(window),
+            kind: WakeupKind::Cleanup,
+        }
+    } else {
+        Wakeup {
+            time: window.max_timestamp(),
+            kind: WakeupKind::Fire,
+        }
+    }
 }
 
 impl<Acc> SessionState<Acc> {
@@ -45,8 +97,8 @@ impl<Acc> SessionState<Acc> {
         Self {
             gap_ms,
             sessions: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            fired: BTreeMap::new(),
+            wakeups: BTreeSet::new(),
+            next_id: 0,
         }
     }
 
@@ -54,34 +106,43 @@ impl<Acc> SessionState<Acc> {
         self.sessions.len()
     }
 
-    fn index_for(
-        &mut self,
-        clock: Clock,
-        window: TimeWindow,
-    ) -> &mut BTreeMap<(EventTime, Key), EventTime> {
-        if clock.has_reached(window) {
-            &mut self.fired
-        } else {
-            &mut self.pending
-        }
-    }
-
-    fn index(&mut self, clock: Clock, key: &Key, window: TimeWindow) {
-        let previous = self
-            .index_for(clock, window)
-            .insert((window.end, key.clone()), window.start);
-        assert!(previous.is_none(), "sessions of a key have distinct ends");
-    }
-
-    fn unindex(&mut self, clock: Clock, key: &Key, window: TimeWindow) {
-        let start = self
-            .index_for(clock, window)
-            .remove(&(window.end, key.clone()));
-        assert_eq!(
-            start,
-            Some(window.start),
-            "a live session is indexed by its end"
+    /// Inserts a new session with a fresh id and its wake-up.
+    fn insert(&mut self, clock: Clock, key: &Key, window: TimeWindow, acc: Acc) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let wakeup = wakeup_for(clock, window);
+        self.wakeups
+            .insert((wakeup.time, key.clone(), window.start, id, wakeup.kind));
+        let previous = self.sessions.insert(
+            (key.clone(), window.start),
+            Session {
+                end: window.end,
+                id,
+                wakeup,
+                acc,
+            },
         );
+        assert!(
+            previous.is_none(),
+            "a new session starts where no live session does"
+        );
+    }
+
+    /// Removes a live session and its current wake-up.
+    fn remove(&mut self, key: &Key, start: EventTime) -> Session<Acc> {
+        let session = self
+            .sessions
+            .remove(&(key.clone(), start))
+            .expect("a covered session is live");
+        let removed = self.wakeups.remove(&(
+            session.wakeup.time,
+            key.clone(),
+            start,
+            session.id,
+            session.wakeup.kind,
+        ));
+        assert!(removed, "a live session has its current wake-up");
+        session
     }
 }
 
@@ -96,84 +157,107 @@ impl<Acc: Clone> SessionState<Acc> {
         A: Aggregator<V, Acc = Acc>,
     {
         let clock = ctx.clock;
-        let new = TimeWindow::new(record.ts, record.ts + self.gap_ms);
-        // The sessions the new window overlaps or touches, found backwards
-        // from the last one starting at or before `new.end`; ends fall as
-        // starts do, so the first one ending before `new.start` stops it.
-        let mut covered: Vec<TimeWindow> = self
-            .sessions
-            .range((record.key.clone(), EventTime::MIN)..=(record.key.clone(), new.end))
-            .rev()
-            .map(|((_, start), session)| TimeWindow::new(*start, session.end))
-            .take_while(|session| session.end >= new.start)
-            .collect();
-        covered.reverse();
-
-        if covered.is_empty() && clock.is_window_late(new) {
-            ctx.late(record);
-            return Ok(());
-        }
         let Record { key, ts, value } = record;
+        let new = TimeWindow::new(ts, ts + self.gap_ms);
         let input = Input {
             ts,
             arrival,
             value: &value,
         };
-
-        let window = match covered.as_slice() {
-            [] => {
-                let mut acc = ctx.aggregator.create();
-                ctx.aggregator.add(&mut acc, input)?;
-                self.sessions
-                    .insert((key.clone(), new.start), Session { end: new.end, acc });
-                self.index(clock, &key, new);
-                new
-            }
-            [inside] if inside.start <= new.start && new.end <= inside.end => {
-                let session = self
-                    .sessions
-                    .get_mut(&(key.clone(), inside.start))
-                    .expect("a covered session is live");
-                ctx.aggregator.add(&mut session.acc, input)?;
-                *inside
-            }
-            _ => {
-                let first = covered[0];
-                let last = covered[covered.len() - 1];
-                let merged = TimeWindow::new(first.start.min(new.start), last.end.max(new.end));
-                let mut acc: Option<Acc> = None;
-                for session in &covered {
-                    self.unindex(clock, &key, *session);
-                    let Session {
-                        end,
-                        acc: session_acc,
-                    } = self
-                        .sessions
-                        .remove(&(key.clone(), session.start))
-                        .expect("a covered session is live");
-                    debug_assert_eq!(end, session.end);
-                    match &mut acc {
-                        None => acc = Some(session_acc),
-                        Some(acc) => ctx.aggregator.merge(acc, &session_acc)?,
-                    }
-                }
-                let mut acc = acc.expect("at least one session was covered");
-                ctx.aggregator.add(&mut acc, input)?;
-                self.sessions.insert(
-                    (key.clone(), merged.start),
-                    Session {
-                        end: merged.end,
-                        acc,
-                    },
-                );
-                self.index(clock, &key, merged);
-                merged
-            }
+        let touches = |(session_key, _): &(Key, EventTime), session: &Session<Acc>| {
+            *session_key == key && session.end >= new.start
         };
-        if clock.has_reached(window) {
-            let session = &self.sessions[&(key.clone(), window.start)];
-            ctx.fire(&key, window, &session.acc, FiringKind::LateUpdate)?;
+
+        // The fast path: the record touches exactly one session and does not
+        // move its start. The session grows in place (Flink merges it into
+        // the cover, which is the same window when the record is inside).
+        let mut newest_first = self.sessions.range_mut(..=(key.clone(), new.end)).rev();
+        let first = newest_first
+            .next()
+            .filter(|(map_key, session)| touches(map_key, session));
+        let Some(((_, start), session)) = first else {
+            drop(newest_first);
+            if clock.is_window_late(new) {
+                ctx.late(Record { key, ts, value });
+                return Ok(());
+            }
+            let mut acc = ctx.aggregator.create();
+            ctx.aggregator.add(&mut acc, input)?;
+            if clock.has_reached(new) {
+                ctx.fire(&key, new, &acc, FiringKind::LateUpdate)?;
+            }
+            self.insert(clock, &key, new, acc);
+            return Ok(());
+        };
+        let start = *start;
+        let only_one = newest_first
+            .next()
+            .filter(|(map_key, session)| touches(map_key, session))
+            .is_none();
+        if only_one && start <= new.start {
+            let before = TimeWindow::new(start, session.end);
+            let after = TimeWindow::new(start, session.end.max(new.end));
+            ctx.aggregator.add(&mut session.acc, input)?;
+            session.end = after.end;
+            if clock.has_reached(before) && !clock.has_reached(after) {
+                // A late record pushed a reached session past the watermark:
+                // it is pending again, and its cleanup wake-up may lie after
+                // its new max timestamp.
+                let stale = (
+                    session.wakeup.time,
+                    key.clone(),
+                    start,
+                    session.id,
+                    session.wakeup.kind,
+                );
+                session.wakeup = wakeup_for(clock, after);
+                let wakeup = session.wakeup;
+                let id = session.id;
+                drop(newest_first);
+                self.wakeups.remove(&stale);
+                self.wakeups
+                    .insert((wakeup.time, key.clone(), start, id, wakeup.kind));
+                return Ok(());
+            }
+            if clock.has_reached(after) {
+                ctx.fire(&key, after, &session.acc, FiringKind::LateUpdate)?;
+            }
+            return Ok(());
         }
+        drop(newest_first);
+
+        // The general path: the record bridges sessions or extends one to
+        // the left. Replace the covered sessions by their cover.
+        let mut covered: Vec<TimeWindow> = self
+            .sessions
+            .range(..=(key.clone(), new.end))
+            .rev()
+            .take_while(|(map_key, session)| touches(map_key, session))
+            .map(|((_, start), session)| TimeWindow::new(*start, session.end))
+            .collect();
+        covered.reverse();
+        let merged = TimeWindow::new(
+            covered[0].start.min(new.start),
+            covered[covered.len() - 1].end.max(new.end),
+        );
+        assert!(
+            !clock.is_window_late(merged),
+            "merging live sessions cannot make a late window"
+        );
+        let mut acc: Option<Acc> = None;
+        for session in &covered {
+            let removed = self.remove(&key, session.start);
+            match &mut acc {
+                None => acc = Some(removed.acc),
+                Some(acc) => ctx.aggregator.merge(acc, &removed.acc)?,
+            }
+        }
+        let mut acc = acc.expect("at least one session was covered");
+        ctx.aggregator.add(&mut acc, input)?;
+        if clock.has_reached(merged) {
+            ctx.fire(&key, merged, &acc, FiringKind::LateUpdate)?;
+        }
+        self.insert(clock, &key, merged, acc);
         Ok(())
     }
 
@@ -182,37 +266,53 @@ impl<Acc: Clone> SessionState<Acc> {
         A: Aggregator<V, Acc = Acc>,
     {
         let clock = ctx.clock;
-        while let Some(entry) = self.pending.first_entry() {
-            let (end, _) = entry.key();
-            if end - 1 > clock.watermark {
+        while let Some(first) = self.wakeups.first() {
+            if first.0 > clock.watermark {
                 break;
             }
-            let ((end, key), start) = entry.remove_entry();
-            let window = TimeWindow::new(start, end);
+            let (time, key, start, id, kind) =
+                self.wakeups.pop_first().expect("the first wake-up exists");
             let map_key = (key, start);
+            // Merging and re-arming remove the entries they supersede: every
+            // entry belongs to a live session.
             let session = self
                 .sessions
-                .get(&map_key)
-                .expect("an indexed session is live");
-            ctx.fire(&map_key.0, window, &session.acc, FiringKind::OnTime)?;
-            if clock.is_window_late(window) {
-                self.sessions.remove(&map_key);
-                ctx.counters.states_purged += 1;
+                .get_mut(&map_key)
+                .expect("a wake-up belongs to a live session");
+            assert!(
+                session.id == id && session.wakeup == (Wakeup { time, kind }),
+                "a wake-up is its session's current one"
+            );
+            let window = TimeWindow::new(start, session.end);
+            let due = match kind {
+                WakeupKind::Fire => window.max_timestamp(),
+                WakeupKind::Cleanup => clock.cleanup_time(window),
+            };
+            assert!(time <= due, "a wake-up is never late for its session");
+            let next = if time < due {
+                // Early: the session grew since this was armed.
+                Some(Wakeup { time: due, kind })
+            } else if kind == WakeupKind::Fire {
+                ctx.fire(&map_key.0, window, &session.acc, FiringKind::OnTime)?;
+                Some(Wakeup {
+                    time: clock.cleanup_time(window),
+                    kind: WakeupKind::Cleanup,
+                })
             } else {
-                let (key, start) = map_key;
-                self.fired.insert((end, key), start);
+                None
+            };
+            match next {
+                Some(wakeup) => {
+                    session.wakeup = wakeup;
+                    let (key, start) = map_key;
+                    self.wakeups
+                        .insert((wakeup.time, key, start, id, wakeup.kind));
+                }
+                None => {
+                    self.sessions.remove(&map_key);
+                    ctx.counters.states_purged += 1;
+                }
             }
-        }
-        while let Some(entry) = self.fired.first_entry() {
-            let (end, _) = entry.key();
-            if clock.cleanup_time_of_end(*end) > clock.watermark {
-                break;
-            }
-            let ((_, key), start) = entry.remove_entry();
-            self.sessions
-                .remove(&(key, start))
-                .expect("an indexed session is live");
-            ctx.counters.states_purged += 1;
         }
         Ok(())
     }
@@ -264,9 +364,7 @@ impl<Acc: Clone> SessionState<Acc> {
                     &*key, clock.watermark
                 )));
             }
-            self.index(clock, &key, window);
-            self.sessions
-                .insert((key.clone(), start), Session { end, acc });
+            self.insert(clock, &key, window, acc);
             previous = Some((key, window));
         }
         Ok(())
