@@ -101,6 +101,53 @@ impl fmt::Display for TimeWindow {
     }
 }
 
+/// A key as the window state orders it: its first 16 bytes inline (big
+/// endian, zero padded), then the whole key. Orders exactly as the key's
+/// bytes (`str`'s order), but most comparisons in a big map are decided by
+/// the inline prefix without touching the key's heap allocation.
+#[derive(Clone, Debug)]
+pub(crate) struct StateKey {
+    prefix: u128,
+    pub(crate) key: Key,
+}
+
+impl StateKey {
+    pub(crate) fn new(key: Key) -> Self {
+        let bytes = key.as_bytes();
+        let mut prefix = [0u8; 16];
+        let len = bytes.len().min(prefix.len());
+        prefix[..len].copy_from_slice(&bytes[..len]);
+        Self {
+            prefix: u128::from_be_bytes(prefix),
+            key,
+        }
+    }
+}
+
+impl PartialEq for StateKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && self.key == other.key
+    }
+}
+
+impl Eq for StateKey {}
+
+impl PartialOrd for StateKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StateKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Equal prefixes leave a tie only the full keys can break ("a" and
+        // "a\0" share a zero-padded prefix).
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.key.as_bytes().cmp(other.key.as_bytes()))
+    }
+}
+
 /// The window assigner and the allowed lateness of an operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowConfig {

@@ -41,7 +41,7 @@ use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::{Key, Record};
 use crate::time::EventTime;
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, TimeWindow, corrupt};
+use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum WakeupKind {
@@ -65,12 +65,12 @@ struct Session<Acc> {
 }
 
 /// `(time, key, start, session id, kind)`.
-type WakeupEntry = (EventTime, Key, EventTime, u64, WakeupKind);
+type WakeupEntry = (EventTime, StateKey, EventTime, u64, WakeupKind);
 
 pub(crate) struct SessionState<Acc> {
     gap_ms: i64,
     /// Live sessions by `(key, start)`.
-    sessions: BTreeMap<(Key, EventTime), Session<Acc>>,
+    sessions: BTreeMap<(StateKey, EventTime), Session<Acc>>,
     /// Wake-ups in time order: exactly the current wake-up of each live
     /// session.
     wakeups: BTreeSet<WakeupEntry>,
@@ -107,7 +107,7 @@ impl<Acc> SessionState<Acc> {
     }
 
     /// Inserts a new session with a fresh id and its wake-up.
-    fn insert(&mut self, clock: Clock, key: &Key, window: TimeWindow, acc: Acc) {
+    fn insert(&mut self, clock: Clock, key: &StateKey, window: TimeWindow, acc: Acc) {
         let id = self.next_id;
         self.next_id += 1;
         let wakeup = wakeup_for(clock, window);
@@ -129,7 +129,7 @@ impl<Acc> SessionState<Acc> {
     }
 
     /// Removes a live session and its current wake-up.
-    fn remove(&mut self, key: &Key, start: EventTime) -> Session<Acc> {
+    fn remove(&mut self, key: &StateKey, start: EventTime) -> Session<Acc> {
         let session = self
             .sessions
             .remove(&(key.clone(), start))
@@ -158,13 +158,14 @@ impl<Acc: Clone> SessionState<Acc> {
     {
         let clock = ctx.clock;
         let Record { key, ts, value } = record;
+        let key = StateKey::new(key);
         let new = TimeWindow::new(ts, ts + self.gap_ms);
         let input = Input {
             ts,
             arrival,
             value: &value,
         };
-        let touches = |(session_key, _): &(Key, EventTime), session: &Session<Acc>| {
+        let touches = |(session_key, _): &(StateKey, EventTime), session: &Session<Acc>| {
             *session_key == key && session.end >= new.start
         };
 
@@ -178,13 +179,17 @@ impl<Acc: Clone> SessionState<Acc> {
         let Some(((_, start), session)) = first else {
             drop(newest_first);
             if clock.is_window_late(new) {
-                ctx.late(Record { key, ts, value });
+                ctx.late(Record {
+                    key: key.key,
+                    ts,
+                    value,
+                });
                 return Ok(());
             }
             let mut acc = ctx.aggregator.create();
             ctx.aggregator.add(&mut acc, input)?;
             if clock.has_reached(new) {
-                ctx.fire(&key, new, &acc, FiringKind::LateUpdate)?;
+                ctx.fire(&key.key, new, &acc, FiringKind::LateUpdate)?;
             }
             self.insert(clock, &key, new, acc);
             return Ok(());
@@ -220,7 +225,7 @@ impl<Acc: Clone> SessionState<Acc> {
                 return Ok(());
             }
             if clock.has_reached(after) {
-                ctx.fire(&key, after, &session.acc, FiringKind::LateUpdate)?;
+                ctx.fire(&key.key, after, &session.acc, FiringKind::LateUpdate)?;
             }
             return Ok(());
         }
@@ -255,7 +260,7 @@ impl<Acc: Clone> SessionState<Acc> {
         let mut acc = acc.expect("at least one session was covered");
         ctx.aggregator.add(&mut acc, input)?;
         if clock.has_reached(merged) {
-            ctx.fire(&key, merged, &acc, FiringKind::LateUpdate)?;
+            ctx.fire(&key.key, merged, &acc, FiringKind::LateUpdate)?;
         }
         self.insert(clock, &key, merged, acc);
         Ok(())
@@ -293,7 +298,7 @@ impl<Acc: Clone> SessionState<Acc> {
                 // Early: the session grew since this was armed.
                 Some(Wakeup { time: due, kind })
             } else if kind == WakeupKind::Fire {
-                ctx.fire(&map_key.0, window, &session.acc, FiringKind::OnTime)?;
+                ctx.fire(&map_key.0.key, window, &session.acc, FiringKind::OnTime)?;
                 Some(Wakeup {
                     time: clock.cleanup_time(window),
                     kind: WakeupKind::Cleanup,
@@ -321,7 +326,7 @@ impl<Acc: Clone> SessionState<Acc> {
         self.sessions
             .iter()
             .map(|((key, start), session)| StateEntry {
-                key: key.clone(),
+                key: key.key.clone(),
                 start: *start,
                 end: session.end,
                 acc: session.acc.clone(),
@@ -364,7 +369,7 @@ impl<Acc: Clone> SessionState<Acc> {
                     &*key, clock.watermark
                 )));
             }
-            self.insert(clock, &key, window, acc);
+            self.insert(clock, &StateKey::new(key.clone()), window, acc);
             previous = Some((key, window));
         }
         Ok(())

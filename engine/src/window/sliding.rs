@@ -20,10 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
-use crate::record::{Key, Record};
+use crate::record::Record;
 use crate::time::EventTime;
 use crate::window::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, TimeWindow, corrupt};
+use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
 
 pub(crate) struct SlidingState<Acc> {
     size_ms: i64,
@@ -32,13 +32,13 @@ pub(crate) struct SlidingState<Acc> {
     pane_ms: i64,
     pane_offset_ms: i64,
     /// Pane accumulators by `(key, pane_start)`: a window reads a range.
-    panes: BTreeMap<(Key, EventTime), Acc>,
+    panes: BTreeMap<(StateKey, EventTime), Acc>,
     /// The same panes by `(pane_start, key)`: cleanup pops the front (a
     /// pane's cleanup time grows with its start).
-    panes_by_start: BTreeSet<(EventTime, Key)>,
+    panes_by_start: BTreeSet<(EventTime, StateKey)>,
     /// Pending on-time timers, `(window_end, key)`: windows holding at
     /// least one pane whose max timestamp is above the watermark.
-    timers: BTreeSet<(EventTime, Key)>,
+    timers: BTreeSet<(EventTime, StateKey)>,
 }
 
 impl<Acc: Clone> SlidingState<Acc> {
@@ -86,7 +86,12 @@ impl<Acc: Clone> SlidingState<Acc> {
     }
 
     /// The merged panes of one window of one key (`None` if it has none).
-    fn window_acc<V, A>(&self, aggregator: &A, key: &Key, window: TimeWindow) -> Result<Option<Acc>>
+    fn window_acc<V, A>(
+        &self,
+        aggregator: &A,
+        key: &StateKey,
+        window: TimeWindow,
+    ) -> Result<Option<Acc>>
     where
         A: Aggregator<V, Acc = Acc>,
     {
@@ -117,6 +122,7 @@ impl<Acc: Clone> SlidingState<Acc> {
             return Ok(());
         }
         let Record { key, ts, value } = record;
+        let key = StateKey::new(key);
         let pane_start = align_down_i64(ts, self.pane_offset_ms, self.pane_ms);
         let input = Input {
             ts,
@@ -158,7 +164,7 @@ impl<Acc: Clone> SlidingState<Acc> {
             let acc = self
                 .window_acc(ctx.aggregator, &key, window)?
                 .expect("the window holds the pane just updated");
-            ctx.fire(&key, window, &acc, FiringKind::LateUpdate)?;
+            ctx.fire(&key.key, window, &acc, FiringKind::LateUpdate)?;
         }
         Ok(())
     }
@@ -177,9 +183,12 @@ impl<Acc: Clone> SlidingState<Acc> {
             let acc = self
                 .window_acc(ctx.aggregator, &key, window)?
                 .unwrap_or_else(|| {
-                    panic!("window {window} of key {:?} has a timer but no pane", &*key)
+                    panic!(
+                        "window {window} of key {:?} has a timer but no pane",
+                        &*key.key
+                    )
                 });
-            ctx.fire(&key, window, &acc, FiringKind::OnTime)?;
+            ctx.fire(&key.key, window, &acc, FiringKind::OnTime)?;
         }
         while let Some((pane_start, _)) = self.panes_by_start.first() {
             if !ctx.clock.is_window_late(self.last_window(*pane_start)) {
@@ -201,7 +210,7 @@ impl<Acc: Clone> SlidingState<Acc> {
         self.panes
             .iter()
             .map(|((key, start), acc)| StateEntry {
-                key: key.clone(),
+                key: key.key.clone(),
                 start: *start,
                 end: start + self.pane_ms,
                 acc: acc.clone(),
@@ -217,6 +226,7 @@ impl<Acc: Clone> SlidingState<Acc> {
             acc,
         } in entries
         {
+            let key = StateKey::new(key);
             let aligned = start.checked_add(self.pane_ms) == Some(end)
                 && align_down_i64(start, self.pane_offset_ms, self.pane_ms) == start;
             // The pane's windows must fit i64, as a record's do.
@@ -227,13 +237,13 @@ impl<Acc: Clone> SlidingState<Acc> {
             if !aligned || !fits {
                 return Err(corrupt(format!(
                     "pane [{start}, {end}) of key {:?} is not a pane of width {} offset {}",
-                    &*key, self.pane_ms, self.pane_offset_ms
+                    &*key.key, self.pane_ms, self.pane_offset_ms
                 )));
             }
             if clock.is_window_late(self.last_window(start)) {
                 return Err(corrupt(format!(
                     "pane [{start}, {end}) of key {:?} is late at watermark {} but still has state",
-                    &*key, clock.watermark
+                    &*key.key, clock.watermark
                 )));
             }
             for window_start in self.starts_descending(start, i128::MAX) {

@@ -828,3 +828,34 @@ mod idleness {
         assert!(matches!(&out[..], [Output::Late(_)]), "{out:?}");
     }
 }
+
+mod state_keys {
+    use super::*;
+
+    #[test]
+    fn state_keys_order_exactly_as_the_keys_bytes_including_zero_padding_and_long_shared_prefixes() {
+        let keys = [
+            "",
+            "\0",
+            "a",
+            "a\0",
+            "a\0\0",
+            "ab",
+            "user-0000000000001",
+            "user-0000000000001\0",
+            "user-00000000000010",
+            "user-0000000000002",
+            "ü",
+            "日本",
+            "🦀",
+            "\u{10FFFF}",
+        ];
+        for a in keys {
+            for b in keys {
+                let (state_a, state_b) = (StateKey::new(Key::from(a)), StateKey::new(Key::from(b)));
+                assert_eq!(state_a.cmp(&state_b), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(state_a == state_b, a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
+}

@@ -5,21 +5,21 @@ use std::collections::btree_map::Entry;
 
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
-use crate::record::{Key, Record};
+use crate::record::Record;
 use crate::time::EventTime;
 use crate::window::assigner::{align_down_i64, tumbling_window};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, TimeWindow, corrupt};
+use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
 
 pub(crate) struct TumblingState<Acc> {
     size_ms: i64,
     offset_ms: i64,
     /// Windows whose max timestamp is above the watermark (their on-time
     /// timer is pending), by `(end, key)`: the watermark pops the front.
-    pending: BTreeMap<(EventTime, Key), Acc>,
+    pending: BTreeMap<(EventTime, StateKey), Acc>,
     /// Windows the watermark has reached that are not late yet (allowed
     /// lateness `L > 0`), by `(end, key)`: cleanup pops the front (the
     /// cleanup time `end - 1 + L` grows with `end`).
-    fired: BTreeMap<(EventTime, Key), Acc>,
+    fired: BTreeMap<(EventTime, StateKey), Acc>,
 }
 
 impl<Acc: Clone> TumblingState<Acc> {
@@ -55,6 +55,7 @@ impl<Acc: Clone> TumblingState<Acc> {
             return Ok(());
         }
         let Record { key, ts, value } = record;
+        let key = StateKey::new(key);
         let input = Input {
             ts,
             arrival,
@@ -88,7 +89,7 @@ impl<Acc: Clone> TumblingState<Acc> {
                 entry.insert(acc)
             }
         };
-        ctx.fire(&key, window, acc, FiringKind::LateUpdate)
+        ctx.fire(&key.key, window, acc, FiringKind::LateUpdate)
     }
 
     pub(crate) fn advance<V, A>(&mut self, ctx: &mut Ctx<'_, V, A>) -> Result<()>
@@ -103,7 +104,7 @@ impl<Acc: Clone> TumblingState<Acc> {
             }
             let ((end, key), acc) = entry.remove_entry();
             let window = self.window_ending(end);
-            ctx.fire(&key, window, &acc, FiringKind::OnTime)?;
+            ctx.fire(&key.key, window, &acc, FiringKind::OnTime)?;
             if ctx.clock.is_window_late(window) {
                 ctx.counters.states_purged += 1;
             } else {
@@ -130,7 +131,7 @@ impl<Acc: Clone> TumblingState<Acc> {
             .iter()
             .chain(self.fired.iter())
             .map(|((end, key), acc)| StateEntry {
-                key: key.clone(),
+                key: key.key.clone(),
                 start: end - self.size_ms,
                 end: *end,
                 acc: acc.clone(),
@@ -166,7 +167,7 @@ impl<Acc: Clone> TumblingState<Acc> {
             } else {
                 &mut self.pending
             };
-            map.insert((end, key), acc);
+            map.insert((end, StateKey::new(key)), acc);
         }
         Ok(())
     }
