@@ -102,23 +102,32 @@ impl fmt::Display for TimeWindow {
 }
 
 /// A key as the window state orders it: its first 16 bytes inline (big
-/// endian, zero padded), then the whole key. Orders exactly as the key's
-/// bytes (`str`'s order), but most comparisons in a big map are decided by
-/// the inline prefix without touching the key's heap allocation.
+/// endian, zero padded) and its length, then the whole key. Orders exactly
+/// as the key's bytes (`str`'s order), but comparisons in a big map are
+/// decided inline, without touching the key's heap allocation, unless two
+/// keys longer than 16 bytes share their first 16.
 #[derive(Clone, Debug)]
 pub(crate) struct StateKey {
-    prefix: u128,
+    prefix: [u64; 2],
+    len: usize,
     pub(crate) key: Key,
 }
+
+const STATE_KEY_INLINE_BYTES: usize = 16;
 
 impl StateKey {
     pub(crate) fn new(key: Key) -> Self {
         let bytes = key.as_bytes();
-        let mut prefix = [0u8; 16];
-        let len = bytes.len().min(prefix.len());
-        prefix[..len].copy_from_slice(&bytes[..len]);
+        let mut inline = [0u8; STATE_KEY_INLINE_BYTES];
+        let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
+        inline[..len].copy_from_slice(&bytes[..len]);
+        let (high, low) = inline.split_at(8);
         Self {
-            prefix: u128::from_be_bytes(prefix),
+            prefix: [
+                u64::from_be_bytes(high.try_into().expect("8 bytes")),
+                u64::from_be_bytes(low.try_into().expect("8 bytes")),
+            ],
+            len: bytes.len(),
             key,
         }
     }
@@ -126,7 +135,9 @@ impl StateKey {
 
 impl PartialEq for StateKey {
     fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix && self.key == other.key
+        self.prefix == other.prefix
+            && self.len == other.len
+            && (self.len <= STATE_KEY_INLINE_BYTES || self.key == other.key)
     }
 }
 
@@ -140,11 +151,15 @@ impl PartialOrd for StateKey {
 
 impl Ord for StateKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // Equal prefixes leave a tie only the full keys can break ("a" and
-        // "a\0" share a zero-padded prefix).
-        self.prefix
-            .cmp(&other.prefix)
-            .then_with(|| self.key.as_bytes().cmp(other.key.as_bytes()))
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            if self.len <= STATE_KEY_INLINE_BYTES && other.len <= STATE_KEY_INLINE_BYTES {
+                // Equal zero-padded prefixes of short keys: one is a prefix
+                // of the other, and the shorter sorts first ("a" < "a\0").
+                self.len.cmp(&other.len)
+            } else {
+                self.key.as_bytes().cmp(other.key.as_bytes())
+            }
+        })
     }
 }
 

@@ -299,10 +299,12 @@ impl<Acc: Clone> SessionState<Acc> {
                 Some(Wakeup { time: due, kind })
             } else if kind == WakeupKind::Fire {
                 ctx.fire(&map_key.0.key, window, &session.acc, FiringKind::OnTime)?;
+                // Purge at once if the cleanup time has passed too.
                 Some(Wakeup {
                     time: clock.cleanup_time(window),
                     kind: WakeupKind::Cleanup,
                 })
+                .filter(|cleanup| cleanup.time > clock.watermark)
             } else {
                 None
             };

@@ -833,7 +833,8 @@ mod state_keys {
     use super::*;
 
     #[test]
-    fn state_keys_order_exactly_as_the_keys_bytes_including_zero_padding_and_long_shared_prefixes() {
+    fn state_keys_order_exactly_as_the_keys_bytes_including_zero_padding_and_long_shared_prefixes()
+    {
         let keys = [
             "",
             "\0",
@@ -841,6 +842,11 @@ mod state_keys {
             "a\0",
             "a\0\0",
             "ab",
+            "exactly-16-bytes",
+            "exactly-16-bytes\0",
+            "exactly-16-byteszz",
+            "exactly-15-byte",
+            "exactly-15-byte\0",
             "user-0000000000001",
             "user-0000000000001\0",
             "user-00000000000010",
