@@ -77,6 +77,17 @@ pub(crate) struct SessionState<Acc> {
     next_id: u64,
 }
 
+/// Merging and re-arming remove the entries they supersede: a popped
+/// wake-up is its session's current one, and never late for it.
+fn check_current<Acc>(session: &Session<Acc>, id: u64, wakeup: Wakeup) {
+    assert!(
+        session.id == id && session.wakeup == wakeup,
+        "a wake-up is its session's current one: {wakeup:?} id {id} vs {:?} id {}",
+        session.wakeup,
+        session.id
+    );
+}
+
 /// The wake-up a session gets when it is (re)formed at this watermark.
 fn wakeup_for(clock: Clock, window: TimeWindow) -> Wakeup {
     if clock.has_reached(window) {
@@ -277,47 +288,57 @@ impl<Acc: Clone> SessionState<Acc> {
             }
             let (time, key, start, id, kind) =
                 self.wakeups.pop_first().expect("the first wake-up exists");
+            let wakeup = Wakeup { time, kind };
             let map_key = (key, start);
-            // Merging and re-arming remove the entries they supersede: every
-            // entry belongs to a live session.
-            let session = self
-                .sessions
-                .get_mut(&map_key)
-                .expect("a wake-up belongs to a live session");
-            assert!(
-                session.id == id && session.wakeup == (Wakeup { time, kind }),
-                "a wake-up is its session's current one"
-            );
-            let window = TimeWindow::new(start, session.end);
-            let due = match kind {
-                WakeupKind::Fire => window.max_timestamp(),
-                WakeupKind::Cleanup => clock.cleanup_time(window),
-            };
-            assert!(time <= due, "a wake-up is never late for its session");
-            let next = if time < due {
-                // Early: the session grew since this was armed.
-                Some(Wakeup { time: due, kind })
-            } else if kind == WakeupKind::Fire {
-                ctx.fire(&map_key.0.key, window, &session.acc, FiringKind::OnTime)?;
-                // Purge at once if the cleanup time has passed too.
-                Some(Wakeup {
-                    time: clock.cleanup_time(window),
-                    kind: WakeupKind::Cleanup,
-                })
-                .filter(|cleanup| cleanup.time > clock.watermark)
-            } else {
-                None
-            };
-            match next {
-                Some(wakeup) => {
-                    session.wakeup = wakeup;
+            match kind {
+                WakeupKind::Fire => {
+                    let session = self
+                        .sessions
+                        .get_mut(&map_key)
+                        .expect("a wake-up belongs to a live session");
+                    check_current(session, id, wakeup);
+                    let window = TimeWindow::new(start, session.end);
+                    let next = if time < window.max_timestamp() {
+                        // Early: the session grew since this was armed.
+                        Wakeup {
+                            time: window.max_timestamp(),
+                            kind,
+                        }
+                    } else {
+                        ctx.fire(&map_key.0.key, window, &session.acc, FiringKind::OnTime)?;
+                        let cleanup = Wakeup {
+                            time: clock.cleanup_time(window),
+                            kind: WakeupKind::Cleanup,
+                        };
+                        if cleanup.time <= clock.watermark {
+                            self.sessions.remove(&map_key);
+                            ctx.counters.states_purged += 1;
+                            continue;
+                        }
+                        cleanup
+                    };
+                    session.wakeup = next;
+                    let (key, start) = map_key;
+                    self.wakeups.insert((next.time, key, start, id, next.kind));
+                }
+                WakeupKind::Cleanup => {
+                    // Usually due: remove first (one lookup), put back if early.
+                    let mut session = self
+                        .sessions
+                        .remove(&map_key)
+                        .expect("a wake-up belongs to a live session");
+                    check_current(&session, id, wakeup);
+                    let due = clock.cleanup_time(TimeWindow::new(start, session.end));
+                    if time == due {
+                        ctx.counters.states_purged += 1;
+                        continue;
+                    }
+                    // Early: a late record extended the session since.
+                    session.wakeup = Wakeup { time: due, kind };
                     let (key, start) = map_key;
                     self.wakeups
-                        .insert((wakeup.time, key, start, id, wakeup.kind));
-                }
-                None => {
-                    self.sessions.remove(&map_key);
-                    ctx.counters.states_purged += 1;
+                        .insert((due, key.clone(), start, id, WakeupKind::Cleanup));
+                    self.sessions.insert((key, start), session);
                 }
             }
         }
