@@ -9,13 +9,17 @@
 //! baseline folds each record into a `HashMap` keyed by (key, window) with
 //! no watermark at all and returns its results at the end.
 //!
-//! `cargo bench --bench windows -- --noplot`; ratios go to BENCHMARKS.md.
+//! `cargo bench --bench windows -- --noplot`: criterion's groups, then a
+//! table of ratios from engine and baseline runs interleaved round by round
+//! (median of `EDDY_BENCH_ROUNDS`, default 5), which keeps the ratio honest
+//! on a machine shared with other work. `EDDY_BENCH_RATIOS=0` skips the
+//! table. The ratios go to BENCHMARKS.md.
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput};
 use eddyline_engine::aggregate::Summary;
 use eddyline_engine::watermark::WatermarkConfig;
 use eddyline_engine::window::{WindowConfig, WindowKind, WindowTask};
@@ -199,8 +203,8 @@ fn windows(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("{}/{}k-keys", shape.name(), keys / 1_000));
             group.throughput(Throughput::Elements(RECORDS as u64));
             group.sample_size(10);
-            group.warm_up_time(Duration::from_secs(2));
-            group.measurement_time(Duration::from_secs(12));
+            group.warm_up_time(Duration::from_secs(1));
+            group.measurement_time(Duration::from_secs(5));
             group.bench_function("engine", |b| {
                 b.iter_batched(
                     || records.clone(),
@@ -220,5 +224,65 @@ fn windows(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, windows);
-criterion_main!(benches);
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Engine and baseline alternate, round after round, so that both see the
+/// same machine load; the medians give the ratio.
+fn ratios() {
+    let rounds: usize = std::env::var("EDDY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(5);
+    println!();
+    println!(
+        "windows: engine vs baseline over {RECORDS} records, median of {rounds} interleaved rounds"
+    );
+    println!(
+        "{:<9} {:>5} {:>11} {:>13} {:>12} {:>22}",
+        "window", "keys", "engine ms", "baseline ms", "ratio", "engine vs tumbling"
+    );
+    for keys in [1_000usize, 100_000] {
+        let records = workload(keys);
+        let mut tumbling_engine = Duration::ZERO;
+        for shape in [Shape::Tumbling, Shape::Sliding, Shape::Session] {
+            let mut engine_times = Vec::new();
+            let mut baseline_times = Vec::new();
+            for _ in 0..rounds {
+                let input = records.clone();
+                let started = Instant::now();
+                black_box(engine(shape, input));
+                engine_times.push(started.elapsed());
+                let input = records.clone();
+                let started = Instant::now();
+                black_box(baseline(shape, input));
+                baseline_times.push(started.elapsed());
+            }
+            let (engine_time, baseline_time) = (median(engine_times), median(baseline_times));
+            if let Shape::Tumbling = shape {
+                tumbling_engine = engine_time;
+            }
+            println!(
+                "{:<9} {:>5} {:>11.1} {:>13.1} {:>11.2}x {:>21.2}x",
+                shape.name(),
+                format!("{}k", keys / 1_000),
+                engine_time.as_secs_f64() * 1e3,
+                baseline_time.as_secs_f64() * 1e3,
+                baseline_time.as_secs_f64() / engine_time.as_secs_f64(),
+                engine_time.as_secs_f64() / tumbling_engine.as_secs_f64(),
+            );
+        }
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    windows(&mut criterion);
+    criterion.final_summary();
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    if benchmarking && std::env::var("EDDY_BENCH_RATIOS").as_deref() != Ok("0") {
+        ratios();
+    }
+}

@@ -98,6 +98,7 @@ impl<V> Aggregator<V> for Count {
         0
     }
 
+    #[inline]
     fn add(&self, acc: &mut u64, _input: Input<'_, V>) -> Result<()> {
         *acc = acc.checked_add(1).ok_or_else(count_overflow)?;
         Ok(())

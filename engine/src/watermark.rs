@@ -102,6 +102,7 @@ impl PartitionWatermark {
     }
 
     /// Takes one record's timestamp; returns the (possibly raised) watermark.
+    #[inline]
     pub fn observe(&mut self, ts: EventTime, out_of_orderness_ms: i64) -> EventTime {
         debug_assert!(out_of_orderness_ms >= 0);
         let max_ts = self.max_ts.map_or(ts, |max_ts| max_ts.max(ts));
@@ -203,6 +204,7 @@ impl<I: Ord + Clone + Debug> WatermarkTracker<I> {
     }
 
     /// The task watermark: records are judged against it.
+    #[inline]
     pub fn watermark(&self) -> EventTime {
         self.watermark
     }

@@ -95,6 +95,7 @@ impl WindowKind {
     }
 
     /// Refuses a timestamp whose windows have bounds outside `i64`.
+    #[inline]
     pub fn check_timestamp(&self, ts: EventTime) -> Result<()> {
         let (first_start, last_end) = match *self {
             WindowKind::Tumbling { size_ms, offset_ms } => {
@@ -123,12 +124,14 @@ impl WindowKind {
 }
 
 /// The largest `s <= t` with `s ≡ offset (mod step)`.
+#[inline]
 pub(crate) fn align_down(t: i128, offset_ms: i64, step_ms: i64) -> i128 {
     debug_assert!(step_ms > 0);
     t - (t - i128::from(offset_ms)).rem_euclid(i128::from(step_ms))
 }
 
 /// `align_down` for a value known to stay in range (checked).
+#[inline]
 pub(crate) fn align_down_i64(t: EventTime, offset_ms: i64, step_ms: i64) -> EventTime {
     let aligned = align_down(i128::from(t), offset_ms, step_ms);
     EventTime::try_from(aligned).unwrap_or_else(|_| {
@@ -140,6 +143,7 @@ pub(crate) fn align_down_i64(t: EventTime, offset_ms: i64, step_ms: i64) -> Even
 
 /// The smallest window start `> ts - size` in the residue class of
 /// `last_start` (the earliest sliding window that contains `ts`).
+#[inline]
 pub(crate) fn sliding_first_start(
     ts: EventTime,
     last_start: i128,
@@ -153,6 +157,7 @@ pub(crate) fn sliding_first_start(
 
 /// The tumbling window of `ts` (the timestamp must have passed
 /// [`WindowKind::check_timestamp`]).
+#[inline]
 pub(crate) fn tumbling_window(ts: EventTime, size_ms: i64, offset_ms: i64) -> TimeWindow {
     let start = align_down_i64(ts, offset_ms, size_ms);
     TimeWindow::new(start, start + size_ms)

@@ -80,12 +80,14 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    #[inline]
     pub fn new(start: EventTime, end: EventTime) -> Self {
         assert!(start < end, "a window is not empty: [{start}, {end})");
         Self { start, end }
     }
 
     /// The largest timestamp inside the window: `end - 1`.
+    #[inline]
     pub fn max_timestamp(&self) -> EventTime {
         self.end - 1
     }
@@ -116,6 +118,7 @@ pub(crate) struct StateKey {
 const STATE_KEY_INLINE_BYTES: usize = 16;
 
 impl StateKey {
+    #[inline]
     pub(crate) fn new(key: Key) -> Self {
         let bytes = key.as_bytes();
         let mut inline = [0u8; STATE_KEY_INLINE_BYTES];
@@ -134,6 +137,7 @@ impl StateKey {
 }
 
 impl PartialEq for StateKey {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.prefix == other.prefix
             && self.len == other.len
@@ -144,12 +148,14 @@ impl PartialEq for StateKey {
 impl Eq for StateKey {}
 
 impl PartialOrd for StateKey {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl Ord for StateKey {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.prefix.cmp(&other.prefix).then_with(|| {
             if self.len <= STATE_KEY_INLINE_BYTES && other.len <= STATE_KEY_INLINE_BYTES {
@@ -255,23 +261,28 @@ pub(crate) struct Clock {
 
 impl Clock {
     /// `max_timestamp + L`, saturating at `i64::MAX` (as Flink does).
+    #[inline]
     pub(crate) fn cleanup_time(&self, window: TimeWindow) -> EventTime {
         self.cleanup_time_of_end(window.end)
     }
 
     /// The cleanup time depends on a window's end alone.
+    #[inline]
     pub(crate) fn cleanup_time_of_end(&self, end: EventTime) -> EventTime {
         (end - 1).saturating_add(self.allowed_lateness_ms)
     }
 
+    #[inline]
     pub(crate) fn is_window_late(&self, window: TimeWindow) -> bool {
         self.cleanup_time(window) <= self.watermark
     }
 
+    #[inline]
     pub(crate) fn is_element_late(&self, ts: EventTime) -> bool {
         ts.saturating_add(self.allowed_lateness_ms) <= self.watermark
     }
 
+    #[inline]
     pub(crate) fn has_reached(&self, window: TimeWindow) -> bool {
         window.max_timestamp() <= self.watermark
     }
@@ -418,6 +429,7 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
         }
     }
 
+    #[inline]
     fn check_usable(&self) -> Result<()> {
         match &self.failure {
             None => Ok(()),
@@ -429,6 +441,7 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
 
     /// Whether `process` would accept this record (its windows fit `i64`).
     /// Changes nothing.
+    #[inline]
     pub fn check_record(&self, record: &Record<V>) -> Result<()> {
         self.check_usable()?;
         self.config.kind.check_timestamp(record.ts)

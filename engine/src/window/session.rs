@@ -35,11 +35,12 @@
 //! entries, in ascending `(window_end, key)` as for the other window kinds.
 //! Merging and re-arming remove the entries they supersede.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
-use crate::record::{Key, Record};
+use crate::record::Record;
 use crate::time::EventTime;
 use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
 
@@ -56,6 +57,7 @@ struct Wakeup {
 }
 
 struct Session<Acc> {
+    start: EventTime,
     end: EventTime,
     /// Tells this session from earlier ones of the same key and start.
     id: u64,
@@ -64,13 +66,22 @@ struct Session<Acc> {
     acc: Acc,
 }
 
+impl<Acc> Session<Acc> {
+    fn window(&self) -> TimeWindow {
+        TimeWindow::new(self.start, self.end)
+    }
+}
+
 /// `(time, key, start, session id, kind)`.
 type WakeupEntry = (EventTime, StateKey, EventTime, u64, WakeupKind);
 
 pub(crate) struct SessionState<Acc> {
     gap_ms: i64,
-    /// Live sessions by `(key, start)`.
-    sessions: BTreeMap<(StateKey, EventTime), Session<Acc>>,
+    /// Live sessions per key, sorted by start (so by end too: they are
+    /// disjoint); a key without sessions has no entry.
+    sessions: BTreeMap<StateKey, Vec<Session<Acc>>>,
+    /// How many sessions `sessions` holds.
+    len: usize,
     /// Wake-ups in time order: exactly the current wake-up of each live
     /// session.
     wakeups: BTreeSet<WakeupEntry>,
@@ -103,57 +114,51 @@ fn wakeup_for(clock: Clock, window: TimeWindow) -> Wakeup {
     }
 }
 
+/// A new session with a fresh id; its wake-up goes to `wakeups`.
+fn new_session<Acc>(
+    clock: Clock,
+    next_id: &mut u64,
+    wakeups: &mut BTreeSet<WakeupEntry>,
+    key: &StateKey,
+    window: TimeWindow,
+    acc: Acc,
+) -> Session<Acc> {
+    let id = *next_id;
+    *next_id += 1;
+    let wakeup = wakeup_for(clock, window);
+    wakeups.insert((wakeup.time, key.clone(), window.start, id, wakeup.kind));
+    Session {
+        start: window.start,
+        end: window.end,
+        id,
+        wakeup,
+        acc,
+    }
+}
+
+fn wakeup_entry<Acc>(key: &StateKey, session: &Session<Acc>) -> WakeupEntry {
+    (
+        session.wakeup.time,
+        key.clone(),
+        session.start,
+        session.id,
+        session.wakeup.kind,
+    )
+}
+
 impl<Acc> SessionState<Acc> {
     pub(crate) fn new(gap_ms: i64) -> Self {
         Self {
             gap_ms,
             sessions: BTreeMap::new(),
+            len: 0,
             wakeups: BTreeSet::new(),
             next_id: 0,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Inserts a new session with a fresh id and its wake-up.
-    fn insert(&mut self, clock: Clock, key: &StateKey, window: TimeWindow, acc: Acc) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let wakeup = wakeup_for(clock, window);
-        self.wakeups
-            .insert((wakeup.time, key.clone(), window.start, id, wakeup.kind));
-        let previous = self.sessions.insert(
-            (key.clone(), window.start),
-            Session {
-                end: window.end,
-                id,
-                wakeup,
-                acc,
-            },
-        );
-        assert!(
-            previous.is_none(),
-            "a new session starts where no live session does"
-        );
-    }
-
-    /// Removes a live session and its current wake-up.
-    fn remove(&mut self, key: &StateKey, start: EventTime) -> Session<Acc> {
-        let session = self
-            .sessions
-            .remove(&(key.clone(), start))
-            .expect("a covered session is live");
-        let removed = self.wakeups.remove(&(
-            session.wakeup.time,
-            key.clone(),
-            start,
-            session.id,
-            session.wakeup.kind,
-        ));
-        assert!(removed, "a live session has its current wake-up");
-        session
+        self.len
     }
 }
 
@@ -169,26 +174,47 @@ impl<Acc: Clone> SessionState<Acc> {
     {
         let clock = ctx.clock;
         let Record { key, ts, value } = record;
-        let key = StateKey::new(key);
         let new = TimeWindow::new(ts, ts + self.gap_ms);
         let input = Input {
             ts,
             arrival,
             value: &value,
         };
-        let touches = |(session_key, _): &(StateKey, EventTime), session: &Session<Acc>| {
-            *session_key == key && session.end >= new.start
-        };
+        let SessionState {
+            sessions,
+            len,
+            wakeups,
+            next_id,
+            ..
+        } = self;
 
-        // The fast path: the record touches exactly one session and does not
-        // move its start. The session grows in place (Flink merges it into
-        // the cover, which is the same window when the record is inside).
-        let mut newest_first = self.sessions.range_mut(..=(key.clone(), new.end)).rev();
-        let first = newest_first
-            .next()
-            .filter(|(map_key, session)| touches(map_key, session));
-        let Some(((_, start), session)) = first else {
-            drop(newest_first);
+        let mut entry = match sessions.entry(StateKey::new(key)) {
+            Entry::Vacant(entry) => {
+                if clock.is_window_late(new) {
+                    let key = entry.into_key().key;
+                    ctx.late(Record { key, ts, value });
+                    return Ok(());
+                }
+                let mut acc = ctx.aggregator.create();
+                ctx.aggregator.add(&mut acc, input)?;
+                if clock.has_reached(new) {
+                    ctx.fire(&entry.key().key, new, &acc, FiringKind::LateUpdate)?;
+                }
+                let session = new_session(clock, next_id, wakeups, entry.key(), new, acc);
+                entry.insert(vec![session]);
+                *len += 1;
+                return Ok(());
+            }
+            Entry::Occupied(entry) => entry,
+        };
+        let key = entry.key().clone();
+        let list = entry.get_mut();
+        // The covered sessions are `list[first..last]`: the ones that
+        // neither end before the new window starts nor start after it ends.
+        let first = list.partition_point(|session| session.end < new.start);
+        let last = list.partition_point(|session| session.start <= new.end);
+
+        if first == last {
             if clock.is_window_late(new) {
                 ctx.late(Record {
                     key: key.key,
@@ -202,70 +228,52 @@ impl<Acc: Clone> SessionState<Acc> {
             if clock.has_reached(new) {
                 ctx.fire(&key.key, new, &acc, FiringKind::LateUpdate)?;
             }
-            self.insert(clock, &key, new, acc);
+            let session = new_session(clock, next_id, wakeups, &key, new, acc);
+            list.insert(first, session);
+            *len += 1;
             return Ok(());
-        };
-        let start = *start;
-        let only_one = newest_first
-            .next()
-            .filter(|(map_key, session)| touches(map_key, session))
-            .is_none();
-        if only_one && start <= new.start {
-            let before = TimeWindow::new(start, session.end);
-            let after = TimeWindow::new(start, session.end.max(new.end));
+        }
+
+        if last - first == 1 && list[first].start <= new.start {
+            // The record touches one session and does not move its start:
+            // the session grows in place (Flink merges it into the cover,
+            // which is the same window when the record is inside).
+            let session = &mut list[first];
+            let before = session.window();
             ctx.aggregator.add(&mut session.acc, input)?;
-            session.end = after.end;
+            session.end = session.end.max(new.end);
+            let after = session.window();
             if clock.has_reached(before) && !clock.has_reached(after) {
-                // A late record pushed a reached session past the watermark:
-                // it is pending again, and its cleanup wake-up may lie after
-                // its new max timestamp.
-                let stale = (
-                    session.wakeup.time,
-                    key.clone(),
-                    start,
-                    session.id,
-                    session.wakeup.kind,
-                );
+                // A late record pushed a reached session past the
+                // watermark: pending again, and its cleanup wake-up may lie
+                // after its new max timestamp.
+                wakeups.remove(&wakeup_entry(&key, session));
                 session.wakeup = wakeup_for(clock, after);
-                let wakeup = session.wakeup;
-                let id = session.id;
-                drop(newest_first);
-                self.wakeups.remove(&stale);
-                self.wakeups
-                    .insert((wakeup.time, key.clone(), start, id, wakeup.kind));
-                return Ok(());
-            }
-            if clock.has_reached(after) {
+                wakeups.insert(wakeup_entry(&key, session));
+            } else if clock.has_reached(after) {
                 ctx.fire(&key.key, after, &session.acc, FiringKind::LateUpdate)?;
             }
             return Ok(());
         }
-        drop(newest_first);
 
-        // The general path: the record bridges sessions or extends one to
-        // the left. Replace the covered sessions by their cover.
-        let mut covered: Vec<TimeWindow> = self
-            .sessions
-            .range(..=(key.clone(), new.end))
-            .rev()
-            .take_while(|(map_key, session)| touches(map_key, session))
-            .map(|((_, start), session)| TimeWindow::new(*start, session.end))
-            .collect();
-        covered.reverse();
+        // The record bridges sessions or extends one to the left: the
+        // covered sessions are replaced by their cover.
         let merged = TimeWindow::new(
-            covered[0].start.min(new.start),
-            covered[covered.len() - 1].end.max(new.end),
+            list[first].start.min(new.start),
+            list[last - 1].end.max(new.end),
         );
         assert!(
             !clock.is_window_late(merged),
             "merging live sessions cannot make a late window"
         );
         let mut acc: Option<Acc> = None;
-        for session in &covered {
-            let removed = self.remove(&key, session.start);
+        for covered in list.drain(first..last) {
+            let removed = wakeups.remove(&wakeup_entry(&key, &covered));
+            assert!(removed, "a live session has its current wake-up");
+            *len -= 1;
             match &mut acc {
-                None => acc = Some(removed.acc),
-                Some(acc) => ctx.aggregator.merge(acc, &removed.acc)?,
+                None => acc = Some(covered.acc),
+                Some(acc) => ctx.aggregator.merge(acc, &covered.acc)?,
             }
         }
         let mut acc = acc.expect("at least one session was covered");
@@ -273,7 +281,9 @@ impl<Acc: Clone> SessionState<Acc> {
         if clock.has_reached(merged) {
             ctx.fire(&key.key, merged, &acc, FiringKind::LateUpdate)?;
         }
-        self.insert(clock, &key, merged, acc);
+        let session = new_session(clock, next_id, wakeups, &key, merged, acc);
+        list.insert(first, session);
+        *len += 1;
         Ok(())
     }
 
@@ -288,57 +298,54 @@ impl<Acc: Clone> SessionState<Acc> {
             }
             let (time, key, start, id, kind) =
                 self.wakeups.pop_first().expect("the first wake-up exists");
-            let wakeup = Wakeup { time, kind };
-            let map_key = (key, start);
-            match kind {
-                WakeupKind::Fire => {
-                    let session = self
-                        .sessions
-                        .get_mut(&map_key)
-                        .expect("a wake-up belongs to a live session");
-                    check_current(session, id, wakeup);
-                    let window = TimeWindow::new(start, session.end);
-                    let next = if time < window.max_timestamp() {
-                        // Early: the session grew since this was armed.
-                        Wakeup {
-                            time: window.max_timestamp(),
-                            kind,
-                        }
-                    } else {
-                        ctx.fire(&map_key.0.key, window, &session.acc, FiringKind::OnTime)?;
-                        let cleanup = Wakeup {
-                            time: clock.cleanup_time(window),
-                            kind: WakeupKind::Cleanup,
-                        };
-                        if cleanup.time <= clock.watermark {
-                            self.sessions.remove(&map_key);
-                            ctx.counters.states_purged += 1;
-                            continue;
-                        }
-                        cleanup
-                    };
-                    session.wakeup = next;
-                    let (key, start) = map_key;
-                    self.wakeups.insert((next.time, key, start, id, next.kind));
+            let Entry::Occupied(mut entry) = self.sessions.entry(key) else {
+                panic!("a wake-up belongs to a live session");
+            };
+            let index = entry
+                .get()
+                .binary_search_by_key(&start, |session| session.start)
+                .expect("a wake-up belongs to a live session");
+            let session = &entry.get()[index];
+            check_current(session, id, Wakeup { time, kind });
+            let window = session.window();
+            let due = match kind {
+                WakeupKind::Fire => window.max_timestamp(),
+                WakeupKind::Cleanup => clock.cleanup_time(window),
+            };
+            assert!(time <= due, "a wake-up is never late for its session");
+            let next = if time < due {
+                // Early: the session grew since this was armed.
+                Some(Wakeup { time: due, kind })
+            } else if kind == WakeupKind::Fire {
+                ctx.fire(
+                    &entry.key().key,
+                    window,
+                    &entry.get()[index].acc,
+                    FiringKind::OnTime,
+                )?;
+                // Purge at once if the cleanup time has passed too.
+                Some(Wakeup {
+                    time: clock.cleanup_time(window),
+                    kind: WakeupKind::Cleanup,
+                })
+                .filter(|cleanup| cleanup.time > clock.watermark)
+            } else {
+                None
+            };
+            match next {
+                Some(wakeup) => {
+                    let session = &mut entry.get_mut()[index];
+                    session.wakeup = wakeup;
+                    let rearmed = wakeup_entry(entry.key(), &entry.get()[index]);
+                    self.wakeups.insert(rearmed);
                 }
-                WakeupKind::Cleanup => {
-                    // Usually due: remove first (one lookup), put back if early.
-                    let mut session = self
-                        .sessions
-                        .remove(&map_key)
-                        .expect("a wake-up belongs to a live session");
-                    check_current(&session, id, wakeup);
-                    let due = clock.cleanup_time(TimeWindow::new(start, session.end));
-                    if time == due {
-                        ctx.counters.states_purged += 1;
-                        continue;
+                None => {
+                    entry.get_mut().remove(index);
+                    if entry.get().is_empty() {
+                        entry.remove();
                     }
-                    // Early: a late record extended the session since.
-                    session.wakeup = Wakeup { time: due, kind };
-                    let (key, start) = map_key;
-                    self.wakeups
-                        .insert((due, key.clone(), start, id, WakeupKind::Cleanup));
-                    self.sessions.insert((key, start), session);
+                    self.len -= 1;
+                    ctx.counters.states_purged += 1;
                 }
             }
         }
@@ -348,18 +355,19 @@ impl<Acc: Clone> SessionState<Acc> {
     pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
         self.sessions
             .iter()
-            .map(|((key, start), session)| StateEntry {
-                key: key.key.clone(),
-                start: *start,
-                end: session.end,
-                acc: session.acc.clone(),
+            .flat_map(|(key, list)| {
+                list.iter().map(|session| StateEntry {
+                    key: key.key.clone(),
+                    start: session.start,
+                    end: session.end,
+                    acc: session.acc.clone(),
+                })
             })
             .collect()
     }
 
     /// Entries come sorted by `(key, start)` (checked by the caller).
     pub(crate) fn restore(&mut self, clock: Clock, entries: Vec<StateEntry<Acc>>) -> Result<()> {
-        let mut previous: Option<(Key, TimeWindow)> = None;
         for StateEntry {
             key,
             start,
@@ -377,23 +385,33 @@ impl<Acc: Clone> SessionState<Acc> {
                 )));
             }
             let window = TimeWindow::new(start, end);
-            if let Some((previous_key, previous_window)) = &previous
-                && *previous_key == key
-                && previous_window.end >= start
-            {
-                return Err(corrupt(format!(
-                    "sessions {previous_window} and {window} of key {:?} overlap or touch",
-                    &*key
-                )));
-            }
             if clock.is_window_late(window) {
                 return Err(corrupt(format!(
                     "session {window} of key {:?} is late at watermark {} but still has state",
                     &*key, clock.watermark
                 )));
             }
-            self.insert(clock, &StateKey::new(key.clone()), window, acc);
-            previous = Some((key, window));
+            let key = StateKey::new(key);
+            let list = self.sessions.entry(key.clone()).or_default();
+            if let Some(previous) = list.last()
+                && previous.end >= start
+            {
+                return Err(corrupt(format!(
+                    "sessions {} and {window} of key {:?} overlap or touch",
+                    previous.window(),
+                    &*key.key
+                )));
+            }
+            let session = new_session(
+                clock,
+                &mut self.next_id,
+                &mut self.wakeups,
+                &key,
+                window,
+                acc,
+            );
+            list.push(session);
+            self.len += 1;
         }
         Ok(())
     }
