@@ -13,7 +13,8 @@
 //! table of ratios from engine and baseline runs interleaved round by round
 //! (median of `EDDY_BENCH_ROUNDS`, default 5), which keeps the ratio honest
 //! on a machine shared with other work. `EDDY_BENCH_RATIOS=0` skips the
-//! table. The ratios go to BENCHMARKS.md.
+//! table; `EDDY_BENCH_SHAPES=session,sliding` limits it. The ratios go to
+//! BENCHMARKS.md.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -248,6 +249,11 @@ fn ratios() {
         let records = workload(keys);
         let mut tumbling_engine = Duration::ZERO;
         for shape in [Shape::Tumbling, Shape::Sliding, Shape::Session] {
+            if let Ok(only) = std::env::var("EDDY_BENCH_SHAPES")
+                && !only.split(',').any(|name| name == shape.name())
+            {
+                continue;
+            }
             let mut engine_times = Vec::new();
             let mut baseline_times = Vec::new();
             for _ in 0..rounds {
