@@ -32,7 +32,10 @@ fi
 classpath="$flink_home/pyflink/lib/*"
 
 mkdir -p "$work/classes"
-javac -nowarn -encoding UTF-8 -cp "$classpath" -d "$work/classes" "$here/FlinkWindow.java"
+if ! javac -nowarn -encoding UTF-8 -cp "$classpath" -d "$work/classes" "$here/FlinkWindow.java" > "$work/javac.log" 2>&1; then
+    cat "$work/javac.log" >&2
+    exit 2
+fi
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 (cd "$root" && cargo build --quiet --bin eddy)
