@@ -34,11 +34,15 @@
 //! # State layout
 //!
 //! Keyed state lives in `BTreeMap`s ordered for the work they do: timers
-//! pop from the front of maps ordered by time. Sliding windows share panes
-//! of width `gcd(size, slide)`: a record updates one pane, and a firing
-//! merges the window's panes, so a record costs the same whatever
-//! `size / slide` is (a pane outlives every window it belongs to; a window
-//! that became late never fires again, so sharing panes is exact).
+//! pop from the front of maps ordered by time, and keys are compared by an
+//! inline 16-byte prefix before their heap bytes. Tumbling windows are two
+//! maps by `(end, key)` (pending, and fired awaiting cleanup). Sliding
+//! windows share panes of width `gcd(size, slide)`: a record updates one
+//! pane, and a firing merges the window's panes, so a record costs the same
+//! whatever `size / slide` is (a pane outlives every window it belongs to; a
+//! window that became late never fires again, so sharing panes is exact).
+//! Sessions are per-key sorted lists with one wake-up each, so a record
+//! that grows its key's session touches no timer index (see `session.rs`).
 //!
 //! # Errors
 //!
@@ -594,7 +598,7 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
     }
 }
 
-/// Checks shared by the per-kind restores: the entry's key and bounds.
+/// A snapshot that decoded but describes state that cannot exist.
 pub(crate) fn corrupt(what: impl fmt::Display) -> Error {
     Error::CorruptSnapshot(what.to_string())
 }

@@ -11,9 +11,14 @@
 //! - a record is kept (in its pane) iff its last window is not late, which
 //!   is exactly when Flink adds it to at least one window.
 //!
-//! On-time timers are `(window_end, key)` entries registered when a pane is
-//! created, for the windows containing it that the watermark has not reached
-//! (a later record of the same pane finds them registered already).
+//! On-time timers are `(window_end, key)` entries, registered lazily so that
+//! a pane costs one timer whatever `size / slide` is: a new pane registers
+//! the first window containing it that the watermark has not reached, and a
+//! window firing on time registers its key's next window (`end + slide`) if
+//! a pane falls in it. By induction over a pane's consecutive windows, every
+//! pending window holding a pane fires exactly once, in `(end, key)` order;
+//! between calls the timers are exactly "the first pending window of each
+//! pane", which is what a restore re-derives.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,8 +41,8 @@ pub(crate) struct SlidingState<Acc> {
     /// The same panes by `(pane_start, key)`: cleanup pops the front (a
     /// pane's cleanup time grows with its start).
     panes_by_start: BTreeSet<(EventTime, StateKey)>,
-    /// Pending on-time timers, `(window_end, key)`: windows holding at
-    /// least one pane whose max timestamp is above the watermark.
+    /// Pending on-time timers, `(window_end, key)`: the first window the
+    /// watermark has not reached of each pane (see the module docs).
     timers: BTreeSet<(EventTime, StateKey)>,
 }
 
@@ -83,6 +88,22 @@ impl<Acc: Clone> SlidingState<Acc> {
             .map(move |k| top - k * slide)
             .take_while(move |start| *start >= first_start)
             .map(|start| EventTime::try_from(start).expect("checked window start fits i64"))
+    }
+
+    /// The end of the earliest window containing `ts` (or its pane) that the
+    /// watermark has not reached, if any.
+    fn first_pending_end(&self, ts: EventTime, clock: Clock) -> Option<EventTime> {
+        let last_start = i128::from(self.last_window(ts).start);
+        let first_start = sliding_first_start(ts, last_start, self.size_ms, self.slide_ms);
+        // Pending: start + size - 1 > watermark, i.e. start > bound.
+        let bound = i128::from(clock.watermark) + 1 - i128::from(self.size_ms);
+        let above_bound =
+            align_down(bound, self.offset_ms, self.slide_ms) + i128::from(self.slide_ms);
+        let start = first_start.max(above_bound);
+        (start <= last_start).then(|| {
+            EventTime::try_from(start + i128::from(self.size_ms))
+                .expect("checked window end fits i64")
+        })
     }
 
     /// The merged panes of one window of one key (`None` if it has none).
@@ -143,12 +164,8 @@ impl<Acc: Clone> SlidingState<Acc> {
         };
         if created {
             self.panes_by_start.insert((pane_start, key.clone()));
-            for start in self.starts_descending(ts, i128::MAX) {
-                let window = TimeWindow::new(start, start + self.size_ms);
-                if ctx.clock.has_reached(window) {
-                    break;
-                }
-                self.timers.insert((window.end, key.clone()));
+            if let Some(end) = self.first_pending_end(ts, ctx.clock) {
+                self.timers.insert((end, key.clone()));
             }
         }
         // Windows the watermark has reached but that are not late fire a
@@ -189,6 +206,21 @@ impl<Acc: Clone> SlidingState<Acc> {
                     )
                 });
             ctx.fire(&key.key, window, &acc, FiringKind::OnTime)?;
+            // Chain: the key's next window is due a timer if a pane falls in
+            // it (it was pending when each of its panes was created, since
+            // it ends after this window). Out of the i64 range it has none.
+            let next_end = i128::from(end) + i128::from(self.slide_ms);
+            if let Ok(next_end) = EventTime::try_from(next_end) {
+                let next_start = next_end - self.size_ms;
+                let has_pane = self
+                    .panes
+                    .range((key.clone(), next_start)..(key.clone(), next_end))
+                    .next()
+                    .is_some();
+                if has_pane {
+                    self.timers.insert((next_end, key));
+                }
+            }
         }
         while let Some((pane_start, _)) = self.panes_by_start.first() {
             if !ctx.clock.is_window_late(self.last_window(*pane_start)) {
@@ -246,12 +278,8 @@ impl<Acc: Clone> SlidingState<Acc> {
                     &*key.key, clock.watermark
                 )));
             }
-            for window_start in self.starts_descending(start, i128::MAX) {
-                let window = TimeWindow::new(window_start, window_start + self.size_ms);
-                if clock.has_reached(window) {
-                    break;
-                }
-                self.timers.insert((window.end, key.clone()));
+            if let Some(end) = self.first_pending_end(start, clock) {
+                self.timers.insert((end, key.clone()));
             }
             self.panes_by_start.insert((start, key.clone()));
             self.panes.insert((key, start), acc);
