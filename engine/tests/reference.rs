@@ -547,7 +547,7 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
         };
         let delta = prop_oneof![8 => -25i64..=25, 1 => -150i64..=150];
         let step = (0..keys.len(), delta, value);
-        prop::collection::vec(step, 0..=40).prop_map(move |steps| {
+        prop::collection::vec(step, 0..=80).prop_map(move |steps| {
             let mut ts = base;
             steps
                 .into_iter()
@@ -576,7 +576,7 @@ fn config(default_cases: u32) -> Config {
 }
 
 proptest! {
-    #![proptest_config(config(1_000))]
+    #![proptest_config(config(4_000))]
 
     #[test]
     fn the_engine_fires_exactly_as_the_reference_evaluator(spec in spec(), events in events()) {
@@ -587,13 +587,13 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(2_000))]
 
     #[test]
     fn snapshot_and_restore_at_any_steps_give_the_output_of_an_uninterrupted_run(
         spec in spec(),
         events in events(),
-        restore_before in prop::collection::btree_set(0usize..=41, 0..=6),
+        restore_before in prop::collection::btree_set(0usize..=81, 0..=8),
     ) {
         let uninterrupted = run_engine(spec, &events, &BTreeSet::new());
         let restored = run_engine(spec, &events, &restore_before);
