@@ -619,6 +619,35 @@ mod process_window_functions {
             .collect();
         assert_eq!(results, [(TimeWindow::new(0, 40), vec![1, 2, 3, 4, 5, 6])]);
     }
+
+    #[test]
+    fn a_process_window_function_sees_a_sliding_windows_records_in_arrival_order_across_panes() {
+        let config = WindowConfig::new(WindowKind::sliding(20, 10, 0).unwrap(), 0).unwrap();
+        let mut operator = WindowOperator::new(config, Process(values_in_arrival_order));
+        let mut out = Vec::new();
+        // Panes [0,10) and [10,20), filled in interleaved arrival order.
+        for (ts, value) in [(15, 1), (5, 2), (12, 3), (1, 4)] {
+            operator
+                .process(Record::new("k", ts, value), &mut out)
+                .unwrap();
+        }
+        operator.finish(&mut out).unwrap();
+        let results: Vec<_> = out
+            .into_iter()
+            .map(|output| match output {
+                Output::Fire(firing) => (firing.window, firing.result),
+                Output::Late(late) => panic!("unexpected late record {late:?}"),
+            })
+            .collect();
+        assert_eq!(
+            results,
+            [
+                (TimeWindow::new(-10, 10), vec![2, 4]),
+                (TimeWindow::new(0, 20), vec![1, 2, 3, 4]),
+                (TimeWindow::new(10, 30), vec![1, 3]),
+            ]
+        );
+    }
 }
 
 mod errors {
