@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod window_cmd;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eddy",
@@ -20,7 +22,9 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    Window(window_cmd::WindowArgs),
+}
 
 /// What a subcommand that ran to the end concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +47,9 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<Outcome, CliError> = match cli.command {};
+    let result: Result<Outcome, CliError> = match cli.command {
+        Command::Window(args) => window_cmd::run(&args),
+    };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),

@@ -3,13 +3,26 @@
 //!
 //! - [`time`], [`record`]: the one time type and the one record type;
 //! - [`transport`]: the `Transport` seam to Kafka, with its guarantees;
+//! - [`watermark`]: per-partition bounded-out-of-orderness watermarks and
+//!   the task watermark over them (with opt-in idleness);
+//! - [`window`]: window assigners and the keyed event-time window operator
+//!   (Flink's trigger and lateness semantics), and the window task;
+//! - [`aggregate`]: the `Aggregator` trait, built-in aggregates and
+//!   process-window functions;
+//! - [`spec`]: the JSON window spec of `eddy window`;
+//! - [`snapshot`]: the versioned encoding of operator state;
 //! - [`kafka`]: the seam over real Apache Kafka (rdkafka);
 
+pub mod aggregate;
 pub mod error;
 pub mod kafka;
 pub mod record;
+pub mod snapshot;
+pub mod spec;
 pub mod time;
 pub mod transport;
+pub mod watermark;
+pub mod window;
 
 pub use error::{Error, Result};
 pub use record::{Key, Record};

@@ -1,0 +1,607 @@
+//! Event-time windows with Flink's event-time trigger and allowed lateness
+//! (SPEC §3.2–§3.3), firing for firing.
+//!
+//! A [`WindowOperator`] owns the keyed window state of one task. Records and
+//! watermarks flow in as values ([`WindowOperator::process`],
+//! [`WindowOperator::advance_watermark`], [`WindowOperator::finish`]);
+//! firings and late records flow out as values ([`Output`]) pushed to a
+//! `Vec` the caller drains. Nothing is hidden in callbacks or globals, and
+//! every collection is ordered, so outputs are a function of the inputs.
+//!
+//! # The rules (Flink's `WindowOperator` + `EventTimeTrigger`)
+//!
+//! With watermark `wm` and allowed lateness `L`:
+//! - a window `w` is *late* once `cleanup(w) = w.max_timestamp() + L <= wm`
+//!   (saturating); a record is *late* when `ts + L <= wm` (saturating);
+//! - a record is added to each of its windows that is not late; if such a
+//!   window has `max_timestamp <= wm` it fires at once (`late_update`, also
+//!   when the record created it), otherwise it fires `on_time` when the
+//!   watermark reaches its max timestamp;
+//! - a record all of whose windows are late goes to the late side output
+//!   (it is then always a late record);
+//! - a window's state is purged, without output, when the watermark reaches
+//!   its cleanup time (for `L = 0`: right after its on-time firing);
+//! - sliding windows with several windows per record emit their
+//!   `late_update`s in descending window start (Flink's assignment order);
+//! - session windows merge as Flink's `MergingWindowSet` does: a record's
+//!   `[ts, ts + gap)` merges with every session of its key it overlaps or
+//!   touches; live sessions are never late, so a late record can still
+//!   extend or bridge them.
+//!
+//! When the watermark advances, windows fire in ascending
+//! `(window_end, key)` order, then expired state is purged.
+//!
+//! # State layout
+//!
+//! Keyed state lives in `BTreeMap`s ordered for the work they do: timers
+//! pop from the front of maps ordered by time, and keys are compared by an
+//! inline 16-byte prefix before their heap bytes. Tumbling windows are two
+//! maps by `(end, key)` (pending, and fired awaiting cleanup). Sliding
+//! windows share panes of width `gcd(size, slide)`: a record updates one
+//! pane, and a firing merges the window's panes, so a record costs the same
+//! whatever `size / slide` is (a pane outlives every window it belongs to; a
+//! window that became late never fires again, so sharing panes is exact).
+//! Sessions are per-key sorted lists with one wake-up each, so a record
+//! that grows its key's session touches no timer index (see `session.rs`).
+//!
+//! # Errors
+//!
+//! A record whose windows cannot be represented in `i64` is refused with
+//! [`Error::Invalid`] before anything changes. An aggregate overflow
+//! ([`Error::Overflow`]) may leave the state half-updated: the operator
+//! refuses every later call, and the task must restore from a snapshot.
+
+mod assigner;
+mod session;
+mod sliding;
+mod task;
+mod tumbling;
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{Aggregator, WindowContext};
+use crate::error::{Error, Result};
+use crate::record::{Key, Record};
+use crate::snapshot::{self, SnapshotKind};
+use crate::time::{EventTime, WATERMARK_MAX, WATERMARK_MIN};
+
+pub use assigner::{SLIDING_WINDOWS_PER_RECORD_MAX, WindowKind};
+pub use task::WindowTask;
+
+use session::SessionState;
+use sliding::SlidingState;
+use tumbling::TumblingState;
+
+/// A half-open event-time interval `[start, end)`; its max timestamp is
+/// `end - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TimeWindow {
+    pub start: EventTime,
+    pub end: EventTime,
+}
+
+impl TimeWindow {
+    #[inline]
+    pub fn new(start: EventTime, end: EventTime) -> Self {
+        assert!(start < end, "a window is not empty: [{start}, {end})");
+        Self { start, end }
+    }
+
+    /// The largest timestamp inside the window: `end - 1`.
+    #[inline]
+    pub fn max_timestamp(&self) -> EventTime {
+        self.end - 1
+    }
+
+    pub fn contains(&self, ts: EventTime) -> bool {
+        self.start <= ts && ts < self.end
+    }
+}
+
+impl fmt::Display for TimeWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {})", self.start, self.end)
+    }
+}
+
+/// A key as the window state orders it: its first 16 bytes inline (big
+/// endian, zero padded) and its length, then the whole key. Orders exactly
+/// as the key's bytes (`str`'s order), but comparisons in a big map are
+/// decided inline, without touching the key's heap allocation, unless two
+/// keys longer than 16 bytes share their first 16.
+#[derive(Clone, Debug)]
+pub(crate) struct StateKey {
+    prefix: [u64; 2],
+    len: usize,
+    pub(crate) key: Key,
+}
+
+const STATE_KEY_INLINE_BYTES: usize = 16;
+
+impl StateKey {
+    #[inline]
+    pub(crate) fn new(key: Key) -> Self {
+        let bytes = key.as_bytes();
+        let mut inline = [0u8; STATE_KEY_INLINE_BYTES];
+        let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
+        inline[..len].copy_from_slice(&bytes[..len]);
+        let (high, low) = inline.split_at(8);
+        Self {
+            prefix: [
+                u64::from_be_bytes(high.try_into().expect("8 bytes")),
+                u64::from_be_bytes(low.try_into().expect("8 bytes")),
+            ],
+            len: bytes.len(),
+            key,
+        }
+    }
+}
+
+impl PartialEq for StateKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix
+            && self.len == other.len
+            && (self.len <= STATE_KEY_INLINE_BYTES || self.key == other.key)
+    }
+}
+
+impl Eq for StateKey {}
+
+impl PartialOrd for StateKey {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StateKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            if self.len <= STATE_KEY_INLINE_BYTES && other.len <= STATE_KEY_INLINE_BYTES {
+                // Equal zero-padded prefixes of short keys: one is a prefix
+                // of the other, and the shorter sorts first ("a" < "a\0").
+                self.len.cmp(&other.len)
+            } else {
+                self.key.as_bytes().cmp(other.key.as_bytes())
+            }
+        })
+    }
+}
+
+/// The window assigner and the allowed lateness of an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowConfig {
+    pub kind: WindowKind,
+    pub allowed_lateness_ms: i64,
+}
+
+impl WindowConfig {
+    pub fn new(kind: WindowKind, allowed_lateness_ms: i64) -> Result<Self> {
+        if allowed_lateness_ms < 0 {
+            return Err(Error::Invalid(format!(
+                "allowed lateness must be >= 0 ms, got {allowed_lateness_ms}"
+            )));
+        }
+        Ok(Self {
+            kind,
+            allowed_lateness_ms,
+        })
+    }
+}
+
+/// Why a window fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FiringKind {
+    /// Fired by the watermark reaching the window's max timestamp.
+    OnTime,
+    /// Fired by a record added to a window the watermark had already reached.
+    LateUpdate,
+}
+
+impl FiringKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FiringKind::OnTime => "on_time",
+            FiringKind::LateUpdate => "late_update",
+        }
+    }
+}
+
+/// One firing: the full aggregate of a window so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Firing<O> {
+    pub key: Key,
+    pub window: TimeWindow,
+    pub kind: FiringKind,
+    pub result: O,
+    /// The operator's watermark when it fired: for a `late_update` the
+    /// watermark the record was judged against; for `on_time` the watermark
+    /// that fired it.
+    pub watermark: EventTime,
+}
+
+/// A record all of whose windows were late.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LateRecord<V> {
+    pub record: Record<V>,
+    /// The watermark the record was judged against.
+    pub watermark: EventTime,
+}
+
+/// What an operator emits, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output<V, O> {
+    Fire(Firing<O>),
+    Late(LateRecord<V>),
+}
+
+/// What an operator has done so far (part of its snapshot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowCounters {
+    /// Records processed.
+    pub records: u64,
+    /// Records sent to the late side output.
+    pub records_late: u64,
+    /// `on_time` firings.
+    pub fired_on_time: u64,
+    /// `late_update` firings.
+    pub fired_late_update: u64,
+    /// Windows (panes, for sliding windows) whose state was purged.
+    pub states_purged: u64,
+}
+
+/// The lateness rules at one watermark.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    pub(crate) watermark: EventTime,
+    pub(crate) allowed_lateness_ms: i64,
+}
+
+impl Clock {
+    /// `max_timestamp + L`, saturating at `i64::MAX` (as Flink does).
+    #[inline]
+    pub(crate) fn cleanup_time(&self, window: TimeWindow) -> EventTime {
+        self.cleanup_time_of_end(window.end)
+    }
+
+    /// The cleanup time depends on a window's end alone.
+    #[inline]
+    pub(crate) fn cleanup_time_of_end(&self, end: EventTime) -> EventTime {
+        (end - 1).saturating_add(self.allowed_lateness_ms)
+    }
+
+    #[inline]
+    pub(crate) fn is_window_late(&self, window: TimeWindow) -> bool {
+        self.cleanup_time(window) <= self.watermark
+    }
+
+    #[inline]
+    pub(crate) fn is_element_late(&self, ts: EventTime) -> bool {
+        ts.saturating_add(self.allowed_lateness_ms) <= self.watermark
+    }
+
+    #[inline]
+    pub(crate) fn has_reached(&self, window: TimeWindow) -> bool {
+        window.max_timestamp() <= self.watermark
+    }
+}
+
+/// What the per-kind state code needs from the operator for one call.
+pub(crate) struct Ctx<'a, V, A: Aggregator<V>> {
+    pub(crate) aggregator: &'a A,
+    pub(crate) clock: Clock,
+    pub(crate) counters: &'a mut WindowCounters,
+    pub(crate) out: &'a mut Vec<Output<V, A::Output>>,
+}
+
+impl<V, A: Aggregator<V>> Ctx<'_, V, A> {
+    pub(crate) fn fire(
+        &mut self,
+        key: &Key,
+        window: TimeWindow,
+        acc: &A::Acc,
+        kind: FiringKind,
+    ) -> Result<()> {
+        let result = self
+            .aggregator
+            .result(acc, &WindowContext { key, window })?;
+        match kind {
+            FiringKind::OnTime => self.counters.fired_on_time += 1,
+            FiringKind::LateUpdate => self.counters.fired_late_update += 1,
+        }
+        self.out.push(Output::Fire(Firing {
+            key: key.clone(),
+            window,
+            kind,
+            result,
+            watermark: self.clock.watermark,
+        }));
+        Ok(())
+    }
+
+    pub(crate) fn late(&mut self, record: Record<V>) {
+        assert!(
+            self.clock.is_element_late(record.ts),
+            "a record all of whose windows are late is itself late: ts {} watermark {} L {}",
+            record.ts,
+            self.clock.watermark,
+            self.clock.allowed_lateness_ms
+        );
+        self.counters.records_late += 1;
+        self.out.push(Output::Late(LateRecord {
+            record,
+            watermark: self.clock.watermark,
+        }));
+    }
+}
+
+/// One window's (pane's, session's) state in a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StateEntry<Acc> {
+    pub(crate) key: Key,
+    pub(crate) start: EventTime,
+    pub(crate) end: EventTime,
+    pub(crate) acc: Acc,
+}
+
+/// The snapshot of an operator: everything it needs to continue exactly.
+/// Timer and index structures are derived from these on restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OperatorState<Acc> {
+    pub(crate) config: WindowConfig,
+    pub(crate) watermark: EventTime,
+    pub(crate) arrival_next: u64,
+    pub(crate) counters: WindowCounters,
+    /// Sorted by `(key, start)`.
+    pub(crate) entries: Vec<StateEntry<Acc>>,
+}
+
+enum KindState<Acc> {
+    Tumbling(TumblingState<Acc>),
+    Sliding(SlidingState<Acc>),
+    Session(SessionState<Acc>),
+}
+
+/// The keyed event-time window operator of one task.
+pub struct WindowOperator<V, A: Aggregator<V>> {
+    config: WindowConfig,
+    aggregator: A,
+    watermark: EventTime,
+    /// The arrival sequence number the next record gets.
+    arrival_next: u64,
+    counters: WindowCounters,
+    state: KindState<A::Acc>,
+    /// Set by an error that may have left the state half-updated.
+    failure: Option<String>,
+    _value: PhantomData<fn(V)>,
+}
+
+impl<V, A: Aggregator<V>> WindowOperator<V, A> {
+    pub fn new(config: WindowConfig, aggregator: A) -> Self {
+        let state = match config.kind {
+            WindowKind::Tumbling { size_ms, offset_ms } => {
+                KindState::Tumbling(TumblingState::new(size_ms, offset_ms))
+            }
+            WindowKind::Sliding {
+                size_ms,
+                slide_ms,
+                offset_ms,
+            } => KindState::Sliding(SlidingState::new(size_ms, slide_ms, offset_ms)),
+            WindowKind::Session { gap_ms } => KindState::Session(SessionState::new(gap_ms)),
+        };
+        Self {
+            config,
+            aggregator,
+            watermark: WATERMARK_MIN,
+            arrival_next: 0,
+            counters: WindowCounters::default(),
+            state,
+            failure: None,
+            _value: PhantomData,
+        }
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    pub fn aggregator(&self) -> &A {
+        &self.aggregator
+    }
+
+    /// The watermark records are judged against.
+    pub fn watermark(&self) -> EventTime {
+        self.watermark
+    }
+
+    pub fn counters(&self) -> &WindowCounters {
+        &self.counters
+    }
+
+    /// How many windows (panes for sliding windows, sessions) hold state.
+    pub fn state_len(&self) -> usize {
+        match &self.state {
+            KindState::Tumbling(state) => state.len(),
+            KindState::Sliding(state) => state.len(),
+            KindState::Session(state) => state.len(),
+        }
+    }
+
+    #[inline]
+    fn check_usable(&self) -> Result<()> {
+        match &self.failure {
+            None => Ok(()),
+            Some(reason) => Err(Error::Invalid(format!(
+                "window operator is unusable after an earlier error (restore it from a snapshot): {reason}"
+            ))),
+        }
+    }
+
+    /// Whether `process` would accept this record (its windows fit `i64`).
+    /// Changes nothing.
+    #[inline]
+    pub fn check_record(&self, record: &Record<V>) -> Result<()> {
+        self.check_usable()?;
+        self.config.kind.check_timestamp(record.ts)
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            watermark: self.watermark,
+            allowed_lateness_ms: self.config.allowed_lateness_ms,
+        }
+    }
+
+    /// Processes one record against the current watermark: adds it to its
+    /// windows, emits `late_update`s, or emits it as a late record.
+    pub fn process(
+        &mut self,
+        record: Record<V>,
+        out: &mut Vec<Output<V, A::Output>>,
+    ) -> Result<()> {
+        self.check_record(&record)?;
+        let arrival = self.arrival_next;
+        self.arrival_next += 1;
+        self.counters.records += 1;
+        let mut ctx = Ctx {
+            aggregator: &self.aggregator,
+            clock: Clock {
+                watermark: self.watermark,
+                allowed_lateness_ms: self.config.allowed_lateness_ms,
+            },
+            counters: &mut self.counters,
+            out,
+        };
+        let result = match &mut self.state {
+            KindState::Tumbling(state) => state.process(&mut ctx, record, arrival),
+            KindState::Sliding(state) => state.process(&mut ctx, record, arrival),
+            KindState::Session(state) => state.process(&mut ctx, record, arrival),
+        };
+        if let Err(error) = &result {
+            self.failure = Some(error.to_string());
+        }
+        result
+    }
+
+    /// Raises the watermark: fires every window it reaches (`on_time`, in
+    /// ascending `(window_end, key)`), then purges what became late. A
+    /// watermark at or below the current one changes nothing (watermarks
+    /// never go backwards).
+    pub fn advance_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut Vec<Output<V, A::Output>>,
+    ) -> Result<()> {
+        self.check_usable()?;
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let mut ctx = Ctx {
+            aggregator: &self.aggregator,
+            clock: Clock {
+                watermark,
+                allowed_lateness_ms: self.config.allowed_lateness_ms,
+            },
+            counters: &mut self.counters,
+            out,
+        };
+        let result = match &mut self.state {
+            KindState::Tumbling(state) => state.advance(&mut ctx),
+            KindState::Sliding(state) => state.advance(&mut ctx),
+            KindState::Session(state) => state.advance(&mut ctx),
+        };
+        if let Err(error) = &result {
+            self.failure = Some(error.to_string());
+        }
+        result
+    }
+
+    /// End of a bounded input: the watermark goes to `i64::MAX`, firing
+    /// every pending window and purging all state.
+    pub fn finish(&mut self, out: &mut Vec<Output<V, A::Output>>) -> Result<()> {
+        self.advance_watermark(WATERMARK_MAX, out)?;
+        assert_eq!(self.state_len(), 0, "no state survives the end of input");
+        Ok(())
+    }
+
+    pub(crate) fn to_state(&self) -> Result<OperatorState<A::Acc>> {
+        self.check_usable()?;
+        let mut entries = match &self.state {
+            KindState::Tumbling(state) => state.entries(),
+            KindState::Sliding(state) => state.entries(),
+            KindState::Session(state) => state.entries(),
+        };
+        entries.sort_by(|a, b| (&a.key, a.start).cmp(&(&b.key, b.start)));
+        Ok(OperatorState {
+            config: self.config,
+            watermark: self.watermark,
+            arrival_next: self.arrival_next,
+            counters: self.counters,
+            entries,
+        })
+    }
+
+    pub(crate) fn from_state(
+        config: WindowConfig,
+        aggregator: A,
+        state: OperatorState<A::Acc>,
+    ) -> Result<Self> {
+        if state.config != config {
+            return Err(Error::CorruptSnapshot(format!(
+                "snapshot was taken with {:?}, the operator is configured with {config:?}",
+                state.config
+            )));
+        }
+        let mut operator = Self::new(config, aggregator);
+        operator.watermark = state.watermark;
+        operator.arrival_next = state.arrival_next;
+        operator.counters = state.counters;
+        let clock = operator.clock();
+        for pair in state.entries.windows(2) {
+            if (&pair[0].key, pair[0].start) >= (&pair[1].key, pair[1].start) {
+                return Err(Error::CorruptSnapshot(format!(
+                    "window state entries out of order at key {:?} start {}",
+                    &*pair[1].key, pair[1].start
+                )));
+            }
+        }
+        match &mut operator.state {
+            KindState::Tumbling(kind_state) => kind_state.restore(clock, state.entries)?,
+            KindState::Sliding(kind_state) => kind_state.restore(clock, state.entries)?,
+            KindState::Session(kind_state) => kind_state.restore(clock, state.entries)?,
+        }
+        Ok(operator)
+    }
+
+    /// All state (window contents, timers, watermark, arrival counter,
+    /// counters) in the versioned snapshot encoding ([`crate::snapshot`]).
+    /// Fails only if the operator is unusable after an earlier error.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        Ok(snapshot::encode(
+            SnapshotKind::WindowOperator,
+            &self.to_state()?,
+        ))
+    }
+
+    /// An operator continuing exactly where the snapshotted one stopped.
+    /// The configuration must be the one the snapshot was taken with.
+    pub fn restore(config: WindowConfig, aggregator: A, bytes: &[u8]) -> Result<Self> {
+        let state = snapshot::decode(SnapshotKind::WindowOperator, bytes)?;
+        Self::from_state(config, aggregator, state)
+    }
+}
+
+/// A snapshot that decoded but describes state that cannot exist.
+pub(crate) fn corrupt(what: impl fmt::Display) -> Error {
+    Error::CorruptSnapshot(what.to_string())
+}
+
+#[cfg(test)]
+mod tests;
