@@ -59,198 +59,94 @@ pub struct SuiteOptions {
     pub filter: Option<String>,
 }
 
-/// Runs one check: a fresh context, the env's per-check time budget, and the
-/// outcome with the check's notes.
-macro_rules! run_check {
-    ($report:ident, $env:ident, $options:ident, $area:literal, $name:literal, $check:path) => {{
-        let label = concat!($area, ": ", $name);
-        let wanted = match &$options.filter {
-            Some(filter) => label.contains(filter.as_str()),
-            None => true,
-        };
-        if wanted {
-            let started = $env.elapsed();
-            let mut cx = support::Cx::new($env, &$options.expectations);
-            let budget = $env.check_budget();
-            let outcome = match tokio::time::timeout(budget, $check(&mut cx)).await {
-                Ok(Ok(())) => Outcome::Passed,
-                Ok(Err(Failure::Fail(reason))) => Outcome::Failed(reason),
-                Ok(Err(Failure::Skip(reason))) => Outcome::Skipped(reason),
-                Err(_) => Outcome::Failed(format!(
-                    "did not finish within its budget of {} ms",
-                    budget.as_millis()
-                )),
-            };
-            let elapsed = $env.elapsed().saturating_sub(started);
-            $report.checks.push(CheckReport {
-                area: $area,
-                name: $name,
-                outcome,
-                notes: cx.into_notes(),
-                elapsed_ms: elapsed.as_millis() as u64,
-            });
+/// The suite's checks, in the order they run: one table from which both the
+/// list of checks ([`CHECKS`]) and their dispatch are generated, so the two
+/// cannot drift apart.
+macro_rules! checks {
+    ($(($area:literal, $name:literal, $check:path),)*) => {
+        /// Every check as `(area, name)`, in the order the suite runs them.
+        pub const CHECKS: &[(&str, &str)] = &[$(($area, $name),)*];
+
+        /// Runs check number `index` of [`CHECKS`].
+        async fn run_one<E: ConformanceEnv>(index: usize, cx: &mut Cx<'_, E>) -> Result<(), Failure> {
+            let mut position = 0;
+            $(
+                if index == position {
+                    return $check(cx).await;
+                }
+                position += 1;
+            )*
+            panic!("no check number {index}: the suite has {position}");
         }
-    }};
+    };
 }
 
-/// Runs every check against the env's target, in a fixed order, and returns
-/// the report. Checks do not share topics, groups or transactional ids.
+checks! {
+    ("log", "offsets are dense from 0 and follow send order in each partition", log::offsets_are_dense_and_follow_send_order),
+    ("partitioner", "keyed records land in the partitions of Kafka's murmur2 partitioner", log::keyed_records_land_in_murmur2_partitions),
+    ("partitioner", "a record with neither key nor partition is refused", log::a_record_with_neither_key_nor_partition_is_refused),
+    ("idempotence", "records in flight when the leader fails are written exactly once, in order", failover::records_in_flight_when_the_leader_fails_are_written_once),
+    ("transactions", "a committed transaction becomes visible and its marker takes one offset", transactions::a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset),
+    ("transactions", "an aborted transaction is hidden from read_committed but not from read_uncommitted", transactions::an_aborted_transaction_is_hidden_from_read_committed),
+    ("transactions", "an open transaction holds read_committed readers at the last stable offset", transactions::an_open_transaction_holds_read_committed_readers_at_the_lso),
+    ("transactions", "a transaction left open past its timeout is aborted by the coordinator", transactions::a_transaction_left_open_past_its_timeout_is_aborted),
+    ("fencing", "a second init_transactions fences the first producer, whose transaction is aborted", transactions::a_second_init_transactions_fences_the_first_producer),
+    ("fencing", "a transactional offset commit with a stale generation is rejected", groups::a_transactional_offset_commit_with_a_stale_generation_is_rejected),
+    ("offsets", "a committed offset reads back with its metadata", offsets::a_committed_offset_reads_back_with_its_metadata),
+    ("offsets", "offsets sent in a transaction appear on commit and are discarded on abort", offsets::offsets_sent_in_a_transaction_appear_on_commit_only),
+    ("offsets", "committed() under read_committed waits for a transaction's pending offsets", offsets::committed_waits_for_pending_transactional_offsets),
+    ("groups", "a joining member makes the group revoke everything before anything is assigned", groups::a_joining_member_makes_the_group_revoke_before_assigning),
+    ("groups", "a member that leaves hands its partitions to the remaining member", groups::a_member_that_leaves_hands_its_partitions_over),
+    ("failover", "no acknowledged acks=all write is lost when the partition leader fails", failover::no_acknowledged_write_is_lost_when_the_leader_fails),
+    ("errors", "creating a topic that exists fails with TopicAlreadyExists", errors::creating_a_topic_that_exists_fails),
+    ("errors", "asking for a missing topic fails with UnknownTopicOrPartition", errors::asking_for_a_missing_topic_fails),
+    ("errors", "committing without a transaction fails with InvalidState", errors::committing_without_a_transaction_fails),
+}
+
+/// Runs the checks against the env's target, in [`CHECKS`] order, each with
+/// a fresh context and the env's time budget, and returns the report.
+/// Checks do not share topics, groups or transactional ids.
 pub async fn run_suite<E: ConformanceEnv>(env: &E, options: &SuiteOptions) -> Report {
     let mut report = Report::new(env.target_name());
-    let r = &mut report;
-
-    run_check!(
-        r,
-        env,
-        options,
-        "log",
-        "offsets are dense from 0 and follow send order in each partition",
-        log::offsets_are_dense_and_follow_send_order
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "partitioner",
-        "keyed records land in the partitions of Kafka's murmur2 partitioner",
-        log::keyed_records_land_in_murmur2_partitions
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "partitioner",
-        "a record with neither key nor partition is refused",
-        log::a_record_with_neither_key_nor_partition_is_refused
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "idempotence",
-        "records in flight when the leader fails are written exactly once, in order",
-        failover::records_in_flight_when_the_leader_fails_are_written_once
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "transactions",
-        "a committed transaction becomes visible and its marker takes one offset",
-        transactions::a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "transactions",
-        "an aborted transaction is hidden from read_committed but not from read_uncommitted",
-        transactions::an_aborted_transaction_is_hidden_from_read_committed
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "transactions",
-        "an open transaction holds read_committed readers at the last stable offset",
-        transactions::an_open_transaction_holds_read_committed_readers_at_the_lso
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "transactions",
-        "a transaction left open past its timeout is aborted by the coordinator",
-        transactions::a_transaction_left_open_past_its_timeout_is_aborted
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "fencing",
-        "a second init_transactions fences the first producer, whose transaction is aborted",
-        transactions::a_second_init_transactions_fences_the_first_producer
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "offsets",
-        "a committed offset reads back with its metadata",
-        offsets::a_committed_offset_reads_back_with_its_metadata
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "offsets",
-        "offsets sent in a transaction appear on commit and are discarded on abort",
-        offsets::offsets_sent_in_a_transaction_appear_on_commit_only
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "offsets",
-        "committed() under read_committed waits for a transaction's pending offsets",
-        offsets::committed_waits_for_pending_transactional_offsets
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "groups",
-        "a joining member makes the group revoke everything before anything is assigned",
-        groups::a_joining_member_makes_the_group_revoke_before_assigning
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "groups",
-        "a member that leaves hands its partitions to the remaining member",
-        groups::a_member_that_leaves_hands_its_partitions_over
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "fencing",
-        "a transactional offset commit with a stale generation is rejected",
-        groups::a_transactional_offset_commit_with_a_stale_generation_is_rejected
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "failover",
-        "no acknowledged acks=all write is lost when the partition leader fails",
-        failover::no_acknowledged_write_is_lost_when_the_leader_fails
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "errors",
-        "creating a topic that exists fails with TopicAlreadyExists",
-        errors::creating_a_topic_that_exists_fails
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "errors",
-        "asking for a missing topic fails with UnknownTopicOrPartition",
-        errors::asking_for_a_missing_topic_fails
-    );
-    run_check!(
-        r,
-        env,
-        options,
-        "errors",
-        "committing without a transaction fails with InvalidState",
-        errors::committing_without_a_transaction_fails
-    );
-
+    for (index, &(area, name)) in CHECKS.iter().enumerate() {
+        if let Some(filter) = &options.filter
+            && !format!("{area}: {name}").contains(filter.as_str())
+        {
+            continue;
+        }
+        let started = env.elapsed();
+        let mut cx = Cx::new(env, &options.expectations);
+        let budget = env.check_budget();
+        let outcome = match tokio::time::timeout(budget, run_one(index, &mut cx)).await {
+            Ok(Ok(())) => Outcome::Passed,
+            Ok(Err(Failure::Fail(reason))) => Outcome::Failed(reason),
+            Ok(Err(Failure::Skip(reason))) => Outcome::Skipped(reason),
+            Err(_) => Outcome::Failed(format!(
+                "did not finish within its budget of {} ms",
+                budget.as_millis()
+            )),
+        };
+        report.checks.push(CheckReport {
+            area,
+            name,
+            outcome,
+            notes: cx.into_notes(),
+            elapsed_ms: env.elapsed().saturating_sub(started).as_millis() as u64,
+        });
+    }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_are_unique_sentences() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (area, name) in CHECKS {
+            assert!(seen.insert(*name), "two checks are named {name:?}");
+            assert!(!area.is_empty() && name.contains(' '), "{area}: {name}");
+        }
+    }
 }
