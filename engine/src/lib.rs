@@ -3,8 +3,10 @@
 //!
 //! - [`time`], [`record`]: the one time type and the one record type;
 //! - [`transport`]: the `Transport` seam to Kafka, with its guarantees;
+//! - [`kafka`]: the seam over real Apache Kafka (rdkafka);
 
 pub mod error;
+pub mod kafka;
 pub mod record;
 pub mod time;
 pub mod transport;

@@ -1,0 +1,161 @@
+//! Topic administration over rdkafka's admin client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic as RdNewTopic, TopicReplication};
+use rdkafka::error::RDKafkaErrorCode;
+
+use super::config::KafkaConfig;
+use super::context::{BasicContext, ClientShared};
+use super::error::{code_of, default_kind, error, from_kafka_error};
+use super::{blocking, bounded, create_client};
+use crate::transport::{Admin, ErrorCode, ErrorKind, NewTopic, TransportResult};
+
+/// Creates topics and reads their partition counts.
+pub struct KafkaAdmin {
+    client: Arc<AdminClient<BasicContext>>,
+    shared: Arc<ClientShared>,
+    config: Arc<KafkaConfig>,
+}
+
+impl KafkaAdmin {
+    pub(crate) fn new(
+        config: Arc<KafkaConfig>,
+        shared: Arc<ClientShared>,
+    ) -> TransportResult<Self> {
+        let mut client_config = config.client_config();
+        client_config.set("client.id", "eddyline-admin");
+        let client = create_client(
+            &config,
+            client_config,
+            BasicContext {
+                shared: Arc::clone(&shared),
+            },
+            "admin client",
+        )?;
+        Ok(Self {
+            client: Arc::new(client),
+            shared,
+            config,
+        })
+    }
+}
+
+impl Admin for KafkaAdmin {
+    async fn create_topic(&self, topic: &NewTopic) -> TransportResult<()> {
+        let redactor = &self.shared.redactor;
+        if topic.partitions <= 0 || topic.replication_factor <= 0 {
+            return Err(error(
+                ErrorKind::Fatal,
+                ErrorCode::InvalidPartitions,
+                &format!(
+                    "topic '{}': {} partitions and replication factor {} are not valid",
+                    topic.name, topic.partitions, topic.replication_factor
+                ),
+                redactor,
+            ));
+        }
+        let timeout_ms = self.config.timeout_ms();
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let what = format!(
+            "creating topic '{}' at {}",
+            topic.name,
+            self.config.bootstrap()
+        );
+        let mut new_topic = RdNewTopic::new(
+            &topic.name,
+            topic.partitions,
+            TopicReplication::Fixed(i32::from(topic.replication_factor)),
+        );
+        for (key, value) in &topic.configs {
+            new_topic = new_topic.set(key, value);
+        }
+        let options = AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout));
+        let results = bounded(&self.shared, &what, timeout_ms, async {
+            self.client
+                .create_topics([&new_topic], &options)
+                .await
+                .map_err(|e| from_kafka_error(&what, &e, redactor))
+        })
+        .await?;
+        for result in results {
+            if let Err((name, code)) = result {
+                let seam_code = code_of(code);
+                let message = match code {
+                    RDKafkaErrorCode::TopicAlreadyExists => {
+                        format!(
+                            "topic '{name}' already exists at {}",
+                            self.config.bootstrap()
+                        )
+                    }
+                    _ => format!("{what}: {code}"),
+                };
+                let kind = match seam_code {
+                    ErrorCode::TimedOut | ErrorCode::RequestTimedOut => ErrorKind::Timeout,
+                    ErrorCode::TopicAlreadyExists => ErrorKind::Fatal,
+                    other => default_kind(other),
+                };
+                let failure = error(kind, seam_code, &message, redactor);
+                return Err(super::explain(&self.shared, &what, timeout_ms, failure));
+            }
+        }
+        Ok(())
+    }
+
+    async fn partition_count(&self, topic: &str) -> TransportResult<i32> {
+        let timeout_ms = self.config.timeout_ms();
+        let what = format!(
+            "reading metadata of topic '{topic}' at {}",
+            self.config.bootstrap()
+        );
+        let client = Arc::clone(&self.client);
+        let name = topic.to_string();
+        let redactor = self.shared.redactor.clone();
+        let what_inner = what.clone();
+        let partitions = bounded(&self.shared, &what, timeout_ms, async move {
+            let metadata = blocking(&what_inner.clone(), move || {
+                client
+                    .inner()
+                    .fetch_metadata(Some(&name), Duration::from_millis(u64::from(timeout_ms)))
+            })
+            .await?
+            .map_err(|e| from_kafka_error(&what_inner, &e, &redactor))?;
+            let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Ok(None);
+            };
+            if let Some(code) = found.error() {
+                let code: RDKafkaErrorCode = code.into();
+                if code == RDKafkaErrorCode::UnknownTopicOrPartition
+                    || code == RDKafkaErrorCode::UnknownTopic
+                {
+                    return Ok(None);
+                }
+                let seam_code = code_of(code);
+                return Err(error(
+                    default_kind(seam_code),
+                    seam_code,
+                    &format!("{what_inner}: {code}"),
+                    &redactor,
+                ));
+            }
+            Ok(Some(
+                i32::try_from(found.partitions().len()).expect("partition count fits i32"),
+            ))
+        })
+        .await?;
+        partitions.ok_or_else(|| {
+            error(
+                ErrorKind::Retriable,
+                ErrorCode::UnknownTopicOrPartition,
+                &format!(
+                    "topic '{topic}' does not exist at {}",
+                    self.config.bootstrap()
+                ),
+                &self.shared.redactor,
+            )
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests of the Kafka transport that need its internals.
