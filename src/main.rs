@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod conformance_cmd;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eddy",
@@ -20,7 +22,10 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// The Kafka-semantics conformance suite, against the simulator (default) or a real broker.
+    Conformance(conformance_cmd::ConformanceArgs),
+}
 
 /// What a subcommand that ran to the end concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +48,9 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<Outcome, CliError> = match cli.command {};
+    let result: Result<Outcome, CliError> = match cli.command {
+        Command::Conformance(args) => conformance_cmd::run(args),
+    };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),

@@ -17,6 +17,7 @@
 //! observations to show that every check can fail.
 
 mod env;
+pub mod kafka_env;
 mod report;
 mod support;
 

@@ -231,6 +231,36 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         Ok(messages)
     }
 
+    /// Waits until the read_committed end offset (the last stable offset) of
+    /// `partition` reaches `at_least`. On Kafka, `commit_transaction` returns
+    /// once the coordinator has logged its decision; the markers reach the
+    /// partitions a moment later, and only then does the LSO move.
+    pub async fn await_stable_end(
+        &mut self,
+        partition: &TopicPartition,
+        at_least: i64,
+    ) -> Result<(), Failure> {
+        let mut consumer = self.consumer(None, Isolation::ReadCommitted).await?;
+        let deadline = self.deadline();
+        loop {
+            let (_, end) = consumer
+                .offsets_range(partition)
+                .await
+                .or_fail(&format!("reading the offsets of {partition}"))?;
+            if end >= at_least {
+                break;
+            }
+            if self.env.elapsed() >= deadline {
+                fail!(
+                    "the last stable offset of {partition} stayed at {end} for {} ms after the commit; expected it to reach {at_least}",
+                    self.env.patience().as_millis()
+                );
+            }
+            self.env.sleep(Duration::from_millis(20)).await;
+        }
+        consumer.close().await.or_fail("closing a consumer")
+    }
+
     /// The first and end offsets of `partition` under `isolation`.
     pub async fn range(
         &mut self,
