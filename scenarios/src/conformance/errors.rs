@@ -113,3 +113,32 @@ pub(super) async fn committing_without_a_transaction_fails<E: ConformanceEnv>(
     cx.note(format!("commit without begin: {}", describe(&error)));
     Ok(())
 }
+
+pub(super) async fn sending_to_a_missing_partition_fails<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let topic = cx.topic("two-partitions", 2).await?;
+    let missing_topic = cx.name("missing");
+    let mut producer = cx.producer(None).await?;
+    let mut outcomes = Vec::new();
+    for (what, topic, partition) in [
+        ("partition 2 of a 2-partition topic", topic.as_str(), 2),
+        ("a missing topic", missing_topic.as_str(), 0),
+    ] {
+        let started = cx.env.elapsed();
+        let result = match producer.send(super::support::record(topic, Some(partition), "k", "v")) {
+            Err(error) => Err(error),
+            Ok(delivery) => delivery.await,
+        };
+        let error = expect_error(result, &format!("sending to {what}"))?;
+        let after_ms = cx.env.elapsed().saturating_sub(started).as_millis();
+        outcomes.push(format!("{what}: {} after {after_ms} ms", describe(&error)));
+        ensure!(
+            error.code == ErrorCode::UnknownTopicOrPartition,
+            "sending to {what} failed with {}, expected UnknownTopicOrPartition",
+            describe(&error)
+        );
+    }
+    cx.note(outcomes.join("; "));
+    Ok(())
+}

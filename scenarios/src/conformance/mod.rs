@@ -102,6 +102,7 @@ checks! {
     ("errors", "creating a topic that exists fails with TopicAlreadyExists", errors::creating_a_topic_that_exists_fails),
     ("errors", "asking for a missing topic fails with UnknownTopicOrPartition", errors::asking_for_a_missing_topic_fails),
     ("errors", "committing without a transaction fails with InvalidState", errors::committing_without_a_transaction_fails),
+    ("errors", "sending to a missing partition or topic fails with UnknownTopicOrPartition", errors::sending_to_a_missing_partition_fails),
 }
 
 /// Runs the checks against the env's target, in [`CHECKS`] order, each with
