@@ -450,3 +450,36 @@ where
         .map(Some)
         .map_err(|e| FrameError::Decode(e.to_string()))
 }
+
+/// Kafka error codes the simulated brokers return that have no named
+/// [`ErrorCode`] variant (they travel as [`ErrorCode::Other`] with Kafka's
+/// wire number, as the real protocol would carry them).
+pub mod codes {
+    use eddyline_engine::transport::ErrorCode;
+
+    pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode::Other(-1);
+    /// Fetch or ListOffsets at an offset outside the log.
+    pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode::Other(1);
+    /// The partition has no leader right now (retriable: refresh metadata).
+    pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode::Other(5);
+    /// A bad topic name, or a client write to an internal topic.
+    pub const INVALID_TOPIC: ErrorCode = ErrorCode::Other(17);
+    pub const INCONSISTENT_GROUP_PROTOCOL: ErrorCode = ErrorCode::Other(23);
+    pub const INVALID_GROUP_ID: ErrorCode = ErrorCode::Other(24);
+    pub const INVALID_SESSION_TIMEOUT: ErrorCode = ErrorCode::Other(26);
+    pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode::Other(38);
+    pub const INVALID_CONFIG: ErrorCode = ErrorCode::Other(40);
+    pub const INVALID_REQUEST: ErrorCode = ErrorCode::Other(42);
+    /// A partition of a request not attempted because another one failed.
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode::Other(55);
+    /// The requester's leader epoch is older than the leader's.
+    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode::Other(74);
+    /// The requester's leader epoch is newer than the leader's.
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode::Other(76);
+    pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode::Other(77);
+    /// ListOffsets on a new leader whose high watermark has not yet caught
+    /// up with its epoch's start offset (KIP-207; retriable).
+    pub const OFFSET_NOT_AVAILABLE: ErrorCode = ErrorCode::Other(78);
+    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(96);
+    pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode::Other(107);
+}

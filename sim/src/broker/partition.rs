@@ -1,0 +1,156 @@
+//! A broker's in-memory view of one partition replica: its role, leader
+//! epoch, ISR and (as leader) its followers' progress. Lost on a crash and
+//! rebuilt from the controller's metadata after a restart; the log itself
+//! is in [`super::log`].
+
+use std::collections::BTreeMap;
+
+use crate::broker::log::PartitionLog;
+use crate::protocol::BrokerId;
+
+/// What the leader knows of one follower.
+#[derive(Clone, Debug)]
+pub(crate) struct FollowerProgress {
+    /// The follower's log end offset, from its last fetch; `None` until it
+    /// fetches from this leader (Kafka resets follower state on election).
+    pub log_end_offset: Option<i64>,
+    /// The last time the follower had everything the leader had.
+    pub last_caught_up_ms: u64,
+    pub leader_end_offset_at_last_fetch: i64,
+    pub last_fetch_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct LeaderState {
+    /// The log end offset when this broker became leader (KIP-207).
+    pub epoch_start_offset: i64,
+    pub followers: BTreeMap<BrokerId, FollowerProgress>,
+    /// The ISR of an AlterPartition in flight.
+    pub pending_isr: Option<Vec<BrokerId>>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Role {
+    Leader(LeaderState),
+    Follower {
+        leader: BrokerId,
+        /// Set on every new leader epoch: the follower must find where its
+        /// log diverges from the leader's (KIP-101/279) before fetching.
+        needs_truncation: bool,
+    },
+    /// No leader, or not yet known.
+    Offline,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Replica {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    /// The ISR as committed by the controller.
+    pub isr: Vec<BrokerId>,
+    pub min_insync_replicas: i16,
+    pub internal: bool,
+    pub role: Role,
+}
+
+impl Replica {
+    pub(crate) fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    pub(crate) fn leader_state(&self) -> Option<&LeaderState> {
+        match &self.role {
+            Role::Leader(state) => Some(state),
+            _ => None,
+        }
+    }
+
+    /// The committed ISR plus the members an in-flight expansion adds: the
+    /// set the high watermark must wait for (Kafka's "maximal ISR").
+    pub(crate) fn maximal_isr(&self) -> Vec<BrokerId> {
+        let mut isr = self.isr.clone();
+        if let Role::Leader(LeaderState {
+            pending_isr: Some(pending),
+            ..
+        }) = &self.role
+        {
+            for id in pending {
+                if !isr.contains(id) {
+                    isr.push(*id);
+                }
+            }
+        }
+        isr
+    }
+
+    /// Raises the leader's high watermark to the lowest log end offset of
+    /// the maximal ISR; returns `(from, to)` if it moved. Never lowers it.
+    pub(crate) fn maybe_advance_high_watermark(
+        &self,
+        me: BrokerId,
+        log: &mut PartitionLog,
+    ) -> Option<(i64, i64)> {
+        let Role::Leader(state) = &self.role else {
+            return None;
+        };
+        let mut candidate = log.log_end_offset();
+        for id in self.maximal_isr() {
+            if id == me {
+                continue;
+            }
+            match state
+                .followers
+                .get(&id)
+                .and_then(|progress| progress.log_end_offset)
+            {
+                Some(end) => candidate = candidate.min(end),
+                None => return None,
+            }
+        }
+        if candidate > log.high_watermark {
+            let from = log.high_watermark;
+            log.high_watermark = candidate;
+            return Some((from, candidate));
+        }
+        None
+    }
+
+    /// The ISR the leader wants now: the committed ISR without followers
+    /// that lag by more than `replica_lag_max_ms`, plus caught-up followers.
+    pub(crate) fn desired_isr(
+        &self,
+        me: BrokerId,
+        log: &PartitionLog,
+        now_ms: u64,
+        replica_lag_max_ms: u64,
+    ) -> Option<Vec<BrokerId>> {
+        let Role::Leader(state) = &self.role else {
+            return None;
+        };
+        let end = log.log_end_offset();
+        let desired: Vec<BrokerId> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&id| {
+                if id == me {
+                    return true;
+                }
+                let Some(progress) = state.followers.get(&id) else {
+                    return false;
+                };
+                if self.isr.contains(&id) {
+                    progress.log_end_offset == Some(end)
+                        || now_ms.saturating_sub(progress.last_caught_up_ms) <= replica_lag_max_ms
+                } else {
+                    progress.log_end_offset.is_some_and(|follower_end| {
+                        follower_end >= log.high_watermark
+                            && follower_end >= state.epoch_start_offset
+                    })
+                }
+            })
+            .collect();
+        Some(desired)
+    }
+}

@@ -1,0 +1,834 @@
+//! Connections and request handling.
+//!
+//! A connection's requests are handled one at a time, in order (Kafka mutes
+//! a connection while a request is in flight): read, handle (possibly
+//! waiting: long-poll Fetch, acks=all Produce), answer, read the next.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic, TopicPartition};
+use turmoil::net::TcpStream;
+
+use crate::broker::log::batch_size_bytes;
+use crate::broker::partition::Role;
+use crate::broker::producer_state::AppendCheck;
+use crate::broker::{
+    Broker, BrokerState, coordinator_partition, group_coordinator, txn_coordinator,
+};
+use crate::cluster::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
+use crate::protocol::{
+    BrokerId, BrokerInfo, CoordinatorType, FetchPartition, FetchResult, Frame, OffsetSpec,
+    PartitionMetadata, ProduceBatch, ProduceResult, Request, Response, TopicMetadata, codes,
+    read_frame, write_frame,
+};
+use crate::rpc::Connection;
+use crate::trace::{EventKind, Subject};
+use crate::world::now_ms;
+
+/// Serves one client (or broker) connection until it closes.
+pub(crate) async fn serve_connection(broker: Rc<Broker>, mut stream: TcpStream) {
+    loop {
+        let frame: Frame<Request> = match read_frame(&mut stream).await {
+            Ok(Some(frame)) => frame,
+            // A clean close, a reset, or bytes that are not a request (Kafka
+            // closes the connection on an invalid request).
+            _ => return,
+        };
+        let response = handle(&broker, frame.body).await;
+        let reply = Frame {
+            correlation_id: frame.correlation_id,
+            body: response,
+        };
+        if write_frame(&mut stream, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Kafka's API key of a request (for the trace).
+fn api_key(request: &Request) -> i64 {
+    match request {
+        Request::Produce { .. } => 0,
+        Request::Fetch { .. } => 1,
+        Request::ListOffsets { .. } => 2,
+        Request::Metadata { .. } => 3,
+        Request::OffsetCommit { .. } => 8,
+        Request::OffsetFetch { .. } => 9,
+        Request::FindCoordinator { .. } => 10,
+        Request::JoinGroup { .. } => 11,
+        Request::Heartbeat { .. } => 12,
+        Request::LeaveGroup { .. } => 13,
+        Request::SyncGroup { .. } => 14,
+        Request::CreateTopics { .. } => 19,
+        Request::InitProducerId { .. } => 22,
+        Request::AddPartitionsToTxn { .. } => 24,
+        Request::AddOffsetsToTxn { .. } => 25,
+        Request::EndTxn { .. } => 26,
+        Request::TxnOffsetCommit { .. } => 28,
+        Request::Internal(InternalRequest::OffsetsForLeaderEpoch { .. }) => 23,
+        Request::Internal(InternalRequest::WriteTxnMarkers { .. }) => 27,
+        Request::Internal(_) => 1000,
+    }
+}
+
+fn code(error: Option<ErrorCode>) -> i64 {
+    error
+        .map(|e| e.kafka_code().map_or(-1, i64::from))
+        .unwrap_or(0)
+}
+
+/// The first error a response carries (0 if none), for the trace.
+fn first_error(response: &Response) -> i64 {
+    let first = |errors: &mut dyn Iterator<Item = Option<ErrorCode>>| {
+        errors.flatten().next().map_or(0, |e| code(Some(e)))
+    };
+    match response {
+        Response::Metadata { topics, .. } => first(&mut topics.iter().map(|t| t.error)),
+        Response::CreateTopics { results } => first(&mut results.iter().map(|r| r.1)),
+        Response::Produce { results } => first(&mut results.iter().map(|r| r.error)),
+        Response::Fetch { error, partitions } => {
+            first(&mut std::iter::once(*error).chain(partitions.iter().map(|p| p.error)))
+        }
+        Response::ListOffsets { results } => first(&mut results.iter().map(|r| r.1.err())),
+        Response::FindCoordinator { error, .. }
+        | Response::JoinGroup { error, .. }
+        | Response::SyncGroup { error, .. }
+        | Response::Heartbeat { error, .. }
+        | Response::LeaveGroup { error }
+        | Response::InitProducerId { error, .. }
+        | Response::AddOffsetsToTxn { error }
+        | Response::EndTxn { error } => code(*error),
+        Response::OffsetFetch { error, offsets } => {
+            first(&mut std::iter::once(*error).chain(offsets.iter().map(|o| o.2)))
+        }
+        Response::OffsetCommit { results }
+        | Response::AddPartitionsToTxn { results }
+        | Response::TxnOffsetCommit { results } => first(&mut results.iter().map(|r| r.1)),
+        Response::Internal(_) => 0,
+    }
+}
+
+async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
+    let api = api_key(&request);
+    // Replica fetches and broker-to-broker calls show in the trace through
+    // what they change (replica appends, truncations, markers).
+    let traced = !matches!(
+        request,
+        Request::Fetch {
+            replica_id: Some(_),
+            ..
+        } | Request::Internal(_)
+    );
+    let response = match request {
+        Request::Metadata { topics } => handle_metadata(broker, topics),
+        Request::CreateTopics { topics, timeout_ms } => {
+            handle_create_topics(broker, topics, timeout_ms).await
+        }
+        Request::Produce {
+            transactional_id,
+            timeout_ms,
+            batches,
+        } => handle_produce(broker, transactional_id, timeout_ms, batches).await,
+        Request::Fetch {
+            replica_id,
+            isolation,
+            max_wait_ms,
+            partitions,
+        } => handle_fetch(broker, replica_id, isolation, max_wait_ms, partitions).await,
+        Request::ListOffsets {
+            isolation,
+            partitions,
+        } => handle_list_offsets(broker, isolation, partitions),
+        Request::FindCoordinator { key_type, key } => {
+            handle_find_coordinator(broker, key_type, &key)
+        }
+        Request::InitProducerId {
+            transactional_id: None,
+            ..
+        } => handle_init_idempotent_producer(broker).await,
+        request @ (Request::InitProducerId { .. }
+        | Request::AddPartitionsToTxn { .. }
+        | Request::AddOffsetsToTxn { .. }
+        | Request::EndTxn { .. }) => txn_coordinator::handle(broker, request).await,
+        request @ (Request::JoinGroup { .. }
+        | Request::SyncGroup { .. }
+        | Request::Heartbeat { .. }
+        | Request::LeaveGroup { .. }
+        | Request::OffsetCommit { .. }
+        | Request::OffsetFetch { .. }
+        | Request::TxnOffsetCommit { .. }) => group_coordinator::handle(broker, request).await,
+        Request::Internal(request) => Response::Internal(handle_internal(broker, request).await),
+    };
+    if traced {
+        broker.trace.record(
+            broker.node(),
+            EventKind::Request,
+            Subject::None,
+            [api, first_error(&response), 0, 0],
+        );
+    }
+    response
+}
+
+async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> InternalResponse {
+    match request {
+        InternalRequest::OffsetsForLeaderEpoch { queries } => {
+            InternalResponse::OffsetsForLeaderEpoch {
+                results: queries
+                    .into_iter()
+                    .map(|query| {
+                        let result = offsets_for_leader_epoch(broker, &query);
+                        (query.topic_partition, result)
+                    })
+                    .collect(),
+            }
+        }
+        InternalRequest::WriteTxnMarkers { markers } => {
+            txn_coordinator::handle_write_markers(broker, markers).await
+        }
+        InternalRequest::VerifyTxnPartitions {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        } => txn_coordinator::handle_verify(
+            broker,
+            &transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        ),
+        _ => InternalResponse::Error {
+            error: codes::INVALID_REQUEST,
+        },
+    }
+}
+
+/// Checks that this broker leads `tp` in the requester's epoch.
+fn check_leader(
+    state: &BrokerState,
+    tp: &TopicPartition,
+    current_leader_epoch: Option<i32>,
+) -> Result<i32, ErrorCode> {
+    if state.metadata.partition(tp).is_none() {
+        return Err(ErrorCode::UnknownTopicOrPartition);
+    }
+    let replica = state
+        .replicas
+        .get(tp)
+        .ok_or(ErrorCode::NotLeaderOrFollower)?;
+    if let Some(epoch) = current_leader_epoch {
+        if epoch < replica.leader_epoch {
+            return Err(codes::FENCED_LEADER_EPOCH);
+        }
+        if epoch > replica.leader_epoch {
+            return Err(codes::UNKNOWN_LEADER_EPOCH);
+        }
+    }
+    if !replica.is_leader() {
+        return Err(ErrorCode::NotLeaderOrFollower);
+    }
+    Ok(replica.leader_epoch)
+}
+
+fn offsets_for_leader_epoch(broker: &Broker, query: &EpochQuery) -> Result<(i32, i64), ErrorCode> {
+    let state = broker.state.borrow();
+    check_leader(
+        &state,
+        &query.topic_partition,
+        Some(query.current_leader_epoch),
+    )?;
+    let disk = broker.disk.borrow();
+    Ok(disk.logs[&query.topic_partition].end_offset_for_epoch(query.leader_epoch))
+}
+
+fn handle_metadata(broker: &Broker, topics: Option<Vec<String>>) -> Response {
+    let image = broker.state.borrow().metadata.clone();
+    let brokers: Vec<BrokerInfo> = image
+        .brokers
+        .iter()
+        .filter(|(_, b)| !b.fenced)
+        .map(|(&id, b)| BrokerInfo {
+            id,
+            host: b.host.clone(),
+        })
+        .collect();
+    let controller_id = brokers.first().map_or(-1, |b| b.id);
+    let names: Vec<String> = match topics {
+        Some(names) => names,
+        None => image.topics.keys().cloned().collect(),
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| match image.topics.get(&name) {
+            None => TopicMetadata {
+                error: Some(if crate::controller::valid_topic_name(&name) {
+                    ErrorCode::UnknownTopicOrPartition
+                } else {
+                    codes::INVALID_TOPIC
+                }),
+                name,
+                partitions: Vec::new(),
+            },
+            Some(topic) => TopicMetadata {
+                name,
+                error: None,
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, p)| PartitionMetadata {
+                        partition: index as i32,
+                        error: p.leader.is_none().then_some(codes::LEADER_NOT_AVAILABLE),
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                    })
+                    .collect(),
+            },
+        })
+        .collect();
+    Response::Metadata {
+        brokers,
+        controller_id,
+        topics,
+    }
+}
+
+async fn handle_create_topics(broker: &Broker, topics: Vec<NewTopic>, timeout_ms: u32) -> Response {
+    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let request = Request::Internal(InternalRequest::CreateTopics {
+        topics: topics.clone(),
+    });
+    let results = match connection.call(request, u64::from(timeout_ms.max(1))).await {
+        Ok(Response::Internal(InternalResponse::CreateTopics { results })) => results,
+        _ => topics
+            .iter()
+            .map(|t| (t.name.clone(), Some(ErrorCode::RequestTimedOut)))
+            .collect(),
+    };
+    // Answer once this broker's metadata has the new topics, so a client's
+    // next request here finds them (bounded by the request's timeout).
+    let created: Vec<&String> = results
+        .iter()
+        .filter(|(_, error)| error.is_none())
+        .map(|(name, _)| name)
+        .collect();
+    let mut changed = broker.changed.subscribe();
+    let timeout = tokio::time::sleep(Duration::from_millis(u64::from(timeout_ms)));
+    tokio::pin!(timeout);
+    loop {
+        let known = {
+            let state = broker.state.borrow();
+            created
+                .iter()
+                .all(|name| state.metadata.topics.contains_key(*name))
+        };
+        if known {
+            break;
+        }
+        tokio::select! {
+            biased;
+            result = changed.changed() => if result.is_err() { break },
+            _ = &mut timeout => break,
+        }
+    }
+    Response::CreateTopics { results }
+}
+
+/// A write waiting for acks=all: done once the high watermark reaches
+/// `required_offset` in the same leader epoch.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingWrite {
+    pub tp: TopicPartition,
+    pub leader_epoch: i32,
+    pub required_offset: i64,
+}
+
+/// What a leader append produced.
+pub(crate) struct Appended {
+    pub base_offset: i64,
+    pub pending: PendingWrite,
+}
+
+/// Validates and appends a producer batch as leader.
+pub(crate) fn append_to_leader(
+    broker: &Broker,
+    batch: ProduceBatch,
+    allow_internal: bool,
+) -> Result<Appended, ErrorCode> {
+    let tp = TopicPartition::new(batch.topic.clone(), batch.partition);
+    let (producer_id, producer_epoch, sequence) =
+        (batch.producer_id, batch.producer_epoch, batch.base_sequence);
+    let result = append_to_leader_inner(broker, &tp, batch, allow_internal);
+    if let Err(error) = &result {
+        broker.trace_partition(
+            EventKind::AppendRejected,
+            &tp,
+            [
+                code(Some(*error)),
+                producer_id,
+                i64::from(producer_epoch),
+                i64::from(sequence),
+            ],
+        );
+    }
+    result
+}
+
+fn append_to_leader_inner(
+    broker: &Broker,
+    tp: &TopicPartition,
+    batch: ProduceBatch,
+    allow_internal: bool,
+) -> Result<Appended, ErrorCode> {
+    let moved;
+    let appended;
+    {
+        let state = broker.state.borrow();
+        let leader_epoch = check_leader(&state, tp, None)?;
+        let replica = &state.replicas[tp];
+        if replica.internal && !allow_internal {
+            return Err(codes::INVALID_TOPIC);
+        }
+        if batch_size_bytes(&batch.records) > broker.config.max_message_bytes {
+            return Err(ErrorCode::MessageTooLarge);
+        }
+        if replica.isr.len() < replica.min_insync_replicas.max(1) as usize {
+            return Err(ErrorCode::NotEnoughReplicas);
+        }
+        let mut disk = broker.disk.borrow_mut();
+        let log = disk.logs.get_mut(tp).expect("a replica has a log");
+        match log.check_produce(&batch) {
+            Err(error) => return Err(error),
+            Ok(AppendCheck::Duplicate {
+                base_offset,
+                last_offset,
+            }) => {
+                broker.trace_partition(
+                    EventKind::DuplicateBatch,
+                    tp,
+                    [
+                        base_offset,
+                        batch.producer_id,
+                        i64::from(batch.base_sequence),
+                        0,
+                    ],
+                );
+                return Ok(Appended {
+                    base_offset,
+                    pending: PendingWrite {
+                        tp: tp.clone(),
+                        leader_epoch,
+                        required_offset: last_offset + 1,
+                    },
+                });
+            }
+            Ok(AppendCheck::Append) => {}
+        }
+        let records = batch.records.len() as i64;
+        let producer_id = batch.producer_id;
+        let base_offset = log.append_as_leader(batch, leader_epoch);
+        broker.trace_partition(
+            EventKind::Append,
+            tp,
+            [base_offset, records, i64::from(leader_epoch), producer_id],
+        );
+        moved = replica.maybe_advance_high_watermark(broker.id, log);
+        appended = Appended {
+            base_offset,
+            pending: PendingWrite {
+                tp: tp.clone(),
+                leader_epoch,
+                required_offset: log.log_end_offset(),
+            },
+        };
+    }
+    if let Some((from, to)) = moved {
+        broker.trace_partition(EventKind::HighWatermark, tp, [from, to, 0, 0]);
+    }
+    broker.notify_changed();
+    Ok(appended)
+}
+
+/// The state of a pending write now: `Some(outcome)` once decided.
+fn write_outcome(broker: &Broker, pending: &PendingWrite) -> Option<Option<ErrorCode>> {
+    let state = broker.state.borrow();
+    let Some(replica) = state.replicas.get(&pending.tp) else {
+        return Some(Some(ErrorCode::NotLeaderOrFollower));
+    };
+    if !replica.is_leader() || replica.leader_epoch != pending.leader_epoch {
+        return Some(Some(ErrorCode::NotLeaderOrFollower));
+    }
+    let disk = broker.disk.borrow();
+    let log = &disk.logs[&pending.tp];
+    if log.log_end_offset() < pending.required_offset {
+        // Truncated under us (cannot happen while we lead in this epoch).
+        return Some(Some(ErrorCode::NotLeaderOrFollower));
+    }
+    if log.high_watermark >= pending.required_offset {
+        if replica.isr.len() < replica.min_insync_replicas.max(1) as usize {
+            return Some(Some(ErrorCode::NotEnoughReplicasAfterAppend));
+        }
+        return Some(None);
+    }
+    None
+}
+
+/// Waits until every write is replicated to the ISR (the high watermark
+/// passed it), the leader changed, or `timeout_ms` passed
+/// (REQUEST_TIMED_OUT). Outcomes in the order of `pending`.
+pub(crate) async fn wait_for_replication(
+    broker: &Broker,
+    pending: &[PendingWrite],
+    timeout_ms: u64,
+) -> Vec<Option<ErrorCode>> {
+    let mut outcomes: Vec<Option<Option<ErrorCode>>> = vec![None; pending.len()];
+    let mut changed = broker.changed.subscribe();
+    let timeout = tokio::time::sleep(Duration::from_millis(timeout_ms));
+    tokio::pin!(timeout);
+    loop {
+        for (outcome, write) in outcomes.iter_mut().zip(pending) {
+            if outcome.is_none() {
+                *outcome = write_outcome(broker, write);
+            }
+        }
+        if outcomes.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            result = changed.changed() => if result.is_err() { break },
+            _ = &mut timeout => break,
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Some(ErrorCode::RequestTimedOut)))
+        .collect()
+}
+
+async fn handle_produce(
+    broker: &Rc<Broker>,
+    transactional_id: Option<String>,
+    timeout_ms: u32,
+    batches: Vec<ProduceBatch>,
+) -> Response {
+    let mut results: Vec<ProduceResult> = Vec::with_capacity(batches.len());
+    let mut pending = Vec::new();
+    let mut pending_index = Vec::new();
+    // KIP-890: the first transactional write of a transaction to a
+    // partition is verified with the transaction coordinator.
+    let verified =
+        txn_coordinator::verify_produce(broker, transactional_id.as_deref(), &batches).await;
+    for (batch, verification) in batches.into_iter().zip(verified) {
+        let mut result = ProduceResult {
+            topic: batch.topic.clone(),
+            partition: batch.partition,
+            error: None,
+            base_offset: -1,
+            log_start_offset: 0,
+        };
+        let outcome = match verification {
+            Some(error) => Err(error),
+            None => append_to_leader(broker, batch, false),
+        };
+        match outcome {
+            Ok(appended) => {
+                result.base_offset = appended.base_offset;
+                pending_index.push(results.len());
+                pending.push(appended.pending);
+            }
+            Err(error) => result.error = Some(error),
+        }
+        results.push(result);
+    }
+    if !pending.is_empty() {
+        let outcomes = wait_for_replication(broker, &pending, u64::from(timeout_ms)).await;
+        for (index, outcome) in pending_index.into_iter().zip(outcomes) {
+            if let Some(error) = outcome {
+                results[index].error = Some(error);
+                results[index].base_offset = -1;
+            }
+        }
+    }
+    Response::Produce { results }
+}
+
+/// Updates what the leader knows of a follower from its fetch.
+fn record_follower_fetch(broker: &Broker, follower: BrokerId, partitions: &[FetchPartition]) {
+    let now = now_ms();
+    let mut moved = Vec::new();
+    let mut wake_isr = false;
+    {
+        let mut state = broker.state.borrow_mut();
+        let mut disk = broker.disk.borrow_mut();
+        for asked in partitions {
+            let tp = TopicPartition::new(asked.topic.clone(), asked.partition);
+            let Some(replica) = state.replicas.get_mut(&tp) else {
+                continue;
+            };
+            if asked.current_leader_epoch != Some(replica.leader_epoch) {
+                continue;
+            }
+            let maximal_isr = replica.maximal_isr();
+            let log = disk.logs.get_mut(&tp).expect("a replica has a log");
+            let end = log.log_end_offset();
+            let Role::Leader(leader) = &mut replica.role else {
+                continue;
+            };
+            if asked.fetch_offset > end {
+                continue;
+            }
+            let Some(progress) = leader.followers.get_mut(&follower) else {
+                continue;
+            };
+            progress.log_end_offset = Some(asked.fetch_offset);
+            if asked.fetch_offset >= end {
+                progress.last_caught_up_ms = now;
+            } else if asked.fetch_offset >= progress.leader_end_offset_at_last_fetch {
+                progress.last_caught_up_ms = progress.last_fetch_ms;
+            }
+            progress.leader_end_offset_at_last_fetch = end;
+            progress.last_fetch_ms = now;
+            if !maximal_isr.contains(&follower)
+                && asked.fetch_offset >= log.high_watermark
+                && asked.fetch_offset >= leader.epoch_start_offset
+            {
+                wake_isr = true;
+            }
+            if let Some(change) = replica.maybe_advance_high_watermark(broker.id, log) {
+                moved.push((tp, change));
+            }
+        }
+    }
+    for (tp, (from, to)) in &moved {
+        broker.trace_partition(EventKind::HighWatermark, tp, [*from, *to, 0, 0]);
+    }
+    if !moved.is_empty() {
+        broker.notify_changed();
+    }
+    if wake_isr {
+        broker.isr_wake.notify_one();
+    }
+}
+
+/// One partition of a fetch: the result, and whether it is worth
+/// answering now (data or an error).
+fn fetch_partition(
+    broker: &Broker,
+    replica_id: Option<BrokerId>,
+    isolation: Isolation,
+    asked: &FetchPartition,
+    materialize: bool,
+) -> (FetchResult, bool) {
+    let tp = TopicPartition::new(asked.topic.clone(), asked.partition);
+    let mut result = FetchResult {
+        topic: asked.topic.clone(),
+        partition: asked.partition,
+        error: None,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        aborted_transactions: Vec::new(),
+        batches: Vec::new(),
+    };
+    let state = broker.state.borrow();
+    if let Err(error) = check_leader(&state, &tp, asked.current_leader_epoch) {
+        result.error = Some(error);
+        return (result, true);
+    }
+    let disk = broker.disk.borrow();
+    let log = &disk.logs[&tp];
+    result.high_watermark = log.high_watermark;
+    result.last_stable_offset = log.last_stable_offset();
+    result.log_start_offset = 0;
+    if asked.fetch_offset < 0 || asked.fetch_offset > log.log_end_offset() {
+        result.error = Some(codes::OFFSET_OUT_OF_RANGE);
+        return (result, true);
+    }
+    let upper = match (replica_id, isolation) {
+        (Some(_), _) => log.log_end_offset(),
+        (None, Isolation::ReadUncommitted) => log.high_watermark,
+        (None, Isolation::ReadCommitted) => log.last_stable_offset(),
+    };
+    if asked.fetch_offset >= upper {
+        return (result, false);
+    }
+    if materialize {
+        let batches = log.read(asked.fetch_offset, upper, asked.max_records.max(1));
+        if let Some(last) = batches.last() {
+            if replica_id.is_none() && isolation == Isolation::ReadCommitted {
+                result.aborted_transactions =
+                    log.aborted_between(asked.fetch_offset, last.next_offset());
+            }
+        }
+        result.batches = batches.to_vec();
+    }
+    (result, true)
+}
+
+async fn handle_fetch(
+    broker: &Rc<Broker>,
+    replica_id: Option<BrokerId>,
+    isolation: Isolation,
+    max_wait_ms: u32,
+    partitions: Vec<FetchPartition>,
+) -> Response {
+    if let Some(follower) = replica_id {
+        record_follower_fetch(broker, follower, &partitions);
+    }
+    let mut changed = broker.changed.subscribe();
+    let timeout = tokio::time::sleep(Duration::from_millis(u64::from(max_wait_ms)));
+    tokio::pin!(timeout);
+    loop {
+        let ready = partitions
+            .iter()
+            .any(|asked| fetch_partition(broker, replica_id, isolation, asked, false).1);
+        if ready || max_wait_ms == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            result = changed.changed() => if result.is_err() { break },
+            _ = &mut timeout => break,
+        }
+    }
+    Response::Fetch {
+        error: None,
+        partitions: partitions
+            .iter()
+            .map(|asked| fetch_partition(broker, replica_id, isolation, asked, true).0)
+            .collect(),
+    }
+}
+
+fn handle_list_offsets(
+    broker: &Broker,
+    isolation: Isolation,
+    partitions: Vec<(TopicPartition, OffsetSpec)>,
+) -> Response {
+    let state = broker.state.borrow();
+    let disk = broker.disk.borrow();
+    let results = partitions
+        .into_iter()
+        .map(|(tp, spec)| {
+            let result = check_leader(&state, &tp, None).and_then(|_| {
+                let log = &disk.logs[&tp];
+                let leader = state.replicas[&tp]
+                    .leader_state()
+                    .expect("checked leader above");
+                if leader.epoch_start_offset > log.high_watermark {
+                    return Err(codes::OFFSET_NOT_AVAILABLE);
+                }
+                Ok(match spec {
+                    OffsetSpec::Earliest => 0,
+                    OffsetSpec::Latest => match isolation {
+                        Isolation::ReadUncommitted => log.high_watermark,
+                        Isolation::ReadCommitted => log.last_stable_offset(),
+                    },
+                })
+            });
+            (tp, result)
+        })
+        .collect();
+    Response::ListOffsets { results }
+}
+
+/// The internal partition and its leader for a coordinator key.
+pub(crate) fn coordinator_for(
+    broker: &Broker,
+    key_type: CoordinatorType,
+    key: &str,
+) -> Result<(TopicPartition, BrokerInfo), ErrorCode> {
+    let (topic, partitions) = match key_type {
+        CoordinatorType::Group => (OFFSETS_TOPIC, broker.config.offsets_topic_partitions),
+        CoordinatorType::Transaction => (
+            TRANSACTION_STATE_TOPIC,
+            broker.config.transaction_state_partitions,
+        ),
+    };
+    let tp = TopicPartition::new(topic, coordinator_partition(key, partitions));
+    let state = broker.state.borrow();
+    let leader = state
+        .metadata
+        .partition(&tp)
+        .and_then(|p| p.leader)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let host = state
+        .metadata
+        .brokers
+        .get(&leader)
+        .map(|b| b.host.clone())
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    Ok((tp, BrokerInfo { id: leader, host }))
+}
+
+fn handle_find_coordinator(broker: &Broker, key_type: CoordinatorType, key: &str) -> Response {
+    if key.is_empty() {
+        return Response::FindCoordinator {
+            error: Some(codes::INVALID_REQUEST),
+            node: None,
+        };
+    }
+    match coordinator_for(broker, key_type, key) {
+        Ok((_, node)) => Response::FindCoordinator {
+            error: None,
+            node: Some(node),
+        },
+        Err(error) => Response::FindCoordinator {
+            error: Some(error),
+            node: None,
+        },
+    }
+}
+
+/// Takes a producer id from this broker's block, fetching a new block from
+/// the controller when it is used up.
+pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64, ErrorCode> {
+    {
+        let mut state = broker.state.borrow_mut();
+        let (next, end) = state.producer_ids;
+        if next < end {
+            state.producer_ids.0 += 1;
+            return Ok(next);
+        }
+    }
+    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let request = Request::Internal(InternalRequest::AllocateProducerIds {
+        broker_id: broker.id,
+    });
+    match connection
+        .call(request, broker.config.inter_broker_request_timeout_ms)
+        .await
+    {
+        Ok(Response::Internal(InternalResponse::AllocateProducerIds {
+            error: None,
+            first_producer_id,
+            count,
+        })) if count > 0 => {
+            let mut state = broker.state.borrow_mut();
+            state.producer_ids = (first_producer_id + 1, first_producer_id + count);
+            Ok(first_producer_id)
+        }
+        _ => Err(ErrorCode::CoordinatorLoadInProgress),
+    }
+}
+
+async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
+    match allocate_producer_id(broker).await {
+        Ok(producer_id) => Response::InitProducerId {
+            error: None,
+            producer_id,
+            producer_epoch: 0,
+        },
+        Err(error) => Response::InitProducerId {
+            error: Some(error),
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+    }
+}

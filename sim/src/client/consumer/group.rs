@@ -1,0 +1,469 @@
+//! Group membership, as Kafka's classic consumer protocol with eager
+//! rebalancing: FindCoordinator, JoinGroup (with KIP-394's
+//! MEMBER_ID_REQUIRED), the leader runs the range assignor, SyncGroup, then
+//! Heartbeat every `heartbeat_interval_ms`.
+//!
+//! A heartbeat answered REBALANCE_IN_PROGRESS queues `Revoked(all owned)`;
+//! the member keeps its partitions and generation until the `poll` after
+//! the one that handed the event out, which moves the member back to
+//! joining. A heartbeat answered UNKNOWN_MEMBER_ID / ILLEGAL_GENERATION /
+//! FENCED_INSTANCE_ID, or no successful heartbeat for the session timeout
+//! (librdkafka's local session check), means the session is gone: the
+//! partitions are dropped at once, `Lost(..)` is queued, and the member
+//! rejoins.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use eddyline_engine::transport::{ConsumerEvent, ErrorCode, ErrorKind, TransportError};
+
+use super::Shared;
+use super::state::{Mode, Phase};
+use crate::client::assignor::{RANGE, decode_subscription, encode_subscription, range_assign};
+use crate::client::connection::Endpoint;
+use crate::client::errors::{self, MEMBER_ID_REQUIRED};
+use crate::client::network::{Backoff, Lane};
+use crate::client::{ms, now};
+use crate::protocol::{CoordinatorType, JoinProtocol, Request, Response};
+
+/// The protocol type of consumer groups.
+const CONSUMER_PROTOCOL: &str = "consumer";
+/// How much longer than the rebalance timeout a JoinGroup may take (the
+/// Java client's margin).
+const JOIN_MARGIN_MS: u32 = 5_000;
+
+/// What ended a join attempt that did not produce an assignment.
+enum JoinEnd {
+    /// Try again after a backoff.
+    Retry,
+    /// Try again at once (new member id, or the rebalance moved on).
+    RetryNow,
+    /// The group cannot be joined: the consumer fails.
+    Fatal(TransportError),
+}
+
+/// The background task of a group member; runs until the consumer goes.
+pub(crate) async fn run(shared: Rc<Shared>) {
+    let mut backoff = Backoff::new(shared.net.options());
+    loop {
+        let phase = match shared.state.borrow().group.as_ref() {
+            Some(group) => group.phase.clone(),
+            None => return,
+        };
+        if shared.state.borrow().fatal.is_some() {
+            return;
+        }
+        match phase {
+            Phase::Joining => match join(&shared).await {
+                Ok(()) => backoff.reset(shared.net.options()),
+                Err(JoinEnd::RetryNow) => {}
+                Err(JoinEnd::Retry) => tokio::time::sleep(backoff.next_delay()).await,
+                Err(JoinEnd::Fatal(error)) => {
+                    shared.state.borrow_mut().fatal = Some(error);
+                    shared.signal.raise();
+                    return;
+                }
+            },
+            Phase::Stable | Phase::RevokePending { .. } => heartbeat_cycle(&shared).await,
+        }
+    }
+}
+
+async fn coordinator(shared: &Shared) -> Result<Endpoint, JoinEnd> {
+    let (cached, group_id) = {
+        let state = shared.state.borrow();
+        let group = state.group.as_ref().expect("group member");
+        (group.coordinator.clone(), group.group_id.clone())
+    };
+    if let Some(endpoint) = cached {
+        return Ok(endpoint);
+    }
+    let deadline = now() + ms(shared.config.request_timeout_ms);
+    match shared
+        .net
+        .find_coordinator(CoordinatorType::Group, &group_id, deadline)
+        .await
+    {
+        Ok(endpoint) => {
+            if let Some(group) = shared.state.borrow_mut().group.as_mut() {
+                group.coordinator = Some(endpoint.clone());
+            }
+            Ok(endpoint)
+        }
+        Err(error) if error.kind == ErrorKind::Fatal => Err(JoinEnd::Fatal(error)),
+        Err(_) => Err(JoinEnd::Retry),
+    }
+}
+
+fn forget_coordinator(shared: &Shared) {
+    if let Some(group) = shared.state.borrow_mut().group.as_mut() {
+        group.coordinator = None;
+    }
+}
+
+/// One JoinGroup + SyncGroup round.
+async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
+    let coordinator = coordinator(shared).await?;
+    let (group_id, member_id, subscription) = {
+        let state = shared.state.borrow();
+        let group = state.group.as_ref().expect("group member");
+        (
+            group.group_id.clone(),
+            group.member_id.clone(),
+            group.subscription.clone(),
+        )
+    };
+    let options = shared.net.options().clone();
+    let request = Request::JoinGroup {
+        group_id: group_id.clone(),
+        session_timeout_ms: shared.config.session_timeout_ms,
+        rebalance_timeout_ms: options.rebalance_timeout_ms,
+        member_id: member_id.clone(),
+        group_instance_id: None,
+        protocol_type: CONSUMER_PROTOCOL.to_string(),
+        protocols: vec![JoinProtocol {
+            name: RANGE.to_string(),
+            metadata: encode_subscription(&subscription),
+        }],
+    };
+    let timeout = ms(options
+        .rebalance_timeout_ms
+        .saturating_add(JOIN_MARGIN_MS)
+        .max(shared.config.request_timeout_ms));
+    let response = shared
+        .net
+        .call(&coordinator, Lane::Group, request, timeout)
+        .await;
+    let (generation_id, leader, assigned_member_id, members) = match response {
+        Ok(Response::JoinGroup {
+            error: None,
+            generation_id,
+            leader,
+            member_id,
+            members,
+            ..
+        }) => (generation_id, leader, member_id, members),
+        Ok(Response::JoinGroup {
+            error: Some(code),
+            member_id: offered,
+            ..
+        }) => {
+            return Err(join_error(shared, code, Some(offered), "JoinGroup"));
+        }
+        Ok(other) => panic!("JoinGroup answered with {other:?}"),
+        Err(_) => {
+            forget_coordinator(shared);
+            return Err(JoinEnd::Retry);
+        }
+    };
+    assert!(
+        !assigned_member_id.is_empty() && generation_id >= 0,
+        "JoinGroup succeeded without a member id or generation"
+    );
+    if let Some(group) = shared.state.borrow_mut().group.as_mut() {
+        group.member_id = assigned_member_id.clone();
+    }
+    let assignments = if leader == assigned_member_id {
+        leader_assignment(shared, &members).await
+    } else {
+        Vec::new()
+    };
+    let request = Request::SyncGroup {
+        group_id: group_id.clone(),
+        generation_id,
+        member_id: assigned_member_id.clone(),
+        assignments,
+    };
+    let response = shared
+        .net
+        .call(&coordinator, Lane::Group, request, timeout)
+        .await;
+    let assignment = match response {
+        Ok(Response::SyncGroup {
+            error: None,
+            assignment,
+        }) => assignment,
+        Ok(Response::SyncGroup {
+            error: Some(code), ..
+        }) => return Err(join_error(shared, code, None, "SyncGroup")),
+        Ok(other) => panic!("SyncGroup answered with {other:?}"),
+        Err(_) => {
+            forget_coordinator(shared);
+            return Err(JoinEnd::Retry);
+        }
+    };
+    let mut assignment = assignment;
+    assignment.sort();
+    assignment.dedup();
+    {
+        let mut state = shared.state.borrow_mut();
+        if state.mode != Mode::Group {
+            return Ok(());
+        }
+        let group = state.group.as_mut().expect("group member");
+        if group.phase != Phase::Joining {
+            // The consumer changed its mind meanwhile (a new subscription
+            // is handled by the next round).
+            return Ok(());
+        }
+        group.generation_id = generation_id;
+        group.phase = Phase::Stable;
+        group.assigned_once = true;
+        group.last_heartbeat_ok = now();
+        state.set_partitions(&assignment);
+        state.events.push_back(ConsumerEvent::Assigned(assignment));
+    }
+    shared.signal.raise();
+    Ok(())
+}
+
+/// What a JoinGroup or SyncGroup error means for the next attempt.
+fn join_error(shared: &Shared, code: ErrorCode, offered: Option<String>, call: &str) -> JoinEnd {
+    let mut state = shared.state.borrow_mut();
+    let group = state.group.as_mut().expect("group member");
+    match code {
+        ErrorCode::Other(MEMBER_ID_REQUIRED) => {
+            let offered = offered.unwrap_or_default();
+            assert!(
+                !offered.is_empty(),
+                "MEMBER_ID_REQUIRED without a member id"
+            );
+            group.member_id = offered;
+            JoinEnd::RetryNow
+        }
+        ErrorCode::UnknownMemberId => {
+            group.member_id.clear();
+            group.generation_id = -1;
+            JoinEnd::RetryNow
+        }
+        ErrorCode::IllegalGeneration | ErrorCode::RebalanceInProgress => JoinEnd::RetryNow,
+        code if errors::is_coordinator_error(code) => {
+            group.coordinator = None;
+            JoinEnd::Retry
+        }
+        code if errors::is_retriable(code) => JoinEnd::Retry,
+        code => JoinEnd::Fatal(TransportError::new(
+            ErrorKind::Fatal,
+            code,
+            format!("{call} for group {} failed: {code:?}", group.group_id),
+        )),
+    }
+}
+
+/// The leader's assignment: the range assignor over every member's
+/// subscription, with partition counts from fresh metadata.
+async fn leader_assignment(
+    shared: &Shared,
+    members: &[crate::protocol::JoinMember],
+) -> Vec<(String, Vec<eddyline_engine::transport::TopicPartition>)> {
+    let subscriptions: BTreeMap<String, Vec<String>> = members
+        .iter()
+        .map(|member| {
+            (
+                member.member_id.clone(),
+                decode_subscription(&member.metadata).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut topics: Vec<String> = subscriptions.values().flatten().cloned().collect();
+    topics.sort();
+    topics.dedup();
+    let deadline = now() + ms(shared.config.request_timeout_ms);
+    // Topics that do not exist are left out, as Kafka's assignors do.
+    let _ = shared
+        .net
+        .await_metadata(&topics, deadline, |cache| {
+            topics.iter().all(|topic| cache.topic(topic).is_some())
+        })
+        .await;
+    let counts: BTreeMap<String, i32> = {
+        let metadata = shared.net.metadata();
+        topics
+            .iter()
+            .filter_map(|topic| Some((topic.clone(), metadata.partition_count(topic)?)))
+            .collect()
+    };
+    range_assign(&subscriptions, &counts).into_iter().collect()
+}
+
+/// Sleeps until the next heartbeat is due (or the phase changes), then
+/// sends it and acts on the answer.
+async fn heartbeat_cycle(shared: &Rc<Shared>) {
+    let wake = now() + ms(shared.config.heartbeat_interval_ms);
+    loop {
+        let seen = shared.signal.generation();
+        let due = {
+            let state = shared.state.borrow();
+            matches!(
+                state.group.as_ref().map(|group| &group.phase),
+                Some(Phase::Stable | Phase::RevokePending { .. })
+            )
+        };
+        if !due {
+            // The phase changed (a completed revoke): go join.
+            return;
+        }
+        if now() >= wake {
+            break;
+        }
+        shared.signal.changed_since_or(seen, wake).await;
+    }
+    let (group_id, generation_id, member_id, phase) = {
+        let state = shared.state.borrow();
+        let Some(group) = state.group.as_ref() else {
+            return;
+        };
+        (
+            group.group_id.clone(),
+            group.generation_id,
+            group.member_id.clone(),
+            group.phase.clone(),
+        )
+    };
+    if !matches!(phase, Phase::Stable | Phase::RevokePending { .. }) {
+        return;
+    }
+    let session_timeout = ms(shared.config.session_timeout_ms);
+    let error = match coordinator(shared).await {
+        Err(_) => Some(ErrorCode::CoordinatorNotAvailable),
+        Ok(endpoint) => {
+            let request = Request::Heartbeat {
+                group_id,
+                generation_id,
+                member_id,
+            };
+            let timeout = ms(shared.config.request_timeout_ms).min(session_timeout);
+            match shared
+                .net
+                .call(&endpoint, Lane::Group, request, timeout)
+                .await
+            {
+                Ok(Response::Heartbeat { error }) => error,
+                Ok(other) => panic!("Heartbeat answered with {other:?}"),
+                Err(error) => Some(errors::code_of_net(&error)),
+            }
+        }
+    };
+    let mut state = shared.state.borrow_mut();
+    let owned = state.owned();
+    let Some(group) = state.group.as_mut() else {
+        return;
+    };
+    if group.generation_id != generation_id || group.phase == Phase::Joining {
+        // The member moved on while the heartbeat was out.
+        return;
+    }
+    match error {
+        None => group.last_heartbeat_ok = now(),
+        Some(ErrorCode::RebalanceInProgress) => {
+            // The heartbeat still counts for the session (Kafka completes it
+            // before answering).
+            group.last_heartbeat_ok = now();
+            if group.phase == Phase::Stable {
+                if owned.is_empty() {
+                    group.phase = Phase::Joining;
+                } else {
+                    group.phase = Phase::RevokePending { delivered: false };
+                    state.events.push_back(ConsumerEvent::Revoked(owned));
+                }
+                drop(state);
+                shared.signal.raise();
+            }
+        }
+        Some(
+            code @ (ErrorCode::UnknownMemberId
+            | ErrorCode::IllegalGeneration
+            | ErrorCode::FencedInstanceId),
+        ) => {
+            if code == ErrorCode::UnknownMemberId {
+                group.member_id.clear();
+            }
+            drop(state);
+            session_lost(shared, &format!("heartbeat answered {code:?}"));
+        }
+        Some(code) => {
+            if errors::is_coordinator_error(code) {
+                group.coordinator = None;
+            }
+            let silent_for = now().duration_since(group.last_heartbeat_ok);
+            if silent_for >= session_timeout {
+                drop(state);
+                session_lost(shared, "no heartbeat got through for the session timeout");
+            }
+        }
+    }
+}
+
+/// The member's session is gone: its partitions are dropped now and
+/// reported `Lost`; an undelivered `Revoked` is replaced; the member
+/// rejoins.
+fn session_lost(shared: &Shared, _why: &str) {
+    {
+        let mut state = shared.state.borrow_mut();
+        state
+            .events
+            .retain(|event| !matches!(event, ConsumerEvent::Revoked(_)));
+        let owned = state.owned();
+        state.partitions.clear();
+        if !owned.is_empty() {
+            state.events.push_back(ConsumerEvent::Lost(owned));
+        }
+        let group = state.group.as_mut().expect("group member");
+        group.phase = Phase::Joining;
+        group.generation_id = -1;
+    }
+    shared.signal.raise();
+}
+
+/// LeaveGroup, best effort within the request timeout (consumer close).
+pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
+    let (group_id, member_id, coordinator) = {
+        let state = shared.state.borrow();
+        let Some(group) = state.group.as_ref() else {
+            return Ok(());
+        };
+        (
+            group.group_id.clone(),
+            group.member_id.clone(),
+            group.coordinator.clone(),
+        )
+    };
+    if member_id.is_empty() {
+        return Ok(());
+    }
+    let deadline = now() + ms(shared.config.request_timeout_ms);
+    let endpoint = match coordinator {
+        Some(endpoint) => endpoint,
+        None => {
+            shared
+                .net
+                .find_coordinator(CoordinatorType::Group, &group_id, deadline)
+                .await?
+        }
+    };
+    let request = Request::LeaveGroup {
+        group_id,
+        member_id,
+    };
+    match shared
+        .net
+        .call(
+            &endpoint,
+            Lane::Group,
+            request,
+            shared.net.request_timeout_until(deadline),
+        )
+        .await
+    {
+        Ok(Response::LeaveGroup { error: None }) => Ok(()),
+        // Already gone from the group: nothing to leave.
+        Ok(Response::LeaveGroup {
+            error: Some(ErrorCode::UnknownMemberId),
+        }) => Ok(()),
+        Ok(Response::LeaveGroup { error: Some(code) }) => {
+            Err(errors::broker_error(code, "LeaveGroup"))
+        }
+        Ok(other) => panic!("LeaveGroup answered with {other:?}"),
+        Err(error) => Err(errors::from_net(&error, "LeaveGroup")),
+    }
+}

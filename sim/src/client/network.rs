@@ -1,0 +1,381 @@
+//! A client instance's network: its connections (one per broker and lane),
+//! its metadata cache, and the request helpers every client part shares.
+//!
+//! Each producer, consumer and admin client owns one [`NetworkClient`], as
+//! each Kafka client instance owns its connections. Connections are keyed by
+//! broker endpoint and [`Lane`]: a broker serves one request of a connection
+//! at a time, so a request that the broker may hold for long (a long-poll
+//! Fetch, a JoinGroup waiting for the rebalance, a Produce waiting for
+//! acks=all) gets a connection of its own instead of blocking the others —
+//! the Java consumer does the same with its separate coordinator connection.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use eddyline_engine::transport::{ErrorCode, TransportError, TransportResult};
+use tokio::time::Instant;
+
+use super::connection::{Connection, Endpoint, NetError};
+use super::errors;
+use super::metadata::MetadataCache;
+use super::{SimClientOptions, now};
+use crate::protocol::{BrokerId, BrokerInfo, CoordinatorType, Request, Response};
+
+/// Which connection to a broker a request uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Lane {
+    /// Metadata, admin, offsets, transaction coordinator requests.
+    Control,
+    /// Produce requests (held by the broker until acks=all completes).
+    Produce,
+    /// Fetch long-polls.
+    Fetch,
+    /// Group membership (JoinGroup waits for the whole rebalance).
+    Group,
+}
+
+struct Inner {
+    options: SimClientOptions,
+    bootstrap: Vec<Endpoint>,
+    connections: RefCell<BTreeMap<(Endpoint, Lane), Rc<Connection>>>,
+    /// Reconnect backoff: no new connection to an endpoint before this.
+    connect_not_before: RefCell<BTreeMap<Endpoint, Instant>>,
+    metadata: RefCell<MetadataCache>,
+    /// Rotates the broker a metadata request goes to first.
+    metadata_rotation: Cell<usize>,
+}
+
+/// Cheap to clone; every clone shares the same connections and cache.
+#[derive(Clone)]
+pub(crate) struct NetworkClient {
+    inner: Rc<Inner>,
+}
+
+impl NetworkClient {
+    pub(crate) fn new(
+        bootstrap: Vec<Endpoint>,
+        options: SimClientOptions,
+    ) -> NetworkClient {
+        assert!(
+            !bootstrap.is_empty(),
+            "a client needs at least one bootstrap broker"
+        );
+        NetworkClient {
+            inner: Rc::new(Inner {
+                options,
+                bootstrap,
+                connections: RefCell::new(BTreeMap::new()),
+                connect_not_before: RefCell::new(BTreeMap::new()),
+                metadata: RefCell::new(MetadataCache::default()),
+                metadata_rotation: Cell::new(0),
+            }),
+        }
+    }
+
+    pub(crate) fn options(&self) -> &SimClientOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn metadata(&self) -> Ref<'_, MetadataCache> {
+        self.inner.metadata.borrow()
+    }
+
+    pub(crate) fn invalidate_leader(&self, partition: &eddyline_engine::transport::TopicPartition) {
+        self.inner.metadata.borrow_mut().invalidate_leader(partition);
+    }
+
+    /// The endpoint of a broker host name as Metadata names it.
+    pub(crate) fn endpoint_of_host(&self, host: &str) -> Endpoint {
+        Endpoint::parse(host, self.inner.options.broker_port).unwrap_or_else(|| Endpoint {
+            host: host.to_string(),
+            port: self.inner.options.broker_port,
+        })
+    }
+
+    pub(crate) fn broker_endpoint(&self, broker: BrokerId) -> Option<Endpoint> {
+        let metadata = self.inner.metadata.borrow();
+        metadata
+            .broker_host(broker)
+            .map(|host| self.endpoint_of_host(host))
+    }
+
+    fn connection(&self, endpoint: &Endpoint, lane: Lane) -> Rc<Connection> {
+        let key = (endpoint.clone(), lane);
+        if let Some(existing) = self.inner.connections.borrow().get(&key) {
+            if existing.closed().is_none() {
+                return Rc::clone(existing);
+            }
+        }
+        let options = &self.inner.options;
+        let not_before = self
+            .inner
+            .connect_not_before
+            .borrow()
+            .get(endpoint)
+            .copied()
+            .filter(|at| *at > now());
+        let connection = Rc::new(Connection::open(
+            endpoint.clone(),
+            Duration::from_millis(u64::from(options.connect_timeout_ms)),
+            not_before,
+        ));
+        self.inner
+            .connections
+            .borrow_mut()
+            .insert(key, Rc::clone(&connection));
+        connection
+    }
+
+    /// Sends a request to an endpoint on a lane and waits up to `timeout`.
+    pub(crate) async fn call(
+        &self,
+        endpoint: &Endpoint,
+        lane: Lane,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
+        let connection = self.connection(endpoint, lane);
+        let result = connection.call(request, timeout).await;
+        if result.is_err() && connection.failed_to_connect() {
+            let backoff = Duration::from_millis(u64::from(self.inner.options.reconnect_backoff_ms));
+            self.inner
+                .connect_not_before
+                .borrow_mut()
+                .insert(connection.endpoint().clone(), now() + backoff);
+        }
+        if let Err(NetError::Unexpected(reason)) = &result {
+            panic!(
+                "protocol violation from {}: {reason}",
+                connection.endpoint()
+            );
+        }
+        result
+    }
+
+    /// Sends a request to a broker by id (its endpoint from the metadata).
+    pub(crate) async fn call_broker(
+        &self,
+        broker: BrokerId,
+        lane: Lane,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
+        let Some(endpoint) = self.broker_endpoint(broker) else {
+            return Err(NetError::Connect(format!(
+                "broker {broker} is not in the metadata"
+            )));
+        };
+        self.call(&endpoint, lane, request, timeout).await
+    }
+
+    /// Closes every connection (the client is going away).
+    pub(crate) fn close_all(&self) {
+        let connections = std::mem::take(&mut *self.inner.connections.borrow_mut());
+        for (_, connection) in connections {
+            connection.close(NetError::Disconnected("client closed".into()));
+        }
+    }
+
+    /// Where a metadata request may go, the next one first: known brokers
+    /// (by id), then bootstrap endpoints not among them.
+    fn metadata_candidates(&self) -> Vec<Endpoint> {
+        let mut candidates: Vec<Endpoint> = self
+            .inner
+            .metadata
+            .borrow()
+            .brokers()
+            .map(|(_, host)| self.endpoint_of_host(host))
+            .collect();
+        for endpoint in &self.inner.bootstrap {
+            if !candidates.contains(endpoint) {
+                candidates.push(endpoint.clone());
+            }
+        }
+        let start = self.inner.metadata_rotation.get();
+        self.inner.metadata_rotation.set(start.wrapping_add(1));
+        if !candidates.is_empty() {
+            let shift = start % candidates.len();
+            candidates.rotate_left(shift);
+        }
+        candidates
+    }
+
+    /// Asks one broker after another for the metadata of `topics` until one
+    /// answers; fails when none does.
+    pub(crate) async fn refresh_metadata(&self, topics: &[String]) -> TransportResult<()> {
+        let timeout = Duration::from_millis(u64::from(self.inner.options.metadata_timeout_ms));
+        let mut last_error = None;
+        for endpoint in self.metadata_candidates() {
+            let request = Request::Metadata {
+                topics: Some(topics.to_vec()),
+            };
+            match self.call(&endpoint, Lane::Control, request, timeout).await {
+                Ok(Response::Metadata {
+                    brokers, topics, ..
+                }) => {
+                    self.inner.metadata.borrow_mut().apply(&brokers, &topics);
+                    return Ok(());
+                }
+                Ok(other) => panic!("Metadata answered with {other:?}"),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let last_error = last_error.expect("at least one metadata candidate");
+        Err(TransportError::new(
+            eddyline_engine::transport::ErrorKind::Retriable,
+            ErrorCode::BrokerNotAvailable,
+            format!("no broker answered a metadata request: {last_error}"),
+        ))
+    }
+
+    /// Refreshes metadata for `topics` with backoff until `ready` holds for
+    /// the cache or `deadline` passes.
+    pub(crate) async fn await_metadata(
+        &self,
+        topics: &[String],
+        deadline: Instant,
+        ready: impl Fn(&MetadataCache) -> bool,
+    ) -> TransportResult<()> {
+        let mut backoff = Backoff::new(&self.inner.options);
+        loop {
+            let refreshed = self.refresh_metadata(topics).await;
+            if ready(&self.inner.metadata.borrow()) {
+                return Ok(());
+            }
+            if now() >= deadline {
+                return Err(match refreshed {
+                    Err(error) => error,
+                    Ok(()) => errors::timed_out(format!(
+                        "metadata for {topics:?} not ready before the deadline"
+                    )),
+                });
+            }
+            backoff.sleep_until_at_most(deadline).await;
+        }
+    }
+
+    /// Finds the coordinator for a group or a transactional id, retrying
+    /// retriable errors until `deadline`.
+    pub(crate) async fn find_coordinator(
+        &self,
+        key_type: CoordinatorType,
+        key: &str,
+        deadline: Instant,
+    ) -> TransportResult<Endpoint> {
+        let mut backoff = Backoff::new(&self.inner.options);
+        let mut last_error;
+        loop {
+            let candidates = self.metadata_candidates();
+            let endpoint = candidates.first().expect("bootstrap is never empty").clone();
+            let request = Request::FindCoordinator {
+                key_type,
+                key: key.to_string(),
+            };
+            let timeout = self.request_timeout_until(deadline);
+            match self.call(&endpoint, Lane::Control, request, timeout).await {
+                Ok(Response::FindCoordinator {
+                    error: None,
+                    node: Some(BrokerInfo { host, .. }),
+                }) => return Ok(self.endpoint_of_host(&host)),
+                Ok(Response::FindCoordinator { error, .. }) => {
+                    let code = error.unwrap_or(ErrorCode::CoordinatorNotAvailable);
+                    if !errors::is_retriable(code) {
+                        return Err(errors::broker_error(
+                            code,
+                            format!("FindCoordinator({key_type:?}, {key})"),
+                        ));
+                    }
+                    last_error = errors::broker_error(
+                        code,
+                        format!("FindCoordinator({key_type:?}, {key})"),
+                    );
+                }
+                Ok(other) => panic!("FindCoordinator answered with {other:?}"),
+                Err(error) => {
+                    last_error =
+                        errors::from_net(&error, format!("FindCoordinator({key_type:?}, {key})"));
+                }
+            }
+            if now() >= deadline {
+                return Err(deadline_error(last_error));
+            }
+            backoff.sleep_until_at_most(deadline).await;
+        }
+    }
+
+    /// The timeout for one request that must finish by `deadline`: the
+    /// remaining time, at least one millisecond.
+    pub(crate) fn request_timeout_until(&self, deadline: Instant) -> Duration {
+        deadline
+            .saturating_duration_since(now())
+            .max(Duration::from_millis(1))
+    }
+}
+
+/// The error a retry loop returns when its deadline passes: the last error,
+/// as a timeout if it was retriable (the caller may try again later).
+pub(crate) fn deadline_error(last: TransportError) -> TransportError {
+    if last.kind == eddyline_engine::transport::ErrorKind::Retriable {
+        TransportError::new(
+            eddyline_engine::transport::ErrorKind::Timeout,
+            ErrorCode::TimedOut,
+            format!("timed out; last error: {}", last.message),
+        )
+    } else {
+        last
+    }
+}
+
+/// Exponential retry backoff without jitter (jitter would need randomness,
+/// and the simulated network already varies latency).
+pub(crate) struct Backoff {
+    next_ms: u64,
+    max_ms: u64,
+}
+
+impl Backoff {
+    pub(crate) fn new(options: &SimClientOptions) -> Backoff {
+        Backoff {
+            next_ms: u64::from(options.retry_backoff_ms.max(1)),
+            max_ms: u64::from(options.retry_backoff_max_ms.max(options.retry_backoff_ms).max(1)),
+        }
+    }
+
+    /// The next delay, doubling up to the maximum.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next_ms;
+        self.next_ms = (self.next_ms * 2).min(self.max_ms);
+        Duration::from_millis(delay)
+    }
+
+    pub(crate) fn reset(&mut self, options: &SimClientOptions) {
+        self.next_ms = u64::from(options.retry_backoff_ms.max(1));
+    }
+
+    /// Sleeps for the next delay, but not past `deadline`.
+    pub(crate) async fn sleep_until_at_most(&mut self, deadline: Instant) {
+        let wake = (now() + self.next_delay()).min(deadline);
+        tokio::time::sleep_until(wake).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum() {
+        let options = SimClientOptions {
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1000,
+            ..SimClientOptions::default()
+        };
+        let mut backoff = Backoff::new(&options);
+        let delays: Vec<u128> = (0..6).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+        backoff.reset(&options);
+        assert_eq!(backoff.next_delay().as_millis(), 100);
+    }
+}

@@ -1,0 +1,940 @@
+//! The public face of the simulated cluster: [`SimCluster`] builds a seeded
+//! turmoil simulation with a controller and brokers, runs client and worker
+//! hosts against it, and applies faults; [`ClusterHandle`] lets code inside
+//! hosts request faults and inspect the cluster.
+//!
+//! ```no_run
+//! use eddyline_sim::cluster::{ClusterConfig, SimCluster};
+//! use eddyline_sim::Seed;
+//!
+//! let mut cluster = SimCluster::new(Seed::new(7), ClusterConfig::default()).unwrap();
+//! let bootstrap = cluster.bootstrap();
+//! let handle = cluster.handle();
+//! cluster.client("test", async move {
+//!     // talk to `bootstrap` over turmoil TCP; `handle.crash_broker(1)`, ...
+//!     let _ = (bootstrap, handle);
+//!     Ok(())
+//! });
+//! cluster.run().unwrap();
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use eddyline_engine::transport::TopicPartition;
+
+use crate::broker::{self, BrokerContext, BrokerControl, BrokerDisk};
+use crate::controller::{self, Controller};
+use crate::faults::{Fault, FaultRates, FaultSchedule, FaultTargets};
+use crate::internal::PartitionImage;
+use crate::protocol::BrokerId;
+use crate::seed::Seed;
+use crate::trace::{EventKind, Node, Trace, TraceSummary};
+use crate::world::{self, DEFAULT_EPOCH_MS, WorldSettings};
+
+/// The port brokers serve the client protocol on.
+pub const BROKER_PORT: u16 = 9092;
+/// The controller's host name and port.
+pub const CONTROLLER_HOST: &str = "controller";
+pub const CONTROLLER_PORT: u16 = 9093;
+/// The internal topics holding coordinator state.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// The simulated cluster's settings. Defaults are Kafka's, scaled down in
+/// time where Kafka's are tuned for real networks (each such default says
+/// Kafka's value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Number of brokers (ids `0..brokers`, hosts `broker-<id>`).
+    pub brokers: usize,
+    /// `default.replication.factor` for CreateTopics with -1 (Kafka: 1; we
+    /// use 3 so that topics are replicated by default).
+    pub replication_factor: i16,
+    /// `min.insync.replicas` default for topics (Kafka: 1).
+    pub min_insync_replicas: i16,
+    /// `num.partitions` for CreateTopics with -1 (Kafka: 1).
+    pub default_partitions: i32,
+    /// Network latency bounds per message.
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    /// Simulated time per step.
+    pub tick_ms: u64,
+    /// A run not finished after this much simulated time fails.
+    pub duration_limit_ms: u64,
+    /// Simulated wall-clock start, ms since the Unix epoch.
+    pub epoch_ms: u64,
+    /// TCP segments buffered per direction per connection.
+    pub tcp_capacity: usize,
+    /// `offsets.topic.num.partitions` (Kafka: 50).
+    pub offsets_topic_partitions: i32,
+    /// `transaction.state.log.num.partitions` (Kafka: 50).
+    pub transaction_state_partitions: i32,
+    /// Replication factor of the internal topics, capped by `brokers`
+    /// (Kafka: 3).
+    pub internal_topic_replication_factor: i16,
+    /// `replica.lag.time.max.ms` (Kafka: 30000).
+    pub replica_lag_max_ms: u64,
+    /// `replica.fetch.wait.max.ms` (Kafka: 500).
+    pub replica_fetch_wait_max_ms: u32,
+    /// Records per partition per replica fetch.
+    pub replica_fetch_max_records: u32,
+    /// `broker.heartbeat.interval.ms` (Kafka: 2000).
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms` (Kafka: 9000).
+    pub broker_session_timeout_ms: u64,
+    /// Timeout of controller and inter-broker calls (Kafka: 30000).
+    pub inter_broker_request_timeout_ms: u64,
+    /// How long a broker's metadata long poll waits at the controller.
+    pub metadata_max_wait_ms: u32,
+    /// How long a new coordinator answers COORDINATOR_LOAD_IN_PROGRESS
+    /// before its state is loaded from the internal topic.
+    pub coordinator_load_delay_ms: u64,
+    /// `group.initial.rebalance.delay.ms` (Kafka: 3000).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms` (Kafka: 6000).
+    pub group_min_session_timeout_ms: u32,
+    /// `group.max.session.timeout.ms` (Kafka: 1800000).
+    pub group_max_session_timeout_ms: u32,
+    /// `transaction.max.timeout.ms` (Kafka: 900000).
+    pub transaction_max_timeout_ms: u32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
+    /// (Kafka: 10000).
+    pub transaction_abort_check_interval_ms: u64,
+    /// `transaction.partition.verification.enable` (KIP-890; Kafka 3.8:
+    /// true).
+    pub transaction_partition_verification: bool,
+    /// `max.message.bytes` (Kafka: 1048588).
+    pub max_message_bytes: usize,
+    /// Producer ids per block handed to a broker (Kafka: 1000).
+    pub producer_id_block_size: i64,
+    /// Print every trace event to stderr (also `EDDY_SIM_TRACE=1`).
+    pub trace_echo: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            brokers: 3,
+            replication_factor: 3,
+            min_insync_replicas: 2,
+            default_partitions: 1,
+            latency_min_ms: 1,
+            latency_max_ms: 5,
+            tick_ms: 1,
+            duration_limit_ms: 600_000,
+            epoch_ms: DEFAULT_EPOCH_MS,
+            tcp_capacity: 1024,
+            offsets_topic_partitions: 4,
+            transaction_state_partitions: 4,
+            internal_topic_replication_factor: 3,
+            replica_lag_max_ms: 1_000,
+            replica_fetch_wait_max_ms: 100,
+            replica_fetch_max_records: 5_000,
+            broker_heartbeat_interval_ms: 100,
+            broker_session_timeout_ms: 600,
+            inter_broker_request_timeout_ms: 1_000,
+            metadata_max_wait_ms: 500,
+            coordinator_load_delay_ms: 5,
+            group_initial_rebalance_delay_ms: 100,
+            group_min_session_timeout_ms: 10,
+            group_max_session_timeout_ms: 1_800_000,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_check_interval_ms: 1_000,
+            transaction_partition_verification: true,
+            max_message_bytes: 1_048_588,
+            producer_id_block_size: 1_000,
+            trace_echo: std::env::var_os("EDDY_SIM_TRACE").is_some_and(|v| v == "1"),
+        }
+    }
+}
+
+/// Why a configuration cannot build a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cluster needs 1..=63 brokers, got {0}")]
+    Brokers(usize),
+    #[error("replication_factor {0} must be in 1..=brokers")]
+    ReplicationFactor(i16),
+    #[error("min_insync_replicas {0} must be at least 1")]
+    MinInsyncReplicas(i16),
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    #[error(transparent)]
+    World(#[from] world::WorldError),
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers == 0 || self.brokers > 63 {
+            return Err(ConfigError::Brokers(self.brokers));
+        }
+        if self.replication_factor < 1 || self.replication_factor as usize > self.brokers {
+            return Err(ConfigError::ReplicationFactor(self.replication_factor));
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(ConfigError::MinInsyncReplicas(self.min_insync_replicas));
+        }
+        for (name, value) in [
+            ("default_partitions", i64::from(self.default_partitions)),
+            (
+                "offsets_topic_partitions",
+                i64::from(self.offsets_topic_partitions),
+            ),
+            (
+                "transaction_state_partitions",
+                i64::from(self.transaction_state_partitions),
+            ),
+            (
+                "internal_topic_replication_factor",
+                i64::from(self.internal_topic_replication_factor),
+            ),
+            ("replica_lag_max_ms", self.replica_lag_max_ms as i64),
+            (
+                "broker_heartbeat_interval_ms",
+                self.broker_heartbeat_interval_ms as i64,
+            ),
+            (
+                "broker_session_timeout_ms",
+                self.broker_session_timeout_ms as i64,
+            ),
+            (
+                "inter_broker_request_timeout_ms",
+                self.inter_broker_request_timeout_ms as i64,
+            ),
+            (
+                "transaction_abort_check_interval_ms",
+                self.transaction_abort_check_interval_ms as i64,
+            ),
+            ("producer_id_block_size", self.producer_id_block_size),
+            (
+                "replica_fetch_max_records",
+                i64::from(self.replica_fetch_max_records),
+            ),
+        ] {
+            if value < 1 {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        self.world_settings(Seed::new(0)).validate()?;
+        Ok(())
+    }
+
+    fn world_settings(&self, seed: Seed) -> WorldSettings {
+        WorldSettings {
+            seed,
+            epoch_ms: self.epoch_ms,
+            tick_ms: self.tick_ms,
+            duration_limit_ms: self.duration_limit_ms,
+            latency_min_ms: self.latency_min_ms,
+            latency_max_ms: self.latency_max_ms,
+            tcp_capacity: self.tcp_capacity,
+        }
+    }
+
+    /// Every setting as `(name, value)`, for the run's settings listing.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let entries: Vec<(&str, String)> = vec![
+            ("brokers", self.brokers.to_string()),
+            ("replication_factor", self.replication_factor.to_string()),
+            ("min_insync_replicas", self.min_insync_replicas.to_string()),
+            ("default_partitions", self.default_partitions.to_string()),
+            ("latency_min_ms", self.latency_min_ms.to_string()),
+            ("latency_max_ms", self.latency_max_ms.to_string()),
+            ("tick_ms", self.tick_ms.to_string()),
+            ("duration_limit_ms", self.duration_limit_ms.to_string()),
+            ("epoch_ms", self.epoch_ms.to_string()),
+            ("tcp_capacity", self.tcp_capacity.to_string()),
+            (
+                "offsets_topic_partitions",
+                self.offsets_topic_partitions.to_string(),
+            ),
+            (
+                "transaction_state_partitions",
+                self.transaction_state_partitions.to_string(),
+            ),
+            (
+                "internal_topic_replication_factor",
+                self.internal_topic_replication_factor.to_string(),
+            ),
+            ("replica_lag_max_ms", self.replica_lag_max_ms.to_string()),
+            (
+                "replica_fetch_wait_max_ms",
+                self.replica_fetch_wait_max_ms.to_string(),
+            ),
+            (
+                "replica_fetch_max_records",
+                self.replica_fetch_max_records.to_string(),
+            ),
+            (
+                "broker_heartbeat_interval_ms",
+                self.broker_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "broker_session_timeout_ms",
+                self.broker_session_timeout_ms.to_string(),
+            ),
+            (
+                "inter_broker_request_timeout_ms",
+                self.inter_broker_request_timeout_ms.to_string(),
+            ),
+            (
+                "metadata_max_wait_ms",
+                self.metadata_max_wait_ms.to_string(),
+            ),
+            (
+                "coordinator_load_delay_ms",
+                self.coordinator_load_delay_ms.to_string(),
+            ),
+            (
+                "group_initial_rebalance_delay_ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group_min_session_timeout_ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group_max_session_timeout_ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "transaction_max_timeout_ms",
+                self.transaction_max_timeout_ms.to_string(),
+            ),
+            (
+                "transaction_abort_check_interval_ms",
+                self.transaction_abort_check_interval_ms.to_string(),
+            ),
+            (
+                "transaction_partition_verification",
+                self.transaction_partition_verification.to_string(),
+            ),
+            ("max_message_bytes", self.max_message_bytes.to_string()),
+            (
+                "producer_id_block_size",
+                self.producer_id_block_size.to_string(),
+            ),
+        ];
+        entries
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect()
+    }
+}
+
+thread_local! {
+    static CURRENT_SEED: Cell<Option<Seed>> = const { Cell::new(None) };
+}
+
+/// The seed of the simulation running on this thread, for panic messages
+/// (a broken invariant inside the simulator names the seed that shows it).
+pub fn current_seed() -> String {
+    CURRENT_SEED.with(|seed| match seed.get() {
+        Some(seed) => seed.to_string(),
+        None => "unknown".to_string(),
+    })
+}
+
+/// A failed run: the seed, when, why, and the end of the trace.
+#[derive(Debug, thiserror::Error)]
+#[error("simulation failed at {at_ms} ms (seed {seed}, repro: EDDY_SEED={seed}): {message}")]
+pub struct SimError {
+    pub seed: Seed,
+    pub at_ms: u64,
+    pub message: String,
+    pub trace: TraceSummary,
+}
+
+struct ControlShared {
+    seed: Seed,
+    config: Rc<ClusterConfig>,
+    controller: Rc<Controller>,
+    trace: Trace,
+    requests: RefCell<Vec<Fault>>,
+    brokers_down: RefCell<BTreeSet<BrokerId>>,
+}
+
+/// Control of the cluster usable from inside hosts (cheap to clone, not
+/// `Send`). Faults requested here are applied by the run loop between
+/// steps (within one tick); queries read the controller's view directly.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    shared: Rc<ControlShared>,
+}
+
+impl ClusterHandle {
+    /// Requests a fault; applied before the next step.
+    pub fn apply(&self, fault: Fault) {
+        self.shared.requests.borrow_mut().push(fault);
+    }
+
+    pub fn crash_broker(&self, id: BrokerId) {
+        self.apply(Fault::CrashBroker(id));
+    }
+
+    pub fn restart_broker(&self, id: BrokerId) {
+        self.apply(Fault::RestartBroker(id));
+    }
+
+    /// Moves the partition's leadership to `to` (`None`: another live ISR
+    /// member). Refused (and traced as such) if `to` is not a live ISR
+    /// member.
+    pub fn move_leader(&self, partition: &TopicPartition, to: Option<BrokerId>) {
+        self.apply(Fault::MoveLeader {
+            partition: partition.clone(),
+            to,
+        });
+    }
+
+    /// Drops every message between the hosts of `a` and those of `b`.
+    pub fn partition(&self, a: &[&str], b: &[&str]) {
+        self.apply(Fault::Partition {
+            a: a.iter().map(|s| s.to_string()).collect(),
+            b: b.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+
+    pub fn heal(&self, a: &[&str], b: &[&str]) {
+        self.apply(Fault::Heal {
+            a: a.iter().map(|s| s.to_string()).collect(),
+            b: b.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+
+    pub fn heal_all(&self) {
+        self.apply(Fault::HealAll);
+    }
+
+    pub fn set_max_latency(&self, max_ms: u64) {
+        self.apply(Fault::SetMaxLatency { max_ms });
+    }
+
+    pub fn crash_host(&self, host: &str) {
+        self.apply(Fault::CrashHost(host.to_string()));
+    }
+
+    pub fn restart_host(&self, host: &str) {
+        self.apply(Fault::RestartHost(host.to_string()));
+    }
+
+    /// Makes a worker a zombie for `duration_ms` (see [`Fault::PauseHost`]).
+    pub fn pause_host(&self, host: &str, duration_ms: u64) {
+        self.apply(Fault::PauseHost {
+            host: host.to_string(),
+            duration_ms,
+        });
+    }
+
+    /// Every open transaction is aborted by its coordinator, as if its
+    /// timeout had expired.
+    pub fn expire_transactions(&self) {
+        self.apply(Fault::ExpireTransactions);
+    }
+
+    /// The partition's leader as the controller knows it now.
+    pub fn leader_of(&self, partition: &TopicPartition) -> Option<BrokerId> {
+        self.shared.controller.leader_of(partition)
+    }
+
+    /// The partition's leader, epochs, replicas and ISR as the controller
+    /// knows them now.
+    pub fn partition_state(&self, partition: &TopicPartition) -> Option<PartitionImage> {
+        self.shared.controller.partition_state(partition)
+    }
+
+    /// Whether the broker is registered with the controller and unfenced.
+    pub fn is_broker_live(&self, id: BrokerId) -> bool {
+        self.shared.controller.is_broker_live(id)
+    }
+
+    /// Whether the broker host is down (crashed and not restarted).
+    pub fn is_broker_down(&self, id: BrokerId) -> bool {
+        self.shared.brokers_down.borrow().contains(&id)
+    }
+
+    /// Whether every broker is live and the internal topics exist: the
+    /// cluster is ready for clients.
+    pub fn is_ready(&self) -> bool {
+        self.shared.controller.internal_topics_created()
+            && (0..self.shared.config.brokers as BrokerId).all(|id| self.is_broker_live(id))
+    }
+
+    /// Broker host names, for clients to bootstrap from.
+    pub fn bootstrap(&self) -> Vec<String> {
+        (0..self.shared.config.brokers as BrokerId)
+            .map(broker::broker_host)
+            .collect()
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared.config
+    }
+
+    pub fn seed(&self) -> Seed {
+        self.shared.seed
+    }
+
+    /// Simulated ms since the start of the run.
+    pub fn now_ms(&self) -> u64 {
+        world::now_ms()
+    }
+
+    pub fn trace(&self) -> TraceSummary {
+        self.shared.trace.summary(64)
+    }
+}
+
+/// A seeded simulated Kafka cluster: a controller host, broker hosts, and
+/// the client and worker hosts a test adds.
+pub struct SimCluster {
+    seed: Seed,
+    config: Rc<ClusterConfig>,
+    sim: turmoil::Sim<'static>,
+    shared: Rc<ControlShared>,
+    broker_controls: Vec<Rc<BrokerControl>>,
+    trace: Trace,
+    /// Scheduled faults, keyed by (time, order of scheduling).
+    schedule: BTreeMap<(u64, u64), Fault>,
+    next_schedule_index: u64,
+    /// Worker hosts that can crash, restart and pause.
+    worker_hosts: BTreeSet<String>,
+    /// Every node, in registration order (controller, brokers, others).
+    nodes: Vec<String>,
+    /// Partitioned host pairs (ordered), and pairs held by pauses.
+    partitioned: BTreeSet<(String, String)>,
+    held: BTreeMap<(String, String), u64>,
+    /// Pauses to end: (time, host).
+    pauses: BTreeSet<(u64, String)>,
+    derived: Vec<(String, Seed)>,
+}
+
+impl SimCluster {
+    /// Builds the simulation: the seeded turmoil world, the controller and
+    /// the brokers (which start, register and elect leaders in the first
+    /// simulated milliseconds).
+    pub fn new(seed: Seed, config: ClusterConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        CURRENT_SEED.with(|current| current.set(Some(seed)));
+        let network_seed = seed.derive("network");
+        let placement_seed = seed.derive("placement");
+        let faults_seed = seed.derive("faults");
+        let mut sim = world::build_sim(&config.world_settings(network_seed))?;
+        let config = Rc::new(config);
+        let trace = Trace::new(config.trace_echo);
+        let controller = Rc::new(Controller::new(
+            config.clone(),
+            trace.clone(),
+            placement_seed.rng(),
+        ));
+        let mut nodes = vec![CONTROLLER_HOST.to_string()];
+        {
+            let controller = controller.clone();
+            sim.host(CONTROLLER_HOST, move || controller::run(controller.clone()));
+        }
+        let mut broker_controls = Vec::new();
+        for id in 0..config.brokers as BrokerId {
+            let control = Rc::new(BrokerControl::default());
+            let context = BrokerContext {
+                id,
+                config: config.clone(),
+                disk: Rc::new(RefCell::new(BrokerDisk::default())),
+                trace: trace.clone(),
+                control: control.clone(),
+            };
+            let host = broker::broker_host(id);
+            sim.host(host.as_str(), move || broker::run(context.clone()));
+            nodes.push(host);
+            broker_controls.push(control);
+        }
+        let shared = Rc::new(ControlShared {
+            seed,
+            config: config.clone(),
+            controller,
+            trace: trace.clone(),
+            requests: RefCell::new(Vec::new()),
+            brokers_down: RefCell::new(BTreeSet::new()),
+        });
+        Ok(Self {
+            seed,
+            config,
+            sim,
+            shared,
+            broker_controls,
+            trace,
+            schedule: BTreeMap::new(),
+            next_schedule_index: 0,
+            worker_hosts: BTreeSet::new(),
+            nodes,
+            partitioned: BTreeSet::new(),
+            held: BTreeMap::new(),
+            pauses: BTreeSet::new(),
+            derived: vec![
+                ("network".to_string(), network_seed),
+                ("placement".to_string(), placement_seed),
+                ("faults".to_string(), faults_seed),
+            ],
+        })
+    }
+
+    pub fn seed(&self) -> Seed {
+        self.seed
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Broker host names (port [`BROKER_PORT`]), for clients to bootstrap.
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.handle().bootstrap()
+    }
+
+    pub fn handle(&self) -> ClusterHandle {
+        ClusterHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Adds a client host: test code that runs once. The run ends when
+    /// every client has returned (an error fails the run).
+    pub fn client<F>(&mut self, name: &str, future: F)
+    where
+        F: Future<Output = turmoil::Result> + 'static,
+    {
+        self.sim.client(name, future);
+        self.nodes.push(name.to_string());
+    }
+
+    /// Adds a restartable worker host: `factory` builds its software at
+    /// start and at every restart. It can be crashed, restarted and paused
+    /// (faults), and never ends the run by itself.
+    pub fn host<F, Fut>(&mut self, name: &str, factory: F)
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: Future<Output = turmoil::Result> + 'static,
+    {
+        self.sim.host(name, factory);
+        self.worker_hosts.insert(name.to_string());
+        self.nodes.push(name.to_string());
+    }
+
+    /// Like [`SimCluster::host`], but the host starts stopped: it first runs
+    /// when restarted (a consumer that joins later).
+    pub fn stopped_host<F, Fut>(&mut self, name: &str, factory: F)
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: Future<Output = turmoil::Result> + 'static,
+    {
+        self.host(name, factory);
+        self.sim.crash(name);
+    }
+
+    /// Every node: controller, brokers, then clients and hosts as added.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// Adds faults to apply when simulated time reaches their `at_ms`.
+    pub fn schedule(&mut self, faults: FaultSchedule) {
+        for (at_ms, fault) in faults.events() {
+            self.schedule
+                .insert((*at_ms, self.next_schedule_index), fault.clone());
+            self.next_schedule_index += 1;
+        }
+    }
+
+    /// What a drawn fault schedule may target in this cluster now.
+    pub fn fault_targets(&self, partitions: Vec<TopicPartition>) -> FaultTargets {
+        FaultTargets {
+            brokers: (0..self.config.brokers as BrokerId).collect(),
+            hosts: self.worker_hosts.iter().cloned().collect(),
+            partitions,
+            all_nodes: self.nodes.clone(),
+            base_max_latency_ms: self.config.latency_max_ms,
+        }
+    }
+
+    /// Draws faults over `[start_ms, end_ms)` from the run's `faults`
+    /// child seed (the same seed always draws the same schedule).
+    pub fn draw_faults(
+        &self,
+        rates: &FaultRates,
+        partitions: Vec<TopicPartition>,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> FaultSchedule {
+        let mut rng = self.seed.derive("faults").rng();
+        FaultSchedule::draw(
+            &mut rng,
+            rates,
+            &self.fault_targets(partitions),
+            start_ms,
+            end_ms,
+        )
+    }
+
+    /// The run's seed, its derived child seeds, and every setting.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut settings = vec![("seed".to_string(), self.seed.to_string())];
+        for (name, seed) in &self.derived {
+            settings.push((format!("seed.{name}"), seed.to_string()));
+        }
+        settings.extend(self.config.settings());
+        settings
+    }
+
+    pub fn trace(&self) -> TraceSummary {
+        self.trace.summary(64)
+    }
+
+    /// Simulated ms since the start.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.sim.elapsed().as_millis() as u64
+    }
+
+    /// Runs until every client host has returned.
+    pub fn run(&mut self) -> Result<(), SimError> {
+        loop {
+            if self.step()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs for `duration_ms` of simulated time or until every client has
+    /// returned; `Ok(true)` if they have.
+    pub fn run_for(&mut self, duration_ms: u64) -> Result<bool, SimError> {
+        let until = self.elapsed_ms() + duration_ms;
+        while self.elapsed_ms() < until {
+            if self.step()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Applies due faults, then advances the simulation one tick.
+    pub fn step(&mut self) -> Result<bool, SimError> {
+        CURRENT_SEED.with(|current| current.set(Some(self.seed)));
+        let now = self.elapsed_ms();
+        world::set_outside_host_now_ms(now);
+        self.apply_due(now);
+        match self.sim.step() {
+            Ok(finished) => Ok(finished),
+            Err(error) => Err(SimError {
+                seed: self.seed,
+                at_ms: self.elapsed_ms(),
+                message: error.to_string(),
+                trace: self.trace.summary(64),
+            }),
+        }
+    }
+
+    fn apply_due(&mut self, now: u64) {
+        while let Some((&(at_ms, index), _)) = self.schedule.first_key_value() {
+            if at_ms > now {
+                break;
+            }
+            let fault = self
+                .schedule
+                .remove(&(at_ms, index))
+                .expect("first key exists");
+            self.apply_fault(fault, now);
+        }
+        let requested: Vec<Fault> = std::mem::take(&mut *self.shared.requests.borrow_mut());
+        for fault in requested {
+            self.apply_fault(fault, now);
+        }
+        while let Some((at_ms, _)) = self.pauses.first() {
+            if *at_ms > now {
+                break;
+            }
+            let (_, host) = self.pauses.pop_first().expect("first exists");
+            self.end_pause(&host, now);
+        }
+    }
+
+    fn trace_fault(&self, fault: &Fault, applied: bool) {
+        let kind = if applied {
+            EventKind::Fault
+        } else {
+            EventKind::FaultSkipped
+        };
+        self.trace
+            .record_name(Node::Cluster, kind, &fault.to_string(), [0; 4]);
+    }
+
+    fn known_node(&self, host: &str) -> bool {
+        self.nodes.iter().any(|node| node == host)
+    }
+
+    fn apply_fault(&mut self, fault: Fault, now: u64) {
+        let applied = match &fault {
+            Fault::CrashBroker(id) => {
+                let known = (0..self.config.brokers as BrokerId).contains(id);
+                if known && self.shared.brokers_down.borrow_mut().insert(*id) {
+                    self.sim.crash(broker::broker_host(*id));
+                    true
+                } else {
+                    false
+                }
+            }
+            Fault::RestartBroker(id) => {
+                if (0..self.config.brokers as BrokerId).contains(id) {
+                    self.shared.brokers_down.borrow_mut().remove(id);
+                    self.sim.bounce(broker::broker_host(*id));
+                    true
+                } else {
+                    false
+                }
+            }
+            Fault::CrashHost(host) => {
+                if self.worker_hosts.contains(host) && self.sim.is_host_running(host.as_str()) {
+                    self.sim.crash(host.as_str());
+                    true
+                } else {
+                    false
+                }
+            }
+            Fault::RestartHost(host) => {
+                if self.worker_hosts.contains(host) {
+                    self.sim.bounce(host.as_str());
+                    true
+                } else {
+                    false
+                }
+            }
+            Fault::PauseHost { host, duration_ms } => {
+                if self.worker_hosts.contains(host) {
+                    self.start_pause(host, now + duration_ms);
+                    true
+                } else {
+                    false
+                }
+            }
+            Fault::MoveLeader { partition, to } => {
+                self.shared.controller.move_leader(partition, *to).is_ok()
+            }
+            Fault::Partition { a, b } => {
+                let known = a.iter().chain(b).all(|host| self.known_node(host));
+                if known {
+                    for x in a {
+                        for y in b {
+                            self.cut(x, y);
+                        }
+                    }
+                }
+                known
+            }
+            Fault::Heal { a, b } => {
+                for x in a {
+                    for y in b {
+                        self.repair(x, y);
+                    }
+                }
+                true
+            }
+            Fault::HealAll => {
+                let pairs: Vec<(String, String)> = self.partitioned.iter().cloned().collect();
+                for (x, y) in pairs {
+                    self.repair(&x, &y);
+                }
+                true
+            }
+            Fault::SetMaxLatency { max_ms } => {
+                let max_ms = (*max_ms).max(self.config.latency_min_ms);
+                self.sim
+                    .set_max_message_latency(Duration::from_millis(max_ms));
+                true
+            }
+            Fault::ExpireTransactions => {
+                for control in &self.broker_controls {
+                    control.request_transaction_expiry();
+                }
+                true
+            }
+        };
+        self.trace_fault(&fault, applied);
+    }
+
+    fn pair(x: &str, y: &str) -> (String, String) {
+        if x <= y {
+            (x.to_string(), y.to_string())
+        } else {
+            (y.to_string(), x.to_string())
+        }
+    }
+
+    fn cut(&mut self, x: &str, y: &str) {
+        if x == y {
+            return;
+        }
+        let pair = Self::pair(x, y);
+        if self.partitioned.insert(pair.clone()) && !self.held.contains_key(&pair) {
+            self.sim.partition(x, y);
+        }
+    }
+
+    fn repair(&mut self, x: &str, y: &str) {
+        if x == y {
+            return;
+        }
+        let pair = Self::pair(x, y);
+        if self.partitioned.remove(&pair) && !self.held.contains_key(&pair) {
+            self.sim.repair(x, y);
+        }
+    }
+
+    fn start_pause(&mut self, host: &str, until_ms: u64) {
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|node| node.as_str() != host)
+            .cloned()
+            .collect();
+        for other in others {
+            let pair = Self::pair(host, &other);
+            let holds = self.held.entry(pair.clone()).or_insert(0);
+            *holds += 1;
+            if *holds == 1 && !self.partitioned.contains(&pair) {
+                self.sim.hold(host, other.as_str());
+            }
+        }
+        self.pauses.insert((until_ms, host.to_string()));
+    }
+
+    fn end_pause(&mut self, host: &str, _now: u64) {
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|node| node.as_str() != host)
+            .cloned()
+            .collect();
+        for other in others {
+            let pair = Self::pair(host, &other);
+            let Some(holds) = self.held.get_mut(&pair) else {
+                continue;
+            };
+            *holds -= 1;
+            if *holds > 0 {
+                continue;
+            }
+            self.held.remove(&pair);
+            self.sim.release(host, other.as_str());
+            if self.partitioned.contains(&pair) {
+                // Cut while paused: what was held is lost, the link stays cut.
+                self.sim.partition(host, other.as_str());
+            }
+        }
+        self.trace.record_name(
+            Node::Cluster,
+            EventKind::Fault,
+            &format!("resume {host}"),
+            [0; 4],
+        );
+    }
+}

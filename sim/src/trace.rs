@@ -1,0 +1,343 @@
+//! The trace: every broker-visible event of a run, folded into a running
+//! 64-bit hash, with a ring of the most recent events for excerpts.
+//!
+//! Requests handled (with their outcome), appends, high-watermark moves,
+//! truncations, leadership and ISR changes, elections, coordinator
+//! transitions and every fault applied are recorded. Two runs of the same
+//! seed must produce the same hash (SPEC §7 `nondeterminism`).
+//!
+//! Recording is cheap on purpose (it sits on the produce/fetch path): an
+//! event is a few integers plus interned names; nothing is formatted unless
+//! an excerpt is asked for or echoing is on (`EDDY_SIM_TRACE=1`). Memory is
+//! bounded: the ring keeps [`TRACE_RING_EVENTS`] events, the hash covers all.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use crate::world::now_ms;
+
+/// How many recent events an excerpt can show.
+pub const TRACE_RING_EVENTS: usize = 256;
+
+/// Who recorded an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// The run loop (faults, host control).
+    Cluster,
+    Controller,
+    Broker(i32),
+}
+
+/// What an event talks about. Names are interned by the trace.
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    None,
+    Partition(&'a str, i32),
+    /// A group id, a transactional id, a host name, a fault description.
+    Name(&'a str),
+}
+
+macro_rules! event_kinds {
+    ($( $kind:ident => $name:literal [$($field:literal),*] ),* $(,)?) => {
+        /// The kinds of trace events, each with the names of its values.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum EventKind { $($kind),* }
+
+        impl EventKind {
+            pub fn name(self) -> &'static str {
+                match self { $(EventKind::$kind => $name),* }
+            }
+
+            /// The meaning of the event's values, in order.
+            pub fn fields(self) -> &'static [&'static str] {
+                match self { $(EventKind::$kind => &[$($field),*]),* }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    Request => "request" ["api", "error"],
+    Append => "append" ["base_offset", "records", "leader_epoch", "producer_id"],
+    DuplicateBatch => "duplicate" ["base_offset", "producer_id", "sequence"],
+    AppendRejected => "append-rejected" ["error", "producer_id", "epoch", "sequence"],
+    Marker => "marker" ["offset", "producer_id", "commit", "producer_epoch"],
+    ReplicaAppend => "replica-append" ["base_offset", "batches", "log_end_offset"],
+    HighWatermark => "hw" ["from", "to"],
+    Truncate => "truncate" ["to_offset", "from_log_end_offset"],
+    BecomeLeader => "become-leader" ["leader_epoch", "log_end_offset"],
+    BecomeFollower => "become-follower" ["leader_epoch", "leader"],
+    IsrChange => "isr" ["isr_mask", "partition_epoch", "leader_epoch"],
+    IsrRequest => "isr-request" ["isr_mask", "partition_epoch", "error"],
+    Election => "election" ["leader", "leader_epoch", "isr_mask"],
+    BrokerRegistered => "broker-registered" ["broker", "broker_epoch"],
+    BrokerFenced => "broker-fenced" ["broker", "broker_epoch"],
+    BrokerUnfenced => "broker-unfenced" ["broker", "broker_epoch"],
+    BrokerStarted => "broker-started" ["incarnation"],
+    TopicCreated => "topic-created" ["partitions", "replication_factor", "error"],
+    MetadataApplied => "metadata" ["epoch"],
+    CoordinatorLoaded => "coordinator-loaded" ["coordinator_epoch", "entries"],
+    CoordinatorUnloaded => "coordinator-unloaded" ["coordinator_epoch"],
+    GroupState => "group" ["state", "generation", "members"],
+    GroupMemberRemoved => "group-member-removed" ["generation", "reason"],
+    OffsetsCommitted => "offsets-committed" ["partitions", "generation", "producer_id"],
+    TxnState => "txn" ["state", "producer_id", "producer_epoch", "partitions"],
+    TxnTimedOut => "txn-timeout" ["producer_id", "producer_epoch"],
+    ProducerIdsAllocated => "producer-ids" ["first", "count"],
+    Fault => "fault" [],
+    FaultSkipped => "fault-skipped" [],
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StoredSubject {
+    None,
+    Partition(u32, i32),
+    Name(u32),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StoredEvent {
+    at_ms: u64,
+    node: Node,
+    kind: EventKind,
+    subject: StoredSubject,
+    values: [i64; 4],
+}
+
+struct TraceInner {
+    hash: u64,
+    events: u64,
+    ring: VecDeque<StoredEvent>,
+    names: Vec<String>,
+    name_ids: BTreeMap<String, u32>,
+    echo: bool,
+}
+
+/// The shared trace of one run (cheap to clone: one `Rc`).
+#[derive(Clone)]
+pub struct Trace {
+    inner: Rc<RefCell<TraceInner>>,
+}
+
+/// The outcome of a run's trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceSummary {
+    /// The running hash over every event.
+    pub hash: u64,
+    /// How many events were recorded.
+    pub events: u64,
+    /// The most recent events, oldest first, one line each.
+    pub excerpt: Vec<String>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Trace {
+    /// A new trace; `echo` prints every event to stderr as it is recorded.
+    pub fn new(echo: bool) -> Self {
+        Self {
+            inner: Rc::new(RefCell::new(TraceInner {
+                hash: 0x6a09_e667_f3bc_c908,
+                events: 0,
+                ring: VecDeque::with_capacity(TRACE_RING_EVENTS),
+                names: Vec::new(),
+                name_ids: BTreeMap::new(),
+                echo,
+            })),
+        }
+    }
+
+    /// Records one event at the current simulated time.
+    pub fn record(&self, node: Node, kind: EventKind, subject: Subject<'_>, values: [i64; 4]) {
+        let at_ms = now_ms();
+        let mut inner = self.inner.borrow_mut();
+        let subject = match subject {
+            Subject::None => StoredSubject::None,
+            Subject::Partition(topic, partition) => {
+                StoredSubject::Partition(inner.intern(topic), partition)
+            }
+            Subject::Name(name) => StoredSubject::Name(inner.intern(name)),
+        };
+        let event = StoredEvent {
+            at_ms,
+            node,
+            kind,
+            subject,
+            values,
+        };
+        let mut hash = inner.hash;
+        hash = mix(hash, at_ms);
+        hash = mix(
+            hash,
+            match node {
+                Node::Cluster => 1 << 40,
+                Node::Controller => 2 << 40,
+                Node::Broker(id) => (3 << 40) | u64::from(id as u32),
+            },
+        );
+        hash = mix(hash, kind as u64);
+        match subject {
+            StoredSubject::None => hash = mix(hash, 0),
+            StoredSubject::Partition(topic, partition) => {
+                hash = mix(hash, fnv1a(inner.names[topic as usize].as_bytes()));
+                hash = mix(hash, u64::from(partition as u32));
+            }
+            StoredSubject::Name(name) => {
+                hash = mix(hash, fnv1a(inner.names[name as usize].as_bytes()));
+            }
+        }
+        for value in values {
+            hash = mix(hash, value as u64);
+        }
+        inner.hash = hash;
+        inner.events += 1;
+        if inner.ring.len() == TRACE_RING_EVENTS {
+            inner.ring.pop_front();
+        }
+        inner.ring.push_back(event);
+        if inner.echo {
+            eprintln!("trace {}", inner.format(&event));
+        }
+    }
+
+    /// Records an event about a name (a fault description, a group, a host).
+    pub fn record_name(&self, node: Node, kind: EventKind, name: &str, values: [i64; 4]) {
+        self.record(node, kind, Subject::Name(name), values);
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.inner.borrow().hash
+    }
+
+    pub fn events(&self) -> u64 {
+        self.inner.borrow().events
+    }
+
+    /// The hash, the count and the last `lines` events.
+    pub fn summary(&self, lines: usize) -> TraceSummary {
+        let inner = self.inner.borrow();
+        let skip = inner.ring.len().saturating_sub(lines);
+        TraceSummary {
+            hash: inner.hash,
+            events: inner.events,
+            excerpt: inner
+                .ring
+                .iter()
+                .skip(skip)
+                .map(|event| inner.format(event))
+                .collect(),
+        }
+    }
+}
+
+impl TraceInner {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 trace names");
+        self.names.push(name.to_string());
+        self.name_ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn format(&self, event: &StoredEvent) -> String {
+        let mut line = String::with_capacity(96);
+        let _ = write!(line, "{:>8}ms ", event.at_ms);
+        match event.node {
+            Node::Cluster => line.push_str("cluster"),
+            Node::Controller => line.push_str("controller"),
+            Node::Broker(id) => {
+                let _ = write!(line, "broker-{id}");
+            }
+        }
+        let _ = write!(line, " {}", event.kind.name());
+        match event.subject {
+            StoredSubject::None => {}
+            StoredSubject::Partition(topic, partition) => {
+                let _ = write!(line, " {}-{}", self.names[topic as usize], partition);
+            }
+            StoredSubject::Name(name) => {
+                let _ = write!(line, " {}", self.names[name as usize]);
+            }
+        }
+        for (field, value) in event.kind.fields().iter().zip(event.values) {
+            let _ = write!(line, " {field}={value}");
+        }
+        line
+    }
+}
+
+fn mix(hash: u64, value: u64) -> u64 {
+    let mut x = hash ^ value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// A bit mask of broker ids (ids 0..63), for ISR values in the trace.
+pub fn broker_mask(brokers: &[i32]) -> i64 {
+    brokers
+        .iter()
+        .filter(|&&id| (0..63).contains(&id))
+        .fold(0i64, |mask, &id| mask | (1i64 << id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_events_give_the_same_hash_and_any_change_moves_it() {
+        let run = |offset: i64| {
+            let trace = Trace::new(false);
+            trace.record(
+                Node::Broker(1),
+                EventKind::Append,
+                Subject::Partition("t", 0),
+                [offset, 3, 0, -1],
+            );
+            trace.record_name(Node::Cluster, EventKind::Fault, "crash broker-1", [0; 4]);
+            trace.hash()
+        };
+        assert_eq!(run(0), run(0));
+        assert_ne!(run(0), run(1));
+    }
+
+    #[test]
+    fn the_ring_keeps_only_the_most_recent_events_but_counts_all() {
+        let trace = Trace::new(false);
+        for i in 0..(TRACE_RING_EVENTS as i64 + 10) {
+            trace.record(
+                Node::Controller,
+                EventKind::MetadataApplied,
+                Subject::None,
+                [i, 0, 0, 0],
+            );
+        }
+        let summary = trace.summary(usize::MAX);
+        assert_eq!(summary.events, TRACE_RING_EVENTS as u64 + 10);
+        assert_eq!(summary.excerpt.len(), TRACE_RING_EVENTS);
+        assert!(
+            summary.excerpt[0].contains("epoch=10"),
+            "{}",
+            summary.excerpt[0]
+        );
+        assert_eq!(trace.summary(2).excerpt.len(), 2);
+    }
+}

@@ -1,0 +1,281 @@
+//! Consumer groups through the simulated client: join, eager rebalance
+//! (revoke before assign), range assignment, committed offsets, session
+//! loss and leaving.
+
+mod client_support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use client_support::*;
+use eddyline_engine::transport::{
+    Consumer, ConsumerEvent, ErrorCode, ErrorKind, OffsetAndMetadata, Producer, TopicPartition,
+    Transport,
+};
+
+fn assigned(events: &[ConsumerEvent]) -> Vec<Vec<TopicPartition>> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ConsumerEvent::Assigned(partitions) => Some(partitions.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn group_events(events: &[ConsumerEvent]) -> Vec<ConsumerEvent> {
+    events
+        .iter()
+        .filter(|event| !matches!(event, ConsumerEvent::Message(_)))
+        .cloned()
+        .collect()
+}
+
+fn all_partitions(topic: &str, count: i32) -> Vec<TopicPartition> {
+    (0..count).map(|p| tp(topic, p)).collect()
+}
+
+mod rebalance {
+    use super::*;
+
+    #[test]
+    fn a_second_member_makes_the_first_revoke_everything_before_both_get_range_assignments() {
+        let mut cluster = cluster(51);
+        let handle = cluster.handle();
+        let second = Rc::new(RefCell::new(None::<(String, Vec<TopicPartition>)>));
+        let first_handle = handle.clone();
+        let first_second = Rc::clone(&second);
+        cluster.client("first", async move {
+            let handle = first_handle;
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 4).await;
+            let mut consumer = transport.consumer(&consumer_config("first", Some("g"))).await?;
+            consumer.subscribe(&["t".to_string()]).await?;
+            let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            assert_eq!(assigned(&events), vec![all_partitions("t", 4)]);
+            let before = consumer.group_metadata().expect("assigned");
+            let events = poll_until(&mut consumer, 20_000, |e| {
+                e.iter().any(|event| matches!(event, ConsumerEvent::Revoked(_)))
+            })
+            .await;
+            assert_eq!(
+                group_events(&events),
+                vec![ConsumerEvent::Revoked(all_partitions("t", 4))]
+            );
+            // Until the next poll the member owns its partitions and its
+            // generation is valid: it can commit.
+            assert_eq!(consumer.group_metadata(), Some(before.clone()));
+            consumer
+                .commit(&[(
+                    tp("t", 0),
+                    OffsetAndMetadata {
+                        offset: 0,
+                        metadata: "before-revoke".into(),
+                    },
+                )])
+                .await?;
+            let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            let mine = assigned(&events).pop().unwrap();
+            let after = consumer.group_metadata().expect("assigned");
+            assert!(after.generation_id > before.generation_id);
+            // Wait for the other member's assignment, then compare.
+            for _ in 0..200 {
+                if first_second.borrow().is_some() {
+                    break;
+                }
+                sleep_ms(50).await;
+            }
+            let (other_id, theirs) = first_second.borrow().clone().expect("second assigned");
+            let mut union: Vec<TopicPartition> = mine.iter().chain(&theirs).cloned().collect();
+            union.sort();
+            assert_eq!(union, all_partitions("t", 4), "disjoint and complete");
+            // Range: the member with the smaller id gets the first half.
+            let expected_mine = if after.member_id < other_id {
+                vec![tp("t", 0), tp("t", 1)]
+            } else {
+                vec![tp("t", 2), tp("t", 3)]
+            };
+            assert_eq!(mine, expected_mine);
+            Ok(())
+        });
+        let second_handle = handle.clone();
+        cluster.client("second", async move {
+            let handle = second_handle;
+            wait_ready(&handle).await;
+            sleep_ms(3_000).await;
+            let transport = transport(&handle);
+            let mut consumer = transport.consumer(&consumer_config("second", Some("g"))).await?;
+            consumer.subscribe(&["t".to_string()]).await?;
+            let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            assert!(
+                !events.iter().any(|e| matches!(e, ConsumerEvent::Revoked(_))),
+                "a new member has nothing to revoke"
+            );
+            let theirs = assigned(&events).pop().unwrap();
+            assert_eq!(theirs.len(), 2);
+            let member_id = consumer.group_metadata().expect("assigned").member_id;
+            *second.borrow_mut() = Some((member_id, theirs));
+            // Stay in the group until the first member has compared.
+            sleep_ms(2_000).await;
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_member_that_closes_hands_its_partitions_over_without_waiting_for_its_session() {
+        let mut cluster = cluster(52);
+        let handle = cluster.handle();
+        let closed_at = Rc::new(RefCell::new(None::<tokio::time::Instant>));
+        let leaver_handle = handle.clone();
+        let leaver_closed_at = Rc::clone(&closed_at);
+        cluster.client("leaver", async move {
+            let handle = leaver_handle;
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 2).await;
+            let mut consumer = transport.consumer(&consumer_config("leaver", Some("g"))).await?;
+            consumer.subscribe(&["t".to_string()]).await?;
+            poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            sleep_ms(4_000).await;
+            *leaver_closed_at.borrow_mut() = Some(tokio::time::Instant::now());
+            consumer.close().await?;
+            Ok(())
+        });
+        cluster.client("stayer", async move {
+            wait_ready(&handle).await;
+            sleep_ms(1_500).await;
+            let transport = transport(&handle);
+            let mut consumer = transport.consumer(&consumer_config("stayer", Some("g"))).await?;
+            consumer.subscribe(&["t".to_string()]).await?;
+            let events = poll_until(&mut consumer, 30_000, |e| {
+                assigned(e).last().is_some_and(|last| last.len() == 2)
+            })
+            .await;
+            let closed = closed_at.borrow().expect("the leaver closed before");
+            let waited = tokio::time::Instant::now().duration_since(closed);
+            // The session timeout is 3 s: a clean leave is much faster.
+            assert!(waited.as_millis() < 2_000, "took {waited:?}");
+            assert!(assigned(&events).len() >= 2);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_member_that_misses_its_session_reports_lost_and_cannot_commit() {
+        let mut cluster = cluster(53);
+        let handle = cluster.handle();
+        let zombie_handle = handle.clone();
+        cluster.client("zombie", async move {
+            let handle = zombie_handle;
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 2).await;
+            let mut consumer = transport.consumer(&consumer_config("zombie", Some("g"))).await?;
+            consumer.subscribe(&["t".to_string()]).await?;
+            poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            let old = consumer.group_metadata().expect("assigned");
+            // Cut off from every broker for twice the session timeout.
+            handle.partition(&["zombie"], &["broker-0", "broker-1", "broker-2"]);
+            sleep_ms(6_000).await;
+            handle.heal(&["zombie"], &["broker-0", "broker-1", "broker-2"]);
+            let events = poll_until(&mut consumer, 20_000, |e| {
+                e.iter().any(|event| matches!(event, ConsumerEvent::Lost(_)))
+            })
+            .await;
+            assert!(
+                !events.iter().any(|e| matches!(e, ConsumerEvent::Revoked(_))),
+                "a lost member is not asked to revoke"
+            );
+            // Its old generation is gone: an offset commit with it fails.
+            let mut producer = transport.producer(&producer_config("zp", Some("txn-z"))).await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            let offsets = vec![(tp("t", 0), OffsetAndMetadata { offset: 0, metadata: String::new() })];
+            let error = producer
+                .send_offsets_to_transaction(&offsets, &old)
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Abortable, "{error}");
+            assert!(
+                matches!(error.code, ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId),
+                "{error}"
+            );
+            producer.abort_transaction().await?;
+            Ok(())
+        });
+        cluster.client("survivor", async move {
+            wait_ready(&handle).await;
+            sleep_ms(2_000).await;
+            let transport = transport(&handle);
+            let mut consumer = transport.consumer(&consumer_config("survivor", Some("g"))).await?;
+            consumer.subscribe(&["t".to_string()]).await?;
+            poll_until(&mut consumer, 30_000, |e| {
+                assigned(e).iter().any(|partitions| partitions.len() == 2)
+            })
+            .await;
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod committed_offsets {
+    use super::*;
+
+    #[test]
+    fn committed_offsets_keep_their_metadata_and_a_new_member_starts_from_them() {
+        let mut cluster = cluster(54);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 1).await;
+            let mut producer = transport.producer(&producer_config("p", None)).await?;
+            for i in 0..5 {
+                producer.send(to_partition("t", 0, &i.to_string()))?;
+            }
+            producer.flush().await?;
+            let mut first = transport.consumer(&consumer_config("first", Some("g"))).await?;
+            first.subscribe(&["t".to_string()]).await?;
+            let events = poll_until(&mut first, 20_000, |e| messages(e).len() >= 5).await;
+            assert_eq!(messages(&events).len(), 5);
+            let offset = OffsetAndMetadata {
+                offset: 3,
+                metadata: "checkpoint=17".into(),
+            };
+            first.commit(&[(tp("t", 0), offset.clone())]).await?;
+            assert_eq!(first.committed(&[tp("t", 0)]).await?, vec![Some(offset.clone())]);
+            first.close().await?;
+
+            let mut second = transport.consumer(&consumer_config("second", Some("g"))).await?;
+            second.subscribe(&["t".to_string()]).await?;
+            let events = poll_until(&mut second, 20_000, |e| messages(e).len() >= 2).await;
+            let offsets: Vec<i64> = messages(&events).iter().map(|m| m.offset).collect();
+            assert_eq!(offsets, vec![3, 4]);
+            assert_eq!(second.committed(&[tp("t", 0)]).await?, vec![Some(offset)]);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_consumer_without_a_group_cannot_commit_or_subscribe() {
+        let mut cluster = cluster(55);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            let mut consumer = transport.consumer(&consumer_config("c", None)).await?;
+            let error = consumer.subscribe(&["t".to_string()]).await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidState);
+            let error = consumer.committed(&[tp("t", 0)]).await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidState);
+            assert_eq!(consumer.group_metadata(), None);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}

@@ -1,0 +1,299 @@
+//! Transactions through the simulated client: visibility under
+//! read_committed, the last stable offset, fencing, offsets committed with
+//! the transaction, and KIP-447 generation fencing.
+
+mod client_support;
+
+use client_support::*;
+use eddyline_engine::transport::{
+    Consumer, ErrorCode, ErrorKind, GroupMetadata, Isolation, OffsetAndMetadata, Producer,
+    Transport,
+};
+
+mod visibility {
+    use super::*;
+
+    #[test]
+    fn committed_records_are_visible_and_aborted_ones_never_are_under_read_committed() {
+        let mut cluster = cluster(41);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "out", 1).await;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-a")))
+                .await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            for v in ["a1", "a2"] {
+                producer.send(to_partition("out", 0, v))?;
+            }
+            producer.abort_transaction().await?;
+            producer.begin_transaction().await?;
+            let mut deliveries = Vec::new();
+            for v in ["c1", "c2", "c3"] {
+                deliveries.push(producer.send(to_partition("out", 0, v))?);
+            }
+            producer.commit_transaction().await?;
+            let mut offsets = Vec::new();
+            for delivery in deliveries {
+                offsets.push(delivery.await?.offset);
+            }
+            // Aborted records and their marker take offsets 0..=2.
+            assert_eq!(offsets, vec![3, 4, 5]);
+
+            let mut committed = transport.consumer(&consumer_config("rc", None)).await?;
+            committed.assign(&[tp("out", 0)]).await?;
+            let read = read_messages(&mut committed, 3, 10_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["c1", "c2", "c3"]);
+            assert_eq!(read.iter().map(|m| m.offset).collect::<Vec<_>>(), [3, 4, 5]);
+            assert!(read_for(&mut committed, 300).await.is_empty());
+            // A committed transaction of n records moves the end by n + 1.
+            assert_eq!(committed.offsets_range(&tp("out", 0)).await?, (0, 7));
+
+            let mut config = consumer_config("ru", None);
+            config.isolation = Isolation::ReadUncommitted;
+            let mut uncommitted = transport.consumer(&config).await?;
+            uncommitted.assign(&[tp("out", 0)]).await?;
+            let read = read_messages(&mut uncommitted, 5, 10_000).await;
+            assert_eq!(
+                read.iter().map(text).collect::<Vec<_>>(),
+                ["a1", "a2", "c1", "c2", "c3"]
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn an_open_transaction_blocks_read_committed_readers_at_the_last_stable_offset() {
+        let mut cluster = cluster(42);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 1).await;
+            let mut plain = transport.producer(&producer_config("plain", None)).await?;
+            plain.send(to_partition("t", 0, "before"))?.await?;
+            let mut txn = transport.producer(&producer_config("txn", Some("txn-b"))).await?;
+            txn.init_transactions().await?;
+            txn.begin_transaction().await?;
+            txn.send(to_partition("t", 0, "open"))?;
+            txn.flush().await?;
+            plain.send(to_partition("t", 0, "after"))?.await?;
+
+            let mut reader = transport.consumer(&consumer_config("rc", None)).await?;
+            reader.assign(&[tp("t", 0)]).await?;
+            let read = read_for(&mut reader, 1_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["before"]);
+            assert_eq!(reader.offsets_range(&tp("t", 0)).await?, (0, 1));
+
+            let mut config = consumer_config("ru", None);
+            config.isolation = Isolation::ReadUncommitted;
+            let mut dirty = transport.consumer(&config).await?;
+            dirty.assign(&[tp("t", 0)]).await?;
+            let read = read_messages(&mut dirty, 3, 10_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["before", "open", "after"]);
+            assert_eq!(dirty.offsets_range(&tp("t", 0)).await?, (0, 3));
+
+            txn.commit_transaction().await?;
+            let read = read_messages(&mut reader, 2, 10_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["open", "after"]);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod fencing {
+    use super::*;
+
+    #[test]
+    fn a_second_init_transactions_fences_the_first_producer_and_aborts_its_transaction() {
+        let mut cluster = cluster(43);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 1).await;
+            let mut old = transport.producer(&producer_config("old", Some("txn-c"))).await?;
+            old.init_transactions().await?;
+            old.begin_transaction().await?;
+            old.send(to_partition("t", 0, "zombie"))?;
+            old.flush().await?;
+
+            let mut new = transport.producer(&producer_config("new", Some("txn-c"))).await?;
+            new.init_transactions().await?;
+            new.begin_transaction().await?;
+            new.send(to_partition("t", 0, "fresh"))?;
+            new.commit_transaction().await?;
+
+            let error = old.commit_transaction().await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Fenced, "{error}");
+            assert!(
+                matches!(error.code, ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch),
+                "{error}"
+            );
+            // Every later call of the old incarnation fails the same way.
+            assert_eq!(old.begin_transaction().await.unwrap_err().kind, ErrorKind::Fenced);
+
+            let mut reader = transport.consumer(&consumer_config("rc", None)).await?;
+            reader.assign(&[tp("t", 0)]).await?;
+            let read = read_messages(&mut reader, 1, 10_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["fresh"]);
+            assert!(read_for(&mut reader, 300).await.is_empty());
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn the_transaction_state_machine_refuses_calls_out_of_order() {
+        let mut cluster = cluster(44);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 1).await;
+            let mut producer = transport.producer(&producer_config("p", Some("txn-d"))).await?;
+            let error = producer.begin_transaction().await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidState);
+            producer.init_transactions().await?;
+            let error = producer.commit_transaction().await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidState);
+            let Err(error) = producer.send(to_partition("t", 0, "x")) else {
+                panic!("send outside a transaction was accepted");
+            };
+            assert_eq!(error.code, ErrorCode::InvalidState);
+            producer.begin_transaction().await?;
+            // An empty transaction commits without the coordinator.
+            producer.commit_transaction().await?;
+            let mut idempotent = transport.producer(&producer_config("i", None)).await?;
+            let error = idempotent.init_transactions().await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidState);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod offsets_in_transactions {
+    use super::*;
+
+    #[test]
+    fn offsets_sent_in_a_transaction_commit_with_it_and_vanish_with_an_abort() {
+        let mut cluster = cluster(45);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "in", 1).await;
+            create_topic(&transport, "out", 1).await;
+            let mut consumer = transport.consumer(&consumer_config("c", Some("g-e"))).await?;
+            consumer.assign(&[tp("in", 0)]).await?;
+            let group = consumer.group_metadata().expect("manual assignment with a group id");
+            assert_eq!(group.generation_id, -1);
+
+            let mut producer = transport.producer(&producer_config("p", Some("txn-e"))).await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            producer.send(to_partition("out", 0, "r1"))?;
+            let offset = |n: i64, meta: &str| {
+                vec![(tp("in", 0), OffsetAndMetadata { offset: n, metadata: meta.to_string() })]
+            };
+            producer.send_offsets_to_transaction(&offset(7, "checkpoint=1"), &group).await?;
+            producer.abort_transaction().await?;
+            assert_eq!(consumer.committed(&[tp("in", 0)]).await?, vec![None]);
+
+            producer.begin_transaction().await?;
+            producer.send(to_partition("out", 0, "r2"))?;
+            producer.send_offsets_to_transaction(&offset(9, "checkpoint=2"), &group).await?;
+            producer.commit_transaction().await?;
+            assert_eq!(
+                consumer.committed(&[tp("in", 0)]).await?,
+                vec![Some(OffsetAndMetadata { offset: 9, metadata: "checkpoint=2".into() })]
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_stale_generation_is_rejected_and_makes_the_transaction_abortable() {
+        let mut cluster = cluster(46);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "in", 2).await;
+            let mut consumer = transport.consumer(&consumer_config("c", Some("g-f"))).await?;
+            consumer.subscribe(&["in".to_string()]).await?;
+            poll_until(&mut consumer, 20_000, |events| {
+                events
+                    .iter()
+                    .any(|e| matches!(e, eddyline_engine::transport::ConsumerEvent::Assigned(_)))
+            })
+            .await;
+            let current = consumer.group_metadata().expect("assigned");
+            assert!(current.generation_id >= 1);
+            let stale = GroupMetadata {
+                generation_id: current.generation_id - 1,
+                ..current.clone()
+            };
+            let mut producer = transport.producer(&producer_config("p", Some("txn-f"))).await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            producer.send(to_partition("in", 0, "x"))?;
+            let offsets = vec![(tp("in", 0), OffsetAndMetadata { offset: 1, metadata: String::new() })];
+            let error = producer
+                .send_offsets_to_transaction(&offsets, &stale)
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Abortable, "{error}");
+            assert_eq!(error.code, ErrorCode::IllegalGeneration, "{error}");
+            assert_eq!(producer.commit_transaction().await.unwrap_err().kind, ErrorKind::Abortable);
+            producer.abort_transaction().await?;
+            // The producer carries on after the abort, with the current
+            // generation.
+            producer.begin_transaction().await?;
+            producer.send_offsets_to_transaction(&offsets, &current).await?;
+            producer.commit_transaction().await?;
+            assert_eq!(
+                consumer.committed(&[tp("in", 0)]).await?,
+                vec![Some(OffsetAndMetadata { offset: 1, metadata: String::new() })]
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod coordinator_timeout {
+    use super::*;
+
+    #[test]
+    fn a_transaction_the_coordinator_aborts_on_timeout_can_never_commit() {
+        let mut cluster = cluster(47);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 1).await;
+            let mut producer = transport.producer(&producer_config("p", Some("txn-g"))).await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            producer.send(to_partition("t", 0, "expired"))?;
+            producer.flush().await?;
+            handle.expire_transactions();
+            sleep_ms(3_000).await;
+            let error = producer.commit_transaction().await.unwrap_err();
+            assert_ne!(error.kind, ErrorKind::Retriable, "{error}");
+            let mut reader = transport.consumer(&consumer_config("rc", None)).await?;
+            reader.assign(&[tp("t", 0)]).await?;
+            assert!(read_for(&mut reader, 1_000).await.is_empty());
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
