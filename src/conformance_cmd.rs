@@ -8,7 +8,7 @@
 //! usage or an unreachable broker.
 
 use clap::Args;
-use eddyline_scenarios::conformance::{CHECKS, Report, SuiteOptions, kafka_env};
+use eddyline_scenarios::conformance::{CHECKS, Report, SuiteOptions, kafka_env, sim_env};
 use eddyline_sim::Seed;
 
 use crate::{CliError, Outcome};
@@ -119,8 +119,18 @@ fn seed(flag: Option<&str>) -> Result<Seed, CliError> {
 }
 
 fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<Report, CliError> {
-    let _ = (seed, options);
-    Err(CliError(
-        "the simulated cluster is not part of this build yet; use --bootstrap".to_string(),
-    ))
+    // A failed simulation (not a failed check) is a broken simulator: exit 1
+    // with the seed, like a failed check, rather than "bad usage".
+    match sim_env::run_on_simulator(seed, options) {
+        Ok(run) => {
+            println!(
+                "simulation: trace hash {:#018x}, {} events",
+                run.trace.hash, run.trace.events
+            );
+            Ok(run.report)
+        }
+        Err(reason) => Err(CliError(format!(
+            "the simulation failed (seed {seed}): {reason}"
+        ))),
+    }
 }

@@ -50,13 +50,16 @@ mod rebalance {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "t", 4).await;
-            let mut consumer = transport.consumer(&consumer_config("first", Some("g"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("first", Some("g")))
+                .await?;
             consumer.subscribe(&["t".to_string()]).await?;
             let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
             assert_eq!(assigned(&events), vec![all_partitions("t", 4)]);
             let before = consumer.group_metadata().expect("assigned");
             let events = poll_until(&mut consumer, 20_000, |e| {
-                e.iter().any(|event| matches!(event, ConsumerEvent::Revoked(_)))
+                e.iter()
+                    .any(|event| matches!(event, ConsumerEvent::Revoked(_)))
             })
             .await;
             assert_eq!(
@@ -105,11 +108,15 @@ mod rebalance {
             wait_ready(&handle).await;
             sleep_ms(3_000).await;
             let transport = transport(&handle);
-            let mut consumer = transport.consumer(&consumer_config("second", Some("g"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("second", Some("g")))
+                .await?;
             consumer.subscribe(&["t".to_string()]).await?;
             let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
             assert!(
-                !events.iter().any(|e| matches!(e, ConsumerEvent::Revoked(_))),
+                !events
+                    .iter()
+                    .any(|e| matches!(e, ConsumerEvent::Revoked(_))),
                 "a new member has nothing to revoke"
             );
             let theirs = assigned(&events).pop().unwrap();
@@ -135,7 +142,9 @@ mod rebalance {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "t", 2).await;
-            let mut consumer = transport.consumer(&consumer_config("leaver", Some("g"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("leaver", Some("g")))
+                .await?;
             consumer.subscribe(&["t".to_string()]).await?;
             poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
             sleep_ms(4_000).await;
@@ -147,7 +156,9 @@ mod rebalance {
             wait_ready(&handle).await;
             sleep_ms(1_500).await;
             let transport = transport(&handle);
-            let mut consumer = transport.consumer(&consumer_config("stayer", Some("g"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("stayer", Some("g")))
+                .await?;
             consumer.subscribe(&["t".to_string()]).await?;
             let events = poll_until(&mut consumer, 30_000, |e| {
                 assigned(e).last().is_some_and(|last| last.len() == 2)
@@ -173,7 +184,9 @@ mod rebalance {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "t", 2).await;
-            let mut consumer = transport.consumer(&consumer_config("zombie", Some("g"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("zombie", Some("g")))
+                .await?;
             consumer.subscribe(&["t".to_string()]).await?;
             poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
             let old = consumer.group_metadata().expect("assigned");
@@ -182,25 +195,39 @@ mod rebalance {
             sleep_ms(6_000).await;
             handle.heal(&["zombie"], &["broker-0", "broker-1", "broker-2"]);
             let events = poll_until(&mut consumer, 20_000, |e| {
-                e.iter().any(|event| matches!(event, ConsumerEvent::Lost(_)))
+                e.iter()
+                    .any(|event| matches!(event, ConsumerEvent::Lost(_)))
             })
             .await;
             assert!(
-                !events.iter().any(|e| matches!(e, ConsumerEvent::Revoked(_))),
+                !events
+                    .iter()
+                    .any(|e| matches!(e, ConsumerEvent::Revoked(_))),
                 "a lost member is not asked to revoke"
             );
             // Its old generation is gone: an offset commit with it fails.
-            let mut producer = transport.producer(&producer_config("zp", Some("txn-z"))).await?;
+            let mut producer = transport
+                .producer(&producer_config("zp", Some("txn-z")))
+                .await?;
             producer.init_transactions().await?;
             producer.begin_transaction().await?;
-            let offsets = vec![(tp("t", 0), OffsetAndMetadata { offset: 0, metadata: String::new() })];
+            let offsets = vec![(
+                tp("t", 0),
+                OffsetAndMetadata {
+                    offset: 0,
+                    metadata: String::new(),
+                },
+            )];
             let error = producer
                 .send_offsets_to_transaction(&offsets, &old)
                 .await
                 .unwrap_err();
             assert_eq!(error.kind, ErrorKind::Abortable, "{error}");
             assert!(
-                matches!(error.code, ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId),
+                matches!(
+                    error.code,
+                    ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId
+                ),
                 "{error}"
             );
             producer.abort_transaction().await?;
@@ -210,7 +237,9 @@ mod rebalance {
             wait_ready(&handle).await;
             sleep_ms(2_000).await;
             let transport = transport(&handle);
-            let mut consumer = transport.consumer(&consumer_config("survivor", Some("g"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("survivor", Some("g")))
+                .await?;
             consumer.subscribe(&["t".to_string()]).await?;
             poll_until(&mut consumer, 30_000, |e| {
                 assigned(e).iter().any(|partitions| partitions.len() == 2)
@@ -238,7 +267,9 @@ mod committed_offsets {
                 producer.send(to_partition("t", 0, &i.to_string()))?;
             }
             producer.flush().await?;
-            let mut first = transport.consumer(&consumer_config("first", Some("g"))).await?;
+            let mut first = transport
+                .consumer(&consumer_config("first", Some("g")))
+                .await?;
             first.subscribe(&["t".to_string()]).await?;
             let events = poll_until(&mut first, 20_000, |e| messages(e).len() >= 5).await;
             assert_eq!(messages(&events).len(), 5);
@@ -247,10 +278,15 @@ mod committed_offsets {
                 metadata: "checkpoint=17".into(),
             };
             first.commit(&[(tp("t", 0), offset.clone())]).await?;
-            assert_eq!(first.committed(&[tp("t", 0)]).await?, vec![Some(offset.clone())]);
+            assert_eq!(
+                first.committed(&[tp("t", 0)]).await?,
+                vec![Some(offset.clone())]
+            );
             first.close().await?;
 
-            let mut second = transport.consumer(&consumer_config("second", Some("g"))).await?;
+            let mut second = transport
+                .consumer(&consumer_config("second", Some("g")))
+                .await?;
             second.subscribe(&["t".to_string()]).await?;
             let events = poll_until(&mut second, 20_000, |e| messages(e).len() >= 2).await;
             let offsets: Vec<i64> = messages(&events).iter().map(|m| m.offset).collect();

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use client_support::*;
 use eddyline_engine::transport::{
-    Admin, Consumer, ErrorCode, ErrorKind, NewTopic, OffsetReset, Producer,
-    ProducerRecord, Transport, partition_for_key,
+    Admin, Consumer, ErrorCode, ErrorKind, NewTopic, OffsetReset, Producer, ProducerRecord,
+    Transport, partition_for_key,
 };
 
 mod order_and_offsets {
@@ -26,7 +26,8 @@ mod order_and_offsets {
             let mut deliveries = Vec::new();
             for i in 0..30 {
                 let partition = i % 3;
-                let delivery = producer.send(to_partition("orders", partition, &format!("v{i}")))?;
+                let delivery =
+                    producer.send(to_partition("orders", partition, &format!("v{i}")))?;
                 deliveries.push((partition, format!("v{i}"), delivery));
             }
             producer.flush().await?;
@@ -34,7 +35,10 @@ mod order_and_offsets {
             for (partition, value, delivery) in deliveries {
                 let delivered = delivery.await?;
                 assert_eq!(delivered.partition, partition);
-                expected.entry(partition).or_default().push((delivered.offset, value));
+                expected
+                    .entry(partition)
+                    .or_default()
+                    .push((delivered.offset, value));
             }
             for records in expected.values() {
                 let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
@@ -74,7 +78,11 @@ mod order_and_offsets {
             }
             for (key, delivery) in keys.iter().zip(deliveries) {
                 let delivered = delivery.await?;
-                assert_eq!(delivered.partition, partition_for_key(key.as_bytes(), 6), "{key}");
+                assert_eq!(
+                    delivered.partition,
+                    partition_for_key(key.as_bytes(), 6),
+                    "{key}"
+                );
             }
             let mut consumer = transport.consumer(&consumer_config("c", None)).await?;
             consumer
@@ -111,7 +119,10 @@ mod order_and_offsets {
             let mut early = transport.consumer(&consumer_config("early", None)).await?;
             early.assign(&[tp("t", 0)]).await?;
             let first = read_messages(&mut early, 5, 10_000).await;
-            assert_eq!(first.iter().map(text).collect::<Vec<_>>(), ["0", "1", "2", "3", "4"]);
+            assert_eq!(
+                first.iter().map(text).collect::<Vec<_>>(),
+                ["0", "1", "2", "3", "4"]
+            );
             early.seek(&tp("t", 0), 3).await?;
             let again = read_messages(&mut early, 2, 10_000).await;
             assert_eq!(again.iter().map(|m| m.offset).collect::<Vec<_>>(), [3, 4]);
@@ -204,7 +215,12 @@ pub(crate) mod faults {
     /// Sends `count` records to one partition while `fault` happens after
     /// `fault_after` sends; every record must be delivered exactly once, in
     /// order, at dense offsets.
-    pub(crate) fn run_with_fault(seed: u64, count: usize, fault: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static, heal: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static) {
+    pub(crate) fn run_with_fault(
+        seed: u64,
+        count: usize,
+        fault: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static,
+        heal: impl Fn(&eddyline_sim::cluster::ClusterHandle, i32) + 'static,
+    ) {
         let mut cluster = cluster(seed);
         let handle = cluster.handle();
         cluster.client("worker", async move {
@@ -237,7 +253,10 @@ pub(crate) mod faults {
             let expected: Vec<String> = (0..count).map(|i| i.to_string()).collect();
             assert_eq!(values, expected);
             assert!(read_for(&mut consumer, 300).await.is_empty(), "duplicates");
-            assert_eq!(consumer.offsets_range(&tp("t", 0)).await?, (0, count as i64));
+            assert_eq!(
+                consumer.offsets_range(&tp("t", 0)).await?,
+                (0, count as i64)
+            );
             Ok(())
         });
         cluster.run().unwrap();
@@ -305,7 +324,10 @@ mod sweeps {
     fn env_count(name: &str, default: u64) -> u64 {
         std::env::var(name)
             .ok()
-            .map(|text| text.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+            .map(|text| {
+                text.parse()
+                    .unwrap_or_else(|_| panic!("{name} must be a number"))
+            })
             .unwrap_or(default)
     }
 

@@ -46,7 +46,10 @@ mod visibility {
             let mut committed = transport.consumer(&consumer_config("rc", None)).await?;
             committed.assign(&[tp("out", 0)]).await?;
             let read = read_messages(&mut committed, 3, 10_000).await;
-            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["c1", "c2", "c3"]);
+            assert_eq!(
+                read.iter().map(text).collect::<Vec<_>>(),
+                ["c1", "c2", "c3"]
+            );
             assert_eq!(read.iter().map(|m| m.offset).collect::<Vec<_>>(), [3, 4, 5]);
             assert!(read_for(&mut committed, 300).await.is_empty());
             // A committed transaction of n records moves the end by n + 1.
@@ -76,7 +79,9 @@ mod visibility {
             create_topic(&transport, "t", 1).await;
             let mut plain = transport.producer(&producer_config("plain", None)).await?;
             plain.send(to_partition("t", 0, "before"))?.await?;
-            let mut txn = transport.producer(&producer_config("txn", Some("txn-b"))).await?;
+            let mut txn = transport
+                .producer(&producer_config("txn", Some("txn-b")))
+                .await?;
             txn.init_transactions().await?;
             txn.begin_transaction().await?;
             txn.send(to_partition("t", 0, "open"))?;
@@ -94,7 +99,10 @@ mod visibility {
             let mut dirty = transport.consumer(&config).await?;
             dirty.assign(&[tp("t", 0)]).await?;
             let read = read_messages(&mut dirty, 3, 10_000).await;
-            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["before", "open", "after"]);
+            assert_eq!(
+                read.iter().map(text).collect::<Vec<_>>(),
+                ["before", "open", "after"]
+            );
             assert_eq!(dirty.offsets_range(&tp("t", 0)).await?, (0, 3));
 
             txn.commit_transaction().await?;
@@ -117,13 +125,17 @@ mod fencing {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "t", 1).await;
-            let mut old = transport.producer(&producer_config("old", Some("txn-c"))).await?;
+            let mut old = transport
+                .producer(&producer_config("old", Some("txn-c")))
+                .await?;
             old.init_transactions().await?;
             old.begin_transaction().await?;
             old.send(to_partition("t", 0, "zombie"))?;
             old.flush().await?;
 
-            let mut new = transport.producer(&producer_config("new", Some("txn-c"))).await?;
+            let mut new = transport
+                .producer(&producer_config("new", Some("txn-c")))
+                .await?;
             new.init_transactions().await?;
             new.begin_transaction().await?;
             new.send(to_partition("t", 0, "fresh"))?;
@@ -132,11 +144,17 @@ mod fencing {
             let error = old.commit_transaction().await.unwrap_err();
             assert_eq!(error.kind, ErrorKind::Fenced, "{error}");
             assert!(
-                matches!(error.code, ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch),
+                matches!(
+                    error.code,
+                    ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch
+                ),
                 "{error}"
             );
             // Every later call of the old incarnation fails the same way.
-            assert_eq!(old.begin_transaction().await.unwrap_err().kind, ErrorKind::Fenced);
+            assert_eq!(
+                old.begin_transaction().await.unwrap_err().kind,
+                ErrorKind::Fenced
+            );
 
             let mut reader = transport.consumer(&consumer_config("rc", None)).await?;
             reader.assign(&[tp("t", 0)]).await?;
@@ -156,7 +174,9 @@ mod fencing {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "t", 1).await;
-            let mut producer = transport.producer(&producer_config("p", Some("txn-d"))).await?;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-d")))
+                .await?;
             let error = producer.begin_transaction().await.unwrap_err();
             assert_eq!(error.code, ErrorCode::InvalidState);
             producer.init_transactions().await?;
@@ -190,29 +210,48 @@ mod offsets_in_transactions {
             let transport = transport(&handle);
             create_topic(&transport, "in", 1).await;
             create_topic(&transport, "out", 1).await;
-            let mut consumer = transport.consumer(&consumer_config("c", Some("g-e"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("c", Some("g-e")))
+                .await?;
             consumer.assign(&[tp("in", 0)]).await?;
-            let group = consumer.group_metadata().expect("manual assignment with a group id");
+            let group = consumer
+                .group_metadata()
+                .expect("manual assignment with a group id");
             assert_eq!(group.generation_id, -1);
 
-            let mut producer = transport.producer(&producer_config("p", Some("txn-e"))).await?;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-e")))
+                .await?;
             producer.init_transactions().await?;
             producer.begin_transaction().await?;
             producer.send(to_partition("out", 0, "r1"))?;
             let offset = |n: i64, meta: &str| {
-                vec![(tp("in", 0), OffsetAndMetadata { offset: n, metadata: meta.to_string() })]
+                vec![(
+                    tp("in", 0),
+                    OffsetAndMetadata {
+                        offset: n,
+                        metadata: meta.to_string(),
+                    },
+                )]
             };
-            producer.send_offsets_to_transaction(&offset(7, "checkpoint=1"), &group).await?;
+            producer
+                .send_offsets_to_transaction(&offset(7, "checkpoint=1"), &group)
+                .await?;
             producer.abort_transaction().await?;
             assert_eq!(consumer.committed(&[tp("in", 0)]).await?, vec![None]);
 
             producer.begin_transaction().await?;
             producer.send(to_partition("out", 0, "r2"))?;
-            producer.send_offsets_to_transaction(&offset(9, "checkpoint=2"), &group).await?;
+            producer
+                .send_offsets_to_transaction(&offset(9, "checkpoint=2"), &group)
+                .await?;
             producer.commit_transaction().await?;
             assert_eq!(
                 consumer.committed(&[tp("in", 0)]).await?,
-                vec![Some(OffsetAndMetadata { offset: 9, metadata: "checkpoint=2".into() })]
+                vec![Some(OffsetAndMetadata {
+                    offset: 9,
+                    metadata: "checkpoint=2".into()
+                })]
             );
             Ok(())
         });
@@ -227,7 +266,9 @@ mod offsets_in_transactions {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "in", 2).await;
-            let mut consumer = transport.consumer(&consumer_config("c", Some("g-f"))).await?;
+            let mut consumer = transport
+                .consumer(&consumer_config("c", Some("g-f")))
+                .await?;
             consumer.subscribe(&["in".to_string()]).await?;
             poll_until(&mut consumer, 20_000, |events| {
                 events
@@ -241,27 +282,43 @@ mod offsets_in_transactions {
                 generation_id: current.generation_id - 1,
                 ..current.clone()
             };
-            let mut producer = transport.producer(&producer_config("p", Some("txn-f"))).await?;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-f")))
+                .await?;
             producer.init_transactions().await?;
             producer.begin_transaction().await?;
             producer.send(to_partition("in", 0, "x"))?;
-            let offsets = vec![(tp("in", 0), OffsetAndMetadata { offset: 1, metadata: String::new() })];
+            let offsets = vec![(
+                tp("in", 0),
+                OffsetAndMetadata {
+                    offset: 1,
+                    metadata: String::new(),
+                },
+            )];
             let error = producer
                 .send_offsets_to_transaction(&offsets, &stale)
                 .await
                 .unwrap_err();
             assert_eq!(error.kind, ErrorKind::Abortable, "{error}");
             assert_eq!(error.code, ErrorCode::IllegalGeneration, "{error}");
-            assert_eq!(producer.commit_transaction().await.unwrap_err().kind, ErrorKind::Abortable);
+            assert_eq!(
+                producer.commit_transaction().await.unwrap_err().kind,
+                ErrorKind::Abortable
+            );
             producer.abort_transaction().await?;
             // The producer carries on after the abort, with the current
             // generation.
             producer.begin_transaction().await?;
-            producer.send_offsets_to_transaction(&offsets, &current).await?;
+            producer
+                .send_offsets_to_transaction(&offsets, &current)
+                .await?;
             producer.commit_transaction().await?;
             assert_eq!(
                 consumer.committed(&[tp("in", 0)]).await?,
-                vec![Some(OffsetAndMetadata { offset: 1, metadata: String::new() })]
+                vec![Some(OffsetAndMetadata {
+                    offset: 1,
+                    metadata: String::new()
+                })]
             );
             Ok(())
         });
@@ -280,7 +337,9 @@ mod coordinator_timeout {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             create_topic(&transport, "t", 1).await;
-            let mut producer = transport.producer(&producer_config("p", Some("txn-g"))).await?;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-g")))
+                .await?;
             producer.init_transactions().await?;
             producer.begin_transaction().await?;
             producer.send(to_partition("t", 0, "expired"))?;

@@ -19,6 +19,7 @@
 mod env;
 pub mod kafka_env;
 mod report;
+pub mod sim_env;
 mod support;
 
 mod errors;

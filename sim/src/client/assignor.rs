@@ -154,7 +154,10 @@ mod tests {
                 let result = range_assign(&subs, &counts(&[("t", partition_count)]));
                 let mut all: Vec<TopicPartition> = result.values().flatten().cloned().collect();
                 all.sort();
-                assert_eq!(all, partitions("t", &(0..partition_count).collect::<Vec<_>>()));
+                assert_eq!(
+                    all,
+                    partitions("t", &(0..partition_count).collect::<Vec<_>>())
+                );
                 let sizes: Vec<usize> = result.values().map(Vec::len).collect();
                 let spread = sizes.iter().max().unwrap() - sizes.iter().min().unwrap();
                 assert!(spread <= 1, "{sizes:?}");

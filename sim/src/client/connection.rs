@@ -178,7 +178,11 @@ impl Connection {
     }
 
     /// Sends a request and waits up to `timeout` for its response.
-    pub(crate) async fn call(&self, body: Request, timeout: Duration) -> Result<Response, NetError> {
+    pub(crate) async fn call(
+        &self,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
         if let Some(reason) = self.closed() {
             return Err(reason);
         }
@@ -187,7 +191,11 @@ impl Connection {
             .next_correlation_id
             .set(correlation_id.wrapping_add(1));
         let (slot, answer) = oneshot::channel();
-        let previous = self.shared.pending.borrow_mut().insert(correlation_id, slot);
+        let previous = self
+            .shared
+            .pending
+            .borrow_mut()
+            .insert(correlation_id, slot);
         assert!(
             previous.is_none(),
             "correlation id {correlation_id} reused on {} while still pending",
@@ -232,8 +240,9 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.io_task.abort();
-        self.shared
-            .close(NetError::Disconnected("connection dropped by the client".into()));
+        self.shared.close(NetError::Disconnected(
+            "connection dropped by the client".into(),
+        ));
     }
 }
 

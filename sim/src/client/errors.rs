@@ -43,10 +43,7 @@ pub(crate) fn is_retriable(code: ErrorCode) -> bool {
         // fetch session errors, FENCED/UNKNOWN_LEADER_EPOCH,
         // OFFSET_NOT_AVAILABLE, PREFERRED/ELIGIBLE_LEADER_NOT_AVAILABLE,
         // THROTTLING_QUOTA_EXCEEDED.
-        Other(number) => matches!(
-            number,
-            2 | 5 | 56 | 70 | 71 | 74 | 75 | 78 | 80 | 83 | 89
-        ),
+        Other(number) => matches!(number, 2 | 5 | 56 | 70 | 71 | 74 | 75 | 78 | 80 | 83 | 89),
         _ => false,
     }
 }
@@ -137,7 +134,10 @@ pub(crate) fn from_net(error: &NetError, context: impl AsRef<str>) -> TransportE
             ErrorCode::NetworkException,
             format!("{context}: {reason}"),
         ),
-        NetError::TimedOut { endpoint, timeout_ms } => TransportError::new(
+        NetError::TimedOut {
+            endpoint,
+            timeout_ms,
+        } => TransportError::new(
             ErrorKind::Timeout,
             ErrorCode::TimedOut,
             format!("{context}: no answer from {endpoint} within {timeout_ms} ms"),

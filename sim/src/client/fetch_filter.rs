@@ -24,7 +24,11 @@ pub struct FilteredFetch {
 }
 
 /// Filters one partition's Fetch result fetched from `fetch_offset`.
-pub fn filter_fetch(fetch_offset: i64, isolation: Isolation, result: &FetchResult) -> FilteredFetch {
+pub fn filter_fetch(
+    fetch_offset: i64,
+    isolation: Isolation,
+    result: &FetchResult,
+) -> FilteredFetch {
     let mut aborted = result.aborted_transactions.clone();
     aborted.sort_by_key(|transaction| (transaction.first_offset, transaction.producer_id));
     let mut aborted = aborted.into_iter().peekable();
@@ -96,7 +100,12 @@ mod tests {
     use super::*;
     use crate::protocol::{AbortedTransaction, RecordBatch, RecordData};
 
-    fn data(base_offset: i64, producer_id: i64, transactional: bool, values: &[&str]) -> RecordBatch {
+    fn data(
+        base_offset: i64,
+        producer_id: i64,
+        transactional: bool,
+        values: &[&str],
+    ) -> RecordBatch {
         RecordBatch {
             base_offset,
             partition_leader_epoch: 0,
@@ -218,7 +227,10 @@ mod tests {
     #[test]
     fn records_before_the_fetch_offset_and_past_the_stable_offset_are_skipped() {
         let fetched = result(
-            vec![data(0, 4, false, &["x0", "x1", "x2"]), data(3, 4, false, &["x3"])],
+            vec![
+                data(0, 4, false, &["x0", "x1", "x2"]),
+                data(3, 4, false, &["x3"]),
+            ],
             vec![],
             3,
         );

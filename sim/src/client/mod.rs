@@ -55,8 +55,8 @@ pub(crate) fn now() -> Instant {
 /// The producer's wall clock in ms since the epoch: turmoil's simulated
 /// clock (the record timestamp of a send without one).
 pub(crate) fn wall_clock_ms() -> i64 {
-    let since_epoch = turmoil::since_epoch()
-        .expect("SimTransport runs only inside a turmoil simulation host");
+    let since_epoch =
+        turmoil::since_epoch().expect("SimTransport runs only inside a turmoil simulation host");
     i64::try_from(since_epoch.as_millis()).expect("simulated clock fits in i64 ms")
 }
 
@@ -146,7 +146,10 @@ impl SimTransport {
                     .unwrap_or_else(|| panic!("bad bootstrap entry {entry:?}"))
             })
             .collect();
-        assert!(!bootstrap.is_empty(), "SimTransport needs a bootstrap broker");
+        assert!(
+            !bootstrap.is_empty(),
+            "SimTransport needs a bootstrap broker"
+        );
         Self { bootstrap, options }
     }
 
@@ -204,10 +207,7 @@ impl Transport for SimTransport {
                 "group_id must not be empty",
             ));
         }
-        Ok(SimConsumer::new(
-            self.network(),
-            config.clone(),
-        ))
+        Ok(SimConsumer::new(self.network(), config.clone()))
     }
 
     async fn producer(&self, config: &ProducerConfig) -> TransportResult<SimProducer> {
@@ -221,10 +221,7 @@ impl Transport for SimTransport {
                 "transactional_id must not be empty",
             ));
         }
-        Ok(SimProducer::new(
-            self.network(),
-            config.clone(),
-        ))
+        Ok(SimProducer::new(self.network(), config.clone()))
     }
 }
 

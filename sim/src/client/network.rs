@@ -54,10 +54,7 @@ pub(crate) struct NetworkClient {
 }
 
 impl NetworkClient {
-    pub(crate) fn new(
-        bootstrap: Vec<Endpoint>,
-        options: SimClientOptions,
-    ) -> NetworkClient {
+    pub(crate) fn new(bootstrap: Vec<Endpoint>, options: SimClientOptions) -> NetworkClient {
         assert!(
             !bootstrap.is_empty(),
             "a client needs at least one bootstrap broker"
@@ -83,7 +80,10 @@ impl NetworkClient {
     }
 
     pub(crate) fn invalidate_leader(&self, partition: &eddyline_engine::transport::TopicPartition) {
-        self.inner.metadata.borrow_mut().invalidate_leader(partition);
+        self.inner
+            .metadata
+            .borrow_mut()
+            .invalidate_leader(partition);
     }
 
     /// The endpoint of a broker host name as Metadata names it.
@@ -268,7 +268,10 @@ impl NetworkClient {
         let mut last_error;
         loop {
             let candidates = self.metadata_candidates();
-            let endpoint = candidates.first().expect("bootstrap is never empty").clone();
+            let endpoint = candidates
+                .first()
+                .expect("bootstrap is never empty")
+                .clone();
             let request = Request::FindCoordinator {
                 key_type,
                 key: key.to_string(),
@@ -287,10 +290,8 @@ impl NetworkClient {
                             format!("FindCoordinator({key_type:?}, {key})"),
                         ));
                     }
-                    last_error = errors::broker_error(
-                        code,
-                        format!("FindCoordinator({key_type:?}, {key})"),
-                    );
+                    last_error =
+                        errors::broker_error(code, format!("FindCoordinator({key_type:?}, {key})"));
                 }
                 Ok(other) => panic!("FindCoordinator answered with {other:?}"),
                 Err(error) => {
@@ -339,7 +340,12 @@ impl Backoff {
     pub(crate) fn new(options: &SimClientOptions) -> Backoff {
         Backoff {
             next_ms: u64::from(options.retry_backoff_ms.max(1)),
-            max_ms: u64::from(options.retry_backoff_max_ms.max(options.retry_backoff_ms).max(1)),
+            max_ms: u64::from(
+                options
+                    .retry_backoff_max_ms
+                    .max(options.retry_backoff_ms)
+                    .max(1),
+            ),
         }
     }
 

@@ -132,8 +132,15 @@ pub async fn poll_until<C: Consumer>(
 }
 
 /// Polls until `count` messages came; returns them.
-pub async fn read_messages<C: Consumer>(consumer: &mut C, count: usize, timeout_ms: u64) -> Vec<Message> {
-    let events = poll_until(consumer, timeout_ms, |events| messages(events).len() >= count).await;
+pub async fn read_messages<C: Consumer>(
+    consumer: &mut C,
+    count: usize,
+    timeout_ms: u64,
+) -> Vec<Message> {
+    let events = poll_until(consumer, timeout_ms, |events| {
+        messages(events).len() >= count
+    })
+    .await;
     messages(&events)
 }
 

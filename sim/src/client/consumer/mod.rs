@@ -31,9 +31,7 @@ use super::fetch_filter::filter_fetch;
 use super::network::{Backoff, Lane, NetworkClient, deadline_error};
 use super::signal::Signal;
 use super::{ms, now};
-use crate::protocol::{
-    BrokerId, CoordinatorType, FetchPartition, OffsetSpec, Request, Response,
-};
+use crate::protocol::{BrokerId, CoordinatorType, FetchPartition, OffsetSpec, Request, Response};
 
 pub(crate) struct Shared {
     net: NetworkClient,
@@ -65,11 +63,9 @@ impl SimConsumer {
     }
 
     fn group_id(&self, call: &str) -> TransportResult<String> {
-        self.shared
-            .config
-            .group_id
-            .clone()
-            .ok_or_else(|| errors::invalid_state(format!("{call} needs a consumer with a group id")))
+        self.shared.config.group_id.clone().ok_or_else(|| {
+            errors::invalid_state(format!("{call} needs a consumer with a group id"))
+        })
     }
 
     fn request_deadline(&self) -> Instant {
@@ -96,9 +92,7 @@ impl SimConsumer {
         };
         {
             let mut state = shared.state.borrow_mut();
-            let allowed = state
-                .metadata_not_before
-                .is_none_or(|at| at <= now_instant);
+            let allowed = state.metadata_not_before.is_none_or(|at| at <= now_instant);
             if !missing.is_empty() && !state.metadata_in_flight && allowed {
                 state.metadata_in_flight = true;
                 drop(state);
@@ -151,13 +145,16 @@ impl SimConsumer {
                 owned.fetch_in_flight = true;
                 owned.leader_epoch = Some(leader.leader_epoch);
                 epochs.insert(partition.clone(), owned.epoch);
-                by_broker.entry(leader.broker).or_default().push(FetchPartition {
-                    topic: partition.topic.clone(),
-                    partition: partition.partition,
-                    fetch_offset: owned.position.expect("fetchable"),
-                    current_leader_epoch: Some(leader.leader_epoch),
-                    max_records: shared.net.options().fetch_max_records,
-                });
+                by_broker
+                    .entry(leader.broker)
+                    .or_default()
+                    .push(FetchPartition {
+                        topic: partition.topic.clone(),
+                        partition: partition.partition,
+                        fetch_offset: owned.position.expect("fetchable"),
+                        current_leader_epoch: Some(leader.leader_epoch),
+                        max_records: shared.net.options().fetch_max_records,
+                    });
             }
             state.fetch_brokers.extend(by_broker.keys().copied());
         }
@@ -294,7 +291,8 @@ async fn fetch(
                 None => {
                     let filtered = filter_fetch(requested.fetch_offset, isolation, answer);
                     if filtered.messages.is_empty() {
-                        owned.position = Some(requested.fetch_offset.max(filtered.next_fetch_offset));
+                        owned.position =
+                            Some(requested.fetch_offset.max(filtered.next_fetch_offset));
                     } else {
                         owned.buffered = filtered.messages.into();
                         owned.buffer_end = Some(filtered.next_fetch_offset);
@@ -438,7 +436,9 @@ async fn fetch_committed(
                     Some(code) if errors::is_coordinator_error(code) => {
                         errors::broker_error(code, &context)
                     }
-                    Some(code) if errors::is_retriable(code) => errors::broker_error(code, &context),
+                    Some(code) if errors::is_retriable(code) => {
+                        errors::broker_error(code, &context)
+                    }
                     Some(code) => return Err(errors::broker_error(code, &context)),
                 }
             }
@@ -528,7 +528,10 @@ async fn list_offsets(
                                 retry.push(tp);
                             }
                             Err(code) => {
-                                return Err(errors::broker_error(*code, format!("ListOffsets({tp})")));
+                                return Err(errors::broker_error(
+                                    *code,
+                                    format!("ListOffsets({tp})"),
+                                ));
                             }
                         }
                     }
@@ -622,7 +625,10 @@ impl Consumer for SimConsumer {
     }
 
     async fn assign(&mut self, partitions: &[TopicPartition]) -> TransportResult<()> {
-        if partitions.iter().any(|tp| tp.partition < 0 || tp.topic.is_empty()) {
+        if partitions
+            .iter()
+            .any(|tp| tp.partition < 0 || tp.topic.is_empty())
+        {
             return Err(errors::invalid_state("assign needs valid topic partitions"));
         }
         let mut wanted = partitions.to_vec();

@@ -272,7 +272,10 @@ mod tests {
             state.group.as_ref().unwrap().phase,
             Phase::RevokePending { delivered: true }
         );
-        assert!(state.take_events(10).is_empty(), "no messages during a revoke");
+        assert!(
+            state.take_events(10).is_empty(),
+            "no messages during a revoke"
+        );
     }
 
     #[test]

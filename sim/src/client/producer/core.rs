@@ -169,7 +169,10 @@ pub(crate) struct ProducerCore {
 /// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap at
 /// `i32::MAX` back to 0.
 pub(crate) fn increment_sequence(sequence: i32, increment: i32) -> i32 {
-    assert!(sequence >= 0 && increment >= 0, "sequences are non-negative");
+    assert!(
+        sequence >= 0 && increment >= 0,
+        "sequences are non-negative"
+    );
     if sequence > i32::MAX - increment {
         increment - (i32::MAX - sequence) - 1
     } else {
@@ -180,7 +183,10 @@ pub(crate) fn increment_sequence(sequence: i32, increment: i32) -> i32 {
 impl ProducerCore {
     pub(crate) fn new(settings: CoreSettings) -> Self {
         assert!(settings.max_in_flight > 0, "max_in_flight must be positive");
-        assert!(settings.batch_max_records > 0, "batch_max_records must be positive");
+        assert!(
+            settings.batch_max_records > 0,
+            "batch_max_records must be positive"
+        );
         let txn = if settings.transactional {
             TxnState::Uninitialized
         } else {
@@ -336,8 +342,11 @@ impl ProducerCore {
             return;
         };
         for waiting in queue {
-            let chosen =
-                choose_partition(waiting.partition, pending_key(&waiting.pending), partition_count);
+            let chosen = choose_partition(
+                waiting.partition,
+                pending_key(&waiting.pending),
+                partition_count,
+            );
             if (0..partition_count).contains(&chosen) {
                 self.partitions
                     .entry(TopicPartition::new(topic, chosen))
@@ -384,7 +393,11 @@ impl ProducerCore {
 
     /// AddPartitionsToTxn's outcome for a partition: `None` added; `Some`
     /// failed for good (retriable errors are retried by the shell).
-    pub(crate) fn partition_added(&mut self, partition: &TopicPartition, error: Option<TransportError>) {
+    pub(crate) fn partition_added(
+        &mut self,
+        partition: &TopicPartition,
+        error: Option<TransportError>,
+    ) {
         self.txn_adding.remove(partition);
         match error {
             None => {
@@ -448,7 +461,10 @@ impl ProducerCore {
         match &self.txn {
             TxnState::InTransaction => Ok(()),
             TxnState::Abortable(error) => Err(abortable(error)),
-            state => Err(errors::invalid_state(format!("{call} while {}", describe(state)))),
+            state => Err(errors::invalid_state(format!(
+                "{call} while {}",
+                describe(state)
+            ))),
         }
     }
 
@@ -602,8 +618,8 @@ impl ProducerCore {
                     let mut slots = Vec::with_capacity(count);
                     let mut deadline_ms = u64::MAX;
                     for pending in queue.pending.drain(..count) {
-                        deadline_ms = deadline_ms
-                            .min(pending.enqueued_ms + settings.delivery_timeout_ms);
+                        deadline_ms =
+                            deadline_ms.min(pending.enqueued_ms + settings.delivery_timeout_ms);
                         records.push(pending.record);
                         slots.push(pending.slot);
                     }
@@ -978,7 +994,9 @@ impl ProducerCore {
     // ---- inspection ----------------------------------------------------
 
     fn has_batches(&self) -> bool {
-        self.partitions.values().any(|queue| !queue.batches.is_empty())
+        self.partitions
+            .values()
+            .any(|queue| !queue.batches.is_empty())
     }
 
     /// Nothing queued, in flight, or being added to the transaction.

@@ -246,8 +246,11 @@ impl SimProducer {
         } else {
             ErrorKind::Fatal
         };
-        self.shared
-            .set_fatal(TransportError::new(kind, code, format!("{context}: {code:?}")))
+        self.shared.set_fatal(TransportError::new(
+            kind,
+            code,
+            format!("{context}: {code:?}"),
+        ))
     }
 
     fn make_abortable(&self, error: TransportError) -> TransportError {
@@ -260,7 +263,11 @@ impl SimProducer {
     async fn end_transaction(&self, commit: bool) -> TransportResult<()> {
         let transactional_id = self.require_transactional("end transaction")?.to_string();
         let identity = self.identity();
-        let context = if commit { "EndTxn(commit)" } else { "EndTxn(abort)" };
+        let context = if commit {
+            "EndTxn(commit)"
+        } else {
+            "EndTxn(abort)"
+        };
         let outcome = self
             .shared
             .txn_request(
@@ -398,7 +405,9 @@ impl SimProducer {
                                 retry.push((partition, offset));
                             }
                             code => {
-                                return Err(self.make_abortable(errors::broker_error(code, &context)));
+                                return Err(
+                                    self.make_abortable(errors::broker_error(code, &context))
+                                );
                             }
                         }
                     }
@@ -503,7 +512,8 @@ impl Producer for SimProducer {
 
     fn send(&mut self, record: ProducerRecord) -> TransportResult<SimDelivery> {
         self.shared.core.borrow().check_can_send()?;
-        let refuse = |code, message: String| Err(TransportError::new(ErrorKind::Fatal, code, message));
+        let refuse =
+            |code, message: String| Err(TransportError::new(ErrorKind::Fatal, code, message));
         if record.topic.is_empty() {
             return refuse(ErrorCode::InvalidRecord, "a record needs a topic".into());
         }
@@ -529,7 +539,10 @@ impl Producer for SimProducer {
             if partition >= count {
                 return refuse(
                     ErrorCode::UnknownTopicOrPartition,
-                    format!("{} has {count} partitions, no partition {partition}", record.topic),
+                    format!(
+                        "{} has {count} partitions, no partition {partition}",
+                        record.topic
+                    ),
                 );
             }
         }
@@ -857,7 +870,10 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
         let active = {
             let core = shared.core.borrow();
             core.fatal().is_none()
-                && matches!(core.txn_state(), TxnState::InTransaction | TxnState::Committing)
+                && matches!(
+                    core.txn_state(),
+                    TxnState::InTransaction | TxnState::Committing
+                )
         };
         if !active || remaining.is_empty() {
             break;
@@ -915,7 +931,10 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
                                     }
                                     retry.push(partition);
                                 }
-                                Some(code @ (ErrorCode::InvalidProducerIdMapping | ErrorCode::InvalidTxnState)) => {
+                                Some(
+                                    code @ (ErrorCode::InvalidProducerIdMapping
+                                    | ErrorCode::InvalidTxnState),
+                                ) => {
                                     core.partition_added(
                                         &partition,
                                         Some(TransportError::new(
@@ -1008,8 +1027,12 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
                         }
                         Some(code) => BatchOutcome::Failed(code),
                     };
-                    let follow_up =
-                        core.on_batch_outcome(&planned.partition, planned.batch_id, outcome, now_ms);
+                    let follow_up = core.on_batch_outcome(
+                        &planned.partition,
+                        planned.batch_id,
+                        outcome,
+                        now_ms,
+                    );
                     if follow_up.refresh_leader {
                         stale.push(planned.partition.clone());
                     }

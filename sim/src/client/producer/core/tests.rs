@@ -87,7 +87,9 @@ mod batching {
     #[test]
     fn a_full_batch_goes_out_before_the_linger_and_a_flush_sends_everything() {
         let mut core = idempotent();
-        let _outcomes: Vec<Outcome> = (0..4).map(|i| send(&mut core, 1, &i.to_string(), 0)).collect();
+        let _outcomes: Vec<Outcome> = (0..4)
+            .map(|i| send(&mut core, 1, &i.to_string(), 0))
+            .collect();
         let plans = core.drain(0, &leader_zero);
         assert_eq!(sequences(&plans), vec![(1, 0, 3)]);
         core.begin_flush();
@@ -99,7 +101,9 @@ mod batching {
     #[test]
     fn no_more_than_five_batches_of_a_partition_are_in_flight() {
         let mut core = idempotent();
-        let _outcomes: Vec<Outcome> = (0..30).map(|i| send(&mut core, 0, &i.to_string(), 0)).collect();
+        let _outcomes: Vec<Outcome> = (0..30)
+            .map(|i| send(&mut core, 0, &i.to_string(), 0))
+            .collect();
         let plans = core.drain(10, &leader_zero);
         assert_eq!(sequences(&plans).len(), 5);
         // Each request holds at most one batch of the partition.
@@ -237,11 +241,18 @@ mod retries {
     #[test]
     fn out_of_order_behind_a_failed_batch_is_retried_after_it_in_sequence_order() {
         let mut core = idempotent();
-        let mut outcomes: Vec<Outcome> = (0..6).map(|i| send(&mut core, 0, &i.to_string(), 0)).collect();
+        let mut outcomes: Vec<Outcome> = (0..6)
+            .map(|i| send(&mut core, 0, &i.to_string(), 0))
+            .collect();
         let plans = core.drain(10, &leader_zero);
         assert_eq!(sequences(&plans), vec![(0, 0, 3), (0, 3, 3)]);
         let (first, second) = (plans[0].batches[0].batch_id, plans[1].batches[0].batch_id);
-        core.on_batch_outcome(&tp(0), first, BatchOutcome::Failed(ErrorCode::NotEnoughReplicas), 20);
+        core.on_batch_outcome(
+            &tp(0),
+            first,
+            BatchOutcome::Failed(ErrorCode::NotEnoughReplicas),
+            20,
+        );
         core.on_batch_outcome(
             &tp(0),
             second,
@@ -252,10 +263,20 @@ mod retries {
         let plans = core.drain(500, &leader_zero);
         assert_eq!(sequences(&plans), vec![(0, 0, 3)]);
         assert!(core.drain(500, &leader_zero).is_empty());
-        core.on_batch_outcome(&tp(0), first, BatchOutcome::Appended { base_offset: 0 }, 510);
+        core.on_batch_outcome(
+            &tp(0),
+            first,
+            BatchOutcome::Appended { base_offset: 0 },
+            510,
+        );
         let plans = core.drain(510, &leader_zero);
         assert_eq!(sequences(&plans), vec![(0, 3, 3)]);
-        core.on_batch_outcome(&tp(0), second, BatchOutcome::Appended { base_offset: 3 }, 520);
+        core.on_batch_outcome(
+            &tp(0),
+            second,
+            BatchOutcome::Appended { base_offset: 3 },
+            520,
+        );
         let offsets: Vec<i64> = outcomes
             .iter_mut()
             .map(|o| delivered(o).unwrap().unwrap().offset)
@@ -280,15 +301,27 @@ mod retries {
     #[test]
     fn a_retry_past_the_delivery_timeout_fails_and_dooms_the_batches_behind_it() {
         let mut core = idempotent();
-        let mut outcomes: Vec<Outcome> = (0..6).map(|i| send(&mut core, 0, &i.to_string(), 0)).collect();
+        let mut outcomes: Vec<Outcome> = (0..6)
+            .map(|i| send(&mut core, 0, &i.to_string(), 0))
+            .collect();
         let plans = core.drain(10, &leader_zero);
         let (first, second) = (plans[0].batches[0].batch_id, plans[1].batches[0].batch_id);
-        core.on_batch_outcome(&tp(0), first, BatchOutcome::Failed(ErrorCode::RequestTimedOut), 10_001);
+        core.on_batch_outcome(
+            &tp(0),
+            first,
+            BatchOutcome::Failed(ErrorCode::RequestTimedOut),
+            10_001,
+        );
         let error = delivered(&mut outcomes[0]).unwrap().unwrap_err();
         assert_eq!(error.kind, ErrorKind::Timeout);
         // The second batch was appended after all (the first's fate is
         // unknown to the client): its answer decides.
-        core.on_batch_outcome(&tp(0), second, BatchOutcome::Appended { base_offset: 3 }, 10_002);
+        core.on_batch_outcome(
+            &tp(0),
+            second,
+            BatchOutcome::Appended { base_offset: 3 },
+            10_002,
+        );
         assert_eq!(delivered(&mut outcomes[3]).unwrap().unwrap().offset, 3);
         // The sequence is broken: the producer asks for a new id first.
         assert!(core.wants_identity());
@@ -329,7 +362,10 @@ mod retries {
         core.expire(9_999, &|_| String::new());
         assert!(delivered(&mut a).is_none());
         core.expire(10_000, &|_| String::new());
-        assert_eq!(delivered(&mut a).unwrap().unwrap_err().kind, ErrorKind::Timeout);
+        assert_eq!(
+            delivered(&mut a).unwrap().unwrap_err().kind,
+            ErrorKind::Timeout
+        );
         assert!(core.is_idle());
     }
 }
@@ -397,10 +433,16 @@ mod transactions {
         let error = delivered(&mut a).unwrap().unwrap_err();
         assert_eq!(error.kind, ErrorKind::Abortable);
         assert_eq!(error.code, ErrorCode::MessageTooLarge);
-        assert_eq!(delivered(&mut b).unwrap().unwrap_err().kind, ErrorKind::Abortable);
+        assert_eq!(
+            delivered(&mut b).unwrap().unwrap_err().kind,
+            ErrorKind::Abortable
+        );
         let commit = core.start_commit().unwrap_err();
         assert_eq!(commit.kind, ErrorKind::Abortable);
-        assert_eq!(core.check_can_send().unwrap_err().kind, ErrorKind::Abortable);
+        assert_eq!(
+            core.check_can_send().unwrap_err().kind,
+            ErrorKind::Abortable
+        );
         assert_eq!(core.begin().unwrap_err().kind, ErrorKind::Abortable);
         core.start_abort().unwrap();
         assert!(core.epoch_bump_needed());
@@ -413,10 +455,19 @@ mod transactions {
     fn the_state_machine_refuses_calls_out_of_order() {
         let mut core = ProducerCore::new(settings(true));
         assert_eq!(core.begin().unwrap_err().code, ErrorCode::InvalidState);
-        assert_eq!(core.check_can_send().unwrap_err().code, ErrorCode::InvalidState);
+        assert_eq!(
+            core.check_can_send().unwrap_err().code,
+            ErrorCode::InvalidState
+        );
         core.initialized(Identity { id: 1, epoch: 0 });
-        assert_eq!(core.start_commit().unwrap_err().code, ErrorCode::InvalidState);
-        assert_eq!(core.start_abort().unwrap_err().code, ErrorCode::InvalidState);
+        assert_eq!(
+            core.start_commit().unwrap_err().code,
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            core.start_abort().unwrap_err().code,
+            ErrorCode::InvalidState
+        );
         assert_eq!(
             core.check_in_transaction("send_offsets_to_transaction")
                 .unwrap_err()
@@ -439,7 +490,10 @@ mod transactions {
         let plans = core.drain(10, &leader_zero);
         let mut b = send(&mut core, 0, "b", 11);
         core.start_abort().unwrap();
-        assert_eq!(delivered(&mut b).unwrap().unwrap_err().kind, ErrorKind::Abortable);
+        assert_eq!(
+            delivered(&mut b).unwrap().unwrap_err().kind,
+            ErrorKind::Abortable
+        );
         assert!(delivered(&mut a).is_none());
         assert!(!core.is_idle());
         core.on_batch_outcome(
