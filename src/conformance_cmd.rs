@@ -71,10 +71,13 @@ pub fn run(args: ConformanceArgs) -> Result<Outcome, CliError> {
                         .to_string(),
                 ));
             }
-            println!("conformance against Kafka at {bootstrap}");
-            let report =
-                kafka_env::run_on_kafka(bootstrap, args.broker_restart_cmd.clone(), &options)
-                    .map_err(CliError)?;
+            let report = kafka_env::run_on_kafka(
+                bootstrap,
+                args.broker_restart_cmd.clone(),
+                &options,
+                || println!("conformance against Kafka at {bootstrap}"),
+            )
+            .map_err(CliError)?;
             let mut repro = format!("eddy conformance --bootstrap {bootstrap}");
             if let Some(command) = &args.broker_restart_cmd {
                 repro.push_str(&format!(" --broker-restart-cmd {command:?}"));

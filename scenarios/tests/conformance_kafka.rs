@@ -24,6 +24,7 @@ fn every_conformance_check_passes_against_a_real_broker() {
         &bootstrap,
         Some(restart_command()),
         &SuiteOptions::default(),
+        || {},
     )
     .unwrap_or_else(|reason| panic!("{reason}"));
     print!("{}", report.render(true));

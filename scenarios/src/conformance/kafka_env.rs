@@ -145,12 +145,14 @@ impl ConformanceEnv for KafkaEnv {
     }
 }
 
-/// Runs the suite against the broker at `bootstrap`, on a runtime of its own.
+/// Runs the suite against the broker at `bootstrap`, on a runtime of its own;
+/// `connected` is called once the broker has answered, before any check.
 /// `Err`: the broker could not be reached (one line, naming the address).
 pub fn run_on_kafka(
     bootstrap: &str,
     restart_command: Option<String>,
     options: &SuiteOptions,
+    connected: impl FnOnce(),
 ) -> Result<Report, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -158,6 +160,7 @@ pub fn run_on_kafka(
         .map_err(|e| format!("starting a runtime: {e}"))?;
     runtime.block_on(async {
         let env = KafkaEnv::connect(bootstrap, restart_command).await?;
+        connected();
         Ok(run_suite(&env, options).await)
     })
 }
