@@ -4,11 +4,17 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use eddyline_engine::transport::{Isolation, Producer, ProducerRecord, TopicPartition};
+use eddyline_engine::transport::{
+    Admin, Consumer, GroupMetadata, Isolation, OffsetAndMetadata, Producer, ProducerRecord,
+    TopicPartition, Transport,
+};
 
 use super::log::{verify_deliveries, verify_read_back};
-use super::support::{OrFail, record, send_all, verdict};
+use super::support::{OrFail, ensure, record, send_all, verdict};
 use super::{BrokerControl, ConformanceEnv, Cx, Failure};
+
+/// Kafka's internal topic of group state and committed offsets.
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 fn needs_control<E: ConformanceEnv>(cx: &Cx<'_, E>) -> Result<(), Failure> {
     if cx.env.broker_control() == BrokerControl::None {
@@ -120,4 +126,148 @@ pub(super) async fn records_in_flight_when_the_leader_fails_are_written_once<E: 
         records.len()
     ));
     Ok(())
+}
+
+/// Kafka's `String.hashCode()` over the id's UTF-16 code units.
+fn java_string_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
+}
+
+/// The `__consumer_offsets` partition whose leader coordinates `group_id`:
+/// `Utils.abs(groupId.hashCode()) % partitions`, as Kafka's group
+/// coordinator places groups.
+pub(crate) fn group_coordinator_partition(group_id: &str, partitions: i32) -> i32 {
+    let hash = java_string_hash(group_id);
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive % partitions
+}
+
+pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
+    E: ConformanceEnv,
+>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    needs_control(cx)?;
+    let topic = cx.topic("coordinator", 2).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let p1 = TopicPartition::new(&topic, 1);
+    let group = cx.name("group");
+    let at = |offset: i64, metadata: &str| OffsetAndMetadata {
+        offset,
+        metadata: metadata.to_string(),
+    };
+    let outside_the_group = GroupMetadata {
+        group_id: group.clone(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    };
+
+    // One plain commit and one transactional commit before the failure.
+    let mut writer = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
+    writer
+        .commit(&[(p0.clone(), at(5, "plain-before"))])
+        .await
+        .or_fail("committing offsets")?;
+    writer.close().await.or_fail("closing")?;
+    let id = cx.name("txn");
+    let mut producer = cx.producer(Some(&id)).await?;
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    send_all(&mut producer, &[record(&topic, Some(1), "k", "before")]).await?;
+    producer
+        .send_offsets_to_transaction(&[(p1.clone(), at(7, "txn-before"))], &outside_the_group)
+        .await
+        .or_fail("send_offsets_to_transaction")?;
+    producer
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+
+    let admin = cx
+        .env
+        .transport()
+        .admin()
+        .await
+        .or_fail("opening an admin client")?;
+    let offsets_partitions = admin
+        .partition_count(OFFSETS_TOPIC)
+        .await
+        .or_fail(&format!("partition_count({OFFSETS_TOPIC})"))?;
+    let coordinator = TopicPartition::new(
+        OFFSETS_TOPIC,
+        group_coordinator_partition(&group, offsets_partitions),
+    );
+    let fault = cx
+        .env
+        .fail_leader(&coordinator)
+        .await
+        .map_err(Failure::Fail)?;
+
+    // A new client of the group finds both commits on the new coordinator
+    // (loaded from __consumer_offsets), and the producer carries on.
+    let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
+    let read = reader
+        .committed(&[p0.clone(), p1.clone()])
+        .await
+        .or_fail("reading committed offsets after the failure")?;
+    let expected = vec![Some(at(5, "plain-before")), Some(at(7, "txn-before"))];
+    ensure!(
+        read == expected,
+        "after the group coordinator failed, the committed offsets are {read:?}, expected {expected:?}"
+    );
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction after the failure")?;
+    send_all(&mut producer, &[record(&topic, Some(1), "k", "after")]).await?;
+    producer
+        .send_offsets_to_transaction(&[(p1.clone(), at(8, "txn-after"))], &outside_the_group)
+        .await
+        .or_fail("send_offsets_to_transaction after the failure")?;
+    producer
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction after the failure")?;
+    let read = reader
+        .committed(std::slice::from_ref(&p1))
+        .await
+        .or_fail("reading committed offsets")?;
+    ensure!(
+        read == vec![Some(at(8, "txn-after"))],
+        "the transaction committed after the failure stored {read:?}, expected offset 8 'txn-after'"
+    );
+    reader.close().await.or_fail("closing")?;
+    cx.note(format!(
+        "group coordinator partition {coordinator}; {fault}"
+    ));
+    cx.note("plain and transactional commits made before the failure read back; a new transaction committed after it");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_map_to_offsets_partitions_as_kafka_places_them() {
+        // Java: "my-group".hashCode() == -1_906_497_762, made positive
+        // before the modulo; "polygenelubricants".hashCode() == i32::MIN,
+        // which Kafka's Utils.abs maps to 0.
+        assert_eq!(java_string_hash("my-group"), -1_906_497_762);
+        assert_eq!(
+            group_coordinator_partition("my-group", 50),
+            1_906_497_762 % 50
+        );
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(group_coordinator_partition("polygenelubricants", 50), 0);
+        for name in ["a", "conf-group-0", "eddy-conf-1-2-group-3", "ünïcode"] {
+            let p = group_coordinator_partition(name, 4);
+            assert!((0..4).contains(&p), "{name}: {p}");
+        }
+    }
 }

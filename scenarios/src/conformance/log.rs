@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use eddyline_engine::transport::{
-    Delivered, ErrorCode, Isolation, Message, Producer, ProducerRecord, TopicPartition,
+    Consumer, Delivered, ErrorCode, Isolation, Message, Producer, ProducerRecord, TopicPartition,
 };
 
 use super::support::{
-    OrFail, describe, ensure, fail, pairs, record, send_all, verdict, verify_partition_contents,
+    OrFail, describe, ensure, fail, pairs, read_into, record, send_all, verdict,
+    verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -371,4 +372,101 @@ mod tests {
         missing.pop();
         assert!(verify_read_back(&records, &delivered, &missing).is_err());
     }
+}
+
+pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it<
+    E: ConformanceEnv,
+>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let marker = cx.expect.control_marker_offsets;
+    let topic = cx.topic("seek", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    // Three committed transactional records, their marker, two plain records.
+    let id = cx.name("txn");
+    let mut transactional = cx.producer(Some(&id)).await?;
+    transactional
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let txn: Vec<ProducerRecord> = (0..3)
+        .map(|i| record(&topic, Some(0), "k", &format!("txn-{i}")))
+        .collect();
+    let mut delivered = send_all(&mut transactional, &txn).await?;
+    transactional
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+    let mut plain = cx.producer(None).await?;
+    let after: Vec<ProducerRecord> = (0..2)
+        .map(|i| record(&topic, Some(0), "k", &format!("plain-{i}")))
+        .collect();
+    delivered.extend(send_all(&mut plain, &after).await?);
+    let mut all = txn;
+    all.extend(after);
+    let all_pairs: Vec<(i64, String)> = all
+        .iter()
+        .zip(&delivered)
+        .map(|(r, d)| {
+            (
+                d.offset,
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    let marker_offset = 3;
+    ensure!(
+        delivered.iter().map(|d| d.offset).collect::<Vec<_>>()
+            == vec![0, 1, 2, 3 + marker, 4 + marker],
+        "records landed at {:?}, expected 0, 1, 2 and, after the commit marker, {} and {}",
+        delivered.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        3 + marker,
+        4 + marker
+    );
+
+    let mut reader = cx.consumer(None, Isolation::ReadCommitted).await?;
+    reader
+        .assign(std::slice::from_ref(&p0))
+        .await
+        .or_fail("assigning")?;
+    let mut seen = Vec::new();
+    read_into(cx, &mut reader, &mut seen, all.len()).await?;
+    let refs: Vec<&Message> = seen.iter().collect();
+    verdict(verify_partition_contents(
+        "from the start",
+        &pairs(&refs),
+        &all_pairs,
+    ))?;
+    let mut observed = Vec::new();
+    for (seek_to, what) in [
+        (1, "a record"),
+        (marker_offset, "the commit marker"),
+        (0, "the start"),
+        (5 + marker, "the end"),
+    ] {
+        reader
+            .seek(&p0, seek_to)
+            .await
+            .or_fail(&format!("seeking to {seek_to}"))?;
+        let expected: Vec<(i64, String)> = all_pairs
+            .iter()
+            .filter(|(o, _)| *o >= seek_to)
+            .cloned()
+            .collect();
+        let mut seen = Vec::new();
+        read_into(cx, &mut reader, &mut seen, expected.len()).await?;
+        let refs: Vec<&Message> = seen.iter().collect();
+        verdict(verify_partition_contents(
+            &format!("after a seek to {seek_to} ({what})"),
+            &pairs(&refs),
+            &expected,
+        ))?;
+        observed.push(format!(
+            "seek {seek_to} ({what}) -> {:?}",
+            seen.first().map(|m| m.offset)
+        ));
+    }
+    reader.close().await.or_fail("closing")?;
+    cx.note(observed.join("; "));
+    Ok(())
 }

@@ -85,6 +85,7 @@ macro_rules! checks {
 
 checks! {
     ("log", "offsets are dense from 0 and follow send order in each partition", log::offsets_are_dense_and_follow_send_order),
+    ("log", "a seek moves the position to the first record at or after the offset", log::a_seek_moves_the_position_to_the_first_record_at_or_after_it),
     ("partitioner", "keyed records land in the partitions of Kafka's murmur2 partitioner", log::keyed_records_land_in_murmur2_partitions),
     ("partitioner", "a record with neither key nor partition is refused", log::a_record_with_neither_key_nor_partition_is_refused),
     ("idempotence", "records in flight when the leader fails are written exactly once, in order", failover::records_in_flight_when_the_leader_fails_are_written_once),
@@ -100,6 +101,7 @@ checks! {
     ("groups", "a joining member makes the group revoke everything before anything is assigned", groups::a_joining_member_makes_the_group_revoke_before_assigning),
     ("groups", "a member that leaves hands its partitions to the remaining member", groups::a_member_that_leaves_hands_its_partitions_over),
     ("failover", "no acknowledged acks=all write is lost when the partition leader fails", failover::no_acknowledged_write_is_lost_when_the_leader_fails),
+    ("failover", "committed offsets survive the loss of the group coordinator", failover::committed_offsets_survive_the_loss_of_the_group_coordinator),
     ("errors", "creating a topic that exists fails with TopicAlreadyExists", errors::creating_a_topic_that_exists_fails),
     ("errors", "asking for a missing topic fails with UnknownTopicOrPartition", errors::asking_for_a_missing_topic_fails),
     ("errors", "committing without a transaction fails with InvalidState", errors::committing_without_a_transaction_fails),
