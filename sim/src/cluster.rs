@@ -30,7 +30,7 @@ use crate::broker::{self, BrokerContext, BrokerControl, BrokerDisk};
 use crate::controller::{self, Controller};
 use crate::faults::{Fault, FaultRates, FaultSchedule, FaultTargets};
 use crate::internal::PartitionImage;
-use crate::protocol::BrokerId;
+use crate::protocol::{BrokerId, RecordBatch};
 use crate::seed::Seed;
 use crate::trace::{EventKind, Node, Trace, TraceSummary};
 use crate::world::{self, DEFAULT_EPOCH_MS, WorldSettings};
@@ -93,6 +93,9 @@ pub struct ClusterConfig {
     /// How long a new coordinator answers COORDINATOR_LOAD_IN_PROGRESS
     /// before its state is loaded from the internal topic.
     pub coordinator_load_delay_ms: u64,
+    /// How long a coordinator waits for its internal-topic write to be
+    /// replicated (`offsets.commit.timeout.ms`; Kafka: 5000).
+    pub coordinator_write_timeout_ms: u64,
     /// `group.initial.rebalance.delay.ms` (Kafka: 3000).
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.min.session.timeout.ms` (Kafka: 6000).
@@ -139,6 +142,7 @@ impl Default for ClusterConfig {
             inter_broker_request_timeout_ms: 1_000,
             metadata_max_wait_ms: 500,
             coordinator_load_delay_ms: 5,
+            coordinator_write_timeout_ms: 5_000,
             group_initial_rebalance_delay_ms: 100,
             group_min_session_timeout_ms: 10,
             group_max_session_timeout_ms: 1_800_000,
@@ -290,6 +294,10 @@ impl ClusterConfig {
                 self.coordinator_load_delay_ms.to_string(),
             ),
             (
+                "coordinator_write_timeout_ms",
+                self.coordinator_write_timeout_ms.to_string(),
+            ),
+            (
                 "group_initial_rebalance_delay_ms",
                 self.group_initial_rebalance_delay_ms.to_string(),
             ),
@@ -356,6 +364,7 @@ struct ControlShared {
     trace: Trace,
     requests: RefCell<Vec<Fault>>,
     brokers_down: RefCell<BTreeSet<BrokerId>>,
+    disks: Vec<Rc<RefCell<BrokerDisk>>>,
 }
 
 /// Control of the cluster usable from inside hosts (cheap to clone, not
@@ -463,6 +472,23 @@ impl ClusterHandle {
             && (0..self.shared.config.brokers as BrokerId).all(|id| self.is_broker_live(id))
     }
 
+    /// A replica's log as it is on the broker's disk now (crashed brokers
+    /// included): its batches and high watermark. `None` if the broker does
+    /// not host the partition. For checkers and tests.
+    pub fn replica_log(
+        &self,
+        broker: BrokerId,
+        partition: &TopicPartition,
+    ) -> Option<(Vec<RecordBatch>, i64)> {
+        let disk = self
+            .shared
+            .disks
+            .get(usize::try_from(broker).ok()?)?
+            .borrow();
+        let log = disk.logs.get(partition)?;
+        Some((log.batches().to_vec(), log.high_watermark))
+    }
+
     /// Broker host names, for clients to bootstrap from.
     pub fn bootstrap(&self) -> Vec<String> {
         (0..self.shared.config.brokers as BrokerId)
@@ -536,12 +562,15 @@ impl SimCluster {
             sim.host(CONTROLLER_HOST, move || controller::run(controller.clone()));
         }
         let mut broker_controls = Vec::new();
+        let mut disks = Vec::new();
         for id in 0..config.brokers as BrokerId {
             let control = Rc::new(BrokerControl::default());
+            let disk = Rc::new(RefCell::new(BrokerDisk::default()));
+            disks.push(disk.clone());
             let context = BrokerContext {
                 id,
                 config: config.clone(),
-                disk: Rc::new(RefCell::new(BrokerDisk::default())),
+                disk,
                 trace: trace.clone(),
                 control: control.clone(),
             };
@@ -557,6 +586,7 @@ impl SimCluster {
             trace: trace.clone(),
             requests: RefCell::new(Vec::new()),
             brokers_down: RefCell::new(BTreeSet::new()),
+            disks,
         });
         Ok(Self {
             seed,

@@ -205,7 +205,7 @@ impl FaultSchedule {
         };
         while slot < end_ms {
             let slot_end = (slot + DRAW_SLOT_MS).min(end_ms);
-            let mut at = |rng: &mut DetRng| rng.range_u64(slot, slot_end);
+            let at = |rng: &mut DetRng| rng.range_u64(slot, slot_end);
             let mut free = |key: &str, at_ms: u64, until_ms: u64| {
                 let free = busy_until.get(key).is_none_or(|&busy| busy <= at_ms);
                 if free {

@@ -1,49 +1,1548 @@
-//! The group coordinator (interim: answers NOT_COORDINATOR until the
-//! coordinator lands in the next commits).
+//! The group coordinator: Kafka's classic consumer-group protocol (eager
+//! rebalancing), committed offsets, and transactional offset commits.
+//!
+//! Each partition of `__consumer_offsets` is a shard: the broker leading it
+//! coordinates the groups that hash to it (`abs(javaHash(group)) %
+//! partitions`). All durable state is in that partition's log: offset
+//! commits, group metadata (generation, leader, members and their
+//! assignments, written when the leader's SyncGroup completes), and
+//! transactional offset commits (a transactional batch of the producer,
+//! visible only once the transaction's COMMIT marker lands in the same
+//! partition). A new leader loads the shard by replaying the log, after
+//! `coordinator_load_delay_ms` during which it answers
+//! COORDINATOR_LOAD_IN_PROGRESS. Loaded groups keep their generation and
+//! members; members that do not heartbeat within their session timeout are
+//! removed, as in Kafka.
+//!
+//! Protocol (Kafka's `GroupCoordinator`): JoinGroup parks until the
+//! rebalance completes (every known member rejoined, or the rebalance
+//! timeout removed those that did not; the first rebalance of an empty
+//! group waits `group.initial.rebalance.delay.ms`); the new generation's
+//! leader gets the members and runs the assignor; SyncGroup from the
+//! leader stores and hands out the assignment; Heartbeat answers
+//! REBALANCE_IN_PROGRESS while a rebalance is pending; session timeouts
+//! and LeaveGroup remove members.
+//!
+//! Simplifications: no KIP-394 MEMBER_ID_REQUIRED round trip (the first
+//! JoinGroup gets its member id directly); `group_instance_id` (static
+//! membership, KIP-345) is stored but gives no special treatment.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
-use eddyline_engine::transport::ErrorCode;
+use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
+use serde::{Deserialize, Serialize};
 
-use crate::broker::Broker;
-use crate::protocol::{Request, Response};
+use crate::broker::server::{append_to_leader, wait_for_replication};
+use crate::broker::{Broker, coordinator_partition};
+use crate::cluster::OFFSETS_TOPIC;
+use crate::protocol::{
+    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
+    Request, Response, codes,
+};
+use crate::trace::{EventKind, Subject};
+use crate::world::now_ms;
 
-#[derive(Default)]
-pub(crate) struct GroupCoordinator {}
+/// How often the coordinator checks sessions and rebalance deadlines.
+const GROUP_TICK_MS: u64 = 10;
 
-pub(crate) fn start_loading(_broker: &Rc<Broker>, _partition: i32, _leader_epoch: i32) {}
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
 
-pub(crate) fn unload(_broker: &Rc<Broker>, _partition: i32) {}
+impl GroupState {
+    fn code(self) -> i64 {
+        match self {
+            GroupState::Empty => 0,
+            GroupState::PreparingRebalance => 1,
+            GroupState::CompletingRebalance => 2,
+            GroupState::Stable => 3,
+        }
+    }
+}
 
-pub(crate) async fn session_checker(_broker: Rc<Broker>) {}
+/// What a parked JoinGroup answers with.
+#[derive(Clone, Debug)]
+struct JoinResult {
+    generation: i32,
+    protocol: Option<String>,
+    leader: String,
+    members: Vec<JoinMember>,
+}
 
-pub(crate) async fn handle(_broker: &Rc<Broker>, request: Request) -> Response {
-    let error = Some(ErrorCode::NotCoordinator);
+#[derive(Clone, Debug)]
+struct Member {
+    group_instance_id: Option<String>,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    protocol_type: String,
+    protocols: Vec<JoinProtocol>,
+    assignment: Vec<TopicPartition>,
+    last_heartbeat_ms: u64,
+    join_order: u64,
+    awaiting_join: bool,
+    join_result: Option<JoinResult>,
+    awaiting_sync: bool,
+    sync_result: Option<(i32, Result<Vec<TopicPartition>, ErrorCode>)>,
+}
+
+#[derive(Clone, Debug)]
+struct CommittedOffset {
+    offset: OffsetAndMetadata,
+    /// Where the commit record is in `__consumer_offsets` (later wins).
+    log_offset: i64,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// Non-transactional commits being written, per partition.
+    pending_commits: BTreeMap<TopicPartition, u32>,
+    /// PreparingRebalance: members not rejoined by then are removed.
+    rebalance_deadline_ms: u64,
+    /// The initial rebalance delay of an empty group ends then.
+    initial_delay_until_ms: Option<u64>,
+    initial_delay_limit_ms: u64,
+    /// CompletingRebalance: members not synced by then are removed.
+    sync_deadline_ms: u64,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            pending_commits: BTreeMap::new(),
+            rebalance_deadline_ms: 0,
+            initial_delay_until_ms: None,
+            initial_delay_limit_ms: 0,
+            sync_deadline_ms: 0,
+        }
+    }
+
+    fn max_rebalance_timeout_ms(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| u64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The protocols every member supports, in the order of the member that
+    /// joined first; each member votes for its first supported candidate.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().min_by_key(|m| m.join_order)?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|p| &p.name)
+            .filter(|name| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|p| &p.name == *name))
+            })
+            .collect();
+        let mut votes: Vec<usize> = vec![0; candidates.len()];
+        for member in self.members.values() {
+            if let Some(index) = member
+                .protocols
+                .iter()
+                .find_map(|p| candidates.iter().position(|c| **c == p.name))
+            {
+                votes[index] += 1;
+            }
+        }
+        let best = votes.iter().copied().max()?;
+        let index = votes.iter().position(|&v| v == best)?;
+        Some(candidates[index].clone())
+    }
+
+    /// Whether a joining member's protocols fit the group's.
+    fn supports(&self, protocol_type: &str, protocols: &[JoinProtocol]) -> bool {
+        if self.members.is_empty() {
+            return true;
+        }
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        protocols.iter().any(|p| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|q| q.name == p.name))
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PendingTxnOffset {
+    offset: OffsetAndMetadata,
+    log_offset: i64,
+}
+
+/// One `__consumer_offsets` partition this broker leads.
+#[derive(Debug)]
+struct Shard {
+    coordinator_epoch: i32,
+    loaded: bool,
+    groups: BTreeMap<String, Group>,
+    /// Transactional offsets not yet committed or aborted, by producer.
+    pending_txn: BTreeMap<ProducerId, BTreeMap<(String, TopicPartition), PendingTxnOffset>>,
+    next_join_order: u64,
+}
+
+/// The group coordinator's state on one broker.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCoordinator {
+    shards: BTreeMap<i32, Shard>,
+}
+
+/// A record in `__consumer_offsets` (postcard-encoded in the value).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum GroupRecord {
+    Offset {
+        group: String,
+        partition: TopicPartition,
+        offset: OffsetAndMetadata,
+    },
+    Group {
+        group: String,
+        generation: i32,
+        protocol_type: Option<String>,
+        protocol: Option<String>,
+        leader: Option<String>,
+        members: Vec<StoredMember>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredMember {
+    member_id: String,
+    group_instance_id: Option<String>,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    protocol_type: String,
+    protocols: Vec<JoinProtocol>,
+    assignment: Vec<TopicPartition>,
+}
+
+fn encode(group: &str, record: &GroupRecord) -> RecordData {
+    RecordData {
+        key: Some(group.as_bytes().to_vec()),
+        value: Some(postcard::to_stdvec(record).expect("group records encode")),
+        timestamp_ms: 0,
+        headers: Vec::new(),
+    }
+}
+
+fn group_record_count(shard: &Shard) -> i64 {
+    shard
+        .groups
+        .values()
+        .map(|g| g.offsets.len() as i64 + 1)
+        .sum()
+}
+
+impl Shard {
+    fn replay_record(&mut self, record: GroupRecord, log_offset: i64, now: u64) {
+        match record {
+            GroupRecord::Offset {
+                group,
+                partition,
+                offset,
+            } => {
+                let group = self.groups.entry(group).or_insert_with(Group::new);
+                group
+                    .offsets
+                    .insert(partition, CommittedOffset { offset, log_offset });
+            }
+            GroupRecord::Group {
+                group,
+                generation,
+                protocol_type,
+                protocol,
+                leader,
+                members,
+            } => {
+                let next_join_order = &mut self.next_join_order;
+                let group = self.groups.entry(group).or_insert_with(Group::new);
+                group.generation = generation;
+                group.protocol_type = protocol_type;
+                group.protocol = protocol;
+                group.leader = leader;
+                group.members = members
+                    .into_iter()
+                    .map(|stored| {
+                        *next_join_order += 1;
+                        (
+                            stored.member_id,
+                            Member {
+                                group_instance_id: stored.group_instance_id,
+                                session_timeout_ms: stored.session_timeout_ms,
+                                rebalance_timeout_ms: stored.rebalance_timeout_ms,
+                                protocol_type: stored.protocol_type,
+                                protocols: stored.protocols,
+                                assignment: stored.assignment,
+                                last_heartbeat_ms: now,
+                                join_order: *next_join_order,
+                                awaiting_join: false,
+                                join_result: None,
+                                awaiting_sync: false,
+                                sync_result: None,
+                            },
+                        )
+                    })
+                    .collect();
+                group.state = if group.members.is_empty() {
+                    GroupState::Empty
+                } else {
+                    GroupState::Stable
+                };
+            }
+        }
+    }
+
+    fn complete_txn(&mut self, producer_id: ProducerId, committed: bool) -> usize {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else {
+            return 0;
+        };
+        let count = pending.len();
+        if committed {
+            for ((group, partition), pending) in pending {
+                let group = self.groups.entry(group).or_insert_with(Group::new);
+                let newer = group
+                    .offsets
+                    .get(&partition)
+                    .is_none_or(|existing| existing.log_offset < pending.log_offset);
+                if newer {
+                    group.offsets.insert(
+                        partition,
+                        CommittedOffset {
+                            offset: pending.offset,
+                            log_offset: pending.log_offset,
+                        },
+                    );
+                }
+            }
+        }
+        count
+    }
+
+    fn has_pending_txn_offset(&self, group: &str, partition: &TopicPartition) -> bool {
+        self.pending_txn.values().any(|offsets| {
+            offsets
+                .keys()
+                .any(|(g, p)| g.as_str() == group && p == partition)
+        })
+    }
+}
+
+fn shard_of(broker: &Broker, group_id: &str) -> i32 {
+    coordinator_partition(group_id, broker.config.offsets_topic_partitions)
+}
+
+/// Runs `f` on the loaded shard of `group_id`, or fails with
+/// NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS.
+fn with_shard<R>(
+    broker: &Broker,
+    group_id: &str,
+    f: impl FnOnce(&mut Shard, i32) -> R,
+) -> Result<R, ErrorCode> {
+    let partition = shard_of(broker, group_id);
+    let mut state = broker.state.borrow_mut();
+    let shard = state
+        .groups
+        .shards
+        .get_mut(&partition)
+        .ok_or(ErrorCode::NotCoordinator)?;
+    if !shard.loaded {
+        return Err(ErrorCode::CoordinatorLoadInProgress);
+    }
+    Ok(f(shard, partition))
+}
+
+fn trace_group(broker: &Broker, group_id: &str, group: &Group) {
+    broker.trace.record(
+        broker.node(),
+        EventKind::GroupState,
+        Subject::Name(group_id),
+        [
+            group.state.code(),
+            i64::from(group.generation),
+            group.members.len() as i64,
+            0,
+        ],
+    );
+}
+
+/// Moves a group to PreparingRebalance (members must rejoin).
+fn prepare_rebalance(broker: &Broker, group_id: &str, group: &mut Group, now: u64) {
+    if group.state == GroupState::CompletingRebalance {
+        // Members parked in SyncGroup learn that the generation is over.
+        for member in group.members.values_mut() {
+            if member.awaiting_sync {
+                member.awaiting_sync = false;
+                member.sync_result = Some((group.generation, Err(ErrorCode::RebalanceInProgress)));
+            }
+        }
+    }
+    let was_empty = group.state == GroupState::Empty;
+    group.state = GroupState::PreparingRebalance;
+    group.rebalance_deadline_ms = now + group.max_rebalance_timeout_ms();
+    if was_empty && broker.config.group_initial_rebalance_delay_ms > 0 {
+        group.initial_delay_until_ms = Some(now + broker.config.group_initial_rebalance_delay_ms);
+        group.initial_delay_limit_ms = group.rebalance_deadline_ms;
+    } else {
+        group.initial_delay_until_ms = None;
+    }
+    trace_group(broker, group_id, group);
+}
+
+fn remove_member(broker: &Broker, group_id: &str, group: &mut Group, member_id: &str, reason: i64) {
+    if group.members.remove(member_id).is_none() {
+        return;
+    }
+    broker.trace.record(
+        broker.node(),
+        EventKind::GroupMemberRemoved,
+        Subject::Name(group_id),
+        [i64::from(group.generation), reason, 0, 0],
+    );
+    if group.leader.as_deref() == Some(member_id) {
+        group.leader = group
+            .members
+            .iter()
+            .min_by_key(|(_, m)| m.join_order)
+            .map(|(id, _)| id.clone());
+    }
+}
+
+/// Completes a pending rebalance if every member rejoined (and the initial
+/// delay is over) or the rebalance timeout passed.
+fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: u64) {
+    if group.state != GroupState::PreparingRebalance {
+        return;
+    }
+    let delayed = group
+        .initial_delay_until_ms
+        .is_some_and(|until| now < until);
+    let all_joined = group.members.values().all(|m| m.awaiting_join);
+    let timed_out = now >= group.rebalance_deadline_ms;
+    if !(timed_out || (all_joined && !delayed)) {
+        return;
+    }
+    let missing: Vec<String> = group
+        .members
+        .iter()
+        .filter(|(_, m)| !m.awaiting_join)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for member_id in missing {
+        remove_member(broker, group_id, group, &member_id, 1);
+    }
+    group.generation += 1;
+    group.initial_delay_until_ms = None;
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        group.protocol = None;
+        group.protocol_type = None;
+        group.leader = None;
+        trace_group(broker, group_id, group);
+        return;
+    }
+    group.protocol = group.select_protocol();
+    if group
+        .leader
+        .as_ref()
+        .is_none_or(|leader| !group.members.contains_key(leader))
+    {
+        group.leader = group
+            .members
+            .iter()
+            .min_by_key(|(_, m)| m.join_order)
+            .map(|(id, _)| id.clone());
+    }
+    let leader = group
+        .leader
+        .clone()
+        .expect("a non-empty group has a leader");
+    let protocol = group.protocol.clone();
+    let all_members: Vec<JoinMember> = group
+        .members
+        .iter()
+        .map(|(id, m)| JoinMember {
+            member_id: id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+            metadata: m
+                .protocols
+                .iter()
+                .find(|p| Some(&p.name) == protocol.as_ref())
+                .map(|p| p.metadata.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let generation = group.generation;
+    for (id, member) in group.members.iter_mut() {
+        member.awaiting_join = false;
+        member.awaiting_sync = true;
+        member.sync_result = None;
+        member.last_heartbeat_ms = now;
+        member.join_result = Some(JoinResult {
+            generation,
+            protocol: protocol.clone(),
+            leader: leader.clone(),
+            members: if *id == leader {
+                all_members.clone()
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    group.state = GroupState::CompletingRebalance;
+    group.sync_deadline_ms = now + group.max_rebalance_timeout_ms();
+    trace_group(broker, group_id, group);
+}
+
+/// Periodic work: session timeouts, rebalance and sync deadlines.
+pub(crate) async fn session_checker(broker: Rc<Broker>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
+        let now = now_ms();
+        let mut changed = false;
+        {
+            let mut state = broker.state.borrow_mut();
+            for shard in state.groups.shards.values_mut() {
+                if !shard.loaded {
+                    continue;
+                }
+                for (group_id, group) in shard.groups.iter_mut() {
+                    let expired: Vec<String> = group
+                        .members
+                        .iter()
+                        .filter(|(_, m)| {
+                            !m.awaiting_join
+                                && !m.awaiting_sync
+                                && now.saturating_sub(m.last_heartbeat_ms)
+                                    > u64::from(m.session_timeout_ms)
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    let unsynced: Vec<String> = if group.state == GroupState::CompletingRebalance
+                        && now >= group.sync_deadline_ms
+                    {
+                        group
+                            .members
+                            .iter()
+                            .filter(|(_, m)| m.awaiting_sync)
+                            .map(|(id, _)| id.clone())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    for member_id in &expired {
+                        remove_member(&broker, group_id, group, member_id, 2);
+                    }
+                    for member_id in &unsynced {
+                        remove_member(&broker, group_id, group, member_id, 3);
+                    }
+                    if !expired.is_empty() || !unsynced.is_empty() {
+                        changed = true;
+                        match group.state {
+                            GroupState::Stable | GroupState::CompletingRebalance => {
+                                prepare_rebalance(&broker, group_id, group, now)
+                            }
+                            GroupState::Empty | GroupState::PreparingRebalance => {}
+                        }
+                    }
+                    if group.state == GroupState::PreparingRebalance {
+                        let before = group.generation;
+                        maybe_complete_join(&broker, group_id, group, now);
+                        changed |= group.generation != before;
+                    }
+                }
+            }
+        }
+        if changed {
+            broker.notify_changed();
+        }
+    }
+}
+
+pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
     match request {
-        Request::JoinGroup { member_id, .. } => Response::JoinGroup {
-            error,
-            generation_id: -1,
-            protocol_name: None,
-            leader: String::new(),
+        Request::JoinGroup {
+            group_id,
+            session_timeout_ms,
+            rebalance_timeout_ms,
             member_id,
-            members: Vec::new(),
+            group_instance_id,
+            protocol_type,
+            protocols,
+        } => {
+            join_group(
+                broker,
+                group_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                member_id,
+                group_instance_id,
+                protocol_type,
+                protocols,
+            )
+            .await
+        }
+        Request::SyncGroup {
+            group_id,
+            generation_id,
+            member_id,
+            assignments,
+        } => sync_group(broker, group_id, generation_id, member_id, assignments).await,
+        Request::Heartbeat {
+            group_id,
+            generation_id,
+            member_id,
+        } => Response::Heartbeat {
+            error: heartbeat(broker, &group_id, generation_id, &member_id).err(),
         },
-        Request::SyncGroup { .. } => Response::SyncGroup {
-            error,
-            assignment: Vec::new(),
+        Request::LeaveGroup {
+            group_id,
+            member_id,
+        } => Response::LeaveGroup {
+            error: leave_group(broker, &group_id, &member_id).err(),
         },
-        Request::Heartbeat { .. } => Response::Heartbeat { error },
-        Request::LeaveGroup { .. } => Response::LeaveGroup { error },
-        Request::OffsetCommit { offsets, .. } => Response::OffsetCommit {
-            results: offsets.into_iter().map(|(tp, _)| (tp, error)).collect(),
+        Request::OffsetCommit {
+            group_id,
+            generation_id,
+            member_id,
+            offsets,
+        } => offset_commit(broker, group_id, generation_id, member_id, offsets).await,
+        Request::OffsetFetch {
+            group_id,
+            partitions,
+            require_stable,
+        } => offset_fetch(broker, &group_id, partitions, require_stable),
+        Request::TxnOffsetCommit {
+            group_id,
+            producer_id,
+            producer_epoch,
+            generation_id,
+            member_id,
+            offsets,
+            ..
+        } => {
+            txn_offset_commit(
+                broker,
+                group_id,
+                producer_id,
+                producer_epoch,
+                generation_id,
+                member_id,
+                offsets,
+            )
+            .await
+        }
+        other => unreachable!("not a group request: {other:?}"),
+    }
+}
+
+fn join_error(error: ErrorCode, member_id: String) -> Response {
+    Response::JoinGroup {
+        error: Some(error),
+        generation_id: -1,
+        protocol_name: None,
+        leader: String::new(),
+        member_id,
+        members: Vec::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn join_group(
+    broker: &Rc<Broker>,
+    group_id: String,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    member_id: String,
+    group_instance_id: Option<String>,
+    protocol_type: String,
+    protocols: Vec<JoinProtocol>,
+) -> Response {
+    if group_id.is_empty() {
+        return join_error(codes::INVALID_GROUP_ID, member_id);
+    }
+    if session_timeout_ms < broker.config.group_min_session_timeout_ms
+        || session_timeout_ms > broker.config.group_max_session_timeout_ms
+    {
+        return join_error(codes::INVALID_SESSION_TIMEOUT, member_id);
+    }
+    if protocol_type.is_empty() || protocols.is_empty() {
+        return join_error(codes::INCONSISTENT_GROUP_PROTOCOL, member_id);
+    }
+    let member_id = if member_id.is_empty() {
+        broker.unique_id("member")
+    } else {
+        member_id
+    };
+    let now = now_ms();
+    // Register (or update) the member; answer at once if nothing changes.
+    let registered = with_shard(broker, &group_id, |shard, _| {
+        let known = shard
+            .groups
+            .get(&group_id)
+            .is_some_and(|g| g.members.contains_key(&member_id));
+        let new_member = !known;
+        if new_member && shard.groups.get(&group_id).is_none() {
+            shard.groups.insert(group_id.clone(), Group::new());
+        }
+        shard.next_join_order += 1;
+        let join_order = shard.next_join_order;
+        let coordinator_epoch = shard.coordinator_epoch;
+        let group = shard.groups.get_mut(&group_id).expect("inserted above");
+        if !group.supports(&protocol_type, &protocols) {
+            return Err(codes::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        if new_member {
+            group.members.insert(
+                member_id.clone(),
+                Member {
+                    group_instance_id: group_instance_id.clone(),
+                    session_timeout_ms,
+                    rebalance_timeout_ms,
+                    protocol_type: protocol_type.clone(),
+                    protocols: protocols.clone(),
+                    assignment: Vec::new(),
+                    last_heartbeat_ms: now,
+                    join_order,
+                    awaiting_join: true,
+                    join_result: None,
+                    awaiting_sync: false,
+                    sync_result: None,
+                },
+            );
+            if group.members.len() == 1 {
+                group.protocol_type = Some(protocol_type.clone());
+            }
+            match group.state {
+                GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance => {
+                    prepare_rebalance(broker, &group_id, group, now);
+                }
+                GroupState::PreparingRebalance => {
+                    group.rebalance_deadline_ms = group
+                        .rebalance_deadline_ms
+                        .max(now + u64::from(rebalance_timeout_ms));
+                    if let Some(until) = group.initial_delay_until_ms {
+                        // Kafka's InitialDelayedJoin: each new member extends
+                        // the delay, up to the rebalance timeout.
+                        group.initial_delay_until_ms = Some(
+                            (now + broker.config.group_initial_rebalance_delay_ms)
+                                .max(until)
+                                .min(group.initial_delay_limit_ms),
+                        );
+                    }
+                }
+            }
+            maybe_complete_join(broker, &group_id, group, now);
+            return Ok((coordinator_epoch, None));
+        }
+        let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+        let state = group.state;
+        let generation = group.generation;
+        let protocol = group.protocol.clone();
+        let leader = group.leader.clone().unwrap_or_default();
+        let member = group.members.get_mut(&member_id).expect("known member");
+        let same_protocols = member.protocols == protocols;
+        member.last_heartbeat_ms = now;
+        member.session_timeout_ms = session_timeout_ms;
+        member.rebalance_timeout_ms = rebalance_timeout_ms;
+        member.group_instance_id = group_instance_id.clone();
+        member.protocols = protocols.clone();
+        let answer_now = match state {
+            GroupState::CompletingRebalance => same_protocols,
+            GroupState::Stable => same_protocols && !is_leader,
+            GroupState::Empty | GroupState::PreparingRebalance => false,
+        };
+        if answer_now {
+            let members = if is_leader {
+                group
+                    .members
+                    .iter()
+                    .map(|(id, m)| JoinMember {
+                        member_id: id.clone(),
+                        group_instance_id: m.group_instance_id.clone(),
+                        metadata: m
+                            .protocols
+                            .iter()
+                            .find(|p| Some(&p.name) == protocol.as_ref())
+                            .map(|p| p.metadata.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return Ok((
+                coordinator_epoch,
+                Some(JoinResult {
+                    generation,
+                    protocol,
+                    leader,
+                    members,
+                }),
+            ));
+        }
+        member.awaiting_join = true;
+        member.join_result = None;
+        member.awaiting_sync = false;
+        if state != GroupState::PreparingRebalance {
+            prepare_rebalance(broker, &group_id, group, now);
+        }
+        maybe_complete_join(broker, &group_id, group, now);
+        Ok((coordinator_epoch, None))
+    });
+    let coordinator_epoch = match registered {
+        Err(error) | Ok(Err(error)) => return join_error(error, member_id),
+        Ok(Ok((_, Some(result)))) => return join_response(member_id, result),
+        Ok(Ok((coordinator_epoch, None))) => coordinator_epoch,
+    };
+    broker.notify_changed();
+    // Park until the rebalance completes.
+    let mut changed = broker.changed.subscribe();
+    let bound_ms = u64::from(rebalance_timeout_ms)
+        + broker.config.group_initial_rebalance_delay_ms
+        + 10 * GROUP_TICK_MS
+        + 60_000;
+    let timeout = tokio::time::sleep(Duration::from_millis(bound_ms));
+    tokio::pin!(timeout);
+    loop {
+        let outcome = with_shard(broker, &group_id, |shard, _| {
+            if shard.coordinator_epoch != coordinator_epoch {
+                return Some(Err(ErrorCode::NotCoordinator));
+            }
+            let Some(member) = shard
+                .groups
+                .get_mut(&group_id)
+                .and_then(|g| g.members.get_mut(&member_id))
+            else {
+                return Some(Err(ErrorCode::UnknownMemberId));
+            };
+            member.join_result.take().map(Ok)
+        });
+        match outcome {
+            Err(error) | Ok(Some(Err(error))) => return join_error(error, member_id),
+            Ok(Some(Ok(result))) => return join_response(member_id, result),
+            Ok(None) => {}
+        }
+        tokio::select! {
+            biased;
+            result = changed.changed() => {
+                if result.is_err() {
+                    return join_error(ErrorCode::NotCoordinator, member_id);
+                }
+            }
+            _ = &mut timeout => return join_error(ErrorCode::RebalanceInProgress, member_id),
+        }
+    }
+}
+
+fn join_response(member_id: String, result: JoinResult) -> Response {
+    Response::JoinGroup {
+        error: None,
+        generation_id: result.generation,
+        protocol_name: result.protocol,
+        leader: result.leader,
+        member_id,
+        members: result.members,
+    }
+}
+
+fn sync_error(error: ErrorCode) -> Response {
+    Response::SyncGroup {
+        error: Some(error),
+        assignment: Vec::new(),
+    }
+}
+
+/// Maps a coordinator write failure to what Kafka's group coordinator
+/// answers.
+fn write_error(error: ErrorCode) -> ErrorCode {
+    match error {
+        ErrorCode::UnknownTopicOrPartition
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend => ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+        ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => ErrorCode::Other(28),
+        other => other,
+    }
+}
+
+/// Appends records to the shard's partition and waits for acks=all.
+/// Returns the log offset of the first record.
+async fn write_records(
+    broker: &Broker,
+    partition: i32,
+    producer: Option<(ProducerId, ProducerEpoch)>,
+    records: Vec<RecordData>,
+) -> Result<i64, ErrorCode> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    let batch = ProduceBatch {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition,
+        producer_id,
+        producer_epoch,
+        base_sequence: -1,
+        transactional: producer.is_some(),
+        records,
+    };
+    let appended = append_to_leader(broker, batch, true).map_err(write_error)?;
+    let outcome = wait_for_replication(
+        broker,
+        std::slice::from_ref(&appended.pending),
+        broker.config.coordinator_write_timeout_ms,
+    )
+    .await;
+    match outcome[0] {
+        None => Ok(appended.base_offset),
+        Some(error) => Err(write_error(error)),
+    }
+}
+
+async fn sync_group(
+    broker: &Rc<Broker>,
+    group_id: String,
+    generation_id: i32,
+    member_id: String,
+    assignments: Vec<(String, Vec<TopicPartition>)>,
+) -> Response {
+    let now = now_ms();
+    enum Next {
+        Answer(Response),
+        Store(i32, i32, GroupRecord),
+        Wait(i32),
+    }
+    let next = with_shard(broker, &group_id, |shard, partition| {
+        let coordinator_epoch = shard.coordinator_epoch;
+        let Some(group) = shard.groups.get_mut(&group_id) else {
+            return Next::Answer(sync_error(ErrorCode::UnknownMemberId));
+        };
+        let Some(member) = group.members.get_mut(&member_id) else {
+            return Next::Answer(sync_error(ErrorCode::UnknownMemberId));
+        };
+        member.last_heartbeat_ms = now;
+        if generation_id != group.generation {
+            return Next::Answer(sync_error(ErrorCode::IllegalGeneration));
+        }
+        match group.state {
+            GroupState::Empty => Next::Answer(sync_error(ErrorCode::UnknownMemberId)),
+            GroupState::PreparingRebalance => {
+                Next::Answer(sync_error(ErrorCode::RebalanceInProgress))
+            }
+            GroupState::Stable => Next::Answer(Response::SyncGroup {
+                error: None,
+                assignment: member.assignment.clone(),
+            }),
+            GroupState::CompletingRebalance => {
+                if group.leader.as_deref() != Some(member_id.as_str()) {
+                    return Next::Wait(coordinator_epoch);
+                }
+                let assigned: BTreeMap<String, Vec<TopicPartition>> =
+                    assignments.into_iter().collect();
+                let members = group
+                    .members
+                    .iter()
+                    .map(|(id, m)| StoredMember {
+                        member_id: id.clone(),
+                        group_instance_id: m.group_instance_id.clone(),
+                        session_timeout_ms: m.session_timeout_ms,
+                        rebalance_timeout_ms: m.rebalance_timeout_ms,
+                        protocol_type: m.protocol_type.clone(),
+                        protocols: m.protocols.clone(),
+                        assignment: assigned.get(id).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                Next::Store(
+                    coordinator_epoch,
+                    partition,
+                    GroupRecord::Group {
+                        group: group_id.clone(),
+                        generation: group.generation,
+                        protocol_type: group.protocol_type.clone(),
+                        protocol: group.protocol.clone(),
+                        leader: group.leader.clone(),
+                        members,
+                    },
+                )
+            }
+        }
+    });
+    let coordinator_epoch = match next {
+        Err(error) => return sync_error(error),
+        Ok(Next::Answer(response)) => return response,
+        Ok(Next::Wait(epoch)) => epoch,
+        Ok(Next::Store(epoch, partition, record)) => {
+            let GroupRecord::Group { members, .. } = &record else {
+                unreachable!("a group record");
+            };
+            let assigned: BTreeMap<String, Vec<TopicPartition>> = members
+                .iter()
+                .map(|m| (m.member_id.clone(), m.assignment.clone()))
+                .collect();
+            let stored =
+                write_records(broker, partition, None, vec![encode(&group_id, &record)]).await;
+            let applied = with_shard(broker, &group_id, |shard, _| {
+                if shard.coordinator_epoch != epoch {
+                    return Err(ErrorCode::NotCoordinator);
+                }
+                let Some(group) = shard.groups.get_mut(&group_id) else {
+                    return Err(ErrorCode::UnknownMemberId);
+                };
+                if group.state != GroupState::CompletingRebalance
+                    || group.generation != generation_id
+                {
+                    return Err(ErrorCode::RebalanceInProgress);
+                }
+                match stored {
+                    Ok(_) => {
+                        for (id, member) in group.members.iter_mut() {
+                            member.assignment = assigned.get(id).cloned().unwrap_or_default();
+                            member.awaiting_sync = false;
+                            member.sync_result =
+                                Some((generation_id, Ok(member.assignment.clone())));
+                        }
+                        group.state = GroupState::Stable;
+                        trace_group(broker, &group_id, group);
+                        let own = group.members.get_mut(&member_id).map(|m| {
+                            m.sync_result = None;
+                            m.assignment.clone()
+                        });
+                        own.ok_or(ErrorCode::UnknownMemberId)
+                    }
+                    Err(error) => {
+                        for member in group.members.values_mut() {
+                            member.awaiting_sync = false;
+                            member.sync_result = Some((generation_id, Err(error)));
+                        }
+                        prepare_rebalance(broker, &group_id, group, now_ms());
+                        Err(error)
+                    }
+                }
+            });
+            broker.notify_changed();
+            return match applied {
+                Ok(Ok(assignment)) => Response::SyncGroup {
+                    error: None,
+                    assignment,
+                },
+                Ok(Err(error)) | Err(error) => sync_error(error),
+            };
+        }
+    };
+    // A follower: wait for the leader's assignment.
+    let mut changed = broker.changed.subscribe();
+    loop {
+        let outcome = with_shard(broker, &group_id, |shard, _| {
+            if shard.coordinator_epoch != coordinator_epoch {
+                return Some(Err(ErrorCode::NotCoordinator));
+            }
+            let Some(group) = shard.groups.get_mut(&group_id) else {
+                return Some(Err(ErrorCode::UnknownMemberId));
+            };
+            let state = group.state;
+            let generation = group.generation;
+            let Some(member) = group.members.get_mut(&member_id) else {
+                return Some(Err(ErrorCode::UnknownMemberId));
+            };
+            if let Some((generation, result)) = member.sync_result.take() {
+                if generation == generation_id {
+                    return Some(result);
+                }
+            }
+            if generation != generation_id {
+                return Some(Err(ErrorCode::RebalanceInProgress));
+            }
+            if state == GroupState::Stable {
+                return Some(Ok(member.assignment.clone()));
+            }
+            None
+        });
+        match outcome {
+            Err(error) | Ok(Some(Err(error))) => return sync_error(error),
+            Ok(Some(Ok(assignment))) => {
+                return Response::SyncGroup {
+                    error: None,
+                    assignment,
+                };
+            }
+            Ok(None) => {}
+        }
+        if changed.changed().await.is_err() {
+            return sync_error(ErrorCode::NotCoordinator);
+        }
+    }
+}
+
+fn heartbeat(
+    broker: &Broker,
+    group_id: &str,
+    generation_id: i32,
+    member_id: &str,
+) -> Result<(), ErrorCode> {
+    let now = now_ms();
+    with_shard(broker, group_id, |shard, _| {
+        let group = shard
+            .groups
+            .get_mut(group_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
+        if group.state == GroupState::Empty {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        let state = group.state;
+        let generation = group.generation;
+        let member = group
+            .members
+            .get_mut(member_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
+        if generation_id != generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        member.last_heartbeat_ms = now;
+        match state {
+            GroupState::PreparingRebalance => Err(ErrorCode::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    })?
+}
+
+fn leave_group(broker: &Broker, group_id: &str, member_id: &str) -> Result<(), ErrorCode> {
+    let now = now_ms();
+    let result = with_shard(broker, group_id, |shard, _| {
+        let group = shard
+            .groups
+            .get_mut(group_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
+        if !group.members.contains_key(member_id) {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        remove_member(broker, group_id, group, member_id, 0);
+        match group.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                prepare_rebalance(broker, group_id, group, now);
+                maybe_complete_join(broker, group_id, group, now);
+            }
+            GroupState::PreparingRebalance => maybe_complete_join(broker, group_id, group, now),
+            GroupState::Empty => {}
+        }
+        Ok(())
+    })?;
+    broker.notify_changed();
+    result
+}
+
+type OffsetResults = Vec<(TopicPartition, Option<ErrorCode>)>;
+
+fn all_failed(offsets: &[(TopicPartition, OffsetAndMetadata)], error: ErrorCode) -> OffsetResults {
+    offsets
+        .iter()
+        .map(|(tp, _)| (tp.clone(), Some(error)))
+        .collect()
+}
+
+async fn offset_commit(
+    broker: &Rc<Broker>,
+    group_id: String,
+    generation_id: i32,
+    member_id: String,
+    offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+) -> Response {
+    let now = now_ms();
+    let admitted = with_shard(broker, &group_id, |shard, partition| {
+        let coordinator_epoch = shard.coordinator_epoch;
+        let group = match shard.groups.get_mut(&group_id) {
+            Some(group) => group,
+            None if generation_id < 0 => shard
+                .groups
+                .entry(group_id.clone())
+                .or_insert_with(Group::new),
+            None => return Err(ErrorCode::IllegalGeneration),
+        };
+        if !(generation_id < 0 && group.state == GroupState::Empty) {
+            if group.state == GroupState::CompletingRebalance {
+                return Err(ErrorCode::RebalanceInProgress);
+            }
+            let Some(member) = group.members.get_mut(&member_id) else {
+                return Err(ErrorCode::UnknownMemberId);
+            };
+            if generation_id != group.generation {
+                return Err(ErrorCode::IllegalGeneration);
+            }
+            member.last_heartbeat_ms = now;
+        }
+        for (tp, _) in &offsets {
+            *group.pending_commits.entry(tp.clone()).or_insert(0) += 1;
+        }
+        Ok((coordinator_epoch, partition))
+    });
+    let (coordinator_epoch, partition) = match admitted {
+        Err(error) | Ok(Err(error)) => {
+            return Response::OffsetCommit {
+                results: all_failed(&offsets, error),
+            };
+        }
+        Ok(Ok(admitted)) => admitted,
+    };
+    let records = offsets
+        .iter()
+        .map(|(tp, offset)| {
+            encode(
+                &group_id,
+                &GroupRecord::Offset {
+                    group: group_id.clone(),
+                    partition: tp.clone(),
+                    offset: offset.clone(),
+                },
+            )
+        })
+        .collect();
+    let stored = write_records(broker, partition, None, records).await;
+    let _ = with_shard(broker, &group_id, |shard, _| {
+        if shard.coordinator_epoch != coordinator_epoch {
+            return;
+        }
+        let Some(group) = shard.groups.get_mut(&group_id) else {
+            return;
+        };
+        for (index, (tp, offset)) in offsets.iter().enumerate() {
+            if let Some(count) = group.pending_commits.get_mut(tp) {
+                *count -= 1;
+                if *count == 0 {
+                    group.pending_commits.remove(tp);
+                }
+            }
+            if let Ok(base) = stored {
+                let log_offset = base + index as i64;
+                let newer = group
+                    .offsets
+                    .get(tp)
+                    .is_none_or(|existing| existing.log_offset < log_offset);
+                if newer {
+                    group.offsets.insert(
+                        tp.clone(),
+                        CommittedOffset {
+                            offset: offset.clone(),
+                            log_offset,
+                        },
+                    );
+                }
+            }
+        }
+    });
+    if stored.is_ok() {
+        broker.trace.record(
+            broker.node(),
+            EventKind::OffsetsCommitted,
+            Subject::Name(&group_id),
+            [offsets.len() as i64, i64::from(generation_id), -1, 0],
+        );
+    }
+    broker.notify_changed();
+    Response::OffsetCommit {
+        results: offsets
+            .iter()
+            .map(|(tp, _)| (tp.clone(), stored.err()))
+            .collect(),
+    }
+}
+
+fn offset_fetch(
+    broker: &Broker,
+    group_id: &str,
+    partitions: Vec<TopicPartition>,
+    require_stable: bool,
+) -> Response {
+    let result = with_shard(broker, group_id, |shard, _| {
+        let group = shard.groups.get(group_id);
+        let partitions = if partitions.is_empty() {
+            group
+                .map(|g| g.offsets.keys().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            partitions
+        };
+        partitions
+            .into_iter()
+            .map(|tp| {
+                let unstable = require_stable
+                    && (shard.has_pending_txn_offset(group_id, &tp)
+                        || group.is_some_and(|g| g.pending_commits.contains_key(&tp)));
+                if unstable {
+                    return (tp, None, Some(ErrorCode::UnstableOffsetCommit));
+                }
+                let committed = group
+                    .and_then(|g| g.offsets.get(&tp))
+                    .map(|c| c.offset.clone());
+                (tp, committed, None)
+            })
+            .collect()
+    });
+    match result {
+        Ok(offsets) => Response::OffsetFetch {
+            error: None,
+            offsets,
         },
-        Request::OffsetFetch { .. } => Response::OffsetFetch {
-            error,
+        Err(error) => Response::OffsetFetch {
+            error: Some(error),
             offsets: Vec::new(),
         },
-        Request::TxnOffsetCommit { offsets, .. } => Response::TxnOffsetCommit {
-            results: offsets.into_iter().map(|(tp, _)| (tp, error)).collect(),
+    }
+}
+
+async fn txn_offset_commit(
+    broker: &Rc<Broker>,
+    group_id: String,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+    generation_id: i32,
+    member_id: String,
+    offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+) -> Response {
+    let admitted = with_shard(broker, &group_id, |shard, partition| {
+        let coordinator_epoch = shard.coordinator_epoch;
+        let group = shard
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(Group::new);
+        // KIP-447: a member that is no longer in this generation is fenced.
+        if !member_id.is_empty() && !group.members.contains_key(&member_id) {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        if generation_id >= 0 && generation_id != group.generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        Ok((coordinator_epoch, partition))
+    });
+    let (coordinator_epoch, partition) = match admitted {
+        Err(error) | Ok(Err(error)) => {
+            return Response::TxnOffsetCommit {
+                results: all_failed(&offsets, error),
+            };
+        }
+        Ok(Ok(admitted)) => admitted,
+    };
+    let records = offsets
+        .iter()
+        .map(|(tp, offset)| {
+            encode(
+                &group_id,
+                &GroupRecord::Offset {
+                    group: group_id.clone(),
+                    partition: tp.clone(),
+                    offset: offset.clone(),
+                },
+            )
+        })
+        .collect();
+    // The offsets are pending (blocking require_stable fetches) from the
+    // moment the write is issued until the transaction completes.
+    let batch = ProduceBatch {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition,
+        producer_id,
+        producer_epoch,
+        base_sequence: -1,
+        transactional: true,
+        records,
+    };
+    let appended = append_to_leader(broker, batch, true).map_err(write_error);
+    let stored = match appended {
+        Err(error) => Err(error),
+        Ok(appended) => {
+            let _ = with_shard(broker, &group_id, |shard, _| {
+                if shard.coordinator_epoch != coordinator_epoch {
+                    return;
+                }
+                let pending = shard.pending_txn.entry(producer_id).or_default();
+                for (index, (tp, offset)) in offsets.iter().enumerate() {
+                    pending.insert(
+                        (group_id.clone(), tp.clone()),
+                        PendingTxnOffset {
+                            offset: offset.clone(),
+                            log_offset: appended.base_offset + index as i64,
+                        },
+                    );
+                }
+            });
+            let outcome = wait_for_replication(
+                broker,
+                std::slice::from_ref(&appended.pending),
+                broker.config.coordinator_write_timeout_ms,
+            )
+            .await;
+            match outcome[0] {
+                None => Ok(()),
+                Some(error) => Err(write_error(error)),
+            }
+        }
+    };
+    let error = match stored {
+        Ok(()) => {
+            broker.trace.record(
+                broker.node(),
+                EventKind::OffsetsCommitted,
+                Subject::Name(&group_id),
+                [
+                    offsets.len() as i64,
+                    i64::from(generation_id),
+                    producer_id,
+                    0,
+                ],
+            );
+            None
+        }
+        Err(error) => Some(match error {
+            // A fenced producer, as Kafka's coordinator reports it.
+            ErrorCode::InvalidProducerEpoch => ErrorCode::ProducerFenced,
+            other => other,
+        }),
+    };
+    Response::TxnOffsetCommit {
+        results: offsets.iter().map(|(tp, _)| (tp.clone(), error)).collect(),
+    }
+}
+
+/// A transaction marker landed on a `__consumer_offsets` partition this
+/// broker leads: its pending offsets become committed or are dropped.
+pub(crate) fn complete_transaction(
+    broker: &Broker,
+    partition: i32,
+    producer_id: ProducerId,
+    control: ControlType,
+) {
+    let completed = {
+        let mut state = broker.state.borrow_mut();
+        match state.groups.shards.get_mut(&partition) {
+            Some(shard) if shard.loaded => {
+                shard.complete_txn(producer_id, control == ControlType::Commit)
+            }
+            _ => 0,
+        }
+    };
+    if completed > 0 {
+        broker.notify_changed();
+    }
+}
+
+/// This broker now leads `__consumer_offsets-<partition>`: load its state
+/// after the load delay.
+pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
+    broker.state.borrow_mut().groups.shards.insert(
+        partition,
+        Shard {
+            coordinator_epoch: leader_epoch,
+            loaded: false,
+            groups: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
+            next_join_order: 0,
         },
-        other => unreachable!("not a group request: {other:?}"),
+    );
+    let broker = broker.clone();
+    tokio::task::spawn_local(async move {
+        tokio::time::sleep(Duration::from_millis(
+            broker.config.coordinator_load_delay_ms,
+        ))
+        .await;
+        load(&broker, partition, leader_epoch);
+    });
+}
+
+fn load(broker: &Broker, partition: i32, leader_epoch: i32) {
+    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+    let now = now_ms();
+    let entries = {
+        let mut state = broker.state.borrow_mut();
+        let still_leader = state
+            .replicas
+            .get(&tp)
+            .is_some_and(|r| r.is_leader() && r.leader_epoch == leader_epoch);
+        let Some(shard) = state.groups.shards.get_mut(&partition) else {
+            return;
+        };
+        if shard.coordinator_epoch != leader_epoch || shard.loaded || !still_leader {
+            return;
+        }
+        let disk = broker.disk.borrow();
+        let log = &disk.logs[&tp];
+        for batch in log.batches() {
+            if let Some(control) = batch.control {
+                shard.complete_txn(batch.producer_id, control == ControlType::Commit);
+                continue;
+            }
+            for (index, record) in batch.records.iter().enumerate() {
+                let Some(value) = &record.value else {
+                    continue;
+                };
+                let record: GroupRecord = postcard::from_bytes(value).unwrap_or_else(|e| {
+                    panic!(
+                        "undecodable record in {tp} at {}: {e} (seed {})",
+                        batch.base_offset,
+                        crate::cluster::current_seed()
+                    )
+                });
+                let log_offset = batch.base_offset + index as i64;
+                if batch.transactional {
+                    if let GroupRecord::Offset {
+                        group,
+                        partition: offset_partition,
+                        offset,
+                    } = record
+                    {
+                        shard
+                            .pending_txn
+                            .entry(batch.producer_id)
+                            .or_default()
+                            .insert(
+                                (group, offset_partition),
+                                PendingTxnOffset { offset, log_offset },
+                            );
+                    }
+                } else {
+                    shard.replay_record(record, log_offset, now);
+                }
+            }
+        }
+        shard.loaded = true;
+        group_record_count(shard)
+    };
+    broker.trace_partition(
+        EventKind::CoordinatorLoaded,
+        &tp,
+        [i64::from(leader_epoch), entries, 0, 0],
+    );
+    broker.notify_changed();
+}
+
+/// This broker no longer leads `__consumer_offsets-<partition>`.
+pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
+    let removed = broker.state.borrow_mut().groups.shards.remove(&partition);
+    if let Some(shard) = removed {
+        broker.trace_partition(
+            EventKind::CoordinatorUnloaded,
+            &TopicPartition::new(OFFSETS_TOPIC, partition),
+            [i64::from(shard.coordinator_epoch), 0, 0, 0],
+        );
+        broker.notify_changed();
     }
 }

@@ -86,8 +86,12 @@ impl PartitionLog {
         }
     }
 
-    pub(crate) fn producers(&self) -> &ProducerStateTable {
-        &self.producers
+    /// How many markers were written for the producer (see
+    /// `ProducerEntry::markers`).
+    pub(crate) fn marker_count(&self, producer_id: ProducerId) -> u64 {
+        self.producers
+            .get(producer_id)
+            .map_or(0, |entry| entry.markers)
     }
 
     /// Whether the producer has an open transaction on this partition.

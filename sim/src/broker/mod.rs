@@ -334,16 +334,6 @@ impl Broker {
         }
     }
 
-    /// The leader epoch of a partition this broker leads now, else `None`.
-    pub(crate) fn leader_epoch_if_leader(&self, tp: &TopicPartition) -> Option<i32> {
-        let state = self.state.borrow();
-        state
-            .replicas
-            .get(tp)
-            .filter(|replica| replica.is_leader())
-            .map(|replica| replica.leader_epoch)
-    }
-
     /// A deterministic id unique to this broker incarnation.
     pub(crate) fn unique_id(&self, prefix: &str) -> String {
         let mut state = self.state.borrow_mut();

@@ -118,12 +118,15 @@ impl Replica {
 
     /// The ISR the leader wants now: the committed ISR without followers
     /// that lag by more than `replica_lag_max_ms`, plus caught-up followers.
+    /// A follower joins only if `eligible` (registered and unfenced in the
+    /// metadata, as KIP-841 requires) and it fetched recently.
     pub(crate) fn desired_isr(
         &self,
         me: BrokerId,
         log: &PartitionLog,
         now_ms: u64,
         replica_lag_max_ms: u64,
+        eligible: impl Fn(BrokerId) -> bool,
     ) -> Option<Vec<BrokerId>> {
         let Role::Leader(state) = &self.role else {
             return None;
@@ -144,10 +147,12 @@ impl Replica {
                     progress.log_end_offset == Some(end)
                         || now_ms.saturating_sub(progress.last_caught_up_ms) <= replica_lag_max_ms
                 } else {
-                    progress.log_end_offset.is_some_and(|follower_end| {
-                        follower_end >= log.high_watermark
-                            && follower_end >= state.epoch_start_offset
-                    })
+                    eligible(id)
+                        && now_ms.saturating_sub(progress.last_fetch_ms) <= replica_lag_max_ms
+                        && progress.log_end_offset.is_some_and(|follower_end| {
+                            follower_end >= log.high_watermark
+                                && follower_end >= state.epoch_start_offset
+                        })
                 }
             })
             .collect();

@@ -33,6 +33,9 @@ pub(crate) struct ProducerEntry {
     pub batches: VecDeque<BatchMeta>,
     pub coordinator_epoch: i32,
     pub current_txn_first_offset: Option<i64>,
+    /// Markers written for this producer (KIP-890's verification guard: a
+    /// marker between verification and append invalidates the append).
+    pub markers: u64,
 }
 
 /// What the leader should do with a data batch.
@@ -87,6 +90,14 @@ impl ProducerStateTable {
         if epoch < entry.epoch {
             return Err(ErrorCode::InvalidProducerEpoch);
         }
+        if first_sequence < 0 {
+            // A coordinator's write (TxnOffsetCommit): no sequence (Kafka
+            // checks sequences of client appends only).
+            if !transactional && entry.current_txn_first_offset.is_some() {
+                return Err(ErrorCode::InvalidTxnState);
+            }
+            return Ok(AppendCheck::Append);
+        }
         if epoch > entry.epoch {
             if first_sequence != 0 {
                 return Err(ErrorCode::OutOfOrderSequenceNumber);
@@ -134,15 +145,18 @@ impl ProducerStateTable {
                 batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
                 coordinator_epoch: -1,
                 current_txn_first_offset: None,
+                markers: 0,
             });
         if entry.epoch != epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
-        if entry.batches.len() == BATCHES_PER_PRODUCER {
-            entry.batches.pop_front();
+        if batch.first_sequence >= 0 {
+            if entry.batches.len() == BATCHES_PER_PRODUCER {
+                entry.batches.pop_front();
+            }
+            entry.batches.push_back(batch);
         }
-        entry.batches.push_back(batch);
         if transactional && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(batch.base_offset);
             return Some(batch.base_offset);
@@ -184,12 +198,14 @@ impl ProducerStateTable {
                 batches: VecDeque::new(),
                 coordinator_epoch,
                 current_txn_first_offset: None,
+                markers: 0,
             });
         if entry.epoch != epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
         entry.coordinator_epoch = coordinator_epoch;
+        entry.markers += 1;
         entry.current_txn_first_offset.take()
     }
 }

@@ -390,6 +390,8 @@ fn plan_isr_changes(broker: &Broker) -> Vec<IsrRequestPlan> {
     let mut state = broker.state.borrow_mut();
     let disk = broker.disk.borrow();
     let mut requests = Vec::new();
+    let metadata = state.metadata.clone();
+    let eligible = |id: BrokerId| metadata.brokers.get(&id).is_some_and(|b| !b.fenced);
     for (tp, replica) in state.replicas.iter_mut() {
         let Some(leader) = replica.leader_state() else {
             continue;
@@ -398,9 +400,13 @@ fn plan_isr_changes(broker: &Broker) -> Vec<IsrRequestPlan> {
             continue;
         }
         let log = &disk.logs[tp];
-        let Some(desired) =
-            replica.desired_isr(broker.id, log, now, broker.config.replica_lag_max_ms)
-        else {
+        let Some(desired) = replica.desired_isr(
+            broker.id,
+            log,
+            now,
+            broker.config.replica_lag_max_ms,
+            eligible,
+        ) else {
             continue;
         };
         if desired == replica.isr {

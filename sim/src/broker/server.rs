@@ -394,6 +394,9 @@ fn append_to_leader_inner(
         if replica.internal && !allow_internal {
             return Err(codes::INVALID_TOPIC);
         }
+        if !allow_internal && batch.producer_id >= 0 && batch.base_sequence < 0 {
+            return Err(ErrorCode::OutOfOrderSequenceNumber);
+        }
         if batch_size_bytes(&batch.records) > broker.config.max_message_bytes {
             return Err(ErrorCode::MessageTooLarge);
         }

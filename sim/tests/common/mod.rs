@@ -24,8 +24,22 @@ pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
+thread_local! {
+    static HANDLE: std::cell::RefCell<Option<ClusterHandle>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A broker that is not crashed, to send broker-agnostic requests to.
+pub fn live_broker(attempt: usize) -> i32 {
+    let down = |id: i32| HANDLE.with(|h| h.borrow().as_ref().is_some_and(|h| h.is_broker_down(id)));
+    (0..3)
+        .map(|i| ((attempt + i) % 3) as i32)
+        .find(|&id| !down(id))
+        .unwrap_or(0)
+}
+
 /// Waits until every broker is live and the internal topics exist.
 pub async fn wait_ready(handle: &ClusterHandle) {
+    HANDLE.with(|h| *h.borrow_mut() = Some(handle.clone()));
     for _ in 0..10_000 {
         if handle.is_ready() {
             return;
@@ -218,4 +232,202 @@ pub fn err(result: &ProduceResult) -> ErrorCode {
     result
         .error
         .unwrap_or_else(|| panic!("expected an error: {result:?}"))
+}
+
+/// A connection to the coordinator of `key`, retrying while there is none.
+pub async fn coordinator(
+    key_type: eddyline_sim::protocol::CoordinatorType,
+    key: &str,
+) -> Connection {
+    for attempt in 0..1_000 {
+        // Any broker answers; a crashed one never does (try the next).
+        let response = connect(live_broker(attempt))
+            .call(
+                Request::FindCoordinator {
+                    key_type,
+                    key: key.to_string(),
+                },
+                500,
+            )
+            .await;
+        if let Ok(Response::FindCoordinator {
+            error: None,
+            node: Some(node),
+        }) = response
+        {
+            return Connection::new(&node.host, BROKER_PORT);
+        }
+        sleep_ms(10).await;
+    }
+    panic!("no coordinator for {key}");
+}
+
+/// Calls the coordinator of `key` until it answers without a coordinator
+/// error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
+/// CONCURRENT_TRANSACTIONS), as a client's retry loop would.
+pub async fn coordinator_call(
+    key_type: eddyline_sim::protocol::CoordinatorType,
+    key: &str,
+    request: Request,
+) -> Response {
+    for _ in 0..1_000 {
+        let mut connection = coordinator(key_type, key).await;
+        let response = match connection.call(request.clone(), 2_000).await {
+            Ok(response) => response,
+            Err(_) => {
+                sleep_ms(10).await;
+                continue;
+            }
+        };
+        if !retriable_coordinator_error(&response) {
+            return response;
+        }
+        sleep_ms(10).await;
+    }
+    panic!("coordinator never answered {request:?}");
+}
+
+fn retriable_coordinator_error(response: &Response) -> bool {
+    let retriable = |error: &Option<ErrorCode>| {
+        matches!(
+            error,
+            Some(
+                ErrorCode::NotCoordinator
+                    | ErrorCode::CoordinatorLoadInProgress
+                    | ErrorCode::CoordinatorNotAvailable
+                    | ErrorCode::ConcurrentTransactions
+            )
+        )
+    };
+    match response {
+        Response::InitProducerId { error, .. }
+        | Response::AddOffsetsToTxn { error }
+        | Response::EndTxn { error }
+        | Response::Heartbeat { error }
+        | Response::LeaveGroup { error }
+        | Response::OffsetFetch { error, .. } => retriable(error),
+        Response::AddPartitionsToTxn { results }
+        | Response::TxnOffsetCommit { results }
+        | Response::OffsetCommit { results } => results.iter().any(|(_, e)| retriable(e)),
+        _ => false,
+    }
+}
+
+pub fn txn_call(
+    transactional_id: &str,
+    request: Request,
+) -> impl std::future::Future<Output = Response> {
+    coordinator_call(
+        eddyline_sim::protocol::CoordinatorType::Transaction,
+        transactional_id,
+        request,
+    )
+}
+
+pub fn group_call(group_id: &str, request: Request) -> impl std::future::Future<Output = Response> {
+    coordinator_call(
+        eddyline_sim::protocol::CoordinatorType::Group,
+        group_id,
+        request,
+    )
+}
+
+/// InitProducerId for a transactional id: (producer id, epoch).
+pub async fn init_transactions(
+    transactional_id: &str,
+    timeout_ms: u32,
+) -> (ProducerId, ProducerEpoch) {
+    let response = txn_call(
+        transactional_id,
+        Request::InitProducerId {
+            transactional_id: Some(transactional_id.to_string()),
+            transaction_timeout_ms: timeout_ms,
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+    )
+    .await;
+    match response {
+        Response::InitProducerId {
+            error: None,
+            producer_id,
+            producer_epoch,
+        } => (producer_id, producer_epoch),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub async fn add_partitions(
+    transactional_id: &str,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+    partitions: &[TopicPartition],
+) -> Vec<Option<ErrorCode>> {
+    match txn_call(
+        transactional_id,
+        Request::AddPartitionsToTxn {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            partitions: partitions.to_vec(),
+        },
+    )
+    .await
+    {
+        Response::AddPartitionsToTxn { results } => results.into_iter().map(|(_, e)| e).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub async fn end_txn(
+    transactional_id: &str,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+    committed: bool,
+) -> Option<ErrorCode> {
+    match txn_call(
+        transactional_id,
+        Request::EndTxn {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            committed,
+        },
+    )
+    .await
+    {
+        Response::EndTxn { error } => error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Waits until the partition's last stable offset reaches `offset`.
+pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i64) -> FetchResult {
+    for _ in 0..2_000 {
+        if let Some(leader) = handle.leader_of(tp) {
+            let mut connection = connect(leader);
+            if let Ok(Response::Fetch { partitions, .. }) = connection
+                .call(
+                    Request::Fetch {
+                        replica_id: None,
+                        isolation: Isolation::ReadCommitted,
+                        max_wait_ms: 0,
+                        partitions: vec![FetchPartition {
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            fetch_offset: 0,
+                            current_leader_epoch: None,
+                            max_records: 100_000,
+                        }],
+                    },
+                    5_000,
+                )
+                .await
+            {
+                if partitions[0].error.is_none() && partitions[0].last_stable_offset >= offset {
+                    return partitions[0].clone();
+                }
+            }
+        }
+        sleep_ms(10).await;
+    }
+    panic!("LSO of {tp} never reached {offset}");
 }

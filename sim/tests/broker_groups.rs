@@ -1,0 +1,406 @@
+//! The group coordinator over the network: joins, generations, rebalances,
+//! session timeouts, fencing of stale members, committed offsets, and
+//! loading the group state after a coordinator failover.
+
+mod common;
+
+use common::*;
+use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
+use eddyline_sim::protocol::{CoordinatorType, JoinProtocol, Request, Response};
+use eddyline_sim::rpc::Connection;
+
+const SESSION_MS: u32 = 1_000;
+
+fn join(group: &str, member_id: &str) -> Request {
+    Request::JoinGroup {
+        group_id: group.to_string(),
+        session_timeout_ms: SESSION_MS,
+        rebalance_timeout_ms: 2_000,
+        member_id: member_id.to_string(),
+        group_instance_id: None,
+        protocol_type: "consumer".to_string(),
+        protocols: vec![JoinProtocol {
+            name: "range".to_string(),
+            metadata: b"in".to_vec(),
+        }],
+    }
+}
+
+struct Joined {
+    generation: i32,
+    member_id: String,
+    leader: String,
+    members: Vec<String>,
+}
+
+async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -> Joined {
+    match call(connection, join(group, member_id)).await {
+        Response::JoinGroup {
+            error: None,
+            generation_id,
+            member_id,
+            leader,
+            members,
+            protocol_name,
+        } => {
+            assert_eq!(protocol_name.as_deref(), Some("range"));
+            Joined {
+                generation: generation_id,
+                member_id,
+                leader,
+                members: members.into_iter().map(|m| m.member_id).collect(),
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn sync(
+    connection: &mut Connection,
+    group: &str,
+    joined: &Joined,
+    assignments: Vec<(String, Vec<TopicPartition>)>,
+) -> Result<Vec<TopicPartition>, ErrorCode> {
+    match call(
+        connection,
+        Request::SyncGroup {
+            group_id: group.to_string(),
+            generation_id: joined.generation,
+            member_id: joined.member_id.clone(),
+            assignments,
+        },
+    )
+    .await
+    {
+        Response::SyncGroup {
+            error: None,
+            assignment,
+        } => Ok(assignment),
+        Response::SyncGroup {
+            error: Some(error), ..
+        } => Err(error),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn heartbeat(
+    connection: &mut Connection,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+) -> Option<ErrorCode> {
+    match call(
+        connection,
+        Request::Heartbeat {
+            group_id: group.to_string(),
+            generation_id: generation,
+            member_id: member_id.to_string(),
+        },
+    )
+    .await
+    {
+        Response::Heartbeat { error } => error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn commit(
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    tp: &TopicPartition,
+    offset: i64,
+) -> Option<ErrorCode> {
+    match group_call(
+        group,
+        Request::OffsetCommit {
+            group_id: group.to_string(),
+            generation_id: generation,
+            member_id: member_id.to_string(),
+            offsets: vec![(
+                tp.clone(),
+                OffsetAndMetadata {
+                    offset,
+                    metadata: format!("checkpoint={offset}"),
+                },
+            )],
+        },
+    )
+    .await
+    {
+        Response::OffsetCommit { results } => results[0].1,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn committed(group: &str, tp: &TopicPartition) -> Option<OffsetAndMetadata> {
+    match group_call(
+        group,
+        Request::OffsetFetch {
+            group_id: group.to_string(),
+            partitions: vec![tp.clone()],
+            require_stable: true,
+        },
+    )
+    .await
+    {
+        Response::OffsetFetch {
+            error: None,
+            mut offsets,
+        } => offsets.remove(0).1,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+mod membership {
+    use super::*;
+
+    #[test]
+    fn two_members_join_one_generation_and_the_leader_hands_out_the_assignment() {
+        let mut cluster = cluster(51);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let mut a = coordinator(CoordinatorType::Group, "g").await;
+            let mut b = coordinator(CoordinatorType::Group, "g").await;
+            let (first, second) = tokio::join!(join_group(&mut a, "g", ""), async {
+                sleep_ms(20).await;
+                join_group(&mut b, "g", "").await
+            });
+            assert_eq!(first.generation, second.generation);
+            assert_eq!(first.leader, second.leader);
+            let (leader, follower, leader_conn, follower_conn) = if first.leader == first.member_id
+            {
+                (first, second, &mut a, &mut b)
+            } else {
+                (second, first, &mut b, &mut a)
+            };
+            assert_eq!(leader.members.len(), 2);
+            assert!(follower.members.is_empty());
+            let p0 = TopicPartition::new("in", 0);
+            let p1 = TopicPartition::new("in", 1);
+            let assignments = vec![
+                (leader.member_id.clone(), vec![p0.clone()]),
+                (follower.member_id.clone(), vec![p1.clone()]),
+            ];
+            let (mine, theirs) = tokio::join!(
+                sync(leader_conn, "g", &leader, assignments),
+                sync(follower_conn, "g", &follower, Vec::new())
+            );
+            assert_eq!(mine, Ok(vec![p0]));
+            assert_eq!(theirs, Ok(vec![p1]));
+            assert_eq!(
+                heartbeat(leader_conn, "g", leader.generation, &leader.member_id).await,
+                None
+            );
+
+            // A third member joining starts a rebalance: the others are told
+            // to rejoin, and a stale generation is refused.
+            let mut c = coordinator(CoordinatorType::Group, "g").await;
+            let third = tokio::task::spawn_local(async move { join_group(&mut c, "g", "").await });
+            sleep_ms(20).await;
+            assert_eq!(
+                heartbeat(follower_conn, "g", follower.generation, &follower.member_id).await,
+                Some(ErrorCode::RebalanceInProgress)
+            );
+            let (rejoined_leader, rejoined_follower) = tokio::join!(
+                join_group(leader_conn, "g", &leader.member_id),
+                join_group(follower_conn, "g", &follower.member_id)
+            );
+            let third = third.await.unwrap();
+            assert_eq!(rejoined_leader.generation, leader.generation + 1);
+            assert_eq!(third.generation, leader.generation + 1);
+            assert_eq!(rejoined_leader.members.len(), 3);
+            assert_eq!(rejoined_follower.leader, leader.member_id);
+            assert_eq!(
+                heartbeat(follower_conn, "g", leader.generation, &follower.member_id).await,
+                Some(ErrorCode::IllegalGeneration)
+            );
+            assert_eq!(
+                heartbeat(follower_conn, "g", third.generation, "nobody").await,
+                Some(ErrorCode::UnknownMemberId)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_member_that_stops_heartbeating_is_removed_after_its_session_timeout() {
+        let mut cluster = cluster(52);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let mut a = coordinator(CoordinatorType::Group, "g2").await;
+            let mut b = coordinator(CoordinatorType::Group, "g2").await;
+            let (first, second) =
+                tokio::join!(join_group(&mut a, "g2", ""), join_group(&mut b, "g2", ""));
+            let (leader, leader_conn, follower, follower_conn) = if first.leader == first.member_id
+            {
+                (first, &mut a, second, &mut b)
+            } else {
+                (second, &mut b, first, &mut a)
+            };
+            let (_, _) = tokio::join!(
+                sync(leader_conn, "g2", &leader, vec![]),
+                sync(follower_conn, "g2", &follower, vec![])
+            );
+            // Only the leader keeps heartbeating.
+            let mut error = None;
+            for _ in 0..30 {
+                sleep_ms(100).await;
+                error = heartbeat(leader_conn, "g2", leader.generation, &leader.member_id).await;
+                if error.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(error, Some(ErrorCode::RebalanceInProgress));
+            let rejoined = join_group(leader_conn, "g2", &leader.member_id).await;
+            assert_eq!(rejoined.members, vec![leader.member_id.clone()]);
+            assert_eq!(
+                heartbeat(
+                    follower_conn,
+                    "g2",
+                    follower.generation,
+                    &follower.member_id
+                )
+                .await,
+                Some(ErrorCode::UnknownMemberId)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod offsets {
+    use super::*;
+
+    #[test]
+    fn commits_are_fenced_by_generation_and_read_back_with_their_metadata() {
+        let mut cluster = cluster(53);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let tp = TopicPartition::new("in", 3);
+            let mut a = coordinator(CoordinatorType::Group, "g3").await;
+            let joined = join_group(&mut a, "g3", "").await;
+            sync(
+                &mut a,
+                "g3",
+                &joined,
+                vec![(joined.member_id.clone(), vec![tp.clone()])],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                commit("g3", joined.generation, &joined.member_id, &tp, 42).await,
+                None
+            );
+            assert_eq!(
+                committed("g3", &tp).await,
+                Some(OffsetAndMetadata {
+                    offset: 42,
+                    metadata: "checkpoint=42".into()
+                })
+            );
+            assert_eq!(
+                commit("g3", joined.generation - 1, &joined.member_id, &tp, 43).await,
+                Some(ErrorCode::IllegalGeneration)
+            );
+            assert_eq!(
+                commit("g3", joined.generation, "stranger", &tp, 43).await,
+                Some(ErrorCode::UnknownMemberId)
+            );
+            // KIP-447: a transactional commit from a stale generation.
+            let producer = init_transactions("tx-g3", 60_000).await;
+            let response = group_call(
+                "g3",
+                Request::TxnOffsetCommit {
+                    transactional_id: "tx-g3".into(),
+                    group_id: "g3".into(),
+                    producer_id: producer.0,
+                    producer_epoch: producer.1,
+                    generation_id: joined.generation + 7,
+                    member_id: joined.member_id.clone(),
+                    group_instance_id: None,
+                    offsets: vec![(
+                        tp.clone(),
+                        OffsetAndMetadata {
+                            offset: 50,
+                            metadata: String::new(),
+                        },
+                    )],
+                },
+            )
+            .await;
+            assert_eq!(
+                response,
+                Response::TxnOffsetCommit {
+                    results: vec![(tp.clone(), Some(ErrorCode::IllegalGeneration))]
+                }
+            );
+            // Nothing changed.
+            assert_eq!(committed("g3", &tp).await.map(|o| o.offset), Some(42));
+            // A group nobody joined accepts commits from outside (generation -1).
+            assert_eq!(commit("standalone", -1, "", &tp, 7).await, None);
+            assert_eq!(
+                committed("standalone", &tp).await.map(|o| o.offset),
+                Some(7)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_new_coordinator_loads_offsets_and_the_generation_from_the_log() {
+        let mut cluster = cluster(54);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let tp = TopicPartition::new("in", 0);
+            let mut a = coordinator(CoordinatorType::Group, "g4").await;
+            let joined = join_group(&mut a, "g4", "").await;
+            sync(
+                &mut a,
+                "g4",
+                &joined,
+                vec![(joined.member_id.clone(), vec![tp.clone()])],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                commit("g4", joined.generation, &joined.member_id, &tp, 99).await,
+                None
+            );
+            let shard = TopicPartition::new(
+                "__consumer_offsets",
+                eddyline_sim::broker::coordinator_partition("g4", 4),
+            );
+            let old = handle.leader_of(&shard).unwrap();
+            handle.crash_broker(old);
+            wait_for(&handle, |h| h.leader_of(&shard).is_some_and(|l| l != old)).await;
+            assert_eq!(
+                committed("g4", &tp).await,
+                Some(OffsetAndMetadata {
+                    offset: 99,
+                    metadata: "checkpoint=99".into()
+                })
+            );
+            // The member and its generation survived the failover.
+            let mut b = coordinator(CoordinatorType::Group, "g4").await;
+            assert_eq!(
+                heartbeat(&mut b, "g4", joined.generation, &joined.member_id).await,
+                None
+            );
+            assert_eq!(
+                commit("g4", joined.generation, &joined.member_id, &tp, 100).await,
+                None
+            );
+            handle.restart_broker(old);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}

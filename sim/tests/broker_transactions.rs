@@ -1,0 +1,418 @@
+//! Transactions at the broker: the coordinator's state machine, markers,
+//! the last stable offset, the aborted-transaction index, fencing,
+//! timeouts, transactional offsets and coordinator failover.
+
+mod common;
+
+use common::*;
+use eddyline_engine::transport::{ErrorCode, Isolation, OffsetAndMetadata, TopicPartition};
+use eddyline_sim::protocol::{AbortedTransaction, ControlType, Request, Response};
+
+mod visibility {
+    use super::*;
+
+    #[test]
+    fn an_open_transaction_holds_the_lso_until_its_commit_marker_lands() {
+        let mut cluster = cluster(11);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            ok(&produce(&handle, None, batch(&tp, -1, -1, -1, false, &["before"])).await);
+            let producer = init_transactions("tx-a", 60_000).await;
+            assert_eq!(
+                add_partitions("tx-a", producer, std::slice::from_ref(&tp)).await,
+                vec![None]
+            );
+            let txn_offset = ok(&produce(
+                &handle,
+                Some("tx-a"),
+                batch(&tp, producer.0, producer.1, 0, true, &["t1", "t2"]),
+            )
+            .await);
+            assert_eq!(txn_offset, 1);
+            // A later non-transactional write is still behind the LSO.
+            ok(&produce(&handle, None, batch(&tp, -1, -1, -1, false, &["after"])).await);
+            let committed = fetch(&handle, &tp, 0, Isolation::ReadCommitted).await;
+            assert_eq!(committed.last_stable_offset, 1);
+            assert_eq!(committed.high_watermark, 4);
+            assert_eq!(values(&committed), vec![(0, "before".to_string())]);
+            let uncommitted = fetch(&handle, &tp, 0, Isolation::ReadUncommitted).await;
+            assert_eq!(values(&uncommitted).len(), 4);
+
+            assert_eq!(end_txn("tx-a", producer, true).await, None);
+            let result = wait_for_lso(&handle, &tp, 5).await;
+            // The marker took offset 4: n records + 1.
+            let marker = result.batches.iter().find(|b| b.control.is_some()).unwrap();
+            assert_eq!(
+                (marker.base_offset, marker.control),
+                (4, Some(ControlType::Commit))
+            );
+            assert!(result.aborted_transactions.is_empty());
+            assert_eq!(values(&result).len(), 4);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn an_aborted_transaction_is_listed_for_read_committed_fetches() {
+        let mut cluster = cluster(12);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let producer = init_transactions("tx-b", 60_000).await;
+            add_partitions("tx-b", producer, std::slice::from_ref(&tp)).await;
+            ok(&produce(
+                &handle,
+                Some("tx-b"),
+                batch(&tp, producer.0, producer.1, 0, true, &["x", "y"]),
+            )
+            .await);
+            assert_eq!(end_txn("tx-b", producer, false).await, None);
+            let result = wait_for_lso(&handle, &tp, 3).await;
+            assert_eq!(
+                result.aborted_transactions,
+                vec![AbortedTransaction {
+                    producer_id: producer.0,
+                    first_offset: 0
+                }]
+            );
+            // Retrying the same EndTxn is answered as done; the other
+            // outcome is an invalid transition.
+            assert_eq!(end_txn("tx-b", producer, false).await, None);
+            assert_eq!(
+                end_txn("tx-b", producer, true).await,
+                Some(ErrorCode::InvalidTxnState)
+            );
+            // A fetch past the aborted range does not list it.
+            let later = fetch(&handle, &tp, 3, Isolation::ReadCommitted).await;
+            assert!(later.aborted_transactions.is_empty());
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_transactional_write_to_a_partition_not_in_the_transaction_is_refused() {
+        let mut cluster = cluster(13);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 2).await;
+            let producer = init_transactions("tx-c", 60_000).await;
+            let added = TopicPartition::new("out", 0);
+            let other = TopicPartition::new("out", 1);
+            add_partitions("tx-c", producer, std::slice::from_ref(&added)).await;
+            let result = produce(
+                &handle,
+                Some("tx-c"),
+                batch(&other, producer.0, producer.1, 0, true, &["z"]),
+            )
+            .await;
+            assert_eq!(err(&result), ErrorCode::InvalidTxnState);
+            ok(&produce(
+                &handle,
+                Some("tx-c"),
+                batch(&added, producer.0, producer.1, 0, true, &["z"]),
+            )
+            .await);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod fencing {
+    use super::*;
+
+    #[test]
+    fn a_second_init_fences_the_first_producer_and_aborts_its_open_transaction() {
+        let mut cluster = cluster(21);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let first = init_transactions("tx-f", 60_000).await;
+            add_partitions("tx-f", first, std::slice::from_ref(&tp)).await;
+            ok(&produce(
+                &handle,
+                Some("tx-f"),
+                batch(&tp, first.0, first.1, 0, true, &["zombie"]),
+            )
+            .await);
+            let second = init_transactions("tx-f", 60_000).await;
+            assert_eq!(second.0, first.0);
+            // Bumped twice: once to abort the open transaction, once for the
+            // new incarnation.
+            assert_eq!(second.1, first.1 + 2);
+            // The zombie's open transaction was aborted.
+            let result = wait_for_lso(&handle, &tp, 2).await;
+            assert_eq!(result.aborted_transactions.len(), 1);
+            // The zombie is fenced everywhere.
+            assert_eq!(
+                end_txn("tx-f", first, true).await,
+                Some(ErrorCode::ProducerFenced)
+            );
+            assert_eq!(
+                add_partitions("tx-f", first, std::slice::from_ref(&tp)).await,
+                vec![Some(ErrorCode::ProducerFenced)]
+            );
+            let late = produce(
+                &handle,
+                Some("tx-f"),
+                batch(&tp, first.0, first.1, 1, true, &["late"]),
+            )
+            .await;
+            assert!(
+                matches!(
+                    err(&late),
+                    ErrorCode::InvalidProducerEpoch | ErrorCode::ProducerFenced
+                ),
+                "{late:?}"
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
+        let mut cluster = cluster(22);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let producer = init_transactions("tx-t", 500).await;
+            add_partitions("tx-t", producer, std::slice::from_ref(&tp)).await;
+            ok(&produce(
+                &handle,
+                Some("tx-t"),
+                batch(&tp, producer.0, producer.1, 0, true, &["slow"]),
+            )
+            .await);
+            // The abort check runs every second; the timeout is 500 ms.
+            sleep_ms(2_500).await;
+            let result = wait_for_lso(&handle, &tp, 2).await;
+            assert_eq!(result.aborted_transactions.len(), 1);
+            assert_eq!(
+                end_txn("tx-t", producer, true).await,
+                Some(ErrorCode::ProducerFenced)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn expiring_transactions_on_demand_aborts_every_open_one() {
+        let mut cluster = cluster(23);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let producer = init_transactions("tx-e", 60_000).await;
+            add_partitions("tx-e", producer, std::slice::from_ref(&tp)).await;
+            ok(&produce(
+                &handle,
+                Some("tx-e"),
+                batch(&tp, producer.0, producer.1, 0, true, &["a"]),
+            )
+            .await);
+            handle.expire_transactions();
+            let result = wait_for_lso(&handle, &tp, 2).await;
+            assert_eq!(result.aborted_transactions.len(), 1);
+            assert_eq!(
+                end_txn("tx-e", producer, true).await,
+                Some(ErrorCode::ProducerFenced)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_bad_transaction_timeout_is_refused() {
+        let mut cluster = cluster(24);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let response = txn_call(
+                "tx-x",
+                Request::InitProducerId {
+                    transactional_id: Some("tx-x".into()),
+                    transaction_timeout_ms: 1_000_000_000,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                },
+            )
+            .await;
+            assert!(matches!(
+                response,
+                Response::InitProducerId {
+                    error: Some(ErrorCode::InvalidTransactionTimeout),
+                    ..
+                }
+            ));
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod offsets {
+    use super::*;
+
+    fn offset(value: i64, metadata: &str) -> OffsetAndMetadata {
+        OffsetAndMetadata {
+            offset: value,
+            metadata: metadata.to_string(),
+        }
+    }
+
+    async fn fetch_offsets(
+        group: &str,
+        tp: &TopicPartition,
+        require_stable: bool,
+    ) -> (Option<OffsetAndMetadata>, Option<ErrorCode>) {
+        match group_call(
+            group,
+            Request::OffsetFetch {
+                group_id: group.to_string(),
+                partitions: vec![tp.clone()],
+                require_stable,
+            },
+        )
+        .await
+        {
+            Response::OffsetFetch {
+                error: None,
+                mut offsets,
+            } => {
+                let (_, committed, error) = offsets.remove(0);
+                (committed, error)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transactional_offsets_are_unstable_until_commit_and_dropped_on_abort() {
+        let mut cluster = cluster(31);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "in", 1).await;
+            let input = TopicPartition::new("in", 0);
+            for (round, commit) in [(1, true), (2, false)] {
+                let producer = init_transactions("tx-o", 60_000).await;
+                let response = txn_call(
+                    "tx-o",
+                    Request::AddOffsetsToTxn {
+                        transactional_id: "tx-o".into(),
+                        producer_id: producer.0,
+                        producer_epoch: producer.1,
+                        group_id: "g".into(),
+                    },
+                )
+                .await;
+                assert_eq!(response, Response::AddOffsetsToTxn { error: None });
+                let response = group_call(
+                    "g",
+                    Request::TxnOffsetCommit {
+                        transactional_id: "tx-o".into(),
+                        group_id: "g".into(),
+                        producer_id: producer.0,
+                        producer_epoch: producer.1,
+                        generation_id: -1,
+                        member_id: String::new(),
+                        group_instance_id: None,
+                        offsets: vec![(
+                            input.clone(),
+                            offset(round * 10, &format!("checkpoint-{round}")),
+                        )],
+                    },
+                )
+                .await;
+                assert_eq!(
+                    response,
+                    Response::TxnOffsetCommit {
+                        results: vec![(input.clone(), None)]
+                    }
+                );
+                assert_eq!(
+                    fetch_offsets("g", &input, true).await,
+                    (None, Some(ErrorCode::UnstableOffsetCommit))
+                );
+                assert_eq!(end_txn("tx-o", producer, commit).await, None);
+                // Stable again once the marker lands.
+                let mut stable = fetch_offsets("g", &input, true).await;
+                for _ in 0..200 {
+                    if stable.1.is_none() {
+                        break;
+                    }
+                    sleep_ms(10).await;
+                    stable = fetch_offsets("g", &input, true).await;
+                }
+                // Round 1 committed 10; round 2 aborted, so 10 remains.
+                assert_eq!(stable, (Some(offset(10, "checkpoint-1")), None));
+            }
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
+mod failover {
+    use super::*;
+    use eddyline_sim::protocol::CoordinatorType;
+
+    #[test]
+    fn a_new_transaction_coordinator_loads_the_state_and_completes_the_commit() {
+        let mut cluster = cluster(41);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 3).await;
+            let partitions: Vec<TopicPartition> =
+                (0..3).map(|p| TopicPartition::new("out", p)).collect();
+            let producer = init_transactions("tx-fo", 60_000).await;
+            add_partitions("tx-fo", producer, &partitions).await;
+            for tp in &partitions {
+                ok(&produce(
+                    &handle,
+                    Some("tx-fo"),
+                    batch(tp, producer.0, producer.1, 0, true, &["v"]),
+                )
+                .await);
+            }
+            // Crash the coordinator; the new one must know the transaction.
+            let coordinator_partition = TopicPartition::new(
+                "__transaction_state",
+                eddyline_sim::broker::coordinator_partition("tx-fo", 4),
+            );
+            let old = handle.leader_of(&coordinator_partition).unwrap();
+            handle.crash_broker(old);
+            wait_for(&handle, |h| {
+                h.leader_of(&coordinator_partition)
+                    .is_some_and(|l| l != old)
+            })
+            .await;
+            let _ = coordinator(CoordinatorType::Transaction, "tx-fo").await;
+            assert_eq!(end_txn("tx-fo", producer, true).await, None);
+            for tp in &partitions {
+                let result = wait_for_lso(&handle, tp, 2).await;
+                assert_eq!(values(&result), vec![(0, "v".to_string())]);
+            }
+            handle.restart_broker(old);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
