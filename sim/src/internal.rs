@@ -88,6 +88,13 @@ pub struct TxnMarker {
     pub partitions: Vec<TopicPartition>,
 }
 
+/// The end offset of an epoch, as OffsetsForLeaderEpoch answers it:
+/// `(epoch found, its end offset)`.
+pub type EpochEndOffset = Result<(i32, i64), ErrorCode>;
+
+/// One outcome per partition.
+pub type PartitionErrors = Vec<(TopicPartition, Option<ErrorCode>)>;
+
 /// A request between brokers or to the controller.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum InternalRequest {
@@ -171,13 +178,13 @@ pub enum InternalResponse {
     },
     /// Per query: the epoch found and its end offset.
     OffsetsForLeaderEpoch {
-        results: Vec<(TopicPartition, Result<(i32, i64), ErrorCode>)>,
+        results: Vec<(TopicPartition, EpochEndOffset)>,
     },
     WriteTxnMarkers {
-        results: Vec<(ProducerId, Vec<(TopicPartition, Option<ErrorCode>)>)>,
+        results: Vec<(ProducerId, PartitionErrors)>,
     },
     VerifyTxnPartitions {
-        results: Vec<(TopicPartition, Option<ErrorCode>)>,
+        results: PartitionErrors,
     },
     /// The request could not be handled at all (sent to the wrong node).
     Error {

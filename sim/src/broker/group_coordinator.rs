@@ -706,7 +706,7 @@ async fn join_group(
             .get(&group_id)
             .is_some_and(|g| g.members.contains_key(&member_id));
         let new_member = !known;
-        if new_member && shard.groups.get(&group_id).is_none() {
+        if new_member && !shard.groups.contains_key(&group_id) {
             shard.groups.insert(group_id.clone(), Group::new());
         }
         shard.next_join_order += 1;

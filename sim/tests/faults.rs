@@ -1,0 +1,180 @@
+//! Faults applied by the run loop: listed schedules, worker crash and
+//! restart, stopped hosts, zombie pauses, network partitions and latency.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use common::*;
+use eddyline_engine::transport::TopicPartition;
+use eddyline_sim::faults::{Fault, FaultSchedule};
+use eddyline_sim::protocol::{Request, Response};
+
+#[test]
+fn a_crashed_worker_restarts_from_its_factory_and_a_stopped_one_starts_later() {
+    let mut cluster = cluster(71);
+    let starts = Rc::new(Cell::new(0u32));
+    let late_starts = Rc::new(Cell::new(0u32));
+    {
+        let starts = starts.clone();
+        cluster.host("worker", move || {
+            let starts = starts.clone();
+            async move {
+                starts.set(starts.get() + 1);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    {
+        let late_starts = late_starts.clone();
+        cluster.stopped_host("joiner", move || {
+            let late_starts = late_starts.clone();
+            async move {
+                late_starts.set(late_starts.get() + 1);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    cluster.schedule(FaultSchedule::listed(vec![
+        (100, Fault::CrashHost("worker".into())),
+        (200, Fault::RestartHost("worker".into())),
+        (300, Fault::RestartHost("joiner".into())),
+    ]));
+    let (starts_seen, late_seen) = (starts.clone(), late_starts.clone());
+    cluster.client("test", async move {
+        sleep_ms(50).await;
+        assert_eq!((starts_seen.get(), late_seen.get()), (1, 0));
+        sleep_ms(400).await;
+        assert_eq!((starts_seen.get(), late_seen.get()), (2, 1));
+        Ok(())
+    });
+    cluster.run().unwrap();
+    let excerpt = cluster.trace().excerpt.join("\n");
+    assert!(excerpt.contains("fault crash worker"), "{excerpt}");
+    assert!(excerpt.contains("fault restart joiner"), "{excerpt}");
+}
+
+#[test]
+fn a_paused_worker_is_cut_off_and_then_resumes_as_a_zombie() {
+    let mut cluster = cluster(72);
+    let answers: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(Vec::new()));
+    let handle = cluster.handle();
+    {
+        let answers = answers.clone();
+        let handle = handle.clone();
+        cluster.host("zombie", move || {
+            let answers = answers.clone();
+            let handle = handle.clone();
+            async move {
+                wait_ready(&handle).await;
+                loop {
+                    let response = connect(0)
+                        .call(Request::Metadata { topics: Some(Vec::new()) }, 5_000)
+                        .await;
+                    if response.is_ok() {
+                        answers.borrow_mut().push(handle.now_ms());
+                    }
+                    sleep_ms(20).await;
+                }
+            }
+        });
+    }
+    let seen = answers.clone();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        sleep_ms(200).await;
+        let paused_at = handle.now_ms();
+        handle.pause_host("zombie", 1_000);
+        sleep_ms(1_500).await;
+        let answers = seen.borrow().clone();
+        let before = answers.iter().filter(|&&t| t <= paused_at).count();
+        let during = answers.iter().filter(|&&t| t > paused_at + 20 && t < paused_at + 1_000).count();
+        let after = answers.iter().filter(|&&t| t >= paused_at + 1_000).count();
+        assert!(before > 3, "{answers:?}");
+        assert_eq!(during, 0, "{answers:?}");
+        assert!(after > 3, "{answers:?}");
+        Ok(())
+    });
+    cluster.run().unwrap();
+}
+
+#[test]
+fn a_partitioned_client_times_out_and_works_again_after_the_heal() {
+    let mut cluster = cluster(73);
+    let handle = cluster.handle();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        create_topic(&handle, "t", 1).await;
+        let tp = TopicPartition::new("t", 0);
+        let leader = handle.leader_of(&tp).unwrap();
+        let leader_host = format!("broker-{leader}");
+        handle.partition(&["test"], &[leader_host.as_str()]);
+        sleep_ms(2).await;
+        let request = Request::Produce {
+            transactional_id: None,
+            timeout_ms: 1_000,
+            batches: vec![batch(&tp, -1, -1, -1, false, &["a"])],
+        };
+        assert!(connect(leader).call(request.clone(), 500).await.is_err());
+        handle.heal(&["test"], &[leader_host.as_str()]);
+        sleep_ms(2).await;
+        match connect(leader).call(request, 5_000).await.unwrap() {
+            Response::Produce { results } => assert_eq!(results[0].error, None),
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    });
+    cluster.run().unwrap();
+}
+
+async fn average_round_trip_ms(
+    handle: &eddyline_sim::cluster::ClusterHandle,
+    connection: &mut eddyline_sim::rpc::Connection,
+) -> u64 {
+    let started = handle.now_ms();
+    for _ in 0..30 {
+        call(connection, Request::Metadata { topics: Some(Vec::new()) }).await;
+    }
+    (handle.now_ms() - started) / 30
+}
+
+#[test]
+fn raising_the_maximum_latency_slows_round_trips() {
+    let mut cluster = cluster(74);
+    let handle = cluster.handle();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        let mut connection = connect(1);
+        let fast = average_round_trip_ms(&handle, &mut connection).await;
+        handle.set_max_latency(400);
+        sleep_ms(1).await;
+        let slow = average_round_trip_ms(&handle, &mut connection).await;
+        assert!(fast <= 10, "{fast}");
+        assert!(slow >= 3 * fast.max(1), "fast {fast} slow {slow}");
+        Ok(())
+    });
+    cluster.run().unwrap();
+}
+
+#[test]
+fn a_failed_run_reports_its_seed_and_the_end_of_the_trace() {
+    let mut cluster = cluster(75);
+    cluster.schedule(FaultSchedule::listed(vec![(50, Fault::CrashBroker(1))]));
+    let handle = cluster.handle();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        sleep_ms(100).await;
+        Err("deliberate failure".into())
+    });
+    let error = cluster.run().unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("seed 75"), "{text}");
+    assert!(text.contains("EDDY_SEED=75"), "{text}");
+    assert!(text.contains("deliberate failure"), "{text}");
+    assert!(!error.trace.excerpt.is_empty());
+    // The crash was applied before the failure.
+    assert!(error.trace.excerpt.iter().any(|line| line.contains("fault crash broker-1")));
+}
