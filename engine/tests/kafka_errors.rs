@@ -31,7 +31,7 @@ mod unreachable_broker {
             tokio::time::timeout(Duration::from_secs(10), KafkaTransport::connect(config))
                 .await
                 .expect("no hang beyond the timeout");
-        let error = outcome.err().expect("a closed port cannot be connected to");
+        let error = outcome.expect_err("a closed port cannot be connected to");
         eprintln!("unreachable broker: {error}");
         assert_eq!(error.code, ErrorCode::BrokerNotAvailable, "{error}");
         assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
@@ -108,7 +108,7 @@ mod credentials {
             tokio::time::timeout(Duration::from_secs(20), KafkaTransport::connect(config))
                 .await
                 .expect("no hang beyond the timeout");
-        let error = outcome.err().expect("wrong credentials are refused");
+        let error = outcome.expect_err("wrong credentials are refused");
         eprintln!("wrong credentials: {error}");
         assert_eq!(error.code, ErrorCode::SaslAuthenticationFailed, "{error}");
         assert_eq!(error.kind, ErrorKind::Fatal, "{error}");

@@ -7,7 +7,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic as RdNewTopic, TopicRep
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::config::KafkaConfig;
-use super::context::{BasicContext, ClientShared};
+use rdkafka::producer::{Producer as _, ThreadedProducer};
+
+use super::context::{BasicContext, ClientShared, ProducerCtx};
 use super::error::{code_of, default_kind, error, from_kafka_error};
 use super::{blocking, bounded, create_client};
 use crate::transport::{Admin, ErrorCode, ErrorKind, NewTopic, TransportResult};
@@ -15,6 +17,10 @@ use crate::transport::{Admin, ErrorCode, ErrorKind, NewTopic, TransportResult};
 /// Creates topics and reads their partition counts.
 pub struct KafkaAdmin {
     client: Arc<AdminClient<BasicContext>>,
+    /// Metadata requests go through a producer client: its polling thread
+    /// serves librdkafka's error and log events (the admin client's never
+    /// are), which explain a timeout (refused connection, failed login).
+    probe: Arc<ThreadedProducer<ProducerCtx>>,
     shared: Arc<ClientShared>,
     config: Arc<KafkaConfig>,
 }
@@ -34,8 +40,17 @@ impl KafkaAdmin {
             },
             "admin client",
         )?;
+        let mut probe_config = config.client_config();
+        probe_config.set("client.id", "eddyline-admin-metadata");
+        let probe = create_client(
+            &config,
+            probe_config,
+            ProducerCtx::new(Arc::clone(&shared)),
+            "admin client",
+        )?;
         Ok(Self {
             client: Arc::new(client),
+            probe: Arc::new(probe),
             shared,
             config,
         })
@@ -111,14 +126,14 @@ impl Admin for KafkaAdmin {
             "reading metadata of topic '{topic}' at {}",
             self.config.bootstrap()
         );
-        let client = Arc::clone(&self.client);
+        let client = Arc::clone(&self.probe);
         let name = topic.to_string();
         let redactor = self.shared.redactor.clone();
         let what_inner = what.clone();
         let partitions = bounded(&self.shared, &what, timeout_ms, async move {
             let metadata = blocking(&what_inner.clone(), move || {
                 client
-                    .inner()
+                    .client()
                     .fetch_metadata(Some(&name), Duration::from_millis(u64::from(timeout_ms)))
             })
             .await?

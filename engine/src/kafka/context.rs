@@ -2,7 +2,7 @@
 //! real cause), deferred rebalances, and delivery reports.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ impl ClientShared {
     }
 
     /// The latest librdkafka log lines of this client, already redacted.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by tests"))]
     pub fn recent_logs(&self) -> Vec<String> {
         self.recent_logs
             .lock()
@@ -218,6 +218,8 @@ pub(crate) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 pub(crate) struct ConsumerCtx {
     pub shared: Arc<ClientShared>,
     rebalances: Mutex<VecDeque<RebalanceOp>>,
+    /// `rebalances.len()`, readable without the lock (checked per record).
+    rebalances_pending: AtomicUsize,
     /// Set while closing: librdkafka's close waits for the unassign, so the
     /// callback then applies rebalances at once.
     pub closing: AtomicBool,
@@ -228,16 +230,24 @@ impl ConsumerCtx {
         Self {
             shared,
             rebalances: Mutex::new(VecDeque::new()),
+            rebalances_pending: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
         }
     }
 
     pub fn next_rebalance(&self) -> Option<RebalanceOp> {
-        self.rebalances.lock().expect("rebalance lock").pop_front()
+        if !self.has_rebalance() {
+            return None;
+        }
+        let mut rebalances = self.rebalances.lock().expect("rebalance lock");
+        let op = rebalances.pop_front();
+        self.rebalances_pending
+            .store(rebalances.len(), Ordering::SeqCst);
+        op
     }
 
     pub fn has_rebalance(&self) -> bool {
-        !self.rebalances.lock().expect("rebalance lock").is_empty()
+        self.rebalances_pending.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -297,16 +307,18 @@ impl ConsumerContext for ConsumerCtx {
                 RebalanceOp::Error(format!("rebalance failed: {code}"))
             }
         };
-        self.rebalances
-            .lock()
-            .expect("rebalance lock")
-            .push_back(op);
+        let mut rebalances = self.rebalances.lock().expect("rebalance lock");
+        rebalances.push_back(op);
+        self.rebalances_pending
+            .store(rebalances.len(), Ordering::SeqCst);
     }
 }
 
 /// Where a record's delivery report goes.
 pub(crate) struct DeliverySlot {
     pub sender: oneshot::Sender<TransportResult<Delivered>>,
+    /// The record's topic (reported back without asking librdkafka).
+    pub topic: String,
 }
 
 /// The producer's context: delivery reports resolve the futures `send`
@@ -345,9 +357,10 @@ impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = Box<DeliverySlot>;
 
     fn delivery(&self, delivery_result: &DeliveryResult<'_>, slot: Self::DeliveryOpaque) {
+        let slot = *slot;
         let result = match delivery_result {
             Ok(message) => Ok(Delivered {
-                topic: message.topic().to_string(),
+                topic: slot.topic,
                 partition: message.partition(),
                 offset: message.offset(),
             }),

@@ -35,7 +35,6 @@ pub struct KafkaProducer {
 /// Resolves when librdkafka reports the record's delivery.
 pub struct KafkaDelivery {
     receiver: oneshot::Receiver<TransportResult<Delivered>>,
-    topic: String,
 }
 
 impl Future for KafkaDelivery {
@@ -47,10 +46,7 @@ impl Future for KafkaDelivery {
             Poll::Ready(Err(_closed)) => Poll::Ready(Err(TransportError::new(
                 ErrorKind::Fatal,
                 ErrorCode::InvalidState,
-                format!(
-                    "the producer was dropped before the delivery of a record to topic '{}' was reported",
-                    self.topic
-                ),
+                "the producer was dropped before a record's delivery was reported",
             ))),
             Poll::Pending => Poll::Pending,
         }
@@ -151,25 +147,46 @@ impl KafkaProducer {
         })
     }
 
-    /// Flushes and returns the first delivery failure since the last flush.
+    /// Waits until librdkafka holds no record of this producer (queued, in
+    /// flight, or with an unserved delivery report), then returns the first
+    /// delivery failure since the last flush. Delivery reports are served by
+    /// the producer's own polling thread, so this only watches the count:
+    /// rdkafka's `flush` would re-check only every 100 ms.
     async fn flush_within(&self, timeout_ms: u32) -> TransportResult<()> {
         let what = self.what("flush");
-        let inner = Arc::clone(&self.inner);
-        let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let flushed = blocking(&what, move || inner.flush(timeout)).await?;
+        let waited = tokio::time::timeout(Duration::from_millis(u64::from(timeout_ms)), async {
+            let mut pause = Duration::from_micros(200);
+            while self.inner.in_flight_count() > 0 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(FLUSH_CHECK_MAX);
+            }
+        })
+        .await;
         if let Some(failure) = self.inner.context().take_first_failure() {
             return Err(failure);
         }
-        flushed.map_err(|e| {
-            explain(
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_elapsed) => Err(explain(
                 &self.shared,
                 &what,
                 timeout_ms,
-                from_kafka_error(&what, &e, &self.shared.redactor),
-            )
-        })
+                error(
+                    ErrorKind::Timeout,
+                    ErrorCode::TimedOut,
+                    &format!(
+                        "{what}: {} records still unacknowledged after {timeout_ms} ms",
+                        self.inner.in_flight_count()
+                    ),
+                    &self.shared.redactor,
+                ),
+            )),
+        }
     }
 }
+
+/// The longest pause between two checks of a flush.
+const FLUSH_CHECK_MAX: Duration = Duration::from_millis(5);
 
 impl Producer for KafkaProducer {
     type Delivery = KafkaDelivery;
@@ -205,16 +222,22 @@ impl Producer for KafkaProducer {
             ));
         }
         let (sender, receiver) = oneshot::channel();
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in &record.headers {
-            headers = headers.insert(RdHeader {
-                key,
-                value: Some(value.as_slice()),
-            });
-        }
+        let slot = Box::new(DeliverySlot {
+            sender,
+            topic: record.topic.clone(),
+        });
         let mut base: BaseRecord<'_, [u8], [u8], Box<DeliverySlot>> =
-            BaseRecord::with_opaque_to(&record.topic, Box::new(DeliverySlot { sender }))
-                .headers(headers);
+            BaseRecord::with_opaque_to(&record.topic, slot);
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(RdHeader {
+                    key,
+                    value: Some(value.as_slice()),
+                });
+            }
+            base = base.headers(headers);
+        }
         if let Some(key) = &record.key {
             base = base.key(key.as_slice());
         }
@@ -228,10 +251,7 @@ impl Producer for KafkaProducer {
             base = base.timestamp(timestamp_ms);
         }
         match self.inner.send(base) {
-            Ok(()) => Ok(KafkaDelivery {
-                receiver,
-                topic: record.topic,
-            }),
+            Ok(()) => Ok(KafkaDelivery { receiver }),
             Err((e, _record)) => {
                 let what = format!("sending a record to topic '{}'", record.topic);
                 let mut mapped = from_kafka_error(&what, &e, &self.shared.redactor);

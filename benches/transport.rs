@@ -1,0 +1,463 @@
+//! The real-Kafka transport against bare rdkafka, on a local broker.
+//!
+//! `EDDY_KAFKA_BOOTSTRAP=127.0.0.1:PORT cargo bench --bench transport`
+//! (start a broker with `scripts/kafka start`). Without the variable the
+//! bench says so and measures nothing.
+//!
+//! Measured, in records per second (100-byte values, 8-byte keys, one
+//! partition, acks=all, idempotent, linger 5 ms, read_committed):
+//! - produce: send N records and flush, through the seam vs bare rdkafka;
+//! - consume: read N records from the start of a partition, through the
+//!   seam's `poll` vs `BaseConsumer::poll`;
+//! - transactional produce committing every 100 ms vs idempotent produce,
+//!   both through the seam.
+//!
+//! Each measurement starts on a warm client: producers have sent and flushed
+//! one record first (producer id, metadata and connection are set up), and a
+//! consumer's clock starts at its first record, so that client start-up
+//! (hundreds of ms, the same for both) does not hide the per-record cost.
+//!
+//! Criterion reports each; the ratios come from a separate interleaved run
+//! (A, B, A, B, ...; the median of each) printed at the end, because
+//! criterion does not compare two functions.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
+use eddyline_engine::transport::{
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, NewTopic, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition, Transport,
+};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Runtime;
+
+const PRODUCE_RECORDS: usize = 50_000;
+const CONSUME_RECORDS: usize = 100_000;
+const VALUE_BYTES: usize = 100;
+const TRANSACTION_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+const RATIO_ROUNDS: usize = 5;
+
+struct Bench {
+    bootstrap: String,
+    transport: KafkaTransport,
+    runtime: Runtime,
+    run: String,
+    topics: u32,
+}
+
+fn value() -> Vec<u8> {
+    vec![b'x'; VALUE_BYTES]
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("{:08}", i % 1000).into_bytes()
+}
+
+impl Bench {
+    fn topic(&mut self, name: &str) -> String {
+        self.topics += 1;
+        let topic = format!("bench-{name}-{}-{}", self.run, self.topics);
+        let transport = self.transport.clone();
+        let created = topic.clone();
+        self.runtime.block_on(async move {
+            let admin = transport.admin().await.expect("admin");
+            admin
+                .create_topic(&NewTopic {
+                    name: created,
+                    partitions: 1,
+                    replication_factor: 1,
+                    configs: Vec::new(),
+                })
+                .await
+                .expect("create topic");
+        });
+        topic
+    }
+
+    fn seam_produce(&mut self, topic: &str, records: usize) -> Duration {
+        let transport = self.transport.clone();
+        let topic = topic.to_string();
+        self.runtime.block_on(async move {
+            let mut producer = transport
+                .producer(&ProducerConfig::new("bench-seam", None))
+                .await
+                .expect("producer");
+            let value = value();
+            // Warm up (producer id, metadata, connection) off the clock.
+            producer
+                .send(ProducerRecord {
+                    topic: topic.clone(),
+                    partition: Some(0),
+                    key: Some(key(0)),
+                    value: Some(value.clone()),
+                    timestamp_ms: None,
+                    headers: Vec::new(),
+                })
+                .expect("send")
+                .await
+                .expect("warm-up delivery");
+            // The records exist before the clock starts, as the engine's do.
+            let batch = records_for(&topic, records, &value);
+            let start = Instant::now();
+            for record in batch {
+                drop(producer.send(record).expect("send"));
+            }
+            producer.flush().await.expect("flush");
+            start.elapsed()
+        })
+    }
+
+    fn seam_produce_transactional(&mut self, topic: &str, records: usize) -> Duration {
+        let transport = self.transport.clone();
+        let topic = topic.to_string();
+        let id = format!("bench-txn-{}-{}", self.run, self.topics);
+        self.runtime.block_on(async move {
+            let mut producer = transport
+                .producer(&ProducerConfig::new("bench-txn", Some(id)))
+                .await
+                .expect("producer");
+            producer.init_transactions().await.expect("init");
+            let value = value();
+            // Warm up (metadata, connection, first AddPartitionsToTxn) off the clock.
+            producer.begin_transaction().await.expect("begin");
+            producer
+                .send(ProducerRecord {
+                    topic: topic.clone(),
+                    partition: Some(0),
+                    key: Some(key(0)),
+                    value: Some(value.clone()),
+                    timestamp_ms: None,
+                    headers: Vec::new(),
+                })
+                .expect("send");
+            producer.commit_transaction().await.expect("commit");
+            let batch = records_for(&topic, records, &value);
+            let start = Instant::now();
+            producer.begin_transaction().await.expect("begin");
+            let mut began = Instant::now();
+            for record in batch {
+                drop(producer.send(record).expect("send"));
+                if began.elapsed() >= TRANSACTION_COMMIT_INTERVAL {
+                    producer.commit_transaction().await.expect("commit");
+                    producer.begin_transaction().await.expect("begin");
+                    began = Instant::now();
+                }
+            }
+            producer.commit_transaction().await.expect("commit");
+            start.elapsed()
+        })
+    }
+
+    fn bare_producer(&self) -> ThreadedProducer<DefaultProducerContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", "bench-bare")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("bare producer")
+    }
+
+    fn bare_produce(&mut self, topic: &str, records: usize) -> Duration {
+        let producer = self.bare_producer();
+        let value = value();
+        // Warm up (producer id, metadata, connection) off the clock.
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(0)
+                    .key(&key(0))
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("warm-up flush");
+        let keys: Vec<Vec<u8>> = (0..records).map(key).collect();
+        let start = Instant::now();
+        for key in &keys {
+            let mut record = BaseRecord::to(topic).partition(0).key(key).payload(&value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, returned)) => {
+                        record = returned;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        // Wait for every acknowledgement the way the seam's flush does
+        // (rdkafka's own flush re-checks only every 100 ms).
+        while producer.in_flight_count() > 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        start.elapsed()
+    }
+
+    fn seam_consume(&mut self, topic: &str, records: usize) -> Duration {
+        let transport = self.transport.clone();
+        let topic = topic.to_string();
+        self.runtime.block_on(async move {
+            let mut start = None;
+            let mut consumer = transport
+                .consumer(&ConsumerConfig::new("bench-seam-reader", None))
+                .await
+                .expect("consumer");
+            consumer
+                .assign(&[TopicPartition::new(&topic, 0)])
+                .await
+                .expect("assign");
+            let mut read = 0;
+            let mut bytes = 0;
+            while read < records {
+                for event in consumer
+                    .poll(1_000, Duration::from_millis(100))
+                    .await
+                    .expect("poll")
+                {
+                    if let ConsumerEvent::Message(message) = event {
+                        start.get_or_insert_with(Instant::now);
+                        read += 1;
+                        bytes += message.value.map_or(0, |v| v.len());
+                    }
+                }
+            }
+            black_box(bytes);
+            let elapsed = start.expect("records were read").elapsed();
+            consumer.close().await.expect("close");
+            elapsed
+        })
+    }
+
+    /// `detach`: copy each record out of librdkafka's buffer (an
+    /// `OwnedMessage`), the work the seam's owned `Message` implies.
+    fn bare_consume(&mut self, topic: &str, records: usize, detach: bool) -> Duration {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", "bench-bare-reader")
+            // The seam's settings: no offset store, no auto commit.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("bare consumer");
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&list).expect("assign");
+        let mut read = 0;
+        let mut bytes = 0;
+        let mut start = None;
+        while read < records {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.expect("message");
+                // The clock starts at the first record (see the module doc).
+                start.get_or_insert_with(Instant::now);
+                read += 1;
+                if detach {
+                    let owned = message.detach();
+                    bytes += owned.payload().map_or(0, <[u8]>::len);
+                } else {
+                    bytes += message.payload().map_or(0, <[u8]>::len);
+                }
+            }
+        }
+        black_box(bytes);
+        start.expect("records were read").elapsed()
+    }
+}
+
+/// The records of one run, built before the clock starts (as the engine's
+/// exist before it sends them). Fewer than librdkafka's queue holds
+/// (`queue.buffering.max.messages`, 100000), so a send never meets a full
+/// queue.
+fn records_for(topic: &str, records: usize, value: &[u8]) -> Vec<ProducerRecord> {
+    assert!(records < 100_000, "a run fits librdkafka's queue");
+    (0..records)
+        .map(|i| ProducerRecord {
+            topic: topic.to_string(),
+            partition: Some(0),
+            key: Some(key(i)),
+            value: Some(value.to_vec()),
+            timestamp_ms: None,
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+fn per_second(records: usize, elapsed: Duration) -> f64 {
+    records as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Interleaved runs of `a` and `b`: the median rate of each.
+fn interleaved(
+    bench: &mut Bench,
+    records: usize,
+    mut a: impl FnMut(&mut Bench) -> Duration,
+    mut b: impl FnMut(&mut Bench) -> Duration,
+) -> (f64, f64) {
+    let mut rates_a = Vec::new();
+    let mut rates_b = Vec::new();
+    for _ in 0..RATIO_ROUNDS {
+        rates_a.push(per_second(records, a(bench)));
+        rates_b.push(per_second(records, b(bench)));
+    }
+    (median(rates_a), median(rates_b))
+}
+
+fn main() {
+    let Ok(bootstrap) = std::env::var("EDDY_KAFKA_BOOTSTRAP") else {
+        println!(
+            "transport bench: EDDY_KAFKA_BOOTSTRAP is not set, so nothing was measured. \
+             Start a broker with `scripts/kafka start` and run \
+             `EDDY_KAFKA_BOOTSTRAP=127.0.0.1:PORT cargo bench --bench transport`."
+        );
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let transport = KafkaTransport::new(KafkaConfig::new(bootstrap.clone()));
+    runtime
+        .block_on(transport.check_connection())
+        .unwrap_or_else(|e| panic!("transport bench: {e}"));
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    let mut bench = Bench {
+        bootstrap,
+        transport,
+        runtime,
+        run,
+        topics: 0,
+    };
+
+    // A topic to read from, filled once.
+    let filled = bench.topic("consume");
+    bench.bare_produce(&filled, CONSUME_RECORDS);
+
+    let mut criterion = Criterion::default().configure_from_args();
+    if std::env::var("EDDY_BENCH_RATIOS_ONLY").is_err() {
+        let mut group = criterion.benchmark_group("transport/produce");
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .throughput(Throughput::Elements(PRODUCE_RECORDS as u64));
+        let topic = bench.topic("produce");
+        group.bench_function("seam_idempotent", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| bench.seam_produce(&topic, PRODUCE_RECORDS))
+                    .sum()
+            })
+        });
+        group.bench_function("bare_rdkafka_idempotent", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| bench.bare_produce(&topic, PRODUCE_RECORDS))
+                    .sum()
+            })
+        });
+        group.bench_function("seam_transactional_commit_every_100ms", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| bench.seam_produce_transactional(&topic, PRODUCE_RECORDS))
+                    .sum()
+            })
+        });
+        group.finish();
+        let mut group = criterion.benchmark_group("transport/consume");
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .throughput(Throughput::Elements(CONSUME_RECORDS as u64));
+        group.bench_function("seam_read_committed", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| bench.seam_consume(&filled, CONSUME_RECORDS))
+                    .sum()
+            })
+        });
+        group.bench_function("bare_rdkafka_read_committed_detached", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| bench.bare_consume(&filled, CONSUME_RECORDS, true))
+                    .sum()
+            })
+        });
+        group.bench_function("bare_rdkafka_read_committed_borrowed", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| bench.bare_consume(&filled, CONSUME_RECORDS, false))
+                    .sum()
+            })
+        });
+        group.finish();
+    }
+    criterion.final_summary();
+
+    // The ratios, from interleaved runs.
+    let topic = bench.topic("ratio");
+    let (seam, bare) = interleaved(
+        &mut bench,
+        PRODUCE_RECORDS,
+        |b| b.seam_produce(&topic, PRODUCE_RECORDS),
+        |b| b.bare_produce(&topic, PRODUCE_RECORDS),
+    );
+    println!(
+        "transport ratio: produce     seam {seam:>10.0} rec/s  bare rdkafka {bare:>10.0} rec/s  seam/bare {:.2} (target >= 0.9)",
+        seam / bare
+    );
+    let (seam, bare) = interleaved(
+        &mut bench,
+        CONSUME_RECORDS,
+        |b| b.seam_consume(&filled, CONSUME_RECORDS),
+        |b| b.bare_consume(&filled, CONSUME_RECORDS, true),
+    );
+    println!(
+        "transport ratio: consume     seam {seam:>10.0} rec/s  bare rdkafka {bare:>10.0} rec/s  seam/bare {:.2} (target >= 0.9; bare detaches each record)",
+        seam / bare
+    );
+    let (seam, bare) = interleaved(
+        &mut bench,
+        CONSUME_RECORDS,
+        |b| b.seam_consume(&filled, CONSUME_RECORDS),
+        |b| b.bare_consume(&filled, CONSUME_RECORDS, false),
+    );
+    println!(
+        "transport ratio: consume     seam {seam:>10.0} rec/s  bare rdkafka {bare:>10.0} rec/s  seam/bare {:.2} (bare only borrows each record: no copy)",
+        seam / bare
+    );
+    let (transactional, idempotent) = interleaved(
+        &mut bench,
+        PRODUCE_RECORDS,
+        |b| b.seam_produce_transactional(&topic, PRODUCE_RECORDS),
+        |b| b.seam_produce(&topic, PRODUCE_RECORDS),
+    );
+    println!(
+        "transport ratio: produce txn {transactional:>10.0} rec/s  idempotent   {idempotent:>10.0} rec/s  txn/idempotent {:.2} (commit every {} ms)",
+        transactional / idempotent,
+        TRANSACTION_COMMIT_INTERVAL.as_millis()
+    );
+}
