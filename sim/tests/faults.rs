@@ -72,7 +72,12 @@ fn a_paused_worker_is_cut_off_and_then_resumes_as_a_zombie() {
                 wait_ready(&handle).await;
                 loop {
                     let response = connect(0)
-                        .call(Request::Metadata { topics: Some(Vec::new()) }, 5_000)
+                        .call(
+                            Request::Metadata {
+                                topics: Some(Vec::new()),
+                            },
+                            5_000,
+                        )
                         .await;
                     if response.is_ok() {
                         answers.borrow_mut().push(handle.now_ms());
@@ -91,7 +96,10 @@ fn a_paused_worker_is_cut_off_and_then_resumes_as_a_zombie() {
         sleep_ms(1_500).await;
         let answers = seen.borrow().clone();
         let before = answers.iter().filter(|&&t| t <= paused_at).count();
-        let during = answers.iter().filter(|&&t| t > paused_at + 20 && t < paused_at + 1_000).count();
+        let during = answers
+            .iter()
+            .filter(|&&t| t > paused_at + 20 && t < paused_at + 1_000)
+            .count();
         let after = answers.iter().filter(|&&t| t >= paused_at + 1_000).count();
         assert!(before > 3, "{answers:?}");
         assert_eq!(during, 0, "{answers:?}");
@@ -136,7 +144,13 @@ async fn average_round_trip_ms(
 ) -> u64 {
     let started = handle.now_ms();
     for _ in 0..30 {
-        call(connection, Request::Metadata { topics: Some(Vec::new()) }).await;
+        call(
+            connection,
+            Request::Metadata {
+                topics: Some(Vec::new()),
+            },
+        )
+        .await;
     }
     (handle.now_ms() - started) / 30
 }
@@ -176,5 +190,11 @@ fn a_failed_run_reports_its_seed_and_the_end_of_the_trace() {
     assert!(text.contains("deliberate failure"), "{text}");
     assert!(!error.trace.excerpt.is_empty());
     // The crash was applied before the failure.
-    assert!(error.trace.excerpt.iter().any(|line| line.contains("fault crash broker-1")));
+    assert!(
+        error
+            .trace
+            .excerpt
+            .iter()
+            .any(|line| line.contains("fault crash broker-1"))
+    );
 }

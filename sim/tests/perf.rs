@@ -31,10 +31,17 @@ fn leaders(handle: &ClusterHandle) -> BTreeMap<i32, Vec<i32>> {
 /// Produces `records_per_tick` records every 10 ms until `total` are
 /// acknowledged, one request per leader per tick, retrying with the same
 /// sequences (idempotent).
-async fn producer(handle: ClusterHandle, total: u64, records_per_tick: usize, produced: Rc<Cell<u64>>) {
+async fn producer(
+    handle: ClusterHandle,
+    total: u64,
+    records_per_tick: usize,
+    produced: Rc<Cell<u64>>,
+) {
     let mut sequences = vec![0i32; PARTITIONS as usize];
     let per_partition = (records_per_tick / PARTITIONS as usize).max(1);
-    let payload: Vec<String> = (0..per_partition).map(|i| format!("value-{i:04}-xxxxxxxxxxxxxxxx")).collect();
+    let payload: Vec<String> = (0..per_partition)
+        .map(|i| format!("value-{i:04}-xxxxxxxxxxxxxxxx"))
+        .collect();
     let refs: Vec<&str> = payload.iter().map(String::as_str).collect();
     while produced.get() < total {
         let tick = sleep_ms(10);
@@ -42,11 +49,27 @@ async fn producer(handle: ClusterHandle, total: u64, records_per_tick: usize, pr
         for (leader, partitions) in leaders(&handle) {
             let batches: Vec<ProduceBatch> = partitions
                 .iter()
-                .map(|&p| batch(&TopicPartition::new("load", p), 77, 0, sequences[p as usize], false, &refs))
+                .map(|&p| {
+                    batch(
+                        &TopicPartition::new("load", p),
+                        77,
+                        0,
+                        sequences[p as usize],
+                        false,
+                        &refs,
+                    )
+                })
                 .collect();
             requests.push(tokio::task::spawn_local(async move {
                 let response = connect(leader)
-                    .call(Request::Produce { transactional_id: None, timeout_ms: 2_000, batches: batches.clone() }, 3_000)
+                    .call(
+                        Request::Produce {
+                            transactional_id: None,
+                            timeout_ms: 2_000,
+                            batches: batches.clone(),
+                        },
+                        3_000,
+                    )
                     .await;
                 let mut acknowledged = Vec::new();
                 if let Ok(Response::Produce { results }) = response {
@@ -88,7 +111,12 @@ async fn consumer(handle: ClusterHandle, total: u64, consumed: Rc<Cell<u64>>) {
             fetches.push(tokio::task::spawn_local(async move {
                 connect(leader)
                     .call(
-                        Request::Fetch { replica_id: None, isolation: Isolation::ReadCommitted, max_wait_ms: 100, partitions: asked },
+                        Request::Fetch {
+                            replica_id: None,
+                            isolation: Isolation::ReadCommitted,
+                            max_wait_ms: 100,
+                            partitions: asked,
+                        },
                         3_000,
                     )
                     .await
@@ -118,12 +146,22 @@ async fn consumer(handle: ClusterHandle, total: u64, consumed: Rc<Cell<u64>>) {
 }
 
 fn run(total: u64, with_faults: bool, seed: u64) -> (f64, u64) {
-    let config = ClusterConfig { latency_min_ms: 1, latency_max_ms: 1, ..ClusterConfig::default() };
+    let config = ClusterConfig {
+        latency_min_ms: 1,
+        latency_max_ms: 1,
+        ..ClusterConfig::default()
+    };
     let mut cluster = SimCluster::new(Seed::new(seed), config).unwrap();
     if with_faults {
-        let partitions = (0..PARTITIONS).map(|p| TopicPartition::new("load", p)).collect();
+        let partitions = (0..PARTITIONS)
+            .map(|p| TopicPartition::new("load", p))
+            .collect();
         let faults = cluster.draw_faults(
-            &FaultRates { broker_crash_per_s: 0.5, leader_move_per_s: 2.0, ..FaultRates::none() },
+            &FaultRates {
+                broker_crash_per_s: 0.5,
+                leader_move_per_s: 2.0,
+                ..FaultRates::none()
+            },
             partitions,
             200,
             1_000,

@@ -301,10 +301,24 @@ async fn member<E: ConformanceEnv>(
     group: &str,
     topic: &str,
 ) -> Result<Member<ConsumerOf<E>>, Failure> {
+    member_named(cx, label, group, topic, None).await
+}
+
+/// A subscribed member; `client_id`: `None` for a fresh run-unique one.
+async fn member_named<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+    label: &'static str,
+    group: &str,
+    topic: &str,
+    client_id: Option<&str>,
+) -> Result<Member<ConsumerOf<E>>, Failure> {
     let mut consumer = cx
         .consumer_with(Some(group), Isolation::ReadCommitted, |config| {
             config.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
             config.session_timeout_ms = SESSION_TIMEOUT_MS;
+            if let Some(client_id) = client_id {
+                config.client_id = client_id.to_string();
+            }
         })
         .await?;
     consumer
@@ -488,6 +502,67 @@ pub(super) async fn a_member_that_leaves_hands_its_partitions_over<E: Conformanc
     ));
     if let Some(consumer) = members[0].consumer.take() {
         consumer.close().await.or_fail("closing")?;
+    }
+    Ok(())
+}
+
+pub(super) async fn the_range_assignor_orders_members_by_client_id<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    const PARTITIONS: i32 = 4;
+    let topic = cx.topic("member-order", PARTITIONS).await?;
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    let group = cx.name("group");
+    // The member that joins first has the client id that sorts last.
+    let base = cx.name("client");
+    let late_name = format!("{base}-zulu");
+    let early_name = format!("{base}-alpha");
+    let mut steps = Vec::new();
+    let mut members = vec![member_named(cx, "zulu", &group, &topic, Some(&late_name)).await?];
+    drive(
+        cx,
+        &topic,
+        &mut members,
+        &mut steps,
+        "the first member's assignment",
+        |m| stable(m, &all),
+    )
+    .await?;
+    members.push(member_named(cx, "alpha", &group, &topic, Some(&early_name)).await?);
+    drive(
+        cx,
+        &topic,
+        &mut members,
+        &mut steps,
+        "the rebalance over both members",
+        |m| m[0].assignments >= 2 && stable(m, &all),
+    )
+    .await?;
+    let labels = ["zulu", "alpha"];
+    verdict(verify_exclusive_ownership(&labels, &steps))?;
+    for (m, client_id) in members.iter().zip([&late_name, &early_name]) {
+        let Some(metadata) = m.consumer.as_ref().and_then(|c| c.group_metadata()) else {
+            fail!("{} owns partitions but has no group metadata", m.label);
+        };
+        ensure!(
+            metadata.member_id.starts_with(&format!("{client_id}-")),
+            "{}'s member id is {:?}; Kafka's member ids are the client id, a dash and a UUID (client id {client_id:?})",
+            m.label,
+            metadata.member_id
+        );
+    }
+    ensure!(
+        members[1].owned == BTreeSet::from([0, 1]) && members[0].owned == BTreeSet::from([2, 3]),
+        "the range assignor gave alpha {:?} and zulu {:?}; it orders members by member id, so alpha (joined second, smaller client id) gets partitions 0 and 1",
+        members[1].owned,
+        members[0].owned
+    );
+    cx.note(render_timeline(&labels, &steps));
+    cx.note("both member ids begin with their client ids; alpha (joined second) got {0, 1}, zulu {2, 3}");
+    for m in &mut members {
+        if let Some(consumer) = m.consumer.take() {
+            consumer.close().await.or_fail("closing")?;
+        }
     }
     Ok(())
 }

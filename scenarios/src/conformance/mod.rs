@@ -100,6 +100,7 @@ checks! {
     ("offsets", "committed() under read_committed waits for a transaction's pending offsets", offsets::committed_waits_for_pending_transactional_offsets),
     ("groups", "a joining member makes the group revoke everything before anything is assigned", groups::a_joining_member_makes_the_group_revoke_before_assigning),
     ("groups", "a member that leaves hands its partitions to the remaining member", groups::a_member_that_leaves_hands_its_partitions_over),
+    ("groups", "the range assignor orders members by member id, which begins with the client id", groups::the_range_assignor_orders_members_by_client_id),
     ("failover", "no acknowledged acks=all write is lost when the partition leader fails", failover::no_acknowledged_write_is_lost_when_the_leader_fails),
     ("failover", "committed offsets survive the loss of the group coordinator", failover::committed_offsets_survive_the_loss_of_the_group_coordinator),
     ("errors", "creating a topic that exists fails with TopicAlreadyExists", errors::creating_a_topic_that_exists_fails),

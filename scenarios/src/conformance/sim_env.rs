@@ -148,11 +148,24 @@ pub struct SimRun {
     pub settings: Vec<(String, String)>,
 }
 
+/// The simulated cluster the suite runs on: the defaults (three brokers,
+/// replication factor 3, min.insync.replicas 2), with the two broker
+/// settings of the real test broker (`scripts/kafka`) that shape what a
+/// check observes, so that both targets print comparable timelines: no
+/// initial rebalance delay, and a 1 s check for timed-out transactions.
+pub fn cluster_config() -> ClusterConfig {
+    ClusterConfig {
+        group_initial_rebalance_delay_ms: 0,
+        transaction_abort_check_interval_ms: 1_000,
+        ..ClusterConfig::default()
+    }
+}
+
 /// Runs the suite on a fresh three-broker cluster seeded with `seed`.
 /// `Err`: the simulation itself failed (a broken invariant, the run's time
 /// limit), with the seed in the message.
 pub fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<SimRun, String> {
-    let mut cluster = SimCluster::new(seed, ClusterConfig::default()).map_err(|e| e.to_string())?;
+    let mut cluster = SimCluster::new(seed, cluster_config()).map_err(|e| e.to_string())?;
     let handle = cluster.handle();
     let report: Rc<RefCell<Option<Result<Report, String>>>> = Rc::new(RefCell::new(None));
     let out = Rc::clone(&report);
