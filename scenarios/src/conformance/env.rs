@@ -42,6 +42,11 @@ pub trait ConformanceEnv {
     /// Time since the env was created, on the clock [`Self::sleep`] uses.
     fn elapsed(&self) -> Duration;
 
+    /// The target's wall clock, in ms since the Unix epoch (the simulated
+    /// clock in the simulator). Checks stamp records with it: a broker
+    /// deletes records whose timestamps are older than its retention time.
+    fn wall_clock_ms(&self) -> i64;
+
     /// Names unique to this run (topics, groups and transactional ids
     /// persist on a real broker between runs).
     fn names(&self) -> &RunNames;

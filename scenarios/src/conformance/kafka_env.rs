@@ -77,6 +77,13 @@ impl ConformanceEnv for KafkaEnv {
         self.started.elapsed()
     }
 
+    fn wall_clock_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default()
+    }
+
     fn names(&self) -> &RunNames {
         &self.names
     }

@@ -13,8 +13,12 @@ use super::support::{
 };
 use super::{ConformanceEnv, Cx, Failure};
 
-/// Create time of the first record the log checks send.
-const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
+/// Create time of the first record a log check sends: the target's clock
+/// now, rounded down to a second (records older than the broker's retention
+/// time would be deleted by it; see CONFORMANCE-NOTES.md).
+fn base_timestamp_ms<E: ConformanceEnv>(cx: &Cx<'_, E>) -> i64 {
+    cx.env.wall_clock_ms() / 1_000 * 1_000
+}
 
 pub(super) async fn offsets_are_dense_and_follow_send_order<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
@@ -23,6 +27,7 @@ pub(super) async fn offsets_are_dense_and_follow_send_order<E: ConformanceEnv>(
     const RECORDS: usize = 30;
     let topic = cx.topic("log", PARTITIONS).await?;
     let mut producer = cx.producer(None).await?;
+    let base_ms = base_timestamp_ms(cx);
     let records: Vec<ProducerRecord> = (0..RECORDS)
         .map(|i| {
             let mut r = record(
@@ -31,7 +36,7 @@ pub(super) async fn offsets_are_dense_and_follow_send_order<E: ConformanceEnv>(
                 &format!("k{i}"),
                 &format!("v{i}"),
             );
-            r.timestamp_ms = Some(BASE_TIMESTAMP_MS + i as i64);
+            r.timestamp_ms = Some(base_ms + i as i64);
             r.headers = vec![
                 ("seq".to_string(), i.to_string().into_bytes()),
                 ("seq".to_string(), b"repeated name".to_vec()),
@@ -90,6 +95,7 @@ pub(super) async fn keyed_records_land_in_murmur2_partitions<E: ConformanceEnv>(
     keys.push(vec![0xff, 0xfe, 0x00, 0x80]);
     keys.push(b"user-3".to_vec());
     keys.push(b"abc".to_vec());
+    let base_ms = base_timestamp_ms(cx);
     let records: Vec<ProducerRecord> = keys
         .iter()
         .enumerate()
@@ -98,7 +104,7 @@ pub(super) async fn keyed_records_land_in_murmur2_partitions<E: ConformanceEnv>(
             partition: None,
             key: Some(key.clone()),
             value: Some(format!("v{i}").into_bytes()),
-            timestamp_ms: Some(BASE_TIMESTAMP_MS + i as i64),
+            timestamp_ms: Some(base_ms + i as i64),
             headers: Vec::new(),
         })
         .collect();
@@ -296,7 +302,11 @@ mod tests {
 
     fn sent(n: usize) -> (Vec<ProducerRecord>, Vec<Delivered>, Vec<Message>) {
         let records: Vec<ProducerRecord> = (0..n)
-            .map(|i| record("t", Some(i as i32 % 2), &format!("k{i}"), &format!("v{i}")))
+            .map(|i| {
+                let mut r = record("t", Some(i as i32 % 2), &format!("k{i}"), &format!("v{i}"));
+                r.timestamp_ms = Some(1_000 + i as i64);
+                r
+            })
             .collect();
         let delivered: Vec<Delivered> = (0..n)
             .map(|i| Delivered {

@@ -82,6 +82,11 @@ impl ConformanceEnv for SimEnv {
         self.started.elapsed()
     }
 
+    fn wall_clock_ms(&self) -> i64 {
+        let epoch_ms = self.handle.config().epoch_ms;
+        i64::try_from(epoch_ms + self.handle.now_ms()).expect("simulated clock fits in i64 ms")
+    }
+
     fn names(&self) -> &RunNames {
         &self.names
     }
