@@ -67,7 +67,8 @@ impl Report {
     }
 
     /// One line per check (`area  name  pass|fail: reason|skip: reason`),
-    /// each followed by its notes when `with_notes`, then the total line.
+    /// each followed by its notes and its duration (on the target's clock)
+    /// when `with_notes`, then the total line.
     pub fn render(&self, with_notes: bool) -> String {
         let area_width = self.checks.iter().map(|c| c.area.len()).max().unwrap_or(0);
         let name_width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
@@ -89,6 +90,8 @@ impl Report {
                     writeln!(out, "{:<area_width$}    | {}", "", one_line(note))
                         .expect("writing to a String");
                 }
+                writeln!(out, "{:<area_width$}    | took {} ms", "", check.elapsed_ms)
+                    .expect("writing to a String");
             }
         }
         out.push_str(&self.total_line());
