@@ -295,95 +295,6 @@ pub(crate) fn verify_read_back(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conformance::support::record;
-
-    fn sent(n: usize) -> (Vec<ProducerRecord>, Vec<Delivered>, Vec<Message>) {
-        let records: Vec<ProducerRecord> = (0..n)
-            .map(|i| {
-                let mut r = record("t", Some(i as i32 % 2), &format!("k{i}"), &format!("v{i}"));
-                r.timestamp_ms = Some(1_000 + i as i64);
-                r
-            })
-            .collect();
-        let delivered: Vec<Delivered> = (0..n)
-            .map(|i| Delivered {
-                topic: "t".into(),
-                partition: i as i32 % 2,
-                offset: i as i64 / 2,
-            })
-            .collect();
-        let read = records
-            .iter()
-            .zip(&delivered)
-            .map(|(r, d)| Message {
-                topic: "t".into(),
-                partition: d.partition,
-                offset: d.offset,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                timestamp_ms: r.timestamp_ms.unwrap(),
-                headers: r.headers.clone(),
-            })
-            .collect();
-        (records, delivered, read)
-    }
-
-    #[test]
-    fn an_honest_log_passes_both_verifiers() {
-        let (records, delivered, read) = sent(10);
-        assert_eq!(
-            verify_deliveries(&records, &delivered, |r| r.partition.unwrap()),
-            Ok(())
-        );
-        assert_eq!(verify_read_back(&records, &delivered, &read), Ok(()));
-    }
-
-    #[test]
-    fn a_gap_or_a_repeated_offset_in_deliveries_fails() {
-        let (records, mut delivered, _) = sent(10);
-        delivered[4].offset += 1;
-        assert!(verify_deliveries(&records, &delivered, |r| r.partition.unwrap()).is_err());
-        let (records, mut delivered, _) = sent(10);
-        delivered[4].offset -= 1;
-        assert!(verify_deliveries(&records, &delivered, |r| r.partition.unwrap()).is_err());
-    }
-
-    #[test]
-    fn a_record_in_the_wrong_partition_fails() {
-        let (records, delivered, _) = sent(10);
-        let error = verify_deliveries(&records, &delivered, |_| 0).unwrap_err();
-        assert!(error.contains("expected t-0"), "{error}");
-    }
-
-    #[test]
-    fn a_duplicated_reordered_or_altered_record_fails_the_read_back() {
-        let (records, delivered, read) = sent(6);
-        let mut duplicated = read.clone();
-        duplicated.insert(3, read[2].clone());
-        assert!(verify_read_back(&records, &delivered, &duplicated).is_err());
-
-        let mut reordered = read.clone();
-        reordered.swap(0, 2);
-        assert!(verify_read_back(&records, &delivered, &reordered).is_err());
-
-        let mut altered = read.clone();
-        altered[1].timestamp_ms += 1;
-        assert!(verify_read_back(&records, &delivered, &altered).is_err());
-
-        let mut altered = read.clone();
-        altered[1].headers.reverse();
-        altered[1].headers.push(("x".into(), vec![]));
-        assert!(verify_read_back(&records, &delivered, &altered).is_err());
-
-        let mut missing = read;
-        missing.pop();
-        assert!(verify_read_back(&records, &delivered, &missing).is_err());
-    }
-}
-
 pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it<
     E: ConformanceEnv,
 >(
@@ -479,4 +390,93 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
     reader.close().await.or_fail("closing")?;
     cx.note(observed.join("; "));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::support::record;
+
+    fn sent(n: usize) -> (Vec<ProducerRecord>, Vec<Delivered>, Vec<Message>) {
+        let records: Vec<ProducerRecord> = (0..n)
+            .map(|i| {
+                let mut r = record("t", Some(i as i32 % 2), &format!("k{i}"), &format!("v{i}"));
+                r.timestamp_ms = Some(1_000 + i as i64);
+                r
+            })
+            .collect();
+        let delivered: Vec<Delivered> = (0..n)
+            .map(|i| Delivered {
+                topic: "t".into(),
+                partition: i as i32 % 2,
+                offset: i as i64 / 2,
+            })
+            .collect();
+        let read = records
+            .iter()
+            .zip(&delivered)
+            .map(|(r, d)| Message {
+                topic: "t".into(),
+                partition: d.partition,
+                offset: d.offset,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                timestamp_ms: r.timestamp_ms.unwrap(),
+                headers: r.headers.clone(),
+            })
+            .collect();
+        (records, delivered, read)
+    }
+
+    #[test]
+    fn an_honest_log_passes_both_verifiers() {
+        let (records, delivered, read) = sent(10);
+        assert_eq!(
+            verify_deliveries(&records, &delivered, |r| r.partition.unwrap()),
+            Ok(())
+        );
+        assert_eq!(verify_read_back(&records, &delivered, &read), Ok(()));
+    }
+
+    #[test]
+    fn a_gap_or_a_repeated_offset_in_deliveries_fails() {
+        let (records, mut delivered, _) = sent(10);
+        delivered[4].offset += 1;
+        assert!(verify_deliveries(&records, &delivered, |r| r.partition.unwrap()).is_err());
+        let (records, mut delivered, _) = sent(10);
+        delivered[4].offset -= 1;
+        assert!(verify_deliveries(&records, &delivered, |r| r.partition.unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_record_in_the_wrong_partition_fails() {
+        let (records, delivered, _) = sent(10);
+        let error = verify_deliveries(&records, &delivered, |_| 0).unwrap_err();
+        assert!(error.contains("expected t-0"), "{error}");
+    }
+
+    #[test]
+    fn a_duplicated_reordered_or_altered_record_fails_the_read_back() {
+        let (records, delivered, read) = sent(6);
+        let mut duplicated = read.clone();
+        duplicated.insert(3, read[2].clone());
+        assert!(verify_read_back(&records, &delivered, &duplicated).is_err());
+
+        let mut reordered = read.clone();
+        reordered.swap(0, 2);
+        assert!(verify_read_back(&records, &delivered, &reordered).is_err());
+
+        let mut altered = read.clone();
+        altered[1].timestamp_ms += 1;
+        assert!(verify_read_back(&records, &delivered, &altered).is_err());
+
+        let mut altered = read.clone();
+        altered[1].headers.reverse();
+        altered[1].headers.push(("x".into(), vec![]));
+        assert!(verify_read_back(&records, &delivered, &altered).is_err());
+
+        let mut missing = read;
+        missing.pop();
+        assert!(verify_read_back(&records, &delivered, &missing).is_err());
+    }
 }
