@@ -44,3 +44,29 @@ fn every_conformance_check_passes_against_a_real_broker() {
         eddyline_scenarios::conformance::CHECKS.len()
     );
 }
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn without_broker_control_the_failover_checks_are_skipped_not_passed() {
+    let bootstrap = std::env::var("EDDY_KAFKA_BOOTSTRAP").expect(
+        "EDDY_KAFKA_BOOTSTRAP is not set: start a broker with `scripts/kafka start` (scripts/test does)",
+    );
+    let options = SuiteOptions {
+        filter: Some("failover:".to_string()),
+        ..SuiteOptions::default()
+    };
+    let report = kafka_env::run_on_kafka(&bootstrap, None, &options, || {})
+        .unwrap_or_else(|reason| panic!("{reason}"));
+    assert_eq!(report.checks.len(), 2, "{}", report.render(true));
+    for check in &report.checks {
+        assert_eq!(
+            check.outcome,
+            Outcome::Skipped("needs broker control".to_string()),
+            "{}: {}",
+            check.area,
+            check.name
+        );
+    }
+    assert_eq!(report.passed(), 0);
+    assert!(report.total_line().ends_with(", 2 skipped"));
+}

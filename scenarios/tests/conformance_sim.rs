@@ -99,10 +99,7 @@ fn every_conformance_check_passes_on_the_simulator_for_each_seed() {
 
 #[test]
 fn the_same_seed_gives_the_same_report_and_trace() {
-    let options = SuiteOptions {
-        filter: Some("transactions".to_string()),
-        ..SuiteOptions::default()
-    };
+    let options = SuiteOptions::default();
     let first = run_on_simulator(Seed::new(7), &options).unwrap_or_else(|r| panic!("{r}"));
     let second = run_on_simulator(Seed::new(7), &options).unwrap_or_else(|r| panic!("{r}"));
     assert_eq!(
