@@ -29,6 +29,8 @@ mod visibility {
             for v in ["a1", "a2"] {
                 producer.send(to_partition("out", 0, v))?;
             }
+            // Written, then aborted (unsent records would just be dropped).
+            producer.flush().await?;
             producer.abort_transaction().await?;
             producer.begin_transaction().await?;
             let mut deliveries = Vec::new();
@@ -64,6 +66,40 @@ mod visibility {
                 read.iter().map(text).collect::<Vec<_>>(),
                 ["a1", "a2", "c1", "c2", "c3"]
             );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn an_abort_drops_records_not_yet_sent_and_writes_nothing_for_them() {
+        let mut cluster = cluster(48);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 1).await;
+            let mut config = producer_config("p", Some("txn-h"));
+            config.linger_ms = 10_000;
+            let mut producer = transport.producer(&config).await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            let pending = producer.send(to_partition("t", 0, "never"))?;
+            producer.abort_transaction().await?;
+            let error = pending.await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Abortable, "{error}");
+            // The producer goes on: the next transaction commits.
+            producer.begin_transaction().await?;
+            let delivered = producer.send(to_partition("t", 0, "kept"))?;
+            producer.commit_transaction().await?;
+            assert_eq!(delivered.await?.offset, 0);
+            let mut config = consumer_config("ru", None);
+            config.isolation = Isolation::ReadUncommitted;
+            let mut reader = transport.consumer(&config).await?;
+            reader.assign(&[tp("t", 0)]).await?;
+            let read = read_messages(&mut reader, 1, 10_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["kept"]);
+            assert_eq!(reader.offsets_range(&tp("t", 0)).await?, (0, 2));
             Ok(())
         });
         cluster.run().unwrap();
@@ -347,7 +383,9 @@ mod coordinator_timeout {
             handle.expire_transactions();
             sleep_ms(3_000).await;
             let error = producer.commit_transaction().await.unwrap_err();
-            assert_ne!(error.kind, ErrorKind::Retriable, "{error}");
+            // The coordinator bumped the epoch when it aborted: the producer
+            // is fenced, as Kafka's clients report it.
+            assert_eq!(error.kind, ErrorKind::Fenced, "{error}");
             let mut reader = transport.consumer(&consumer_config("rc", None)).await?;
             reader.assign(&[tp("t", 0)]).await?;
             assert!(read_for(&mut reader, 1_000).await.is_empty());

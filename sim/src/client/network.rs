@@ -267,6 +267,9 @@ impl NetworkClient {
         let mut backoff = Backoff::new(&self.inner.options);
         let mut last_error;
         loop {
+            // Any broker answers FindCoordinator; each attempt asks the next
+            // one, briefly, so that one unreachable broker (or a connection
+            // stalled by a healed partition) does not use up the deadline.
             let candidates = self.metadata_candidates();
             let endpoint = candidates
                 .first()
@@ -276,7 +279,9 @@ impl NetworkClient {
                 key_type,
                 key: key.to_string(),
             };
-            let timeout = self.request_timeout_until(deadline);
+            let timeout = self
+                .request_timeout_until(deadline)
+                .min(Duration::from_millis(u64::from(self.inner.options.metadata_timeout_ms)));
             match self.call(&endpoint, Lane::Control, request, timeout).await {
                 Ok(Response::FindCoordinator {
                     error: None,

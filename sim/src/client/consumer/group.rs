@@ -332,7 +332,10 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
                 generation_id,
                 member_id,
             };
-            let timeout = ms(shared.config.request_timeout_ms).min(session_timeout);
+            // Half the session: a heartbeat stuck on a dead connection (a
+            // partition turmoil healed without retransmitting) is noticed
+            // in time for the next one to keep the session.
+            let timeout = ms(shared.config.request_timeout_ms).min(session_timeout / 2);
             match shared
                 .net
                 .call(&endpoint, Lane::Group, request, timeout)

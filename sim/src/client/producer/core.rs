@@ -550,6 +550,14 @@ impl ProducerCore {
         self.failure_since_flush.take()
     }
 
+    /// Whether a batch that failed with a retriable error will be sent
+    /// again (not while a transaction is aborting or must abort).
+    fn retries_allowed(&self) -> bool {
+        self.fatal.is_none()
+            && (!self.settings.transactional
+                || matches!(self.txn, TxnState::InTransaction | TxnState::Committing))
+    }
+
     fn sending_allowed(&self) -> bool {
         if self.fatal.is_some() || self.identity.is_none() {
             return false;
@@ -716,7 +724,19 @@ impl ProducerCore {
             let follow_up = FollowUp {
                 refresh_leader: errors::is_leadership_error(code),
             };
-            if deadline_ms <= now_ms {
+            if !self.retries_allowed() {
+                // The transaction is being aborted (or must be): nothing
+                // will send this batch again. Its fate is unknown, so the
+                // epoch is bumped after the abort.
+                let error = TransportError::new(
+                    ErrorKind::Abortable,
+                    code,
+                    format!(
+                        "the transaction was aborted before the batch to {partition} was acknowledged (last error {code:?})"
+                    ),
+                );
+                self.fail_for_good(partition, index, error);
+            } else if deadline_ms <= now_ms {
                 let error = TransportError::new(
                     ErrorKind::Timeout,
                     ErrorCode::TimedOut,

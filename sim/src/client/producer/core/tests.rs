@@ -483,6 +483,24 @@ mod transactions {
     }
 
     #[test]
+    fn a_batch_that_fails_retriably_during_an_abort_is_failed_not_retried() {
+        let mut core = in_transaction();
+        core.partition_added(&tp(0), None);
+        let mut a = send(&mut core, 0, "a", 0);
+        let plans = core.drain(10, &leader_zero);
+        core.start_abort().unwrap();
+        core.on_batch_outcome(
+            &tp(0),
+            plans[0].batches[0].batch_id,
+            BatchOutcome::Failed(ErrorCode::TimedOut),
+            20,
+        );
+        assert_eq!(delivered(&mut a).unwrap().unwrap_err().kind, ErrorKind::Abortable);
+        assert!(core.is_idle(), "nothing left to wait for");
+        assert!(core.epoch_bump_needed(), "the batch may have been appended");
+    }
+
+    #[test]
     fn abort_fails_unsent_records_but_waits_for_those_in_flight() {
         let mut core = in_transaction();
         core.partition_added(&tp(0), None);
