@@ -41,7 +41,7 @@ const PRODUCE_RECORDS: usize = 50_000;
 const CONSUME_RECORDS: usize = 100_000;
 const VALUE_BYTES: usize = 100;
 const TRANSACTION_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
-const RATIO_ROUNDS: usize = 5;
+const RATIO_ROUNDS: usize = 7;
 
 struct Bench {
     bootstrap: String,
@@ -303,20 +303,61 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Interleaved runs of `a` and `b`: the median rate of each.
+/// CPU time this process has used so far (all threads, librdkafka's too),
+/// from /proc (Linux; clock ticks of 10 ms). Unlike wall time it hardly
+/// depends on what else runs on the machine.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the
+    // 14th field and stime the 15th of the whole line.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Interleaved runs of `a` and `b`: the median rate of each, and the CPU
+/// time per record (total over the runs).
 fn interleaved(
     bench: &mut Bench,
     records: usize,
     mut a: impl FnMut(&mut Bench) -> Duration,
     mut b: impl FnMut(&mut Bench) -> Duration,
-) -> (f64, f64) {
+) -> ((f64, f64), (f64, f64)) {
     let mut rates_a = Vec::new();
     let mut rates_b = Vec::new();
+    let mut cpu_a = Duration::ZERO;
+    let mut cpu_b = Duration::ZERO;
     for _ in 0..RATIO_ROUNDS {
+        let before = process_cpu();
         rates_a.push(per_second(records, a(bench)));
+        let middle = process_cpu();
         rates_b.push(per_second(records, b(bench)));
+        cpu_a += middle - before;
+        cpu_b += process_cpu() - middle;
     }
-    (median(rates_a), median(rates_b))
+    let per_record_ns = |cpu: Duration| cpu.as_nanos() as f64 / (records * RATIO_ROUNDS) as f64;
+    (
+        (median(rates_a), median(rates_b)),
+        (per_record_ns(cpu_a), per_record_ns(cpu_b)),
+    )
+}
+
+fn report(what: &str, a: &str, b: &str, rates: (f64, f64), cpu_ns: (f64, f64), note: &str) {
+    println!(
+        "transport ratio: {what:<12} {a} {:>9.0} rec/s {:>6.0} ns CPU/rec | {b} {:>9.0} rec/s {:>6.0} ns CPU/rec | wall ratio {:.2}, CPU ratio (b/a) {:.2} {note}",
+        rates.0,
+        cpu_ns.0,
+        rates.1,
+        cpu_ns.1,
+        rates.0 / rates.1,
+        cpu_ns.1 / cpu_ns.0,
+    );
 }
 
 fn main() {
@@ -419,45 +460,60 @@ fn main() {
 
     // The ratios, from interleaved runs.
     let topic = bench.topic("ratio");
-    let (seam, bare) = interleaved(
+    let (rates, cpu) = interleaved(
         &mut bench,
         PRODUCE_RECORDS,
         |b| b.seam_produce(&topic, PRODUCE_RECORDS),
         |b| b.bare_produce(&topic, PRODUCE_RECORDS),
     );
-    println!(
-        "transport ratio: produce     seam {seam:>10.0} rec/s  bare rdkafka {bare:>10.0} rec/s  seam/bare {:.2} (target >= 0.9)",
-        seam / bare
+    report(
+        "produce",
+        "seam",
+        "bare rdkafka",
+        rates,
+        cpu,
+        "(target >= 0.9)",
     );
-    let (seam, bare) = interleaved(
+    let (rates, cpu) = interleaved(
         &mut bench,
         CONSUME_RECORDS,
         |b| b.seam_consume(&filled, CONSUME_RECORDS),
         |b| b.bare_consume(&filled, CONSUME_RECORDS, true),
     );
-    println!(
-        "transport ratio: consume     seam {seam:>10.0} rec/s  bare rdkafka {bare:>10.0} rec/s  seam/bare {:.2} (target >= 0.9; bare detaches each record)",
-        seam / bare
+    report(
+        "consume",
+        "seam",
+        "bare rdkafka (detached)",
+        rates,
+        cpu,
+        "(target >= 0.9)",
     );
-    let (seam, bare) = interleaved(
+    let (rates, cpu) = interleaved(
         &mut bench,
         CONSUME_RECORDS,
         |b| b.seam_consume(&filled, CONSUME_RECORDS),
         |b| b.bare_consume(&filled, CONSUME_RECORDS, false),
     );
-    println!(
-        "transport ratio: consume     seam {seam:>10.0} rec/s  bare rdkafka {bare:>10.0} rec/s  seam/bare {:.2} (bare only borrows each record: no copy)",
-        seam / bare
+    report(
+        "consume",
+        "seam",
+        "bare rdkafka (borrowed, no copy)",
+        rates,
+        cpu,
+        "",
     );
-    let (transactional, idempotent) = interleaved(
+    let (rates, cpu) = interleaved(
         &mut bench,
         PRODUCE_RECORDS,
         |b| b.seam_produce_transactional(&topic, PRODUCE_RECORDS),
         |b| b.seam_produce(&topic, PRODUCE_RECORDS),
     );
-    println!(
-        "transport ratio: produce txn {transactional:>10.0} rec/s  idempotent   {idempotent:>10.0} rec/s  txn/idempotent {:.2} (commit every {} ms)",
-        transactional / idempotent,
-        TRANSACTION_COMMIT_INTERVAL.as_millis()
+    report(
+        "produce txn",
+        "transactional (commit every 100 ms)",
+        "idempotent",
+        rates,
+        cpu,
+        "",
     );
 }

@@ -10,9 +10,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
 
 use super::config::KafkaConfig;
-use super::context::{CHECK_INTERVAL, ClientShared, ConsumerCtx, RebalanceOp};
+use super::context::{ClientShared, ConsumerCtx, RebalanceOp};
 use super::error::{code_of, error, from_kafka_error};
 use super::{blocking, bounded, create_client, explain, ffi};
 use crate::transport::{
@@ -22,12 +23,15 @@ use crate::transport::{
 
 type Inner = BaseConsumer<ConsumerCtx>;
 
-/// How long one wait inside `poll` lasts before the queue is checked again.
+/// How long one wait inside `poll` lasts before the queue is checked again
+/// even without librdkafka's signal.
 const POLL_WAIT_MAX: Duration = Duration::from_millis(50);
 
 /// A Kafka consumer behind the seam.
 pub struct KafkaConsumer {
     inner: Arc<Inner>,
+    /// Notified when librdkafka's consumer queue becomes non-empty.
+    ready: Arc<Notify>,
     shared: Arc<ClientShared>,
     config: ConsumerConfig,
     kafka: Arc<KafkaConfig>,
@@ -91,14 +95,22 @@ impl KafkaConsumer {
                 format!("eddyline-no-group-{}", config.client_id),
             ),
         };
-        let inner: Inner = create_client(
+        let mut inner: Inner = create_client(
             &kafka,
             client_config,
             ConsumerCtx::new(Arc::clone(&shared)),
             &format!("consumer '{}'", config.client_id),
         )?;
+        // librdkafka calls this from its threads when the consumer queue
+        // gets something: a waiting poll wakes at once instead of at its
+        // next timer tick. A permit is kept if no poll waits, so no wake-up
+        // is lost between a drain that found nothing and the wait.
+        let ready = Arc::new(Notify::new());
+        let signal = Arc::clone(&ready);
+        inner.set_nonempty_callback(move || signal.notify_one());
         Ok(Self {
             inner: Arc::new(inner),
+            ready,
             shared,
             config,
             kafka,
@@ -378,11 +390,16 @@ impl Consumer for KafkaConsumer {
         if !events.is_empty() || timeout.is_zero() {
             return Ok(events);
         }
-        // Wait in short steps: each step is a plain timer, so dropping this
+        // Wait for librdkafka's signal (or, as a safety net, a short timer):
+        // nothing is taken from librdkafka while waiting, so dropping this
         // future (a cancelled poll) loses nothing.
+        let ready = Arc::clone(&self.ready);
         let waited = tokio::time::timeout(timeout, async {
             loop {
-                tokio::time::sleep(POLL_WAIT_MAX.min(CHECK_INTERVAL)).await;
+                tokio::select! {
+                    () = ready.notified() => {}
+                    () = tokio::time::sleep(POLL_WAIT_MAX) => {}
+                }
                 let mut events = Vec::new();
                 self.drain(&mut events, max_events)?;
                 if !events.is_empty() {

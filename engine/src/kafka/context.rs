@@ -317,8 +317,6 @@ impl ConsumerContext for ConsumerCtx {
 /// Where a record's delivery report goes.
 pub(crate) struct DeliverySlot {
     pub sender: oneshot::Sender<TransportResult<Delivered>>,
-    /// The record's topic (reported back without asking librdkafka).
-    pub topic: String,
 }
 
 /// The producer's context: delivery reports resolve the futures `send`
@@ -357,10 +355,12 @@ impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = Box<DeliverySlot>;
 
     fn delivery(&self, delivery_result: &DeliveryResult<'_>, slot: Self::DeliveryOpaque) {
-        let slot = *slot;
         let result = match delivery_result {
+            // Nobody waits for this report (the future was dropped): skip
+            // building it.
+            Ok(_) if slot.sender.is_closed() => return,
             Ok(message) => Ok(Delivered {
-                topic: slot.topic,
+                topic: message.topic().to_string(),
                 partition: message.partition(),
                 offset: message.offset(),
             }),

@@ -222,10 +222,7 @@ impl Producer for KafkaProducer {
             ));
         }
         let (sender, receiver) = oneshot::channel();
-        let slot = Box::new(DeliverySlot {
-            sender,
-            topic: record.topic.clone(),
-        });
+        let slot = Box::new(DeliverySlot { sender });
         let mut base: BaseRecord<'_, [u8], [u8], Box<DeliverySlot>> =
             BaseRecord::with_opaque_to(&record.topic, slot);
         if !record.headers.is_empty() {
