@@ -57,7 +57,11 @@ impl<C: Consumer, P: Producer> Worker<C, P> {
             })
             .collect();
         let group = self.consumer.group_metadata().expect("a member");
-        let result = match self.producer.send_offsets_to_transaction(&offsets, &group).await {
+        let result = match self
+            .producer
+            .send_offsets_to_transaction(&offsets, &group)
+            .await
+        {
             Ok(()) => self.producer.commit_transaction().await,
             Err(error) => Err(error),
         };
@@ -206,22 +210,36 @@ fn pipeline(seed: u64, records: usize, faults: impl Fn(&ClusterHandle, u64) + 's
         wait_ready(&handle).await;
         sleep_ms(13_000).await;
         let transport = transport(&handle);
-        let mut reader = transport.consumer(&consumer_config("checker", None)).await?;
+        let mut reader = transport
+            .consumer(&consumer_config("checker", None))
+            .await?;
         reader
             .assign(&(0..3).map(|p| tp("out", p)).collect::<Vec<_>>())
             .await?;
         let mut values: Vec<usize> = Vec::new();
         for _ in 0..40 {
-            values.extend(read_for(&mut reader, 500).await.iter().map(|m| text(m).parse::<usize>().unwrap()));
+            values.extend(
+                read_for(&mut reader, 500)
+                    .await
+                    .iter()
+                    .map(|m| text(m).parse::<usize>().unwrap()),
+            );
             if values.len() >= records {
                 break;
             }
         }
-        values.extend(read_for(&mut reader, 500).await.iter().map(|m| text(m).parse::<usize>().unwrap()));
+        values.extend(
+            read_for(&mut reader, 500)
+                .await
+                .iter()
+                .map(|m| text(m).parse::<usize>().unwrap()),
+        );
         values.sort_unstable();
         let mut duplicates = values.clone();
         duplicates.dedup();
-        let missing: Vec<usize> = (0..records).filter(|v| values.binary_search(v).is_err()).collect();
+        let missing: Vec<usize> = (0..records)
+            .filter(|v| values.binary_search(v).is_err())
+            .collect();
         assert!(
             missing.is_empty() && duplicates.len() == values.len(),
             "seed {seed}: missing {missing:?}, {} duplicates",

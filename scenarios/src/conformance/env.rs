@@ -71,6 +71,16 @@ pub trait ConformanceEnv {
     /// leader again, with a one-line description of what happened. Errors
     /// with a reason if the env has no control or the fault did not work.
     async fn fail_leader(&self, partition: &TopicPartition) -> Result<String, String>;
+
+    /// Makes produce requests for `partition` that are in flight now, or
+    /// sent in the next moment, reach the leader and be appended while
+    /// their acknowledgements are lost, so that the producer retries
+    /// batches the broker already has; returns once the partition is
+    /// reachable again, with a one-line description. The simulator drops
+    /// the leader's answers to this host for a while; a single real broker
+    /// is killed and restarted (the connections die with requests in
+    /// flight).
+    async fn lose_acknowledgements(&self, partition: &TopicPartition) -> Result<String, String>;
 }
 
 /// Run-unique names: a prefix for the run and a counter, so two checks never

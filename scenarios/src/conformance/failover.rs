@@ -61,7 +61,9 @@ pub(super) async fn no_acknowledged_write_is_lost_when_the_leader_fails<E: Confo
     Ok(())
 }
 
-pub(super) async fn records_in_flight_when_the_leader_fails_are_written_once<E: ConformanceEnv>(
+pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once<
+    E: ConformanceEnv,
+>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
     const WAVES: usize = 20;
@@ -75,9 +77,10 @@ pub(super) async fn records_in_flight_when_the_leader_fails_are_written_once<E: 
         .map(|i| record(&topic, Some(0), "k", &format!("r-{i}")))
         .collect();
 
-    // Waves of sends keep batches in flight while the env takes the leader
-    // away; the producer retries whatever was not acknowledged, and the
-    // broker must de-duplicate what it had already appended.
+    // Waves of sends keep batches in flight while the env makes the
+    // leader's acknowledgements get lost; the producer retries whatever was
+    // not acknowledged, and the broker must de-duplicate what it had
+    // already appended.
     let env = cx.env;
     let waves_sent = Cell::new(0usize);
     let (sent, fault) = tokio::join!(
@@ -104,7 +107,7 @@ pub(super) async fn records_in_flight_when_the_leader_fails_are_written_once<E: 
         async {
             env.sleep(WAVE_GAP * 3).await;
             let started_after_waves = waves_sent.get();
-            let outcome = env.fail_leader(&p0).await;
+            let outcome = env.lose_acknowledgements(&p0).await;
             (outcome, started_after_waves, waves_sent.get())
         }
     );

@@ -150,6 +150,13 @@ impl ConformanceEnv for KafkaEnv {
             self.elapsed().saturating_sub(began).as_millis()
         ))
     }
+
+    async fn lose_acknowledgements(&self, partition: &TopicPartition) -> Result<String, String> {
+        // One broker cannot drop only its answers: SIGKILL it, so that the
+        // requests in flight on its connections go unanswered, whether or
+        // not they were appended, and the producer retries them.
+        self.fail_leader(partition).await
+    }
 }
 
 /// Runs the suite against the broker at `bootstrap`, on a runtime of its own;

@@ -88,7 +88,7 @@ checks! {
     ("log", "a seek moves the position to the first record at or after the offset", log::a_seek_moves_the_position_to_the_first_record_at_or_after_it),
     ("partitioner", "keyed records land in the partitions of Kafka's murmur2 partitioner", log::keyed_records_land_in_murmur2_partitions),
     ("partitioner", "a record with neither key nor partition is refused", log::a_record_with_neither_key_nor_partition_is_refused),
-    ("idempotence", "records in flight when the leader fails are written exactly once, in order", failover::records_in_flight_when_the_leader_fails_are_written_once),
+    ("idempotence", "records retried after their acknowledgements were lost are written exactly once, in order", failover::records_retried_after_lost_acknowledgements_are_written_once),
     ("transactions", "a committed transaction becomes visible and its marker takes one offset", transactions::a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset),
     ("transactions", "an aborted transaction is hidden from read_committed but not from read_uncommitted", transactions::an_aborted_transaction_is_hidden_from_read_committed),
     ("transactions", "an open transaction holds read_committed readers at the last stable offset", transactions::an_open_transaction_holds_read_committed_readers_at_the_lso),

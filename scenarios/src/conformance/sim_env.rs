@@ -14,6 +14,7 @@ use std::time::Duration;
 use eddyline_engine::transport::TopicPartition;
 use eddyline_sim::Seed;
 use eddyline_sim::SimTransport;
+use eddyline_sim::broker::broker_host;
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::trace::TraceSummary;
 
@@ -30,6 +31,10 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const CLUSTER_PATIENCE: Duration = Duration::from_secs(30);
 /// How often the env looks at the controller's view while waiting.
 const LOOK_EVERY: Duration = Duration::from_millis(5);
+/// The client host the suite runs in.
+const CLIENT_HOST: &str = "conformance";
+/// How long a leader's answers to the client host are dropped.
+const LOST_ACKS_FOR: Duration = Duration::from_millis(500);
 
 /// The simulated cluster, seen from a client host inside it.
 pub struct SimEnv {
@@ -143,6 +148,24 @@ impl ConformanceEnv for SimEnv {
             elected_after.as_millis()
         ))
     }
+
+    async fn lose_acknowledgements(&self, partition: &TopicPartition) -> Result<String, String> {
+        let Some(leader) = self.handle.leader_of(partition) else {
+            return Err(format!("{partition} has no leader"));
+        };
+        // One way only: requests still reach the leader (and its followers),
+        // which append them; the answers are dropped. The producer's
+        // request timeout ends the silent connections, and its retries of
+        // the same sequence numbers must be de-duplicated.
+        let leader_host = broker_host(leader);
+        turmoil::partition_oneway(leader_host.as_str(), CLIENT_HOST);
+        tokio::time::sleep(LOST_ACKS_FOR).await;
+        turmoil::repair_oneway(leader_host.as_str(), CLIENT_HOST);
+        Ok(format!(
+            "dropped every answer from broker {leader} (leader of {partition}) to the producer for {} ms",
+            LOST_ACKS_FOR.as_millis()
+        ))
+    }
 }
 
 /// A finished simulator run: the report, and the cluster's trace.
@@ -175,7 +198,7 @@ pub fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<SimRun, St
     let report: Rc<RefCell<Option<Result<Report, String>>>> = Rc::new(RefCell::new(None));
     let out = Rc::clone(&report);
     let options = options.clone();
-    cluster.client("conformance", async move {
+    cluster.client(CLIENT_HOST, async move {
         let env = SimEnv::new(handle);
         let result = match env.wait_ready().await {
             Ok(()) => Ok(run_suite(&env, &options).await),

@@ -281,7 +281,9 @@ impl NetworkClient {
             };
             let timeout = self
                 .request_timeout_until(deadline)
-                .min(Duration::from_millis(u64::from(self.inner.options.metadata_timeout_ms)));
+                .min(Duration::from_millis(u64::from(
+                    self.inner.options.metadata_timeout_ms,
+                )));
             match self.call(&endpoint, Lane::Control, request, timeout).await {
                 Ok(Response::FindCoordinator {
                     error: None,

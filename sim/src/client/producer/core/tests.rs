@@ -495,7 +495,10 @@ mod transactions {
             BatchOutcome::Failed(ErrorCode::TimedOut),
             20,
         );
-        assert_eq!(delivered(&mut a).unwrap().unwrap_err().kind, ErrorKind::Abortable);
+        assert_eq!(
+            delivered(&mut a).unwrap().unwrap_err().kind,
+            ErrorKind::Abortable
+        );
         assert!(core.is_idle(), "nothing left to wait for");
         assert!(core.epoch_bump_needed(), "the batch may have been appended");
     }
