@@ -347,6 +347,23 @@ pub fn current_seed() -> String {
     })
 }
 
+/// Chains a panic hook (once per process) that prints the seed of the
+/// simulation running on the panicking thread after the panic message, so
+/// that every broken invariant inside the simulator (an assertion, an
+/// `expect`) names the seed that reproduces it.
+fn install_seed_panic_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if let Some(seed) = CURRENT_SEED.with(Cell::get) {
+                eprintln!("simulation seed {seed} (repro: EDDY_SEED={seed})");
+            }
+        }));
+    });
+}
+
 /// A failed run: the seed, when, why, and the end of the trace.
 #[derive(Debug, thiserror::Error)]
 #[error("simulation failed at {at_ms} ms (seed {seed}, repro: EDDY_SEED={seed}): {message}")]
@@ -486,7 +503,49 @@ impl ClusterHandle {
             .get(usize::try_from(broker).ok()?)?
             .borrow();
         let log = disk.logs.get(partition)?;
-        Some((log.batches().to_vec(), log.high_watermark))
+        Some((
+            log.batches().iter().map(|b| b.decode()).collect(),
+            log.high_watermark,
+        ))
+    }
+
+    /// Kafka's replication safety property, checked on the brokers' disks:
+    /// any two replicas of a partition hold the same batches below the
+    /// lower of their high watermarks (committed data is never lost or
+    /// rewritten). Returns every violation found, one line each.
+    pub fn verify_replicas(&self) -> Result<(), Vec<String>> {
+        let disks: Vec<_> = self.shared.disks.iter().map(|d| d.borrow()).collect();
+        let mut partitions: BTreeSet<&TopicPartition> = BTreeSet::new();
+        for disk in &disks {
+            partitions.extend(disk.logs.keys());
+        }
+        let mut violations = Vec::new();
+        for tp in partitions {
+            let replicas: Vec<(usize, &crate::broker::log::PartitionLog)> = disks
+                .iter()
+                .enumerate()
+                .filter_map(|(id, disk)| disk.logs.get(tp).map(|log| (id, log)))
+                .collect();
+            for (i, (a, log_a)) in replicas.iter().enumerate() {
+                for (b, log_b) in &replicas[i + 1..] {
+                    let committed = log_a.high_watermark.min(log_b.high_watermark);
+                    let prefix_a = log_a.read(0, committed, u32::MAX);
+                    let prefix_b = log_b.read(0, committed, u32::MAX);
+                    if prefix_a != prefix_b {
+                        violations.push(format!(
+                            "{tp}: broker-{a} and broker-{b} differ below offset {committed} \
+                             (seed {})",
+                            self.shared.seed
+                        ));
+                    }
+                }
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations)
+        }
     }
 
     /// Broker host names, for clients to bootstrap from.
@@ -538,17 +597,29 @@ pub struct SimCluster {
     derived: Vec<(String, Seed)>,
 }
 
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        CURRENT_SEED.with(|current| {
+            if current.get() == Some(self.seed) {
+                current.set(None);
+            }
+        });
+    }
+}
+
 impl SimCluster {
     /// Builds the simulation: the seeded turmoil world, the controller and
     /// the brokers (which start, register and elect leaders in the first
     /// simulated milliseconds).
     pub fn new(seed: Seed, config: ClusterConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        install_seed_panic_hook();
         CURRENT_SEED.with(|current| current.set(Some(seed)));
         let network_seed = seed.derive("network");
         let placement_seed = seed.derive("placement");
         let faults_seed = seed.derive("faults");
         let mut sim = world::build_sim(&config.world_settings(network_seed))?;
+        let brokers = config.brokers;
         let config = Rc::new(config);
         let trace = Trace::new(config.trace_echo);
         let controller = Rc::new(Controller::new(
@@ -569,6 +640,7 @@ impl SimCluster {
             disks.push(disk.clone());
             let context = BrokerContext {
                 id,
+                seed: seed.derive(&format!("broker-{id}")),
                 config: config.clone(),
                 disk,
                 trace: trace.clone(),
@@ -602,11 +674,18 @@ impl SimCluster {
             partitioned: BTreeSet::new(),
             held: BTreeMap::new(),
             pauses: BTreeSet::new(),
-            derived: vec![
+            derived: [
                 ("network".to_string(), network_seed),
                 ("placement".to_string(), placement_seed),
                 ("faults".to_string(), faults_seed),
-            ],
+            ]
+            .into_iter()
+            .chain((0..brokers).map(|id| {
+                let name = format!("broker-{id}");
+                let seed = seed.derive(&name);
+                (name, seed)
+            }))
+            .collect(),
         })
     }
 
@@ -965,6 +1044,102 @@ impl SimCluster {
             EventKind::Fault,
             &format!("resume {host}"),
             [0; 4],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::log::PartitionLog;
+    use crate::protocol::{ProduceBatch, RecordData};
+
+    fn log_with(value: &str, high_watermark: i64) -> PartitionLog {
+        let mut log = PartitionLog::default();
+        log.append_as_leader(
+            ProduceBatch {
+                topic: "t".into(),
+                partition: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                transactional: false,
+                records: vec![RecordData {
+                    key: None,
+                    value: Some(value.as_bytes().to_vec()),
+                    timestamp_ms: 0,
+                    headers: Vec::new(),
+                }],
+            },
+            0,
+        );
+        log.high_watermark = high_watermark;
+        log
+    }
+
+    #[test]
+    fn replica_verification_catches_divergent_committed_data_only() {
+        let cluster = SimCluster::new(Seed::new(1), ClusterConfig::default()).unwrap();
+        let handle = cluster.handle();
+        let tp = TopicPartition::new("t", 0);
+        let set = |broker: usize, log: PartitionLog| {
+            handle.shared.disks[broker]
+                .borrow_mut()
+                .logs
+                .insert(tp.clone(), log);
+        };
+        set(0, log_with("a", 1));
+        set(1, log_with("a", 1));
+        // Uncommitted divergence (the replica's HW is 0) is allowed.
+        set(2, log_with("b", 0));
+        assert_eq!(handle.verify_replicas(), Ok(()));
+        set(2, log_with("b", 1));
+        let violations = handle.verify_replicas().unwrap_err();
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(violations[0].contains("t-0"), "{violations:?}");
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_with_a_reason() {
+        let config = ClusterConfig {
+            latency_min_ms: 10,
+            latency_max_ms: 1,
+            ..ClusterConfig::default()
+        };
+        let error = SimCluster::new(Seed::new(1), config).err().unwrap();
+        assert!(error.to_string().contains("latency"), "{error}");
+        let config = ClusterConfig {
+            replication_factor: 4,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(
+            SimCluster::new(Seed::new(1), config).err().unwrap(),
+            ConfigError::ReplicationFactor(4)
+        );
+    }
+
+    #[test]
+    fn settings_list_the_seed_its_children_and_every_config_value() {
+        let cluster = SimCluster::new(Seed::new(99), ClusterConfig::default()).unwrap();
+        let settings = cluster.settings();
+        assert_eq!(settings[0], ("seed".to_string(), "99".to_string()));
+        let names: Vec<&str> = settings.iter().map(|(name, _)| name.as_str()).collect();
+        for name in [
+            "seed.network",
+            "seed.placement",
+            "seed.faults",
+            "brokers",
+            "tick_ms",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        assert_eq!(
+            settings
+                .iter()
+                .find(|(name, _)| name == "seed.network")
+                .unwrap()
+                .1,
+            Seed::new(99).derive("network").to_string()
         );
     }
 }

@@ -284,6 +284,7 @@ impl Controller {
                 }
             }
             InternalRequest::OffsetsForLeaderEpoch { .. }
+            | InternalRequest::ReplicaFetch { .. }
             | InternalRequest::WriteTxnMarkers { .. }
             | InternalRequest::VerifyTxnPartitions { .. } => InternalResponse::Error {
                 error: codes::INVALID_REQUEST,

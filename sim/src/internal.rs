@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use eddyline_engine::transport::{ErrorCode, NewTopic, TopicPartition};
 
-use crate::protocol::{BrokerId, ProducerEpoch, ProducerId};
+use crate::protocol::{
+    BrokerId, ControlType, FetchPartition, ProducerEpoch, ProducerId, RecordBatch,
+};
 
 /// A partition's state as the controller publishes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,93 @@ impl MetadataImage {
             .ok()
             .and_then(|index| topic.partitions.get(index))
     }
+}
+
+/// What a broker needs to know of a batch without decoding its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub base_sequence: i32,
+    pub transactional: bool,
+    pub control: Option<ControlType>,
+    /// Data records in the batch (0 for a control batch).
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    pub fn of(batch: &RecordBatch) -> Self {
+        Self {
+            base_offset: batch.base_offset,
+            partition_leader_epoch: batch.partition_leader_epoch,
+            producer_id: batch.producer_id,
+            producer_epoch: batch.producer_epoch,
+            base_sequence: batch.base_sequence,
+            transactional: batch.transactional,
+            control: batch.control,
+            record_count: batch.records.len() as i32,
+        }
+    }
+
+    /// How many offsets the batch takes (a control batch takes one).
+    pub fn offset_count(&self) -> i64 {
+        if self.control.is_some() {
+            1
+        } else {
+            i64::from(self.record_count)
+        }
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset + self.offset_count()
+    }
+}
+
+/// Bytes carried as one length-prefixed blob (postcard's byte string).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawBytes(pub Vec<u8>);
+
+impl Serialize for RawBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<RawBytes, E> {
+                Ok(RawBytes(bytes.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<RawBytes, E> {
+                Ok(RawBytes(bytes))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
+/// A batch as replicas copy it: its header and its encoding as a
+/// `RecordBatch` (never decoded on the way).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaBatch {
+    pub header: BatchHeader,
+    pub encoded: RawBytes,
+}
+
+/// One partition of a replica fetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchResult {
+    pub error: Option<ErrorCode>,
+    pub high_watermark: i64,
+    pub batches: Vec<ReplicaBatch>,
 }
 
 /// A question for a leader during follower truncation (KIP-101/279): what
@@ -137,6 +226,14 @@ pub enum InternalRequest {
     OffsetsForLeaderEpoch {
         queries: Vec<EpochQuery>,
     },
+    /// A follower's fetch (Kafka's Fetch with a replica id): reads to the
+    /// log end and reports the follower's log end offset to the leader.
+    /// Batches travel encoded, so replication never decodes records.
+    ReplicaFetch {
+        replica_id: BrokerId,
+        max_wait_ms: u32,
+        partitions: Vec<FetchPartition>,
+    },
     WriteTxnMarkers {
         markers: Vec<TxnMarker>,
     },
@@ -179,6 +276,10 @@ pub enum InternalResponse {
     /// Per query: the epoch found and its end offset.
     OffsetsForLeaderEpoch {
         results: Vec<(TopicPartition, EpochEndOffset)>,
+    },
+    /// One result per requested partition, in order.
+    ReplicaFetch {
+        partitions: Vec<ReplicaFetchResult>,
     },
     WriteTxnMarkers {
         results: Vec<(ProducerId, PartitionErrors)>,

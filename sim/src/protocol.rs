@@ -196,6 +196,10 @@ pub enum Request {
         group_instance_id: Option<String>,
         protocol_type: String,
         protocols: Vec<JoinProtocol>,
+        /// The client's `client.id`: Kafka makes member ids
+        /// `<client_id>-<uuid>` (KIP-394), and the range assignor orders
+        /// members by member id.
+        client_id: String,
     },
     SyncGroup {
         group_id: String,
@@ -417,12 +421,24 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let bytes = postcard::to_stdvec(frame).map_err(|e| FrameError::Decode(e.to_string()))?;
-    let length = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    // The length prefix and the frame go out in one write (one simulated
+    // TCP segment instead of two).
+    let bytes =
+        postcard::to_extend(frame, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
+    write_prefixed(writer, bytes).await
+}
+
+/// Writes `bytes`, whose first 4 bytes are reserved for the length prefix
+/// (already encoded frames, e.g. a broker's spliced Fetch answers).
+pub async fn write_prefixed<W>(writer: &mut W, mut bytes: Vec<u8>) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let length = u32::try_from(bytes.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(length));
     }
-    writer.write_all(&length.to_be_bytes()).await?;
+    bytes[..4].copy_from_slice(&length.to_be_bytes());
     writer.write_all(&bytes).await?;
     writer.flush().await?;
     Ok(())
@@ -480,6 +496,9 @@ pub mod codes {
     /// ListOffsets on a new leader whose high watermark has not yet caught
     /// up with its epoch's start offset (KIP-207; retriable).
     pub const OFFSET_NOT_AVAILABLE: ErrorCode = ErrorCode::Other(78);
+    /// KIP-394: a first JoinGroup (empty member id) is answered with this
+    /// and the member id to join with.
+    pub const MEMBER_ID_REQUIRED: ErrorCode = ErrorCode::Other(79);
     pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(96);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode::Other(107);
 }

@@ -23,6 +23,7 @@ fn join(group: &str, member_id: &str) -> Request {
             name: "range".to_string(),
             metadata: b"in".to_vec(),
         }],
+        client_id: "consumer".to_string(),
     }
 }
 
@@ -34,7 +35,22 @@ struct Joined {
 }
 
 async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -> Joined {
-    match call(connection, join(group, member_id)).await {
+    let mut member_id = member_id.to_string();
+    if member_id.is_empty() {
+        // KIP-394: the first JoinGroup only hands out the member id.
+        match call(connection, join(group, "")).await {
+            Response::JoinGroup {
+                error: Some(ErrorCode::Other(79)),
+                member_id: offered,
+                ..
+            } => {
+                assert!(offered.starts_with("consumer-"), "{offered}");
+                member_id = offered;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    match call(connection, join(group, &member_id)).await {
         Response::JoinGroup {
             error: None,
             generation_id,

@@ -245,6 +245,7 @@ mod truncation {
                 values(&result),
                 vec![(0, "committed".to_string()), (1, "new".to_string())]
             );
+            assert_eq!(handle.verify_replicas(), Ok(()));
             Ok(())
         });
         cluster.run().unwrap();

@@ -92,7 +92,15 @@ impl<C: Consumer, P: Producer> Worker<C, P> {
     /// abort, what was read since is not committed anywhere).
     async fn rewind(&mut self) -> TransportResult<()> {
         let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
-        let committed = self.consumer.committed(&owned).await?;
+        // A timeout says "try again", as the engine does.
+        let mut attempts = 0;
+        let committed = loop {
+            match self.consumer.committed(&owned).await {
+                Ok(committed) => break committed,
+                Err(error) if error.kind != ErrorKind::Fatal && attempts < 5 => attempts += 1,
+                Err(error) => return Err(error),
+            }
+        };
         for (tp, offset) in owned.iter().zip(committed) {
             let offset = offset.map_or(0, |o| o.offset);
             self.consumer.seek(tp, offset).await?;
@@ -106,6 +114,15 @@ async fn run_worker(
     transport: SimTransport,
     name: &'static str,
     run_ms: u64,
+) -> TransportResult<()> {
+    let stop_at = tokio::time::Instant::now() + Duration::from_millis(run_ms);
+    run_worker_until(transport, name, stop_at).await
+}
+
+async fn run_worker_until(
+    transport: SimTransport,
+    name: &'static str,
+    stop_at: tokio::time::Instant,
 ) -> TransportResult<()> {
     let mut consumer = transport
         .consumer(&consumer_config(name, Some("eos-group")))
@@ -122,8 +139,7 @@ async fn run_worker(
         in_transaction: false,
         uncommitted: 0,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(run_ms);
-    while tokio::time::Instant::now() < deadline {
+    while tokio::time::Instant::now() < stop_at {
         let events = worker.consumer.poll(50, Duration::from_millis(100)).await?;
         for event in events {
             match event {
@@ -168,10 +184,8 @@ async fn run_worker(
     worker.consumer.close().await
 }
 
-fn pipeline(seed: u64, records: usize, faults: impl Fn(&ClusterHandle, u64) + 'static) {
-    let mut cluster = cluster(seed);
-    let handle = cluster.handle();
-    let setup = handle.clone();
+fn add_feeder(cluster: &mut eddyline_sim::cluster::SimCluster, records: usize) {
+    let setup = cluster.handle();
     cluster.client("feeder", async move {
         wait_ready(&setup).await;
         let transport = transport(&setup);
@@ -187,28 +201,20 @@ fn pipeline(seed: u64, records: usize, faults: impl Fn(&ClusterHandle, u64) + 's
         producer.flush().await?;
         Ok(())
     });
-    for (name, start_ms) in [("w1", 200_u64), ("w2", 1_500)] {
-        let worker_handle = handle.clone();
-        cluster.client(name, async move {
-            wait_ready(&worker_handle).await;
-            sleep_ms(start_ms).await;
-            run_worker(transport(&worker_handle), name, 12_000 - start_ms)
-                .await
-                .map_err(|e| format!("{name}: {e}").into())
-        });
-    }
-    let fault_handle = handle.clone();
-    cluster.client("chaos", async move {
-        wait_ready(&fault_handle).await;
-        for at_ms in [700_u64, 2_500, 4_000] {
-            sleep_ms(at_ms.saturating_sub(fault_handle.now_ms())).await;
-            faults(&fault_handle, at_ms);
-        }
-        Ok(())
-    });
+}
+
+/// Reads the output after `start_ms` and checks every input value is
+/// there exactly once.
+fn add_checker(
+    cluster: &mut eddyline_sim::cluster::SimCluster,
+    seed: u64,
+    records: usize,
+    start_ms: u64,
+) {
+    let handle = cluster.handle();
     cluster.client("checker", async move {
         wait_ready(&handle).await;
-        sleep_ms(13_000).await;
+        sleep_ms(start_ms).await;
         let transport = transport(&handle);
         let mut reader = transport
             .consumer(&consumer_config("checker", None))
@@ -235,18 +241,62 @@ fn pipeline(seed: u64, records: usize, faults: impl Fn(&ClusterHandle, u64) + 's
                 .map(|m| text(m).parse::<usize>().unwrap()),
         );
         values.sort_unstable();
-        let mut duplicates = values.clone();
-        duplicates.dedup();
+        let mut distinct = values.clone();
+        distinct.dedup();
         let missing: Vec<usize> = (0..records)
             .filter(|v| values.binary_search(v).is_err())
             .collect();
+        if !missing.is_empty() {
+            // Lost output or unfinished work? Compare with what the group
+            // committed for the input.
+            let mut group = transport
+                .consumer(&consumer_config("inspector", Some("eos-group")))
+                .await?;
+            let inputs: Vec<TopicPartition> = (0..INPUT_PARTITIONS).map(|p| tp("in", p)).collect();
+            let committed = group.committed(&inputs).await?;
+            let mut input_reader = transport.consumer(&consumer_config("input", None)).await?;
+            input_reader.assign(&inputs).await?;
+            let input = read_messages(&mut input_reader, records, 10_000).await;
+            let placed: Vec<(usize, i32, i64)> = input
+                .iter()
+                .map(|m| (text(m).parse::<usize>().unwrap(), m.partition, m.offset))
+                .filter(|(v, _, _)| missing.contains(v))
+                .collect();
+            eprintln!("seed {seed}: committed {committed:?}; missing at {placed:?}");
+        }
         assert!(
-            missing.is_empty() && duplicates.len() == values.len(),
+            missing.is_empty() && distinct.len() == values.len(),
             "seed {seed}: missing {missing:?}, {} duplicates",
-            values.len() - duplicates.len()
+            values.len() - distinct.len()
         );
         Ok(())
     });
+}
+
+fn pipeline(seed: u64, records: usize, faults: impl Fn(&ClusterHandle, u64) + 'static) {
+    let mut cluster = cluster(seed);
+    let handle = cluster.handle();
+    add_feeder(&mut cluster, records);
+    for (name, start_ms) in [("w1", 200_u64), ("w2", 1_500)] {
+        let worker_handle = handle.clone();
+        cluster.client(name, async move {
+            wait_ready(&worker_handle).await;
+            sleep_ms(start_ms).await;
+            run_worker(transport(&worker_handle), name, 12_000 - start_ms)
+                .await
+                .map_err(|e| format!("{name}: {e}").into())
+        });
+    }
+    let fault_handle = handle.clone();
+    cluster.client("chaos", async move {
+        wait_ready(&fault_handle).await;
+        for at_ms in [700_u64, 2_500, 4_000] {
+            sleep_ms(at_ms.saturating_sub(fault_handle.now_ms())).await;
+            faults(&fault_handle, at_ms);
+        }
+        Ok(())
+    });
+    add_checker(&mut cluster, seed, records, 13_000);
     cluster.run().unwrap();
 }
 
@@ -294,4 +344,90 @@ fn faults_over_several_seeds_keep_the_output_exactly_once() {
             _ => {}
         });
     }
+}
+
+/// Random faults, worker crashes and restarts (a restarted worker fences
+/// its previous incarnation with `init_transactions`), zombie pauses:
+/// `EDDY_CLIENT_SEEDS=N` (default 2).
+#[test]
+fn random_faults_with_worker_crashes_keep_the_output_exactly_once() {
+    let seeds: u64 = std::env::var("EDDY_CLIENT_SEEDS")
+        .ok()
+        .map(|text| text.parse().expect("EDDY_CLIENT_SEEDS must be a number"))
+        .unwrap_or(2);
+    let first: u64 = std::env::var("EDDY_CLIENT_SEED_FROM")
+        .ok()
+        .map_or(900, |t| t.parse().unwrap());
+    let mut failed = Vec::new();
+    for seed in first..first + seeds {
+        if std::panic::catch_unwind(|| chaos_pipeline(seed, 150)).is_err() {
+            failed.push(seed);
+        }
+    }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+}
+
+/// Faults stop by about 10 s (the last one is undone at most 3.2 s after
+/// 7 s); the workers then have 4 s to catch up before they stop.
+const CHAOS_STOP_MS: u64 = 14_000;
+
+fn chaos_pipeline(seed: u64, records: usize) {
+    let mut cluster = cluster(seed);
+    add_feeder(&mut cluster, records);
+    for name in ["w1", "w2"] {
+        let handle = cluster.handle();
+        cluster.host(name, move || {
+            let handle = handle.clone();
+            async move {
+                wait_ready(&handle).await;
+                let now_ms = handle.now_ms();
+                if now_ms >= CHAOS_STOP_MS {
+                    return Ok(());
+                }
+                let stop_at =
+                    tokio::time::Instant::now() + Duration::from_millis(CHAOS_STOP_MS - now_ms);
+                run_worker_until(transport(&handle), name, stop_at)
+                    .await
+                    .map_err(|e| format!("{name}: {e}").into())
+            }
+        });
+    }
+    let handle = cluster.handle();
+    cluster.client("chaos", async move {
+        wait_ready(&handle).await;
+        let mut rng = eddyline_sim::Seed::new(seed).derive("client-chaos").rng();
+        // Faults until 7 s; every one is undone well before the workers stop.
+        while handle.now_ms() < 7_000 {
+            sleep_ms(rng.range_u64(300, 1_200)).await;
+            let undo_after_ms = rng.range_u64(200, 2_000);
+            let worker = *rng.choose(&["w1", "w2"]).unwrap();
+            let broker = rng.range_u64(0, 3) as i32;
+            match rng.below(5) {
+                0 => {
+                    handle.crash_host(worker);
+                    sleep_ms(undo_after_ms).await;
+                    handle.restart_host(worker);
+                }
+                1 => {
+                    handle.crash_broker(broker);
+                    sleep_ms(undo_after_ms).await;
+                    handle.restart_broker(broker);
+                }
+                2 => {
+                    let target = format!("broker-{broker}");
+                    handle.partition(&[worker], &[&target]);
+                    sleep_ms(undo_after_ms).await;
+                    handle.heal(&[worker], &[&target]);
+                }
+                3 => {
+                    let topic = *rng.choose(&["in", "out"]).unwrap();
+                    handle.move_leader(&tp(topic, rng.range_u64(0, 3) as i32), None);
+                }
+                _ => handle.pause_host(worker, undo_after_ms),
+            }
+        }
+        Ok(())
+    });
+    add_checker(&mut cluster, seed, records, CHAOS_STOP_MS + 3_000);
+    cluster.run().unwrap();
 }

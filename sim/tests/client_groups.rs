@@ -255,6 +255,46 @@ mod rebalance {
     }
 }
 
+mod subscriptions {
+    use super::*;
+
+    #[test]
+    fn a_new_subscription_revokes_everything_and_assigns_the_new_topics() {
+        let mut cluster = cluster(56);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "a", 2).await;
+            create_topic(&transport, "b", 1).await;
+            let mut consumer = transport.consumer(&consumer_config("c", Some("g"))).await?;
+            consumer.subscribe(&["a".to_string()]).await?;
+            let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            assert_eq!(assigned(&events), vec![all_partitions("a", 2)]);
+            consumer
+                .subscribe(&["a".to_string(), "b".to_string()])
+                .await?;
+            let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
+            let mut expected = all_partitions("a", 2);
+            expected.push(tp("b", 0));
+            assert_eq!(
+                group_events(&events),
+                vec![
+                    ConsumerEvent::Revoked(all_partitions("a", 2)),
+                    ConsumerEvent::Assigned(expected)
+                ]
+            );
+            // The same subscription again changes nothing.
+            consumer
+                .subscribe(&["b".to_string(), "a".to_string()])
+                .await?;
+            assert!(group_events(&poll_for(&mut consumer, 2_000).await).is_empty());
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
 mod committed_offsets {
     use super::*;
 

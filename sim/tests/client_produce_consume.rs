@@ -297,6 +297,57 @@ pub(crate) mod faults {
     }
 
     #[test]
+    fn slow_links_that_time_requests_out_neither_lose_nor_duplicate() {
+        let mut cluster = cluster(25);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "t", 2).await;
+            // Up to 30 ms per message: an acks=all round trip (client,
+            // leader, followers' fetches, back) often exceeds the 25 ms
+            // request timeout, so batches are retried (after the broker's
+            // REQUEST_TIMED_OUT or a client-side timeout) while the first
+            // attempt may have landed.
+            handle.set_max_latency(30);
+            let mut config = producer_config("p", None);
+            config.request_timeout_ms = 25;
+            let mut producer = transport.producer(&config).await?;
+            let mut deliveries = Vec::new();
+            for i in 0..60 {
+                deliveries.push(producer.send(to_partition("t", i % 2, &i.to_string()))?);
+                sleep_ms(20).await;
+            }
+            producer.flush().await?;
+            for delivery in deliveries {
+                delivery.await?;
+            }
+            handle.set_max_latency(5);
+            let mut consumer = transport.consumer(&consumer_config("c", None)).await?;
+            consumer.assign(&[tp("t", 0), tp("t", 1)]).await?;
+            let read = read_messages(&mut consumer, 60, 30_000).await;
+            assert!(read_for(&mut consumer, 500).await.is_empty(), "duplicates");
+            for partition in 0..2 {
+                let values: Vec<String> = read
+                    .iter()
+                    .filter(|m| m.partition == partition)
+                    .map(text)
+                    .collect();
+                let expected: Vec<String> = (0..60)
+                    .filter(|i| i % 2 == partition)
+                    .map(|i| i.to_string())
+                    .collect();
+                assert_eq!(
+                    values, expected,
+                    "partition {partition} in send order, once"
+                );
+            }
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
     fn a_record_for_a_missing_topic_times_out_with_a_clear_error() {
         let mut cluster = cluster(24);
         let handle = cluster.handle();

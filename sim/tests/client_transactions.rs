@@ -295,6 +295,59 @@ mod offsets_in_transactions {
     }
 
     #[test]
+    fn committed_waits_while_a_transaction_holds_offsets_for_the_partition() {
+        let mut cluster = cluster(49);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            create_topic(&transport, "in", 1).await;
+            let mut consumer = transport
+                .consumer(&consumer_config("c", Some("g-s")))
+                .await?;
+            consumer.assign(&[tp("in", 0)]).await?;
+            let group = consumer.group_metadata().expect("a group id");
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-s")))
+                .await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            let offsets = vec![(
+                tp("in", 0),
+                OffsetAndMetadata {
+                    offset: 5,
+                    metadata: "m".into(),
+                },
+            )];
+            producer
+                .send_offsets_to_transaction(&offsets, &group)
+                .await?;
+            // KIP-447: the offsets are pending; read_committed waits, up to
+            // the request timeout (5 s here).
+            let started = tokio::time::Instant::now();
+            let error = consumer.committed(&[tp("in", 0)]).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+            assert!(started.elapsed().as_millis() >= 4_000);
+            tokio::task::spawn_local(async move {
+                sleep_ms(1_000).await;
+                producer.commit_transaction().await.expect("commit");
+            });
+            let started = tokio::time::Instant::now();
+            assert_eq!(
+                consumer.committed(&[tp("in", 0)]).await?,
+                vec![Some(OffsetAndMetadata {
+                    offset: 5,
+                    metadata: "m".into()
+                })]
+            );
+            let waited = started.elapsed().as_millis();
+            assert!((900..4_000).contains(&waited), "waited {waited} ms");
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
     fn a_stale_generation_is_rejected_and_makes_the_transaction_abortable() {
         let mut cluster = cluster(46);
         let handle = cluster.handle();

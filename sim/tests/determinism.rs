@@ -138,17 +138,29 @@ async fn group_member(rounds: usize) {
                 name: "range".into(),
                 metadata: Vec::new(),
             }],
+            client_id: "det".into(),
         };
-        let Ok(Response::JoinGroup {
-            error: None,
-            generation_id,
-            member_id: id,
-            ..
-        }) = connection.call(join, 5_000).await
-        else {
-            member_id.clear();
-            sleep_ms(50).await;
-            continue;
+        let (generation_id, id) = match connection.call(join, 5_000).await {
+            Ok(Response::JoinGroup {
+                error: None,
+                generation_id,
+                member_id: id,
+                ..
+            }) => (generation_id, id),
+            // KIP-394: join again with the member id handed out.
+            Ok(Response::JoinGroup {
+                error: Some(ErrorCode::Other(79)),
+                member_id: offered,
+                ..
+            }) => {
+                member_id = offered;
+                continue;
+            }
+            _ => {
+                member_id.clear();
+                sleep_ms(50).await;
+                continue;
+            }
         };
         member_id = id;
         let sync = Request::SyncGroup {
@@ -214,6 +226,10 @@ fn run(seed: u64) -> (u64, u64) {
     cluster
         .run()
         .unwrap_or_else(|e| panic!("{e}\n{}", e.trace.excerpt.join("\n")));
+    // Whatever the faults did, committed data agrees on every replica.
+    if let Err(violations) = cluster.handle().verify_replicas() {
+        panic!("{}", violations.join("\n"));
+    }
     let summary = cluster.trace();
     (summary.hash, summary.events)
 }

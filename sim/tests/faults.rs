@@ -176,11 +176,11 @@ fn raising_the_maximum_latency_slows_round_trips() {
 #[test]
 fn a_failed_run_reports_its_seed_and_the_end_of_the_trace() {
     let mut cluster = cluster(75);
-    cluster.schedule(FaultSchedule::listed(vec![(50, Fault::CrashBroker(1))]));
+    cluster.schedule(FaultSchedule::listed(vec![(300, Fault::CrashBroker(1))]));
     let handle = cluster.handle();
     cluster.client("test", async move {
         wait_ready(&handle).await;
-        sleep_ms(100).await;
+        sleep_ms(500).await;
         Err("deliberate failure".into())
     });
     let error = cluster.run().unwrap_err();

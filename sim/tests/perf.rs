@@ -199,3 +199,24 @@ fn simulation_speed_of_a_12_partition_workload() {
     let (wall_s, simulated_ms) = run(10_000, true, 2);
     println!("10k records with faults: {simulated_ms} ms simulated in {wall_s:.3} s wall");
 }
+
+#[test]
+#[ignore = "a measurement: run with --release --ignored --nocapture"]
+fn simulation_speed_of_an_idle_cluster() {
+    let mut cluster = SimCluster::new(Seed::new(3), ClusterConfig::default()).unwrap();
+    let handle = cluster.handle();
+    cluster.client("idle", async move {
+        wait_ready(&handle).await;
+        sleep_ms(10_000).await;
+        Ok(())
+    });
+    let started = std::time::Instant::now();
+    cluster.run().unwrap();
+    let wall_s = started.elapsed().as_secs_f64();
+    println!(
+        "idle cluster: {} ms simulated in {wall_s:.3} s wall: {:.1}x, {:.1} us per step",
+        cluster.elapsed_ms(),
+        cluster.elapsed_ms() as f64 / 1000.0 / wall_s,
+        wall_s * 1e6 / cluster.elapsed_ms() as f64
+    );
+}

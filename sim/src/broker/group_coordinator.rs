@@ -23,8 +23,9 @@
 //! REBALANCE_IN_PROGRESS while a rebalance is pending; session timeouts
 //! and LeaveGroup remove members.
 //!
-//! Simplifications: no KIP-394 MEMBER_ID_REQUIRED round trip (the first
-//! JoinGroup gets its member id directly); `group_instance_id` (static
+//! A first JoinGroup (empty member id) is answered MEMBER_ID_REQUIRED with
+//! a member id `<client_id>-<uuid>` (KIP-394), the uuid drawn from the
+//! broker's seeded generator. Simplification: `group_instance_id` (static
 //! membership, KIP-345) is stored but gives no special treatment.
 
 use std::collections::BTreeMap;
@@ -106,6 +107,9 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
+    /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, not yet
+    /// joined, with the time they expire (their session timeout).
+    pending_members: BTreeMap<String, u64>,
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
     /// Non-transactional commits being written, per partition.
     pending_commits: BTreeMap<TopicPartition, u32>,
@@ -127,6 +131,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
+            pending_members: BTreeMap::new(),
             offsets: BTreeMap::new(),
             pending_commits: BTreeMap::new(),
             rebalance_deadline_ms: 0,
@@ -441,7 +446,9 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
     let delayed = group
         .initial_delay_until_ms
         .is_some_and(|until| now < until);
-    let all_joined = group.members.values().all(|m| m.awaiting_join);
+    // Kafka waits for pending members too (their second JoinGroup).
+    let all_joined =
+        group.members.values().all(|m| m.awaiting_join) && group.pending_members.is_empty();
     let timed_out = now >= group.rebalance_deadline_ms;
     if !(timed_out || (all_joined && !delayed)) {
         return;
@@ -531,6 +538,9 @@ pub(crate) async fn session_checker(broker: Rc<Broker>) {
                     continue;
                 }
                 for (group_id, group) in shard.groups.iter_mut() {
+                    let pending_before = group.pending_members.len();
+                    group.pending_members.retain(|_, expiry| *expiry > now);
+                    changed |= group.pending_members.len() != pending_before;
                     let expired: Vec<String> = group
                         .members
                         .iter()
@@ -593,6 +603,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             group_instance_id,
             protocol_type,
             protocols,
+            client_id,
         } => {
             join_group(
                 broker,
@@ -603,6 +614,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
                 group_instance_id,
                 protocol_type,
                 protocols,
+                client_id,
             )
             .await
         }
@@ -681,6 +693,7 @@ async fn join_group(
     group_instance_id: Option<String>,
     protocol_type: String,
     protocols: Vec<JoinProtocol>,
+    client_id: String,
 ) -> Response {
     if group_id.is_empty() {
         return join_error(codes::INVALID_GROUP_ID, member_id);
@@ -693,21 +706,33 @@ async fn join_group(
     if protocol_type.is_empty() || protocols.is_empty() {
         return join_error(codes::INCONSISTENT_GROUP_PROTOCOL, member_id);
     }
-    let member_id = if member_id.is_empty() {
-        broker.unique_id("member")
-    } else {
-        member_id
-    };
     let now = now_ms();
+    if member_id.is_empty() {
+        // KIP-394: the member id comes back with MEMBER_ID_REQUIRED, and the
+        // member joins with it; until then it is a pending member.
+        let member_id = broker.new_member_id(&client_id);
+        let pending = with_shard(broker, &group_id, |shard, _| {
+            let group = shard
+                .groups
+                .entry(group_id.clone())
+                .or_insert_with(Group::new);
+            group
+                .pending_members
+                .insert(member_id.clone(), now + u64::from(session_timeout_ms));
+        });
+        return match pending {
+            Ok(()) => join_error(codes::MEMBER_ID_REQUIRED, member_id),
+            Err(error) => join_error(error, String::new()),
+        };
+    }
     // Register (or update) the member; answer at once if nothing changes.
     let registered = with_shard(broker, &group_id, |shard, _| {
-        let known = shard
-            .groups
-            .get(&group_id)
-            .is_some_and(|g| g.members.contains_key(&member_id));
-        let new_member = !known;
-        if new_member && !shard.groups.contains_key(&group_id) {
-            shard.groups.insert(group_id.clone(), Group::new());
+        let Some(group) = shard.groups.get_mut(&group_id) else {
+            return Err(ErrorCode::UnknownMemberId);
+        };
+        let new_member = !group.members.contains_key(&member_id);
+        if new_member && group.pending_members.remove(&member_id).is_none() {
+            return Err(ErrorCode::UnknownMemberId);
         }
         shard.next_join_order += 1;
         let join_order = shard.next_join_order;
@@ -1485,7 +1510,12 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) {
         }
         let disk = broker.disk.borrow();
         let log = &disk.logs[&tp];
-        for batch in log.batches() {
+        for stored in log.batches() {
+            if let Some(control) = stored.header.control {
+                shard.complete_txn(stored.header.producer_id, control == ControlType::Commit);
+                continue;
+            }
+            let batch = stored.decode();
             if let Some(control) = batch.control {
                 shard.complete_txn(batch.producer_id, control == ControlType::Commit);
                 continue;

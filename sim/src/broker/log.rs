@@ -19,6 +19,7 @@ use crate::broker::producer_state::{
     AppendCheck, BatchMeta, ProducerStateTable, increment_sequence,
 };
 use crate::cluster::current_seed;
+use crate::internal::{BatchHeader, RawBytes, ReplicaBatch};
 use crate::protocol::{
     AbortedTransaction, ControlType, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
     RecordData,
@@ -34,9 +35,45 @@ struct AbortedTxn {
     last_offset: i64,
 }
 
+/// A batch as the log stores it: its header, and its postcard encoding as
+/// a [`RecordBatch`] (made once at append; fetches send these bytes as
+/// they are, and replicas copy them without decoding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredBatch {
+    pub header: BatchHeader,
+    pub encoded: Vec<u8>,
+}
+
+impl StoredBatch {
+    pub(crate) fn encode(batch: &RecordBatch) -> Self {
+        Self {
+            header: BatchHeader::of(batch),
+            encoded: postcard::to_stdvec(batch).expect("record batches encode"),
+        }
+    }
+
+    /// The batch with its records (coordinator loading, inspection).
+    pub(crate) fn decode(&self) -> RecordBatch {
+        postcard::from_bytes(&self.encoded).unwrap_or_else(|e| {
+            panic!(
+                "stored batch at {} does not decode: {e} (seed {})",
+                self.header.base_offset,
+                current_seed()
+            )
+        })
+    }
+
+    pub(crate) fn to_replica(&self) -> ReplicaBatch {
+        ReplicaBatch {
+            header: self.header,
+            encoded: RawBytes(self.encoded.clone()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PartitionLog {
-    batches: Vec<RecordBatch>,
+    batches: Vec<StoredBatch>,
     log_end_offset: i64,
     /// (leader epoch, its start offset), increasing in both.
     epochs: Vec<(i32, i64)>,
@@ -130,7 +167,7 @@ impl PartitionLog {
     /// Appends a validated producer batch as leader; returns its base offset.
     pub(crate) fn append_as_leader(&mut self, batch: ProduceBatch, leader_epoch: i32) -> i64 {
         let base_offset = self.log_end_offset;
-        self.push_batch(RecordBatch {
+        self.push_batch(StoredBatch::encode(&RecordBatch {
             base_offset,
             partition_leader_epoch: leader_epoch,
             producer_id: batch.producer_id,
@@ -139,7 +176,7 @@ impl PartitionLog {
             transactional: batch.transactional,
             control: None,
             records: batch.records,
-        });
+        }));
         base_offset
     }
 
@@ -164,7 +201,7 @@ impl PartitionLog {
         leader_epoch: i32,
     ) -> i64 {
         let offset = self.log_end_offset;
-        self.push_batch(RecordBatch {
+        self.push_batch(StoredBatch::encode(&RecordBatch {
             base_offset: offset,
             partition_leader_epoch: leader_epoch,
             producer_id,
@@ -175,41 +212,50 @@ impl PartitionLog {
             transactional: true,
             control: Some(control),
             records: Vec::new(),
-        });
+        }));
         offset
     }
 
     /// Appends batches fetched from the leader (follower side).
-    pub(crate) fn append_replicated(&mut self, batches: Vec<RecordBatch>) {
+    pub(crate) fn append_replicated(&mut self, batches: Vec<ReplicaBatch>) {
         for batch in batches {
             assert_eq!(
-                batch.base_offset,
+                batch.header.base_offset,
                 self.log_end_offset,
                 "replicated batch does not continue the log (seed {})",
                 current_seed()
             );
-            self.push_batch(batch);
+            self.push_batch(StoredBatch {
+                header: batch.header,
+                encoded: batch.encoded.0,
+            });
         }
     }
 
     /// The one path by which batches enter the log.
-    fn push_batch(&mut self, batch: RecordBatch) {
+    fn push_batch(&mut self, batch: StoredBatch) {
+        let header = batch.header;
         assert!(
-            batch.offset_count() > 0,
+            header.offset_count() > 0,
             "empty batch appended (seed {})",
             current_seed()
         );
-        assert_eq!(batch.base_offset, self.log_end_offset);
-        if batch.partition_leader_epoch > self.latest_epoch() {
+        assert_eq!(
+            header.base_offset,
+            self.log_end_offset,
+            "append does not continue the log (seed {})",
+            current_seed()
+        );
+        if header.partition_leader_epoch > self.latest_epoch() {
             self.epochs
-                .push((batch.partition_leader_epoch, batch.base_offset));
+                .push((header.partition_leader_epoch, header.base_offset));
         }
-        self.apply_to_state(&batch);
-        self.log_end_offset = batch.next_offset();
+        self.apply_to_state(&header);
+        self.log_end_offset = header.next_offset();
         self.batches.push(batch);
     }
 
-    fn apply_to_state(&mut self, batch: &RecordBatch) {
+    fn apply_to_state(&mut self, batch: &BatchHeader) {
         if batch.producer_id < 0 {
             return;
         }
@@ -238,7 +284,7 @@ impl PartitionLog {
                 }
             }
             None => {
-                let count = batch.records.len() as i32;
+                let count = batch.record_count;
                 let meta = BatchMeta {
                     first_sequence: batch.base_sequence,
                     last_sequence: increment_sequence(batch.base_sequence, count - 1),
@@ -267,8 +313,10 @@ impl PartitionLog {
             self.epochs.retain(|&(_, start)| start < offset);
             return;
         }
-        let keep = self.batches.partition_point(|b| b.base_offset < offset);
-        if let Some(last) = keep.checked_sub(1).map(|i| &self.batches[i]) {
+        let keep = self
+            .batches
+            .partition_point(|b| b.header.base_offset < offset);
+        if let Some(last) = keep.checked_sub(1).map(|i| &self.batches[i].header) {
             assert!(
                 last.next_offset() <= offset,
                 "truncation to {offset} splits batch at {} (seed {})",
@@ -277,8 +325,12 @@ impl PartitionLog {
             );
         }
         self.batches.truncate(keep);
-        self.log_end_offset = self.batches.last().map_or(0, RecordBatch::next_offset);
-        assert!(self.log_end_offset <= offset);
+        self.log_end_offset = self.batches.last().map_or(0, |b| b.header.next_offset());
+        assert!(
+            self.log_end_offset <= offset,
+            "truncation left the log past {offset} (seed {})",
+            current_seed()
+        );
         self.epochs
             .retain(|&(_, start)| start < self.log_end_offset);
         self.high_watermark = self.high_watermark.min(self.log_end_offset);
@@ -287,7 +339,7 @@ impl PartitionLog {
         self.aborted.clear();
         let batches = std::mem::take(&mut self.batches);
         for batch in &batches {
-            self.apply_to_state(batch);
+            self.apply_to_state(&batch.header);
         }
         self.batches = batches;
     }
@@ -318,12 +370,14 @@ impl PartitionLog {
 
     /// The batches from the one holding `from` up to `upper` (exclusive),
     /// at least one batch and then until `max_records` records are reached.
-    pub(crate) fn read(&self, from: i64, upper: i64, max_records: u32) -> &[RecordBatch] {
-        let start = self.batches.partition_point(|b| b.next_offset() <= from);
+    pub(crate) fn read(&self, from: i64, upper: i64, max_records: u32) -> &[StoredBatch] {
+        let start = self
+            .batches
+            .partition_point(|b| b.header.next_offset() <= from);
         let mut end = start;
         let mut records = 0u64;
         while end < self.batches.len() {
-            let batch = &self.batches[end];
+            let batch = &self.batches[end].header;
             if batch.next_offset() > upper {
                 break;
             }
@@ -350,7 +404,7 @@ impl PartitionLog {
     }
 
     /// Every batch (coordinator state loading reads whole internal logs).
-    pub(crate) fn batches(&self) -> &[RecordBatch] {
+    pub(crate) fn batches(&self) -> &[StoredBatch] {
         &self.batches
     }
 }
@@ -399,7 +453,11 @@ mod tests {
         assert_eq!(append(&mut log, produce(-1, -1, 1, false), 0), 6);
         assert_eq!(log.read(4, 7, 100).len(), 3);
         // A read from the middle of a batch returns the whole batch.
-        assert_eq!(log.read(4, 7, 100)[0].base_offset, 3);
+        assert_eq!(log.read(4, 7, 100)[0].header.base_offset, 3);
+        // Stored batches decode to what was appended.
+        let decoded = log.read(0, 3, 100)[0].decode();
+        assert_eq!(decoded.records, produce(1, 0, 3, true).records);
+        assert_eq!(BatchHeader::of(&decoded), log.read(0, 3, 100)[0].header);
         assert_eq!(log.read(0, 7, 1).len(), 1);
         // Never past the upper bound.
         assert_eq!(log.read(0, 5, 100).len(), 2);

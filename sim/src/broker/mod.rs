@@ -40,6 +40,7 @@ use crate::broker::txn_coordinator::TxnCoordinator;
 use crate::cluster::{BROKER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::MetadataImage;
 use crate::protocol::BrokerId;
+use crate::seed::{DetRng, Seed};
 use crate::trace::{EventKind, Node, Subject, Trace};
 use crate::world::now_ms;
 
@@ -76,6 +77,8 @@ pub(crate) struct BrokerContext {
     pub disk: Rc<RefCell<BrokerDisk>>,
     pub trace: Trace,
     pub control: Rc<BrokerControl>,
+    /// The broker's child seed (member ids).
+    pub seed: Seed,
 }
 
 /// A running broker's volatile state.
@@ -91,8 +94,6 @@ pub(crate) struct BrokerState {
     pub producer_ids: (i64, i64),
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
-    /// Deterministic unique ids (group member ids) for this incarnation.
-    pub next_unique_id: u64,
 }
 
 /// A running broker.
@@ -109,6 +110,8 @@ pub(crate) struct Broker {
     pub isr_wake: Notify,
     pub trace: Trace,
     pub control: Rc<BrokerControl>,
+    /// Draws group member ids (seeded per broker and incarnation).
+    pub member_ids: RefCell<DetRng>,
 }
 
 /// The turmoil host name of a broker.
@@ -147,12 +150,17 @@ impl Broker {
                 producer_ids: (0, 0),
                 groups: GroupCoordinator::default(),
                 txns: TxnCoordinator::default(),
-                next_unique_id: 0,
             }),
             changed,
             isr_wake: Notify::new(),
             trace: context.trace.clone(),
             control: context.control.clone(),
+            member_ids: RefCell::new(
+                context
+                    .seed
+                    .derive(&format!("member-ids/{incarnation}"))
+                    .rng(),
+            ),
         }
     }
 
@@ -334,13 +342,18 @@ impl Broker {
         }
     }
 
-    /// A deterministic id unique to this broker incarnation.
-    pub(crate) fn unique_id(&self, prefix: &str) -> String {
-        let mut state = self.state.borrow_mut();
-        state.next_unique_id += 1;
+    /// A new group member id, `<client_id>-<uuid>` as Kafka makes them,
+    /// the UUID drawn from this broker incarnation's seeded generator.
+    pub(crate) fn new_member_id(&self, client_id: &str) -> String {
+        let mut rng = self.member_ids.borrow_mut();
+        let (high, low) = (rng.next_u64(), rng.next_u64());
         format!(
-            "{prefix}-b{}i{}n{}",
-            self.id, self.incarnation, state.next_unique_id
+            "{client_id}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            high >> 32,
+            (high >> 16) & 0xffff,
+            high & 0xffff,
+            low >> 48,
+            low & 0xffff_ffff_ffff
         )
     }
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use eddyline_engine::transport::{ErrorCode, Isolation, TopicPartition};
+use eddyline_engine::transport::{ErrorCode, TopicPartition};
 
 use crate::broker::log::UNDEFINED_EPOCH;
 use crate::broker::partition::Role;
 use crate::broker::{Broker, broker_host};
 use crate::cluster::{BROKER_PORT, CONTROLLER_HOST, CONTROLLER_PORT};
-use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
+use crate::internal::{EpochQuery, InternalRequest, InternalResponse, ReplicaFetchResult};
 use crate::protocol::{BrokerId, FetchPartition, Request, Response, codes};
 use crate::rpc::Connection;
 use crate::trace::{EventKind, broker_mask};
@@ -52,11 +52,11 @@ pub(crate) async fn controller_session(broker: Rc<Broker>) {
         broker.state.borrow_mut().broker_epoch = broker_epoch;
         // Heartbeats (which unfence this broker) start once it has the
         // metadata: KRaft unfences a broker that has caught up.
-        loop {
-            if broker.state.borrow().metadata.epoch > 0 {
-                break;
+        let mut changed = broker.changed.subscribe();
+        while broker.state.borrow().metadata.epoch == 0 {
+            if changed.changed().await.is_err() {
+                return;
             }
-            sleep_ms(broker.config.broker_heartbeat_interval_ms).await;
         }
         loop {
             let request = Request::Internal(InternalRequest::BrokerHeartbeat {
@@ -193,12 +193,11 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
             }
             continue;
         }
-        let request = Request::Fetch {
-            replica_id: Some(broker.id),
-            isolation: Isolation::ReadUncommitted,
+        let request = Request::Internal(InternalRequest::ReplicaFetch {
+            replica_id: broker.id,
             max_wait_ms: broker.config.replica_fetch_wait_max_ms,
             partitions: plan.fetch.clone(),
-        };
+        });
         let outcome = tokio::select! {
             biased;
             _ = wake.notified() => None,
@@ -210,10 +209,7 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
             continue;
         };
         match outcome {
-            Ok(Response::Fetch {
-                error: None,
-                partitions,
-            }) => {
+            Ok(Response::Internal(InternalResponse::ReplicaFetch { partitions })) => {
                 let mut progressed = false;
                 for (asked, result) in plan.fetch.iter().zip(partitions) {
                     progressed |= apply_fetched(&broker, leader, asked, result);
@@ -291,7 +287,7 @@ fn apply_fetched(
     broker: &Broker,
     leader: BrokerId,
     asked: &FetchPartition,
-    result: crate::protocol::FetchResult,
+    result: ReplicaFetchResult,
 ) -> bool {
     let tp = TopicPartition::new(asked.topic.clone(), asked.partition);
     let mut state = broker.state.borrow_mut();

@@ -10,18 +10,18 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic, TopicPartition};
 use turmoil::net::TcpStream;
 
-use crate::broker::log::batch_size_bytes;
+use crate::broker::log::{StoredBatch, batch_size_bytes};
 use crate::broker::partition::Role;
 use crate::broker::producer_state::AppendCheck;
 use crate::broker::{
-    Broker, BrokerState, coordinator_partition, group_coordinator, txn_coordinator,
+    Broker, BrokerDisk, BrokerState, coordinator_partition, group_coordinator, txn_coordinator,
 };
 use crate::cluster::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
-use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
+use crate::internal::{EpochQuery, InternalRequest, InternalResponse, ReplicaFetchResult};
 use crate::protocol::{
-    BrokerId, BrokerInfo, CoordinatorType, FetchPartition, FetchResult, Frame, OffsetSpec,
+    AbortedTransaction, BrokerId, BrokerInfo, CoordinatorType, FetchPartition, Frame, OffsetSpec,
     PartitionMetadata, ProduceBatch, ProduceResult, Request, Response, TopicMetadata, codes,
-    read_frame, write_frame,
+    read_frame, write_frame, write_prefixed,
 };
 use crate::rpc::Connection;
 use crate::trace::{EventKind, Subject};
@@ -36,15 +36,32 @@ pub(crate) async fn serve_connection(broker: Rc<Broker>, mut stream: TcpStream) 
             // closes the connection on an invalid request).
             _ => return,
         };
-        let response = handle(&broker, frame.body).await;
-        let reply = Frame {
-            correlation_id: frame.correlation_id,
-            body: response,
+        let written = match handle(&broker, frame.body).await {
+            Reply::Value(response) => {
+                let reply = Frame {
+                    correlation_id: frame.correlation_id,
+                    body: response,
+                };
+                write_frame(&mut stream, &reply).await
+            }
+            Reply::Encoded(body) => {
+                let mut bytes = postcard::to_extend(&frame.correlation_id, vec![0u8; 4])
+                    .expect("a u32 encodes");
+                bytes.extend_from_slice(&body);
+                write_prefixed(&mut stream, bytes).await
+            }
         };
-        if write_frame(&mut stream, &reply).await.is_err() {
+        if written.is_err() {
             return;
         }
     }
+}
+
+/// An answer: a value, or the postcard encoding of a `Response` made
+/// directly from stored batches (Fetch; see [`encode_fetch_body`]).
+enum Reply {
+    Value(Response),
+    Encoded(Vec<u8>),
 }
 
 /// Kafka's API key of a request (for the trace).
@@ -68,6 +85,7 @@ fn api_key(request: &Request) -> i64 {
         Request::EndTxn { .. } => 26,
         Request::TxnOffsetCommit { .. } => 28,
         Request::Internal(InternalRequest::OffsetsForLeaderEpoch { .. }) => 23,
+        Request::Internal(InternalRequest::ReplicaFetch { .. }) => 1,
         Request::Internal(InternalRequest::WriteTxnMarkers { .. }) => 27,
         Request::Internal(_) => 1000,
     }
@@ -110,7 +128,7 @@ fn first_error(response: &Response) -> i64 {
     }
 }
 
-async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
+async fn handle(broker: &Rc<Broker>, request: Request) -> Reply {
     let api = api_key(&request);
     // Replica fetches and broker-to-broker calls show in the trace through
     // what they change (replica appends, truncations, markers).
@@ -122,6 +140,24 @@ async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
         } | Request::Internal(_)
     );
     let response = match request {
+        Request::Fetch {
+            replica_id,
+            isolation,
+            max_wait_ms,
+            partitions,
+        } => {
+            let (body, error) =
+                handle_fetch(broker, replica_id, isolation, max_wait_ms, partitions).await;
+            if traced {
+                broker.trace.record(
+                    broker.node(),
+                    EventKind::Request,
+                    Subject::None,
+                    [api, error, 0, 0],
+                );
+            }
+            return Reply::Encoded(body);
+        }
         Request::Metadata { topics } => handle_metadata(broker, topics),
         Request::CreateTopics { topics, timeout_ms } => {
             handle_create_topics(broker, topics, timeout_ms).await
@@ -131,12 +167,6 @@ async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             timeout_ms,
             batches,
         } => handle_produce(broker, transactional_id, timeout_ms, batches).await,
-        Request::Fetch {
-            replica_id,
-            isolation,
-            max_wait_ms,
-            partitions,
-        } => handle_fetch(broker, replica_id, isolation, max_wait_ms, partitions).await,
         Request::ListOffsets {
             isolation,
             partitions,
@@ -169,7 +199,7 @@ async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             [api, first_error(&response), 0, 0],
         );
     }
-    response
+    Reply::Value(response)
 }
 
 async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> InternalResponse {
@@ -185,6 +215,11 @@ async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> Inter
                     .collect(),
             }
         }
+        InternalRequest::ReplicaFetch {
+            replica_id,
+            max_wait_ms,
+            partitions,
+        } => handle_replica_fetch(broker, replica_id, max_wait_ms, partitions).await,
         InternalRequest::WriteTxnMarkers { markers } => {
             txn_coordinator::handle_write_markers(broker, markers).await
         }
@@ -619,92 +654,223 @@ fn record_follower_fetch(broker: &Broker, follower: BrokerId, partitions: &[Fetc
     }
 }
 
-/// One partition of a fetch: the result, and whether it is worth
-/// answering now (data or an error).
-fn fetch_partition(
-    broker: &Broker,
-    replica_id: Option<BrokerId>,
+/// What one partition of a fetch returns, borrowed from the log.
+struct FetchView<'a> {
+    error: Option<ErrorCode>,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+    aborted: Vec<AbortedTransaction>,
+    batches: &'a [StoredBatch],
+}
+
+/// Reads one partition of a fetch. With `materialize` false only says
+/// whether there is anything to answer with (data or an error).
+fn fetch_view<'a>(
+    state: &BrokerState,
+    disk: &'a BrokerDisk,
+    replica: bool,
     isolation: Isolation,
+    tp: &TopicPartition,
     asked: &FetchPartition,
     materialize: bool,
-) -> (FetchResult, bool) {
-    let tp = TopicPartition::new(asked.topic.clone(), asked.partition);
-    let mut result = FetchResult {
-        topic: asked.topic.clone(),
-        partition: asked.partition,
+) -> (FetchView<'a>, bool) {
+    let mut view = FetchView {
         error: None,
         high_watermark: -1,
         last_stable_offset: -1,
         log_start_offset: -1,
-        aborted_transactions: Vec::new(),
-        batches: Vec::new(),
+        aborted: Vec::new(),
+        batches: &[],
     };
-    let state = broker.state.borrow();
-    if let Err(error) = check_leader(&state, &tp, asked.current_leader_epoch) {
-        result.error = Some(error);
-        return (result, true);
+    if let Err(error) = check_leader(state, tp, asked.current_leader_epoch) {
+        view.error = Some(error);
+        return (view, true);
     }
-    let disk = broker.disk.borrow();
-    let log = &disk.logs[&tp];
-    result.high_watermark = log.high_watermark;
-    result.last_stable_offset = log.last_stable_offset();
-    result.log_start_offset = 0;
+    let log = &disk.logs[tp];
+    view.high_watermark = log.high_watermark;
+    view.last_stable_offset = log.last_stable_offset();
+    view.log_start_offset = 0;
     if asked.fetch_offset < 0 || asked.fetch_offset > log.log_end_offset() {
-        result.error = Some(codes::OFFSET_OUT_OF_RANGE);
-        return (result, true);
+        view.error = Some(codes::OFFSET_OUT_OF_RANGE);
+        return (view, true);
     }
-    let upper = match (replica_id, isolation) {
-        (Some(_), _) => log.log_end_offset(),
-        (None, Isolation::ReadUncommitted) => log.high_watermark,
-        (None, Isolation::ReadCommitted) => log.last_stable_offset(),
+    let upper = match (replica, isolation) {
+        (true, _) => log.log_end_offset(),
+        (false, Isolation::ReadUncommitted) => log.high_watermark,
+        (false, Isolation::ReadCommitted) => log.last_stable_offset(),
     };
     if asked.fetch_offset >= upper {
-        return (result, false);
+        return (view, false);
     }
     if materialize {
-        let batches = log.read(asked.fetch_offset, upper, asked.max_records.max(1));
-        if let Some(last) = batches.last() {
-            if replica_id.is_none() && isolation == Isolation::ReadCommitted {
-                result.aborted_transactions =
-                    log.aborted_between(asked.fetch_offset, last.next_offset());
+        view.batches = log.read(asked.fetch_offset, upper, asked.max_records.max(1));
+        if let Some(last) = view.batches.last() {
+            if !replica && isolation == Isolation::ReadCommitted {
+                view.aborted = log.aborted_between(asked.fetch_offset, last.header.next_offset());
             }
         }
-        result.batches = batches.to_vec();
     }
-    (result, true)
+    (view, true)
 }
 
+fn topic_partitions(partitions: &[FetchPartition]) -> Vec<TopicPartition> {
+    partitions
+        .iter()
+        .map(|asked| TopicPartition::new(asked.topic.clone(), asked.partition))
+        .collect()
+}
+
+/// Waits (up to `max_wait_ms`) until some partition has data or an error.
+async fn wait_for_fetchable(
+    broker: &Broker,
+    replica: bool,
+    isolation: Isolation,
+    max_wait_ms: u32,
+    partitions: &[FetchPartition],
+    tps: &[TopicPartition],
+) {
+    let mut changed = broker.changed.subscribe();
+    let timeout = tokio::time::sleep(Duration::from_millis(u64::from(max_wait_ms)));
+    tokio::pin!(timeout);
+    loop {
+        let ready = {
+            let state = broker.state.borrow();
+            let disk = broker.disk.borrow();
+            partitions.iter().zip(tps).any(|(asked, tp)| {
+                fetch_view(&state, &disk, replica, isolation, tp, asked, false).1
+            })
+        };
+        if ready || max_wait_ms == 0 {
+            return;
+        }
+        tokio::select! {
+            biased;
+            result = changed.changed() => if result.is_err() { return },
+            _ = &mut timeout => return,
+        }
+    }
+}
+
+/// The variant index of `Response::Fetch` in postcard's encoding (checked
+/// by a test against the derived encoding).
+const FETCH_RESPONSE_VARIANT: u64 = 3;
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let buffer = std::mem::take(out);
+    *out = postcard::to_extend(value, buffer).expect("fetch answers encode");
+}
+
+/// The postcard encoding of `Response::Fetch { error: None, partitions }`
+/// with each partition's batches copied from their stored encoding instead
+/// of being decoded and encoded again.
+fn encode_fetch_body(partitions: &[(&FetchPartition, FetchView<'_>)]) -> Vec<u8> {
+    let bytes: usize = partitions
+        .iter()
+        .flat_map(|(_, view)| view.batches.iter().map(|b| b.encoded.len()))
+        .sum();
+    let mut out = Vec::with_capacity(bytes + 64 * partitions.len() + 16);
+    put_varint(&mut out, FETCH_RESPONSE_VARIANT);
+    put(&mut out, &None::<ErrorCode>);
+    put_varint(&mut out, partitions.len() as u64);
+    for (asked, view) in partitions {
+        put(
+            &mut out,
+            &(
+                &asked.topic,
+                asked.partition,
+                view.error,
+                view.high_watermark,
+                view.last_stable_offset,
+                view.log_start_offset,
+                &view.aborted,
+            ),
+        );
+        put_varint(&mut out, view.batches.len() as u64);
+        for batch in view.batches {
+            out.extend_from_slice(&batch.encoded);
+        }
+    }
+    out
+}
+
+/// A client's Fetch (or a replica's, with `replica_id`): the encoded
+/// answer and the first error (for the trace).
 async fn handle_fetch(
     broker: &Rc<Broker>,
     replica_id: Option<BrokerId>,
     isolation: Isolation,
     max_wait_ms: u32,
     partitions: Vec<FetchPartition>,
-) -> Response {
+) -> (Vec<u8>, i64) {
     if let Some(follower) = replica_id {
         record_follower_fetch(broker, follower, &partitions);
     }
-    let mut changed = broker.changed.subscribe();
-    let timeout = tokio::time::sleep(Duration::from_millis(u64::from(max_wait_ms)));
-    tokio::pin!(timeout);
-    loop {
-        let ready = partitions
-            .iter()
-            .any(|asked| fetch_partition(broker, replica_id, isolation, asked, false).1);
-        if ready || max_wait_ms == 0 {
-            break;
-        }
-        tokio::select! {
-            biased;
-            result = changed.changed() => if result.is_err() { break },
-            _ = &mut timeout => break,
-        }
-    }
-    Response::Fetch {
-        error: None,
+    let replica = replica_id.is_some();
+    let tps = topic_partitions(&partitions);
+    wait_for_fetchable(broker, replica, isolation, max_wait_ms, &partitions, &tps).await;
+    let state = broker.state.borrow();
+    let disk = broker.disk.borrow();
+    let views: Vec<(&FetchPartition, FetchView<'_>)> = partitions
+        .iter()
+        .zip(&tps)
+        .map(|(asked, tp)| {
+            let (view, _) = fetch_view(&state, &disk, replica, isolation, tp, asked, true);
+            (asked, view)
+        })
+        .collect();
+    let error = code(views.iter().find_map(|(_, view)| view.error));
+    (encode_fetch_body(&views), error)
+}
+
+/// A follower's fetch: batches travel in their stored encoding.
+async fn handle_replica_fetch(
+    broker: &Rc<Broker>,
+    replica_id: BrokerId,
+    max_wait_ms: u32,
+    partitions: Vec<FetchPartition>,
+) -> InternalResponse {
+    record_follower_fetch(broker, replica_id, &partitions);
+    let tps = topic_partitions(&partitions);
+    wait_for_fetchable(
+        broker,
+        true,
+        Isolation::ReadUncommitted,
+        max_wait_ms,
+        &partitions,
+        &tps,
+    )
+    .await;
+    let state = broker.state.borrow();
+    let disk = broker.disk.borrow();
+    InternalResponse::ReplicaFetch {
         partitions: partitions
             .iter()
-            .map(|asked| fetch_partition(broker, replica_id, isolation, asked, true).0)
+            .zip(&tps)
+            .map(|(asked, tp)| {
+                let (view, _) = fetch_view(
+                    &state,
+                    &disk,
+                    true,
+                    Isolation::ReadUncommitted,
+                    tp,
+                    asked,
+                    true,
+                );
+                ReplicaFetchResult {
+                    error: view.error,
+                    high_watermark: view.high_watermark,
+                    batches: view.batches.iter().map(StoredBatch::to_replica).collect(),
+                }
+            })
             .collect(),
     }
 }
@@ -833,5 +999,109 @@ async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
             producer_id: -1,
             producer_epoch: -1,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ControlType, FetchResult, RecordBatch, RecordData};
+
+    #[test]
+    fn a_spliced_fetch_answer_decodes_as_the_derived_encoding_would() {
+        let batch = |base: i64, control: Option<ControlType>| RecordBatch {
+            base_offset: base,
+            partition_leader_epoch: 2,
+            producer_id: 7,
+            producer_epoch: 1,
+            base_sequence: 3,
+            transactional: true,
+            control,
+            records: if control.is_some() {
+                Vec::new()
+            } else {
+                vec![RecordData {
+                    key: Some(b"k".to_vec()),
+                    value: None,
+                    timestamp_ms: -5,
+                    headers: vec![("h".into(), vec![1, 2])],
+                }]
+            },
+        };
+        let batches = vec![batch(4, None), batch(5, Some(ControlType::Abort))];
+        let stored: Vec<StoredBatch> = batches.iter().map(StoredBatch::encode).collect();
+        let asked = [
+            FetchPartition {
+                topic: "t".into(),
+                partition: 1,
+                fetch_offset: 4,
+                current_leader_epoch: None,
+                max_records: 10,
+            },
+            FetchPartition {
+                topic: "u".into(),
+                partition: 300,
+                fetch_offset: 0,
+                current_leader_epoch: Some(1),
+                max_records: 10,
+            },
+        ];
+        let aborted = vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 4,
+        }];
+        let views = vec![
+            (
+                &asked[0],
+                FetchView {
+                    error: None,
+                    high_watermark: 6,
+                    last_stable_offset: 6,
+                    log_start_offset: 0,
+                    aborted: aborted.clone(),
+                    batches: &stored,
+                },
+            ),
+            (
+                &asked[1],
+                FetchView {
+                    error: Some(codes::FENCED_LEADER_EPOCH),
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    aborted: Vec::new(),
+                    batches: &[],
+                },
+            ),
+        ];
+        let expected = Response::Fetch {
+            error: None,
+            partitions: vec![
+                FetchResult {
+                    topic: "t".into(),
+                    partition: 1,
+                    error: None,
+                    high_watermark: 6,
+                    last_stable_offset: 6,
+                    log_start_offset: 0,
+                    aborted_transactions: aborted,
+                    batches,
+                },
+                FetchResult {
+                    topic: "u".into(),
+                    partition: 300,
+                    error: Some(codes::FENCED_LEADER_EPOCH),
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    aborted_transactions: Vec::new(),
+                    batches: Vec::new(),
+                },
+            ],
+        };
+        let body = encode_fetch_body(&views);
+        assert_eq!(body, postcard::to_stdvec(&expected).unwrap());
+        let decoded: Response = postcard::from_bytes(&body).unwrap();
+        assert_eq!(decoded, expected);
     }
 }

@@ -1115,7 +1115,8 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
             return Vec::new();
         }
         let disk = broker.disk.borrow();
-        for batch in disk.logs[&tp].batches() {
+        for stored in disk.logs[&tp].batches() {
+            let batch = stored.decode();
             for record in &batch.records {
                 let Some(value) = &record.value else {
                     continue;

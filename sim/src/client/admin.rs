@@ -61,7 +61,9 @@ impl Admin for SimAdmin {
                 topics: vec![topic.clone()],
                 timeout_ms: options.admin_timeout_ms,
             };
-            let timeout = self.net.request_timeout_until(deadline);
+            let timeout = self
+                .net
+                .attempt_timeout(deadline, ms(options.admin_timeout_ms));
             let result = match broker {
                 Some(broker) => {
                     self.net

@@ -48,8 +48,7 @@ pub const DEFAULT_BROKER_PORT: u16 = 9092;
 /// The simulated clock of the current host. The one place the client reads
 /// time: `tokio::time` is driven by turmoil inside a simulation.
 pub(crate) fn now() -> Instant {
-    // determinism: allowed — tokio's clock is simulated by turmoil.
-    tokio::time::Instant::now()
+    tokio::time::Instant::now() // determinism: allow (tokio's clock is simulated by turmoil)
 }
 
 /// The producer's wall clock in ms since the epoch: turmoil's simulated

@@ -138,6 +138,16 @@ impl NetworkClient {
     ) -> Result<Response, NetError> {
         let connection = self.connection(endpoint, lane);
         let result = connection.call(request, timeout).await;
+        if let Err(NetError::TimedOut { .. }) = &result {
+            // The path to this broker broke (or is broken): reset every
+            // connection to it, not only the one that timed out — as if the
+            // lanes were one connection, as in librdkafka. In the simulator
+            // this matters: turmoil drops the segments of a partitioned link
+            // without retransmitting them, so every connection that carried
+            // data across a partition is dead after the heal, and only a
+            // timeout reveals it.
+            self.reset_endpoint(endpoint, "reset after a request to it timed out");
+        }
         if result.is_err() && connection.failed_to_connect() {
             let backoff = Duration::from_millis(u64::from(self.inner.options.reconnect_backoff_ms));
             self.inner
@@ -168,6 +178,25 @@ impl NetworkClient {
             )));
         };
         self.call(&endpoint, lane, request, timeout).await
+    }
+
+    /// Closes every connection to `endpoint` (all lanes); requests waiting
+    /// on them fail with a network error and are retried by their owners.
+    pub(crate) fn reset_endpoint(&self, endpoint: &Endpoint, reason: &str) {
+        let closing: Vec<Rc<Connection>> = {
+            let mut connections = self.inner.connections.borrow_mut();
+            let keys: Vec<(Endpoint, Lane)> = connections
+                .keys()
+                .filter(|(at, _)| at == endpoint)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|key| connections.remove(key))
+                .collect()
+        };
+        for connection in closing {
+            connection.close(NetError::Disconnected(format!("{endpoint}: {reason}")));
+        }
     }
 
     /// Closes every connection (the client is going away).
@@ -279,11 +308,10 @@ impl NetworkClient {
                 key_type,
                 key: key.to_string(),
             };
-            let timeout = self
-                .request_timeout_until(deadline)
-                .min(Duration::from_millis(u64::from(
-                    self.inner.options.metadata_timeout_ms,
-                )));
+            let timeout = self.attempt_timeout(
+                deadline,
+                Duration::from_millis(u64::from(self.inner.options.metadata_timeout_ms)),
+            );
             match self.call(&endpoint, Lane::Control, request, timeout).await {
                 Ok(Response::FindCoordinator {
                     error: None,
@@ -319,6 +347,17 @@ impl NetworkClient {
         deadline
             .saturating_duration_since(now())
             .max(Duration::from_millis(1))
+    }
+
+    /// The timeout of one attempt of a retried call that must finish by
+    /// `deadline` and whose requests take up to `request_timeout`: at most
+    /// half of that, so that an attempt stuck on a dead connection (closed
+    /// when it times out) leaves time for a retry on a new one — the
+    /// Java client's `default.api.timeout.ms` is twice its
+    /// `request.timeout.ms` for the same reason.
+    pub(crate) fn attempt_timeout(&self, deadline: Instant, request_timeout: Duration) -> Duration {
+        self.request_timeout_until(deadline)
+            .min((request_timeout / 2).max(Duration::from_millis(1)))
     }
 }
 

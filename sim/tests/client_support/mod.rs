@@ -137,11 +137,39 @@ pub async fn read_messages<C: Consumer>(
     count: usize,
     timeout_ms: u64,
 ) -> Vec<Message> {
-    let events = poll_until(consumer, timeout_ms, |events| {
-        messages(events).len() >= count
-    })
-    .await;
-    messages(&events)
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut read = Vec::with_capacity(count);
+    while read.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read_messages: {} of {count} messages within {timeout_ms} ms",
+            read.len()
+        );
+        let batch = consumer
+            .poll(500, Duration::from_millis(100))
+            .await
+            .expect("poll");
+        read.extend(batch.into_iter().filter_map(|event| match event {
+            ConsumerEvent::Message(message) => Some(message),
+            _ => None,
+        }));
+    }
+    read
+}
+
+/// Polls for `duration_ms` and returns every event that came.
+pub async fn poll_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<ConsumerEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(duration_ms);
+    let mut events = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        events.extend(
+            consumer
+                .poll(100, Duration::from_millis(50))
+                .await
+                .expect("poll"),
+        );
+    }
+    events
 }
 
 /// Polls for `duration_ms` and returns every message that came.

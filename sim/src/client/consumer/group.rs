@@ -65,6 +65,15 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 }
             },
             Phase::Stable | Phase::RevokePending { .. } => heartbeat_cycle(&shared).await,
+            Phase::LostPending => {
+                // Nothing to do until `poll` hands out `Lost`.
+                let seen = shared.signal.generation();
+                let waiting = shared.state.borrow().group.as_ref().map(|g| &g.phase)
+                    == Some(&Phase::LostPending);
+                if waiting {
+                    shared.signal.changed_since(seen).await;
+                }
+            }
         }
     }
 }
@@ -125,14 +134,23 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
             name: RANGE.to_string(),
             metadata: encode_subscription(&subscription),
         }],
+        client_id: shared.config.client_id.clone(),
     };
-    let timeout = ms(options
-        .rebalance_timeout_ms
-        .saturating_add(JOIN_MARGIN_MS)
-        .max(shared.config.request_timeout_ms));
+    // The Java client waits `rebalance_timeout + 5 s` for a JoinGroup. Here
+    // a JoinGroup is re-sent after `max(request, session timeout)`: Kafka
+    // answers a known member's repeated JoinGroup with the current
+    // generation (it is how a lost JoinGroup response is recovered), and in
+    // the simulator a response can be lost for good (turmoil drops the
+    // segments of a partitioned link; TCP would retransmit them).
+    let join_timeout = ms(shared
+        .config
+        .request_timeout_ms
+        .max(shared.config.session_timeout_ms)
+        .min(options.rebalance_timeout_ms.saturating_add(JOIN_MARGIN_MS)));
+    let sync_timeout = ms(shared.config.request_timeout_ms);
     let response = shared
         .net
-        .call(&coordinator, Lane::Group, request, timeout)
+        .call(&coordinator, Lane::Group, request, join_timeout)
         .await;
     let (generation_id, leader, assigned_member_id, members) = match response {
         Ok(Response::JoinGroup {
@@ -176,7 +194,7 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
     };
     let response = shared
         .net
-        .call(&coordinator, Lane::Group, request, timeout)
+        .call(&coordinator, Lane::Group, request, sync_timeout)
         .await;
     let assignment = match response {
         Ok(Response::SyncGroup {
@@ -210,8 +228,22 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         group.phase = Phase::Stable;
         group.assigned_once = true;
         group.last_heartbeat_ok = now();
+        let resubscribed = group.subscription != subscription;
         state.set_partitions(&assignment);
-        state.events.push_back(ConsumerEvent::Assigned(assignment));
+        state
+            .events
+            .push_back(ConsumerEvent::Assigned(assignment.clone()));
+        if resubscribed {
+            // `subscribe` changed the topics while this round was running:
+            // rebalance again for the new subscription (eager revoke).
+            let group = state.group.as_mut().expect("group member");
+            if assignment.is_empty() {
+                group.phase = Phase::Joining;
+            } else {
+                group.phase = Phase::RevokePending { delivered: false };
+                state.events.push_back(ConsumerEvent::Revoked(assignment));
+            }
+        }
     }
     shared.signal.raise();
     Ok(())
@@ -352,7 +384,9 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
     let Some(group) = state.group.as_mut() else {
         return;
     };
-    if group.generation_id != generation_id || group.phase == Phase::Joining {
+    if group.generation_id != generation_id
+        || matches!(group.phase, Phase::Joining | Phase::LostPending)
+    {
         // The member moved on while the heartbeat was out.
         return;
     }
@@ -397,9 +431,9 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
     }
 }
 
-/// The member's session is gone: its partitions are dropped now and
-/// reported `Lost`; an undelivered `Revoked` is replaced; the member
-/// rejoins.
+/// The member's session is gone: `Lost(owned)` is queued (replacing an
+/// undelivered `Revoked`); fetching stops at once; handing `Lost` out drops
+/// the partitions and rejoins. Without partitions the member rejoins now.
 fn session_lost(shared: &Shared, _why: &str) {
     {
         let mut state = shared.state.borrow_mut();
@@ -407,18 +441,28 @@ fn session_lost(shared: &Shared, _why: &str) {
             .events
             .retain(|event| !matches!(event, ConsumerEvent::Revoked(_)));
         let owned = state.owned();
-        state.partitions.clear();
-        if !owned.is_empty() {
-            state.events.push_back(ConsumerEvent::Lost(owned));
+        for partition in state.partitions.values_mut() {
+            partition.buffered.clear();
+            partition.buffer_end = None;
         }
         let group = state.group.as_mut().expect("group member");
-        group.phase = Phase::Joining;
-        group.generation_id = -1;
+        if owned.is_empty() {
+            group.phase = Phase::Joining;
+            group.generation_id = -1;
+        } else {
+            // The stale generation stays visible until `Lost` is handed
+            // out: commits with it are refused by the coordinator.
+            group.phase = Phase::LostPending;
+            state.events.push_back(ConsumerEvent::Lost(owned));
+        }
     }
     shared.signal.raise();
 }
 
-/// LeaveGroup, best effort within the request timeout (consumer close).
+/// LeaveGroup within the request timeout (consumer close). Sent on the
+/// control connection: the group connection may hold a JoinGroup or
+/// SyncGroup the broker is still parking, and a broker serves one request
+/// of a connection at a time.
 pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
     let (group_id, member_id, coordinator) = {
         let state = shared.state.borrow();
@@ -452,7 +496,7 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
         .net
         .call(
             &endpoint,
-            Lane::Group,
+            Lane::Control,
             request,
             shared.net.request_timeout_until(deadline),
         )

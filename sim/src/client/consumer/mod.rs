@@ -191,7 +191,9 @@ impl SimConsumer {
         let state = self.shared.state.borrow();
         match (&state.mode, state.group.as_ref()) {
             (Mode::Group, Some(group)) => match group.phase {
-                Phase::Stable | Phase::RevokePending { .. } if group.generation_id >= 0 => {
+                Phase::Stable | Phase::RevokePending { .. } | Phase::LostPending
+                    if group.generation_id >= 0 =>
+                {
                     Ok((group.generation_id, group.member_id.clone()))
                 }
                 _ => Err(TransportError::new(
@@ -407,8 +409,7 @@ async fn fetch_committed(
         };
         let timeout = shared
             .net
-            .request_timeout_until(deadline)
-            .min(ms(shared.config.request_timeout_ms));
+            .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
         let last_error = match shared
             .net
             .call(&coordinator, Lane::Control, request, timeout)
@@ -504,8 +505,7 @@ async fn list_offsets(
             };
             let timeout = shared
                 .net
-                .request_timeout_until(deadline)
-                .min(ms(shared.config.request_timeout_ms));
+                .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
             match shared
                 .net
                 .call_broker(broker, Lane::Control, request, timeout)
@@ -666,6 +666,8 @@ impl Consumer for SimConsumer {
             self.maintain();
             let events = self.shared.state.borrow_mut().take_events(max_events);
             if !events.is_empty() {
+                // Handing out `Lost` moves the member on: wake the group task.
+                self.shared.signal.raise();
                 return Ok(events);
             }
             if let Some(fatal) = self.shared.state.borrow().fatal.clone() {
@@ -743,8 +745,7 @@ impl Consumer for SimConsumer {
             let timeout = self
                 .shared
                 .net
-                .request_timeout_until(deadline)
-                .min(ms(self.shared.config.request_timeout_ms));
+                .attempt_timeout(deadline, ms(self.shared.config.request_timeout_ms));
             let last_error = match self
                 .shared
                 .net
@@ -839,6 +840,10 @@ impl Consumer for SimConsumer {
         Ok((earliest[partition], latest[partition]))
     }
 
+    /// Leaves the group, as both Kafka clients do on close: best effort.
+    /// A LeaveGroup that gets no answer (coordinator unreachable) is not an
+    /// error — the session then expires at the broker; only a refusal that
+    /// says the client is misconfigured is returned.
     async fn close(mut self) -> TransportResult<()> {
         if let Some(task) = self.group_task.take() {
             task.abort();
@@ -846,6 +851,9 @@ impl Consumer for SimConsumer {
         self.tasks.abort_all();
         let result = group::leave(&self.shared).await;
         self.shared.net.close_all();
-        result
+        match result {
+            Err(error) if error.kind == ErrorKind::Fatal => Err(error),
+            _ => Ok(()),
+        }
     }
 }

@@ -61,6 +61,11 @@ pub(crate) enum Phase {
     /// `delivered`); the member keeps its partitions and generation until
     /// the `poll` after the one that handed it out.
     RevokePending { delivered: bool },
+    /// The session is gone: `Lost` is queued. The member still lists its
+    /// partitions (so `seek` and `committed` work as before, as in Kafka's
+    /// clients, which act on a lost session in `poll`) but fetches and
+    /// hands out nothing; handing out `Lost` drops them and rejoins.
+    LostPending,
 }
 
 /// Group membership.
@@ -142,7 +147,7 @@ impl State {
     pub(crate) fn messages_allowed(&self) -> bool {
         !matches!(
             self.group.as_ref().map(|group| &group.phase),
-            Some(Phase::RevokePending { .. } | Phase::Joining)
+            Some(Phase::RevokePending { .. } | Phase::Joining | Phase::LostPending)
         )
     }
 
@@ -155,7 +160,18 @@ impl State {
                 break;
             };
             let revoked = matches!(event, ConsumerEvent::Revoked(_));
+            let lost = matches!(event, ConsumerEvent::Lost(_));
             out.push(event);
+            if lost {
+                if let Some(group) = self.group.as_mut() {
+                    if group.phase == Phase::LostPending {
+                        group.phase = Phase::Joining;
+                        group.generation_id = -1;
+                    }
+                }
+                self.partitions.clear();
+                return out;
+            }
             if revoked {
                 if let Some(group) = self.group.as_mut() {
                     if group.phase == (Phase::RevokePending { delivered: false }) {
@@ -275,6 +291,43 @@ mod tests {
         assert!(
             state.take_events(10).is_empty(),
             "no messages during a revoke"
+        );
+    }
+
+    #[test]
+    fn a_lost_member_keeps_listing_its_partitions_until_lost_is_handed_out() {
+        let mut state = State::new();
+        with_buffer(&mut state, 0, &[0], 1);
+        state
+            .partitions
+            .get_mut(&TopicPartition::new("t", 0))
+            .unwrap()
+            .buffered
+            .clear();
+        state.group = Some(GroupState {
+            group_id: "g".into(),
+            subscription: vec!["t".into()],
+            member_id: "m".into(),
+            generation_id: 4,
+            phase: Phase::LostPending,
+            coordinator: None,
+            assigned_once: true,
+            last_heartbeat_ok: crate::client::now(),
+        });
+        state
+            .events
+            .push_back(ConsumerEvent::Lost(vec![TopicPartition::new("t", 0)]));
+        assert_eq!(state.owned(), vec![TopicPartition::new("t", 0)]);
+        let events = state.take_events(10);
+        assert_eq!(
+            events,
+            vec![ConsumerEvent::Lost(vec![TopicPartition::new("t", 0)])]
+        );
+        assert!(state.owned().is_empty());
+        let group = state.group.as_ref().unwrap();
+        assert_eq!(
+            (group.phase.clone(), group.generation_id),
+            (Phase::Joining, -1)
         );
     }
 

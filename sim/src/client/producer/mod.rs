@@ -39,6 +39,9 @@ const OPERATION_NOT_ATTEMPTED: i32 = 55;
 /// The Java client retries CONCURRENT_TRANSACTIONS on AddPartitionsToTxn
 /// sooner than other errors (the previous transaction is still completing).
 const CONCURRENT_TRANSACTIONS_BACKOFF_MS: u32 = 20;
+/// How much longer than the broker's acks timeout the client waits for a
+/// Produce answer.
+const PRODUCE_TIMEOUT_MARGIN_MS: u32 = 1_000;
 /// Bytes a record takes in a batch beyond its key, value and headers
 /// (Kafka's record overhead, rounded up).
 const RECORD_OVERHEAD_BYTES: usize = 21;
@@ -108,8 +111,7 @@ impl Shared {
             };
             let timeout = self
                 .net
-                .request_timeout_until(deadline)
-                .min(ms(self.config.request_timeout_ms));
+                .attempt_timeout(deadline, ms(self.config.request_timeout_ms));
             let last_error = match self
                 .net
                 .call(&coordinator, Lane::Control, request(), timeout)
@@ -357,8 +359,7 @@ impl SimProducer {
             let timeout = self
                 .shared
                 .net
-                .request_timeout_until(deadline)
-                .min(ms(self.shared.config.request_timeout_ms));
+                .attempt_timeout(deadline, ms(self.shared.config.request_timeout_ms));
             let last_error = match self
                 .shared
                 .net
@@ -991,13 +992,16 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
             .map(|planned| planned.batch.clone())
             .collect(),
     };
+    // The broker answers REQUEST_TIMED_OUT after `timeout_ms`; the client
+    // waits a little longer so that answer, not a client-side timeout (which
+    // resets the connections), ends a slow acks=all wait.
     let result = shared
         .net
         .call_broker(
             plan.broker,
             Lane::Produce,
             request,
-            ms(shared.config.request_timeout_ms),
+            ms(shared.config.request_timeout_ms) + ms(PRODUCE_TIMEOUT_MARGIN_MS),
         )
         .await;
     let now_ms = shared.now_ms();
