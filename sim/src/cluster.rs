@@ -439,6 +439,17 @@ impl ClusterHandle {
         self.apply(Fault::SetMaxLatency { max_ms });
     }
 
+    /// Sets both latency bounds of every link between `a` and `b` (every
+    /// link if both are empty): a slow broker, a slow client, jitter.
+    pub fn set_latency(&self, a: &[&str], b: &[&str], min_ms: u64, max_ms: u64) {
+        self.apply(Fault::SetLatency {
+            a: a.iter().map(|s| s.to_string()).collect(),
+            b: b.iter().map(|s| s.to_string()).collect(),
+            min_ms,
+            max_ms,
+        });
+    }
+
     pub fn crash_host(&self, host: &str) {
         self.apply(Fault::CrashHost(host.to_string()));
     }
@@ -594,6 +605,8 @@ pub struct SimCluster {
     held: BTreeMap<(String, String), u64>,
     /// Pauses to end: (time, host).
     pauses: BTreeSet<(u64, String)>,
+    /// Links given their own latency bounds (SetLatency).
+    tuned_links: BTreeSet<(String, String)>,
     derived: Vec<(String, Seed)>,
 }
 
@@ -674,6 +687,7 @@ impl SimCluster {
             partitioned: BTreeSet::new(),
             held: BTreeMap::new(),
             pauses: BTreeSet::new(),
+            tuned_links: BTreeSet::new(),
             derived: [
                 ("network".to_string(), network_seed),
                 ("placement".to_string(), placement_seed),
@@ -918,7 +932,7 @@ impl SimCluster {
                 }
             }
             Fault::PauseHost { host, duration_ms } => {
-                if self.worker_hosts.contains(host) {
+                if self.known_node(host) {
                     self.start_pause(host, now + duration_ms);
                     true
                 } else {
@@ -958,7 +972,43 @@ impl SimCluster {
                 let max_ms = (*max_ms).max(self.config.latency_min_ms);
                 self.sim
                     .set_max_message_latency(Duration::from_millis(max_ms));
+                // Links with their own latency (SetLatency) follow too.
+                for (x, y) in self.node_pairs(&[], &[]) {
+                    if self.tuned_links.contains(&(x.clone(), y.clone())) {
+                        self.sim.set_link_max_message_latency(
+                            x.as_str(),
+                            y.as_str(),
+                            Duration::from_millis(max_ms),
+                        );
+                    }
+                }
                 true
+            }
+            Fault::SetLatency {
+                a,
+                b,
+                min_ms,
+                max_ms,
+            } => {
+                let known = a.iter().chain(b).all(|host| self.known_node(host));
+                if known && min_ms <= max_ms {
+                    for (x, y) in self.node_pairs(a, b) {
+                        self.sim.set_link_latency(
+                            x.as_str(),
+                            y.as_str(),
+                            Duration::from_millis(*min_ms),
+                        );
+                        self.sim.set_link_max_message_latency(
+                            x.as_str(),
+                            y.as_str(),
+                            Duration::from_millis(*max_ms),
+                        );
+                        self.tuned_links.insert((x, y));
+                    }
+                    true
+                } else {
+                    false
+                }
             }
             Fault::ExpireTransactions => {
                 for control in &self.broker_controls {
@@ -968,6 +1018,25 @@ impl SimCluster {
             }
         };
         self.trace_fault(&fault, applied);
+    }
+
+    /// Distinct ordered host pairs between `a` and `b` (all known nodes if
+    /// both are empty).
+    fn node_pairs(&self, a: &[String], b: &[String]) -> BTreeSet<(String, String)> {
+        let (a, b) = if a.is_empty() && b.is_empty() {
+            (self.nodes.as_slice(), self.nodes.as_slice())
+        } else {
+            (a, b)
+        };
+        let mut pairs = BTreeSet::new();
+        for x in a {
+            for y in b {
+                if x != y {
+                    pairs.insert(Self::pair(x, y));
+                }
+            }
+        }
+        pairs
     }
 
     fn pair(x: &str, y: &str) -> (String, String) {

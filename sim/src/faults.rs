@@ -26,9 +26,10 @@ pub enum Fault {
     /// A worker host starts again (restarts it if it is running): a
     /// consumer joining, or a crashed worker coming back.
     RestartHost(String),
-    /// A worker becomes a zombie for `duration_ms`: every message to and
-    /// from it is held (its code keeps running, its clock keeps moving),
-    /// then everything held is delivered at once.
+    /// A node (usually a worker; a broker works too: a long GC pause)
+    /// becomes a zombie for `duration_ms`: every message to and from it is
+    /// held (its code keeps running, its clock keeps moving), then
+    /// everything held is delivered at once.
     PauseHost { host: String, duration_ms: u64 },
     /// A controlled leader move (as a reassignment or preferred-leader
     /// election does); `to: None` picks the next live in-sync replica.
@@ -45,6 +46,14 @@ pub enum Fault {
     /// Sets the maximum message latency of every link (latency and jitter:
     /// turmoil draws each message's latency between the minimum and this).
     SetMaxLatency { max_ms: u64 },
+    /// Sets both latency bounds of every link between the given hosts
+    /// (all links between known nodes if both lists are empty).
+    SetLatency {
+        a: Vec<String>,
+        b: Vec<String>,
+        min_ms: u64,
+        max_ms: u64,
+    },
     /// Every open transaction is aborted by its coordinator now, as if its
     /// transaction timeout had expired (the producer's epoch is bumped).
     ExpireTransactions,
@@ -66,6 +75,17 @@ impl fmt::Display for Fault {
             Fault::Heal { a, b } => write!(f, "heal {} | {}", a.join(","), b.join(",")),
             Fault::HealAll => write!(f, "heal all"),
             Fault::SetMaxLatency { max_ms } => write!(f, "max latency {max_ms}ms"),
+            Fault::SetLatency {
+                a,
+                b,
+                min_ms,
+                max_ms,
+            } => write!(
+                f,
+                "latency {min_ms}..{max_ms}ms {} | {}",
+                a.join(","),
+                b.join(",")
+            ),
             Fault::ExpireTransactions => write!(f, "expire transactions"),
         }
     }

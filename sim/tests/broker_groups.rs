@@ -289,6 +289,58 @@ mod membership {
     }
 }
 
+mod failover {
+    use super::*;
+
+    #[test]
+    fn a_group_emptied_by_a_leave_stays_empty_after_a_coordinator_failover() {
+        let mut cluster = cluster(55);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let mut a = coordinator(CoordinatorType::Group, "g5").await;
+            let joined = join_group(&mut a, "g5", "").await;
+            sync(&mut a, "g5", &joined, vec![]).await.unwrap();
+            let response = call(
+                &mut a,
+                Request::LeaveGroup {
+                    group_id: "g5".into(),
+                    member_id: joined.member_id.clone(),
+                },
+            )
+            .await;
+            assert_eq!(response, Response::LeaveGroup { error: None });
+            sleep_ms(100).await;
+            let shard = TopicPartition::new(
+                "__consumer_offsets",
+                eddyline_sim::broker::coordinator_partition("g5", 4),
+            );
+            let old = handle.leader_of(&shard).unwrap();
+            handle.crash_broker(old);
+            wait_for(&handle, |h| h.leader_of(&shard).is_some_and(|l| l != old)).await;
+            let mut b = coordinator(CoordinatorType::Group, "g5").await;
+            let mut error = None;
+            for _ in 0..100 {
+                error = heartbeat(&mut b, "g5", joined.generation, &joined.member_id).await;
+                if error != Some(ErrorCode::CoordinatorLoadInProgress) {
+                    break;
+                }
+                sleep_ms(10).await;
+            }
+            assert_eq!(error, Some(ErrorCode::UnknownMemberId));
+            let rejoined = join_group(&mut b, "g5", "").await;
+            assert!(
+                rejoined.generation > joined.generation + 1,
+                "{}",
+                rejoined.generation
+            );
+            handle.restart_broker(old);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
 mod offsets {
     use super::*;
 

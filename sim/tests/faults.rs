@@ -198,3 +198,25 @@ fn a_failed_run_reports_its_seed_and_the_end_of_the_trace() {
             .any(|line| line.contains("fault crash broker-1"))
     );
 }
+
+#[test]
+fn a_slow_link_slows_only_the_hosts_it_joins() {
+    let mut cluster = cluster(76);
+    let handle = cluster.handle();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        handle.set_latency(&["test"], &["broker-1"], 50, 60);
+        sleep_ms(1).await;
+        let slow = average_round_trip_ms(&handle, &mut connect(1)).await;
+        let fast = average_round_trip_ms(&handle, &mut connect(2)).await;
+        assert!(slow >= 100, "slow {slow}");
+        assert!(fast <= 10, "fast {fast}");
+        // Every link: all round trips slow down.
+        handle.set_latency(&[], &[], 20, 20);
+        sleep_ms(1).await;
+        let everywhere = average_round_trip_ms(&handle, &mut connect(2)).await;
+        assert!(everywhere >= 40, "{everywhere}");
+        Ok(())
+    });
+    cluster.run().unwrap();
+}

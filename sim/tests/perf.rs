@@ -43,8 +43,10 @@ async fn producer(
         .map(|i| format!("value-{i:04}-xxxxxxxxxxxxxxxx"))
         .collect();
     let refs: Vec<&str> = payload.iter().map(String::as_str).collect();
+    // A fixed 10 ms period (the requests take less than that).
+    let mut period = tokio::time::interval(std::time::Duration::from_millis(10));
     while produced.get() < total {
-        let tick = sleep_ms(10);
+        period.tick().await;
         let mut requests = Vec::new();
         for (leader, partitions) in leaders(&handle) {
             let batches: Vec<ProduceBatch> = partitions
@@ -66,7 +68,7 @@ async fn producer(
                         Request::Produce {
                             transactional_id: None,
                             timeout_ms: 2_000,
-                            batches: batches.clone(),
+                            batches,
                         },
                         3_000,
                     )
@@ -88,7 +90,6 @@ async fn producer(
                 produced.set(produced.get() + per_partition as u64);
             }
         }
-        tick.await;
     }
 }
 
@@ -175,7 +176,7 @@ fn run(total: u64, with_faults: bool, seed: u64) -> (f64, u64) {
     cluster.client("load", async move {
         wait_ready(&handle).await;
         create_topic(&handle, "load", PARTITIONS).await;
-        let producing = tokio::task::spawn_local(producer(handle.clone(), total, 100, p));
+        let producing = tokio::task::spawn_local(producer(handle.clone(), total, 120, p));
         consumer(handle.clone(), total, c).await;
         producing.await.unwrap();
         Ok(())
@@ -192,7 +193,7 @@ fn run(total: u64, with_faults: bool, seed: u64) -> (f64, u64) {
 fn simulation_speed_of_a_12_partition_workload() {
     let (wall_s, simulated_ms) = run(100_000, false, 1);
     println!(
-        "100k records, no faults: {simulated_ms} ms simulated in {wall_s:.3} s wall: {:.1}x time compression, {:.0} records/wall s",
+        "100k records at 12k/s simulated, no faults: {simulated_ms} ms simulated in {wall_s:.3} s wall: {:.1}x time compression, {:.0} records/wall s",
         simulated_ms as f64 / 1000.0 / wall_s,
         100_000.0 / wall_s
     );
@@ -218,5 +219,37 @@ fn simulation_speed_of_an_idle_cluster() {
         cluster.elapsed_ms(),
         cluster.elapsed_ms() as f64 / 1000.0 / wall_s,
         wall_s * 1e6 / cluster.elapsed_ms() as f64
+    );
+}
+
+#[test]
+#[ignore = "a measurement: run with --release --ignored --nocapture"]
+fn turmoil_floor_of_five_idle_hosts() {
+    let settings = eddyline_sim::world::WorldSettings {
+        seed: Seed::new(1),
+        epoch_ms: eddyline_sim::world::DEFAULT_EPOCH_MS,
+        tick_ms: 1,
+        duration_limit_ms: 60_000,
+        latency_min_ms: 1,
+        latency_max_ms: 1,
+        tcp_capacity: 64,
+    };
+    let mut sim = eddyline_sim::world::build_sim(&settings).unwrap();
+    for i in 0..4 {
+        sim.host(format!("idle-{i}").as_str(), || async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+    }
+    sim.client("client", async {
+        sleep_ms(10_000).await;
+        Ok(())
+    });
+    let started = std::time::Instant::now();
+    sim.run().unwrap();
+    let wall_s = started.elapsed().as_secs_f64();
+    println!(
+        "turmoil floor, 5 idle hosts: 10000 steps in {wall_s:.3} s: {:.1} us per step",
+        wall_s * 1e6 / 10_000.0
     );
 }

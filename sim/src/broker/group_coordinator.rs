@@ -120,6 +120,8 @@ struct Group {
     initial_delay_limit_ms: u64,
     /// CompletingRebalance: members not synced by then are removed.
     sync_deadline_ms: u64,
+    /// The group became empty: its record must be written.
+    needs_store: bool,
 }
 
 impl Group {
@@ -138,6 +140,7 @@ impl Group {
             initial_delay_until_ms: None,
             initial_delay_limit_ms: 0,
             sync_deadline_ms: 0,
+            needs_store: false,
         }
     }
 
@@ -469,6 +472,8 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
         group.protocol = None;
         group.protocol_type = None;
         group.leader = None;
+        // Kafka stores the empty group (its new generation, no members).
+        group.needs_store = true;
         trace_group(broker, group_id, group);
         return;
     }
@@ -590,6 +595,44 @@ pub(crate) async fn session_checker(broker: Rc<Broker>) {
         if changed {
             broker.notify_changed();
         }
+        store_emptied_groups(&broker);
+    }
+}
+
+/// Writes the record of every group that became empty (no members, its
+/// new generation), so that a coordinator loading the log later does not
+/// bring back members that left.
+fn store_emptied_groups(broker: &Rc<Broker>) {
+    let mut writes = Vec::new();
+    {
+        let mut state = broker.state.borrow_mut();
+        for (&partition, shard) in state.groups.shards.iter_mut() {
+            if !shard.loaded {
+                continue;
+            }
+            for (group_id, group) in shard.groups.iter_mut() {
+                if !std::mem::take(&mut group.needs_store) || !group.members.is_empty() {
+                    continue;
+                }
+                let record = GroupRecord::Group {
+                    group: group_id.clone(),
+                    generation: group.generation,
+                    protocol_type: None,
+                    protocol: None,
+                    leader: None,
+                    members: Vec::new(),
+                };
+                writes.push((partition, encode(group_id, &record)));
+            }
+        }
+    }
+    for (partition, record) in writes {
+        let broker = broker.clone();
+        tokio::task::spawn_local(async move {
+            // A failure leaves the older record; members it names expire
+            // after a reload, as in Kafka when such a write fails.
+            let _ = write_records(&broker, partition, None, vec![record]).await;
+        });
     }
 }
 
