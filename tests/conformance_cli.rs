@@ -3,10 +3,17 @@
 
 use std::process::{Command, Output};
 
+/// Runs `eddy` without the caller's seed or Kafka settings (a test
+/// harness may export `EDDY_KAFKA_*` variables for other tests).
 fn eddy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(args)
-        .env_remove("EDDY_SEED")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command.args(args).env_remove("EDDY_SEED");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("EDDY_KAFKA_") {
+            command.env_remove(name);
+        }
+    }
+    command
         .env("EDDY_KAFKA_TIMEOUT_MS", "2000")
         .output()
         .expect("running eddy")
