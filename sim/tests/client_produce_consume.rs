@@ -348,21 +348,34 @@ pub(crate) mod faults {
     }
 
     #[test]
-    fn a_record_for_a_missing_topic_times_out_with_a_clear_error() {
+    fn a_record_for_a_missing_topic_fails_with_unknown_topic_after_the_propagation_bound() {
         let mut cluster = cluster(24);
         let handle = cluster.handle();
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
             let mut config = producer_config("p", None);
-            config.delivery_timeout_ms = 2_000;
+            config.delivery_timeout_ms = 20_000;
             let mut producer = transport.producer(&config).await?;
+            let sent_at = tokio::time::Instant::now();
             let error = producer
                 .send(keyed("nowhere", "k", "v"))?
                 .await
                 .unwrap_err();
-            assert_eq!(error.kind, ErrorKind::Timeout);
+            // Like librdkafka after `topic.metadata.propagation.max.ms`
+            // (10 s), not after the whole delivery timeout.
+            assert_eq!(error.kind, ErrorKind::Retriable, "{error}");
+            assert_eq!(error.code, ErrorCode::UnknownTopicOrPartition, "{error}");
             assert!(error.message.contains("nowhere"), "{error}");
+            let waited = sent_at.elapsed().as_millis();
+            assert!((10_000..11_000).contains(&waited), "waited {waited} ms");
+            // A record whose topic's metadata never comes at all (every
+            // broker unreachable) times out with the delivery timeout.
+            let mut lonely = transport.producer(&config).await?;
+            handle.partition(&["worker"], &["broker-0", "broker-1", "broker-2"]);
+            let error = lonely.send(keyed("t", "k", "v"))?.await.unwrap_err();
+            handle.heal(&["worker"], &["broker-0", "broker-1", "broker-2"]);
+            assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
             Ok(())
         });
         cluster.run().unwrap();

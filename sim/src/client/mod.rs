@@ -88,6 +88,11 @@ pub struct SimClientOptions {
     pub batch_max_records: usize,
     /// `max.request.size`: a larger record is refused at send.
     pub max_record_bytes: usize,
+    /// librdkafka's `topic.metadata.propagation.max.ms`: how long a record
+    /// waits for a topic the metadata says does not exist before it fails
+    /// with UnknownTopicOrPartition. 10 s, as the rdkafka transport sets it
+    /// (librdkafka's default is 30 s).
+    pub topic_missing_timeout_ms: u32,
     /// The rebalance timeout a member announces in JoinGroup (librdkafka
     /// uses `max.poll.interval.ms`, 300 s).
     pub rebalance_timeout_ms: u32,
@@ -108,6 +113,7 @@ impl Default for SimClientOptions {
             max_in_flight_per_partition: 5,
             batch_max_records: 1_000,
             max_record_bytes: 1_048_576,
+            topic_missing_timeout_ms: 10_000,
             rebalance_timeout_ms: 300_000,
         }
     }

@@ -65,6 +65,8 @@ pub(crate) struct CoreSettings {
     pub transactional: bool,
     pub linger_ms: u64,
     pub delivery_timeout_ms: u64,
+    /// How long a record waits for a topic the metadata says is missing.
+    pub topic_missing_timeout_ms: u64,
     pub max_in_flight: usize,
     pub batch_max_records: usize,
     pub retry_backoff_ms: u64,
@@ -355,7 +357,7 @@ impl ProducerCore {
                     .push_back(waiting.pending);
             } else {
                 let error = TransportError::new(
-                    self.permanent_kind(),
+                    ErrorKind::Retriable,
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{topic} has {partition_count} partitions, no partition {chosen}"),
                 );
@@ -928,20 +930,35 @@ impl ProducerCore {
     // ---- time ----------------------------------------------------------
 
     /// Fails records whose delivery timeout passed before they were sent,
-    /// and batches waiting for a retry past it.
-    pub(crate) fn expire(&mut self, now_ms: u64, why_unassigned: &dyn Fn(&str) -> String) {
+    /// and batches waiting for a retry past it. A record waiting for the
+    /// metadata of a topic that the metadata says does not exist fails
+    /// with UNKNOWN_TOPIC_OR_PARTITION once it has waited
+    /// `topic_missing_timeout_ms` (librdkafka's
+    /// `topic.metadata.propagation.max.ms`: a topic just created may not be
+    /// known to every broker yet). `missing(topic)`: the metadata's error
+    /// for the topic, if it has one.
+    pub(crate) fn expire(&mut self, now_ms: u64, missing: &dyn Fn(&str) -> Option<ErrorCode>) {
         let timeout_ms = self.settings.delivery_timeout_ms;
+        let missing_ms = self.settings.topic_missing_timeout_ms;
         let mut failures = Vec::new();
         for (topic, queue) in self.unassigned.iter_mut() {
-            while queue
-                .front()
-                .is_some_and(|waiting| waiting.pending.enqueued_ms + timeout_ms <= now_ms)
-            {
+            let unknown = missing(topic);
+            while let Some(front) = queue.front() {
+                let waited_ms = now_ms.saturating_sub(front.pending.enqueued_ms);
+                let error = match unknown {
+                    Some(code) if waited_ms >= missing_ms => TransportError::new(
+                        errors::kind_of(code),
+                        code,
+                        format!(
+                            "topic {topic} not found in metadata for {missing_ms} ms ({code:?})"
+                        ),
+                    ),
+                    _ if waited_ms >= timeout_ms => errors::timed_out(format!(
+                        "record for {topic} not sent within {timeout_ms} ms: no metadata for the topic"
+                    )),
+                    _ => break,
+                };
                 let waiting = queue.pop_front().expect("front exists");
-                let error = errors::timed_out(format!(
-                    "record for {topic} not sent within {timeout_ms} ms: {}",
-                    why_unassigned(topic)
-                ));
                 let _ = waiting.pending.slot.send(Err(error.clone()));
                 failures.push(error);
             }
@@ -994,6 +1011,7 @@ impl ProducerCore {
         for queue in self.unassigned.values() {
             if let Some(front) = queue.front() {
                 times.push(front.pending.enqueued_ms + settings.delivery_timeout_ms);
+                times.push(front.pending.enqueued_ms + settings.topic_missing_timeout_ms);
             }
         }
         for queue in self.partitions.values() {

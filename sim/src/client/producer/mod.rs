@@ -203,6 +203,7 @@ impl SimProducer {
             transactional: config.transactional_id.is_some(),
             linger_ms: u64::from(config.linger_ms),
             delivery_timeout_ms: u64::from(config.delivery_timeout_ms),
+            topic_missing_timeout_ms: u64::from(options.topic_missing_timeout_ms),
             max_in_flight: options.max_in_flight_per_partition,
             batch_max_records: options.batch_max_records,
             retry_backoff_ms: u64::from(options.retry_backoff_ms.max(1)),
@@ -538,13 +539,16 @@ impl Producer for SimProducer {
         let partition_count = self.shared.net.metadata().partition_count(&record.topic);
         if let (Some(partition), Some(count)) = (record.partition, partition_count) {
             if partition >= count {
-                return refuse(
+                // Kafka classifies UNKNOWN_TOPIC_OR_PARTITION as retriable
+                // (the partition may appear); librdkafka refuses at once.
+                return Err(TransportError::new(
+                    ErrorKind::Retriable,
                     ErrorCode::UnknownTopicOrPartition,
                     format!(
                         "{} has {count} partitions, no partition {partition}",
                         record.topic
                     ),
-                );
+                ));
             }
         }
         let bytes = record_bytes(&record);
@@ -760,11 +764,11 @@ fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> Opt
     }
     {
         let metadata = shared.net.metadata();
-        let why = |topic: &str| match metadata.topic(topic) {
-            Some(TopicState::Error(code)) => format!("metadata says {code:?}"),
-            _ => "no metadata for the topic".to_string(),
+        let missing = |topic: &str| match metadata.topic(topic) {
+            Some(TopicState::Error(code)) => Some(*code),
+            _ => None,
         };
-        shared.core.borrow_mut().expire(now_ms, &why);
+        shared.core.borrow_mut().expire(now_ms, &missing);
     }
     if shared.core.borrow().wants_identity() && !shared.identity_in_flight.get() {
         shared.identity_in_flight.set(true);

@@ -8,6 +8,7 @@ fn settings(transactional: bool) -> CoreSettings {
         transactional,
         linger_ms: 5,
         delivery_timeout_ms: 10_000,
+        topic_missing_timeout_ms: 3_000,
         max_in_flight: 5,
         batch_max_records: 3,
         retry_backoff_ms: 100,
@@ -356,12 +357,37 @@ mod retries {
     }
 
     #[test]
+    fn a_record_for_a_topic_the_metadata_says_is_missing_fails_after_the_propagation_bound() {
+        let mut core = idempotent();
+        let (slot, mut outcome) = oneshot::channel();
+        let record = RecordData {
+            key: Some(b"k".to_vec()),
+            value: None,
+            timestamp_ms: 0,
+            headers: vec![],
+        };
+        core.enqueue("gone", None, record, slot, 0, None);
+        let missing = |_: &str| Some(ErrorCode::UnknownTopicOrPartition);
+        assert_eq!(core.next_wakeup_ms(0), Some(3_000));
+        core.expire(2_999, &missing);
+        assert!(delivered(&mut outcome).is_none());
+        core.expire(3_000, &missing);
+        let error = delivered(&mut outcome).unwrap().unwrap_err();
+        assert_eq!(
+            (error.kind, error.code),
+            (ErrorKind::Retriable, ErrorCode::UnknownTopicOrPartition)
+        );
+        assert!(error.message.contains("gone"), "{error}");
+        assert!(core.is_idle());
+    }
+
+    #[test]
     fn records_that_never_got_sent_time_out() {
         let mut core = idempotent();
         let mut a = send(&mut core, 0, "a", 0);
-        core.expire(9_999, &|_| String::new());
+        core.expire(9_999, &|_| None);
         assert!(delivered(&mut a).is_none());
-        core.expire(10_000, &|_| String::new());
+        core.expire(10_000, &|_| None);
         assert_eq!(
             delivered(&mut a).unwrap().unwrap_err().kind,
             ErrorKind::Timeout
