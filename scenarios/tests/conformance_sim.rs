@@ -32,10 +32,7 @@ fn run(seed: Seed, options: &SuiteOptions) -> Report {
 /// and how to fix the simulator. While listed, a check must still fail (a
 /// fix is noticed at once: then remove it from this list); every other
 /// check must pass.
-const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[(
-    "errors: sending to a missing partition or topic fails with UnknownTopicOrPartition",
-    "disagreement 1 (B2): a missing topic fails with Timeout after the delivery timeout",
-)];
+const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[];
 
 fn label(check: &CheckReport) -> String {
     format!("{}: {}", check.area, check.name)
