@@ -458,10 +458,19 @@ pub(super) async fn a_member_that_leaves_hands_its_partitions_over<E: Conformanc
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
     let group = cx.name("group");
     let mut steps = Vec::new();
-    let mut members = vec![
-        member(cx, "stays", &group, &topic).await?,
-        member(cx, "leaves", &group, &topic).await?,
-    ];
+    // One member at a time, so that every target goes through the same
+    // generations (two members joining at once may or may not share one).
+    let mut members = vec![member(cx, "stays", &group, &topic).await?];
+    drive(
+        cx,
+        &topic,
+        &mut members,
+        &mut steps,
+        "the first member's assignment",
+        |m| stable(m, &all),
+    )
+    .await?;
+    members.push(member(cx, "leaves", &group, &topic).await?);
     drive(
         cx,
         &topic,
