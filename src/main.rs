@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod conformance_cmd;
 mod window_cmd;
 
 #[derive(Parser, Debug)]
@@ -24,6 +25,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Window(window_cmd::WindowArgs),
+    /// The Kafka-semantics conformance suite, against the simulator (default) or a real broker.
+    Conformance(conformance_cmd::ConformanceArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<Outcome, CliError> = match cli.command {
         Command::Window(args) => window_cmd::run(&args),
+        Command::Conformance(args) => conformance_cmd::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

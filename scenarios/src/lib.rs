@@ -1,1 +1,3 @@
 //! Eddyline scenarios.
+
+pub mod conformance;

@@ -1,0 +1,274 @@
+//! Committed offsets: metadata round trips, transactional offsets, and
+//! KIP-447's stable offsets.
+
+use std::time::Duration;
+
+use eddyline_engine::transport::{
+    Consumer, GroupMetadata, Isolation, OffsetAndMetadata, Producer, TopicPartition,
+};
+
+use super::support::{OrFail, ensure, fail, record, send_all};
+use super::{ConformanceEnv, Cx, Failure};
+
+fn at(offset: i64, metadata: &str) -> OffsetAndMetadata {
+    OffsetAndMetadata {
+        offset,
+        metadata: metadata.to_string(),
+    }
+}
+
+/// What a producer passes for a group it is not a member of (the engine's
+/// consumers always are; a standalone commit uses generation -1).
+fn outside_the_group(group_id: &str) -> GroupMetadata {
+    GroupMetadata {
+        group_id: group_id.to_string(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    }
+}
+
+/// Compares what `committed` returned with what is expected, per partition.
+pub(crate) fn verify_committed(
+    partitions: &[TopicPartition],
+    read: &[Option<OffsetAndMetadata>],
+    expected: &[Option<OffsetAndMetadata>],
+) -> Result<(), String> {
+    if read.len() != partitions.len() {
+        return Err(format!(
+            "committed() answered {} entries for {} partitions",
+            read.len(),
+            partitions.len()
+        ));
+    }
+    for ((partition, read), expected) in partitions.iter().zip(read).zip(expected) {
+        if read != expected {
+            return Err(format!(
+                "{partition}: committed is {read:?}, expected {expected:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn a_committed_offset_reads_back_with_its_metadata<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let topic = cx.topic("commits", 3).await?;
+    let group = cx.name("group");
+    let partitions: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new(&topic, p)).collect();
+    // A checkpoint id as the engine writes it, text that needs escaping in
+    // most formats, and non-ASCII text.
+    let metadata = r#"checkpoint=17;"quoted";back\slash;ünïcode ✓"#;
+    let mut writer = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
+    writer
+        .commit(&[
+            (partitions[0].clone(), at(5, metadata)),
+            (partitions[1].clone(), at(0, "")),
+        ])
+        .await
+        .or_fail("committing offsets")?;
+    let expected = vec![Some(at(5, metadata)), Some(at(0, "")), None];
+    let read = writer
+        .committed(&partitions)
+        .await
+        .or_fail("reading committed offsets")?;
+    super::support::verdict(verify_committed(&partitions, &read, &expected))?;
+
+    // Another client of the group sees the same, and a later commit replaces it.
+    let mut other = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
+    let read = other
+        .committed(&partitions)
+        .await
+        .or_fail("reading committed offsets")?;
+    super::support::verdict(
+        verify_committed(&partitions, &read, &expected).map_err(|e| format!("another client: {e}")),
+    )?;
+    writer
+        .commit(&[(partitions[0].clone(), at(8, "checkpoint=18"))])
+        .await
+        .or_fail("committing offsets again")?;
+    let read = other
+        .committed(&partitions)
+        .await
+        .or_fail("reading committed offsets")?;
+    let expected = vec![Some(at(8, "checkpoint=18")), Some(at(0, "")), None];
+    super::support::verdict(
+        verify_committed(&partitions, &read, &expected)
+            .map_err(|e| format!("after a second commit: {e}")),
+    )?;
+    writer.close().await.or_fail("closing")?;
+    other.close().await.or_fail("closing")?;
+    cx.note(format!(
+        "p0 read back {:?}; p2 (never committed) read back None",
+        read[0]
+    ));
+    Ok(())
+}
+
+pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let topic = cx.topic("txn-offsets", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let group = cx.name("group");
+    let id = cx.name("txn");
+    let mut producer = cx.producer(Some(&id)).await?;
+    let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
+
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    send_all(&mut producer, &[record(&topic, Some(0), "k", "output-1")]).await?;
+    producer
+        .send_offsets_to_transaction(
+            &[(p0.clone(), at(7, "checkpoint=1"))],
+            &outside_the_group(&group),
+        )
+        .await
+        .or_fail("send_offsets_to_transaction")?;
+    producer
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+    let read = reader
+        .committed(std::slice::from_ref(&p0))
+        .await
+        .or_fail("committed")?;
+    super::support::verdict(
+        verify_committed(
+            std::slice::from_ref(&p0),
+            &read,
+            &[Some(at(7, "checkpoint=1"))],
+        )
+        .map_err(|e| format!("after the commit: {e}")),
+    )?;
+
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    send_all(&mut producer, &[record(&topic, Some(0), "k", "output-2")]).await?;
+    producer
+        .send_offsets_to_transaction(
+            &[(p0.clone(), at(9, "checkpoint=2"))],
+            &outside_the_group(&group),
+        )
+        .await
+        .or_fail("send_offsets_to_transaction")?;
+    producer
+        .abort_transaction()
+        .await
+        .or_fail("abort_transaction")?;
+    let read = reader
+        .committed(std::slice::from_ref(&p0))
+        .await
+        .or_fail("committed")?;
+    super::support::verdict(
+        verify_committed(
+            std::slice::from_ref(&p0),
+            &read,
+            &[Some(at(7, "checkpoint=1"))],
+        )
+        .map_err(|e| format!("after the abort: {e}")),
+    )?;
+    reader.close().await.or_fail("closing")?;
+    cx.note(
+        "committed txn stored offset 7 'checkpoint=1'; the aborted txn's offset 9 was discarded",
+    );
+    Ok(())
+}
+
+pub(super) async fn committed_waits_for_pending_transactional_offsets<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    /// How long the transaction stays open while `committed` is asked.
+    const HOLD: Duration = Duration::from_millis(1_500);
+    let topic = cx.topic("stable-offsets", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let group = cx.name("group");
+    let id = cx.name("txn");
+    let mut producer = cx.producer(Some(&id)).await?;
+    let mut reader = cx
+        .consumer_with(Some(&group), Isolation::ReadCommitted, |config| {
+            config.request_timeout_ms = 15_000;
+        })
+        .await?;
+
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    send_all(&mut producer, &[record(&topic, Some(0), "k", "output")]).await?;
+    producer
+        .send_offsets_to_transaction(
+            &[(p0.clone(), at(3, "checkpoint=3"))],
+            &outside_the_group(&group),
+        )
+        .await
+        .or_fail("send_offsets_to_transaction")?;
+
+    let env = cx.env;
+    let asked_at = env.elapsed();
+    let (read, commit) = tokio::join!(
+        async {
+            let read = reader.committed(std::slice::from_ref(&p0)).await;
+            (read, env.elapsed().saturating_sub(asked_at))
+        },
+        async {
+            env.sleep(HOLD).await;
+            let commit = producer.commit_transaction().await;
+            (commit, env.elapsed().saturating_sub(asked_at))
+        }
+    );
+    let (read, answered_after) = read;
+    let (commit, committed_after) = commit;
+    commit.or_fail("commit_transaction")?;
+    let read = match read {
+        Ok(read) => read,
+        Err(error) => fail!(
+            "committed() failed after {} ms while the transaction held offsets (it should wait for the commit at {} ms): {error}",
+            answered_after.as_millis(),
+            committed_after.as_millis()
+        ),
+    };
+    ensure!(
+        read == vec![Some(at(3, "checkpoint=3"))],
+        "committed() answered {read:?} after {} ms, while the transaction (committed at {} ms) held offset 3: it must wait for stable offsets",
+        answered_after.as_millis(),
+        committed_after.as_millis()
+    );
+    ensure!(
+        answered_after >= HOLD,
+        "committed() answered after {} ms, before the transaction committed",
+        answered_after.as_millis()
+    );
+    reader.close().await.or_fail("closing")?;
+    cx.note(format!(
+        "committed() waited {} ms and returned the transaction's offset once it committed",
+        answered_after.as_millis()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_or_altered_metadata_fails_the_committed_check() {
+        let partitions = vec![TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
+        let expected = vec![Some(at(5, "checkpoint=17")), None];
+        assert_eq!(verify_committed(&partitions, &expected, &expected), Ok(()));
+        for tampered in [
+            vec![Some(at(5, "")), None],
+            vec![Some(at(5, "checkpoint=1")), None],
+            vec![Some(at(4, "checkpoint=17")), None],
+            vec![Some(at(5, "checkpoint=17")), Some(at(0, ""))],
+            vec![Some(at(5, "checkpoint=17"))],
+        ] {
+            assert!(verify_committed(&partitions, &tampered, &expected).is_err());
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Transactions: visibility on commit and abort, control markers, the last
+//! stable offset, the coordinator's timeout abort, and producer fencing.
+
+use std::time::Duration;
+
+use eddyline_engine::transport::{
+    Consumer, Delivered, ErrorCode, ErrorKind, Isolation, Message, Producer, ProducerRecord,
+    TopicPartition,
+};
+
+use super::support::{
+    OrFail, describe, ensure, fail, pairs, read_for, read_into, record, send_all, verdict,
+    verify_partition_contents,
+};
+use super::{ConformanceEnv, Cx, Failure};
+
+/// What a producer whose epoch was bumped (by a newer incarnation's
+/// `init_transactions`, or by the coordinator aborting its timed-out
+/// transaction) fails with when it commits. Older brokers answered
+/// INVALID_PRODUCER_EPOCH; Kafka 3.8 with librdkafka 2.12 gives
+/// PRODUCER_FENCED in both cases (measured, see CONFORMANCE-NOTES.md).
+pub(crate) const FENCED_CODE: ErrorCode = ErrorCode::ProducerFenced;
+
+fn records(topic: &str, partition: i32, prefix: &str, n: usize) -> Vec<ProducerRecord> {
+    (0..n)
+        .map(|i| {
+            record(
+                topic,
+                Some(partition),
+                &format!("{prefix}{i}"),
+                &format!("{prefix}{i}"),
+            )
+        })
+        .collect()
+}
+
+/// `(offset, value)` pairs of what was delivered.
+fn delivered_pairs(records: &[ProducerRecord], delivered: &[Delivered]) -> Vec<(i64, String)> {
+    records
+        .iter()
+        .zip(delivered)
+        .map(|(r, d)| {
+            (
+                d.offset,
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn read_pairs(messages: &[Message]) -> Vec<(i64, String)> {
+    let refs: Vec<&Message> = messages.iter().collect();
+    pairs(&refs)
+}
+
+/// Offsets `first, first + 1, ...` for `n` records.
+fn offsets_from(first: i64, n: usize) -> Vec<i64> {
+    (first..first + n as i64).collect()
+}
+
+fn offsets(delivered: &[Delivered]) -> Vec<i64> {
+    delivered.iter().map(|d| d.offset).collect()
+}
+
+pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset<
+    E: ConformanceEnv,
+>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let marker = cx.expect.control_marker_offsets;
+    let topic = cx.topic("txn-commit", 2).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let p1 = TopicPartition::new(&topic, 1);
+    let id = cx.name("txn");
+    let mut producer = cx.producer(Some(&id)).await?;
+
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let first_p0 = records(&topic, 0, "a", 3);
+    let first_p1 = records(&topic, 1, "b", 2);
+    let delivered_p0 = send_all(&mut producer, &first_p0).await?;
+    let delivered_p1 = send_all(&mut producer, &first_p1).await?;
+    producer.flush().await.or_fail("flushing")?;
+    ensure!(
+        offsets(&delivered_p0) == offsets_from(0, 3)
+            && offsets(&delivered_p1) == offsets_from(0, 2),
+        "the transaction's records got offsets {:?} and {:?}, expected 0..3 and 0..2",
+        offsets(&delivered_p0),
+        offsets(&delivered_p1)
+    );
+    let open_committed = cx.range(&p0, Isolation::ReadCommitted).await?;
+    let open_uncommitted = cx.range(&p0, Isolation::ReadUncommitted).await?;
+    ensure!(
+        open_committed == (0, 0) && open_uncommitted == (0, 3),
+        "before the commit, {p0} ranges are {open_committed:?} (read_committed) and {open_uncommitted:?} (read_uncommitted); expected (0, 0) and (0, 3)"
+    );
+
+    producer
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+    for (partition, written) in [(&p0, 3), (&p1, 2)] {
+        cx.await_stable_end(partition, written).await?;
+        for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+            let range = cx.range(partition, isolation).await?;
+            let expected = (0, written + marker);
+            ensure!(
+                range == expected,
+                "after committing {written} records, {partition} range ({isolation:?}) is {range:?}, expected {expected:?} (records plus the commit marker)"
+            );
+        }
+    }
+
+    // A second transaction's records come after the first one's marker.
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let second_p0 = records(&topic, 0, "c", 2);
+    let delivered_second = send_all(&mut producer, &second_p0).await?;
+    producer
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+    ensure!(
+        offsets(&delivered_second) == offsets_from(3 + marker, 2),
+        "the second transaction's records got offsets {:?}, expected {:?} (after the first transaction's marker)",
+        offsets(&delivered_second),
+        offsets_from(3 + marker, 2)
+    );
+
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 5)
+        .await?;
+    let mut expected = delivered_pairs(&first_p0, &delivered_p0);
+    expected.extend(delivered_pairs(&second_p0, &delivered_second));
+    verdict(verify_partition_contents(
+        &p0.to_string(),
+        &read_pairs(&read),
+        &expected,
+    ))?;
+    let read = cx
+        .read(std::slice::from_ref(&p1), Isolation::ReadCommitted, 2)
+        .await?;
+    verdict(verify_partition_contents(
+        &p1.to_string(),
+        &read_pairs(&read),
+        &delivered_pairs(&first_p1, &delivered_p1),
+    ))?;
+    let end = cx.range(&p0, Isolation::ReadCommitted).await?.1;
+    cx.note(format!(
+        "p0: txn 1 records at {:?}, marker, txn 2 records at {:?}, end offset {end}; p1: txn 1 records at {:?}",
+        offsets(&delivered_p0),
+        offsets(&delivered_second),
+        offsets(&delivered_p1)
+    ));
+    cx.note(format!(
+        "while open: read_committed range {open_committed:?}, read_uncommitted {open_uncommitted:?}"
+    ));
+    Ok(())
+}
+
+pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let marker = cx.expect.control_marker_offsets;
+    let topic = cx.topic("txn-abort", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let id = cx.name("txn");
+    let mut producer = cx.producer(Some(&id)).await?;
+
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let aborted = records(&topic, 0, "aborted", 3);
+    let delivered_aborted = send_all(&mut producer, &aborted).await?;
+    producer.flush().await.or_fail("flushing")?;
+    producer
+        .abort_transaction()
+        .await
+        .or_fail("abort_transaction")?;
+
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let committed = records(&topic, 0, "committed", 2);
+    let delivered_committed = send_all(&mut producer, &committed).await?;
+    producer
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+    ensure!(
+        offsets(&delivered_aborted) == offsets_from(0, 3)
+            && offsets(&delivered_committed) == offsets_from(3 + marker, 2),
+        "offsets {:?} (aborted) and {:?} (committed), expected 0..3 and {:?} (after the abort marker)",
+        offsets(&delivered_aborted),
+        offsets(&delivered_committed),
+        offsets_from(3 + marker, 2)
+    );
+
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 2)
+        .await?;
+    verdict(
+        verify_partition_contents(
+            &p0.to_string(),
+            &read_pairs(&read),
+            &delivered_pairs(&committed, &delivered_committed),
+        )
+        .map_err(|e| format!("read_committed: {e}")),
+    )?;
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 5)
+        .await?;
+    let mut everything = delivered_pairs(&aborted, &delivered_aborted);
+    everything.extend(delivered_pairs(&committed, &delivered_committed));
+    verdict(
+        verify_partition_contents(&p0.to_string(), &read_pairs(&read), &everything)
+            .map_err(|e| format!("read_uncommitted: {e}")),
+    )?;
+    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+        let range = cx.range(&p0, isolation).await?;
+        let expected = (0, 5 + 2 * marker);
+        ensure!(
+            range == expected,
+            "{p0} range ({isolation:?}) is {range:?}, expected {expected:?} (5 records and 2 markers)"
+        );
+    }
+    cx.note(format!(
+        "aborted records at {:?}, abort marker, committed records at {:?}, commit marker; end offset {}",
+        offsets(&delivered_aborted),
+        offsets(&delivered_committed),
+        5 + 2 * marker
+    ));
+    Ok(())
+}
+
+pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
+    E: ConformanceEnv,
+>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let marker = cx.expect.control_marker_offsets;
+    let topic = cx.topic("lso", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let mut plain = cx.producer(None).await?;
+    let id = cx.name("txn");
+    let mut transactional = cx.producer(Some(&id)).await?;
+
+    let before = records(&topic, 0, "before", 2);
+    let delivered_before = send_all(&mut plain, &before).await?;
+    transactional
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let open = records(&topic, 0, "open", 2);
+    let delivered_open = send_all(&mut transactional, &open).await?;
+    transactional.flush().await.or_fail("flushing")?;
+    let after = records(&topic, 0, "after", 2);
+    let delivered_after = send_all(&mut plain, &after).await?;
+    ensure!(
+        offsets(&delivered_before) == offsets_from(0, 2)
+            && offsets(&delivered_open) == offsets_from(2, 2)
+            && offsets(&delivered_after) == offsets_from(4, 2),
+        "offsets {:?}, {:?}, {:?}; expected 0..2, 2..4, 4..6",
+        offsets(&delivered_before),
+        offsets(&delivered_open),
+        offsets(&delivered_after)
+    );
+
+    let committed_range = cx.range(&p0, Isolation::ReadCommitted).await?;
+    let uncommitted_range = cx.range(&p0, Isolation::ReadUncommitted).await?;
+    ensure!(
+        committed_range == (0, 2),
+        "with a transaction open at offset 2, the read_committed range is {committed_range:?}, expected (0, 2): the end is the last stable offset"
+    );
+    ensure!(
+        uncommitted_range == (0, 6),
+        "the read_uncommitted range is {uncommitted_range:?}, expected (0, 6): the end is the high watermark"
+    );
+
+    // A read_committed reader stops at the LSO, even for the later records of
+    // another producer; a read_uncommitted reader sees everything.
+    let mut reader = cx.consumer(None, Isolation::ReadCommitted).await?;
+    reader
+        .assign(std::slice::from_ref(&p0))
+        .await
+        .or_fail("assigning")?;
+    let mut seen = Vec::new();
+    read_into(cx, &mut reader, &mut seen, 2).await?;
+    read_for(cx, &mut reader, &mut seen, Duration::from_secs(1)).await?;
+    verdict(
+        verify_partition_contents(
+            &p0.to_string(),
+            &read_pairs(&seen),
+            &delivered_pairs(&before, &delivered_before),
+        )
+        .map_err(|e| format!("read_committed behind an open transaction: {e}")),
+    )?;
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 6)
+        .await?;
+    let mut everything = delivered_pairs(&before, &delivered_before);
+    everything.extend(delivered_pairs(&open, &delivered_open));
+    everything.extend(delivered_pairs(&after, &delivered_after));
+    verdict(
+        verify_partition_contents(&p0.to_string(), &read_pairs(&read), &everything)
+            .map_err(|e| format!("read_uncommitted: {e}")),
+    )?;
+
+    // The commit releases the same reader: it now sees the transaction and
+    // the records behind it.
+    transactional
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction")?;
+    read_into(cx, &mut reader, &mut seen, 6).await?;
+    verdict(
+        verify_partition_contents(&p0.to_string(), &read_pairs(&seen), &everything)
+            .map_err(|e| format!("read_committed after the commit: {e}")),
+    )?;
+    reader.close().await.or_fail("closing")?;
+    cx.await_stable_end(&p0, 6).await?;
+    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+        let range = cx.range(&p0, isolation).await?;
+        ensure!(
+            range == (0, 6 + marker),
+            "after the commit, {p0} range ({isolation:?}) is {range:?}, expected {:?}",
+            (0, 6 + marker)
+        );
+    }
+    cx.note(format!(
+        "open txn at 2..4: read_committed range {committed_range:?}, read_uncommitted {uncommitted_range:?}; after commit end {}",
+        6 + marker
+    ));
+    Ok(())
+}
+
+pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    const TIMEOUT_MS: u32 = 2_000;
+    let marker = cx.expect.control_marker_offsets;
+    let topic = cx.topic("txn-timeout", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let id = cx.name("txn");
+    let mut producer = cx
+        .producer_with(Some(&id), |config| {
+            config.transaction_timeout_ms = TIMEOUT_MS
+        })
+        .await?;
+    // Taken before the transaction begins on the coordinator (at its first
+    // AddPartitionsToTxn), so "aborted after" is never shorter than the truth.
+    let opened_at = cx.env.elapsed();
+    producer
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction")?;
+    let abandoned = records(&topic, 0, "abandoned", 2);
+    let delivered = send_all(&mut producer, &abandoned).await?;
+    producer.flush().await.or_fail("flushing")?;
+
+    // The coordinator aborts on its own: the LSO moves past the records and
+    // the abort marker without any call from the producer.
+    let deadline = cx.deadline();
+    let aborted_after = loop {
+        let (_, end) = cx.range(&p0, Isolation::ReadCommitted).await?;
+        if end > 0 {
+            ensure!(
+                end == 2 + marker,
+                "after the timeout the read_committed end is {end}, expected {} (2 records and the abort marker)",
+                2 + marker
+            );
+            break cx.env.elapsed().saturating_sub(opened_at);
+        }
+        if cx.env.elapsed() >= deadline {
+            fail!(
+                "the transaction was still open {} ms after it began (timeout {TIMEOUT_MS} ms)",
+                cx.env.elapsed().saturating_sub(opened_at).as_millis()
+            );
+        }
+        cx.env.sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        aborted_after >= Duration::from_millis(u64::from(TIMEOUT_MS)),
+        "the transaction was aborted after {} ms, before its timeout of {TIMEOUT_MS} ms",
+        aborted_after.as_millis()
+    );
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
+        .await?;
+    ensure!(
+        read.is_empty(),
+        "read_committed sees records of a transaction the coordinator aborted: {:?}",
+        read_pairs(&read)
+    );
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 2)
+        .await?;
+    verdict(verify_partition_contents(
+        &p0.to_string(),
+        &read_pairs(&read),
+        &delivered_pairs(&abandoned, &delivered),
+    ))?;
+
+    // The producer learns of it when it tries to commit.
+    let commit = producer.commit_transaction().await;
+    let error = match commit {
+        Ok(()) => {
+            fail!("commit_transaction succeeded after the coordinator aborted the transaction")
+        }
+        Err(error) => error,
+    };
+    ensure!(
+        error.kind == ErrorKind::Fenced && error.code == FENCED_CODE,
+        "the late commit of a transaction the coordinator aborted failed with {}, expected Fenced/{FENCED_CODE:?} (the abort bumped the producer epoch)",
+        describe(&error)
+    );
+    let visible = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
+        .await?;
+    ensure!(
+        visible.is_empty(),
+        "a late commit made aborted records visible: {:?}",
+        read_pairs(&visible)
+    );
+    cx.note(format!(
+        "aborted by the coordinator {} ms after it began (timeout {TIMEOUT_MS} ms); the late commit failed with {}",
+        aborted_after.as_millis(),
+        describe(&error)
+    ));
+    Ok(())
+}
+
+pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    let marker = cx.expect.control_marker_offsets;
+    let topic = cx.topic("fencing", 1).await?;
+    let p0 = TopicPartition::new(&topic, 0);
+    let id = cx.name("txn");
+    let mut first = cx.producer(Some(&id)).await?;
+    first
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction (first)")?;
+    let zombie = records(&topic, 0, "zombie", 2);
+    let delivered_zombie = send_all(&mut first, &zombie).await?;
+    first.flush().await.or_fail("flushing (first)")?;
+
+    // The new incarnation's init bumps the epoch and aborts the open transaction.
+    let mut second = cx.producer(Some(&id)).await?;
+    let error = match first.commit_transaction().await {
+        Ok(()) => fail!("the fenced producer committed its transaction"),
+        Err(error) => error,
+    };
+    ensure!(
+        error.kind == ErrorKind::Fenced && error.code == FENCED_CODE,
+        "the fenced producer's commit failed with {}, expected Fenced/{FENCED_CODE:?}",
+        describe(&error)
+    );
+    let again = match first.begin_transaction().await {
+        Ok(()) => fail!("the fenced producer began a new transaction"),
+        Err(again) => again,
+    };
+    ensure!(
+        again.kind == ErrorKind::Fenced,
+        "after being fenced, begin_transaction failed with {}, expected kind Fenced",
+        describe(&again)
+    );
+
+    second
+        .begin_transaction()
+        .await
+        .or_fail("begin_transaction (second)")?;
+    let current = records(&topic, 0, "current", 1);
+    let delivered_current = send_all(&mut second, &current).await?;
+    second
+        .commit_transaction()
+        .await
+        .or_fail("commit_transaction (second)")?;
+    ensure!(
+        offsets(&delivered_current) == vec![2 + marker],
+        "the new incarnation's record got offset {:?}, expected {} (after the abort marker its init wrote)",
+        offsets(&delivered_current),
+        2 + marker
+    );
+    let read = cx
+        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 1)
+        .await?;
+    verdict(
+        verify_partition_contents(
+            &p0.to_string(),
+            &read_pairs(&read),
+            &delivered_pairs(&current, &delivered_current),
+        )
+        .map_err(|e| format!("read_committed: {e}")),
+    )?;
+    cx.note(format!(
+        "fenced commit: {}; fenced begin: {}; zombie records at {:?} aborted, new record at {:?}",
+        describe(&error),
+        describe(&again),
+        offsets(&delivered_zombie),
+        offsets(&delivered_current)
+    ));
+    Ok(())
+}
