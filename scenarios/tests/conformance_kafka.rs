@@ -2,15 +2,13 @@
 //!
 //! Needs `EDDY_KAFKA_BOOTSTRAP` (scripts/test starts a broker with
 //! `scripts/kafka start` and sets it). The failover checks kill and restart
-//! the broker with `EDDY_KAFKA_TEST_BROKER_RESTART_CMD` (or
-//! `EDDY_KAFKA_BROKER_RESTART_CMD`), by default this repository's
+//! the broker with `EDDY_KAFKA_TEST_BROKER_RESTART_CMD`, by default this repository's
 //! `scripts/kafka restart` (which acts only on a broker that script started).
 
 use eddyline_scenarios::conformance::{Outcome, SuiteOptions, kafka_env};
 
 fn restart_command() -> String {
-    let from_env = std::env::var("EDDY_KAFKA_TEST_BROKER_RESTART_CMD")
-        .or_else(|_| std::env::var("EDDY_KAFKA_BROKER_RESTART_CMD"));
+    let from_env = std::env::var("EDDY_KAFKA_TEST_BROKER_RESTART_CMD");
     from_env.unwrap_or_else(|_| {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
         format!("{} restart", script.display())

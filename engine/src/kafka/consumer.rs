@@ -241,6 +241,10 @@ impl KafkaConsumer {
                     RebalanceOp::Assign(partitions) => {
                         self.assign_pending =
                             Some(partitions.iter().cloned().map(|p| (p, None)).collect());
+                        // The seam promises group metadata from the first
+                        // assignment on: librdkafka already holds the new
+                        // generation when it hands out the assignment.
+                        self.group_metadata = ffi::consumer_group_metadata(self.inner.client());
                         events.push(ConsumerEvent::Assigned(partitions));
                         return Ok(());
                     }

@@ -80,6 +80,13 @@ pub(crate) struct PartitionLog {
     producers: ProducerStateTable,
     /// First offsets of open transactions -> their producer.
     ongoing: BTreeMap<i64, ProducerId>,
+    /// Transactions whose marker is appended but maybe not yet below the
+    /// high watermark: first offset -> marker offset (Kafka's
+    /// `ProducerStateManager.unreplicatedTxns`). Such a transaction still
+    /// holds the last stable offset at its first offset until the high
+    /// watermark passes its marker. Entries the high watermark has passed are
+    /// ignored and pruned at the next marker.
+    completed_unreplicated: BTreeMap<i64, i64>,
     /// Aborted transactions in marker (= last offset) order.
     aborted: Vec<AbortedTxn>,
     /// The high watermark (checkpointed with the log).
@@ -114,13 +121,20 @@ impl PartitionLog {
             .map_or(UNDEFINED_EPOCH, |&(epoch, _)| epoch)
     }
 
-    /// The first offset of the oldest open transaction, or the high
-    /// watermark, whichever is lower.
+    /// Kafka's last stable offset: the first offset of the oldest
+    /// transaction that is open or whose marker the high watermark has not
+    /// yet passed, or the high watermark, whichever is lower.
     pub(crate) fn last_stable_offset(&self) -> i64 {
-        match self.ongoing.first_key_value() {
-            Some((&first, _)) => first.min(self.high_watermark),
-            None => self.high_watermark,
-        }
+        let open = self.ongoing.first_key_value().map(|(&first, _)| first);
+        let unreplicated = self
+            .completed_unreplicated
+            .iter()
+            .find(|&(_, &marker)| marker >= self.high_watermark)
+            .map(|(&first, _)| first);
+        [open, unreplicated]
+            .into_iter()
+            .flatten()
+            .fold(self.high_watermark, i64::min)
     }
 
     /// How many markers were written for the producer (see
@@ -274,6 +288,11 @@ impl PartitionLog {
                         "open transaction index out of step (seed {})",
                         current_seed()
                     );
+                    let high_watermark = self.high_watermark;
+                    self.completed_unreplicated
+                        .retain(|_, &mut marker| marker >= high_watermark);
+                    self.completed_unreplicated
+                        .insert(first_offset, batch.base_offset);
                     if control == ControlType::Abort {
                         self.aborted.push(AbortedTxn {
                             producer_id: batch.producer_id,
@@ -336,6 +355,7 @@ impl PartitionLog {
         self.high_watermark = self.high_watermark.min(self.log_end_offset);
         self.producers = ProducerStateTable::default();
         self.ongoing.clear();
+        self.completed_unreplicated.clear();
         self.aborted.clear();
         let batches = std::mem::take(&mut self.batches);
         for batch in &batches {
@@ -472,6 +492,11 @@ mod tests {
         log.high_watermark = log.log_end_offset();
         assert_eq!(log.last_stable_offset(), 2);
         log.append_marker_as_leader(5, 0, ControlType::Abort, 0, 0);
+        // Until the high watermark passes the marker, the transaction still
+        // holds the last stable offset (Kafka's unreplicated transactions).
+        assert_eq!(log.last_stable_offset(), 2);
+        log.high_watermark = log.log_end_offset() - 1;
+        assert_eq!(log.last_stable_offset(), 2);
         log.high_watermark = log.log_end_offset();
         assert_eq!(log.last_stable_offset(), 7);
         assert_eq!(
