@@ -514,6 +514,12 @@ mod groups {
                 .unwrap()
             {
                 if let ConsumerEvent::Assigned(partitions) = event {
+                    // The seam: group metadata from the first assignment on,
+                    // already in the poll that reports it.
+                    assert!(
+                        consumer.group_metadata().is_some(),
+                        "no group metadata in the poll that reported the assignment"
+                    );
                     return partitions;
                 }
             }
