@@ -39,9 +39,13 @@ pub struct KafkaConsumer {
     owned: BTreeSet<TopicPartition>,
     /// Reported as revoked; unassigned at the next poll.
     revoke_pending: bool,
-    /// Reported as assigned; assigned at the next poll, from these positions
-    /// (`None`: the committed offset, else the reset policy).
-    assign_pending: Option<BTreeMap<TopicPartition, Option<i64>>>,
+    /// Reported as assigned (or manually assigned); assigned at the next
+    /// poll, from these positions (`Offset::Invalid`: the committed offset,
+    /// else the reset policy). A seek before that poll changes the position
+    /// here, so the partition starts where it should with one assign:
+    /// librdkafka could let an assign from the beginning, re-assigned at
+    /// once with an offset, deliver from the beginning.
+    assign_pending: Option<BTreeMap<TopicPartition, Offset>>,
     /// The group metadata of the current assignment.
     group_metadata: Option<GroupMetadata>,
     /// An error met after events were collected, returned by the next poll.
@@ -180,19 +184,17 @@ impl KafkaConsumer {
         }
         if let Some(assignment) = self.assign_pending.take() {
             let mut list = TopicPartitionList::with_capacity(assignment.len());
-            for (partition, position) in &assignment {
-                let offset = match position {
-                    Some(offset) => Offset::Offset(*offset),
-                    None => Offset::Invalid,
-                };
-                list.add_partition_offset(&partition.topic, partition.partition, offset)
+            for (partition, offset) in &assignment {
+                list.add_partition_offset(&partition.topic, partition.partition, *offset)
                     .map_err(|e| self.map("building an assignment", &e))?;
             }
             self.inner
                 .assign(&list)
                 .map_err(|e| self.map("completing an assignment (assign)", &e))?;
             self.owned = assignment.into_keys().collect();
-            self.group_metadata = ffi::consumer_group_metadata(self.inner.client());
+            if self.subscribed {
+                self.group_metadata = ffi::consumer_group_metadata(self.inner.client());
+            }
         }
         Ok(())
     }
@@ -239,8 +241,13 @@ impl KafkaConsumer {
                         return Ok(());
                     }
                     RebalanceOp::Assign(partitions) => {
-                        self.assign_pending =
-                            Some(partitions.iter().cloned().map(|p| (p, None)).collect());
+                        self.assign_pending = Some(
+                            partitions
+                                .iter()
+                                .cloned()
+                                .map(|p| (p, Offset::Invalid))
+                                .collect(),
+                        );
                         // The seam promises group metadata from the first
                         // assignment on: librdkafka already holds the new
                         // generation when it hands out the assignment.
@@ -371,11 +378,9 @@ impl Consumer for KafkaConsumer {
             (None, OffsetReset::Earliest) => Offset::Beginning,
             (None, OffsetReset::Latest) => Offset::End,
         };
-        let list = self.partition_list(partitions.iter().map(|p| (p.clone(), start, None)))?;
-        self.inner
-            .assign(&list)
-            .map_err(|e| self.map("assigning partitions", &e))?;
-        self.owned = partitions.iter().cloned().collect();
+        // Applied by the next poll, after any seeks (see `assign_pending`).
+        self.owned.clear();
+        self.assign_pending = Some(partitions.iter().map(|p| (p.clone(), start)).collect());
         Ok(())
     }
 
@@ -421,7 +426,7 @@ impl Consumer for KafkaConsumer {
     async fn seek(&mut self, partition: &TopicPartition, offset: i64) -> TransportResult<()> {
         if let Some(pending) = self.assign_pending.as_mut() {
             if let Some(position) = pending.get_mut(partition) {
-                *position = Some(offset);
+                *position = Offset::Offset(offset);
                 return Ok(());
             }
         }
