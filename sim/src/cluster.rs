@@ -823,6 +823,17 @@ impl SimCluster {
     pub fn run(&mut self) -> Result<(), SimError> {
         loop {
             if self.step()? {
+                if std::env::var_os("EDDY_SIM_HASH").is_some_and(|v| v == "1") {
+                    // A run's fingerprint, to compare runs across changes.
+                    let trace = self.trace.summary(0);
+                    eprintln!(
+                        "sim run: seed {} hash {:016x} events {} simulated {} ms",
+                        self.seed,
+                        trace.hash,
+                        trace.events,
+                        self.elapsed_ms()
+                    );
+                }
                 return Ok(());
             }
         }
