@@ -26,7 +26,9 @@
 //! from runs interleaved round by round (median of `EDDY_BENCH_ROUNDS`,
 //! default 5; each round runs `EDDY_BENCH_FAULT_SEEDS` fault seeds, default
 //! 10), which keeps the numbers comparable on a shared machine.
-//! `EDDY_BENCH_RATIOS=0` skips the table. The results go to BENCHMARKS.md.
+//! `EDDY_BENCH_RATIOS=0` skips the table; `EDDY_BENCH_PROFILE=<records>`
+//! makes one throughput run of that many records and nothing else (for a
+//! profiler). The results go to BENCHMARKS.md.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -84,13 +86,30 @@ async fn wait_ready(handle: &ClusterHandle) {
     }
 }
 
+/// Appends `value` as exactly `width` decimal digits.
+fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for digit in out[start..].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Record `i`: key `k<7 digits>`, value `value-<10 digits>-xxx...`.
 fn record(i: u64) -> ProducerRecord {
-    let mut value = format!("value-{i:010}-").into_bytes();
+    let mut key = Vec::with_capacity(8);
+    key.push(b'k');
+    push_digits(&mut key, i % 10_007, 7);
+    let mut value = Vec::with_capacity(VALUE_BYTES);
+    value.extend_from_slice(b"value-");
+    push_digits(&mut value, i, 10);
+    value.push(b'-');
     value.resize(VALUE_BYTES, b'x');
     ProducerRecord {
         topic: TOPIC.to_string(),
         partition: None,
-        key: Some(format!("k{:07}", i % 10_007).into_bytes()),
+        key: Some(key),
         value: Some(value),
         timestamp_ms: None,
         headers: Vec::new(),
@@ -391,6 +410,18 @@ fn ratios() {
 }
 
 fn main() {
+    if let Ok(records) = std::env::var("EDDY_BENCH_PROFILE") {
+        // One throughput run (for a profiler), then nothing else.
+        let records = records.parse().expect("EDDY_BENCH_PROFILE=<records>");
+        let stats = run(1, records, false);
+        println!(
+            "{records} records: {} ms simulated in {:.1} ms wall: {:.1}x",
+            stats.simulated_ms,
+            stats.wall.as_secs_f64() * 1e3,
+            stats.compression()
+        );
+        return;
+    }
     let mut criterion = Criterion::default().configure_from_args();
     benches(&mut criterion);
     criterion.final_summary();

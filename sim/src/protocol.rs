@@ -517,17 +517,55 @@ pub enum FrameError {
     Decode(String),
 }
 
+/// A connection's reusable frame buffer: frames are encoded into it and read
+/// into it, so that a connection allocates only when a frame is larger than
+/// any it carried before (instead of once or more per frame).
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    bytes: Vec<u8>,
+}
+
+impl FrameBuffer {
+    /// Starts a frame whose body the caller encodes itself (a broker's
+    /// spliced Fetch answers): the length prefix is reserved and the
+    /// correlation id written; append the body's postcard encoding to the
+    /// returned bytes, then [`write_started_frame`].
+    pub fn start_frame(&mut self, correlation_id: u32) -> &mut Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        bytes.extend_from_slice(&[0u8; 4]);
+        self.bytes = postcard::to_extend(&correlation_id, bytes).expect("a u32 encodes");
+        &mut self.bytes
+    }
+}
+
 /// Writes one length-prefixed frame.
 pub async fn write_frame<W, T>(writer: &mut W, frame: &Frame<T>) -> Result<(), FrameError>
 where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
+    write_frame_buffered(writer, frame, &mut FrameBuffer::default()).await
+}
+
+/// Writes one length-prefixed frame, encoded in `buffer`.
+pub async fn write_frame_buffered<W, T>(
+    writer: &mut W,
+    frame: &Frame<T>,
+    buffer: &mut FrameBuffer,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
     // The length prefix and the frame go out in one write (one simulated
     // TCP segment instead of two).
-    let bytes =
-        postcard::to_extend(frame, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
-    write_prefixed(writer, bytes).await
+    let mut bytes = std::mem::take(&mut buffer.bytes);
+    bytes.clear();
+    bytes.extend_from_slice(&[0u8; 4]);
+    buffer.bytes =
+        postcard::to_extend(frame, bytes).map_err(|e| FrameError::Decode(e.to_string()))?;
+    write_prefixed_slice(writer, &mut buffer.bytes).await
 }
 
 /// Writes `bytes`, whose first 4 bytes are reserved for the length prefix
@@ -536,18 +574,53 @@ pub async fn write_prefixed<W>(writer: &mut W, mut bytes: Vec<u8>) -> Result<(),
 where
     W: AsyncWrite + Unpin,
 {
+    write_prefixed_slice(writer, &mut bytes).await
+}
+
+/// Writes the frame started with [`FrameBuffer::start_frame`].
+pub async fn write_started_frame<W>(
+    writer: &mut W,
+    buffer: &mut FrameBuffer,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    assert!(
+        buffer.bytes.len() >= 4,
+        "write_started_frame without start_frame"
+    );
+    write_prefixed_slice(writer, &mut buffer.bytes).await
+}
+
+async fn write_prefixed_slice<W>(writer: &mut W, bytes: &mut [u8]) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
     let length = u32::try_from(bytes.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(length));
     }
     bytes[..4].copy_from_slice(&length.to_be_bytes());
-    writer.write_all(&bytes).await?;
+    writer.write_all(bytes).await?;
     writer.flush().await?;
     Ok(())
 }
 
 /// Reads one length-prefixed frame; `Ok(None)` at a clean end of stream.
 pub async fn read_frame<R, T>(reader: &mut R) -> Result<Option<Frame<T>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    read_frame_buffered(reader, &mut FrameBuffer::default()).await
+}
+
+/// Reads one length-prefixed frame into `buffer` and decodes it; `Ok(None)`
+/// at a clean end of stream.
+pub async fn read_frame_buffered<R, T>(
+    reader: &mut R,
+    buffer: &mut FrameBuffer,
+) -> Result<Option<Frame<T>>, FrameError>
 where
     R: AsyncRead + Unpin,
     T: for<'de> Deserialize<'de>,
@@ -562,9 +635,13 @@ where
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(length));
     }
-    let mut bytes = vec![0u8; length as usize];
-    reader.read_exact(&mut bytes).await?;
-    postcard::from_bytes(&bytes)
+    let length = length as usize;
+    if buffer.bytes.len() < length {
+        buffer.bytes.resize(length, 0);
+    }
+    let bytes = &mut buffer.bytes[..length];
+    reader.read_exact(bytes).await?;
+    postcard::from_bytes(bytes)
         .map(Some)
         .map_err(|e| FrameError::Decode(e.to_string()))
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use turmoil::net::TcpStream;
 
-use crate::protocol::{Frame, FrameError, Request, Response, read_frame, write_frame};
+use crate::protocol::{
+    Frame, FrameBuffer, FrameError, Request, Response, read_frame_buffered, write_frame_buffered,
+};
 
 /// Why a call failed; in every case the outcome on the peer is unknown.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,7 @@ pub struct Connection {
     address: String,
     stream: Option<TcpStream>,
     next_correlation_id: u32,
+    buffer: FrameBuffer,
 }
 
 impl Connection {
@@ -40,6 +43,7 @@ impl Connection {
             address: format!("{host}:{port}"),
             stream: None,
             next_correlation_id: 1,
+            buffer: FrameBuffer::default(),
         }
     }
 
@@ -91,10 +95,10 @@ impl Connection {
             correlation_id,
             body: request,
         };
-        write_frame(stream, &frame)
+        write_frame_buffered(stream, &frame, &mut self.buffer)
             .await
             .map_err(|e| RpcError::Frame(self.address.clone(), e))?;
-        let answer: Frame<Response> = read_frame(stream)
+        let answer: Frame<Response> = read_frame_buffered(stream, &mut self.buffer)
             .await
             .map_err(|e| RpcError::Frame(self.address.clone(), e))?
             .ok_or_else(|| RpcError::Closed(self.address.clone()))?;
