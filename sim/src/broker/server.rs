@@ -17,7 +17,7 @@ use crate::broker::{
     Broker, BrokerDisk, BrokerState, coordinator_partition, group_coordinator, txn_coordinator,
 };
 use crate::cluster::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
-use crate::internal::{EpochQuery, InternalRequest, InternalResponse, ReplicaFetchResult};
+use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
 use crate::protocol::{
     AbortedTransaction, BrokerId, BrokerInfo, CoordinatorType, FetchPartition, Frame, FrameBuffer,
     OffsetSpec, PartitionMetadata, ProduceBatch, ProduceResult, Request, Response, TopicMetadata,
@@ -168,6 +168,21 @@ async fn handle(
             }
             return Reply::Encoded;
         }
+        Request::Internal(InternalRequest::ReplicaFetch {
+            replica_id,
+            max_wait_ms,
+            partitions,
+        }) => {
+            handle_replica_fetch(
+                broker,
+                replica_id,
+                max_wait_ms,
+                partitions,
+                output.start_frame(correlation_id),
+            )
+            .await;
+            return Reply::Encoded;
+        }
         Request::Metadata { topics } => handle_metadata(broker, topics),
         Request::CreateTopics { topics, timeout_ms } => {
             handle_create_topics(broker, topics, timeout_ms).await
@@ -225,11 +240,9 @@ async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> Inter
                     .collect(),
             }
         }
-        InternalRequest::ReplicaFetch {
-            replica_id,
-            max_wait_ms,
-            partitions,
-        } => handle_replica_fetch(broker, replica_id, max_wait_ms, partitions).await,
+        InternalRequest::ReplicaFetch { .. } => {
+            unreachable!("replica fetches are answered encoded (see `handle`)")
+        }
         InternalRequest::WriteTxnMarkers { markers } => {
             txn_coordinator::handle_write_markers(broker, markers).await
         }
@@ -851,13 +864,16 @@ async fn handle_fetch(
     code(views.iter().find_map(|(_, view)| view.error))
 }
 
-/// A follower's fetch: batches travel in their stored encoding.
+/// A follower's fetch: appends to `out` the encoded answer (a
+/// `Response::Internal(InternalResponse::ReplicaFetch { .. })`), its batches
+/// copied in their stored encoding.
 async fn handle_replica_fetch(
     broker: &Rc<Broker>,
     replica_id: BrokerId,
     max_wait_ms: u32,
     partitions: Vec<FetchPartition>,
-) -> InternalResponse {
+    out: &mut Vec<u8>,
+) {
     let tps = topic_partitions(&partitions);
     record_follower_fetch(broker, replica_id, &partitions, &tps);
     wait_for_fetchable(
@@ -871,27 +887,56 @@ async fn handle_replica_fetch(
     .await;
     let state = broker.state.borrow();
     let disk = broker.disk.borrow();
-    InternalResponse::ReplicaFetch {
-        partitions: partitions
-            .iter()
-            .zip(&tps)
-            .map(|(asked, tp)| {
-                let (view, _) = fetch_view(
-                    &state,
-                    &disk,
-                    true,
-                    Isolation::ReadUncommitted,
-                    tp,
-                    asked,
-                    true,
-                );
-                ReplicaFetchResult {
-                    error: view.error,
-                    high_watermark: view.high_watermark,
-                    batches: view.batches.iter().map(StoredBatch::to_replica).collect(),
-                }
-            })
-            .collect(),
+    let views: Vec<FetchView<'_>> = partitions
+        .iter()
+        .zip(&tps)
+        .map(|(asked, tp)| {
+            fetch_view(
+                &state,
+                &disk,
+                true,
+                Isolation::ReadUncommitted,
+                tp,
+                asked,
+                true,
+            )
+            .0
+        })
+        .collect();
+    encode_replica_fetch_body(&views, out);
+}
+
+/// The postcard encoding of `Response::Internal(InternalResponse::ReplicaFetch
+/// { partitions })`, one `ReplicaFetchResult` per view, with each batch's
+/// stored encoding copied as its `RawBytes`.
+fn encode_replica_fetch_body(views: &[FetchView<'_>], out: &mut Vec<u8>) {
+    thread_local! {
+        /// The encoding of the two enum variants: that of an answer with no
+        /// partitions, without its final byte (the empty list's length).
+        static PREFIX: Vec<u8> = {
+            let mut empty = postcard::to_stdvec(&Response::Internal(
+                InternalResponse::ReplicaFetch { partitions: Vec::new() },
+            ))
+            .expect("replica fetch answers encode");
+            assert_eq!(empty.pop(), Some(0), "an empty list encodes as 0");
+            empty
+        };
+    }
+    let bytes: usize = views
+        .iter()
+        .flat_map(|view| view.batches.iter().map(|b| b.encoded.len() + 48))
+        .sum();
+    out.reserve(bytes + 32 * views.len() + 8);
+    PREFIX.with(|prefix| out.extend_from_slice(prefix));
+    put_varint(out, views.len() as u64);
+    for view in views {
+        put(out, &(view.error, view.high_watermark));
+        put_varint(out, view.batches.len() as u64);
+        for batch in view.batches {
+            put(out, &batch.header);
+            put_varint(out, batch.encoded.len() as u64);
+            out.extend_from_slice(&batch.encoded);
+        }
     }
 }
 
@@ -1025,6 +1070,7 @@ async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::internal::ReplicaFetchResult;
     use crate::protocol::{ControlType, FetchResult, RecordBatch, RecordData};
 
     #[test]
@@ -1122,6 +1168,78 @@ mod tests {
         let mut body = vec![9];
         encode_fetch_body(&views, &mut body);
         let body = &body[1..];
+        assert_eq!(body, postcard::to_stdvec(&expected).unwrap());
+        let decoded: Response = postcard::from_bytes(body).unwrap();
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_spliced_replica_fetch_answer_decodes_as_the_derived_encoding_would() {
+        let record = |value: &[u8]| RecordData {
+            key: None,
+            value: Some(value.to_vec()),
+            timestamp_ms: 1,
+            headers: Vec::new(),
+        };
+        let big: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        let batches = [
+            RecordBatch {
+                base_offset: 0,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                transactional: false,
+                control: None,
+                records: vec![record(b"a"), record(&big)],
+            },
+            RecordBatch {
+                base_offset: 2,
+                partition_leader_epoch: 3,
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: 1,
+                transactional: true,
+                control: Some(ControlType::Commit),
+                records: Vec::new(),
+            },
+        ];
+        let stored: Vec<StoredBatch> = batches.iter().map(StoredBatch::encode).collect();
+        let views = vec![
+            FetchView {
+                error: None,
+                high_watermark: 2,
+                last_stable_offset: 2,
+                log_start_offset: 0,
+                aborted: Vec::new(),
+                batches: &stored,
+            },
+            FetchView {
+                error: Some(ErrorCode::NotLeaderOrFollower),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                aborted: Vec::new(),
+                batches: &[],
+            },
+        ];
+        let expected = Response::Internal(InternalResponse::ReplicaFetch {
+            partitions: vec![
+                ReplicaFetchResult {
+                    error: None,
+                    high_watermark: 2,
+                    batches: stored.iter().map(StoredBatch::to_replica).collect(),
+                },
+                ReplicaFetchResult {
+                    error: Some(ErrorCode::NotLeaderOrFollower),
+                    high_watermark: -1,
+                    batches: Vec::new(),
+                },
+            ],
+        });
+        let mut body = vec![7, 7];
+        encode_replica_fetch_body(&views, &mut body);
+        let body = &body[2..];
         assert_eq!(body, postcard::to_stdvec(&expected).unwrap());
         let decoded: Response = postcard::from_bytes(body).unwrap();
         assert_eq!(decoded, expected);

@@ -711,9 +711,9 @@ async fn run_sender(shared: Rc<Shared>) {
         while tasks.try_join_next().is_some() {}
         let seen = shared.signal.generation();
         let now_ms = shared.now_ms();
-        let mut wake_at_ms = sender_step(&shared, &mut tasks, now_ms);
+        let (mut wake_at_ms, wants_metadata) = sender_step(&shared, &mut tasks, now_ms);
         if let Some(not_before) = shared.metadata_not_before.get() {
-            if wants_metadata(&shared) && !shared.metadata_in_flight.get() {
+            if wants_metadata && !shared.metadata_in_flight.get() {
                 let at_ms = u64::try_from(not_before.duration_since(shared.start).as_millis())
                     .expect("ms fit in u64");
                 wake_at_ms = Some(wake_at_ms.map_or(at_ms, |at| at.min(at_ms)));
@@ -756,8 +756,10 @@ fn metadata_topics(shared: &Shared) -> Vec<String> {
     topics.into_iter().collect()
 }
 
-/// One pass of the sender: returns when it must look again at the latest.
-fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> Option<u64> {
+/// One pass of the sender: returns when it must look again at the latest,
+/// and whether it wants metadata it did not ask for (only said while no
+/// metadata request is in flight).
+fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> (Option<u64>, bool) {
     // Records waiting for a partition count that the metadata now has.
     {
         let waiting = shared.core.borrow().unassigned_topics();
@@ -796,18 +798,20 @@ fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> Opt
     for plan in plans {
         tasks.spawn_local(produce(Rc::clone(shared), plan));
     }
+    let mut wants = false;
     if !shared.metadata_in_flight.get() && wants_metadata(shared) {
+        wants = true;
         let topics = metadata_topics(shared);
         let allowed = shared
             .metadata_not_before
             .get()
             .is_none_or(|not_before| not_before <= now());
-        if !topics.is_empty() && allowed {
+        if allowed {
             shared.metadata_in_flight.set(true);
             tasks.spawn_local(refresh_metadata(Rc::clone(shared), topics));
         }
     }
-    shared.core.borrow().next_wakeup_ms(now_ms)
+    (shared.core.borrow().next_wakeup_ms(now_ms), wants)
 }
 
 async fn refresh_metadata(shared: Rc<Shared>, topics: Vec<String>) {
