@@ -670,7 +670,7 @@ pub mod codes {
     /// The requester's leader epoch is older than the leader's.
     pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode::Other(74);
     /// The requester's leader epoch is newer than the leader's.
-    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode::Other(76);
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode::Other(75);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode::Other(77);
     /// ListOffsets on a new leader whose high watermark has not yet caught
     /// up with its epoch's start offset (KIP-207; retriable).
@@ -678,13 +678,43 @@ pub mod codes {
     /// KIP-394: a first JoinGroup (empty member id) is answered with this
     /// and the member id to join with.
     pub const MEMBER_ID_REQUIRED: ErrorCode = ErrorCode::Other(79);
-    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(96);
+    /// AlterPartition with a stale partition epoch (KRaft).
+    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(95);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode::Other(107);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_carry_the_numbers_of_kafkas_errors_java() {
+        // org.apache.kafka.common.protocol.Errors (Kafka 3.8).
+        let kafka = [
+            (codes::UNKNOWN_SERVER_ERROR, -1),
+            (codes::OFFSET_OUT_OF_RANGE, 1),
+            (codes::LEADER_NOT_AVAILABLE, 5),
+            (codes::INVALID_TOPIC, 17),
+            (codes::INCONSISTENT_GROUP_PROTOCOL, 23),
+            (codes::INVALID_GROUP_ID, 24),
+            (codes::INVALID_SESSION_TIMEOUT, 26),
+            (codes::INVALID_REPLICATION_FACTOR, 38),
+            (codes::INVALID_CONFIG, 40),
+            (codes::INVALID_REQUEST, 42),
+            (codes::OPERATION_NOT_ATTEMPTED, 55),
+            (codes::FENCED_LEADER_EPOCH, 74),
+            (codes::UNKNOWN_LEADER_EPOCH, 75),
+            (codes::STALE_BROKER_EPOCH, 77),
+            (codes::OFFSET_NOT_AVAILABLE, 78),
+            (codes::MEMBER_ID_REQUIRED, 79),
+            (codes::INVALID_UPDATE_VERSION, 95),
+            (codes::INELIGIBLE_REPLICA, 107),
+        ];
+        for (code, number) in kafka {
+            assert_eq!(code, ErrorCode::Other(number), "{code:?}");
+            assert_eq!(code.kafka_code(), Some(number as i16));
+        }
+    }
 
     /// `RecordData` as serde derives it without the byte-string helpers.
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
