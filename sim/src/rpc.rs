@@ -59,6 +59,15 @@ impl Connection {
     /// Sends `request` and waits up to `timeout_ms` for its answer
     /// (including the time to connect).
     pub async fn call(&mut self, request: Request, timeout_ms: u64) -> Result<Response, RpcError> {
+        self.call_ref(&request, timeout_ms).await
+    }
+
+    /// [`Connection::call`] with a borrowed request (the caller keeps it).
+    pub async fn call_ref(
+        &mut self,
+        request: &Request,
+        timeout_ms: u64,
+    ) -> Result<Response, RpcError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let result = tokio::time::timeout(
@@ -82,7 +91,7 @@ impl Connection {
     async fn exchange(
         &mut self,
         correlation_id: u32,
-        request: Request,
+        request: &Request,
     ) -> Result<Response, RpcError> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.address.as_str())

@@ -196,12 +196,18 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
         let request = Request::Internal(InternalRequest::ReplicaFetch {
             replica_id: broker.id,
             max_wait_ms: broker.config.replica_fetch_wait_max_ms,
-            partitions: plan.fetch.clone(),
+            partitions: plan.fetch,
         });
         let outcome = tokio::select! {
             biased;
             _ = wake.notified() => None,
-            outcome = connection.call(request, timeout_ms) => Some(outcome),
+            outcome = connection.call_ref(&request, timeout_ms) => Some(outcome),
+        };
+        let Request::Internal(InternalRequest::ReplicaFetch {
+            partitions: asked, ..
+        }) = request
+        else {
+            unreachable!("built above");
         };
         let Some(outcome) = outcome else {
             // The answer to the abandoned call must not be read as the next.
@@ -211,7 +217,7 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
         match outcome {
             Ok(Response::Internal(InternalResponse::ReplicaFetch { partitions })) => {
                 let mut progressed = false;
-                for (asked, result) in plan.fetch.iter().zip(partitions) {
+                for (asked, result) in asked.iter().zip(partitions) {
                     progressed |= apply_fetched(&broker, leader, asked, result);
                 }
                 if progressed {
