@@ -600,14 +600,32 @@ impl ProducerCore {
             if queue.pending.is_empty() && queue.batches.is_empty() {
                 continue;
             }
-            let Some(broker) = leader_of(partition) else {
-                continue;
-            };
-            let mut planned: Vec<PlannedBatch> = Vec::new();
             let retry_waiting = queue
                 .batches
                 .iter()
                 .any(|batch| matches!(batch.state, BatchState::Retry { .. }));
+            // Whether the loops below would plan anything (the leader is
+            // looked up only then).
+            let sendable = if retry_waiting {
+                queue.batches.front().is_some_and(|head| {
+                    matches!(head.state, BatchState::Retry { not_before_ms } if not_before_ms <= now_ms)
+                })
+            } else {
+                new_batches_allowed
+                    && queue.batches.len() < settings.max_in_flight
+                    && queue.pending.front().is_some_and(|front| {
+                        flushing
+                            || queue.pending.len() >= settings.batch_max_records
+                            || front.enqueued_ms + settings.linger_ms <= now_ms
+                    })
+            };
+            if !sendable {
+                continue;
+            }
+            let Some(broker) = leader_of(partition) else {
+                continue;
+            };
+            let mut planned: Vec<PlannedBatch> = Vec::new();
             if retry_waiting {
                 // Only the oldest unacknowledged batch may be resent.
                 if let Some(head) = queue.batches.front_mut() {
