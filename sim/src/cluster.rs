@@ -112,12 +112,17 @@ pub struct ClusterConfig {
     pub transaction_partition_verification: bool,
     /// `max.message.bytes` (Kafka: 1048588).
     pub max_message_bytes: usize,
-    /// How long a network partition may last before the TCP streams across
-    /// it give up: until then a partitioned link holds its segments and
-    /// delivers them at the heal (TCP retransmits them); from then on it
-    /// drops everything until the heal, and the streams that carried data
-    /// stay stalled (their owners notice through request timeouts). Linux
-    /// gives up after ~924.6 s (`tcp_retries2` = 15). 0: drop from the start.
+    /// How long a network partition may last before TCP gives up on it:
+    /// until then a partitioned link holds its segments and delivers them
+    /// at the heal (TCP retransmits them); from then on it drops everything
+    /// until the heal, and the streams that carried data stay stalled
+    /// (their owners notice through request timeouts). Linux gives up on a
+    /// connect after 127 s (`tcp_syn_retries` = 6) and on an established
+    /// stream after ~924.6 s (`tcp_retries2` = 15); a Kafka request never
+    /// waits that long (its owner times it out and closes the connection),
+    /// so the shorter bound is used: it also bounds the connection attempts
+    /// a heal delivers at once to a listener (turmoil holds at most
+    /// `tcp_capacity` of them). 0: drop from the start.
     pub tcp_give_up_ms: u64,
     /// Producer ids per block handed to a broker (Kafka: 1000).
     pub producer_id_block_size: i64,
@@ -157,7 +162,7 @@ impl Default for ClusterConfig {
             transaction_abort_check_interval_ms: 1_000,
             transaction_partition_verification: true,
             max_message_bytes: 1_048_588,
-            tcp_give_up_ms: 924_600,
+            tcp_give_up_ms: 127_000,
             producer_id_block_size: 1_000,
             trace_echo: std::env::var_os("EDDY_SIM_TRACE").is_some_and(|v| v == "1"),
         }

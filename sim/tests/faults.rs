@@ -8,6 +8,8 @@ use std::rc::Rc;
 
 use common::*;
 use eddyline_engine::transport::TopicPartition;
+use eddyline_sim::Seed;
+use eddyline_sim::cluster::{ClusterConfig, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
 use eddyline_sim::protocol::{Request, Response};
 
@@ -315,4 +317,38 @@ fn a_slow_link_slows_only_the_hosts_it_joins() {
         Ok(())
     });
     cluster.run().unwrap();
+}
+
+/// A long partition of one broker, then a heal: the broker's attempts to
+/// reach the others are spaced by Kafka's reconnect backoff, so neither the
+/// connects pending at the heal (a partition just under TCP's give-up,
+/// whose segments are all delivered then) nor the attempts of a partition
+/// far beyond it exhaust the simulator's sockets, and the cluster is whole
+/// again after the heal.
+#[test]
+fn a_broker_partitioned_for_minutes_rejoins_after_the_heal() {
+    for partition_secs in [126_u64, 600] {
+        let config = ClusterConfig {
+            duration_limit_ms: 1_000_000,
+            ..ClusterConfig::default()
+        };
+        let mut cluster = SimCluster::new(Seed::new(79), config).unwrap();
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "t", 3).await;
+            let others = ["controller", "broker-0", "broker-2", "test"];
+            handle.partition(&["broker-1"], &others);
+            sleep_ms(partition_secs * 1000).await;
+            assert!(!handle.is_ready(), "broker-1 is fenced while partitioned");
+            handle.heal(&["broker-1"], &others);
+            sleep_ms(5_000).await;
+            assert!(
+                handle.is_ready(),
+                "not whole 5 s after a {partition_secs} s partition healed"
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
 }

@@ -363,7 +363,8 @@ fn handle_metadata(broker: &Broker, topics: Option<Vec<String>>) -> Response {
 }
 
 async fn handle_create_topics(broker: &Broker, topics: Vec<NewTopic>, timeout_ms: u32) -> Response {
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let request = Request::Internal(InternalRequest::CreateTopics {
         topics: topics.clone(),
     });
@@ -1031,7 +1032,8 @@ pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64, ErrorCo
             return Ok(next);
         }
     }
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let request = Request::Internal(InternalRequest::AllocateProducerIds {
         broker_id: broker.id,
     });
