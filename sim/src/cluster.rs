@@ -112,6 +112,18 @@ pub struct ClusterConfig {
     pub transaction_partition_verification: bool,
     /// `max.message.bytes` (Kafka: 1048588).
     pub max_message_bytes: usize,
+    /// How long a network partition may last before TCP gives up on it:
+    /// until then a partitioned link holds its segments and delivers them
+    /// at the heal (TCP retransmits them); from then on it drops everything
+    /// until the heal, and the streams that carried data stay stalled
+    /// (their owners notice through request timeouts). Linux gives up on a
+    /// connect after 127 s (`tcp_syn_retries` = 6) and on an established
+    /// stream after ~924.6 s (`tcp_retries2` = 15); a Kafka request never
+    /// waits that long (its owner times it out and closes the connection),
+    /// so the shorter bound is used: it also bounds the connection attempts
+    /// a heal delivers at once to a listener (turmoil holds at most
+    /// `tcp_capacity` of them). 0: drop from the start.
+    pub tcp_give_up_ms: u64,
     /// Producer ids per block handed to a broker (Kafka: 1000).
     pub producer_id_block_size: i64,
     /// Print every trace event to stderr (also `EDDY_SIM_TRACE=1`).
@@ -150,6 +162,7 @@ impl Default for ClusterConfig {
             transaction_abort_check_interval_ms: 1_000,
             transaction_partition_verification: true,
             max_message_bytes: 1_048_588,
+            tcp_give_up_ms: 127_000,
             producer_id_block_size: 1_000,
             trace_echo: std::env::var_os("EDDY_SIM_TRACE").is_some_and(|v| v == "1"),
         }
@@ -322,6 +335,7 @@ impl ClusterConfig {
                 self.transaction_partition_verification.to_string(),
             ),
             ("max_message_bytes", self.max_message_bytes.to_string()),
+            ("tcp_give_up_ms", self.tcp_give_up_ms.to_string()),
             (
                 "producer_id_block_size",
                 self.producer_id_block_size.to_string(),
@@ -416,7 +430,8 @@ impl ClusterHandle {
         });
     }
 
-    /// Drops every message between the hosts of `a` and those of `b`.
+    /// Cuts the hosts of `a` from those of `b` (see [`Fault::Partition`]:
+    /// held, as TCP retransmits, until the heal or TCP's give-up time).
     pub fn partition(&self, a: &[&str], b: &[&str]) {
         self.apply(Fault::Partition {
             a: a.iter().map(|s| s.to_string()).collect(),
@@ -600,9 +615,14 @@ pub struct SimCluster {
     worker_hosts: BTreeSet<String>,
     /// Every node, in registration order (controller, brokers, others).
     nodes: Vec<String>,
-    /// Partitioned host pairs (ordered), and pairs held by pauses.
-    partitioned: BTreeSet<(String, String)>,
+    /// Partitioned host pairs (ordered) with the time each was cut, and
+    /// pairs held by pauses (how many pauses hold each).
+    partitioned: BTreeMap<(String, String), u64>,
     held: BTreeMap<(String, String), u64>,
+    /// Partitioned pairs past `tcp_give_up_ms`: their links drop messages.
+    given_up: BTreeSet<(String, String)>,
+    /// What turmoil does with each link's messages now (absent: delivers).
+    links: BTreeMap<(String, String), LinkMode>,
     /// Pauses to end: (time, host).
     pauses: BTreeSet<(u64, String)>,
     /// Links given their own latency bounds (SetLatency).
@@ -684,8 +704,10 @@ impl SimCluster {
             next_schedule_index: 0,
             worker_hosts: BTreeSet::new(),
             nodes,
-            partitioned: BTreeSet::new(),
+            partitioned: BTreeMap::new(),
             held: BTreeMap::new(),
+            given_up: BTreeSet::new(),
+            links: BTreeMap::new(),
             pauses: BTreeSet::new(),
             tuned_links: BTreeSet::new(),
             derived: [
@@ -823,6 +845,17 @@ impl SimCluster {
     pub fn run(&mut self) -> Result<(), SimError> {
         loop {
             if self.step()? {
+                if std::env::var_os("EDDY_SIM_HASH").is_some_and(|v| v == "1") {
+                    // A run's fingerprint, to compare runs across changes.
+                    let trace = self.trace.summary(0);
+                    eprintln!(
+                        "sim run: seed {} hash {:016x} events {} simulated {} ms",
+                        self.seed,
+                        trace.hash,
+                        trace.events,
+                        self.elapsed_ms()
+                    );
+                }
                 return Ok(());
             }
         }
@@ -871,6 +904,9 @@ impl SimCluster {
         let requested: Vec<Fault> = std::mem::take(&mut *self.shared.requests.borrow_mut());
         for fault in requested {
             self.apply_fault(fault, now);
+        }
+        if !self.partitioned.is_empty() {
+            self.give_up_partitions(now);
         }
         while let Some((at_ms, _)) = self.pauses.first() {
             if *at_ms > now {
@@ -947,7 +983,7 @@ impl SimCluster {
                 if known {
                     for x in a {
                         for y in b {
-                            self.cut(x, y);
+                            self.cut(x, y, now);
                         }
                     }
                 }
@@ -962,7 +998,7 @@ impl SimCluster {
                 true
             }
             Fault::HealAll => {
-                let pairs: Vec<(String, String)> = self.partitioned.iter().cloned().collect();
+                let pairs: Vec<(String, String)> = self.partitioned.keys().cloned().collect();
                 for (x, y) in pairs {
                     self.repair(&x, &y);
                 }
@@ -1047,13 +1083,17 @@ impl SimCluster {
         }
     }
 
-    fn cut(&mut self, x: &str, y: &str) {
+    fn cut(&mut self, x: &str, y: &str, now: u64) {
         if x == y {
             return;
         }
         let pair = Self::pair(x, y);
-        if self.partitioned.insert(pair.clone()) && !self.held.contains_key(&pair) {
-            self.sim.partition(x, y);
+        if !self.partitioned.contains_key(&pair) {
+            self.partitioned.insert(pair.clone(), now);
+            if self.config.tcp_give_up_ms == 0 {
+                self.given_up.insert(pair.clone());
+            }
+            self.sync_link(&pair);
         }
     }
 
@@ -1062,8 +1102,64 @@ impl SimCluster {
             return;
         }
         let pair = Self::pair(x, y);
-        if self.partitioned.remove(&pair) && !self.held.contains_key(&pair) {
-            self.sim.repair(x, y);
+        if self.partitioned.remove(&pair).is_some() {
+            self.given_up.remove(&pair);
+            self.sync_link(&pair);
+        }
+    }
+
+    /// Partitions that lasted `tcp_give_up_ms` start dropping messages.
+    fn give_up_partitions(&mut self, now: u64) {
+        let give_up_ms = self.config.tcp_give_up_ms;
+        let due: Vec<(String, String)> = self
+            .partitioned
+            .iter()
+            .filter(|(pair, cut_at)| {
+                now.saturating_sub(**cut_at) >= give_up_ms && !self.given_up.contains(*pair)
+            })
+            .map(|(pair, _)| pair.clone())
+            .collect();
+        for pair in due {
+            self.given_up.insert(pair.clone());
+            self.sync_link(&pair);
+            self.trace.record_name(
+                Node::Cluster,
+                EventKind::Fault,
+                &format!("tcp give-up {} | {}", pair.0, pair.1),
+                [0; 4],
+            );
+        }
+    }
+
+    /// Puts a link in the mode its partition and pauses call for: held
+    /// while partitioned or paused (TCP retransmits what a partition loses;
+    /// a paused host's messages wait), dropping once a partition outlasted
+    /// `tcp_give_up_ms`, delivering otherwise. Held messages are delivered
+    /// when the link is released.
+    fn sync_link(&mut self, pair: &(String, String)) {
+        let wanted = if self.given_up.contains(pair) {
+            LinkMode::Drop
+        } else if self.partitioned.contains_key(pair) || self.held.contains_key(pair) {
+            LinkMode::Hold
+        } else {
+            LinkMode::Deliver
+        };
+        let current = self.links.get(pair).copied().unwrap_or(LinkMode::Deliver);
+        if wanted == current {
+            return;
+        }
+        let (x, y) = (pair.0.as_str(), pair.1.as_str());
+        match (current, wanted) {
+            (LinkMode::Hold, LinkMode::Deliver) => self.sim.release(x, y),
+            (LinkMode::Drop, LinkMode::Deliver) => self.sim.repair(x, y),
+            (_, LinkMode::Hold) => self.sim.hold(x, y),
+            (_, LinkMode::Drop) => self.sim.partition(x, y),
+            (_, LinkMode::Deliver) => unreachable!("handled above"),
+        }
+        if wanted == LinkMode::Deliver {
+            self.links.remove(pair);
+        } else {
+            self.links.insert(pair.clone(), wanted);
         }
     }
 
@@ -1076,11 +1172,8 @@ impl SimCluster {
             .collect();
         for other in others {
             let pair = Self::pair(host, &other);
-            let holds = self.held.entry(pair.clone()).or_insert(0);
-            *holds += 1;
-            if *holds == 1 && !self.partitioned.contains(&pair) {
-                self.sim.hold(host, other.as_str());
-            }
+            *self.held.entry(pair.clone()).or_insert(0) += 1;
+            self.sync_link(&pair);
         }
         self.pauses.insert((until_ms, host.to_string()));
     }
@@ -1098,14 +1191,10 @@ impl SimCluster {
                 continue;
             };
             *holds -= 1;
-            if *holds > 0 {
-                continue;
-            }
-            self.held.remove(&pair);
-            self.sim.release(host, other.as_str());
-            if self.partitioned.contains(&pair) {
-                // Cut while paused: what was held is lost, the link stays cut.
-                self.sim.partition(host, other.as_str());
+            if *holds == 0 {
+                self.held.remove(&pair);
+                // Still partitioned: what was held waits for the heal.
+                self.sync_link(&pair);
             }
         }
         self.trace.record_name(
@@ -1115,6 +1204,14 @@ impl SimCluster {
             [0; 4],
         );
     }
+}
+
+/// What turmoil does with a link's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkMode {
+    Deliver,
+    Hold,
+    Drop,
 }
 
 #[cfg(test)]

@@ -37,7 +37,10 @@ pub enum Fault {
         partition: TopicPartition,
         to: Option<BrokerId>,
     },
-    /// Every message between a host of `a` and a host of `b` is dropped.
+    /// No message passes between a host of `a` and a host of `b`. As TCP
+    /// retransmits, what is sent meanwhile is held and delivered at the
+    /// heal, unless the partition lasts longer than the cluster's
+    /// `tcp_give_up_ms` (then it is dropped from that time on).
     Partition { a: Vec<String>, b: Vec<String> },
     /// Undoes [`Fault::Partition`] between these hosts.
     Heal { a: Vec<String>, b: Vec<String> },

@@ -45,12 +45,114 @@ pub struct Frame<T> {
 }
 
 /// A record as a producer sends it and a log stores it.
+///
+/// Keys, values and header values travel as byte strings: the same bytes on
+/// the wire as a sequence of `u8` (postcard writes both as a length and the
+/// raw bytes), encoded and decoded with one copy instead of byte by byte.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordData {
+    #[serde(with = "byte_strings::optional")]
     pub key: Option<Vec<u8>>,
+    #[serde(with = "byte_strings::optional")]
     pub value: Option<Vec<u8>>,
     pub timestamp_ms: i64,
+    #[serde(with = "byte_strings::headers")]
     pub headers: Vec<Header>,
+}
+
+/// Serde helpers that carry `Vec<u8>` as a byte string (`serialize_bytes`)
+/// rather than a sequence of `u8`. In postcard both are a varint length
+/// followed by the bytes, so the encoding is unchanged (a test checks it).
+pub(crate) mod byte_strings {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A borrowed byte string for serializing.
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+
+    /// An owned byte string for deserializing.
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct BytesVisitor;
+            impl<'de> Visitor<'de> for BytesVisitor {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a byte string")
+                }
+                fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(bytes.to_vec()))
+                }
+                fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(bytes))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                    let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                    while let Some(byte) = seq.next_element()? {
+                        bytes.push(byte);
+                    }
+                    Ok(ByteBuf(bytes))
+                }
+            }
+            deserializer.deserialize_byte_buf(BytesVisitor)
+        }
+    }
+
+    /// `Option<Vec<u8>>` as an optional byte string.
+    pub(crate) mod optional {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(
+            value: &Option<Vec<u8>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(bytes) => serializer.serialize_some(&Bytes(bytes)),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Vec<u8>>, D::Error> {
+            Ok(Option::<ByteBuf>::deserialize(deserializer)?.map(|bytes| bytes.0))
+        }
+    }
+
+    /// Record headers: `(name, value)` pairs with the value as a byte string.
+    pub(crate) mod headers {
+        use super::*;
+        use eddyline_engine::transport::Header;
+
+        pub(crate) fn serialize<S: Serializer>(
+            headers: &[Header],
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut seq = serializer.serialize_seq(Some(headers.len()))?;
+            for (name, value) in headers {
+                seq.serialize_element(&(name, Bytes(value)))?;
+            }
+            seq.end()
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<Header>, D::Error> {
+            let pairs = Vec::<(String, ByteBuf)>::deserialize(deserializer)?;
+            Ok(pairs
+                .into_iter()
+                .map(|(name, value)| (name, value.0))
+                .collect())
+        }
+    }
 }
 
 /// The type of a transaction control record.
@@ -415,17 +517,55 @@ pub enum FrameError {
     Decode(String),
 }
 
+/// A connection's reusable frame buffer: frames are encoded into it and read
+/// into it, so that a connection allocates only when a frame is larger than
+/// any it carried before (instead of once or more per frame).
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    bytes: Vec<u8>,
+}
+
+impl FrameBuffer {
+    /// Starts a frame whose body the caller encodes itself (a broker's
+    /// spliced Fetch answers): the length prefix is reserved and the
+    /// correlation id written; append the body's postcard encoding to the
+    /// returned bytes, then [`write_started_frame`].
+    pub fn start_frame(&mut self, correlation_id: u32) -> &mut Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        bytes.extend_from_slice(&[0u8; 4]);
+        self.bytes = postcard::to_extend(&correlation_id, bytes).expect("a u32 encodes");
+        &mut self.bytes
+    }
+}
+
 /// Writes one length-prefixed frame.
 pub async fn write_frame<W, T>(writer: &mut W, frame: &Frame<T>) -> Result<(), FrameError>
 where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
+    write_frame_buffered(writer, frame, &mut FrameBuffer::default()).await
+}
+
+/// Writes one length-prefixed frame, encoded in `buffer`.
+pub async fn write_frame_buffered<W, T>(
+    writer: &mut W,
+    frame: &Frame<T>,
+    buffer: &mut FrameBuffer,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
     // The length prefix and the frame go out in one write (one simulated
     // TCP segment instead of two).
-    let bytes =
-        postcard::to_extend(frame, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
-    write_prefixed(writer, bytes).await
+    let mut bytes = std::mem::take(&mut buffer.bytes);
+    bytes.clear();
+    bytes.extend_from_slice(&[0u8; 4]);
+    buffer.bytes =
+        postcard::to_extend(frame, bytes).map_err(|e| FrameError::Decode(e.to_string()))?;
+    write_prefixed_slice(writer, &mut buffer.bytes).await
 }
 
 /// Writes `bytes`, whose first 4 bytes are reserved for the length prefix
@@ -434,18 +574,53 @@ pub async fn write_prefixed<W>(writer: &mut W, mut bytes: Vec<u8>) -> Result<(),
 where
     W: AsyncWrite + Unpin,
 {
+    write_prefixed_slice(writer, &mut bytes).await
+}
+
+/// Writes the frame started with [`FrameBuffer::start_frame`].
+pub async fn write_started_frame<W>(
+    writer: &mut W,
+    buffer: &mut FrameBuffer,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    assert!(
+        buffer.bytes.len() >= 4,
+        "write_started_frame without start_frame"
+    );
+    write_prefixed_slice(writer, &mut buffer.bytes).await
+}
+
+async fn write_prefixed_slice<W>(writer: &mut W, bytes: &mut [u8]) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
     let length = u32::try_from(bytes.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(length));
     }
     bytes[..4].copy_from_slice(&length.to_be_bytes());
-    writer.write_all(&bytes).await?;
+    writer.write_all(bytes).await?;
     writer.flush().await?;
     Ok(())
 }
 
 /// Reads one length-prefixed frame; `Ok(None)` at a clean end of stream.
 pub async fn read_frame<R, T>(reader: &mut R) -> Result<Option<Frame<T>>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    read_frame_buffered(reader, &mut FrameBuffer::default()).await
+}
+
+/// Reads one length-prefixed frame into `buffer` and decodes it; `Ok(None)`
+/// at a clean end of stream.
+pub async fn read_frame_buffered<R, T>(
+    reader: &mut R,
+    buffer: &mut FrameBuffer,
+) -> Result<Option<Frame<T>>, FrameError>
 where
     R: AsyncRead + Unpin,
     T: for<'de> Deserialize<'de>,
@@ -460,9 +635,13 @@ where
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(length));
     }
-    let mut bytes = vec![0u8; length as usize];
-    reader.read_exact(&mut bytes).await?;
-    postcard::from_bytes(&bytes)
+    let length = length as usize;
+    if buffer.bytes.len() < length {
+        buffer.bytes.resize(length, 0);
+    }
+    let bytes = &mut buffer.bytes[..length];
+    reader.read_exact(bytes).await?;
+    postcard::from_bytes(bytes)
         .map(Some)
         .map_err(|e| FrameError::Decode(e.to_string()))
 }
@@ -491,7 +670,7 @@ pub mod codes {
     /// The requester's leader epoch is older than the leader's.
     pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode::Other(74);
     /// The requester's leader epoch is newer than the leader's.
-    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode::Other(76);
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode::Other(75);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode::Other(77);
     /// ListOffsets on a new leader whose high watermark has not yet caught
     /// up with its epoch's start offset (KIP-207; retriable).
@@ -499,6 +678,89 @@ pub mod codes {
     /// KIP-394: a first JoinGroup (empty member id) is answered with this
     /// and the member id to join with.
     pub const MEMBER_ID_REQUIRED: ErrorCode = ErrorCode::Other(79);
-    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(96);
+    /// AlterPartition with a stale partition epoch (KRaft).
+    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode::Other(95);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode::Other(107);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_carry_the_numbers_of_kafkas_errors_java() {
+        // org.apache.kafka.common.protocol.Errors (Kafka 3.8).
+        let kafka = [
+            (codes::UNKNOWN_SERVER_ERROR, -1),
+            (codes::OFFSET_OUT_OF_RANGE, 1),
+            (codes::LEADER_NOT_AVAILABLE, 5),
+            (codes::INVALID_TOPIC, 17),
+            (codes::INCONSISTENT_GROUP_PROTOCOL, 23),
+            (codes::INVALID_GROUP_ID, 24),
+            (codes::INVALID_SESSION_TIMEOUT, 26),
+            (codes::INVALID_REPLICATION_FACTOR, 38),
+            (codes::INVALID_CONFIG, 40),
+            (codes::INVALID_REQUEST, 42),
+            (codes::OPERATION_NOT_ATTEMPTED, 55),
+            (codes::FENCED_LEADER_EPOCH, 74),
+            (codes::UNKNOWN_LEADER_EPOCH, 75),
+            (codes::STALE_BROKER_EPOCH, 77),
+            (codes::OFFSET_NOT_AVAILABLE, 78),
+            (codes::MEMBER_ID_REQUIRED, 79),
+            (codes::INVALID_UPDATE_VERSION, 95),
+            (codes::INELIGIBLE_REPLICA, 107),
+        ];
+        for (code, number) in kafka {
+            assert_eq!(code, ErrorCode::Other(number), "{code:?}");
+            assert_eq!(code.kafka_code(), Some(number as i16));
+        }
+    }
+
+    /// `RecordData` as serde derives it without the byte-string helpers.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PlainRecord {
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        timestamp_ms: i64,
+        headers: Vec<Header>,
+    }
+
+    #[test]
+    fn records_encode_as_the_derived_byte_sequences_would() {
+        let long_value: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        let cases = [
+            RecordData {
+                key: Some(b"k".to_vec()),
+                value: Some(long_value.clone()),
+                timestamp_ms: -7,
+                headers: vec![("h".into(), vec![0, 255]), ("".into(), Vec::new())],
+            },
+            RecordData {
+                key: None,
+                value: Some(Vec::new()),
+                timestamp_ms: 1_704_067_200_000,
+                headers: Vec::new(),
+            },
+            RecordData {
+                key: Some(long_value),
+                value: None,
+                timestamp_ms: 0,
+                headers: Vec::new(),
+            },
+        ];
+        for record in cases {
+            let plain = PlainRecord {
+                key: record.key.clone(),
+                value: record.value.clone(),
+                timestamp_ms: record.timestamp_ms,
+                headers: record.headers.clone(),
+            };
+            let bytes = postcard::to_stdvec(&record).unwrap();
+            assert_eq!(bytes, postcard::to_stdvec(&plain).unwrap());
+            let decoded: RecordData = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(decoded, record);
+            let decoded_plain: PlainRecord = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(decoded_plain, plain);
+        }
+    }
 }

@@ -111,6 +111,8 @@ struct TraceInner {
     events: u64,
     ring: VecDeque<StoredEvent>,
     names: Vec<String>,
+    /// `fnv1a` of each name, computed once.
+    name_hashes: Vec<u64>,
     name_ids: BTreeMap<String, u32>,
     echo: bool,
 }
@@ -147,6 +149,7 @@ impl Trace {
                 events: 0,
                 ring: VecDeque::with_capacity(TRACE_RING_EVENTS),
                 names: Vec::new(),
+                name_hashes: Vec::new(),
                 name_ids: BTreeMap::new(),
                 echo,
             })),
@@ -185,11 +188,11 @@ impl Trace {
         match subject {
             StoredSubject::None => hash = mix(hash, 0),
             StoredSubject::Partition(topic, partition) => {
-                hash = mix(hash, fnv1a(inner.names[topic as usize].as_bytes()));
+                hash = mix(hash, inner.name_hashes[topic as usize]);
                 hash = mix(hash, u64::from(partition as u32));
             }
             StoredSubject::Name(name) => {
-                hash = mix(hash, fnv1a(inner.names[name as usize].as_bytes()));
+                hash = mix(hash, inner.name_hashes[name as usize]);
             }
         }
         for value in values {
@@ -243,6 +246,7 @@ impl TraceInner {
         }
         let id = u32::try_from(self.names.len()).expect("fewer than 2^32 trace names");
         self.names.push(name.to_string());
+        self.name_hashes.push(fnv1a(name.as_bytes()));
         self.name_ids.insert(name.to_string(), id);
         id
     }

@@ -287,6 +287,91 @@ mod membership {
         });
         cluster.run().unwrap();
     }
+
+    /// Kafka keeps a member alive through a pending SyncGroup only once that
+    /// SyncGroup arrives (`awaitingSyncCallback`): a leader that got its
+    /// JoinGroup answer and died expires after its session timeout, and the
+    /// follower parked in SyncGroup is told to rejoin.
+    #[test]
+    fn a_leader_that_never_syncs_expires_and_the_parked_follower_is_told_to_rejoin() {
+        let mut cluster = cluster(57);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let mut a = coordinator(CoordinatorType::Group, "g7").await;
+            let mut b = coordinator(CoordinatorType::Group, "g7").await;
+            let (first, second) =
+                tokio::join!(join_group(&mut a, "g7", ""), join_group(&mut b, "g7", ""));
+            let (leader, follower, follower_conn) = if first.leader == first.member_id {
+                (first, second, &mut b)
+            } else {
+                (second, first, &mut a)
+            };
+            // The leader goes silent: no SyncGroup, no heartbeat.
+            let parked_at = handle.now_ms();
+            let answer = sync(follower_conn, "g7", &follower, Vec::new()).await;
+            let waited_ms = handle.now_ms() - parked_at;
+            assert_eq!(answer, Err(ErrorCode::RebalanceInProgress));
+            assert!(
+                waited_ms >= u64::from(SESSION_MS) && waited_ms < 2 * u64::from(SESSION_MS),
+                "answered after {waited_ms} ms (session {SESSION_MS} ms, rebalance 2000 ms)"
+            );
+            // The follower rejoins alone and leads the next generation.
+            let rejoined = join_group(follower_conn, "g7", &follower.member_id).await;
+            assert_eq!(rejoined.generation, follower.generation + 1);
+            assert_eq!(rejoined.leader, follower.member_id);
+            assert_eq!(rejoined.members, vec![follower.member_id.clone()]);
+            assert_eq!(
+                heartbeat(follower_conn, "g7", follower.generation, &leader.member_id).await,
+                Some(ErrorCode::UnknownMemberId)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    /// Members that send SyncGroup are kept alive while it is parked, even
+    /// past their session timeout (the leader takes its time to assign).
+    #[test]
+    fn a_follower_parked_in_sync_group_outlives_its_session_timeout() {
+        let mut cluster = cluster(58);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let mut a = coordinator(CoordinatorType::Group, "g8").await;
+            let mut b = coordinator(CoordinatorType::Group, "g8").await;
+            let (first, second) =
+                tokio::join!(join_group(&mut a, "g8", ""), join_group(&mut b, "g8", ""));
+            let (leader, leader_conn, follower, follower_conn) = if first.leader == first.member_id
+            {
+                (first, &mut a, second, &mut b)
+            } else {
+                (second, &mut b, first, &mut a)
+            };
+            let p0 = TopicPartition::new("in", 0);
+            let assignments = vec![(follower.member_id.clone(), vec![p0.clone()])];
+            let (mine, theirs) = tokio::join!(
+                async {
+                    // The leader keeps its own session alive, then assigns
+                    // after the follower's session timeout has passed.
+                    for _ in 0..3 {
+                        sleep_ms(u64::from(SESSION_MS) / 2).await;
+                        assert_eq!(
+                            heartbeat(leader_conn, "g8", leader.generation, &leader.member_id)
+                                .await,
+                            None
+                        );
+                    }
+                    sync(leader_conn, "g8", &leader, assignments).await
+                },
+                sync(follower_conn, "g8", &follower, Vec::new())
+            );
+            assert_eq!(mine, Ok(Vec::new()));
+            assert_eq!(theirs, Ok(vec![p0]));
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
 }
 
 mod failover {

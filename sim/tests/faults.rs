@@ -8,6 +8,8 @@ use std::rc::Rc;
 
 use common::*;
 use eddyline_engine::transport::TopicPartition;
+use eddyline_sim::Seed;
+use eddyline_sim::cluster::{ClusterConfig, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
 use eddyline_sim::protocol::{Request, Response};
 
@@ -138,6 +140,102 @@ fn a_partitioned_client_times_out_and_works_again_after_the_heal() {
     cluster.run().unwrap();
 }
 
+/// A connection that carried a request across a partition shorter than
+/// TCP's give-up time resumes at the heal (TCP retransmits what the
+/// partition lost): the answer comes on the same connection.
+#[test]
+fn a_request_sent_during_a_short_partition_is_answered_after_the_heal() {
+    let mut cluster = cluster(77);
+    let handle = cluster.handle();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        create_topic(&handle, "t", 1).await;
+        let tp = TopicPartition::new("t", 0);
+        let leader = handle.leader_of(&tp).unwrap();
+        let leader_host = format!("broker-{leader}");
+        let mut connection = connect(leader);
+        let metadata = Request::Metadata { topics: None };
+        assert!(matches!(
+            call(&mut connection, metadata.clone()).await,
+            Response::Metadata { .. }
+        ));
+        handle.partition(&["test"], &[leader_host.as_str()]);
+        sleep_ms(2).await;
+        let cut_at = handle.now_ms();
+        let heal = handle.clone();
+        let healer = tokio::task::spawn_local(async move {
+            sleep_ms(300).await;
+            heal.heal(&["test"], &[leader_host.as_str()]);
+        });
+        let request = Request::Produce {
+            transactional_id: None,
+            timeout_ms: 2_000,
+            batches: vec![batch(&tp, -1, -1, -1, false, &["a"])],
+        };
+        // One call on the connection opened before the cut: no reconnect.
+        match connection.call(request, 5_000).await.unwrap() {
+            Response::Produce { results } => assert_eq!(results[0].error, None),
+            other => panic!("unexpected {other:?}"),
+        }
+        let waited_ms = handle.now_ms() - cut_at;
+        assert!(
+            (300..400).contains(&waited_ms),
+            "answered after {waited_ms} ms"
+        );
+        healer.await.unwrap();
+        Ok(())
+    });
+    cluster.run().unwrap();
+}
+
+/// Past `tcp_give_up_ms` a partition drops what crosses it: a stream that
+/// carried data then stays stalled after the heal (its owner notices by a
+/// timeout), while new connections work.
+#[test]
+fn a_partition_longer_than_the_tcp_give_up_time_stalls_the_streams_that_crossed_it() {
+    let config = eddyline_sim::cluster::ClusterConfig {
+        tcp_give_up_ms: 200,
+        ..eddyline_sim::cluster::ClusterConfig::default()
+    };
+    let mut cluster =
+        eddyline_sim::cluster::SimCluster::new(eddyline_sim::Seed::new(78), config).unwrap();
+    let handle = cluster.handle();
+    cluster.client("test", async move {
+        wait_ready(&handle).await;
+        let mut connection = connect(1);
+        let metadata = Request::Metadata { topics: None };
+        assert!(matches!(
+            call(&mut connection, metadata.clone()).await,
+            Response::Metadata { .. }
+        ));
+        handle.partition(&["test"], &["broker-1"]);
+        sleep_ms(2).await;
+        let heal = handle.clone();
+        let healer = tokio::task::spawn_local(async move {
+            sleep_ms(500).await;
+            heal.heal(&["test"], &["broker-1"]);
+        });
+        // Sent before the give-up, lost at the give-up: never answered.
+        assert!(connection.call(metadata.clone(), 2_000).await.is_err());
+        healer.await.unwrap();
+        assert!(matches!(
+            call(&mut connect(1), metadata).await,
+            Response::Metadata { .. }
+        ));
+        Ok(())
+    });
+    cluster.run().unwrap();
+    assert!(
+        cluster
+            .trace()
+            .excerpt
+            .iter()
+            .any(|line| line.contains("fault tcp give-up")),
+        "{:?}",
+        cluster.trace().excerpt
+    );
+}
+
 async fn average_round_trip_ms(
     handle: &eddyline_sim::cluster::ClusterHandle,
     connection: &mut eddyline_sim::rpc::Connection,
@@ -219,4 +317,38 @@ fn a_slow_link_slows_only_the_hosts_it_joins() {
         Ok(())
     });
     cluster.run().unwrap();
+}
+
+/// A long partition of one broker, then a heal: the broker's attempts to
+/// reach the others are spaced by Kafka's reconnect backoff, so neither the
+/// connects pending at the heal (a partition just under TCP's give-up,
+/// whose segments are all delivered then) nor the attempts of a partition
+/// far beyond it exhaust the simulator's sockets, and the cluster is whole
+/// again after the heal.
+#[test]
+fn a_broker_partitioned_for_minutes_rejoins_after_the_heal() {
+    for partition_secs in [126_u64, 600] {
+        let config = ClusterConfig {
+            duration_limit_ms: 1_000_000,
+            ..ClusterConfig::default()
+        };
+        let mut cluster = SimCluster::new(Seed::new(79), config).unwrap();
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "t", 3).await;
+            let others = ["controller", "broker-0", "broker-2", "test"];
+            handle.partition(&["broker-1"], &others);
+            sleep_ms(partition_secs * 1000).await;
+            assert!(!handle.is_ready(), "broker-1 is fenced while partitioned");
+            handle.heal(&["broker-1"], &others);
+            sleep_ms(5_000).await;
+            assert!(
+                handle.is_ready(),
+                "not whole 5 s after a {partition_secs} s partition healed"
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
 }

@@ -86,8 +86,16 @@ struct Member {
     assignment: Vec<TopicPartition>,
     last_heartbeat_ms: u64,
     join_order: u64,
+    /// A JoinGroup of this member is parked (keeps the member alive).
     awaiting_join: bool,
     join_result: Option<JoinResult>,
+    /// The join completed and this member has not sent SyncGroup since
+    /// (Kafka's `pendingSyncMembers`): removed if it does not within the
+    /// rebalance timeout. Does not keep the member alive.
+    pending_sync: bool,
+    /// A SyncGroup of this member is parked waiting for the assignment
+    /// (Kafka's `awaitingSyncCallback`): keeps the member alive, and gets
+    /// REBALANCE_IN_PROGRESS if the generation ends first.
     awaiting_sync: bool,
     sync_result: Option<(i32, Result<Vec<TopicPartition>, ErrorCode>)>,
 }
@@ -310,6 +318,7 @@ impl Shard {
                                 join_order: *next_join_order,
                                 awaiting_join: false,
                                 join_result: None,
+                                pending_sync: false,
                                 awaiting_sync: false,
                                 sync_result: None,
                             },
@@ -401,8 +410,10 @@ fn trace_group(broker: &Broker, group_id: &str, group: &Group) {
 /// Moves a group to PreparingRebalance (members must rejoin).
 fn prepare_rebalance(broker: &Broker, group_id: &str, group: &mut Group, now: u64) {
     if group.state == GroupState::CompletingRebalance {
-        // Members parked in SyncGroup learn that the generation is over.
+        // Members parked in SyncGroup learn that the generation is over;
+        // nobody is waited for to sync any more.
         for member in group.members.values_mut() {
+            member.pending_sync = false;
             if member.awaiting_sync {
                 member.awaiting_sync = false;
                 member.sync_result = Some((group.generation, Err(ErrorCode::RebalanceInProgress)));
@@ -510,8 +521,11 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
         .collect();
     let generation = group.generation;
     for (id, member) in group.members.iter_mut() {
+        // Kafka schedules each member's next heartbeat expiration now; a
+        // member is kept alive by its SyncGroup only once that arrives.
         member.awaiting_join = false;
-        member.awaiting_sync = true;
+        member.pending_sync = true;
+        member.awaiting_sync = false;
         member.sync_result = None;
         member.last_heartbeat_ms = now;
         member.join_result = Some(JoinResult {
@@ -557,13 +571,18 @@ pub(crate) async fn session_checker(broker: Rc<Broker>) {
                         })
                         .map(|(id, _)| id.clone())
                         .collect();
-                    let unsynced: Vec<String> = if group.state == GroupState::CompletingRebalance
-                        && now >= group.sync_deadline_ms
+                    // Kafka's pending-sync expiration (rebalance timeout after
+                    // the join completed) applies in Stable too: a member
+                    // that never sent SyncGroup is removed.
+                    let unsynced: Vec<String> = if matches!(
+                        group.state,
+                        GroupState::CompletingRebalance | GroupState::Stable
+                    ) && now >= group.sync_deadline_ms
                     {
                         group
                             .members
                             .iter()
-                            .filter(|(_, m)| m.awaiting_sync)
+                            .filter(|(_, m)| m.pending_sync)
                             .map(|(id, _)| id.clone())
                             .collect()
                     } else {
@@ -798,6 +817,7 @@ async fn join_group(
                     join_order,
                     awaiting_join: true,
                     join_result: None,
+                    pending_sync: false,
                     awaiting_sync: false,
                     sync_result: None,
                 },
@@ -875,6 +895,7 @@ async fn join_group(
         }
         member.awaiting_join = true;
         member.join_result = None;
+        member.pending_sync = false;
         member.awaiting_sync = false;
         if state != GroupState::PreparingRebalance {
             prepare_rebalance(broker, &group_id, group, now);
@@ -1019,11 +1040,17 @@ async fn sync_group(
             GroupState::PreparingRebalance => {
                 Next::Answer(sync_error(ErrorCode::RebalanceInProgress))
             }
-            GroupState::Stable => Next::Answer(Response::SyncGroup {
-                error: None,
-                assignment: member.assignment.clone(),
-            }),
+            GroupState::Stable => {
+                member.pending_sync = false;
+                Next::Answer(Response::SyncGroup {
+                    error: None,
+                    assignment: member.assignment.clone(),
+                })
+            }
             GroupState::CompletingRebalance => {
+                // Its SyncGroup now keeps the member alive until answered.
+                member.pending_sync = false;
+                member.awaiting_sync = true;
                 if group.leader.as_deref() != Some(member_id.as_str()) {
                     return Next::Wait(coordinator_epoch);
                 }

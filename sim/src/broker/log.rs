@@ -19,7 +19,7 @@ use crate::broker::producer_state::{
     AppendCheck, BatchMeta, ProducerStateTable, increment_sequence,
 };
 use crate::cluster::current_seed;
-use crate::internal::{BatchHeader, RawBytes, ReplicaBatch};
+use crate::internal::{BatchHeader, ReplicaBatch};
 use crate::protocol::{
     AbortedTransaction, ControlType, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
     RecordData,
@@ -63,10 +63,11 @@ impl StoredBatch {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn to_replica(&self) -> ReplicaBatch {
         ReplicaBatch {
             header: self.header,
-            encoded: RawBytes(self.encoded.clone()),
+            encoded: crate::internal::RawBytes(self.encoded.clone()),
         }
     }
 }

@@ -40,6 +40,7 @@ use crate::broker::txn_coordinator::TxnCoordinator;
 use crate::cluster::{BROKER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::MetadataImage;
 use crate::protocol::BrokerId;
+use crate::rpc::Reconnects;
 use crate::seed::{DetRng, Seed};
 use crate::trace::{EventKind, Node, Subject, Trace};
 use crate::world::now_ms;
@@ -112,6 +113,8 @@ pub(crate) struct Broker {
     pub control: Rc<BrokerControl>,
     /// Draws group member ids (seeded per broker and incarnation).
     pub member_ids: RefCell<DetRng>,
+    /// Spaces this broker's connection attempts per address.
+    pub reconnects: Reconnects,
 }
 
 /// The turmoil host name of a broker.
@@ -161,6 +164,7 @@ impl Broker {
                     .derive(&format!("member-ids/{incarnation}"))
                     .rng(),
             ),
+            reconnects: Reconnects::default(),
         }
     }
 

@@ -68,20 +68,23 @@ impl Replica {
 
     /// The committed ISR plus the members an in-flight expansion adds: the
     /// set the high watermark must wait for (Kafka's "maximal ISR").
-    pub(crate) fn maximal_isr(&self) -> Vec<BrokerId> {
-        let mut isr = self.isr.clone();
-        if let Role::Leader(LeaderState {
-            pending_isr: Some(pending),
-            ..
-        }) = &self.role
-        {
-            for id in pending {
-                if !isr.contains(id) {
-                    isr.push(*id);
-                }
-            }
-        }
-        isr
+    pub(crate) fn maximal_isr(&self) -> impl Iterator<Item = BrokerId> + '_ {
+        let pending: &[BrokerId] = match &self.role {
+            Role::Leader(LeaderState {
+                pending_isr: Some(pending),
+                ..
+            }) => pending,
+            _ => &[],
+        };
+        self.isr
+            .iter()
+            .copied()
+            .chain(pending.iter().copied().filter(|id| !self.isr.contains(id)))
+    }
+
+    /// Whether `id` is in the maximal ISR.
+    pub(crate) fn in_maximal_isr(&self, id: BrokerId) -> bool {
+        self.maximal_isr().any(|member| member == id)
     }
 
     /// Raises the leader's high watermark to the lowest log end offset of

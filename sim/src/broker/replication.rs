@@ -31,7 +31,8 @@ async fn sleep_ms(ms: u64) {
 /// Registers with the controller, then heartbeats; re-registers when the
 /// controller no longer knows this broker epoch.
 pub(crate) async fn controller_session(broker: Rc<Broker>) {
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let timeout_ms = broker.config.inter_broker_request_timeout_ms;
     loop {
         let request = Request::Internal(InternalRequest::RegisterBroker {
@@ -78,7 +79,8 @@ pub(crate) async fn controller_session(broker: Rc<Broker>) {
 /// Keeps the broker's metadata image current (KRaft brokers replicate the
 /// metadata log; here they long-poll for newer images).
 pub(crate) async fn metadata_poller(broker: Rc<Broker>) {
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let max_wait_ms = broker.config.metadata_max_wait_ms;
     let timeout_ms = u64::from(max_wait_ms) + broker.config.inter_broker_request_timeout_ms;
     loop {
@@ -162,7 +164,8 @@ fn plan_fetch(broker: &Broker, leader: BrokerId) -> FetchPlan {
 /// Fetches, as a follower, every partition this broker follows on
 /// `leader`; ends when there is none left.
 async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
-    let mut connection = Connection::new(&broker_host(leader), BROKER_PORT);
+    let mut connection =
+        Connection::with_reconnects(&broker_host(leader), BROKER_PORT, broker.reconnects.clone());
     let timeout_ms = u64::from(broker.config.replica_fetch_wait_max_ms)
         + broker.config.inter_broker_request_timeout_ms;
     loop {
@@ -196,12 +199,18 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
         let request = Request::Internal(InternalRequest::ReplicaFetch {
             replica_id: broker.id,
             max_wait_ms: broker.config.replica_fetch_wait_max_ms,
-            partitions: plan.fetch.clone(),
+            partitions: plan.fetch,
         });
         let outcome = tokio::select! {
             biased;
             _ = wake.notified() => None,
-            outcome = connection.call(request, timeout_ms) => Some(outcome),
+            outcome = connection.call_ref(&request, timeout_ms) => Some(outcome),
+        };
+        let Request::Internal(InternalRequest::ReplicaFetch {
+            partitions: asked, ..
+        }) = request
+        else {
+            unreachable!("built above");
         };
         let Some(outcome) = outcome else {
             // The answer to the abandoned call must not be read as the next.
@@ -211,7 +220,7 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
         match outcome {
             Ok(Response::Internal(InternalResponse::ReplicaFetch { partitions })) => {
                 let mut progressed = false;
-                for (asked, result) in plan.fetch.iter().zip(partitions) {
+                for (asked, result) in asked.iter().zip(partitions) {
                     progressed |= apply_fetched(&broker, leader, asked, result);
                 }
                 if progressed {
@@ -336,7 +345,8 @@ fn apply_fetched(
 
 /// Shrinks ISRs of lagging followers and expands them with caught-up ones.
 pub(crate) async fn isr_manager(broker: Rc<Broker>) {
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let check_interval = Duration::from_millis((broker.config.replica_lag_max_ms / 2).max(1));
     let timeout_ms = broker.config.inter_broker_request_timeout_ms;
     loop {

@@ -17,11 +17,11 @@ use crate::broker::{
     Broker, BrokerDisk, BrokerState, coordinator_partition, group_coordinator, txn_coordinator,
 };
 use crate::cluster::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
-use crate::internal::{EpochQuery, InternalRequest, InternalResponse, ReplicaFetchResult};
+use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
 use crate::protocol::{
-    AbortedTransaction, BrokerId, BrokerInfo, CoordinatorType, FetchPartition, Frame, OffsetSpec,
-    PartitionMetadata, ProduceBatch, ProduceResult, Request, Response, TopicMetadata, codes,
-    read_frame, write_frame, write_prefixed,
+    AbortedTransaction, BrokerId, BrokerInfo, CoordinatorType, FetchPartition, Frame, FrameBuffer,
+    OffsetSpec, PartitionMetadata, ProduceBatch, ProduceResult, Request, Response, TopicMetadata,
+    codes, read_frame_buffered, write_frame_buffered, write_started_frame,
 };
 use crate::rpc::Connection;
 use crate::trace::{EventKind, Subject};
@@ -29,27 +29,24 @@ use crate::world::now_ms;
 
 /// Serves one client (or broker) connection until it closes.
 pub(crate) async fn serve_connection(broker: Rc<Broker>, mut stream: TcpStream) {
+    let mut input = FrameBuffer::default();
+    let mut output = FrameBuffer::default();
     loop {
-        let frame: Frame<Request> = match read_frame(&mut stream).await {
+        let frame: Frame<Request> = match read_frame_buffered(&mut stream, &mut input).await {
             Ok(Some(frame)) => frame,
             // A clean close, a reset, or bytes that are not a request (Kafka
             // closes the connection on an invalid request).
             _ => return,
         };
-        let written = match handle(&broker, frame.body).await {
+        let written = match handle(&broker, frame.correlation_id, frame.body, &mut output).await {
             Reply::Value(response) => {
                 let reply = Frame {
                     correlation_id: frame.correlation_id,
                     body: response,
                 };
-                write_frame(&mut stream, &reply).await
+                write_frame_buffered(&mut stream, &reply, &mut output).await
             }
-            Reply::Encoded(body) => {
-                let mut bytes = postcard::to_extend(&frame.correlation_id, vec![0u8; 4])
-                    .expect("a u32 encodes");
-                bytes.extend_from_slice(&body);
-                write_prefixed(&mut stream, bytes).await
-            }
+            Reply::Encoded => write_started_frame(&mut stream, &mut output).await,
         };
         if written.is_err() {
             return;
@@ -57,11 +54,12 @@ pub(crate) async fn serve_connection(broker: Rc<Broker>, mut stream: TcpStream) 
     }
 }
 
-/// An answer: a value, or the postcard encoding of a `Response` made
-/// directly from stored batches (Fetch; see [`encode_fetch_body`]).
+/// An answer: a value, or (Fetch) a frame already encoded in the
+/// connection's output buffer, made directly from stored batches (see
+/// [`encode_fetch_body`]).
 enum Reply {
     Value(Response),
-    Encoded(Vec<u8>),
+    Encoded,
 }
 
 /// Kafka's API key of a request (for the trace).
@@ -128,7 +126,12 @@ fn first_error(response: &Response) -> i64 {
     }
 }
 
-async fn handle(broker: &Rc<Broker>, request: Request) -> Reply {
+async fn handle(
+    broker: &Rc<Broker>,
+    correlation_id: u32,
+    request: Request,
+    output: &mut FrameBuffer,
+) -> Reply {
     let api = api_key(&request);
     // Replica fetches and broker-to-broker calls show in the trace through
     // what they change (replica appends, truncations, markers).
@@ -146,8 +149,15 @@ async fn handle(broker: &Rc<Broker>, request: Request) -> Reply {
             max_wait_ms,
             partitions,
         } => {
-            let (body, error) =
-                handle_fetch(broker, replica_id, isolation, max_wait_ms, partitions).await;
+            let error = handle_fetch(
+                broker,
+                replica_id,
+                isolation,
+                max_wait_ms,
+                partitions,
+                output.start_frame(correlation_id),
+            )
+            .await;
             if traced {
                 broker.trace.record(
                     broker.node(),
@@ -156,7 +166,22 @@ async fn handle(broker: &Rc<Broker>, request: Request) -> Reply {
                     [api, error, 0, 0],
                 );
             }
-            return Reply::Encoded(body);
+            return Reply::Encoded;
+        }
+        Request::Internal(InternalRequest::ReplicaFetch {
+            replica_id,
+            max_wait_ms,
+            partitions,
+        }) => {
+            handle_replica_fetch(
+                broker,
+                replica_id,
+                max_wait_ms,
+                partitions,
+                output.start_frame(correlation_id),
+            )
+            .await;
+            return Reply::Encoded;
         }
         Request::Metadata { topics } => handle_metadata(broker, topics),
         Request::CreateTopics { topics, timeout_ms } => {
@@ -215,11 +240,9 @@ async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> Inter
                     .collect(),
             }
         }
-        InternalRequest::ReplicaFetch {
-            replica_id,
-            max_wait_ms,
-            partitions,
-        } => handle_replica_fetch(broker, replica_id, max_wait_ms, partitions).await,
+        InternalRequest::ReplicaFetch { .. } => {
+            unreachable!("replica fetches are answered encoded (see `handle`)")
+        }
         InternalRequest::WriteTxnMarkers { markers } => {
             txn_coordinator::handle_write_markers(broker, markers).await
         }
@@ -247,13 +270,19 @@ fn check_leader(
     tp: &TopicPartition,
     current_leader_epoch: Option<i32>,
 ) -> Result<i32, ErrorCode> {
-    if state.metadata.partition(tp).is_none() {
-        return Err(ErrorCode::UnknownTopicOrPartition);
-    }
-    let replica = state
-        .replicas
-        .get(tp)
-        .ok_or(ErrorCode::NotLeaderOrFollower)?;
+    let Some(replica) = state.replicas.get(tp) else {
+        return Err(if state.metadata.partition(tp).is_none() {
+            ErrorCode::UnknownTopicOrPartition
+        } else {
+            ErrorCode::NotLeaderOrFollower
+        });
+    };
+    // Replicas are made from metadata images, which only grow: a replica's
+    // partition is always known (so the lookup above decides alone).
+    debug_assert!(
+        state.metadata.partition(tp).is_some(),
+        "replica of {tp} without metadata"
+    );
     if let Some(epoch) = current_leader_epoch {
         if epoch < replica.leader_epoch {
             return Err(codes::FENCED_LEADER_EPOCH);
@@ -334,7 +363,8 @@ fn handle_metadata(broker: &Broker, topics: Option<Vec<String>>) -> Response {
 }
 
 async fn handle_create_topics(broker: &Broker, topics: Vec<NewTopic>, timeout_ms: u32) -> Response {
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let request = Request::Internal(InternalRequest::CreateTopics {
         topics: topics.clone(),
     });
@@ -597,23 +627,27 @@ async fn handle_produce(
 }
 
 /// Updates what the leader knows of a follower from its fetch.
-fn record_follower_fetch(broker: &Broker, follower: BrokerId, partitions: &[FetchPartition]) {
+fn record_follower_fetch(
+    broker: &Broker,
+    follower: BrokerId,
+    partitions: &[FetchPartition],
+    tps: &[TopicPartition],
+) {
     let now = now_ms();
     let mut moved = Vec::new();
     let mut wake_isr = false;
     {
         let mut state = broker.state.borrow_mut();
         let mut disk = broker.disk.borrow_mut();
-        for asked in partitions {
-            let tp = TopicPartition::new(asked.topic.clone(), asked.partition);
-            let Some(replica) = state.replicas.get_mut(&tp) else {
+        for (asked, tp) in partitions.iter().zip(tps) {
+            let Some(replica) = state.replicas.get_mut(tp) else {
                 continue;
             };
             if asked.current_leader_epoch != Some(replica.leader_epoch) {
                 continue;
             }
-            let maximal_isr = replica.maximal_isr();
-            let log = disk.logs.get_mut(&tp).expect("a replica has a log");
+            let in_maximal_isr = replica.in_maximal_isr(follower);
+            let log = disk.logs.get_mut(tp).expect("a replica has a log");
             let end = log.log_end_offset();
             let Role::Leader(leader) = &mut replica.role else {
                 continue;
@@ -632,14 +666,14 @@ fn record_follower_fetch(broker: &Broker, follower: BrokerId, partitions: &[Fetc
             }
             progress.leader_end_offset_at_last_fetch = end;
             progress.last_fetch_ms = now;
-            if !maximal_isr.contains(&follower)
+            if !in_maximal_isr
                 && asked.fetch_offset >= log.high_watermark
                 && asked.fetch_offset >= leader.epoch_start_offset
             {
                 wake_isr = true;
             }
             if let Some(change) = replica.maybe_advance_high_watermark(broker.id, log) {
-                moved.push((tp, change));
+                moved.push((tp.clone(), change));
             }
         }
     }
@@ -772,18 +806,18 @@ fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// The postcard encoding of `Response::Fetch { error: None, partitions }`
 /// with each partition's batches copied from their stored encoding instead
 /// of being decoded and encoded again.
-fn encode_fetch_body(partitions: &[(&FetchPartition, FetchView<'_>)]) -> Vec<u8> {
+fn encode_fetch_body(partitions: &[(&FetchPartition, FetchView<'_>)], out: &mut Vec<u8>) {
     let bytes: usize = partitions
         .iter()
         .flat_map(|(_, view)| view.batches.iter().map(|b| b.encoded.len()))
         .sum();
-    let mut out = Vec::with_capacity(bytes + 64 * partitions.len() + 16);
-    put_varint(&mut out, FETCH_RESPONSE_VARIANT);
-    put(&mut out, &None::<ErrorCode>);
-    put_varint(&mut out, partitions.len() as u64);
+    out.reserve(bytes + 64 * partitions.len() + 16);
+    put_varint(out, FETCH_RESPONSE_VARIANT);
+    put(out, &None::<ErrorCode>);
+    put_varint(out, partitions.len() as u64);
     for (asked, view) in partitions {
         put(
-            &mut out,
+            out,
             &(
                 &asked.topic,
                 asked.partition,
@@ -794,28 +828,28 @@ fn encode_fetch_body(partitions: &[(&FetchPartition, FetchView<'_>)]) -> Vec<u8>
                 &view.aborted,
             ),
         );
-        put_varint(&mut out, view.batches.len() as u64);
+        put_varint(out, view.batches.len() as u64);
         for batch in view.batches {
             out.extend_from_slice(&batch.encoded);
         }
     }
-    out
 }
 
-/// A client's Fetch (or a replica's, with `replica_id`): the encoded
-/// answer and the first error (for the trace).
+/// A client's Fetch (or a replica's, with `replica_id`): appends the encoded
+/// answer to `out` and returns the first error (for the trace).
 async fn handle_fetch(
     broker: &Rc<Broker>,
     replica_id: Option<BrokerId>,
     isolation: Isolation,
     max_wait_ms: u32,
     partitions: Vec<FetchPartition>,
-) -> (Vec<u8>, i64) {
+    out: &mut Vec<u8>,
+) -> i64 {
+    let tps = topic_partitions(&partitions);
     if let Some(follower) = replica_id {
-        record_follower_fetch(broker, follower, &partitions);
+        record_follower_fetch(broker, follower, &partitions, &tps);
     }
     let replica = replica_id.is_some();
-    let tps = topic_partitions(&partitions);
     wait_for_fetchable(broker, replica, isolation, max_wait_ms, &partitions, &tps).await;
     let state = broker.state.borrow();
     let disk = broker.disk.borrow();
@@ -827,19 +861,22 @@ async fn handle_fetch(
             (asked, view)
         })
         .collect();
-    let error = code(views.iter().find_map(|(_, view)| view.error));
-    (encode_fetch_body(&views), error)
+    encode_fetch_body(&views, out);
+    code(views.iter().find_map(|(_, view)| view.error))
 }
 
-/// A follower's fetch: batches travel in their stored encoding.
+/// A follower's fetch: appends to `out` the encoded answer (a
+/// `Response::Internal(InternalResponse::ReplicaFetch { .. })`), its batches
+/// copied in their stored encoding.
 async fn handle_replica_fetch(
     broker: &Rc<Broker>,
     replica_id: BrokerId,
     max_wait_ms: u32,
     partitions: Vec<FetchPartition>,
-) -> InternalResponse {
-    record_follower_fetch(broker, replica_id, &partitions);
+    out: &mut Vec<u8>,
+) {
     let tps = topic_partitions(&partitions);
+    record_follower_fetch(broker, replica_id, &partitions, &tps);
     wait_for_fetchable(
         broker,
         true,
@@ -851,27 +888,56 @@ async fn handle_replica_fetch(
     .await;
     let state = broker.state.borrow();
     let disk = broker.disk.borrow();
-    InternalResponse::ReplicaFetch {
-        partitions: partitions
-            .iter()
-            .zip(&tps)
-            .map(|(asked, tp)| {
-                let (view, _) = fetch_view(
-                    &state,
-                    &disk,
-                    true,
-                    Isolation::ReadUncommitted,
-                    tp,
-                    asked,
-                    true,
-                );
-                ReplicaFetchResult {
-                    error: view.error,
-                    high_watermark: view.high_watermark,
-                    batches: view.batches.iter().map(StoredBatch::to_replica).collect(),
-                }
-            })
-            .collect(),
+    let views: Vec<FetchView<'_>> = partitions
+        .iter()
+        .zip(&tps)
+        .map(|(asked, tp)| {
+            fetch_view(
+                &state,
+                &disk,
+                true,
+                Isolation::ReadUncommitted,
+                tp,
+                asked,
+                true,
+            )
+            .0
+        })
+        .collect();
+    encode_replica_fetch_body(&views, out);
+}
+
+/// The postcard encoding of `Response::Internal(InternalResponse::ReplicaFetch
+/// { partitions })`, one `ReplicaFetchResult` per view, with each batch's
+/// stored encoding copied as its `RawBytes`.
+fn encode_replica_fetch_body(views: &[FetchView<'_>], out: &mut Vec<u8>) {
+    thread_local! {
+        /// The encoding of the two enum variants: that of an answer with no
+        /// partitions, without its final byte (the empty list's length).
+        static PREFIX: Vec<u8> = {
+            let mut empty = postcard::to_stdvec(&Response::Internal(
+                InternalResponse::ReplicaFetch { partitions: Vec::new() },
+            ))
+            .expect("replica fetch answers encode");
+            assert_eq!(empty.pop(), Some(0), "an empty list encodes as 0");
+            empty
+        };
+    }
+    let bytes: usize = views
+        .iter()
+        .flat_map(|view| view.batches.iter().map(|b| b.encoded.len() + 48))
+        .sum();
+    out.reserve(bytes + 32 * views.len() + 8);
+    PREFIX.with(|prefix| out.extend_from_slice(prefix));
+    put_varint(out, views.len() as u64);
+    for view in views {
+        put(out, &(view.error, view.high_watermark));
+        put_varint(out, view.batches.len() as u64);
+        for batch in view.batches {
+            put(out, &batch.header);
+            put_varint(out, batch.encoded.len() as u64);
+            out.extend_from_slice(&batch.encoded);
+        }
     }
 }
 
@@ -966,7 +1032,8 @@ pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64, ErrorCo
             return Ok(next);
         }
     }
-    let mut connection = Connection::new(CONTROLLER_HOST, CONTROLLER_PORT);
+    let mut connection =
+        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
     let request = Request::Internal(InternalRequest::AllocateProducerIds {
         broker_id: broker.id,
     });
@@ -1005,6 +1072,7 @@ async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::internal::ReplicaFetchResult;
     use crate::protocol::{ControlType, FetchResult, RecordBatch, RecordData};
 
     #[test]
@@ -1099,9 +1167,83 @@ mod tests {
                 },
             ],
         };
-        let body = encode_fetch_body(&views);
+        let mut body = vec![9];
+        encode_fetch_body(&views, &mut body);
+        let body = &body[1..];
         assert_eq!(body, postcard::to_stdvec(&expected).unwrap());
-        let decoded: Response = postcard::from_bytes(&body).unwrap();
+        let decoded: Response = postcard::from_bytes(body).unwrap();
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_spliced_replica_fetch_answer_decodes_as_the_derived_encoding_would() {
+        let record = |value: &[u8]| RecordData {
+            key: None,
+            value: Some(value.to_vec()),
+            timestamp_ms: 1,
+            headers: Vec::new(),
+        };
+        let big: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        let batches = [
+            RecordBatch {
+                base_offset: 0,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                transactional: false,
+                control: None,
+                records: vec![record(b"a"), record(&big)],
+            },
+            RecordBatch {
+                base_offset: 2,
+                partition_leader_epoch: 3,
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: 1,
+                transactional: true,
+                control: Some(ControlType::Commit),
+                records: Vec::new(),
+            },
+        ];
+        let stored: Vec<StoredBatch> = batches.iter().map(StoredBatch::encode).collect();
+        let views = vec![
+            FetchView {
+                error: None,
+                high_watermark: 2,
+                last_stable_offset: 2,
+                log_start_offset: 0,
+                aborted: Vec::new(),
+                batches: &stored,
+            },
+            FetchView {
+                error: Some(ErrorCode::NotLeaderOrFollower),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                aborted: Vec::new(),
+                batches: &[],
+            },
+        ];
+        let expected = Response::Internal(InternalResponse::ReplicaFetch {
+            partitions: vec![
+                ReplicaFetchResult {
+                    error: None,
+                    high_watermark: 2,
+                    batches: stored.iter().map(StoredBatch::to_replica).collect(),
+                },
+                ReplicaFetchResult {
+                    error: Some(ErrorCode::NotLeaderOrFollower),
+                    high_watermark: -1,
+                    batches: Vec::new(),
+                },
+            ],
+        });
+        let mut body = vec![7, 7];
+        encode_replica_fetch_body(&views, &mut body);
+        let body = &body[2..];
+        assert_eq!(body, postcard::to_stdvec(&expected).unwrap());
+        let decoded: Response = postcard::from_bytes(body).unwrap();
         assert_eq!(decoded, expected);
     }
 }

@@ -729,7 +729,11 @@ async fn write_markers_round(
         let response = if leader == broker.id {
             handle_write_markers(broker, vec![marker]).await
         } else {
-            let mut connection = Connection::new(&broker_host(leader), BROKER_PORT);
+            let mut connection = Connection::with_reconnects(
+                &broker_host(leader),
+                BROKER_PORT,
+                broker.reconnects.clone(),
+            );
             let request = Request::Internal(InternalRequest::WriteTxnMarkers {
                 markers: vec![marker],
             });
@@ -954,7 +958,8 @@ pub(crate) async fn verify_produce(
             partitions.clone(),
         )),
         Ok((_, node)) => {
-            let mut connection = Connection::new(&node.host, BROKER_PORT);
+            let mut connection =
+                Connection::with_reconnects(&node.host, BROKER_PORT, broker.reconnects.clone());
             let request = Request::Internal(InternalRequest::VerifyTxnPartitions {
                 transactional_id: transactional_id.to_string(),
                 producer_id,

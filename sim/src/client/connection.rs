@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::protocol::{Frame, Request, Response, read_frame, write_frame};
+use crate::protocol::{
+    Frame, FrameBuffer, Request, Response, read_frame_buffered, write_frame_buffered,
+};
 
 /// Where a broker listens: a turmoil host name and a port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -275,8 +277,9 @@ async fn run(
     };
     let (mut reader, mut writer) = stream.into_split();
     let read_loop = async {
+        let mut buffer = FrameBuffer::default();
         loop {
-            match read_frame::<_, Response>(&mut reader).await {
+            match read_frame_buffered::<_, Response>(&mut reader, &mut buffer).await {
                 Ok(Some(frame)) => shared.complete(frame),
                 Ok(None) => {
                     return NetError::Disconnected(format!("{endpoint} closed the connection"));
@@ -286,8 +289,9 @@ async fn run(
         }
     };
     let write_loop = async {
+        let mut buffer = FrameBuffer::default();
         while let Some(frame) = inbox.recv().await {
-            if let Err(error) = write_frame(&mut writer, &frame).await {
+            if let Err(error) = write_frame_buffered(&mut writer, &frame, &mut buffer).await {
                 return NetError::Disconnected(format!("{endpoint}: {error}"));
             }
         }

@@ -29,7 +29,17 @@ pub fn filter_fetch(
     isolation: Isolation,
     result: &FetchResult,
 ) -> FilteredFetch {
-    let mut aborted = result.aborted_transactions.clone();
+    filter_fetch_owned(fetch_offset, isolation, result.clone())
+}
+
+/// [`filter_fetch`] taking the answer: the messages take its records'
+/// keys, values and headers instead of copies.
+pub fn filter_fetch_owned(
+    fetch_offset: i64,
+    isolation: Isolation,
+    result: FetchResult,
+) -> FilteredFetch {
+    let mut aborted = result.aborted_transactions;
     aborted.sort_by_key(|transaction| (transaction.first_offset, transaction.producer_id));
     let mut aborted = aborted.into_iter().peekable();
     let mut aborted_producers = BTreeSet::new();
@@ -41,7 +51,7 @@ pub fn filter_fetch(
     };
     let mut messages = Vec::new();
     let mut next_fetch_offset = fetch_offset;
-    for batch in &result.batches {
+    for batch in result.batches {
         if batch.base_offset >= visible_end {
             break;
         }
@@ -73,8 +83,9 @@ pub fn filter_fetch(
         if batch.control.is_some() {
             continue;
         }
-        for (index, record) in batch.records.iter().enumerate() {
-            let offset = batch.base_offset + index as i64;
+        let base_offset = batch.base_offset;
+        for (index, record) in batch.records.into_iter().enumerate() {
+            let offset = base_offset + index as i64;
             if offset < fetch_offset {
                 continue;
             }
@@ -82,10 +93,10 @@ pub fn filter_fetch(
                 topic: result.topic.clone(),
                 partition: result.partition,
                 offset,
-                key: record.key.clone(),
-                value: record.value.clone(),
+                key: record.key,
+                value: record.value,
                 timestamp_ms: record.timestamp_ms,
-                headers: record.headers.clone(),
+                headers: record.headers,
             });
         }
     }

@@ -27,11 +27,14 @@ use tokio::time::Instant;
 use self::state::{GroupState, Mode, Phase, State};
 use super::connection::Endpoint;
 use super::errors::{self, OFFSET_OUT_OF_RANGE};
-use super::fetch_filter::filter_fetch;
+use super::fetch_filter::filter_fetch_owned;
+use super::metadata::Leader;
 use super::network::{Backoff, Lane, NetworkClient, deadline_error};
 use super::signal::Signal;
 use super::{ms, now};
-use crate::protocol::{BrokerId, CoordinatorType, FetchPartition, OffsetSpec, Request, Response};
+use crate::protocol::{
+    BrokerId, CoordinatorType, FetchPartition, FetchResult, OffsetSpec, Request, Response,
+};
 
 pub(crate) struct Shared {
     net: NetworkClient,
@@ -78,15 +81,26 @@ impl SimConsumer {
         while self.tasks.try_join_next().is_some() {}
         let shared = &self.shared;
         let now_instant = now();
+        // The leader of each owned partition, in partition order (nothing
+        // below changes the metadata or the set of owned partitions).
+        let leaders: Vec<Option<Leader>> = {
+            let state = shared.state.borrow();
+            let metadata = shared.net.metadata();
+            state
+                .partitions
+                .keys()
+                .map(|partition| metadata.leader(partition))
+                .collect()
+        };
         // Metadata for partitions without a known leader.
         let missing: Vec<String> = {
             let state = shared.state.borrow();
-            let metadata = shared.net.metadata();
             let topics: BTreeSet<String> = state
                 .partitions
                 .keys()
-                .filter(|partition| metadata.leader(partition).is_none())
-                .map(|partition| partition.topic.clone())
+                .zip(&leaders)
+                .filter(|(_, leader)| leader.is_none())
+                .map(|(partition, _)| partition.topic.clone())
                 .collect();
             topics.into_iter().collect()
         };
@@ -123,20 +137,20 @@ impl SimConsumer {
                 .spawn_local(resolve_positions(Rc::clone(shared), to_resolve));
         }
         // Fetches, one per broker.
-        let mut by_broker: BTreeMap<BrokerId, Vec<FetchPartition>> = BTreeMap::new();
-        let mut epochs: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        let mut by_broker: BTreeMap<BrokerId, Vec<PlannedFetch>> = BTreeMap::new();
+        let max_records = shared.net.options().fetch_max_records;
         {
             let mut state = shared.state.borrow_mut();
             if !state.messages_allowed() {
                 return;
             }
-            let busy = state.fetch_brokers.clone();
-            let metadata = shared.net.metadata();
-            for (partition, owned) in state.partitions.iter_mut() {
+            let state = &mut *state;
+            let busy = &state.fetch_brokers;
+            for ((partition, owned), leader) in state.partitions.iter_mut().zip(&leaders) {
                 if !owned.fetchable() {
                     continue;
                 }
-                let Some(leader) = metadata.leader(partition) else {
+                let Some(leader) = leader else {
                     continue;
                 };
                 if busy.contains(&leader.broker) {
@@ -144,31 +158,21 @@ impl SimConsumer {
                 }
                 owned.fetch_in_flight = true;
                 owned.leader_epoch = Some(leader.leader_epoch);
-                epochs.insert(partition.clone(), owned.epoch);
                 by_broker
                     .entry(leader.broker)
                     .or_default()
-                    .push(FetchPartition {
-                        topic: partition.topic.clone(),
-                        partition: partition.partition,
+                    .push(PlannedFetch {
+                        partition: partition.clone(),
                         fetch_offset: owned.position.expect("fetchable"),
-                        current_leader_epoch: Some(leader.leader_epoch),
-                        max_records: shared.net.options().fetch_max_records,
+                        leader_epoch: leader.leader_epoch,
+                        epoch: owned.epoch,
                     });
             }
             state.fetch_brokers.extend(by_broker.keys().copied());
         }
-        for (broker, partitions) in by_broker {
-            let epochs = partitions
-                .iter()
-                .map(|p| {
-                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
-                    let epoch = epochs[&tp];
-                    (tp, epoch)
-                })
-                .collect();
+        for (broker, planned) in by_broker {
             self.tasks
-                .spawn_local(fetch(Rc::clone(shared), broker, partitions, epochs));
+                .spawn_local(fetch(Rc::clone(shared), broker, planned, max_records));
         }
     }
 
@@ -234,19 +238,32 @@ fn leader_stale(shared: &Shared, partition: &TopicPartition) {
     shared.state.borrow_mut().metadata_not_before = None;
 }
 
-async fn fetch(
-    shared: Rc<Shared>,
-    broker: BrokerId,
-    partitions: Vec<FetchPartition>,
-    epochs: BTreeMap<TopicPartition, u64>,
-) {
+/// A partition to fetch: where from, in which leader epoch, and the
+/// partition's epoch in the consumer (a changed one makes the answer stale).
+struct PlannedFetch {
+    partition: TopicPartition,
+    fetch_offset: i64,
+    leader_epoch: i32,
+    epoch: u64,
+}
+
+async fn fetch(shared: Rc<Shared>, broker: BrokerId, planned: Vec<PlannedFetch>, max_records: u32) {
     let options = shared.net.options().clone();
     let isolation = shared.config.isolation;
     let request = Request::Fetch {
         replica_id: None,
         isolation,
         max_wait_ms: options.fetch_max_wait_ms,
-        partitions: partitions.clone(),
+        partitions: planned
+            .iter()
+            .map(|planned| FetchPartition {
+                topic: planned.partition.topic.clone(),
+                partition: planned.partition.partition,
+                fetch_offset: planned.fetch_offset,
+                current_leader_epoch: Some(planned.leader_epoch),
+                max_records,
+            })
+            .collect(),
     };
     let timeout = ms(shared.config.request_timeout_ms) + ms(options.fetch_max_wait_ms);
     let result = shared
@@ -257,20 +274,22 @@ async fn fetch(
     {
         let mut state = shared.state.borrow_mut();
         state.fetch_brokers.remove(&broker);
-        let results = match result {
+        // Each answer is taken (moved into messages) when its partition
+        // is handled.
+        let mut results: Option<Vec<Option<FetchResult>>> = match result {
             Ok(Response::Fetch {
                 error: None,
                 partitions,
-            }) => Some(partitions),
+            }) => Some(partitions.into_iter().map(Some).collect()),
             Ok(Response::Fetch { error: Some(_), .. }) | Err(_) => None,
             Ok(other) => panic!("Fetch answered with {other:?}"),
         };
-        for requested in &partitions {
-            let tp = TopicPartition::new(requested.topic.clone(), requested.partition);
+        for requested in planned {
+            let tp = requested.partition;
             let Some(owned) = state.partitions.get_mut(&tp) else {
                 continue;
             };
-            if owned.epoch != epochs[&tp] {
+            if owned.epoch != requested.epoch {
                 // Seeked or reassigned meanwhile: the answer is stale.
                 owned.fetch_in_flight = false;
                 continue;
@@ -279,19 +298,23 @@ async fn fetch(
             if owned.position != Some(requested.fetch_offset) {
                 continue;
             }
-            let Some(results) = &results else {
+            let Some(results) = &mut results else {
                 stale.push(tp);
                 continue;
             };
             let Some(answer) = results
-                .iter()
-                .find(|r| r.topic == tp.topic && r.partition == tp.partition)
+                .iter_mut()
+                .find(|r| {
+                    r.as_ref()
+                        .is_some_and(|r| r.topic == tp.topic && r.partition == tp.partition)
+                })
+                .and_then(Option::take)
             else {
                 panic!("Fetch answer from broker {broker} without {tp}");
             };
             match answer.error {
                 None => {
-                    let filtered = filter_fetch(requested.fetch_offset, isolation, answer);
+                    let filtered = filter_fetch_owned(requested.fetch_offset, isolation, answer);
                     if filtered.messages.is_empty() {
                         owned.position =
                             Some(requested.fetch_offset.max(filtered.next_fetch_offset));

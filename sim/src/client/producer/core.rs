@@ -311,11 +311,16 @@ impl ProducerCore {
                     (0..count).contains(&chosen),
                     "partition {chosen} checked against count {count} before queueing"
                 );
-                self.partitions
-                    .entry(TopicPartition::new(topic, chosen))
-                    .or_default()
-                    .pending
-                    .push_back(pending);
+                let key = TopicPartition::new(topic, chosen);
+                match self.partitions.get_mut(&key) {
+                    Some(queue) => queue.pending.push_back(pending),
+                    None => self
+                        .partitions
+                        .entry(key)
+                        .or_default()
+                        .pending
+                        .push_back(pending),
+                }
             }
             _ => {
                 self.unassigned
@@ -324,6 +329,11 @@ impl ProducerCore {
                     .push_back(UnassignedRecord { partition, pending });
             }
         }
+    }
+
+    /// Topics whose records wait for metadata.
+    pub(crate) fn has_unassigned(&self) -> bool {
+        self.unassigned.values().any(|queue| !queue.is_empty())
     }
 
     /// Topics whose records wait for metadata.
@@ -590,14 +600,32 @@ impl ProducerCore {
             if queue.pending.is_empty() && queue.batches.is_empty() {
                 continue;
             }
-            let Some(broker) = leader_of(partition) else {
-                continue;
-            };
-            let mut planned: Vec<PlannedBatch> = Vec::new();
             let retry_waiting = queue
                 .batches
                 .iter()
                 .any(|batch| matches!(batch.state, BatchState::Retry { .. }));
+            // Whether the loops below would plan anything (the leader is
+            // looked up only then).
+            let sendable = if retry_waiting {
+                queue.batches.front().is_some_and(|head| {
+                    matches!(head.state, BatchState::Retry { not_before_ms } if not_before_ms <= now_ms)
+                })
+            } else {
+                new_batches_allowed
+                    && queue.batches.len() < settings.max_in_flight
+                    && queue.pending.front().is_some_and(|front| {
+                        flushing
+                            || queue.pending.len() >= settings.batch_max_records
+                            || front.enqueued_ms + settings.linger_ms <= now_ms
+                    })
+            };
+            if !sendable {
+                continue;
+            }
+            let Some(broker) = leader_of(partition) else {
+                continue;
+            };
+            let mut planned: Vec<PlannedBatch> = Vec::new();
             if retry_waiting {
                 // Only the oldest unacknowledged batch may be resent.
                 if let Some(head) = queue.batches.front_mut() {
@@ -1007,26 +1035,31 @@ impl ProducerCore {
     /// ending, a retry backoff ending, a delivery timeout.
     pub(crate) fn next_wakeup_ms(&self, now_ms: u64) -> Option<u64> {
         let settings = &self.settings;
-        let mut times = Vec::new();
+        let mut next: Option<u64> = None;
+        let mut consider = |at: u64| {
+            if at > now_ms {
+                next = Some(next.map_or(at, |next| next.min(at)));
+            }
+        };
         for queue in self.unassigned.values() {
             if let Some(front) = queue.front() {
-                times.push(front.pending.enqueued_ms + settings.delivery_timeout_ms);
-                times.push(front.pending.enqueued_ms + settings.topic_missing_timeout_ms);
+                consider(front.pending.enqueued_ms + settings.delivery_timeout_ms);
+                consider(front.pending.enqueued_ms + settings.topic_missing_timeout_ms);
             }
         }
         for queue in self.partitions.values() {
             if let Some(front) = queue.pending.front() {
-                times.push(front.enqueued_ms + settings.linger_ms);
-                times.push(front.enqueued_ms + settings.delivery_timeout_ms);
+                consider(front.enqueued_ms + settings.linger_ms);
+                consider(front.enqueued_ms + settings.delivery_timeout_ms);
             }
             for batch in &queue.batches {
                 if let BatchState::Retry { not_before_ms } = batch.state {
-                    times.push(not_before_ms);
-                    times.push(batch.deadline_ms);
+                    consider(not_before_ms);
+                    consider(batch.deadline_ms);
                 }
             }
         }
-        times.into_iter().filter(|at| *at > now_ms).min()
+        next
     }
 
     // ---- inspection ----------------------------------------------------
@@ -1049,12 +1082,17 @@ impl ProducerCore {
 
     /// Whether a partition has queued or in-flight data (the shell asks for
     /// metadata for partitions without a leader).
+    #[cfg(test)]
     pub(crate) fn partitions_with_data(&self) -> Vec<TopicPartition> {
+        self.partitions_with_data_iter().cloned().collect()
+    }
+
+    /// Partitions with records queued or in flight, in order.
+    pub(crate) fn partitions_with_data_iter(&self) -> impl Iterator<Item = &TopicPartition> {
         self.partitions
             .iter()
             .filter(|(_, queue)| !queue.pending.is_empty() || !queue.batches.is_empty())
-            .map(|(partition, _)| partition.clone())
-            .collect()
+            .map(|(partition, _)| partition)
     }
 }
 

@@ -711,9 +711,9 @@ async fn run_sender(shared: Rc<Shared>) {
         while tasks.try_join_next().is_some() {}
         let seen = shared.signal.generation();
         let now_ms = shared.now_ms();
-        let mut wake_at_ms = sender_step(&shared, &mut tasks, now_ms);
+        let (mut wake_at_ms, wants_metadata) = sender_step(&shared, &mut tasks, now_ms);
         if let Some(not_before) = shared.metadata_not_before.get() {
-            if wants_metadata(&shared) && !shared.metadata_in_flight.get() {
+            if wants_metadata && !shared.metadata_in_flight.get() {
                 let at_ms = u64::try_from(not_before.duration_since(shared.start).as_millis())
                     .expect("ms fit in u64");
                 wake_at_ms = Some(wake_at_ms.map_or(at_ms, |at| at.min(at_ms)));
@@ -734,7 +734,13 @@ async fn run_sender(shared: Rc<Shared>) {
 /// Topics the sender needs metadata for: records waiting for a partition
 /// count, or partitions with data and no known leader.
 fn wants_metadata(shared: &Shared) -> bool {
-    !metadata_topics(shared).is_empty()
+    let core = shared.core.borrow();
+    if core.has_unassigned() {
+        return true;
+    }
+    let metadata = shared.net.metadata();
+    core.partitions_with_data_iter()
+        .any(|partition| metadata.leader(partition).is_none())
 }
 
 fn metadata_topics(shared: &Shared) -> Vec<String> {
@@ -742,16 +748,18 @@ fn metadata_topics(shared: &Shared) -> Vec<String> {
     let metadata = shared.net.metadata();
     let mut topics = std::collections::BTreeSet::new();
     topics.extend(core.unassigned_topics());
-    for partition in core.partitions_with_data() {
-        if metadata.leader(&partition).is_none() {
-            topics.insert(partition.topic);
+    for partition in core.partitions_with_data_iter() {
+        if metadata.leader(partition).is_none() {
+            topics.insert(partition.topic.clone());
         }
     }
     topics.into_iter().collect()
 }
 
-/// One pass of the sender: returns when it must look again at the latest.
-fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> Option<u64> {
+/// One pass of the sender: returns when it must look again at the latest,
+/// and whether it wants metadata it did not ask for (only said while no
+/// metadata request is in flight).
+fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> (Option<u64>, bool) {
     // Records waiting for a partition count that the metadata now has.
     {
         let waiting = shared.core.borrow().unassigned_topics();
@@ -790,18 +798,20 @@ fn sender_step(shared: &Rc<Shared>, tasks: &mut JoinSet<()>, now_ms: u64) -> Opt
     for plan in plans {
         tasks.spawn_local(produce(Rc::clone(shared), plan));
     }
-    if !shared.metadata_in_flight.get() {
+    let mut wants = false;
+    if !shared.metadata_in_flight.get() && wants_metadata(shared) {
+        wants = true;
         let topics = metadata_topics(shared);
         let allowed = shared
             .metadata_not_before
             .get()
             .is_none_or(|not_before| not_before <= now());
-        if !topics.is_empty() && allowed {
+        if allowed {
             shared.metadata_in_flight.set(true);
             tasks.spawn_local(refresh_metadata(Rc::clone(shared), topics));
         }
     }
-    shared.core.borrow().next_wakeup_ms(now_ms)
+    (shared.core.borrow().next_wakeup_ms(now_ms), wants)
 }
 
 async fn refresh_metadata(shared: Rc<Shared>, topics: Vec<String>) {
@@ -987,14 +997,16 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
 /// One Produce request; its answer (or failure) goes to the core batch by
 /// batch.
 async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
+    // The request takes the batches; the answer is matched by partition.
+    let (planned, batches): (Vec<(TopicPartition, u64)>, Vec<_>) = plan
+        .batches
+        .into_iter()
+        .map(|planned| ((planned.partition, planned.batch_id), planned.batch))
+        .unzip();
     let request = Request::Produce {
         transactional_id: shared.config.transactional_id.clone(),
         timeout_ms: shared.config.request_timeout_ms,
-        batches: plan
-            .batches
-            .iter()
-            .map(|planned| planned.batch.clone())
-            .collect(),
+        batches,
     };
     // The broker answers REQUEST_TIMED_OUT after `timeout_ms`; the client
     // waits a little longer so that answer, not a client-side timeout (which
@@ -1014,15 +1026,15 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
         let mut core = shared.core.borrow_mut();
         match result {
             Ok(Response::Produce { results }) => {
-                for planned in &plan.batches {
+                for (partition, batch_id) in &planned {
                     let answer = results
                         .iter()
                         .find(|result| {
-                            result.topic == planned.partition.topic
-                                && result.partition == planned.partition.partition
+                            result.topic == partition.topic
+                                && result.partition == partition.partition
                         })
                         .unwrap_or_else(|| {
-                            panic!("Produce answer without {}: {results:?}", planned.partition)
+                            panic!("Produce answer without {partition}: {results:?}")
                         });
                     let outcome = match answer.error {
                         None => BatchOutcome::Appended {
@@ -1035,29 +1047,24 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
                         }
                         Some(code) => BatchOutcome::Failed(code),
                     };
-                    let follow_up = core.on_batch_outcome(
-                        &planned.partition,
-                        planned.batch_id,
-                        outcome,
-                        now_ms,
-                    );
+                    let follow_up = core.on_batch_outcome(partition, *batch_id, outcome, now_ms);
                     if follow_up.refresh_leader {
-                        stale.push(planned.partition.clone());
+                        stale.push(partition.clone());
                     }
                 }
             }
             Ok(other) => panic!("Produce answered with {other:?}"),
             Err(error) => {
                 let code = errors::code_of_net(&error);
-                for planned in &plan.batches {
+                for (partition, batch_id) in &planned {
                     let follow_up = core.on_batch_outcome(
-                        &planned.partition,
-                        planned.batch_id,
+                        partition,
+                        *batch_id,
                         BatchOutcome::Failed(code),
                         now_ms,
                     );
                     if follow_up.refresh_leader {
-                        stale.push(planned.partition.clone());
+                        stale.push(partition.clone());
                     }
                 }
             }
