@@ -107,45 +107,56 @@ impl fmt::Display for TimeWindow {
     }
 }
 
-/// A key as the window state orders it: its first 16 bytes inline (big
-/// endian, zero padded) and its length, then the whole key. Orders exactly
-/// as the key's bytes (`str`'s order), but comparisons in a big map are
-/// decided inline, without touching the key's heap allocation, unless two
-/// keys longer than 16 bytes share their first 16.
+/// A key as the window state orders it: one `u128` holding its first 15
+/// bytes (big endian, zero padded) and `min(len, 16)` in the low byte, then
+/// the whole key. Orders exactly as the key's bytes (`str`'s order):
+/// - different first 15 bytes (zero padded) order the keys as their bytes
+///   do (where the padding decides, the shorter key is a prefix of the
+///   other);
+/// - equal first 15 bytes and a length below 16 on either side: the shorter
+///   key is a prefix of the longer one, so the length decides (and equal
+///   lengths mean equal keys);
+/// - only two keys of 16 bytes or more sharing their first 15 compare
+///   their heap bytes.
+///
+/// So comparisons in a big map are one integer comparison, decided without
+/// touching the key's heap allocation, in all but that last case.
 #[derive(Clone, Debug)]
 pub(crate) struct StateKey {
-    prefix: [u64; 2],
-    len: usize,
+    order: u128,
     pub(crate) key: Key,
 }
 
-const STATE_KEY_INLINE_BYTES: usize = 16;
+/// Key bytes held in [`StateKey::order`].
+const STATE_KEY_INLINE_BYTES: usize = 15;
 
 impl StateKey {
     #[inline]
     pub(crate) fn new(key: Key) -> Self {
         let bytes = key.as_bytes();
-        let mut inline = [0u8; STATE_KEY_INLINE_BYTES];
-        let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
-        inline[..len].copy_from_slice(&bytes[..len]);
-        let (high, low) = inline.split_at(8);
+        let mut inline = [0u8; 16];
+        let inline_len = bytes.len().min(STATE_KEY_INLINE_BYTES);
+        inline[..inline_len].copy_from_slice(&bytes[..inline_len]);
+        // At most 16: fits the low byte.
+        inline[STATE_KEY_INLINE_BYTES] = bytes.len().min(STATE_KEY_INLINE_BYTES + 1) as u8;
         Self {
-            prefix: [
-                u64::from_be_bytes(high.try_into().expect("8 bytes")),
-                u64::from_be_bytes(low.try_into().expect("8 bytes")),
-            ],
-            len: bytes.len(),
+            order: u128::from_be_bytes(inline),
             key,
         }
+    }
+
+    /// Whether the order word alone does not tell two keys with equal
+    /// words apart (both are 16 bytes or longer).
+    #[inline]
+    fn is_long(&self) -> bool {
+        self.order as u8 as usize > STATE_KEY_INLINE_BYTES
     }
 }
 
 impl PartialEq for StateKey {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix
-            && self.len == other.len
-            && (self.len <= STATE_KEY_INLINE_BYTES || self.key == other.key)
+        self.order == other.order && (!self.is_long() || self.key == other.key)
     }
 }
 
@@ -161,15 +172,12 @@ impl PartialOrd for StateKey {
 impl Ord for StateKey {
     #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| {
-            if self.len <= STATE_KEY_INLINE_BYTES && other.len <= STATE_KEY_INLINE_BYTES {
-                // Equal zero-padded prefixes of short keys: one is a prefix
-                // of the other, and the shorter sorts first ("a" < "a\0").
-                self.len.cmp(&other.len)
-            } else {
+        match self.order.cmp(&other.order) {
+            std::cmp::Ordering::Equal if self.is_long() => {
                 self.key.as_bytes().cmp(other.key.as_bytes())
             }
-        })
+            order => order,
+        }
     }
 }
 

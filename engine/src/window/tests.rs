@@ -876,6 +876,16 @@ mod state_keys {
             "exactly-16-byteszz",
             "exactly-15-byte",
             "exactly-15-byte\0",
+            "exactly-15-byte\0\0",
+            "exactly-15-bytea",
+            "exactly-15-bytea\0",
+            "exactly-15-byteb",
+            "exactly-14-byt",
+            "exactly-14-byt\0",
+            "exactly-14-byt\0\0",
+            "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}",
             "user-0000000000001",
             "user-0000000000001\0",
             "user-00000000000010",
@@ -891,6 +901,31 @@ mod state_keys {
                 assert_eq!(state_a.cmp(&state_b), a.cmp(b), "{a:?} vs {b:?}");
                 assert_eq!(state_a == state_b, a == b, "{a:?} vs {b:?}");
             }
+        }
+    }
+
+    /// Strings from a small alphabet, so that zero bytes and multi-byte
+    /// characters meet often.
+    fn short_string(len_max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop::sample::select(vec!['\0', 'a', 'b', '\u{ff}']),
+            0..len_max,
+        )
+        .prop_map(String::from_iter)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn state_keys_order_as_their_strings_for_any_pair_even_with_long_shared_prefixes(
+            prefix in short_string(20),
+            tail_a in short_string(4),
+            tail_b in short_string(4),
+        ) {
+            let (a, b) = (format!("{prefix}{tail_a}"), format!("{prefix}{tail_b}"));
+            let (state_a, state_b) = (StateKey::new(Key::from(a.as_str())), StateKey::new(Key::from(b.as_str())));
+            proptest::prop_assert_eq!(state_a.cmp(&state_b), a.cmp(&b));
+            proptest::prop_assert_eq!(state_a == state_b, a == b);
         }
     }
 }
