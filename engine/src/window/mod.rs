@@ -55,6 +55,7 @@ mod assigner;
 mod session;
 mod sliding;
 mod task;
+mod timer_queue;
 mod tumbling;
 
 use std::fmt;

@@ -587,6 +587,111 @@ mod session_windows {
     }
 }
 
+mod session_state {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::window::session::Compaction;
+
+    type Event = (String, i64, i64);
+
+    /// Runs a session operator with the given compaction rule, with a
+    /// bounded-out-of-orderness watermark after each record, and returns
+    /// its outputs as lines. Structural invariants are checked after every
+    /// call (test builds check them whenever compaction is considered).
+    fn run(
+        compaction: Compaction,
+        gap_ms: i64,
+        out_of_orderness_ms: i64,
+        allowed_lateness_ms: i64,
+        events: &[Event],
+    ) -> Vec<String> {
+        let config =
+            WindowConfig::new(WindowKind::session(gap_ms).unwrap(), allowed_lateness_ms).unwrap();
+        let mut operator: WindowOperator<i64, Summary> = WindowOperator::new(config, Summary);
+        let KindState::Session(state) = &mut operator.state else {
+            unreachable!("a session operator has session state");
+        };
+        state.set_compaction(compaction);
+        let mut lines = Vec::new();
+        let mut max_ts = i64::MIN;
+        let mut out = Vec::new();
+        for (step, (key, ts, value)) in events.iter().enumerate() {
+            operator
+                .process(Record::new(key.as_str(), *ts, *value), &mut out)
+                .unwrap();
+            max_ts = max_ts.max(*ts);
+            operator
+                .advance_watermark(
+                    max_ts.saturating_sub(out_of_orderness_ms).saturating_sub(1),
+                    &mut out,
+                )
+                .unwrap();
+            lines.extend(out.drain(..).map(|output| line(step, &output)));
+        }
+        operator.finish(&mut out).unwrap();
+        lines.extend(out.drain(..).map(|output| line(events.len(), &output)));
+        lines
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        let key = prop::sample::select(vec!["a", "b", "c", "d", "日本", "a\0"]);
+        let delta = prop_oneof![8 => -10i64..=15, 1 => -80i64..=80];
+        prop::collection::vec((key, delta, -5i64..=5), 0..300).prop_map(|steps| {
+            let mut ts = 0;
+            steps
+                .into_iter()
+                .map(|(key, delta, value)| {
+                    ts += delta;
+                    (key.to_string(), ts, value)
+                })
+                .collect()
+        })
+    }
+
+    const NEVER: Compaction = Compaction {
+        stale_refs_per_session_max: usize::MAX,
+        stale_entries_per_session_max: usize::MAX,
+        slack: usize::MAX,
+    };
+
+    const ALWAYS: Compaction = Compaction {
+        stale_refs_per_session_max: 0,
+        stale_entries_per_session_max: 0,
+        slack: 0,
+    };
+
+    /// `EDDY_PROPTEST_CASES=N` runs N cases instead of the default.
+    fn cases() -> u32 {
+        std::env::var("EDDY_PROPTEST_CASES")
+            .ok()
+            .map(|cases| cases.parse().expect("EDDY_PROPTEST_CASES is a number"))
+            .unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn compaction_is_not_observable_whether_it_runs_never_always_or_by_default(
+            gap_ms in 1i64..=30,
+            out_of_orderness_ms in 0i64..=20,
+            allowed_lateness_ms in prop_oneof![2 => 0i64..=40, 1 => Just(0i64), 1 => Just(i64::MAX)],
+            events in events(),
+        ) {
+            let never = run(NEVER, gap_ms, out_of_orderness_ms, allowed_lateness_ms, &events);
+            let always = run(ALWAYS, gap_ms, out_of_orderness_ms, allowed_lateness_ms, &events);
+            let default = run(Compaction::DEFAULT, gap_ms, out_of_orderness_ms, allowed_lateness_ms, &events);
+            prop_assert_eq!(&always, &never);
+            prop_assert_eq!(&default, &never);
+        }
+    }
+}
+
 mod process_window_functions {
     use super::*;
 
@@ -916,6 +1021,11 @@ mod state_keys {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
         #[test]
         fn state_keys_order_as_their_strings_for_any_pair_even_with_long_shared_prefixes(
             prefix in short_string(20),
