@@ -475,6 +475,18 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
         out: &mut Vec<Output<V, A::Output>>,
     ) -> Result<()> {
         self.check_record(&record)?;
+        self.process_checked(record, out)
+    }
+
+    /// [`Self::process`] for a record [`Self::check_record`] accepted, with
+    /// nothing called on the operator in between.
+    #[inline]
+    pub(crate) fn process_checked(
+        &mut self,
+        record: Record<V>,
+        out: &mut Vec<Output<V, A::Output>>,
+    ) -> Result<()> {
+        debug_assert!(self.check_record(&record).is_ok());
         let arrival = self.arrival_next;
         self.arrival_next += 1;
         self.counters.records += 1;

@@ -515,6 +515,7 @@ impl<Acc: Clone> SessionState<Acc> {
         let Record { key, ts, value } = record;
         let key = StateKey::new(key);
         let new = TimeWindow::new(ts, ts + self.gap_ms);
+        let stale_before = self.wakeups.stale;
         let mut parts = Parts {
             slots: &mut self.slots,
             len: &mut self.len,
@@ -542,7 +543,8 @@ impl<Acc: Clone> SessionState<Acc> {
                 .or_insert(KeySessions::Many(Vec::new()));
             merge(ctx, &mut parts, sessions, key, new, value, arrival)
         };
-        if result.is_ok() {
+        // Only a merge or a re-arm makes anything stale here.
+        if result.is_ok() && self.wakeups.stale != stale_before {
             self.compact_if_due();
         }
         result
@@ -553,6 +555,15 @@ impl<Acc: Clone> SessionState<Acc> {
         A: Aggregator<V, Acc = Acc>,
     {
         let clock = ctx.clock;
+        if self
+            .wakeups
+            .queue
+            .first_time()
+            .is_none_or(|time| time > clock.watermark)
+        {
+            // Nothing is due (the common case for a record's watermark).
+            return Ok(());
+        }
         let mut bucket = mem::take(&mut self.bucket);
         let mut firing = mem::take(&mut self.firing);
         while let Some(time) = self.wakeups.queue.pop_due(clock.watermark, &mut bucket) {
@@ -702,6 +713,7 @@ impl<Acc: Clone> SessionState<Acc> {
 
 /// Adds a record (its window `new`, which starts at its timestamp) to its key's live `sessions` (no stale
 /// references): a new session, growth in place, or a merge.
+#[inline(always)]
 fn merge<V, A, Acc>(
     ctx: &mut Ctx<'_, V, A>,
     parts: &mut Parts<'_, Acc>,
@@ -722,6 +734,14 @@ where
         value: &value,
     };
     let refs = sessions.refs();
+    if let [only] = *refs {
+        // The common case: the key's one session, starting at or before
+        // the record and reaching it, covers it alone.
+        let session = parts.slots.live(only);
+        if session.start <= new.start && new.start <= session.end {
+            return grow(ctx, parts, only, new, input);
+        }
+    }
     // The covered sessions are `refs[first..last]`: the ones that neither
     // end before the new window starts nor start after it ends.
     let first = refs.partition_point(|&session| parts.slots.live(session).end < new.start);
@@ -747,32 +767,7 @@ where
     }
 
     if last - first == 1 && parts.slots.live(refs[first]).start <= new.start {
-        // The record touches one session and does not move its start: the
-        // session grows in place (Flink merges it into the cover, which is
-        // the same window when the record is inside).
-        let reference = refs[first];
-        let session = parts.slots.live_mut(reference);
-        let before = session.window();
-        ctx.aggregator.add(&mut session.acc, input)?;
-        session.end = session.end.max(new.end);
-        let after = session.window();
-        if clock.has_reached(before) && !clock.has_reached(after) {
-            // A late record pushed a reached session past the watermark:
-            // pending again, and its cleanup wake-up may lie after its new
-            // max timestamp. The old entry goes stale.
-            parts.wakeups.stale += 1;
-            parts
-                .wakeups
-                .set(reference.slot, session, wakeup_for(clock, after));
-        } else if clock.has_reached(after) {
-            ctx.fire(
-                &session.key.key,
-                after,
-                &session.acc,
-                FiringKind::LateUpdate,
-            )?;
-        }
-        return Ok(());
+        return grow(ctx, parts, refs[first], new, input);
     }
 
     // The record bridges sessions or extends one to the left: the covered
@@ -802,5 +797,45 @@ where
     }
     let session = parts.add_session(clock, key, merged, acc);
     sessions.replace(first..last, session);
+    Ok(())
+}
+
+/// The record (its window `new`) touches one session and does not move its
+/// start: the session grows in place (Flink merges it into the cover, which
+/// is the same window when the record is inside).
+#[inline(always)]
+fn grow<V, A, Acc>(
+    ctx: &mut Ctx<'_, V, A>,
+    parts: &mut Parts<'_, Acc>,
+    reference: SessionRef,
+    new: TimeWindow,
+    input: Input<'_, V>,
+) -> Result<()>
+where
+    A: Aggregator<V, Acc = Acc>,
+{
+    let clock = ctx.clock;
+    let session = parts.slots.live_mut(reference);
+    debug_assert!(session.start <= new.start && new.start <= session.end);
+    let before = session.window();
+    ctx.aggregator.add(&mut session.acc, input)?;
+    session.end = session.end.max(new.end);
+    let after = session.window();
+    if clock.has_reached(before) && !clock.has_reached(after) {
+        // A late record pushed a reached session past the watermark:
+        // pending again, and its cleanup wake-up may lie after its new max
+        // timestamp. The old entry goes stale.
+        parts.wakeups.stale += 1;
+        parts
+            .wakeups
+            .set(reference.slot, session, wakeup_for(clock, after));
+    } else if clock.has_reached(after) {
+        ctx.fire(
+            &session.key.key,
+            after,
+            &session.acc,
+            FiringKind::LateUpdate,
+        )?;
+    }
     Ok(())
 }
