@@ -236,10 +236,16 @@ impl<I: Ord + Clone + Debug> WatermarkTracker<I> {
             .inputs
             .get_mut(input)
             .ok_or_else(|| Error::Invalid(format!("unknown input {input:?}")))?;
+        let (watermark_before, idle_before) = (state.partition.watermark(), state.idle);
         state.partition.observe(ts, out_of_orderness_ms);
         state.last_record_at_ns = state.last_record_at_ns.max(nanos(now));
         state.idle = false;
-        self.recompute();
+        // Every change of an input's watermark or idleness recomputes the
+        // task watermark, so if neither changed here it stays as it is
+        // (most records raise no watermark).
+        if state.partition.watermark() != watermark_before || idle_before {
+            self.recompute();
+        }
         Ok(self.watermark)
     }
 
