@@ -526,6 +526,41 @@ mod tests {
         }
     }
 
+    mod recompute {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// `observe` skips the recomputation when a record changes no
+            /// input's watermark or idleness: the watermark must still be
+            /// what a recomputation from scratch gives.
+            #[test]
+            fn the_task_watermark_is_always_what_a_recomputation_gives(
+                idle_timeout_s in prop_oneof![Just(None), (1u64..5).prop_map(Some)],
+                steps in prop::collection::vec((0u32..3, -20i64..20, 0u64..3), 0..100),
+            ) {
+                let config = WatermarkConfig::new(3, idle_timeout_s.map(secs)).unwrap();
+                let mut tracker = WatermarkTracker::new(config, [0u32, 1, 2], secs(0)).unwrap();
+                let (mut ts, mut now) = (0i64, 0u64);
+                for (input, delta_ms, elapsed_s) in steps {
+                    ts += delta_ms;
+                    now += elapsed_s;
+                    tracker.on_processing_time(secs(now));
+                    tracker.observe(&input, ts, secs(now)).unwrap();
+                    let mut recomputed = tracker.clone();
+                    recomputed.recompute();
+                    prop_assert_eq!(tracker.watermark(), recomputed.watermark());
+                }
+            }
+        }
+    }
+
     mod snapshot {
         use super::*;
 
