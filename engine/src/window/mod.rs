@@ -131,17 +131,52 @@ pub(crate) struct StateKey {
 /// Key bytes held in [`StateKey::order`].
 const STATE_KEY_INLINE_BYTES: usize = 15;
 
+/// The first `min(len, 15)` bytes of `bytes`, big endian and zero padded,
+/// in the top 15 bytes of a `u128` (the low byte is zero). Built in
+/// registers from fixed-size loads (overlapping where the length is not a
+/// power of two), so that no variable-length copy goes through memory.
+#[inline]
+fn prefix_word(bytes: &[u8]) -> u128 {
+    let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
+    let be_u64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let high: u64;
+    let low: u64;
+    if len >= 8 {
+        high = be_u64(0);
+        // The 8 bytes ending at `len` hold bytes 8..len at their end.
+        low = match len {
+            8 => 0,
+            _ => be_u64(len - 8) << (8 * (16 - len)),
+        };
+    } else if len >= 4 {
+        // The 4 bytes ending at `len` hold bytes 4..len at their end.
+        let rest = match len {
+            4 => 0,
+            _ => be_u32(len - 4) << (8 * (8 - len)),
+        };
+        high = (u64::from(be_u32(0)) << 32) | u64::from(rest);
+        low = 0;
+    } else {
+        high = bytes[..len]
+            .iter()
+            .enumerate()
+            .fold(0, |word, (at, &byte)| {
+                word | (u64::from(byte) << (56 - 8 * at))
+            });
+        low = 0;
+    }
+    (u128::from(high) << 64) | u128::from(low)
+}
+
 impl StateKey {
     #[inline]
     pub(crate) fn new(key: Key) -> Self {
         let bytes = key.as_bytes();
-        let mut inline = [0u8; 16];
-        let inline_len = bytes.len().min(STATE_KEY_INLINE_BYTES);
-        inline[..inline_len].copy_from_slice(&bytes[..inline_len]);
         // At most 16: fits the low byte.
-        inline[STATE_KEY_INLINE_BYTES] = bytes.len().min(STATE_KEY_INLINE_BYTES + 1) as u8;
+        let len_byte = bytes.len().min(STATE_KEY_INLINE_BYTES + 1) as u128;
         Self {
-            order: u128::from_be_bytes(inline),
+            order: prefix_word(bytes) | len_byte,
             key,
         }
     }
@@ -514,7 +549,20 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
     /// ascending `(window_end, key)`), then purges what became late. A
     /// watermark at or below the current one changes nothing (watermarks
     /// never go backwards).
+    #[inline]
     pub fn advance_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut Vec<Output<V, A::Output>>,
+    ) -> Result<()> {
+        if watermark <= self.watermark && self.failure.is_none() {
+            // The common case for a task's per-record calls.
+            return Ok(());
+        }
+        self.raise_watermark(watermark, out)
+    }
+
+    fn raise_watermark(
         &mut self,
         watermark: EventTime,
         out: &mut Vec<Output<V, A::Output>>,

@@ -1009,6 +1009,24 @@ mod state_keys {
         }
     }
 
+    #[test]
+    fn the_order_word_holds_the_first_15_bytes_and_the_length_for_every_length() {
+        for len in 0..=40usize {
+            let text: String = (0..len)
+                .map(|at| char::from(b'a' + (at % 26) as u8))
+                .collect();
+            let mut expected = [0u8; 16];
+            let inline = len.min(15);
+            expected[..inline].copy_from_slice(&text.as_bytes()[..inline]);
+            expected[15] = len.min(16) as u8;
+            assert_eq!(
+                StateKey::new(Key::from(text.as_str())).order,
+                u128::from_be_bytes(expected),
+                "length {len}"
+            );
+        }
+    }
+
     /// Strings from a small alphabet, so that zero bytes and multi-byte
     /// characters meet often.
     fn short_string(len_max: usize) -> impl proptest::strategy::Strategy<Value = String> {
