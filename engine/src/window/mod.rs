@@ -352,15 +352,26 @@ impl<V, A: Aggregator<V>> Ctx<'_, V, A> {
         acc: &A::Acc,
         kind: FiringKind,
     ) -> Result<()> {
+        self.fire_owned(key.clone(), window, acc, kind)
+    }
+
+    /// [`Self::fire`] with a key the caller gives up.
+    pub(crate) fn fire_owned(
+        &mut self,
+        key: Key,
+        window: TimeWindow,
+        acc: &A::Acc,
+        kind: FiringKind,
+    ) -> Result<()> {
         let result = self
             .aggregator
-            .result(acc, &WindowContext { key, window })?;
+            .result(acc, &WindowContext { key: &key, window })?;
         match kind {
             FiringKind::OnTime => self.counters.fired_on_time += 1,
             FiringKind::LateUpdate => self.counters.fired_late_update += 1,
         }
         self.out.push(Output::Fire(Firing {
-            key: key.clone(),
+            key,
             window,
             kind,
             result,

@@ -81,7 +81,7 @@ use std::ops::Range;
 
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
-use crate::record::Record;
+use crate::record::{Key, Record};
 use crate::time::EventTime;
 use crate::window::timer_queue::TimerQueue;
 use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
@@ -138,7 +138,11 @@ struct SessionRef {
 }
 
 struct Session<Acc> {
-    key: StateKey,
+    /// The key, held while the session may still fire on time (it has a
+    /// `Fire` wake-up): its on-time firing moves it into the output, with no
+    /// reference-count traffic, and nothing after that needs it (the index
+    /// holds the key too, and records bring theirs).
+    key: Option<Key>,
     start: EventTime,
     end: EventTime,
     /// Unique over the operator's lifetime.
@@ -153,6 +157,13 @@ struct Session<Acc> {
 impl<Acc> Session<Acc> {
     fn window(&self) -> TimeWindow {
         TimeWindow::new(self.start, self.end)
+    }
+
+    /// The key of a session that may still fire on time.
+    fn own_key(&self) -> &str {
+        self.key
+            .as_deref()
+            .expect("a session that may fire on time holds its key")
     }
 }
 
@@ -342,18 +353,12 @@ struct Parts<'a, Acc> {
 
 impl<Acc> Parts<'_, Acc> {
     /// Stores a new session (with a fresh id) and arms its wake-up.
-    fn add_session(
-        &mut self,
-        clock: Clock,
-        key: StateKey,
-        window: TimeWindow,
-        acc: Acc,
-    ) -> SessionRef {
+    fn add_session(&mut self, clock: Clock, key: Key, window: TimeWindow, acc: Acc) -> SessionRef {
         let id = *self.next_id;
         *self.next_id += 1;
         let wakeup = wakeup_for(clock, window);
         let session = self.slots.insert(Session {
-            key,
+            key: Some(key),
             start: window.start,
             end: window.end,
             id,
@@ -469,7 +474,14 @@ impl<Acc> SessionState<Acc> {
                 match self.slots.get(session) {
                     Some(live) => {
                         refs_live += 1;
-                        assert!(live.key == *key, "a session is indexed under its key");
+                        assert!(
+                            live.key.as_ref().is_none_or(|own| *own == key.key),
+                            "a session is indexed under its key"
+                        );
+                        assert!(
+                            live.key.is_some() || live.wakeup.kind == WakeupKind::Cleanup,
+                            "a session that may fire on time holds its key"
+                        );
                         assert!(
                             previous_end.is_none_or(|end| end < live.start),
                             "a key's sessions are disjoint, in start order"
@@ -594,7 +606,7 @@ impl<Acc: Clone> SessionState<Acc> {
                 let slots = &self.slots;
                 firing.sort_unstable_by(|a, b| {
                     let (a, b) = (slots.live(*a), slots.live(*b));
-                    (&a.key, a.start).cmp(&(&b.key, b.start))
+                    (a.own_key(), a.start).cmp(&(b.own_key(), b.start))
                 });
             }
             for session in firing.drain(..) {
@@ -616,7 +628,11 @@ impl<Acc: Clone> SessionState<Acc> {
         let clock = ctx.clock;
         let session = self.slots.live_mut(reference);
         let window = session.window();
-        ctx.fire(&session.key.key, window, &session.acc, FiringKind::OnTime)?;
+        let key = session
+            .key
+            .take()
+            .expect("a session due to fire on time holds its key");
+        ctx.fire_owned(key, window, &session.acc, FiringKind::OnTime)?;
         let cleanup_time = clock.cleanup_time(window);
         if cleanup_time > clock.watermark {
             let cleanup = Wakeup {
@@ -644,11 +660,11 @@ impl<Acc: Clone> SessionState<Acc> {
     /// Live sessions in `(key, start)` order.
     pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
         self.index
-            .values()
-            .flat_map(|sessions| sessions.refs())
-            .filter_map(|&session| self.slots.get(session))
-            .map(|session| StateEntry {
-                key: session.key.key.clone(),
+            .iter()
+            .flat_map(|(key, sessions)| sessions.refs().iter().map(move |session| (key, session)))
+            .filter_map(|(key, &session)| Some((key, self.slots.get(session)?)))
+            .map(|(key, session)| StateEntry {
+                key: key.key.clone(),
                 start: session.start,
                 end: session.end,
                 acc: session.acc.clone(),
@@ -702,7 +718,7 @@ impl<Acc: Clone> SessionState<Acc> {
                 next_id: &mut self.next_id,
             };
             let at = sessions.refs().len();
-            let session = parts.add_session(clock, key, window, acc);
+            let session = parts.add_session(clock, key.key, window, acc);
             sessions.replace(at..at, session);
         }
         #[cfg(test)]
@@ -739,7 +755,7 @@ where
         // the record and reaching it, covers it alone.
         let session = parts.slots.live(only);
         if session.start <= new.start && new.start <= session.end {
-            return grow(ctx, parts, only, new, input);
+            return grow(ctx, parts, only, key.key, new, input);
         }
     }
     // The covered sessions are `refs[first..last]`: the ones that neither
@@ -761,13 +777,13 @@ where
         if clock.has_reached(new) {
             ctx.fire(&key.key, new, &acc, FiringKind::LateUpdate)?;
         }
-        let session = parts.add_session(clock, key, new, acc);
+        let session = parts.add_session(clock, key.key, new, acc);
         sessions.replace(first..first, session);
         return Ok(());
     }
 
     if last - first == 1 && parts.slots.live(refs[first]).start <= new.start {
-        return grow(ctx, parts, refs[first], new, input);
+        return grow(ctx, parts, refs[first], key.key, new, input);
     }
 
     // The record bridges sessions or extends one to the left: the covered
@@ -795,7 +811,7 @@ where
     if clock.has_reached(merged) {
         ctx.fire(&key.key, merged, &acc, FiringKind::LateUpdate)?;
     }
-    let session = parts.add_session(clock, key, merged, acc);
+    let session = parts.add_session(clock, key.key, merged, acc);
     sessions.replace(first..last, session);
     Ok(())
 }
@@ -808,6 +824,7 @@ fn grow<V, A, Acc>(
     ctx: &mut Ctx<'_, V, A>,
     parts: &mut Parts<'_, Acc>,
     reference: SessionRef,
+    key: Key,
     new: TimeWindow,
     input: Input<'_, V>,
 ) -> Result<()>
@@ -829,13 +846,10 @@ where
         parts
             .wakeups
             .set(reference.slot, session, wakeup_for(clock, after));
+        // It may fire on time again: it needs its key back.
+        session.key.get_or_insert(key);
     } else if clock.has_reached(after) {
-        ctx.fire(
-            &session.key.key,
-            after,
-            &session.acc,
-            FiringKind::LateUpdate,
-        )?;
+        ctx.fire_owned(key, after, &session.acc, FiringKind::LateUpdate)?;
     }
     Ok(())
 }
