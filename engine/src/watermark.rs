@@ -236,10 +236,16 @@ impl<I: Ord + Clone + Debug> WatermarkTracker<I> {
             .inputs
             .get_mut(input)
             .ok_or_else(|| Error::Invalid(format!("unknown input {input:?}")))?;
+        let (watermark_before, idle_before) = (state.partition.watermark(), state.idle);
         state.partition.observe(ts, out_of_orderness_ms);
         state.last_record_at_ns = state.last_record_at_ns.max(nanos(now));
         state.idle = false;
-        self.recompute();
+        // Every change of an input's watermark or idleness recomputes the
+        // task watermark, so if neither changed here it stays as it is
+        // (most records raise no watermark).
+        if state.partition.watermark() != watermark_before || idle_before {
+            self.recompute();
+        }
         Ok(self.watermark)
     }
 
@@ -517,6 +523,41 @@ mod tests {
             tracker.on_processing_time(Duration::MAX);
             assert_eq!(tracker.is_idle(&0), Some(false));
             assert_eq!(tracker.is_idle(&1), Some(false));
+        }
+    }
+
+    mod recompute {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// `observe` skips the recomputation when a record changes no
+            /// input's watermark or idleness: the watermark must still be
+            /// what a recomputation from scratch gives.
+            #[test]
+            fn the_task_watermark_is_always_what_a_recomputation_gives(
+                idle_timeout_s in prop_oneof![Just(None), (1u64..5).prop_map(Some)],
+                steps in prop::collection::vec((0u32..3, -20i64..20, 0u64..3), 0..100),
+            ) {
+                let config = WatermarkConfig::new(3, idle_timeout_s.map(secs)).unwrap();
+                let mut tracker = WatermarkTracker::new(config, [0u32, 1, 2], secs(0)).unwrap();
+                let (mut ts, mut now) = (0i64, 0u64);
+                for (input, delta_ms, elapsed_s) in steps {
+                    ts += delta_ms;
+                    now += elapsed_s;
+                    tracker.on_processing_time(secs(now));
+                    tracker.observe(&input, ts, secs(now)).unwrap();
+                    let mut recomputed = tracker.clone();
+                    recomputed.recompute();
+                    prop_assert_eq!(tracker.watermark(), recomputed.watermark());
+                }
+            }
         }
     }
 

@@ -55,6 +55,7 @@ mod assigner;
 mod session;
 mod sliding;
 mod task;
+mod timer_queue;
 mod tumbling;
 
 use std::fmt;
@@ -107,45 +108,91 @@ impl fmt::Display for TimeWindow {
     }
 }
 
-/// A key as the window state orders it: its first 16 bytes inline (big
-/// endian, zero padded) and its length, then the whole key. Orders exactly
-/// as the key's bytes (`str`'s order), but comparisons in a big map are
-/// decided inline, without touching the key's heap allocation, unless two
-/// keys longer than 16 bytes share their first 16.
+/// A key as the window state orders it: one `u128` holding its first 15
+/// bytes (big endian, zero padded) and `min(len, 16)` in the low byte, then
+/// the whole key. Orders exactly as the key's bytes (`str`'s order):
+/// - different first 15 bytes (zero padded) order the keys as their bytes
+///   do (where the padding decides, the shorter key is a prefix of the
+///   other);
+/// - equal first 15 bytes and a length below 16 on either side: the shorter
+///   key is a prefix of the longer one, so the length decides (and equal
+///   lengths mean equal keys);
+/// - only two keys of 16 bytes or more sharing their first 15 compare
+///   their heap bytes.
+///
+/// So comparisons in a big map are one integer comparison, decided without
+/// touching the key's heap allocation, in all but that last case.
 #[derive(Clone, Debug)]
 pub(crate) struct StateKey {
-    prefix: [u64; 2],
-    len: usize,
+    order: u128,
     pub(crate) key: Key,
 }
 
-const STATE_KEY_INLINE_BYTES: usize = 16;
+/// Key bytes held in [`StateKey::order`].
+const STATE_KEY_INLINE_BYTES: usize = 15;
+
+/// The first `min(len, 15)` bytes of `bytes`, big endian and zero padded,
+/// in the top 15 bytes of a `u128` (the low byte is zero). Built in
+/// registers from fixed-size loads (overlapping where the length is not a
+/// power of two), so that no variable-length copy goes through memory.
+#[inline]
+fn prefix_word(bytes: &[u8]) -> u128 {
+    let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
+    let be_u64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let high: u64;
+    let low: u64;
+    if len >= 8 {
+        high = be_u64(0);
+        // The 8 bytes ending at `len` hold bytes 8..len at their end.
+        low = match len {
+            8 => 0,
+            _ => be_u64(len - 8) << (8 * (16 - len)),
+        };
+    } else if len >= 4 {
+        // The 4 bytes ending at `len` hold bytes 4..len at their end.
+        let rest = match len {
+            4 => 0,
+            _ => be_u32(len - 4) << (8 * (8 - len)),
+        };
+        high = (u64::from(be_u32(0)) << 32) | u64::from(rest);
+        low = 0;
+    } else {
+        high = bytes[..len]
+            .iter()
+            .enumerate()
+            .fold(0, |word, (at, &byte)| {
+                word | (u64::from(byte) << (56 - 8 * at))
+            });
+        low = 0;
+    }
+    (u128::from(high) << 64) | u128::from(low)
+}
 
 impl StateKey {
     #[inline]
     pub(crate) fn new(key: Key) -> Self {
         let bytes = key.as_bytes();
-        let mut inline = [0u8; STATE_KEY_INLINE_BYTES];
-        let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
-        inline[..len].copy_from_slice(&bytes[..len]);
-        let (high, low) = inline.split_at(8);
+        // At most 16: fits the low byte.
+        let len_byte = bytes.len().min(STATE_KEY_INLINE_BYTES + 1) as u128;
         Self {
-            prefix: [
-                u64::from_be_bytes(high.try_into().expect("8 bytes")),
-                u64::from_be_bytes(low.try_into().expect("8 bytes")),
-            ],
-            len: bytes.len(),
+            order: prefix_word(bytes) | len_byte,
             key,
         }
+    }
+
+    /// Whether the order word alone does not tell two keys with equal
+    /// words apart (both are 16 bytes or longer).
+    #[inline]
+    fn is_long(&self) -> bool {
+        self.order as u8 as usize > STATE_KEY_INLINE_BYTES
     }
 }
 
 impl PartialEq for StateKey {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix
-            && self.len == other.len
-            && (self.len <= STATE_KEY_INLINE_BYTES || self.key == other.key)
+        self.order == other.order && (!self.is_long() || self.key == other.key)
     }
 }
 
@@ -161,15 +208,12 @@ impl PartialOrd for StateKey {
 impl Ord for StateKey {
     #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| {
-            if self.len <= STATE_KEY_INLINE_BYTES && other.len <= STATE_KEY_INLINE_BYTES {
-                // Equal zero-padded prefixes of short keys: one is a prefix
-                // of the other, and the shorter sorts first ("a" < "a\0").
-                self.len.cmp(&other.len)
-            } else {
+        match self.order.cmp(&other.order) {
+            std::cmp::Ordering::Equal if self.is_long() => {
                 self.key.as_bytes().cmp(other.key.as_bytes())
             }
-        })
+            order => order,
+        }
     }
 }
 
@@ -308,15 +352,26 @@ impl<V, A: Aggregator<V>> Ctx<'_, V, A> {
         acc: &A::Acc,
         kind: FiringKind,
     ) -> Result<()> {
+        self.fire_owned(key.clone(), window, acc, kind)
+    }
+
+    /// [`Self::fire`] with a key the caller gives up.
+    pub(crate) fn fire_owned(
+        &mut self,
+        key: Key,
+        window: TimeWindow,
+        acc: &A::Acc,
+        kind: FiringKind,
+    ) -> Result<()> {
         let result = self
             .aggregator
-            .result(acc, &WindowContext { key, window })?;
+            .result(acc, &WindowContext { key: &key, window })?;
         match kind {
             FiringKind::OnTime => self.counters.fired_on_time += 1,
             FiringKind::LateUpdate => self.counters.fired_late_update += 1,
         }
         self.out.push(Output::Fire(Firing {
-            key: key.clone(),
+            key,
             window,
             kind,
             result,
@@ -466,6 +521,18 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
         out: &mut Vec<Output<V, A::Output>>,
     ) -> Result<()> {
         self.check_record(&record)?;
+        self.process_checked(record, out)
+    }
+
+    /// [`Self::process`] for a record [`Self::check_record`] accepted, with
+    /// nothing called on the operator in between.
+    #[inline]
+    pub(crate) fn process_checked(
+        &mut self,
+        record: Record<V>,
+        out: &mut Vec<Output<V, A::Output>>,
+    ) -> Result<()> {
+        debug_assert!(self.check_record(&record).is_ok());
         let arrival = self.arrival_next;
         self.arrival_next += 1;
         self.counters.records += 1;
@@ -493,7 +560,20 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
     /// ascending `(window_end, key)`), then purges what became late. A
     /// watermark at or below the current one changes nothing (watermarks
     /// never go backwards).
+    #[inline]
     pub fn advance_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut Vec<Output<V, A::Output>>,
+    ) -> Result<()> {
+        if watermark <= self.watermark && self.failure.is_none() {
+            // The common case for a task's per-record calls.
+            return Ok(());
+        }
+        self.raise_watermark(watermark, out)
+    }
+
+    fn raise_watermark(
         &mut self,
         watermark: EventTime,
         out: &mut Vec<Output<V, A::Output>>,

@@ -15,6 +15,22 @@
 //! Then, as for every window: if the watermark has reached the session's max
 //! timestamp, it fires a `late_update` at once.
 //!
+//! # State layout
+//!
+//! - `slots`: a slab (`Vec`) of sessions. A session is named by a
+//!   [`SessionRef`], its slot and its id (ids are unique over the operator's
+//!   lifetime, so a reference that outlives its session is recognised as
+//!   stale: the generation check of lazy deletion). Freed slots are reused
+//!   last-in first-out, while their memory is still in cache.
+//! - `index`: the one ordered index by key, `BTreeMap<StateKey,
+//!   KeySessions>`: per key, references to its sessions in start order. A
+//!   record costs one descent in it; nothing else is keyed by strings.
+//! - `wakeups`: a monotone timer queue (a radix heap, see
+//!   [`TimerQueue`]): arming is appending to a `Vec`, and entries come out
+//!   grouped by time (a *bucket*) without any ordered-map descent. An entry
+//!   names its session's slot, so a firing or a purge goes straight to it,
+//!   with no key descent.
+//!
 //! # Wake-ups
 //!
 //! A session that grows in place (the common case: a record inside or just
@@ -31,20 +47,78 @@
 //! eagerly. When the watermark passes a wake-up, a wake-up earlier than its
 //! session's due time is re-armed at the due time (later in the same pass if
 //! still due); one exactly due fires `on_time` (then arms the cleanup) or
-//! purges. So on-time firings happen only at exact `(max_timestamp, key)`
-//! entries, in ascending `(window_end, key)` as for the other window kinds.
-//! Merging and re-arming remove the entries they supersede.
+//! purges. So on-time firings happen only at a session's exact max
+//! timestamp. Whatever a bucket arms lands in a later bucket, and a bucket's
+//! on-time firings run in ascending `(key, start)`, so they come out in
+//! ascending `(window_end, key)` as for the other window kinds. (Everything
+//! else a bucket does touches one session each and emits nothing, so its
+//! order does not matter.)
+//!
+//! # Lazy deletion and compaction
+//!
+//! Merging and re-arming leave the wake-up entries they supersede in the
+//! queue, and a purge leaves its session's reference in the index: both
+//! are *stale*, and are skipped (entries) or dropped (references, at the
+//! key's next record) when met. Every entry carries an arming number
+//! (unique over the operator's lifetime) and a session records the number
+//! of its current entry, so an entry is current iff its slot holds a
+//! session with its number; every live session has exactly one current
+//! entry, and the queue holds `len + stale` entries.
+//!
+//! A key whose sessions are all purged keeps its index entry, so a key that
+//! comes back costs no index insertion. When stale references exceed
+//! [`STALE_REFS_PER_SESSION_MAX`] per live session, or stale entries one per
+//! live session (each plus [`COMPACTION_SLACK`]), a compaction drops them in
+//! one pass over the index or the buckets; when the last session is purged
+//! everything is dropped. So memory stays linear in the live state (the
+//! slab keeps its high-water mark of live sessions) and the amortised cost
+//! per record constant. None of this is observable: outputs and snapshots
+//! depend on the live sessions alone.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::mem;
+use std::ops::Range;
 
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
-use crate::record::Record;
+use crate::record::{Key, Record};
 use crate::time::EventTime;
+use crate::window::timer_queue::TimerQueue;
 use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Stale index references tolerated per live session (plus the slack):
+/// keys that come back within a few session lifetimes keep their index
+/// entry, and the index stays within a small factor of the live state.
+const STALE_REFS_PER_SESSION_MAX: usize = 2;
+
+/// Stale references and stale entries tolerated on top of the proportional
+/// bounds, so that small states do not compact over and over.
+const COMPACTION_SLACK: usize = 1_024;
+
+/// When compactions run (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Compaction {
+    pub(crate) stale_refs_per_session_max: usize,
+    pub(crate) stale_entries_per_session_max: usize,
+    pub(crate) slack: usize,
+}
+
+impl Compaction {
+    pub(crate) const DEFAULT: Compaction = Compaction {
+        stale_refs_per_session_max: STALE_REFS_PER_SESSION_MAX,
+        stale_entries_per_session_max: 1,
+        slack: COMPACTION_SLACK,
+    };
+
+    fn is_due(self, stale: usize, per_session_max: usize, len: usize) -> bool {
+        stale
+            > len
+                .saturating_mul(per_session_max)
+                .saturating_add(self.slack)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum WakeupKind {
     Fire,
     Cleanup,
@@ -56,13 +130,27 @@ struct Wakeup {
     kind: WakeupKind,
 }
 
+/// A session's slot and id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SessionRef {
+    slot: u32,
+    id: u64,
+}
+
 struct Session<Acc> {
+    /// The key, held while the session may still fire on time (it has a
+    /// `Fire` wake-up): its on-time firing moves it into the output, with no
+    /// reference-count traffic, and nothing after that needs it (the index
+    /// holds the key too, and records bring theirs).
+    key: Option<Key>,
     start: EventTime,
     end: EventTime,
-    /// Tells this session from earlier ones of the same key and start.
+    /// Unique over the operator's lifetime.
     id: u64,
     /// The session's one current wake-up (see the module docs).
     wakeup: Wakeup,
+    /// The arming number of the entry of its current wake-up.
+    armed: u64,
     acc: Acc,
 }
 
@@ -70,33 +158,174 @@ impl<Acc> Session<Acc> {
     fn window(&self) -> TimeWindow {
         TimeWindow::new(self.start, self.end)
     }
+
+    /// The key of a session that may still fire on time.
+    fn own_key(&self) -> &str {
+        self.key
+            .as_deref()
+            .expect("a session that may fire on time holds its key")
+    }
 }
 
-/// `(time, key, start, session id, kind)`.
-type WakeupEntry = (EventTime, StateKey, EventTime, u64, WakeupKind);
+/// A key's sessions in start order, as references (some possibly stale).
+/// Most keys have one session at a time: that one is stored inline.
+enum KeySessions {
+    One(SessionRef),
+    /// Any number, including none.
+    Many(Vec<SessionRef>),
+}
+
+impl KeySessions {
+    fn refs(&self) -> &[SessionRef] {
+        match self {
+            KeySessions::One(one) => std::slice::from_ref(one),
+            KeySessions::Many(many) => many,
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&SessionRef) -> bool) {
+        match self {
+            KeySessions::One(one) => {
+                if !keep(one) {
+                    *self = KeySessions::Many(Vec::new());
+                }
+            }
+            KeySessions::Many(many) => many.retain(keep),
+        }
+    }
+
+    /// Replaces the references in `covered` (possibly none) by `new`.
+    fn replace(&mut self, covered: Range<usize>, new: SessionRef) {
+        if covered.len() == self.refs().len() {
+            *self = KeySessions::One(new);
+            return;
+        }
+        let mut refs = match mem::replace(self, KeySessions::Many(Vec::new())) {
+            KeySessions::One(one) => vec![one],
+            KeySessions::Many(many) => many,
+        };
+        refs.splice(covered, [new]);
+        *self = KeySessions::Many(refs);
+    }
+}
+
+/// A wake-up in the timer queue: its session's slot, and its arming
+/// number (unique over the operator's lifetime; its time is the queue's).
+#[derive(Clone, Copy, Debug)]
+struct WakeupEntry {
+    armed: u64,
+    slot: u32,
+}
+
+/// The slab of sessions.
+struct Slots<Acc> {
+    slots: Vec<Option<Session<Acc>>>,
+    /// Free slots, reused last-in first-out.
+    free: Vec<u32>,
+}
+
+impl<Acc> Slots<Acc> {
+    fn get(&self, session: SessionRef) -> Option<&Session<Acc>> {
+        self.slots[session.slot as usize]
+            .as_ref()
+            .filter(|live| live.id == session.id)
+    }
+
+    fn is_live(&self, session: SessionRef) -> bool {
+        self.get(session).is_some()
+    }
+
+    /// The live session `session` names (callers checked it is live).
+    fn live(&self, session: SessionRef) -> &Session<Acc> {
+        self.get(session)
+            .expect("a checked reference names a live session")
+    }
+
+    fn live_mut(&mut self, session: SessionRef) -> &mut Session<Acc> {
+        self.slots[session.slot as usize]
+            .as_mut()
+            .filter(|live| live.id == session.id)
+            .expect("a checked reference names a live session")
+    }
+
+    fn insert(&mut self, session: Session<Acc>) -> SessionRef {
+        let id = session.id;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                assert!(self.slots[slot as usize].is_none(), "a free slot is empty");
+                self.slots[slot as usize] = Some(session);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 live sessions");
+                self.slots.push(Some(session));
+                slot
+            }
+        };
+        SessionRef { slot, id }
+    }
+
+    fn remove(&mut self, session: SessionRef) -> Session<Acc> {
+        let removed = self.slots[session.slot as usize]
+            .take()
+            .filter(|live| live.id == session.id)
+            .expect("a removed reference names a live session");
+        self.free.push(session.slot);
+        removed
+    }
+}
+
+/// The wake-up entries, in a monotone timer queue (every wake-up is armed
+/// after the watermark, or after the wake-up being handled).
+struct Wakeups {
+    queue: TimerQueue<WakeupEntry>,
+    /// The arming number of the next entry.
+    armed_next: u64,
+    /// Entries no longer current (see the module docs).
+    stale: usize,
+}
+
+impl Wakeups {
+    fn new() -> Self {
+        Self {
+            queue: TimerQueue::new(),
+            armed_next: 0,
+            stale: 0,
+        }
+    }
+
+    /// Makes `wakeup` the current one of `session` (in `slot`) and arms
+    /// it. An entry armed earlier for the session is no longer current
+    /// (the caller counts it as stale if it is still queued).
+    #[inline]
+    fn set<Acc>(&mut self, slot: u32, session: &mut Session<Acc>, wakeup: Wakeup) {
+        session.wakeup = wakeup;
+        session.armed = self.armed_next;
+        self.armed_next += 1;
+        let entry = WakeupEntry {
+            armed: session.armed,
+            slot,
+        };
+        self.queue.push(wakeup.time, entry);
+    }
+}
 
 pub(crate) struct SessionState<Acc> {
     gap_ms: i64,
-    /// Live sessions per key, sorted by start (so by end too: they are
-    /// disjoint); a key without sessions has no entry.
-    sessions: BTreeMap<StateKey, Vec<Session<Acc>>>,
-    /// How many sessions `sessions` holds.
+    /// Every key with live sessions, and keys whose references went stale
+    /// since the last compaction.
+    index: BTreeMap<StateKey, KeySessions>,
+    /// References in `index` to purged sessions.
+    refs_stale: usize,
+    slots: Slots<Acc>,
+    /// How many sessions are live.
     len: usize,
-    /// Wake-ups in time order: exactly the current wake-up of each live
-    /// session.
-    wakeups: BTreeSet<WakeupEntry>,
+    wakeups: Wakeups,
     next_id: u64,
-}
-
-/// Merging and re-arming remove the entries they supersede: a popped
-/// wake-up is its session's current one, and never late for it.
-fn check_current<Acc>(session: &Session<Acc>, id: u64, wakeup: Wakeup) {
-    assert!(
-        session.id == id && session.wakeup == wakeup,
-        "a wake-up is its session's current one: {wakeup:?} id {id} vs {:?} id {}",
-        session.wakeup,
-        session.id
-    );
+    compaction: Compaction,
+    /// Scratch: the entries of one bucket, and its on-time firings.
+    bucket: Vec<WakeupEntry>,
+    firing: Vec<SessionRef>,
 }
 
 /// The wake-up a session gets when it is (re)formed at this watermark.
@@ -114,51 +343,174 @@ fn wakeup_for(clock: Clock, window: TimeWindow) -> Wakeup {
     }
 }
 
-/// A new session with a fresh id; its wake-up goes to `wakeups`.
-fn new_session<Acc>(
-    clock: Clock,
-    next_id: &mut u64,
-    wakeups: &mut BTreeSet<WakeupEntry>,
-    key: &StateKey,
-    window: TimeWindow,
-    acc: Acc,
-) -> Session<Acc> {
-    let id = *next_id;
-    *next_id += 1;
-    let wakeup = wakeup_for(clock, window);
-    wakeups.insert((wakeup.time, key.clone(), window.start, id, wakeup.kind));
-    Session {
-        start: window.start,
-        end: window.end,
-        id,
-        wakeup,
-        acc,
-    }
+/// The parts of the state one record works on, once its key is looked up.
+struct Parts<'a, Acc> {
+    slots: &'a mut Slots<Acc>,
+    len: &'a mut usize,
+    wakeups: &'a mut Wakeups,
+    next_id: &'a mut u64,
 }
 
-fn wakeup_entry<Acc>(key: &StateKey, session: &Session<Acc>) -> WakeupEntry {
-    (
-        session.wakeup.time,
-        key.clone(),
-        session.start,
-        session.id,
-        session.wakeup.kind,
-    )
+impl<Acc> Parts<'_, Acc> {
+    /// Stores a new session (with a fresh id) and arms its wake-up.
+    fn add_session(&mut self, clock: Clock, key: Key, window: TimeWindow, acc: Acc) -> SessionRef {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        let wakeup = wakeup_for(clock, window);
+        let session = self.slots.insert(Session {
+            key: Some(key),
+            start: window.start,
+            end: window.end,
+            id,
+            wakeup,
+            armed: 0,
+            acc,
+        });
+        self.wakeups
+            .set(session.slot, self.slots.live_mut(session), wakeup);
+        *self.len += 1;
+        session
+    }
 }
 
 impl<Acc> SessionState<Acc> {
     pub(crate) fn new(gap_ms: i64) -> Self {
         Self {
             gap_ms,
-            sessions: BTreeMap::new(),
+            index: BTreeMap::new(),
+            refs_stale: 0,
+            slots: Slots {
+                slots: Vec::new(),
+                free: Vec::new(),
+            },
             len: 0,
-            wakeups: BTreeSet::new(),
+            wakeups: Wakeups::new(),
             next_id: 0,
+            compaction: Compaction::DEFAULT,
+            bucket: Vec::new(),
+            firing: Vec::new(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_compaction(&mut self, compaction: Compaction) {
+        self.compaction = compaction;
+    }
+
+    /// The session whose current wake-up `entry` (at `time`) is, if any.
+    fn current(&self, time: EventTime, entry: &WakeupEntry) -> Option<SessionRef> {
+        let session = self.slots.slots[entry.slot as usize].as_ref()?;
+        if session.armed != entry.armed {
+            return None;
+        }
+        assert_eq!(
+            session.wakeup.time, time,
+            "an entry is queued at its wake-up's time"
+        );
+        Some(SessionRef {
+            slot: entry.slot,
+            id: session.id,
+        })
+    }
+
+    /// Drops stale references and entries once they are too many (see the
+    /// module docs), and everything once no session is live.
+    fn compact_if_due(&mut self) {
+        if self.len == 0 {
+            if !self.index.is_empty() || !self.slots.slots.is_empty() {
+                self.index.clear();
+                self.refs_stale = 0;
+                self.slots.slots.clear();
+                self.slots.free.clear();
+                self.wakeups.queue.clear();
+                self.wakeups.stale = 0;
+            }
+            return;
+        }
+        if self.compaction.is_due(
+            self.refs_stale,
+            self.compaction.stale_refs_per_session_max,
+            self.len,
+        ) {
+            let slots = &self.slots;
+            self.index.retain(|_, sessions| {
+                sessions.retain(|&session| slots.is_live(session));
+                !sessions.refs().is_empty()
+            });
+            self.refs_stale = 0;
+        }
+        if self.compaction.is_due(
+            self.wakeups.stale,
+            self.compaction.stale_entries_per_session_max,
+            self.len,
+        ) {
+            let mut queue = mem::replace(&mut self.wakeups.queue, TimerQueue::new());
+            queue.retain(|time, entry| self.current(time, entry).is_some());
+            self.wakeups.queue = queue;
+            self.wakeups.stale = 0;
+        }
+        #[cfg(test)]
+        self.check_invariants();
+    }
+
+    /// Every count matches the structures (for tests: costs a full pass).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let live = self.slots.slots.iter().flatten().count();
+        assert_eq!(live, self.len, "len counts the live sessions");
+        assert_eq!(
+            self.slots.slots.len() - self.slots.free.len(),
+            live,
+            "a slot is live or free"
+        );
+        let (mut refs_live, mut refs_stale) = (0, 0);
+        for (key, sessions) in &self.index {
+            let mut previous_end = None;
+            for &session in sessions.refs() {
+                match self.slots.get(session) {
+                    Some(live) => {
+                        refs_live += 1;
+                        assert!(
+                            live.key.as_ref().is_none_or(|own| *own == key.key),
+                            "a session is indexed under its key"
+                        );
+                        assert!(
+                            live.key.is_some() || live.wakeup.kind == WakeupKind::Cleanup,
+                            "a session that may fire on time holds its key"
+                        );
+                        assert!(
+                            previous_end.is_none_or(|end| end < live.start),
+                            "a key's sessions are disjoint, in start order"
+                        );
+                        previous_end = Some(live.end);
+                    }
+                    None => refs_stale += 1,
+                }
+            }
+        }
+        assert_eq!(refs_live, self.len, "each live session is indexed once");
+        assert_eq!(refs_stale, self.refs_stale, "stale references are counted");
+        let mut entries_current = 0;
+        let mut entries = 0;
+        for (time, entry) in self.wakeups.queue.iter() {
+            entries += 1;
+            if self.current(time, entry).is_some() {
+                entries_current += 1;
+            }
+        }
+        assert_eq!(
+            entries_current, self.len,
+            "each live session has one current wake-up"
+        );
+        assert_eq!(
+            entries - entries_current,
+            self.wakeups.stale,
+            "stale entries are counted"
+        );
     }
 }
 
@@ -172,119 +524,42 @@ impl<Acc: Clone> SessionState<Acc> {
     where
         A: Aggregator<V, Acc = Acc>,
     {
-        let clock = ctx.clock;
         let Record { key, ts, value } = record;
+        let key = StateKey::new(key);
         let new = TimeWindow::new(ts, ts + self.gap_ms);
-        let input = Input {
-            ts,
-            arrival,
-            value: &value,
+        let stale_before = self.wakeups.stale;
+        let mut parts = Parts {
+            slots: &mut self.slots,
+            len: &mut self.len,
+            wakeups: &mut self.wakeups,
+            next_id: &mut self.next_id,
         };
-        let SessionState {
-            sessions,
-            len,
-            wakeups,
-            next_id,
-            ..
-        } = self;
-
-        let mut entry = match sessions.entry(StateKey::new(key)) {
-            Entry::Vacant(entry) => {
-                if clock.is_window_late(new) {
-                    let key = entry.into_key().key;
-                    ctx.late(Record { key, ts, value });
-                    return Ok(());
-                }
-                let mut acc = ctx.aggregator.create();
-                ctx.aggregator.add(&mut acc, input)?;
-                if clock.has_reached(new) {
-                    ctx.fire(&entry.key().key, new, &acc, FiringKind::LateUpdate)?;
-                }
-                let session = new_session(clock, next_id, wakeups, entry.key(), new, acc);
-                entry.insert(vec![session]);
-                *len += 1;
-                return Ok(());
-            }
-            Entry::Occupied(entry) => entry,
+        let result = if let Some(sessions) = self.index.get_mut(&key) {
+            // Drop the references to purged sessions first.
+            let refs_before = sessions.refs().len();
+            sessions.retain(|&session| parts.slots.is_live(session));
+            self.refs_stale -= refs_before - sessions.refs().len();
+            merge(ctx, &mut parts, sessions, key, new, value, arrival)
+        } else if ctx.clock.is_window_late(new) {
+            // A late record of a key without sessions: nothing to merge.
+            ctx.late(Record {
+                key: key.key,
+                ts,
+                value,
+            });
+            Ok(())
+        } else {
+            let sessions = self
+                .index
+                .entry(key.clone())
+                .or_insert(KeySessions::Many(Vec::new()));
+            merge(ctx, &mut parts, sessions, key, new, value, arrival)
         };
-        let key = entry.key().clone();
-        let list = entry.get_mut();
-        // The covered sessions are `list[first..last]`: the ones that
-        // neither end before the new window starts nor start after it ends.
-        let first = list.partition_point(|session| session.end < new.start);
-        let last = list.partition_point(|session| session.start <= new.end);
-
-        if first == last {
-            if clock.is_window_late(new) {
-                ctx.late(Record {
-                    key: key.key,
-                    ts,
-                    value,
-                });
-                return Ok(());
-            }
-            let mut acc = ctx.aggregator.create();
-            ctx.aggregator.add(&mut acc, input)?;
-            if clock.has_reached(new) {
-                ctx.fire(&key.key, new, &acc, FiringKind::LateUpdate)?;
-            }
-            let session = new_session(clock, next_id, wakeups, &key, new, acc);
-            list.insert(first, session);
-            *len += 1;
-            return Ok(());
+        // Only a merge or a re-arm makes anything stale here.
+        if result.is_ok() && self.wakeups.stale != stale_before {
+            self.compact_if_due();
         }
-
-        if last - first == 1 && list[first].start <= new.start {
-            // The record touches one session and does not move its start:
-            // the session grows in place (Flink merges it into the cover,
-            // which is the same window when the record is inside).
-            let session = &mut list[first];
-            let before = session.window();
-            ctx.aggregator.add(&mut session.acc, input)?;
-            session.end = session.end.max(new.end);
-            let after = session.window();
-            if clock.has_reached(before) && !clock.has_reached(after) {
-                // A late record pushed a reached session past the
-                // watermark: pending again, and its cleanup wake-up may lie
-                // after its new max timestamp.
-                wakeups.remove(&wakeup_entry(&key, session));
-                session.wakeup = wakeup_for(clock, after);
-                wakeups.insert(wakeup_entry(&key, session));
-            } else if clock.has_reached(after) {
-                ctx.fire(&key.key, after, &session.acc, FiringKind::LateUpdate)?;
-            }
-            return Ok(());
-        }
-
-        // The record bridges sessions or extends one to the left: the
-        // covered sessions are replaced by their cover.
-        let merged = TimeWindow::new(
-            list[first].start.min(new.start),
-            list[last - 1].end.max(new.end),
-        );
-        assert!(
-            !clock.is_window_late(merged),
-            "merging live sessions cannot make a late window"
-        );
-        let mut acc: Option<Acc> = None;
-        for covered in list.drain(first..last) {
-            let removed = wakeups.remove(&wakeup_entry(&key, &covered));
-            assert!(removed, "a live session has its current wake-up");
-            *len -= 1;
-            match &mut acc {
-                None => acc = Some(covered.acc),
-                Some(acc) => ctx.aggregator.merge(acc, &covered.acc)?,
-            }
-        }
-        let mut acc = acc.expect("at least one session was covered");
-        ctx.aggregator.add(&mut acc, input)?;
-        if clock.has_reached(merged) {
-            ctx.fire(&key.key, merged, &acc, FiringKind::LateUpdate)?;
-        }
-        let session = new_session(clock, next_id, wakeups, &key, merged, acc);
-        list.insert(first, session);
-        *len += 1;
-        Ok(())
+        result
     }
 
     pub(crate) fn advance<V, A>(&mut self, ctx: &mut Ctx<'_, V, A>) -> Result<()>
@@ -292,76 +567,107 @@ impl<Acc: Clone> SessionState<Acc> {
         A: Aggregator<V, Acc = Acc>,
     {
         let clock = ctx.clock;
-        while let Some(first) = self.wakeups.first() {
-            if first.0 > clock.watermark {
-                break;
-            }
-            let (time, key, start, id, kind) =
-                self.wakeups.pop_first().expect("the first wake-up exists");
-            let Entry::Occupied(mut entry) = self.sessions.entry(key) else {
-                panic!("a wake-up belongs to a live session");
-            };
-            let index = entry
-                .get()
-                .binary_search_by_key(&start, |session| session.start)
-                .expect("a wake-up belongs to a live session");
-            let session = &entry.get()[index];
-            check_current(session, id, Wakeup { time, kind });
-            let window = session.window();
-            let due = match kind {
-                WakeupKind::Fire => window.max_timestamp(),
-                WakeupKind::Cleanup => clock.cleanup_time(window),
-            };
-            assert!(time <= due, "a wake-up is never late for its session");
-            let next = if time < due {
-                // Early: the session grew since this was armed.
-                Some(Wakeup { time: due, kind })
-            } else if kind == WakeupKind::Fire {
-                ctx.fire(
-                    &entry.key().key,
-                    window,
-                    &entry.get()[index].acc,
-                    FiringKind::OnTime,
-                )?;
-                // Purge at once if the cleanup time has passed too.
-                Some(Wakeup {
-                    time: clock.cleanup_time(window),
-                    kind: WakeupKind::Cleanup,
-                })
-                .filter(|cleanup| cleanup.time > clock.watermark)
-            } else {
-                None
-            };
-            match next {
-                Some(wakeup) => {
-                    let session = &mut entry.get_mut()[index];
-                    session.wakeup = wakeup;
-                    let rearmed = wakeup_entry(entry.key(), &entry.get()[index]);
-                    self.wakeups.insert(rearmed);
-                }
-                None => {
-                    entry.get_mut().remove(index);
-                    if entry.get().is_empty() {
-                        entry.remove();
-                    }
-                    self.len -= 1;
-                    ctx.counters.states_purged += 1;
+        if self
+            .wakeups
+            .queue
+            .first_time()
+            .is_none_or(|time| time > clock.watermark)
+        {
+            // Nothing is due (the common case for a record's watermark).
+            return Ok(());
+        }
+        let mut bucket = mem::take(&mut self.bucket);
+        let mut firing = mem::take(&mut self.firing);
+        while let Some(time) = self.wakeups.queue.pop_due(clock.watermark, &mut bucket) {
+            for entry in bucket.drain(..) {
+                let Some(reference) = self.current(time, &entry) else {
+                    self.wakeups.stale -= 1;
+                    continue;
+                };
+                let session = self.slots.live_mut(reference);
+                let window = session.window();
+                let kind = session.wakeup.kind;
+                let due = match kind {
+                    WakeupKind::Fire => window.max_timestamp(),
+                    WakeupKind::Cleanup => clock.cleanup_time(window),
+                };
+                assert!(time <= due, "a wake-up is never late for its session");
+                if time < due {
+                    // Early: the session grew since this was armed.
+                    self.wakeups
+                        .set(reference.slot, session, Wakeup { time: due, kind });
+                } else if kind == WakeupKind::Fire {
+                    firing.push(reference);
+                } else {
+                    self.purge(ctx, reference);
                 }
             }
+            if firing.len() > 1 {
+                let slots = &self.slots;
+                firing.sort_unstable_by(|a, b| {
+                    let (a, b) = (slots.live(*a), slots.live(*b));
+                    (a.own_key(), a.start).cmp(&(b.own_key(), b.start))
+                });
+            }
+            for session in firing.drain(..) {
+                self.fire_on_time(ctx, session)?;
+            }
+        }
+        self.bucket = bucket;
+        self.firing = firing;
+        self.compact_if_due();
+        Ok(())
+    }
+
+    /// The watermark reached the session's max timestamp: it fires, then
+    /// waits for its cleanup time (or is purged at once if that passed too).
+    fn fire_on_time<V, A>(&mut self, ctx: &mut Ctx<'_, V, A>, reference: SessionRef) -> Result<()>
+    where
+        A: Aggregator<V, Acc = Acc>,
+    {
+        let clock = ctx.clock;
+        let session = self.slots.live_mut(reference);
+        let window = session.window();
+        let key = session
+            .key
+            .take()
+            .expect("a session due to fire on time holds its key");
+        ctx.fire_owned(key, window, &session.acc, FiringKind::OnTime)?;
+        let cleanup_time = clock.cleanup_time(window);
+        if cleanup_time > clock.watermark {
+            let cleanup = Wakeup {
+                time: cleanup_time,
+                kind: WakeupKind::Cleanup,
+            };
+            self.wakeups.set(reference.slot, session, cleanup);
+        } else {
+            self.purge(ctx, reference);
         }
         Ok(())
     }
 
+    /// Drops a session's state; its index reference goes stale.
+    fn purge<V, A>(&mut self, ctx: &mut Ctx<'_, V, A>, session: SessionRef)
+    where
+        A: Aggregator<V, Acc = Acc>,
+    {
+        self.slots.remove(session);
+        self.len -= 1;
+        self.refs_stale += 1;
+        ctx.counters.states_purged += 1;
+    }
+
+    /// Live sessions in `(key, start)` order.
     pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
-        self.sessions
+        self.index
             .iter()
-            .flat_map(|(key, list)| {
-                list.iter().map(|session| StateEntry {
-                    key: key.key.clone(),
-                    start: session.start,
-                    end: session.end,
-                    acc: session.acc.clone(),
-                })
+            .flat_map(|(key, sessions)| sessions.refs().iter().map(move |session| (key, session)))
+            .filter_map(|(key, &session)| Some((key, self.slots.get(session)?)))
+            .map(|(key, session)| StateEntry {
+                key: key.key.clone(),
+                start: session.start,
+                end: session.end,
+                acc: session.acc.clone(),
             })
             .collect()
     }
@@ -392,27 +698,158 @@ impl<Acc: Clone> SessionState<Acc> {
                 )));
             }
             let key = StateKey::new(key);
-            let list = self.sessions.entry(key.clone()).or_default();
-            if let Some(previous) = list.last()
-                && previous.end >= start
-            {
-                return Err(corrupt(format!(
-                    "sessions {} and {window} of key {:?} overlap or touch",
-                    previous.window(),
-                    &*key.key
-                )));
+            let sessions = self
+                .index
+                .entry(key.clone())
+                .or_insert(KeySessions::Many(Vec::new()));
+            if let Some(&previous) = sessions.refs().last() {
+                let previous = self.slots.live(previous).window();
+                if previous.end >= start {
+                    return Err(corrupt(format!(
+                        "sessions {previous} and {window} of key {:?} overlap or touch",
+                        &*key.key
+                    )));
+                }
             }
-            let session = new_session(
-                clock,
-                &mut self.next_id,
-                &mut self.wakeups,
-                &key,
-                window,
-                acc,
-            );
-            list.push(session);
-            self.len += 1;
+            let mut parts = Parts {
+                slots: &mut self.slots,
+                len: &mut self.len,
+                wakeups: &mut self.wakeups,
+                next_id: &mut self.next_id,
+            };
+            let at = sessions.refs().len();
+            let session = parts.add_session(clock, key.key, window, acc);
+            sessions.replace(at..at, session);
         }
+        #[cfg(test)]
+        self.check_invariants();
         Ok(())
     }
+}
+
+/// Adds a record (its window `new`, which starts at its timestamp) to its key's live `sessions` (no stale
+/// references): a new session, growth in place, or a merge.
+#[inline(always)]
+fn merge<V, A, Acc>(
+    ctx: &mut Ctx<'_, V, A>,
+    parts: &mut Parts<'_, Acc>,
+    sessions: &mut KeySessions,
+    key: StateKey,
+    new: TimeWindow,
+    value: V,
+    arrival: u64,
+) -> Result<()>
+where
+    A: Aggregator<V, Acc = Acc>,
+    Acc: Clone,
+{
+    let clock = ctx.clock;
+    let input = Input {
+        ts: new.start,
+        arrival,
+        value: &value,
+    };
+    let refs = sessions.refs();
+    if let [only] = *refs {
+        // The common case: the key's one session, starting at or before
+        // the record and reaching it, covers it alone.
+        let session = parts.slots.live(only);
+        if session.start <= new.start && new.start <= session.end {
+            return grow(ctx, parts, only, key.key, new, input);
+        }
+    }
+    // The covered sessions are `refs[first..last]`: the ones that neither
+    // end before the new window starts nor start after it ends.
+    let first = refs.partition_point(|&session| parts.slots.live(session).end < new.start);
+    let last = refs.partition_point(|&session| parts.slots.live(session).start <= new.end);
+
+    if first == last {
+        if clock.is_window_late(new) {
+            ctx.late(Record {
+                key: key.key,
+                ts: new.start,
+                value,
+            });
+            return Ok(());
+        }
+        let mut acc = ctx.aggregator.create();
+        ctx.aggregator.add(&mut acc, input)?;
+        if clock.has_reached(new) {
+            ctx.fire(&key.key, new, &acc, FiringKind::LateUpdate)?;
+        }
+        let session = parts.add_session(clock, key.key, new, acc);
+        sessions.replace(first..first, session);
+        return Ok(());
+    }
+
+    if last - first == 1 && parts.slots.live(refs[first]).start <= new.start {
+        return grow(ctx, parts, refs[first], key.key, new, input);
+    }
+
+    // The record bridges sessions or extends one to the left: the covered
+    // sessions are replaced by their cover, and their entries go stale.
+    let merged = TimeWindow::new(
+        parts.slots.live(refs[first]).start.min(new.start),
+        parts.slots.live(refs[last - 1]).end.max(new.end),
+    );
+    assert!(
+        !clock.is_window_late(merged),
+        "merging live sessions cannot make a late window"
+    );
+    let mut acc: Option<Acc> = None;
+    for &covered in &refs[first..last] {
+        let covered = parts.slots.remove(covered);
+        parts.wakeups.stale += 1;
+        *parts.len -= 1;
+        match &mut acc {
+            None => acc = Some(covered.acc),
+            Some(acc) => ctx.aggregator.merge(acc, &covered.acc)?,
+        }
+    }
+    let mut acc = acc.expect("at least one session was covered");
+    ctx.aggregator.add(&mut acc, input)?;
+    if clock.has_reached(merged) {
+        ctx.fire(&key.key, merged, &acc, FiringKind::LateUpdate)?;
+    }
+    let session = parts.add_session(clock, key.key, merged, acc);
+    sessions.replace(first..last, session);
+    Ok(())
+}
+
+/// The record (its window `new`) touches one session and does not move its
+/// start: the session grows in place (Flink merges it into the cover, which
+/// is the same window when the record is inside).
+#[inline(always)]
+fn grow<V, A, Acc>(
+    ctx: &mut Ctx<'_, V, A>,
+    parts: &mut Parts<'_, Acc>,
+    reference: SessionRef,
+    key: Key,
+    new: TimeWindow,
+    input: Input<'_, V>,
+) -> Result<()>
+where
+    A: Aggregator<V, Acc = Acc>,
+{
+    let clock = ctx.clock;
+    let session = parts.slots.live_mut(reference);
+    debug_assert!(session.start <= new.start && new.start <= session.end);
+    let before = session.window();
+    ctx.aggregator.add(&mut session.acc, input)?;
+    session.end = session.end.max(new.end);
+    let after = session.window();
+    if clock.has_reached(before) && !clock.has_reached(after) {
+        // A late record pushed a reached session past the watermark:
+        // pending again, and its cleanup wake-up may lie after its new max
+        // timestamp. The old entry goes stale.
+        parts.wakeups.stale += 1;
+        parts
+            .wakeups
+            .set(reference.slot, session, wakeup_for(clock, after));
+        // It may fire on time again: it needs its key back.
+        session.key.get_or_insert(key);
+    } else if clock.has_reached(after) {
+        ctx.fire_owned(key, after, &session.acc, FiringKind::LateUpdate)?;
+    }
+    Ok(())
 }

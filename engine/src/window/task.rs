@@ -99,7 +99,7 @@ where
         self.tracker.check_input(input)?;
         self.operator.check_record(&record)?;
         let ts = record.ts;
-        self.operator.process(record, out)?;
+        self.operator.process_checked(record, out)?;
         let watermark = self.tracker.observe(input, ts, now)?;
         self.operator.advance_watermark(watermark, out)?;
         self.check_aligned();

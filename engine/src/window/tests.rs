@@ -587,6 +587,111 @@ mod session_windows {
     }
 }
 
+mod session_state {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::window::session::Compaction;
+
+    type Event = (String, i64, i64);
+
+    /// Runs a session operator with the given compaction rule, with a
+    /// bounded-out-of-orderness watermark after each record, and returns
+    /// its outputs as lines. Structural invariants are checked after every
+    /// call (test builds check them whenever compaction is considered).
+    fn run(
+        compaction: Compaction,
+        gap_ms: i64,
+        out_of_orderness_ms: i64,
+        allowed_lateness_ms: i64,
+        events: &[Event],
+    ) -> Vec<String> {
+        let config =
+            WindowConfig::new(WindowKind::session(gap_ms).unwrap(), allowed_lateness_ms).unwrap();
+        let mut operator: WindowOperator<i64, Summary> = WindowOperator::new(config, Summary);
+        let KindState::Session(state) = &mut operator.state else {
+            unreachable!("a session operator has session state");
+        };
+        state.set_compaction(compaction);
+        let mut lines = Vec::new();
+        let mut max_ts = i64::MIN;
+        let mut out = Vec::new();
+        for (step, (key, ts, value)) in events.iter().enumerate() {
+            operator
+                .process(Record::new(key.as_str(), *ts, *value), &mut out)
+                .unwrap();
+            max_ts = max_ts.max(*ts);
+            operator
+                .advance_watermark(
+                    max_ts.saturating_sub(out_of_orderness_ms).saturating_sub(1),
+                    &mut out,
+                )
+                .unwrap();
+            lines.extend(out.drain(..).map(|output| line(step, &output)));
+        }
+        operator.finish(&mut out).unwrap();
+        lines.extend(out.drain(..).map(|output| line(events.len(), &output)));
+        lines
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        let key = prop::sample::select(vec!["a", "b", "c", "d", "日本", "a\0"]);
+        let delta = prop_oneof![8 => -10i64..=15, 1 => -80i64..=80];
+        prop::collection::vec((key, delta, -5i64..=5), 0..300).prop_map(|steps| {
+            let mut ts = 0;
+            steps
+                .into_iter()
+                .map(|(key, delta, value)| {
+                    ts += delta;
+                    (key.to_string(), ts, value)
+                })
+                .collect()
+        })
+    }
+
+    const NEVER: Compaction = Compaction {
+        stale_refs_per_session_max: usize::MAX,
+        stale_entries_per_session_max: usize::MAX,
+        slack: usize::MAX,
+    };
+
+    const ALWAYS: Compaction = Compaction {
+        stale_refs_per_session_max: 0,
+        stale_entries_per_session_max: 0,
+        slack: 0,
+    };
+
+    /// `EDDY_PROPTEST_CASES=N` runs N cases instead of the default.
+    fn cases() -> u32 {
+        std::env::var("EDDY_PROPTEST_CASES")
+            .ok()
+            .map(|cases| cases.parse().expect("EDDY_PROPTEST_CASES is a number"))
+            .unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn compaction_is_not_observable_whether_it_runs_never_always_or_by_default(
+            gap_ms in 1i64..=30,
+            out_of_orderness_ms in 0i64..=20,
+            allowed_lateness_ms in prop_oneof![2 => 0i64..=40, 1 => Just(0i64), 1 => Just(i64::MAX)],
+            events in events(),
+        ) {
+            let never = run(NEVER, gap_ms, out_of_orderness_ms, allowed_lateness_ms, &events);
+            let always = run(ALWAYS, gap_ms, out_of_orderness_ms, allowed_lateness_ms, &events);
+            let default = run(Compaction::DEFAULT, gap_ms, out_of_orderness_ms, allowed_lateness_ms, &events);
+            prop_assert_eq!(&always, &never);
+            prop_assert_eq!(&default, &never);
+        }
+    }
+}
+
 mod process_window_functions {
     use super::*;
 
@@ -876,6 +981,16 @@ mod state_keys {
             "exactly-16-byteszz",
             "exactly-15-byte",
             "exactly-15-byte\0",
+            "exactly-15-byte\0\0",
+            "exactly-15-bytea",
+            "exactly-15-bytea\0",
+            "exactly-15-byteb",
+            "exactly-14-byt",
+            "exactly-14-byt\0",
+            "exactly-14-byt\0\0",
+            "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}",
             "user-0000000000001",
             "user-0000000000001\0",
             "user-00000000000010",
@@ -891,6 +1006,54 @@ mod state_keys {
                 assert_eq!(state_a.cmp(&state_b), a.cmp(b), "{a:?} vs {b:?}");
                 assert_eq!(state_a == state_b, a == b, "{a:?} vs {b:?}");
             }
+        }
+    }
+
+    #[test]
+    fn the_order_word_holds_the_first_15_bytes_and_the_length_for_every_length() {
+        for len in 0..=40usize {
+            let text: String = (0..len)
+                .map(|at| char::from(b'a' + (at % 26) as u8))
+                .collect();
+            let mut expected = [0u8; 16];
+            let inline = len.min(15);
+            expected[..inline].copy_from_slice(&text.as_bytes()[..inline]);
+            expected[15] = len.min(16) as u8;
+            assert_eq!(
+                StateKey::new(Key::from(text.as_str())).order,
+                u128::from_be_bytes(expected),
+                "length {len}"
+            );
+        }
+    }
+
+    /// Strings from a small alphabet, so that zero bytes and multi-byte
+    /// characters meet often.
+    fn short_string(len_max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop::sample::select(vec!['\0', 'a', 'b', '\u{ff}']),
+            0..len_max,
+        )
+        .prop_map(String::from_iter)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        #[test]
+        fn state_keys_order_as_their_strings_for_any_pair_even_with_long_shared_prefixes(
+            prefix in short_string(20),
+            tail_a in short_string(4),
+            tail_b in short_string(4),
+        ) {
+            let (a, b) = (format!("{prefix}{tail_a}"), format!("{prefix}{tail_b}"));
+            let (state_a, state_b) = (StateKey::new(Key::from(a.as_str())), StateKey::new(Key::from(b.as_str())));
+            proptest::prop_assert_eq!(state_a.cmp(&state_b), a.cmp(&b));
+            proptest::prop_assert_eq!(state_a == state_b, a == b);
         }
     }
 }
