@@ -27,6 +27,9 @@ type Inner = BaseConsumer<ConsumerCtx>;
 /// even without librdkafka's signal.
 const POLL_WAIT_MAX: Duration = Duration::from_millis(50);
 
+/// The most events a poll reserves room for up front.
+const MAX_PREALLOCATED_EVENTS: usize = 4_096;
+
 /// A Kafka consumer behind the seam.
 pub struct KafkaConsumer {
     inner: Arc<Inner>,
@@ -394,7 +397,9 @@ impl Consumer for KafkaConsumer {
             return Err(error);
         }
         self.complete_pending_rebalance()?;
-        let mut events = Vec::new();
+        // Sized once for a full batch: growing a vector of messages by
+        // doubling copies each one several times.
+        let mut events = Vec::with_capacity(max_events.min(MAX_PREALLOCATED_EVENTS));
         self.drain(&mut events, max_events)?;
         if !events.is_empty() || timeout.is_zero() {
             return Ok(events);
@@ -409,7 +414,7 @@ impl Consumer for KafkaConsumer {
                     () = ready.notified() => {}
                     () = tokio::time::sleep(POLL_WAIT_MAX) => {}
                 }
-                let mut events = Vec::new();
+                let mut events = Vec::with_capacity(max_events.min(MAX_PREALLOCATED_EVENTS));
                 self.drain(&mut events, max_events)?;
                 if !events.is_empty() {
                     return Ok(events);
