@@ -34,6 +34,20 @@ struct Joined {
     members: Vec<String>,
 }
 
+/// Two members that join `group` at once, each on its own connection to
+/// the coordinator: (leader, its connection, follower, its connection).
+async fn two_members(group: &str) -> (Joined, Connection, Joined, Connection) {
+    let mut a = coordinator(CoordinatorType::Group, group).await;
+    let mut b = coordinator(CoordinatorType::Group, group).await;
+    let (first, second) =
+        tokio::join!(join_group(&mut a, group, ""), join_group(&mut b, group, ""));
+    if first.leader == first.member_id {
+        (first, a, second, b)
+    } else {
+        (second, b, first, a)
+    }
+}
+
 async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -> Joined {
     let mut member_id = member_id.to_string();
     if member_id.is_empty() {
@@ -247,16 +261,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g2").await;
-            let mut b = coordinator(CoordinatorType::Group, "g2").await;
-            let (first, second) =
-                tokio::join!(join_group(&mut a, "g2", ""), join_group(&mut b, "g2", ""));
-            let (leader, leader_conn, follower, follower_conn) = if first.leader == first.member_id
-            {
-                (first, &mut a, second, &mut b)
-            } else {
-                (second, &mut b, first, &mut a)
-            };
+            let (leader, mut leader_conn, follower, mut follower_conn) = two_members("g2").await;
+            let (leader_conn, follower_conn) = (&mut leader_conn, &mut follower_conn);
             let (_, _) = tokio::join!(
                 sync(leader_conn, "g2", &leader, vec![]),
                 sync(follower_conn, "g2", &follower, vec![])
@@ -298,15 +304,9 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g7").await;
-            let mut b = coordinator(CoordinatorType::Group, "g7").await;
-            let (first, second) =
-                tokio::join!(join_group(&mut a, "g7", ""), join_group(&mut b, "g7", ""));
-            let (leader, follower, follower_conn) = if first.leader == first.member_id {
-                (first, second, &mut b)
-            } else {
-                (second, first, &mut a)
-            };
+            // The leader's connection stays open (a closed one is no leave).
+            let (leader, _leader_conn, follower, mut follower_conn) = two_members("g7").await;
+            let follower_conn = &mut follower_conn;
             // The leader goes silent: no SyncGroup, no heartbeat.
             let parked_at = handle.now_ms();
             let answer = sync(follower_conn, "g7", &follower, Vec::new()).await;
@@ -338,16 +338,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g8").await;
-            let mut b = coordinator(CoordinatorType::Group, "g8").await;
-            let (first, second) =
-                tokio::join!(join_group(&mut a, "g8", ""), join_group(&mut b, "g8", ""));
-            let (leader, leader_conn, follower, follower_conn) = if first.leader == first.member_id
-            {
-                (first, &mut a, second, &mut b)
-            } else {
-                (second, &mut b, first, &mut a)
-            };
+            let (leader, mut leader_conn, follower, mut follower_conn) = two_members("g8").await;
+            let (leader_conn, follower_conn) = (&mut leader_conn, &mut follower_conn);
             let p0 = TopicPartition::new("in", 0);
             let assignments = vec![(follower.member_id.clone(), vec![p0.clone()])];
             let (mine, theirs) = tokio::join!(
