@@ -116,63 +116,50 @@ pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: Confo
     let mut producer = cx.producer(Some(&id)).await?;
     let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(&mut producer, &[record(&topic, Some(0), "k", "output-1")]).await?;
-    producer
-        .send_offsets_to_transaction(
-            &[(p0.clone(), at(7, "checkpoint=1"))],
-            &outside_the_group(&group),
-        )
-        .await
-        .or_fail("send_offsets_to_transaction")?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
-    let read = reader
-        .committed(std::slice::from_ref(&p0))
-        .await
-        .or_fail("committed")?;
-    super::support::verdict(
-        verify_committed(
-            std::slice::from_ref(&p0),
-            &read,
-            &[Some(at(7, "checkpoint=1"))],
-        )
-        .map_err(|e| format!("after the commit: {e}")),
-    )?;
-
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(&mut producer, &[record(&topic, Some(0), "k", "output-2")]).await?;
-    producer
-        .send_offsets_to_transaction(
-            &[(p0.clone(), at(9, "checkpoint=2"))],
-            &outside_the_group(&group),
-        )
-        .await
-        .or_fail("send_offsets_to_transaction")?;
-    producer
-        .abort_transaction()
-        .await
-        .or_fail("abort_transaction")?;
-    let read = reader
-        .committed(std::slice::from_ref(&p0))
-        .await
-        .or_fail("committed")?;
-    super::support::verdict(
-        verify_committed(
-            std::slice::from_ref(&p0),
-            &read,
-            &[Some(at(7, "checkpoint=1"))],
-        )
-        .map_err(|e| format!("after the abort: {e}")),
-    )?;
+    // One transaction writing a record and offsets, then ending; what the
+    // group's committed offset reads afterwards must be `expected`.
+    let mut committed_after =
+        async |commit: bool, offset: i64, metadata: &str, expected: OffsetAndMetadata| {
+            producer
+                .begin_transaction()
+                .await
+                .or_fail("begin_transaction")?;
+            let value = format!("output-{offset}");
+            send_all(&mut producer, &[record(&topic, Some(0), "k", &value)]).await?;
+            producer
+                .send_offsets_to_transaction(
+                    &[(p0.clone(), at(offset, metadata))],
+                    &outside_the_group(&group),
+                )
+                .await
+                .or_fail("send_offsets_to_transaction")?;
+            if commit {
+                producer
+                    .commit_transaction()
+                    .await
+                    .or_fail("commit_transaction")?;
+            } else {
+                producer
+                    .abort_transaction()
+                    .await
+                    .or_fail("abort_transaction")?;
+            }
+            let read = reader
+                .committed(std::slice::from_ref(&p0))
+                .await
+                .or_fail("committed")?;
+            let what = if commit {
+                "after the commit"
+            } else {
+                "after the abort"
+            };
+            super::support::verdict(
+                verify_committed(std::slice::from_ref(&p0), &read, &[Some(expected)])
+                    .map_err(|e| format!("{what}: {e}")),
+            )
+        };
+    committed_after(true, 7, "checkpoint=1", at(7, "checkpoint=1")).await?;
+    committed_after(false, 9, "checkpoint=2", at(7, "checkpoint=1")).await?;
     reader.close().await.or_fail("closing")?;
     cx.note(
         "committed txn stored offset 7 'checkpoint=1'; the aborted txn's offset 9 was discarded",
