@@ -318,6 +318,10 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
         .commit_transaction()
         .await
         .or_fail("commit_transaction")?;
+    // The commit returns once the coordinator has logged its decision; the
+    // marker lands a moment later, and plain records sent before it would
+    // take its place.
+    cx.await_stable_end(&p0, 3 + marker).await?;
     let mut plain = cx.producer(None).await?;
     let after: Vec<ProducerRecord> = (0..2)
         .map(|i| record(&topic, Some(0), "k", &format!("plain-{i}")))

@@ -278,8 +278,12 @@ fn truncate_follower(
             (leader_end_offset.min(follower_end), true)
         }
     };
+    // Also when nothing is cut: epochs that start at the target hold no
+    // data and go (Kafka's `truncateFromEnd`), so the next query asks with
+    // an earlier epoch. Keeping them would ask the same question forever
+    // and starve every partition this fetcher serves.
+    log.truncate_to(target);
     if target < end {
-        log.truncate_to(target);
         broker.trace_partition(EventKind::Truncate, tp, [target, end, 0, 0]);
     }
     if completed {

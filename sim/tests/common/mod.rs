@@ -270,11 +270,13 @@ pub async fn coordinator_call(
     key: &str,
     request: Request,
 ) -> Response {
+    let mut last = String::from("no answer");
     for _ in 0..1_000 {
         let mut connection = coordinator(key_type, key).await;
         let response = match connection.call(request.clone(), 2_000).await {
             Ok(response) => response,
-            Err(_) => {
+            Err(error) => {
+                last = error.to_string();
                 sleep_ms(10).await;
                 continue;
             }
@@ -282,9 +284,13 @@ pub async fn coordinator_call(
         if !retriable_coordinator_error(&response) {
             return response;
         }
+        last = format!("{response:?}");
         sleep_ms(10).await;
     }
-    panic!("coordinator never answered {request:?}");
+    panic!(
+        "coordinator never answered {request:?} (at {} ms; last: {last})",
+        eddyline_sim::world::now_ms()
+    );
 }
 
 fn retriable_coordinator_error(response: &Response) -> bool {
