@@ -18,6 +18,7 @@
 //! timestamps by arrival, and a process-window function sees records in
 //! arrival order, even after sessions merged.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
@@ -201,6 +202,16 @@ pub struct Min;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Max;
 
+/// Replaces `acc` with `value` when there is none yet or `value` compares
+/// `better` (`Less` for a minimum, `Greater` for a maximum) than it; ties
+/// keep the earlier value.
+fn keep_if_better<V: Ord + Clone>(acc: &mut Option<V>, value: &V, better: Ordering) {
+    match acc {
+        Some(current) if value.cmp(current) != better => {}
+        _ => *acc = Some(value.clone()),
+    }
+}
+
 impl<V> Aggregator<V> for Min
 where
     V: Ord + Clone + Debug + Serialize + DeserializeOwned,
@@ -213,19 +224,13 @@ where
     }
 
     fn add(&self, acc: &mut Option<V>, input: Input<'_, V>) -> Result<()> {
-        match acc {
-            Some(current) if *current <= *input.value => {}
-            _ => *acc = Some(input.value.clone()),
-        }
+        keep_if_better(acc, input.value, Ordering::Less);
         Ok(())
     }
 
     fn merge(&self, acc: &mut Option<V>, other: &Option<V>) -> Result<()> {
         if let Some(value) = other {
-            match acc {
-                Some(current) if *current <= *value => {}
-                _ => *acc = Some(value.clone()),
-            }
+            keep_if_better(acc, value, Ordering::Less);
         }
         Ok(())
     }
@@ -247,19 +252,13 @@ where
     }
 
     fn add(&self, acc: &mut Option<V>, input: Input<'_, V>) -> Result<()> {
-        match acc {
-            Some(current) if *current >= *input.value => {}
-            _ => *acc = Some(input.value.clone()),
-        }
+        keep_if_better(acc, input.value, Ordering::Greater);
         Ok(())
     }
 
     fn merge(&self, acc: &mut Option<V>, other: &Option<V>) -> Result<()> {
         if let Some(value) = other {
-            match acc {
-                Some(current) if *current >= *value => {}
-                _ => *acc = Some(value.clone()),
-            }
+            keep_if_better(acc, value, Ordering::Greater);
         }
         Ok(())
     }

@@ -174,17 +174,7 @@ pub async fn poll_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<Co
 
 /// Polls for `duration_ms` and returns every message that came.
 pub async fn read_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<Message> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(duration_ms);
-    let mut events = Vec::new();
-    while tokio::time::Instant::now() < deadline {
-        events.extend(
-            consumer
-                .poll(100, Duration::from_millis(50))
-                .await
-                .expect("poll"),
-        );
-    }
-    messages(&events)
+    messages(&poll_for(consumer, duration_ms).await)
 }
 
 pub fn tp(topic: &str, partition: i32) -> TopicPartition {
