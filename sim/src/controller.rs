@@ -34,7 +34,7 @@ use eddyline_engine::transport::{ErrorCode, NewTopic, TopicPartition};
 use tokio::sync::watch;
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::cluster::{CONTROLLER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::config::{CONTROLLER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{
     BrokerImage, InternalRequest, InternalResponse, MetadataImage, PartitionImage, TopicImage,
 };
@@ -537,7 +537,7 @@ impl Controller {
             assert!(
                 result.is_ok(),
                 "creating internal topic {name} failed: {result:?} (seed {})",
-                crate::cluster::current_seed()
+                crate::seed_context::current_seed()
             );
         }
     }

@@ -18,12 +18,14 @@
 pub mod broker;
 pub mod client;
 pub mod cluster;
+pub mod config;
 pub(crate) mod controller;
 pub mod faults;
 pub mod internal;
 pub mod protocol;
 pub mod rpc;
 pub mod seed;
+pub mod seed_context;
 pub mod trace;
 pub mod world;
 

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::server::{append_to_leader, wait_for_replication};
 use crate::broker::{Broker, coordinator_partition};
-use crate::cluster::OFFSETS_TOPIC;
+use crate::config::OFFSETS_TOPIC;
 use crate::protocol::{
     ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
     Request, Response, codes,
@@ -1598,7 +1598,7 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) {
                     panic!(
                         "undecodable record in {tp} at {}: {e} (seed {})",
                         batch.base_offset,
-                        crate::cluster::current_seed()
+                        crate::seed_context::current_seed()
                     )
                 });
                 let log_offset = batch.base_offset + index as i64;

@@ -18,12 +18,12 @@ use eddyline_engine::transport::ErrorCode;
 use crate::broker::producer_state::{
     AppendCheck, BatchMeta, ProducerStateTable, increment_sequence,
 };
-use crate::cluster::current_seed;
 use crate::internal::{BatchHeader, ReplicaBatch};
 use crate::protocol::{
     AbortedTransaction, ControlType, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
     RecordData,
 };
+use crate::seed_context::current_seed;
 
 /// No leader epoch / no offset (Kafka's `UNDEFINED_EPOCH`).
 pub(crate) const UNDEFINED_EPOCH: i32 = -1;

@@ -37,7 +37,7 @@ use crate::broker::group_coordinator::GroupCoordinator;
 use crate::broker::log::PartitionLog;
 use crate::broker::partition::{FollowerProgress, LeaderState, Replica, Role};
 use crate::broker::txn_coordinator::TxnCoordinator;
-use crate::cluster::{BROKER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::config::{BROKER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::MetadataImage;
 use crate::protocol::BrokerId;
 use crate::rpc::Reconnects;

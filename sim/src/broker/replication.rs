@@ -14,7 +14,7 @@ use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use crate::broker::log::UNDEFINED_EPOCH;
 use crate::broker::partition::Role;
 use crate::broker::{Broker, broker_host};
-use crate::cluster::{BROKER_PORT, CONTROLLER_HOST, CONTROLLER_PORT};
+use crate::config::{BROKER_PORT, CONTROLLER_HOST, CONTROLLER_PORT};
 use crate::internal::{EpochQuery, InternalRequest, InternalResponse, ReplicaFetchResult};
 use crate::protocol::{BrokerId, FetchPartition, Request, Response, codes};
 use crate::rpc::Connection;

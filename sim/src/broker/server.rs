@@ -16,7 +16,7 @@ use crate::broker::producer_state::AppendCheck;
 use crate::broker::{
     Broker, BrokerDisk, BrokerState, coordinator_partition, group_coordinator, txn_coordinator,
 };
-use crate::cluster::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::config::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
 use crate::protocol::{
     AbortedTransaction, BrokerId, BrokerInfo, CoordinatorType, FetchPartition, Frame, FrameBuffer,

@@ -33,7 +33,7 @@ use crate::broker::server::{
     PendingWrite, allocate_producer_id, append_to_leader, coordinator_for, wait_for_replication,
 };
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
-use crate::cluster::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::config::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
 use crate::protocol::{
     BrokerId, ControlType, CoordinatorType, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
@@ -1130,7 +1130,7 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
                     panic!(
                         "undecodable record in {tp} at {}: {e} (seed {})",
                         batch.base_offset,
-                        crate::cluster::current_seed()
+                        crate::seed_context::current_seed()
                     )
                 });
                 shard.txns.insert(
