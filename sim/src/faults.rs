@@ -7,6 +7,7 @@
 //! simulated time reaches `at_ms`; code inside hosts can request the same
 //! faults at any time through a [`crate::cluster::ClusterHandle`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use eddyline_engine::transport::TopicPartition;
@@ -214,135 +215,254 @@ impl FaultSchedule {
         start_ms: u64,
         end_ms: u64,
     ) -> Self {
-        let mut events = Vec::new();
-        let mut busy_until = std::collections::BTreeMap::<String, u64>::new();
-        let mut slot = start_ms;
-        let chance =
-            |rng: &mut DetRng, per_s: f64| rng.chance(per_s * DRAW_SLOT_MS as f64 / 1000.0);
-        let duration = |rng: &mut DetRng, (low, high): (u64, u64)| {
-            if high > low {
-                rng.range_u64(low, high)
-            } else {
-                low
-            }
+        let mut draw = Draw {
+            rng,
+            rates,
+            targets,
+            events: Vec::new(),
+            busy_until_ms: BTreeMap::new(),
+            slot_start_ms: start_ms,
+            slot_end_ms: start_ms,
         };
-        while slot < end_ms {
-            let slot_end = (slot + DRAW_SLOT_MS).min(end_ms);
-            let at = |rng: &mut DetRng| rng.range_u64(slot, slot_end);
-            let mut free = |key: &str, at_ms: u64, until_ms: u64| {
-                let free = busy_until.get(key).is_none_or(|&busy| busy <= at_ms);
-                if free {
-                    busy_until.insert(key.to_string(), until_ms);
-                }
-                free
-            };
-            if !targets.brokers.is_empty() && chance(rng, rates.broker_crash_per_s) {
-                let broker = *rng.choose(&targets.brokers).expect("non-empty");
-                let at_ms = at(rng);
-                let down_ms = duration(rng, rates.broker_down_ms);
-                if free(&format!("broker-{broker}"), at_ms, at_ms + down_ms) {
-                    events.push((at_ms, Fault::CrashBroker(broker)));
-                    events.push((at_ms + down_ms, Fault::RestartBroker(broker)));
-                }
-            }
-            if !targets.hosts.is_empty() && chance(rng, rates.host_crash_per_s) {
-                let host = rng.choose(&targets.hosts).expect("non-empty").clone();
-                let at_ms = at(rng);
-                let down_ms = duration(rng, rates.host_down_ms);
-                if free(&host, at_ms, at_ms + down_ms) {
-                    events.push((at_ms, Fault::CrashHost(host.clone())));
-                    events.push((at_ms + down_ms, Fault::RestartHost(host)));
-                }
-            }
-            if !targets.hosts.is_empty() && chance(rng, rates.host_pause_per_s) {
-                let host = rng.choose(&targets.hosts).expect("non-empty").clone();
-                let at_ms = at(rng);
-                let pause_ms = duration(rng, rates.host_pause_ms);
-                if free(&host, at_ms, at_ms + pause_ms) {
-                    events.push((
-                        at_ms,
-                        Fault::PauseHost {
-                            host,
-                            duration_ms: pause_ms,
-                        },
-                    ));
-                }
-            }
-            if !targets.partitions.is_empty() && chance(rng, rates.leader_move_per_s) {
-                let partition = rng.choose(&targets.partitions).expect("non-empty").clone();
-                events.push((
-                    at(rng),
-                    Fault::MoveLeader {
-                        partition,
-                        to: None,
-                    },
-                ));
-            }
-            if chance(rng, rates.network_partition_per_s) {
-                // Either a broker cut from everyone, or a worker cut from the
-                // brokers.
-                let isolate_broker = targets.hosts.is_empty() || rng.chance(0.5);
-                let cut = if isolate_broker {
-                    rng.choose(&targets.brokers).map(|&broker| {
-                        let host = format!("broker-{broker}");
-                        let others: Vec<String> = targets
-                            .all_nodes
-                            .iter()
-                            .filter(|node| **node != host)
-                            .cloned()
-                            .collect();
-                        (host, others)
-                    })
-                } else {
-                    let host = rng.choose(&targets.hosts).expect("non-empty").clone();
-                    let brokers = targets
-                        .brokers
-                        .iter()
-                        .map(|broker| format!("broker-{broker}"))
-                        .collect();
-                    Some((host, brokers))
-                };
-                if let Some((host, others)) = cut {
-                    let at_ms = at(rng);
-                    let cut_ms = duration(rng, rates.network_partition_ms);
-                    if !others.is_empty() && free(&host, at_ms, at_ms + cut_ms) {
-                        events.push((
-                            at_ms,
-                            Fault::Partition {
-                                a: vec![host.clone()],
-                                b: others.clone(),
-                            },
-                        ));
-                        events.push((
-                            at_ms + cut_ms,
-                            Fault::Heal {
-                                a: vec![host],
-                                b: others,
-                            },
-                        ));
-                    }
-                }
-            }
-            if chance(rng, rates.latency_spike_per_s) {
-                let at_ms = at(rng);
-                let max_ms = duration(rng, rates.latency_spike_max_ms);
-                let spike_ms = duration(rng, rates.latency_spike_duration_ms);
-                if free("latency", at_ms, at_ms + spike_ms) {
-                    events.push((at_ms, Fault::SetMaxLatency { max_ms }));
-                    events.push((
-                        at_ms + spike_ms,
-                        Fault::SetMaxLatency {
-                            max_ms: targets.base_max_latency_ms,
-                        },
-                    ));
-                }
-            }
-            if chance(rng, rates.transaction_expiry_per_s) {
-                events.push((at(rng), Fault::ExpireTransactions));
-            }
-            slot = slot_end;
+        while draw.slot_start_ms < end_ms {
+            draw.slot_end_ms = (draw.slot_start_ms + DRAW_SLOT_MS).min(end_ms);
+            assert!(
+                draw.slot_start_ms < draw.slot_end_ms,
+                "a slot is never empty"
+            );
+            // The kinds draw in this order in every slot: the order is part
+            // of what a seed means.
+            draw.broker_crash();
+            draw.host_crash();
+            draw.host_pause();
+            draw.leader_move();
+            draw.network_partition();
+            draw.latency_spike();
+            draw.transaction_expiry();
+            draw.slot_start_ms = draw.slot_end_ms;
         }
-        Self::listed(events)
+        Self::listed(draw.events)
+    }
+}
+
+/// The state of one [`FaultSchedule::draw`]: the slot being drawn, the
+/// faults so far, and until when each target is busy with one.
+struct Draw<'a> {
+    rng: &'a mut DetRng,
+    rates: &'a FaultRates,
+    targets: &'a FaultTargets,
+    events: Vec<(u64, Fault)>,
+    /// Per target (a broker host, a worker host, `"latency"`): when its
+    /// last fault is repaired.
+    busy_until_ms: BTreeMap<String, u64>,
+    slot_start_ms: u64,
+    slot_end_ms: u64,
+}
+
+impl Draw<'_> {
+    /// Whether a fault of rate `per_s` falls in this slot.
+    fn chance(&mut self, per_s: f64) -> bool {
+        self.rng.chance(per_s * DRAW_SLOT_MS as f64 / 1000.0)
+    }
+
+    /// A time in this slot.
+    fn at_ms(&mut self) -> u64 {
+        self.rng.range_u64(self.slot_start_ms, self.slot_end_ms)
+    }
+
+    /// A duration in `[low, high)` (`low` if the range is empty).
+    fn duration_ms(&mut self, (low, high): (u64, u64)) -> u64 {
+        if high > low {
+            self.rng.range_u64(low, high)
+        } else {
+            low
+        }
+    }
+
+    /// Whether `target` is free at `at_ms`; if so it is busy until
+    /// `until_ms` from now on.
+    fn claim(&mut self, target: &str, at_ms: u64, until_ms: u64) -> bool {
+        assert!(at_ms <= until_ms, "a fault ends after it starts");
+        let free = self
+            .busy_until_ms
+            .get(target)
+            .is_none_or(|&busy| busy <= at_ms);
+        if free {
+            self.busy_until_ms.insert(target.to_string(), until_ms);
+        }
+        free
+    }
+
+    /// A fault at `at_ms` and its repair `duration_ms` later, if `target`
+    /// is free meanwhile.
+    fn fault_and_repair(
+        &mut self,
+        target: &str,
+        at_ms: u64,
+        duration_ms: u64,
+        fault: Fault,
+        repair: Fault,
+    ) {
+        if self.claim(target, at_ms, at_ms + duration_ms) {
+            self.events.push((at_ms, fault));
+            self.events.push((at_ms + duration_ms, repair));
+        }
+    }
+
+    fn broker_crash(&mut self) {
+        if self.targets.brokers.is_empty() || !self.chance(self.rates.broker_crash_per_s) {
+            return;
+        }
+        let broker = *self.rng.choose(&self.targets.brokers).expect("non-empty");
+        let at_ms = self.at_ms();
+        let down_ms = self.duration_ms(self.rates.broker_down_ms);
+        self.fault_and_repair(
+            &format!("broker-{broker}"),
+            at_ms,
+            down_ms,
+            Fault::CrashBroker(broker),
+            Fault::RestartBroker(broker),
+        );
+    }
+
+    fn host_crash(&mut self) {
+        if self.targets.hosts.is_empty() || !self.chance(self.rates.host_crash_per_s) {
+            return;
+        }
+        let host = self
+            .rng
+            .choose(&self.targets.hosts)
+            .expect("non-empty")
+            .clone();
+        let at_ms = self.at_ms();
+        let down_ms = self.duration_ms(self.rates.host_down_ms);
+        self.fault_and_repair(
+            &host,
+            at_ms,
+            down_ms,
+            Fault::CrashHost(host.clone()),
+            Fault::RestartHost(host.clone()),
+        );
+    }
+
+    fn host_pause(&mut self) {
+        if self.targets.hosts.is_empty() || !self.chance(self.rates.host_pause_per_s) {
+            return;
+        }
+        let host = self
+            .rng
+            .choose(&self.targets.hosts)
+            .expect("non-empty")
+            .clone();
+        let at_ms = self.at_ms();
+        let pause_ms = self.duration_ms(self.rates.host_pause_ms);
+        if self.claim(&host, at_ms, at_ms + pause_ms) {
+            self.events.push((
+                at_ms,
+                Fault::PauseHost {
+                    host,
+                    duration_ms: pause_ms,
+                },
+            ));
+        }
+    }
+
+    fn leader_move(&mut self) {
+        if self.targets.partitions.is_empty() || !self.chance(self.rates.leader_move_per_s) {
+            return;
+        }
+        let partition = self
+            .rng
+            .choose(&self.targets.partitions)
+            .expect("non-empty")
+            .clone();
+        let at_ms = self.at_ms();
+        self.events.push((
+            at_ms,
+            Fault::MoveLeader {
+                partition,
+                to: None,
+            },
+        ));
+    }
+
+    /// Either a broker cut from everyone, or a worker cut from the brokers.
+    fn network_partition(&mut self) {
+        if !self.chance(self.rates.network_partition_per_s) {
+            return;
+        }
+        let isolate_broker = self.targets.hosts.is_empty() || self.rng.chance(0.5);
+        let cut = if isolate_broker {
+            self.rng.choose(&self.targets.brokers).map(|&broker| {
+                let host = format!("broker-{broker}");
+                let others: Vec<String> = self
+                    .targets
+                    .all_nodes
+                    .iter()
+                    .filter(|node| **node != host)
+                    .cloned()
+                    .collect();
+                (host, others)
+            })
+        } else {
+            let host = self
+                .rng
+                .choose(&self.targets.hosts)
+                .expect("non-empty")
+                .clone();
+            let brokers = self
+                .targets
+                .brokers
+                .iter()
+                .map(|broker| format!("broker-{broker}"))
+                .collect();
+            Some((host, brokers))
+        };
+        let Some((host, others)) = cut else {
+            return;
+        };
+        let at_ms = self.at_ms();
+        let cut_ms = self.duration_ms(self.rates.network_partition_ms);
+        if others.is_empty() {
+            return;
+        }
+        let fault = Fault::Partition {
+            a: vec![host.clone()],
+            b: others.clone(),
+        };
+        let repair = Fault::Heal {
+            a: vec![host.clone()],
+            b: others,
+        };
+        self.fault_and_repair(&host, at_ms, cut_ms, fault, repair);
+    }
+
+    /// The maximum latency of every link rises, then returns to the base.
+    fn latency_spike(&mut self) {
+        if !self.chance(self.rates.latency_spike_per_s) {
+            return;
+        }
+        let at_ms = self.at_ms();
+        let max_ms = self.duration_ms(self.rates.latency_spike_max_ms);
+        let spike_ms = self.duration_ms(self.rates.latency_spike_duration_ms);
+        let repair = Fault::SetMaxLatency {
+            max_ms: self.targets.base_max_latency_ms,
+        };
+        self.fault_and_repair(
+            "latency",
+            at_ms,
+            spike_ms,
+            Fault::SetMaxLatency { max_ms },
+            repair,
+        );
+    }
+
+    fn transaction_expiry(&mut self) {
+        if !self.chance(self.rates.transaction_expiry_per_s) {
+            return;
+        }
+        let at_ms = self.at_ms();
+        self.events.push((at_ms, Fault::ExpireTransactions));
     }
 }
 

@@ -5,7 +5,7 @@
 //! subsystem never changes another's stream, and every child seed can be
 //! logged and reproduced on its own. All random draws go through [`DetRng`],
 //! a wrapper over `rand_chacha`; nothing on a simulated path may use OS
-//! randomness (SPEC §11).
+//! randomness, so that a run is reproducible from its seed alone.
 
 use std::fmt;
 use std::str::FromStr;
@@ -174,14 +174,24 @@ impl DetRng {
     }
 }
 
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+/// splitmix64's increment: the golden ratio as a 64-bit fraction.
+pub(crate) const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64: one step of its state, then [`mix64`].
+fn splitmix64(x: u64) -> u64 {
+    mix64(x.wrapping_add(GOLDEN_GAMMA))
+}
+
+/// splitmix64's output function: a bijective 64-bit mixer (every input bit
+/// moves about half of the output bits). Also folds the trace's hash.
+pub(crate) fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a of `bytes` (name hashes for child seeds and the trace).
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     for &b in bytes {
         hash ^= u64::from(b);

@@ -4,7 +4,8 @@
 //! Requests handled (with their outcome), appends, high-watermark moves,
 //! truncations, leadership and ISR changes, elections, coordinator
 //! transitions and every fault applied are recorded. Two runs of the same
-//! seed must produce the same hash (SPEC §7 `nondeterminism`).
+//! seed must produce the same hash: a run whose hash differs between two
+//! runs of one seed is nondeterministic, which is a bug.
 //!
 //! Recording is cheap on purpose (it sits on the produce/fetch path): an
 //! event is a few integers plus interned names; nothing is formatted unless
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
+use crate::seed::{GOLDEN_GAMMA, fnv1a64, mix64};
 use crate::world::now_ms;
 
 /// How many recent events an excerpt can show.
@@ -111,7 +113,7 @@ struct TraceInner {
     events: u64,
     ring: VecDeque<StoredEvent>,
     names: Vec<String>,
-    /// `fnv1a` of each name, computed once.
+    /// `fnv1a64` of each name, computed once.
     name_hashes: Vec<u64>,
     name_ids: BTreeMap<String, u32>,
     echo: bool,
@@ -246,7 +248,7 @@ impl TraceInner {
         }
         let id = u32::try_from(self.names.len()).expect("fewer than 2^32 trace names");
         self.names.push(name.to_string());
-        self.name_hashes.push(fnv1a(name.as_bytes()));
+        self.name_hashes.push(fnv1a64(name.as_bytes()));
         self.name_ids.insert(name.to_string(), id);
         id
     }
@@ -278,20 +280,9 @@ impl TraceInner {
     }
 }
 
+/// Folds `value` into `hash`.
 fn mix(hash: u64, value: u64) -> u64 {
-    let mut x = hash ^ value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+    mix64(hash ^ value.wrapping_mul(GOLDEN_GAMMA))
 }
 
 /// A bit mask of broker ids (ids 0..63), for ISR values in the trace.

@@ -1,7 +1,7 @@
 //! The seeded `turmoil::Builder` wrapper and the simulated clock.
 //!
-//! turmoil takes its seed from the OS and its epoch from the wall clock when
-//! they are not given (see DEPENDENCY-NOTES.md); [`build_sim`] always sets
+//! turmoil's `Builder` takes its RNG seed from the OS and its epoch from the
+//! wall clock when they are not given; [`build_sim`] always sets
 //! the seed, the epoch, the tick, the simulation duration and both latency
 //! bounds, so a run is a function of [`WorldSettings`] alone.
 
