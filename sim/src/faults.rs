@@ -310,10 +310,10 @@ impl Draw<'_> {
     }
 
     fn broker_crash(&mut self) {
-        if self.targets.brokers.is_empty() || !self.chance(self.rates.broker_crash_per_s) {
+        let targets = self.targets;
+        let Some(broker) = self.target(&targets.brokers, self.rates.broker_crash_per_s) else {
             return;
-        }
-        let broker = *self.rng.choose(&self.targets.brokers).expect("non-empty");
+        };
         let at_ms = self.at_ms();
         let down_ms = self.duration_ms(self.rates.broker_down_ms);
         self.fault_and_repair(
@@ -325,17 +325,32 @@ impl Draw<'_> {
         );
     }
 
-    fn host_crash(&mut self) {
-        if self.targets.hosts.is_empty() || !self.chance(self.rates.host_crash_per_s) {
-            return;
+    /// If there are `targets` and a fault of rate `per_s` falls in this
+    /// slot: the target it hits.
+    fn target<T: Clone>(&mut self, targets: &[T], per_s: f64) -> Option<T> {
+        if targets.is_empty() || !self.chance(per_s) {
+            return None;
         }
-        let host = self
-            .rng
-            .choose(&self.targets.hosts)
-            .expect("non-empty")
-            .clone();
+        Some(self.rng.choose(targets).expect("non-empty").clone())
+    }
+
+    /// If a fault of rate `per_s` on a worker host falls in this slot: the
+    /// host, when, and for how long (drawn from `duration_ms`).
+    fn host_fault(&mut self, per_s: f64, duration_ms: (u64, u64)) -> Option<(String, u64, u64)> {
+        let targets = self.targets;
+        let host = self.target(&targets.hosts, per_s)?;
         let at_ms = self.at_ms();
-        let down_ms = self.duration_ms(self.rates.host_down_ms);
+        let duration_ms = self.duration_ms(duration_ms);
+        Some((host, at_ms, duration_ms))
+    }
+
+    fn host_crash(&mut self) {
+        let rates = self.rates;
+        let Some((host, at_ms, down_ms)) =
+            self.host_fault(rates.host_crash_per_s, rates.host_down_ms)
+        else {
+            return;
+        };
         self.fault_and_repair(
             &host,
             at_ms,
@@ -346,16 +361,12 @@ impl Draw<'_> {
     }
 
     fn host_pause(&mut self) {
-        if self.targets.hosts.is_empty() || !self.chance(self.rates.host_pause_per_s) {
+        let rates = self.rates;
+        let Some((host, at_ms, pause_ms)) =
+            self.host_fault(rates.host_pause_per_s, rates.host_pause_ms)
+        else {
             return;
-        }
-        let host = self
-            .rng
-            .choose(&self.targets.hosts)
-            .expect("non-empty")
-            .clone();
-        let at_ms = self.at_ms();
-        let pause_ms = self.duration_ms(self.rates.host_pause_ms);
+        };
         if self.claim(&host, at_ms, at_ms + pause_ms) {
             self.events.push((
                 at_ms,
@@ -368,14 +379,10 @@ impl Draw<'_> {
     }
 
     fn leader_move(&mut self) {
-        if self.targets.partitions.is_empty() || !self.chance(self.rates.leader_move_per_s) {
+        let targets = self.targets;
+        let Some(partition) = self.target(&targets.partitions, self.rates.leader_move_per_s) else {
             return;
-        }
-        let partition = self
-            .rng
-            .choose(&self.targets.partitions)
-            .expect("non-empty")
-            .clone();
+        };
         let at_ms = self.at_ms();
         self.events.push((
             at_ms,
