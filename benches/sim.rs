@@ -72,10 +72,16 @@ impl RunStats {
     }
 }
 
+/// One-millisecond links; `EDDY_SIM_TRACE=1` echoes the trace and
+/// `EDDY_SIM_HASH=1` prints each run's fingerprint (the library reads no
+/// environment).
 fn cluster_config() -> ClusterConfig {
+    let on = |name: &str| std::env::var_os(name).is_some_and(|value| value == "1");
     ClusterConfig {
         latency_min_ms: 1,
         latency_max_ms: 1,
+        trace_echo: on("EDDY_SIM_TRACE"),
+        print_run_fingerprint: on("EDDY_SIM_HASH"),
         ..ClusterConfig::default()
     }
 }

@@ -124,7 +124,12 @@ fn seed(flag: Option<&str>) -> Result<Seed, CliError> {
 fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<Report, CliError> {
     // A failed simulation (not a failed check) is a broken simulator: exit 1
     // with the seed, like a failed check, rather than "bad usage".
-    match sim_env::run_on_simulator(seed, options) {
+    let on = |name: &str| std::env::var_os(name).is_some_and(|value| value == "1");
+    let output = sim_env::SimOutput {
+        trace_echo: on("EDDY_SIM_TRACE"),
+        print_run_fingerprint: on("EDDY_SIM_HASH"),
+    };
+    match sim_env::run_on_simulator(seed, options, output) {
         Ok(run) => {
             println!(
                 "simulation: trace hash {:#018x}, {} events",

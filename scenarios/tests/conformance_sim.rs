@@ -4,7 +4,7 @@
 //!
 //! `EDDY_CONFORMANCE_SEEDS=N` runs seeds 1..=N (default 2).
 
-use eddyline_scenarios::conformance::sim_env::run_on_simulator;
+use eddyline_scenarios::conformance::sim_env::{SimOutput, run_on_simulator};
 use eddyline_scenarios::conformance::{
     CHECKS, CheckReport, Expectations, Outcome, Report, SuiteOptions,
 };
@@ -22,8 +22,19 @@ fn seeds() -> Vec<Seed> {
     (1..=count).map(Seed::new).collect()
 }
 
+/// The simulator's output the environment asks for (`EDDY_SIM_TRACE=1`,
+/// `EDDY_SIM_HASH=1`).
+fn sim_output() -> SimOutput {
+    let on = |name: &str| std::env::var_os(name).is_some_and(|value| value == "1");
+    SimOutput {
+        trace_echo: on("EDDY_SIM_TRACE"),
+        print_run_fingerprint: on("EDDY_SIM_HASH"),
+    }
+}
+
 fn run(seed: Seed, options: &SuiteOptions) -> Report {
-    let run = run_on_simulator(seed, options).unwrap_or_else(|reason| panic!("{reason}"));
+    let run =
+        run_on_simulator(seed, options, sim_output()).unwrap_or_else(|reason| panic!("{reason}"));
     run.report
 }
 
@@ -91,8 +102,10 @@ fn every_conformance_check_passes_on_the_simulator_for_each_seed() {
 #[test]
 fn the_same_seed_gives_the_same_report_and_trace() {
     let options = SuiteOptions::default();
-    let first = run_on_simulator(Seed::new(7), &options).unwrap_or_else(|r| panic!("{r}"));
-    let second = run_on_simulator(Seed::new(7), &options).unwrap_or_else(|r| panic!("{r}"));
+    let first =
+        run_on_simulator(Seed::new(7), &options, sim_output()).unwrap_or_else(|r| panic!("{r}"));
+    let second =
+        run_on_simulator(Seed::new(7), &options, sim_output()).unwrap_or_else(|r| panic!("{r}"));
     assert_eq!(
         first.trace.hash, second.trace.hash,
         "seed 7: trace hashes differ"

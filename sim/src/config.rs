@@ -100,8 +100,14 @@ pub struct ClusterConfig {
     pub tcp_give_up_ms: u64,
     /// Producer ids per block handed to a broker (Kafka: 1000).
     pub producer_id_block_size: i64,
-    /// Print every trace event to stderr (also `EDDY_SIM_TRACE=1`).
+    /// Print every trace event to stderr. Library code reads no
+    /// environment: the test helpers and the CLI set this from
+    /// `EDDY_SIM_TRACE=1`.
     pub trace_echo: bool,
+    /// When a run finishes, print its fingerprint to stderr (`sim run: seed
+    /// S hash H events E simulated T ms`), to compare runs across changes;
+    /// the test helpers and the CLI set this from `EDDY_SIM_HASH=1`.
+    pub print_run_fingerprint: bool,
 }
 
 impl Default for ClusterConfig {
@@ -138,7 +144,8 @@ impl Default for ClusterConfig {
             max_message_bytes: 1_048_588,
             tcp_give_up_ms: 127_000,
             producer_id_block_size: 1_000,
-            trace_echo: std::env::var_os("EDDY_SIM_TRACE").is_some_and(|v| v == "1"),
+            trace_echo: false,
+            print_run_fingerprint: false,
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Recording is cheap on purpose (it sits on the produce/fetch path): an
 //! event is a few integers plus interned names; nothing is formatted unless
-//! an excerpt is asked for or echoing is on (`EDDY_SIM_TRACE=1`). Memory is
+//! an excerpt is asked for or echoing is on (`ClusterConfig::trace_echo`). Memory is
 //! bounded: the ring keeps [`TRACE_RING_EVENTS`] events, the hash covers all.
 
 use std::cell::RefCell;

@@ -193,12 +193,11 @@ fn a_request_sent_during_a_short_partition_is_answered_after_the_heal() {
 /// timeout), while new connections work.
 #[test]
 fn a_partition_longer_than_the_tcp_give_up_time_stalls_the_streams_that_crossed_it() {
-    let config = eddyline_sim::cluster::ClusterConfig {
+    let config = ClusterConfig {
         tcp_give_up_ms: 200,
-        ..eddyline_sim::cluster::ClusterConfig::default()
+        ..config_from_env()
     };
-    let mut cluster =
-        eddyline_sim::cluster::SimCluster::new(eddyline_sim::Seed::new(78), config).unwrap();
+    let mut cluster = SimCluster::new(Seed::new(78), config).unwrap();
     let handle = cluster.handle();
     cluster.client("test", async move {
         wait_ready(&handle).await;
@@ -330,7 +329,7 @@ fn a_broker_partitioned_for_minutes_rejoins_after_the_heal() {
     for partition_secs in [126_u64, 600] {
         let config = ClusterConfig {
             duration_limit_ms: 1_000_000,
-            ..ClusterConfig::default()
+            ..config_from_env()
         };
         let mut cluster = SimCluster::new(Seed::new(79), config).unwrap();
         let handle = cluster.handle();

@@ -150,7 +150,7 @@ fn run(total: u64, with_faults: bool, seed: u64) -> (f64, u64) {
     let config = ClusterConfig {
         latency_min_ms: 1,
         latency_max_ms: 1,
-        ..ClusterConfig::default()
+        ..config_from_env()
     };
     let mut cluster = SimCluster::new(Seed::new(seed), config).unwrap();
     if with_faults {
@@ -204,7 +204,7 @@ fn simulation_speed_of_a_12_partition_workload() {
 #[test]
 #[ignore = "a measurement: run with --release --ignored --nocapture"]
 fn simulation_speed_of_an_idle_cluster() {
-    let mut cluster = SimCluster::new(Seed::new(3), ClusterConfig::default()).unwrap();
+    let mut cluster = SimCluster::new(Seed::new(3), config_from_env()).unwrap();
     let handle = cluster.handle();
     cluster.client("idle", async move {
         wait_ready(&handle).await;

@@ -189,11 +189,29 @@ pub fn cluster_config() -> ClusterConfig {
     }
 }
 
+/// What the simulated cluster prints to stderr (the caller decides, e.g.
+/// from `EDDY_SIM_TRACE` / `EDDY_SIM_HASH`): see
+/// [`ClusterConfig::trace_echo`] and [`ClusterConfig::print_run_fingerprint`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimOutput {
+    pub trace_echo: bool,
+    pub print_run_fingerprint: bool,
+}
+
 /// Runs the suite on a fresh three-broker cluster seeded with `seed`.
 /// `Err`: the simulation itself failed (a broken invariant, the run's time
 /// limit), with the seed in the message.
-pub fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<SimRun, String> {
-    let mut cluster = SimCluster::new(seed, cluster_config()).map_err(|e| e.to_string())?;
+pub fn run_on_simulator(
+    seed: Seed,
+    options: &SuiteOptions,
+    output: SimOutput,
+) -> Result<SimRun, String> {
+    let config = ClusterConfig {
+        trace_echo: output.trace_echo,
+        print_run_fingerprint: output.print_run_fingerprint,
+        ..cluster_config()
+    };
+    let mut cluster = SimCluster::new(seed, config).map_err(|e| e.to_string())?;
     let handle = cluster.handle();
     let report: Rc<RefCell<Option<Result<Report, String>>>> = Rc::new(RefCell::new(None));
     let out = Rc::clone(&report);

@@ -278,7 +278,7 @@ impl SimCluster {
     pub fn run(&mut self) -> Result<(), SimError> {
         loop {
             if self.step()? {
-                if std::env::var_os("EDDY_SIM_HASH").is_some_and(|v| v == "1") {
+                if self.config.print_run_fingerprint {
                     // A run's fingerprint, to compare runs across changes.
                     let trace = self.trace.summary(0);
                     eprintln!(

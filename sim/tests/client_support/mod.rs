@@ -21,7 +21,19 @@ pub fn seed_or(default: u64) -> Seed {
 }
 
 pub fn cluster(seed: u64) -> SimCluster {
-    SimCluster::new(seed_or(seed), ClusterConfig::default()).expect("valid config")
+    SimCluster::new(seed_or(seed), config_from_env()).expect("valid config")
+}
+
+/// The default cluster with the output the environment asks for:
+/// `EDDY_SIM_TRACE=1` echoes every trace event, `EDDY_SIM_HASH=1` prints
+/// each finished run's fingerprint (the library reads no environment).
+pub fn config_from_env() -> ClusterConfig {
+    let on = |name: &str| std::env::var_os(name).is_some_and(|value| value == "1");
+    ClusterConfig {
+        trace_echo: on("EDDY_SIM_TRACE"),
+        print_run_fingerprint: on("EDDY_SIM_HASH"),
+        ..ClusterConfig::default()
+    }
 }
 
 pub async fn sleep_ms(ms: u64) {

@@ -17,7 +17,19 @@ use eddyline_sim::rpc::Connection;
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 pub fn cluster(seed: u64) -> SimCluster {
-    SimCluster::new(Seed::new(seed), ClusterConfig::default()).expect("valid config")
+    SimCluster::new(Seed::new(seed), config_from_env()).expect("valid config")
+}
+
+/// The default cluster with the output the environment asks for:
+/// `EDDY_SIM_TRACE=1` echoes every trace event, `EDDY_SIM_HASH=1` prints
+/// each finished run's fingerprint (the library reads no environment).
+pub fn config_from_env() -> ClusterConfig {
+    let on = |name: &str| std::env::var_os(name).is_some_and(|value| value == "1");
+    ClusterConfig {
+        trace_echo: on("EDDY_SIM_TRACE"),
+        print_run_fingerprint: on("EDDY_SIM_HASH"),
+        ..ClusterConfig::default()
+    }
 }
 
 pub async fn sleep_ms(ms: u64) {
