@@ -1,6 +1,7 @@
-//! Determinism (SPEC §11): the same seed gives the same trace hash, other
-//! seeds give other hashes, and the simulator's sources use no wall clock,
-//! OS randomness, threads or hash-ordered collections.
+//! Determinism: the same seed gives the same trace hash, other seeds give
+//! other hashes, and the sources of the simulator, the engine and the
+//! scenarios use no wall clock, OS randomness, threads or hash-ordered
+//! collections, and their library code reads no environment variables.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use eddyline_engine::transport::{ErrorCode, Isolation, TopicPartition};
 use eddyline_sim::Seed;
-use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
+use eddyline_sim::cluster::{ClusterHandle, SimCluster};
 use eddyline_sim::faults::FaultRates;
 use eddyline_sim::protocol::{CoordinatorType, JoinProtocol, OffsetSpec, Request, Response};
 
@@ -224,7 +225,7 @@ fn run(seed: u64) -> (u64, u64) {
 
 /// One run of the workload, `scale` times the base amount of work.
 fn run_with(seed: u64, scale: usize, rates: FaultRates) -> (u64, u64) {
-    let mut cluster = SimCluster::new(Seed::new(seed), ClusterConfig::default()).unwrap();
+    let mut cluster = SimCluster::new(Seed::new(seed), config_from_env()).unwrap();
     let partitions: Vec<TopicPartition> = (0..PARTITIONS)
         .map(|p| TopicPartition::new("events", p))
         .collect();
@@ -336,8 +337,9 @@ fn different_seeds_give_different_traces() {
     assert_eq!(hashes.len(), 3);
 }
 
-/// What may not appear in simulator or engine code (SPEC §11), unless the
-/// line says why with `determinism: allow`.
+/// What may not appear in simulator, engine or scenario code (each would
+/// make a run depend on something other than its seed), unless the line
+/// says why with `determinism: allow` or is listed in [`ALLOWED`].
 const FORBIDDEN: &[(&str, &str)] = &[
     ("SystemTime::now", "wall clock"),
     (
@@ -354,42 +356,94 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("HashSet", "hash-order iteration (use BTreeSet)"),
 ];
 
-/// Live-mode code (real Kafka through rdkafka) runs on the real clock and
-/// threads by design and never runs in the simulator.
-const EXEMPT_DIRS: &[&str] = &["kafka"];
+/// Run-time environment reads, which library code may not do: settings
+/// come in through configuration values (`ClusterConfig`, options), and
+/// only tests, benches and the CLI read the environment. Unlike
+/// [`FORBIDDEN`], this rule also covers live-mode code.
+const ENV_READS: &[(&str, &str)] = &[
+    ("env::var(", "environment read in library code"),
+    ("env::var_os(", "environment read in library code"),
+    ("env::vars(", "environment read in library code"),
+    ("env::vars_os(", "environment read in library code"),
+];
 
-fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+/// Sites allowed to match a rule, each with its reason: (path suffix,
+/// pattern, why).
+const ALLOWED: &[(&str, &str, &str)] = &[
+    (
+        "engine/src/kafka/config.rs",
+        "env::vars(",
+        "live mode only: `KafkaConfig::from_env` reads the documented \
+         `EDDY_KAFKA_*` librdkafka properties when a command connects to a \
+         real Kafka; no simulated path calls it, and `from_sources` takes \
+         the variables as a value",
+    ),
+    (
+        "scenarios/src/conformance/sim_env.rs",
+        "Instant::now",
+        "`tokio::time::Instant` inside a turmoil host reads the simulated clock",
+    ),
+];
+
+/// Live-mode code (real Kafka through rdkafka) runs on the real clock and
+/// threads by design and never runs in the simulator: exempt from
+/// [`FORBIDDEN`] (not from [`ENV_READS`]).
+const LIVE_MODE_DIRS: &[&str] = &["kafka"];
+const LIVE_MODE_FILES: &[&str] = &["kafka_env.rs"];
+
+/// A source file to scan, and whether it is live-mode code.
+struct Source {
+    path: PathBuf,
+    live_mode: bool,
+}
+
+fn rust_files(dir: &Path, live_mode: bool, files: &mut Vec<Source>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if path.is_dir() {
-            let exempt = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| EXEMPT_DIRS.contains(&n));
-            if !exempt {
-                rust_files(&path, files);
-            }
+            let live_mode = live_mode || LIVE_MODE_DIRS.contains(&name);
+            rust_files(&path, live_mode, files);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
+            let live_mode = live_mode || LIVE_MODE_FILES.contains(&name);
+            files.push(Source { path, live_mode });
         }
     }
 }
 
-fn violations(files: &[PathBuf]) -> Vec<String> {
+/// Whether `line` of `file` may match `pattern`.
+fn allowed(file: &Path, line: &str, pattern: &str) -> bool {
+    let file = file.to_string_lossy().replace('\\', "/");
+    line.contains("determinism: allow")
+        || ALLOWED
+            .iter()
+            .any(|(suffix, allowed, _)| file.ends_with(suffix) && *allowed == pattern)
+}
+
+/// Every line of `files` that matches one of `rules`, as `path:line:
+/// pattern (why)`. Comments never match; with `library_only`, neither does
+/// test code (a `tests.rs` file, or what follows a top-level
+/// `#[cfg(test)]`).
+fn scan(files: &[PathBuf], rules: &[(&str, &str)], library_only: bool) -> Vec<String> {
     let mut found = Vec::new();
     for file in files {
+        if library_only && file.file_name().is_some_and(|name| name == "tests.rs") {
+            continue;
+        }
         let text = std::fs::read_to_string(file).unwrap();
         for (number, line) in text.lines().enumerate() {
-            let code = line.trim_start();
-            if code.starts_with("//") || line.contains("determinism: allow") {
+            if library_only && line == "#[cfg(test)]" {
+                break;
+            }
+            if line.trim_start().starts_with("//") {
                 continue;
             }
-            for (pattern, why) in FORBIDDEN {
-                if line.contains(pattern) {
+            for (pattern, why) in rules {
+                if line.contains(pattern) && !allowed(file, line, pattern) {
                     found.push(format!(
                         "{}:{}: {pattern} ({why})",
                         file.display(),
@@ -402,15 +456,63 @@ fn violations(files: &[PathBuf]) -> Vec<String> {
     found
 }
 
-#[test]
-fn simulator_and_engine_sources_use_no_clock_randomness_threads_or_hash_maps() {
+/// Lines that use a clock, OS randomness, threads or hash-ordered
+/// collections.
+fn violations(files: &[PathBuf]) -> Vec<String> {
+    scan(files, FORBIDDEN, false)
+}
+
+/// Lines of library code that read the environment.
+fn env_read_violations(files: &[PathBuf]) -> Vec<String> {
+    scan(files, ENV_READS, true)
+}
+
+/// The library sources of the simulator, the engine and the scenarios.
+fn library_sources() -> Vec<Source> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
-    rust_files(&root.join("../engine/src"), &mut files);
-    assert!(files.len() >= 10, "scanned too few files: {files:?}");
+    for dir in ["src", "../engine/src", "../scenarios/src"] {
+        let before = files.len();
+        rust_files(&root.join(dir), false, &mut files);
+        assert!(files.len() > before, "no sources found in {dir}");
+    }
+    assert!(files.len() >= 10, "scanned too few files: {}", files.len());
+    files
+}
+
+#[test]
+fn simulator_engine_and_scenario_sources_use_no_clock_randomness_threads_or_hash_maps() {
+    let files: Vec<PathBuf> = library_sources()
+        .into_iter()
+        .filter(|source| !source.live_mode)
+        .map(|source| source.path)
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|path| path.ends_with("conformance/mod.rs")),
+        "the scenarios are scanned"
+    );
     let found = violations(&files);
     assert!(found.is_empty(), "forbidden calls:\n{}", found.join("\n"));
+}
+
+#[test]
+fn library_code_of_the_simulator_engine_and_scenarios_reads_no_environment() {
+    let files: Vec<PathBuf> = library_sources()
+        .into_iter()
+        .map(|source| source.path)
+        .collect();
+    assert!(
+        files.iter().any(|path| path.ends_with("kafka/config.rs")),
+        "live-mode code is scanned for environment reads too"
+    );
+    let found = env_read_violations(&files);
+    assert!(
+        found.is_empty(),
+        "environment reads in library code:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -429,4 +531,43 @@ fn the_source_scan_catches_a_forbidden_call() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("Instant::now"));
+}
+
+#[test]
+fn the_source_scan_catches_an_environment_read_in_library_code_only() {
+    let dir = std::env::temp_dir().join(format!("eddy-env-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let library = dir.join("library.rs");
+    std::fs::write(
+        &library,
+        "fn f() -> bool { std::env::var(\"A\").is_ok() }\n\
+         fn g() -> bool { std::env::var_os(\"B\").is_some() }\n\
+         fn h() -> usize { std::env::vars().count() }\n\
+         // std::env::var(\"C\") in a comment is fine\n\
+         fn i() -> bool { std::env::var_os(\"D\").is_some() } // determinism: allow(a reason)\n\
+         #[cfg(test)]\n\
+         mod tests { fn t() -> bool { std::env::var(\"E\").is_ok() } }\n",
+    )
+    .unwrap();
+    let tests = dir.join("tests.rs");
+    std::fs::write(&tests, "fn t() -> bool { std::env::var(\"F\").is_ok() }\n").unwrap();
+    let found = env_read_violations(&[library, tests]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].contains("library.rs:1: env::var("), "{found:?}");
+    assert!(found[1].contains("library.rs:2: env::var_os("), "{found:?}");
+    assert!(found[2].contains("library.rs:3: env::vars("), "{found:?}");
+}
+
+#[test]
+fn an_allowed_site_is_allowed_for_its_pattern_only() {
+    let kafka_config = Path::new("/repo/engine/src/kafka/config.rs");
+    let line = "Self::from_sources(bootstrap, std::env::vars())";
+    assert!(allowed(kafka_config, line, "env::vars("));
+    assert!(!allowed(kafka_config, "std::env::var(\"X\")", "env::var("));
+    assert!(!allowed(
+        Path::new("/repo/engine/src/lib.rs"),
+        line,
+        "env::vars("
+    ));
 }
