@@ -1,6 +1,6 @@
-//! Simulation speed (SPEC §10): simulated records per wall second and time
-//! compression for a produce/consume workload, and seeds per minute for a
-//! 10,000-record run with faults.
+//! Simulation speed (the numbers are in BENCHMARKS.md): simulated records
+//! per wall second and time compression for a produce/consume workload, and
+//! seeds per minute for a 10,000-record run with faults.
 //!
 //! Workload: the seeded 3-broker cluster (RF 3, min.insync 2) with 1 ms
 //! latency on every link, a 12-partition topic, and one worker host running
