@@ -206,6 +206,11 @@ impl Trace {
             inner.ring.pop_front();
         }
         inner.ring.push_back(event);
+        assert!(inner.ring.len() <= TRACE_RING_EVENTS, "the ring is bounded");
+        assert!(
+            inner.ring.len() as u64 <= inner.events,
+            "the ring holds recorded events"
+        );
         if inner.echo {
             eprintln!("trace {}", inner.format(&event));
         }
@@ -250,6 +255,12 @@ impl TraceInner {
         self.names.push(name.to_string());
         self.name_hashes.push(fnv1a64(name.as_bytes()));
         self.name_ids.insert(name.to_string(), id);
+        assert_eq!(self.names.len(), self.name_hashes.len());
+        assert_eq!(
+            self.names.len(),
+            self.name_ids.len(),
+            "names are interned once"
+        );
         id
     }
 

@@ -313,7 +313,10 @@ impl SimCluster {
         world::set_outside_host_now_ms(now);
         self.apply_due(now);
         match self.sim.step() {
-            Ok(finished) => Ok(finished),
+            Ok(finished) => {
+                assert!(self.elapsed_ms() >= now, "simulated time never goes back");
+                Ok(finished)
+            }
             Err(error) => Err(SimError {
                 seed: self.seed,
                 at_ms: self.elapsed_ms(),
