@@ -1,9 +1,9 @@
 //! Error codes a user meets: existing and missing topics, and transactional
 //! calls out of order.
 
-use eddyline_engine::transport::{Admin, ErrorCode, NewTopic, Producer, Transport, TransportError};
+use eddyline_engine::transport::{Admin, ErrorCode, NewTopic, Producer, TransportError};
 
-use super::support::{OrFail, describe, ensure, fail};
+use super::support::{OrFail, TransactionSteps, describe, ensure, fail, record};
 use super::{ConformanceEnv, Cx, Failure};
 
 /// The code of an error the check expected, or a failure saying it succeeded.
@@ -22,12 +22,7 @@ pub(super) async fn creating_a_topic_that_exists_fails<E: ConformanceEnv>(
 ) -> Result<(), Failure> {
     let topic = cx.topic("exists", 2).await?;
     let (replication_factor, _) = cx.env.replication();
-    let admin = cx
-        .env
-        .transport()
-        .admin()
-        .await
-        .or_fail("opening an admin client")?;
+    let admin = cx.admin().await?;
     let again = admin
         .create_topic(&NewTopic {
             name: topic.clone(),
@@ -58,12 +53,7 @@ pub(super) async fn asking_for_a_missing_topic_fails<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
     let missing = cx.name("missing");
-    let admin = cx
-        .env
-        .transport()
-        .admin()
-        .await
-        .or_fail("opening an admin client")?;
+    let admin = cx.admin().await?;
     let error = expect_error(
         admin.partition_count(&missing).await,
         "partition_count of a missing topic",
@@ -90,8 +80,7 @@ pub(super) async fn asking_for_a_missing_topic_fails<E: ConformanceEnv>(
 pub(super) async fn committing_without_a_transaction_fails<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let mut producer = cx.transactional_producer().await?;
     let error = expect_error(
         producer.commit_transaction().await,
         "commit_transaction without begin",
@@ -103,13 +92,11 @@ pub(super) async fn committing_without_a_transaction_fails<E: ConformanceEnv>(
     );
     // The mistake does not break the producer.
     producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction after the refused commit")?;
+        .begin("begin_transaction after the refused commit")
+        .await?;
     producer
-        .abort_transaction()
-        .await
-        .or_fail("abort_transaction of an empty transaction")?;
+        .abort("abort_transaction of an empty transaction")
+        .await?;
     cx.note(format!("commit without begin: {}", describe(&error)));
     Ok(())
 }
@@ -126,7 +113,7 @@ pub(super) async fn sending_to_a_missing_partition_fails<E: ConformanceEnv>(
         ("a missing topic", missing_topic.as_str(), 0),
     ] {
         let started = cx.env.elapsed();
-        let result = match producer.send(super::support::record(topic, Some(partition), "k", "v")) {
+        let result = match producer.send(record(topic, Some(partition), "k", "v")) {
             Err(error) => Err(error),
             Ok(delivery) => delivery.await,
         };

@@ -5,12 +5,14 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Admin, Consumer, GroupMetadata, Isolation, OffsetAndMetadata, Producer, ProducerRecord,
-    TopicPartition, Transport,
+    Admin, Consumer, Isolation, Producer, ProducerRecord, TopicPartition,
 };
 
 use super::log::{verify_deliveries, verify_read_back};
-use super::support::{OrFail, ensure, record, send_all, verdict};
+use super::support::{
+    OrFail, TransactionSteps, at, committed_offsets, ensure, outside_the_group, record, send_all,
+    transaction_with_offsets, verdict,
+};
 use super::{BrokerControl, ConformanceEnv, Cx, Failure};
 
 /// Kafka's internal topic of group state and committed offsets.
@@ -157,16 +159,7 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
     let p0 = TopicPartition::new(&topic, 0);
     let p1 = TopicPartition::new(&topic, 1);
     let group = cx.name("group");
-    let at = |offset: i64, metadata: &str| OffsetAndMetadata {
-        offset,
-        metadata: metadata.to_string(),
-    };
-    let outside_the_group = GroupMetadata {
-        group_id: group.clone(),
-        generation_id: -1,
-        member_id: String::new(),
-        group_instance_id: None,
-    };
+    let outside = outside_the_group(&group);
 
     // One plain commit and one transactional commit before the failure.
     let mut writer = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
@@ -175,28 +168,15 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
         .await
         .or_fail("committing offsets")?;
     writer.close().await.or_fail("closing")?;
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(&mut producer, &[record(&topic, Some(1), "k", "before")]).await?;
-    producer
-        .send_offsets_to_transaction(&[(p1.clone(), at(7, "txn-before"))], &outside_the_group)
-        .await
+    let mut producer = cx.transactional_producer().await?;
+    let output = record(&topic, Some(1), "k", "before");
+    let offsets = [(p1.clone(), at(7, "txn-before"))];
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, "")
+        .await?
         .or_fail("send_offsets_to_transaction")?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    producer.commit("commit_transaction").await?;
 
-    let admin = cx
-        .env
-        .transport()
-        .admin()
-        .await
-        .or_fail("opening an admin client")?;
+    let admin = cx.admin().await?;
     let offsets_partitions = admin
         .partition_count(OFFSETS_TOPIC)
         .await
@@ -214,32 +194,27 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
     // A new client of the group finds both commits on the new coordinator
     // (loaded from __consumer_offsets), and the producer carries on.
     let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
-    let read = reader
-        .committed(&[p0.clone(), p1.clone()])
-        .await
-        .or_fail("reading committed offsets after the failure")?;
+    let read = committed_offsets(&mut reader, &[p0.clone(), p1.clone()]).await?;
     let expected = vec![Some(at(5, "plain-before")), Some(at(7, "txn-before"))];
     ensure!(
         read == expected,
         "after the group coordinator failed, the committed offsets are {read:?}, expected {expected:?}"
     );
+    let output = record(&topic, Some(1), "k", "after");
+    let offsets = [(p1.clone(), at(8, "txn-after"))];
+    transaction_with_offsets(
+        &mut producer,
+        output,
+        &offsets,
+        &outside,
+        " after the failure",
+    )
+    .await?
+    .or_fail("send_offsets_to_transaction after the failure")?;
     producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction after the failure")?;
-    send_all(&mut producer, &[record(&topic, Some(1), "k", "after")]).await?;
-    producer
-        .send_offsets_to_transaction(&[(p1.clone(), at(8, "txn-after"))], &outside_the_group)
-        .await
-        .or_fail("send_offsets_to_transaction after the failure")?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction after the failure")?;
-    let read = reader
-        .committed(std::slice::from_ref(&p1))
-        .await
-        .or_fail("reading committed offsets")?;
+        .commit("commit_transaction after the failure")
+        .await?;
+    let read = committed_offsets(&mut reader, std::slice::from_ref(&p1)).await?;
     ensure!(
         read == vec![Some(at(8, "txn-after"))],
         "the transaction committed after the failure stored {read:?}, expected offset 8 'txn-after'"

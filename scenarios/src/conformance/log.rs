@@ -8,8 +8,8 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    OrFail, describe, ensure, fail, pairs, read_into, record, send_all, verdict,
-    verify_partition_contents,
+    OrFail, committed_transaction, delivered_pairs, describe, ensure, fail, offsets, pairs,
+    read_into, read_pairs, record, send_all, value_text, verdict, verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -257,12 +257,7 @@ pub(crate) fn verify_read_back(
         let have = got.remove(&partition).unwrap_or_default();
         let want_pairs: Vec<(i64, String)> = want
             .iter()
-            .map(|(offset, r)| {
-                (
-                    *offset,
-                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-                )
-            })
+            .map(|(offset, r)| (*offset, value_text(&r.value)))
             .collect();
         verify_partition_contents(
             &format!("partition {partition}"),
@@ -304,20 +299,11 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
     let topic = cx.topic("seek", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
     // Three committed transactional records, their marker, two plain records.
-    let id = cx.name("txn");
-    let mut transactional = cx.producer(Some(&id)).await?;
-    transactional
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
+    let mut transactional = cx.transactional_producer().await?;
     let txn: Vec<ProducerRecord> = (0..3)
         .map(|i| record(&topic, Some(0), "k", &format!("txn-{i}")))
         .collect();
-    let mut delivered = send_all(&mut transactional, &txn).await?;
-    transactional
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    let mut delivered = committed_transaction(&mut transactional, &txn, "").await?;
     // The commit returns once the coordinator has logged its decision; the
     // marker lands a moment later, and plain records sent before it would
     // take its place.
@@ -329,22 +315,12 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
     delivered.extend(send_all(&mut plain, &after).await?);
     let mut all = txn;
     all.extend(after);
-    let all_pairs: Vec<(i64, String)> = all
-        .iter()
-        .zip(&delivered)
-        .map(|(r, d)| {
-            (
-                d.offset,
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect();
+    let all_pairs = delivered_pairs(&all, &delivered);
     let marker_offset = 3;
     ensure!(
-        delivered.iter().map(|d| d.offset).collect::<Vec<_>>()
-            == vec![0, 1, 2, 3 + marker, 4 + marker],
+        offsets(&delivered) == vec![0, 1, 2, 3 + marker, 4 + marker],
         "records landed at {:?}, expected 0, 1, 2 and, after the commit marker, {} and {}",
-        delivered.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        offsets(&delivered),
         3 + marker,
         4 + marker
     );
@@ -356,10 +332,9 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
         .or_fail("assigning")?;
     let mut seen = Vec::new();
     read_into(cx, &mut reader, &mut seen, all.len()).await?;
-    let refs: Vec<&Message> = seen.iter().collect();
     verdict(verify_partition_contents(
         "from the start",
-        &pairs(&refs),
+        &read_pairs(&seen),
         &all_pairs,
     ))?;
     let mut observed = Vec::new();
@@ -380,10 +355,9 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
             .collect();
         let mut seen = Vec::new();
         read_into(cx, &mut reader, &mut seen, expected.len()).await?;
-        let refs: Vec<&Message> = seen.iter().collect();
         verdict(verify_partition_contents(
             &format!("after a seek to {seek_to} ({what})"),
-            &pairs(&refs),
+            &read_pairs(&seen),
             &expected,
         ))?;
         observed.push(format!(

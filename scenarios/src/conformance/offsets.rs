@@ -4,29 +4,14 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Consumer, GroupMetadata, Isolation, OffsetAndMetadata, Producer, TopicPartition,
+    Consumer, Isolation, OffsetAndMetadata, Producer, TopicPartition,
 };
 
-use super::support::{OrFail, ensure, fail, record, send_all};
+use super::support::{
+    OrFail, TransactionSteps, at, committed_offsets, ensure, fail, outside_the_group, record,
+    transaction_with_offsets, verdict,
+};
 use super::{ConformanceEnv, Cx, Failure};
-
-fn at(offset: i64, metadata: &str) -> OffsetAndMetadata {
-    OffsetAndMetadata {
-        offset,
-        metadata: metadata.to_string(),
-    }
-}
-
-/// What a producer passes for a group it is not a member of (the engine's
-/// consumers always are; a standalone commit uses generation -1).
-fn outside_the_group(group_id: &str) -> GroupMetadata {
-    GroupMetadata {
-        group_id: group_id.to_string(),
-        generation_id: -1,
-        member_id: String::new(),
-        group_instance_id: None,
-    }
-}
 
 /// Compares what `committed` returned with what is expected, per partition.
 pub(crate) fn verify_committed(
@@ -69,31 +54,22 @@ pub(super) async fn a_committed_offset_reads_back_with_its_metadata<E: Conforman
         .await
         .or_fail("committing offsets")?;
     let expected = vec![Some(at(5, metadata)), Some(at(0, "")), None];
-    let read = writer
-        .committed(&partitions)
-        .await
-        .or_fail("reading committed offsets")?;
-    super::support::verdict(verify_committed(&partitions, &read, &expected))?;
+    let read = committed_offsets(&mut writer, &partitions).await?;
+    verdict(verify_committed(&partitions, &read, &expected))?;
 
     // Another client of the group sees the same, and a later commit replaces it.
     let mut other = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
-    let read = other
-        .committed(&partitions)
-        .await
-        .or_fail("reading committed offsets")?;
-    super::support::verdict(
+    let read = committed_offsets(&mut other, &partitions).await?;
+    verdict(
         verify_committed(&partitions, &read, &expected).map_err(|e| format!("another client: {e}")),
     )?;
     writer
         .commit(&[(partitions[0].clone(), at(8, "checkpoint=18"))])
         .await
         .or_fail("committing offsets again")?;
-    let read = other
-        .committed(&partitions)
-        .await
-        .or_fail("reading committed offsets")?;
+    let read = committed_offsets(&mut other, &partitions).await?;
     let expected = vec![Some(at(8, "checkpoint=18")), Some(at(0, "")), None];
-    super::support::verdict(
+    verdict(
         verify_committed(&partitions, &read, &expected)
             .map_err(|e| format!("after a second commit: {e}")),
     )?;
@@ -112,48 +88,36 @@ pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: Confo
     let topic = cx.topic("txn-offsets", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let group = cx.name("group");
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let mut producer = cx.transactional_producer().await?;
     let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
 
     // One transaction writing a record and offsets, then ending; what the
     // group's committed offset reads afterwards must be `expected`.
     let mut committed_after =
         async |commit: bool, offset: i64, metadata: &str, expected: OffsetAndMetadata| {
-            producer
-                .begin_transaction()
-                .await
-                .or_fail("begin_transaction")?;
-            let value = format!("output-{offset}");
-            send_all(&mut producer, &[record(&topic, Some(0), "k", &value)]).await?;
-            producer
-                .send_offsets_to_transaction(
-                    &[(p0.clone(), at(offset, metadata))],
-                    &outside_the_group(&group),
-                )
-                .await
-                .or_fail("send_offsets_to_transaction")?;
+            let output = record(&topic, Some(0), "k", &format!("output-{offset}"));
+            let offsets = [(p0.clone(), at(offset, metadata))];
+            transaction_with_offsets(
+                &mut producer,
+                output,
+                &offsets,
+                &outside_the_group(&group),
+                "",
+            )
+            .await?
+            .or_fail("send_offsets_to_transaction")?;
             if commit {
-                producer
-                    .commit_transaction()
-                    .await
-                    .or_fail("commit_transaction")?;
+                producer.commit("commit_transaction").await?;
             } else {
-                producer
-                    .abort_transaction()
-                    .await
-                    .or_fail("abort_transaction")?;
+                producer.abort("abort_transaction").await?;
             }
-            let read = reader
-                .committed(std::slice::from_ref(&p0))
-                .await
-                .or_fail("committed")?;
+            let read = committed_offsets(&mut reader, std::slice::from_ref(&p0)).await?;
             let what = if commit {
                 "after the commit"
             } else {
                 "after the abort"
             };
-            super::support::verdict(
+            verdict(
                 verify_committed(std::slice::from_ref(&p0), &read, &[Some(expected)])
                     .map_err(|e| format!("{what}: {e}")),
             )
@@ -175,26 +139,24 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
     let topic = cx.topic("stable-offsets", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let group = cx.name("group");
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let mut producer = cx.transactional_producer().await?;
     let mut reader = cx
         .consumer_with(Some(&group), Isolation::ReadCommitted, |config| {
             config.request_timeout_ms = 15_000;
         })
         .await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(&mut producer, &[record(&topic, Some(0), "k", "output")]).await?;
-    producer
-        .send_offsets_to_transaction(
-            &[(p0.clone(), at(3, "checkpoint=3"))],
-            &outside_the_group(&group),
-        )
-        .await
-        .or_fail("send_offsets_to_transaction")?;
+    let output = record(&topic, Some(0), "k", "output");
+    let offsets = [(p0.clone(), at(3, "checkpoint=3"))];
+    transaction_with_offsets(
+        &mut producer,
+        output,
+        &offsets,
+        &outside_the_group(&group),
+        "",
+    )
+    .await?
+    .or_fail("send_offsets_to_transaction")?;
 
     let env = cx.env;
     let asked_at = env.elapsed();

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, Isolation, Message, NewTopic,
-    Producer, ProducerConfig, ProducerRecord, TopicPartition, Transport, TransportError,
-    TransportResult,
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, GroupMetadata, Isolation, Message,
+    NewTopic, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Transport, TransportError, TransportResult,
 };
 
 use super::{ConformanceEnv, Expectations};
@@ -78,6 +78,7 @@ pub struct Cx<'a, E> {
 }
 
 type TransportOf<E> = <E as ConformanceEnv>::Transport;
+pub(crate) type AdminOf<E> = <TransportOf<E> as Transport>::Admin;
 pub(crate) type ProducerOf<E> = <TransportOf<E> as Transport>::Producer;
 pub(crate) type ConsumerOf<E> = <TransportOf<E> as Transport>::Consumer;
 
@@ -104,6 +105,15 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         self.env.names().fresh(what)
     }
 
+    /// An admin client of the env's transport.
+    pub async fn admin(&self) -> Result<AdminOf<E>, Failure> {
+        self.env
+            .transport()
+            .admin()
+            .await
+            .or_fail("opening an admin client")
+    }
+
     /// Creates a fresh topic and waits until it reports its partitions.
     pub async fn topic(&mut self, what: &str, partitions: i32) -> Result<String, Failure> {
         let name = self.name(what);
@@ -112,12 +122,7 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         if let Some(min_insync) = min_insync {
             configs.push(("min.insync.replicas".to_string(), min_insync.to_string()));
         }
-        let admin = self
-            .env
-            .transport()
-            .admin()
-            .await
-            .or_fail("opening an admin client")?;
+        let admin = self.admin().await?;
         admin
             .create_topic(&NewTopic {
                 name: name.clone(),
@@ -150,6 +155,13 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         transactional_id: Option<&str>,
     ) -> Result<ProducerOf<E>, Failure> {
         self.producer_with(transactional_id, |_| {}).await
+    }
+
+    /// A transactional producer with a fresh transactional id, after its
+    /// `init_transactions`.
+    pub async fn transactional_producer(&mut self) -> Result<ProducerOf<E>, Failure> {
+        let id = self.name("txn");
+        self.producer(Some(&id)).await
     }
 
     pub async fn producer_with(
@@ -229,6 +241,24 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         read_into(self, &mut consumer, &mut messages, expected).await?;
         consumer.close().await.or_fail("closing a consumer")?;
         Ok(messages)
+    }
+
+    /// Reads `partition` from its start under `isolation` (as [`Self::read`],
+    /// until as many records as `expected` holds) and fails unless it holds
+    /// exactly the `(offset, value)` pairs of `expected`.
+    pub async fn read_exactly(
+        &mut self,
+        partition: &TopicPartition,
+        isolation: Isolation,
+        expected: &[(i64, String)],
+    ) -> Result<(), Failure> {
+        let read = self
+            .read(std::slice::from_ref(partition), isolation, expected.len())
+            .await?;
+        verdict(
+            verify_partition_contents(&partition.to_string(), &read_pairs(&read), expected)
+                .map_err(|e| format!("{}: {e}", isolation_name(isolation))),
+        )
     }
 
     /// Waits until the read_committed end offset (the last stable offset) of
@@ -328,6 +358,104 @@ async fn poll_messages<C: Consumer>(
     Ok(())
 }
 
+/// A producer's transactional calls, each failing the check with what it
+/// was doing.
+pub(crate) trait TransactionSteps: Producer {
+    async fn begin(&mut self, doing: &str) -> Result<(), Failure> {
+        self.begin_transaction().await.or_fail(doing)
+    }
+
+    async fn commit(&mut self, doing: &str) -> Result<(), Failure> {
+        self.commit_transaction().await.or_fail(doing)
+    }
+
+    async fn abort(&mut self, doing: &str) -> Result<(), Failure> {
+        self.abort_transaction().await.or_fail(doing)
+    }
+}
+
+impl<P: Producer> TransactionSteps for P {}
+
+/// One transaction that writes `records` and commits; `who` tells the
+/// producer apart in failures (`""` or `" (second)"`).
+pub(crate) async fn committed_transaction<P: Producer>(
+    producer: &mut P,
+    records: &[ProducerRecord],
+    who: &str,
+) -> Result<Vec<Delivered>, Failure> {
+    producer.begin(&format!("begin_transaction{who}")).await?;
+    let delivered = send_all(producer, records).await?;
+    producer.commit(&format!("commit_transaction{who}")).await?;
+    Ok(delivered)
+}
+
+/// Begins a transaction that writes `records` and flushes them, and leaves
+/// it open; `who` as for [`committed_transaction`].
+pub(crate) async fn open_transaction<P: Producer>(
+    producer: &mut P,
+    records: &[ProducerRecord],
+    who: &str,
+) -> Result<Vec<Delivered>, Failure> {
+    producer.begin(&format!("begin_transaction{who}")).await?;
+    let delivered = send_all(producer, records).await?;
+    producer.flush().await.or_fail(&format!("flushing{who}"))?;
+    Ok(delivered)
+}
+
+/// Begins a transaction, writes `output` in it and sends `offsets` for the
+/// group `group` with it; returns what `send_offsets_to_transaction`
+/// answered and leaves the transaction open. `stage` tells transactions of
+/// one check apart in failures (`""` or `" after the abort"`).
+pub(crate) async fn transaction_with_offsets<P: Producer>(
+    producer: &mut P,
+    output: ProducerRecord,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+    group: &GroupMetadata,
+    stage: &str,
+) -> Result<TransportResult<()>, Failure> {
+    producer.begin(&format!("begin_transaction{stage}")).await?;
+    send_all(producer, &[output]).await?;
+    Ok(producer.send_offsets_to_transaction(offsets, group).await)
+}
+
+/// The group's committed offsets of `partitions`, as `consumer` reads them.
+pub(crate) async fn committed_offsets<C: Consumer>(
+    consumer: &mut C,
+    partitions: &[TopicPartition],
+) -> Result<Vec<Option<OffsetAndMetadata>>, Failure> {
+    consumer
+        .committed(partitions)
+        .await
+        .or_fail("reading committed offsets")
+}
+
+/// An offset to commit, with its metadata.
+pub(crate) fn at(offset: i64, metadata: &str) -> OffsetAndMetadata {
+    OffsetAndMetadata {
+        offset,
+        metadata: metadata.to_string(),
+    }
+}
+
+/// What a producer passes for a group it is not a member of (the engine's
+/// consumers always are; a standalone commit uses generation -1).
+pub(crate) fn outside_the_group(group_id: &str) -> GroupMetadata {
+    GroupMetadata {
+        group_id: group_id.to_string(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    }
+}
+
+/// `read_committed` or `read_uncommitted`, as failures name them.
+pub(crate) fn isolation_name(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::ReadCommitted => "read_committed",
+        Isolation::ReadUncommitted => "read_uncommitted",
+    }
+}
+
 /// Sends every record, then waits for each acknowledgement in send order.
 pub(crate) async fn send_all<P: Producer>(
     producer: &mut P,
@@ -372,12 +500,14 @@ pub(crate) fn record(
     }
 }
 
+/// A record's value as text (lossy; the checks write text values).
+pub(crate) fn value_text(value: &Option<Vec<u8>>) -> String {
+    String::from_utf8_lossy(value.as_deref().unwrap_or_default()).into_owned()
+}
+
 /// The values of messages as text, in arrival order.
 pub(crate) fn values(messages: &[&Message]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned())
-        .collect()
+    messages.iter().map(|m| value_text(&m.value)).collect()
 }
 
 /// Compares what a partition was read to hold with what it should hold:
@@ -424,6 +554,30 @@ pub(crate) fn pairs(messages: &[&Message]) -> Vec<(i64, String)> {
         .zip(values(messages))
         .map(|(m, v)| (m.offset, v))
         .collect()
+}
+
+/// `(offset, value)` pairs of what was read.
+pub(crate) fn read_pairs(messages: &[Message]) -> Vec<(i64, String)> {
+    let refs: Vec<&Message> = messages.iter().collect();
+    pairs(&refs)
+}
+
+/// `(offset, value)` pairs of what was delivered: each record's value at
+/// the offset its delivery reported.
+pub(crate) fn delivered_pairs(
+    records: &[ProducerRecord],
+    delivered: &[Delivered],
+) -> Vec<(i64, String)> {
+    records
+        .iter()
+        .zip(delivered)
+        .map(|(r, d)| (d.offset, value_text(&r.value)))
+        .collect()
+}
+
+/// The offsets of deliveries, in send order.
+pub(crate) fn offsets(delivered: &[Delivered]) -> Vec<i64> {
+    delivered.iter().map(|d| d.offset).collect()
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Consumer, Delivered, ErrorCode, ErrorKind, Isolation, Message, Producer, ProducerRecord,
-    TopicPartition,
+    Consumer, ErrorCode, ErrorKind, Isolation, Producer, ProducerRecord, TopicPartition,
 };
 
 use super::support::{
-    OrFail, describe, ensure, fail, pairs, read_for, read_into, record, send_all, verdict,
+    OrFail, TransactionSteps, committed_transaction, delivered_pairs, describe, ensure, fail,
+    offsets, open_transaction, read_for, read_into, read_pairs, record, send_all, verdict,
     verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
@@ -34,32 +34,9 @@ fn records(topic: &str, partition: i32, prefix: &str, n: usize) -> Vec<ProducerR
         .collect()
 }
 
-/// `(offset, value)` pairs of what was delivered.
-fn delivered_pairs(records: &[ProducerRecord], delivered: &[Delivered]) -> Vec<(i64, String)> {
-    records
-        .iter()
-        .zip(delivered)
-        .map(|(r, d)| {
-            (
-                d.offset,
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn read_pairs(messages: &[Message]) -> Vec<(i64, String)> {
-    let refs: Vec<&Message> = messages.iter().collect();
-    pairs(&refs)
-}
-
 /// Offsets `first, first + 1, ...` for `n` records.
 fn offsets_from(first: i64, n: usize) -> Vec<i64> {
     (first..first + n as i64).collect()
-}
-
-fn offsets(delivered: &[Delivered]) -> Vec<i64> {
-    delivered.iter().map(|d| d.offset).collect()
 }
 
 pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset<
@@ -71,13 +48,9 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
     let topic = cx.topic("txn-commit", 2).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let p1 = TopicPartition::new(&topic, 1);
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let mut producer = cx.transactional_producer().await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
+    producer.begin("begin_transaction").await?;
     let first_p0 = records(&topic, 0, "a", 3);
     let first_p1 = records(&topic, 1, "b", 2);
     let delivered_p0 = send_all(&mut producer, &first_p0).await?;
@@ -97,10 +70,7 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
         "before the commit, {p0} ranges are {open_committed:?} (read_committed) and {open_uncommitted:?} (read_uncommitted); expected (0, 0) and (0, 3)"
     );
 
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    producer.commit("commit_transaction").await?;
     for (partition, written) in [(&p0, 3), (&p1, 2)] {
         cx.await_stable_end(partition, written).await?;
         for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
@@ -114,16 +84,8 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
     }
 
     // A second transaction's records come after the first one's marker.
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
     let second_p0 = records(&topic, 0, "c", 2);
-    let delivered_second = send_all(&mut producer, &second_p0).await?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    let delivered_second = committed_transaction(&mut producer, &second_p0, "").await?;
     ensure!(
         offsets(&delivered_second) == offsets_from(3 + marker, 2),
         "the second transaction's records got offsets {:?}, expected {:?} (after the first transaction's marker)",
@@ -131,24 +93,13 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
         offsets_from(3 + marker, 2)
     );
 
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 5)
-        .await?;
     let mut expected = delivered_pairs(&first_p0, &delivered_p0);
     expected.extend(delivered_pairs(&second_p0, &delivered_second));
-    verdict(verify_partition_contents(
-        &p0.to_string(),
-        &read_pairs(&read),
-        &expected,
-    ))?;
-    let read = cx
-        .read(std::slice::from_ref(&p1), Isolation::ReadCommitted, 2)
+    cx.read_exactly(&p0, Isolation::ReadCommitted, &expected)
         .await?;
-    verdict(verify_partition_contents(
-        &p1.to_string(),
-        &read_pairs(&read),
-        &delivered_pairs(&first_p1, &delivered_p1),
-    ))?;
+    let expected = delivered_pairs(&first_p1, &delivered_p1);
+    cx.read_exactly(&p1, Isolation::ReadCommitted, &expected)
+        .await?;
     let end = cx.range(&p0, Isolation::ReadCommitted).await?.1;
     cx.note(format!(
         "p0: txn 1 records at {:?}, marker, txn 2 records at {:?}, end offset {end}; p1: txn 1 records at {:?}",
@@ -168,31 +119,14 @@ pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: Conf
     let marker = cx.expect.control_marker_offsets;
     let topic = cx.topic("txn-abort", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let mut producer = cx.transactional_producer().await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
     let aborted = records(&topic, 0, "aborted", 3);
-    let delivered_aborted = send_all(&mut producer, &aborted).await?;
-    producer.flush().await.or_fail("flushing")?;
-    producer
-        .abort_transaction()
-        .await
-        .or_fail("abort_transaction")?;
+    let delivered_aborted = open_transaction(&mut producer, &aborted, "").await?;
+    producer.abort("abort_transaction").await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
     let committed = records(&topic, 0, "committed", 2);
-    let delivered_committed = send_all(&mut producer, &committed).await?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    let delivered_committed = committed_transaction(&mut producer, &committed, "").await?;
     ensure!(
         offsets(&delivered_aborted) == offsets_from(0, 3)
             && offsets(&delivered_committed) == offsets_from(3 + marker, 2),
@@ -202,26 +136,13 @@ pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: Conf
         offsets_from(3 + marker, 2)
     );
 
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 2)
-        .await?;
-    verdict(
-        verify_partition_contents(
-            &p0.to_string(),
-            &read_pairs(&read),
-            &delivered_pairs(&committed, &delivered_committed),
-        )
-        .map_err(|e| format!("read_committed: {e}")),
-    )?;
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 5)
+    let expected = delivered_pairs(&committed, &delivered_committed);
+    cx.read_exactly(&p0, Isolation::ReadCommitted, &expected)
         .await?;
     let mut everything = delivered_pairs(&aborted, &delivered_aborted);
     everything.extend(delivered_pairs(&committed, &delivered_committed));
-    verdict(
-        verify_partition_contents(&p0.to_string(), &read_pairs(&read), &everything)
-            .map_err(|e| format!("read_uncommitted: {e}")),
-    )?;
+    cx.read_exactly(&p0, Isolation::ReadUncommitted, &everything)
+        .await?;
     for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
         let range = cx.range(&p0, isolation).await?;
         let expected = (0, 5 + 2 * marker);
@@ -248,18 +169,12 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
     let topic = cx.topic("lso", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let mut plain = cx.producer(None).await?;
-    let id = cx.name("txn");
-    let mut transactional = cx.producer(Some(&id)).await?;
+    let mut transactional = cx.transactional_producer().await?;
 
     let before = records(&topic, 0, "before", 2);
     let delivered_before = send_all(&mut plain, &before).await?;
-    transactional
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
     let open = records(&topic, 0, "open", 2);
-    let delivered_open = send_all(&mut transactional, &open).await?;
-    transactional.flush().await.or_fail("flushing")?;
+    let delivered_open = open_transaction(&mut transactional, &open, "").await?;
     let after = records(&topic, 0, "after", 2);
     let delivered_after = send_all(&mut plain, &after).await?;
     ensure!(
@@ -301,23 +216,15 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
         )
         .map_err(|e| format!("read_committed behind an open transaction: {e}")),
     )?;
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 6)
-        .await?;
     let mut everything = delivered_pairs(&before, &delivered_before);
     everything.extend(delivered_pairs(&open, &delivered_open));
     everything.extend(delivered_pairs(&after, &delivered_after));
-    verdict(
-        verify_partition_contents(&p0.to_string(), &read_pairs(&read), &everything)
-            .map_err(|e| format!("read_uncommitted: {e}")),
-    )?;
+    cx.read_exactly(&p0, Isolation::ReadUncommitted, &everything)
+        .await?;
 
     // The commit releases the same reader: it now sees the transaction and
     // the records behind it.
-    transactional
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    transactional.commit("commit_transaction").await?;
     read_into(cx, &mut reader, &mut seen, 6).await?;
     verdict(
         verify_partition_contents(&p0.to_string(), &read_pairs(&seen), &everything)
@@ -356,13 +263,8 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     // Taken before the transaction begins on the coordinator (at its first
     // AddPartitionsToTxn), so "aborted after" is never shorter than the truth.
     let opened_at = cx.env.elapsed();
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
     let abandoned = records(&topic, 0, "abandoned", 2);
-    let delivered = send_all(&mut producer, &abandoned).await?;
-    producer.flush().await.or_fail("flushing")?;
+    let delivered = open_transaction(&mut producer, &abandoned, "").await?;
 
     // The coordinator aborts on its own: the LSO moves past the records and
     // the abort marker without any call from the producer.
@@ -398,14 +300,9 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
         "read_committed sees records of a transaction the coordinator aborted: {:?}",
         read_pairs(&read)
     );
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 2)
+    let expected = delivered_pairs(&abandoned, &delivered);
+    cx.read_exactly(&p0, Isolation::ReadUncommitted, &expected)
         .await?;
-    verdict(verify_partition_contents(
-        &p0.to_string(),
-        &read_pairs(&read),
-        &delivered_pairs(&abandoned, &delivered),
-    ))?;
 
     // The producer learns of it when it tries to commit.
     let commit = producer.commit_transaction().await;
@@ -444,13 +341,8 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
     let p0 = TopicPartition::new(&topic, 0);
     let id = cx.name("txn");
     let mut first = cx.producer(Some(&id)).await?;
-    first
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction (first)")?;
     let zombie = records(&topic, 0, "zombie", 2);
-    let delivered_zombie = send_all(&mut first, &zombie).await?;
-    first.flush().await.or_fail("flushing (first)")?;
+    let delivered_zombie = open_transaction(&mut first, &zombie, " (first)").await?;
 
     // The new incarnation's init bumps the epoch and aborts the open transaction.
     let mut second = cx.producer(Some(&id)).await?;
@@ -473,33 +365,17 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
         describe(&again)
     );
 
-    second
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction (second)")?;
     let current = records(&topic, 0, "current", 1);
-    let delivered_current = send_all(&mut second, &current).await?;
-    second
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction (second)")?;
+    let delivered_current = committed_transaction(&mut second, &current, " (second)").await?;
     ensure!(
         offsets(&delivered_current) == vec![2 + marker],
         "the new incarnation's record got offset {:?}, expected {} (after the abort marker its init wrote)",
         offsets(&delivered_current),
         2 + marker
     );
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 1)
+    let expected = delivered_pairs(&current, &delivered_current);
+    cx.read_exactly(&p0, Isolation::ReadCommitted, &expected)
         .await?;
-    verdict(
-        verify_partition_contents(
-            &p0.to_string(),
-            &read_pairs(&read),
-            &delivered_pairs(&current, &delivered_current),
-        )
-        .map_err(|e| format!("read_committed: {e}")),
-    )?;
     cx.note(format!(
         "fenced commit: {}; fenced begin: {}; zombie records at {:?} aborted, new record at {:?}",
         describe(&error),
