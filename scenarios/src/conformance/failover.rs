@@ -5,13 +5,13 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Admin, Consumer, Isolation, Producer, ProducerRecord, TopicPartition,
+    Admin, Consumer, Delivered, Isolation, Producer, ProducerRecord, TopicPartition,
 };
 
 use super::log::{verify_deliveries, verify_read_back};
 use super::support::{
-    OrFail, TransactionSteps, at, committed_offsets, ensure, outside_the_group, record, send_all,
-    transaction_with_offsets, verdict,
+    OrFail, TransactionSteps, at, await_deliveries, committed_offsets, ensure, outside_the_group,
+    record, send_all, transaction_with_offsets, verdict,
 };
 use super::{BrokerControl, ConformanceEnv, Cx, Failure};
 
@@ -23,6 +23,25 @@ fn needs_control<E: ConformanceEnv>(cx: &Cx<'_, E>) -> Result<(), Failure> {
         return Err(Failure::Skip("needs broker control".to_string()));
     }
     Ok(())
+}
+
+/// Every record was acknowledged once, at dense offsets of `partition` in
+/// send order, and reads back (read_committed) exactly as sent.
+async fn verify_written_once<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+    partition: &TopicPartition,
+    records: &[ProducerRecord],
+    delivered: &[Delivered],
+) -> Result<(), Failure> {
+    verdict(verify_deliveries(records, delivered, |_| 0))?;
+    let read = cx
+        .read(
+            std::slice::from_ref(partition),
+            Isolation::ReadCommitted,
+            records.len(),
+        )
+        .await?;
+    verdict(verify_read_back(records, delivered, &read))
 }
 
 pub(super) async fn no_acknowledged_write_is_lost_when_the_leader_fails<E: ConformanceEnv>(
@@ -47,15 +66,7 @@ pub(super) async fn no_acknowledged_write_is_lost_when_the_leader_fails<E: Confo
     producer.flush().await.or_fail("flushing")?;
     let mut all = before;
     all.extend(after);
-    verdict(verify_deliveries(&all, &delivered, |_| 0))?;
-    let read = cx
-        .read(
-            std::slice::from_ref(&p0),
-            Isolation::ReadCommitted,
-            all.len(),
-        )
-        .await?;
-    verdict(verify_read_back(&all, &delivered, &read))?;
+    verify_written_once(cx, &p0, &all, &delivered).await?;
     cx.note(fault);
     cx.note(format!(
         "{EACH} records acknowledged before the fault (offsets 0..{EACH}) and {EACH} after all read back in place"
@@ -95,14 +106,7 @@ pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once
                 waves_sent.set(waves_sent.get() + 1);
                 env.sleep(WAVE_GAP).await;
             }
-            let mut delivered = Vec::with_capacity(pending.len());
-            for (index, delivery) in pending.into_iter().enumerate() {
-                delivered.push(
-                    delivery
-                        .await
-                        .or_fail(&format!("delivering record {index}"))?,
-                );
-            }
+            let delivered = await_deliveries(pending).await?;
             producer.flush().await.or_fail("flushing")?;
             Ok::<_, Failure>(delivered)
         },
@@ -116,15 +120,7 @@ pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once
     let (fault, waves_at_fault_start, waves_at_fault_end) = fault;
     let fault = fault.map_err(Failure::Fail)?;
     let delivered = sent?;
-    verdict(verify_deliveries(&records, &delivered, |_| 0))?;
-    let read = cx
-        .read(
-            std::slice::from_ref(&p0),
-            Isolation::ReadCommitted,
-            records.len(),
-        )
-        .await?;
-    verdict(verify_read_back(&records, &delivered, &read))?;
+    verify_written_once(cx, &p0, &records, &delivered).await?;
     cx.note(fault);
     cx.note(format!(
         "the fault began after {waves_at_fault_start} of {WAVES} waves and ended after {waves_at_fault_end}; all {} records written once, in order",
@@ -171,9 +167,7 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
     let mut producer = cx.transactional_producer().await?;
     let output = record(&topic, Some(1), "k", "before");
     let offsets = [(p1.clone(), at(7, "txn-before"))];
-    transaction_with_offsets(&mut producer, output, &offsets, &outside, "")
-        .await?
-        .or_fail("send_offsets_to_transaction")?;
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
     producer.commit("commit_transaction").await?;
 
     let admin = cx.admin().await?;
@@ -202,15 +196,8 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
     );
     let output = record(&topic, Some(1), "k", "after");
     let offsets = [(p1.clone(), at(8, "txn-after"))];
-    transaction_with_offsets(
-        &mut producer,
-        output,
-        &offsets,
-        &outside,
-        " after the failure",
-    )
-    .await?
-    .or_fail("send_offsets_to_transaction after the failure")?;
+    let stage = " after the failure";
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, stage).await?;
     producer
         .commit("commit_transaction after the failure")
         .await?;

@@ -618,9 +618,14 @@ async fn refusal_of_stale_offsets<P: Producer>(
     stale: &GroupMetadata,
     current: &GroupMetadata,
 ) -> Result<TransportError, Failure> {
+    producer.begin("begin_transaction").await?;
     let output = record(&partition.topic, Some(partition.partition), "k", "output");
+    send_all(producer, &[output]).await?;
     let stale_offsets = [(partition.clone(), at(1, "stale"))];
-    match transaction_with_offsets(producer, output, &stale_offsets, stale, "").await? {
+    match producer
+        .send_offsets_to_transaction(&stale_offsets, stale)
+        .await
+    {
         Err(error) => Ok(error),
         Ok(()) => {
             let outcome = match producer.commit_transaction().await {
@@ -688,15 +693,8 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
     // The current generation's commit goes through.
     let output = record(&partition.topic, Some(partition.partition), "k", "output");
     let current_offsets = [(partition.clone(), at(1, "current"))];
-    transaction_with_offsets(
-        &mut producer,
-        output,
-        &current_offsets,
-        &current,
-        " after the abort",
-    )
-    .await?
-    .or_fail("send_offsets_to_transaction with the current generation")?;
+    let stage = " after the abort";
+    transaction_with_offsets(&mut producer, output, &current_offsets, &current, stage).await?;
     producer
         .commit("commit_transaction with the current generation")
         .await?;

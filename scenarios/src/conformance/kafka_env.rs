@@ -70,10 +70,6 @@ impl ConformanceEnv for KafkaEnv {
         &self.transport
     }
 
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-
     fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }

@@ -8,8 +8,8 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    OrFail, committed_transaction, delivered_pairs, describe, ensure, fail, offsets, pairs,
-    read_into, read_pairs, record, send_all, value_text, verdict, verify_partition_contents,
+    Ending, OrFail, delivered_pairs, describe, ensure, fail, offsets, pairs, read_into, read_pairs,
+    record, send_all, transaction, value_text, verdict, verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -303,7 +303,7 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
     let txn: Vec<ProducerRecord> = (0..3)
         .map(|i| record(&topic, Some(0), "k", &format!("txn-{i}")))
         .collect();
-    let mut delivered = committed_transaction(&mut transactional, &txn, "").await?;
+    let mut delivered = transaction(&mut transactional, &txn, Ending::Commit, "").await?;
     // The commit returns once the coordinator has logged its decision; the
     // marker lands a moment later, and plain records sent before it would
     // take its place.

@@ -88,6 +88,7 @@ pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: Confo
     let topic = cx.topic("txn-offsets", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let group = cx.name("group");
+    let outside = outside_the_group(&group);
     let mut producer = cx.transactional_producer().await?;
     let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
 
@@ -97,15 +98,7 @@ pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: Confo
         async |commit: bool, offset: i64, metadata: &str, expected: OffsetAndMetadata| {
             let output = record(&topic, Some(0), "k", &format!("output-{offset}"));
             let offsets = [(p0.clone(), at(offset, metadata))];
-            transaction_with_offsets(
-                &mut producer,
-                output,
-                &offsets,
-                &outside_the_group(&group),
-                "",
-            )
-            .await?
-            .or_fail("send_offsets_to_transaction")?;
+            transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
             if commit {
                 producer.commit("commit_transaction").await?;
             } else {
@@ -139,6 +132,7 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
     let topic = cx.topic("stable-offsets", 1).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let group = cx.name("group");
+    let outside = outside_the_group(&group);
     let mut producer = cx.transactional_producer().await?;
     let mut reader = cx
         .consumer_with(Some(&group), Isolation::ReadCommitted, |config| {
@@ -148,15 +142,7 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
 
     let output = record(&topic, Some(0), "k", "output");
     let offsets = [(p0.clone(), at(3, "checkpoint=3"))];
-    transaction_with_offsets(
-        &mut producer,
-        output,
-        &offsets,
-        &outside_the_group(&group),
-        "",
-    )
-    .await?
-    .or_fail("send_offsets_to_transaction")?;
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
 
     let env = cx.env;
     let asked_at = env.elapsed();

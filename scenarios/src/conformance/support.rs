@@ -261,6 +261,25 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         )
     }
 
+    /// Fails unless the offsets range of `partition` is `expected` under
+    /// both isolation levels (no transaction open: the last stable offset is
+    /// the high watermark); `when` says at which point of the check.
+    pub async fn expect_ranges(
+        &mut self,
+        partition: &TopicPartition,
+        expected: (i64, i64),
+        when: &str,
+    ) -> Result<(), Failure> {
+        for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+            let range = self.range(partition, isolation).await?;
+            ensure!(
+                range == expected,
+                "{when}, {partition} range ({isolation:?}) is {range:?}, expected {expected:?}"
+            );
+        }
+        Ok(())
+    }
+
     /// Waits until the read_committed end offset (the last stable offset) of
     /// `partition` reaches `at_least`. On Kafka, `commit_transaction` returns
     /// once the coordinator has logged its decision; the markers reach the
@@ -376,46 +395,49 @@ pub(crate) trait TransactionSteps: Producer {
 
 impl<P: Producer> TransactionSteps for P {}
 
-/// One transaction that writes `records` and commits; `who` tells the
-/// producer apart in failures (`""` or `" (second)"`).
-pub(crate) async fn committed_transaction<P: Producer>(
-    producer: &mut P,
-    records: &[ProducerRecord],
-    who: &str,
-) -> Result<Vec<Delivered>, Failure> {
-    producer.begin(&format!("begin_transaction{who}")).await?;
-    let delivered = send_all(producer, records).await?;
-    producer.commit(&format!("commit_transaction{who}")).await?;
-    Ok(delivered)
+/// How [`transaction`] ends the transaction it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// `commit_transaction`.
+    Commit,
+    /// `flush`, and the transaction stays open.
+    LeftOpen,
 }
 
-/// Begins a transaction that writes `records` and flushes them, and leaves
-/// it open; `who` as for [`committed_transaction`].
-pub(crate) async fn open_transaction<P: Producer>(
+/// Begins a transaction, writes `records` in it and ends it as `ending`
+/// says; `who` tells producers apart in failures (`""` or `" (second)"`).
+pub(crate) async fn transaction<P: Producer>(
     producer: &mut P,
     records: &[ProducerRecord],
+    ending: Ending,
     who: &str,
 ) -> Result<Vec<Delivered>, Failure> {
     producer.begin(&format!("begin_transaction{who}")).await?;
     let delivered = send_all(producer, records).await?;
-    producer.flush().await.or_fail(&format!("flushing{who}"))?;
+    match ending {
+        Ending::Commit => producer.commit(&format!("commit_transaction{who}")).await?,
+        Ending::LeftOpen => producer.flush().await.or_fail(&format!("flushing{who}"))?,
+    }
     Ok(delivered)
 }
 
 /// Begins a transaction, writes `output` in it and sends `offsets` for the
-/// group `group` with it; returns what `send_offsets_to_transaction`
-/// answered and leaves the transaction open. `stage` tells transactions of
-/// one check apart in failures (`""` or `" after the abort"`).
+/// group `group` with it, leaving the transaction open. `stage` tells
+/// transactions of one check apart in failures (`""` or `" after the
+/// failure"`).
 pub(crate) async fn transaction_with_offsets<P: Producer>(
     producer: &mut P,
     output: ProducerRecord,
     offsets: &[(TopicPartition, OffsetAndMetadata)],
     group: &GroupMetadata,
     stage: &str,
-) -> Result<TransportResult<()>, Failure> {
+) -> Result<(), Failure> {
     producer.begin(&format!("begin_transaction{stage}")).await?;
     send_all(producer, &[output]).await?;
-    Ok(producer.send_offsets_to_transaction(offsets, group).await)
+    producer
+        .send_offsets_to_transaction(offsets, group)
+        .await
+        .or_fail(&format!("send_offsets_to_transaction{stage}"))
 }
 
 /// The group's committed offsets of `partitions`, as `consumer` reads them.
@@ -469,6 +491,13 @@ pub(crate) async fn send_all<P: Producer>(
                 .or_fail(&format!("sending record {index}"))?,
         );
     }
+    await_deliveries(pending).await
+}
+
+/// Waits for each acknowledgement, in send order.
+pub(crate) async fn await_deliveries<D: Future<Output = TransportResult<Delivered>>>(
+    pending: Vec<D>,
+) -> Result<Vec<Delivered>, Failure> {
     let mut delivered = Vec::with_capacity(pending.len());
     for (index, delivery) in pending.into_iter().enumerate() {
         delivered.push(

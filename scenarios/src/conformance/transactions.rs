@@ -8,9 +8,8 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    OrFail, TransactionSteps, committed_transaction, delivered_pairs, describe, ensure, fail,
-    offsets, open_transaction, read_for, read_into, read_pairs, record, send_all, verdict,
-    verify_partition_contents,
+    Ending, OrFail, TransactionSteps, delivered_pairs, describe, ensure, fail, offsets, read_for,
+    read_into, read_pairs, record, send_all, transaction, verdict, verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -73,19 +72,14 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
     producer.commit("commit_transaction").await?;
     for (partition, written) in [(&p0, 3), (&p1, 2)] {
         cx.await_stable_end(partition, written).await?;
-        for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-            let range = cx.range(partition, isolation).await?;
-            let expected = (0, written + marker);
-            ensure!(
-                range == expected,
-                "after committing {written} records, {partition} range ({isolation:?}) is {range:?}, expected {expected:?} (records plus the commit marker)"
-            );
-        }
+        let when = format!("after committing {written} records (and their commit marker)");
+        cx.expect_ranges(partition, (0, written + marker), &when)
+            .await?;
     }
 
     // A second transaction's records come after the first one's marker.
     let second_p0 = records(&topic, 0, "c", 2);
-    let delivered_second = committed_transaction(&mut producer, &second_p0, "").await?;
+    let delivered_second = transaction(&mut producer, &second_p0, Ending::Commit, "").await?;
     ensure!(
         offsets(&delivered_second) == offsets_from(3 + marker, 2),
         "the second transaction's records got offsets {:?}, expected {:?} (after the first transaction's marker)",
@@ -122,11 +116,11 @@ pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: Conf
     let mut producer = cx.transactional_producer().await?;
 
     let aborted = records(&topic, 0, "aborted", 3);
-    let delivered_aborted = open_transaction(&mut producer, &aborted, "").await?;
+    let delivered_aborted = transaction(&mut producer, &aborted, Ending::LeftOpen, "").await?;
     producer.abort("abort_transaction").await?;
 
     let committed = records(&topic, 0, "committed", 2);
-    let delivered_committed = committed_transaction(&mut producer, &committed, "").await?;
+    let delivered_committed = transaction(&mut producer, &committed, Ending::Commit, "").await?;
     ensure!(
         offsets(&delivered_aborted) == offsets_from(0, 3)
             && offsets(&delivered_committed) == offsets_from(3 + marker, 2),
@@ -143,14 +137,8 @@ pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: Conf
     everything.extend(delivered_pairs(&committed, &delivered_committed));
     cx.read_exactly(&p0, Isolation::ReadUncommitted, &everything)
         .await?;
-    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-        let range = cx.range(&p0, isolation).await?;
-        let expected = (0, 5 + 2 * marker);
-        ensure!(
-            range == expected,
-            "{p0} range ({isolation:?}) is {range:?}, expected {expected:?} (5 records and 2 markers)"
-        );
-    }
+    let when = "with 5 records and 2 markers written";
+    cx.expect_ranges(&p0, (0, 5 + 2 * marker), when).await?;
     cx.note(format!(
         "aborted records at {:?}, abort marker, committed records at {:?}, commit marker; end offset {}",
         offsets(&delivered_aborted),
@@ -174,7 +162,7 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
     let before = records(&topic, 0, "before", 2);
     let delivered_before = send_all(&mut plain, &before).await?;
     let open = records(&topic, 0, "open", 2);
-    let delivered_open = open_transaction(&mut transactional, &open, "").await?;
+    let delivered_open = transaction(&mut transactional, &open, Ending::LeftOpen, "").await?;
     let after = records(&topic, 0, "after", 2);
     let delivered_after = send_all(&mut plain, &after).await?;
     ensure!(
@@ -232,14 +220,8 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
     )?;
     reader.close().await.or_fail("closing")?;
     cx.await_stable_end(&p0, 6).await?;
-    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-        let range = cx.range(&p0, isolation).await?;
-        ensure!(
-            range == (0, 6 + marker),
-            "after the commit, {p0} range ({isolation:?}) is {range:?}, expected {:?}",
-            (0, 6 + marker)
-        );
-    }
+    cx.expect_ranges(&p0, (0, 6 + marker), "after the commit")
+        .await?;
     cx.note(format!(
         "open txn at 2..4: read_committed range {committed_range:?}, read_uncommitted {uncommitted_range:?}; after commit end {}",
         6 + marker
@@ -264,7 +246,7 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     // AddPartitionsToTxn), so "aborted after" is never shorter than the truth.
     let opened_at = cx.env.elapsed();
     let abandoned = records(&topic, 0, "abandoned", 2);
-    let delivered = open_transaction(&mut producer, &abandoned, "").await?;
+    let delivered = transaction(&mut producer, &abandoned, Ending::LeftOpen, "").await?;
 
     // The coordinator aborts on its own: the LSO moves past the records and
     // the abort marker without any call from the producer.
@@ -342,7 +324,7 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
     let id = cx.name("txn");
     let mut first = cx.producer(Some(&id)).await?;
     let zombie = records(&topic, 0, "zombie", 2);
-    let delivered_zombie = open_transaction(&mut first, &zombie, " (first)").await?;
+    let delivered_zombie = transaction(&mut first, &zombie, Ending::LeftOpen, " (first)").await?;
 
     // The new incarnation's init bumps the epoch and aborts the open transaction.
     let mut second = cx.producer(Some(&id)).await?;
@@ -366,7 +348,7 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
     );
 
     let current = records(&topic, 0, "current", 1);
-    let delivered_current = committed_transaction(&mut second, &current, " (second)").await?;
+    let delivered_current = transaction(&mut second, &current, Ending::Commit, " (second)").await?;
     ensure!(
         offsets(&delivered_current) == vec![2 + marker],
         "the new incarnation's record got offset {:?}, expected {} (after the abort marker its init wrote)",
