@@ -11,7 +11,7 @@ use eddyline_engine::transport::{
 use super::log::{verify_deliveries, verify_read_back};
 use super::support::{
     OrFail, TransactionSteps, at, await_deliveries, committed_offsets, ensure, outside_the_group,
-    record, send_all, transaction_with_offsets, verdict,
+    record_to, send_all, transaction_with_offsets, verdict,
 };
 use super::{BrokerControl, ConformanceEnv, Cx, Failure};
 
@@ -49,18 +49,17 @@ pub(super) async fn no_acknowledged_write_is_lost_when_the_leader_fails<E: Confo
 ) -> Result<(), Failure> {
     const EACH: usize = 20;
     needs_control(cx)?;
-    let topic = cx.topic("failover", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("failover").await?;
     let mut producer = cx.producer(None).await?;
     let before: Vec<ProducerRecord> = (0..EACH)
-        .map(|i| record(&topic, Some(0), "k", &format!("before-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("before-{i}")))
         .collect();
     let mut delivered = send_all(&mut producer, &before).await?;
 
     let fault = cx.env.fail_leader(&p0).await.map_err(Failure::Fail)?;
 
     let after: Vec<ProducerRecord> = (0..EACH)
-        .map(|i| record(&topic, Some(0), "k", &format!("after-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("after-{i}")))
         .collect();
     delivered.extend(send_all(&mut producer, &after).await?);
     producer.flush().await.or_fail("flushing")?;
@@ -83,11 +82,10 @@ pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once
     const PER_WAVE: usize = 10;
     const WAVE_GAP: Duration = Duration::from_millis(20);
     needs_control(cx)?;
-    let topic = cx.topic("in-flight", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("in-flight").await?;
     let mut producer = cx.producer(None).await?;
     let records: Vec<ProducerRecord> = (0..WAVES * PER_WAVE)
-        .map(|i| record(&topic, Some(0), "k", &format!("r-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("r-{i}")))
         .collect();
 
     // Waves of sends keep batches in flight while the env makes the
@@ -165,7 +163,7 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
         .or_fail("committing offsets")?;
     writer.close().await.or_fail("closing")?;
     let mut producer = cx.transactional_producer().await?;
-    let output = record(&topic, Some(1), "k", "before");
+    let output = record_to(&p1, "k", "before");
     let offsets = [(p1.clone(), at(7, "txn-before"))];
     transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
     producer.commit("commit_transaction").await?;
@@ -194,7 +192,7 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
         read == expected,
         "after the group coordinator failed, the committed offsets are {read:?}, expected {expected:?}"
     );
-    let output = record(&topic, Some(1), "k", "after");
+    let output = record_to(&p1, "k", "after");
     let offsets = [(p1.clone(), at(8, "txn-after"))];
     let stage = " after the failure";
     transaction_with_offsets(&mut producer, output, &offsets, &outside, stage).await?;

@@ -12,7 +12,7 @@ use eddyline_engine::transport::{
 
 use super::support::{
     ConsumerOf, OrFail, POLL, POLL_MAX_EVENTS, SETTLE, TransactionSteps, at, committed_offsets,
-    describe, ensure, fail, record, send_all, transaction_with_offsets, verdict,
+    describe, ensure, fail, record, record_to, send_all, transaction_with_offsets, verdict,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -619,7 +619,7 @@ async fn refusal_of_stale_offsets<P: Producer>(
     current: &GroupMetadata,
 ) -> Result<TransportError, Failure> {
     producer.begin("begin_transaction").await?;
-    let output = record(&partition.topic, Some(partition.partition), "k", "output");
+    let output = record_to(partition, "k", "output");
     send_all(producer, &[output]).await?;
     let stale_offsets = [(partition.clone(), at(1, "stale"))];
     match producer
@@ -691,7 +691,7 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
     );
 
     // The current generation's commit goes through.
-    let output = record(&partition.topic, Some(partition.partition), "k", "output");
+    let output = record_to(&partition, "k", "output");
     let current_offsets = [(partition.clone(), at(1, "current"))];
     let stage = " after the abort";
     transaction_with_offsets(&mut producer, output, &current_offsets, &current, stage).await?;

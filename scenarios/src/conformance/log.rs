@@ -9,7 +9,7 @@ use eddyline_engine::transport::{
 
 use super::support::{
     Ending, OrFail, delivered_pairs, describe, ensure, fail, offsets, pairs, read_into, read_pairs,
-    record, send_all, transaction, value_text, verdict, verify_partition_contents,
+    record, record_to, send_all, transaction, value_text, verdict, verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -295,22 +295,21 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
 >(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("seek", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("seek").await?;
     // Three committed transactional records, their marker, two plain records.
     let mut transactional = cx.transactional_producer().await?;
     let txn: Vec<ProducerRecord> = (0..3)
-        .map(|i| record(&topic, Some(0), "k", &format!("txn-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("txn-{i}")))
         .collect();
     let mut delivered = transaction(&mut transactional, &txn, Ending::Commit, "").await?;
+    let marker = cx.expect.control_marker_offsets;
     // The commit returns once the coordinator has logged its decision; the
     // marker lands a moment later, and plain records sent before it would
     // take its place.
     cx.await_stable_end(&p0, 3 + marker).await?;
     let mut plain = cx.producer(None).await?;
     let after: Vec<ProducerRecord> = (0..2)
-        .map(|i| record(&topic, Some(0), "k", &format!("plain-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("plain-{i}")))
         .collect();
     delivered.extend(send_all(&mut plain, &after).await?);
     let mut all = txn;

@@ -8,7 +8,7 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    OrFail, TransactionSteps, at, committed_offsets, ensure, fail, outside_the_group, record,
+    OrFail, TransactionSteps, at, committed_offsets, ensure, fail, outside_the_group, record_to,
     transaction_with_offsets, verdict,
 };
 use super::{ConformanceEnv, Cx, Failure};
@@ -85,8 +85,7 @@ pub(super) async fn a_committed_offset_reads_back_with_its_metadata<E: Conforman
 pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let topic = cx.topic("txn-offsets", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("txn-offsets").await?;
     let group = cx.name("group");
     let outside = outside_the_group(&group);
     let mut producer = cx.transactional_producer().await?;
@@ -96,7 +95,7 @@ pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: Confo
     // group's committed offset reads afterwards must be `expected`.
     let mut committed_after =
         async |commit: bool, offset: i64, metadata: &str, expected: OffsetAndMetadata| {
-            let output = record(&topic, Some(0), "k", &format!("output-{offset}"));
+            let output = record_to(&p0, "k", &format!("output-{offset}"));
             let offsets = [(p0.clone(), at(offset, metadata))];
             transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
             if commit {
@@ -129,8 +128,7 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
 ) -> Result<(), Failure> {
     /// How long the transaction stays open while `committed` is asked.
     const HOLD: Duration = Duration::from_millis(1_500);
-    let topic = cx.topic("stable-offsets", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("stable-offsets").await?;
     let group = cx.name("group");
     let outside = outside_the_group(&group);
     let mut producer = cx.transactional_producer().await?;
@@ -140,7 +138,7 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
         })
         .await?;
 
-    let output = record(&topic, Some(0), "k", "output");
+    let output = record_to(&p0, "k", "output");
     let offsets = [(p0.clone(), at(3, "checkpoint=3"))];
     transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
 

@@ -148,6 +148,12 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         }
     }
 
+    /// Creates a fresh topic of one partition and returns that partition.
+    pub async fn single_partition_topic(&mut self, what: &str) -> Result<TopicPartition, Failure> {
+        let topic = self.topic(what, 1).await?;
+        Ok(TopicPartition::new(topic, 0))
+    }
+
     /// An idempotent producer (acks=all), or a transactional one that has
     /// already called `init_transactions`.
     pub async fn producer(
@@ -527,6 +533,11 @@ pub(crate) fn record(
         timestamp_ms: None,
         headers: vec![("check".to_string(), value.as_bytes().to_vec())],
     }
+}
+
+/// [`record`] to `partition`.
+pub(crate) fn record_to(partition: &TopicPartition, key: &str, value: &str) -> ProducerRecord {
+    record(&partition.topic, Some(partition.partition), key, value)
 }
 
 /// A record's value as text (lossy; the checks write text values).

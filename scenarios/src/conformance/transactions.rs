@@ -9,7 +9,7 @@ use eddyline_engine::transport::{
 
 use super::support::{
     Ending, OrFail, TransactionSteps, delivered_pairs, describe, ensure, fail, offsets, read_for,
-    read_into, read_pairs, record, send_all, transaction, verdict, verify_partition_contents,
+    read_into, read_pairs, record_to, send_all, transaction, verdict, verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -20,15 +20,13 @@ use super::{ConformanceEnv, Cx, Failure};
 /// PRODUCER_FENCED in both cases (measured, see CONFORMANCE-NOTES.md).
 pub(crate) const FENCED_CODE: ErrorCode = ErrorCode::ProducerFenced;
 
-fn records(topic: &str, partition: i32, prefix: &str, n: usize) -> Vec<ProducerRecord> {
+/// `n` records to `partition` whose keys and values are `{prefix}0`,
+/// `{prefix}1`, ...
+fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
     (0..n)
         .map(|i| {
-            record(
-                topic,
-                Some(partition),
-                &format!("{prefix}{i}"),
-                &format!("{prefix}{i}"),
-            )
+            let text = format!("{prefix}{i}");
+            record_to(partition, &text, &text)
         })
         .collect()
 }
@@ -50,8 +48,8 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
     let mut producer = cx.transactional_producer().await?;
 
     producer.begin("begin_transaction").await?;
-    let first_p0 = records(&topic, 0, "a", 3);
-    let first_p1 = records(&topic, 1, "b", 2);
+    let first_p0 = records(&p0, "a", 3);
+    let first_p1 = records(&p1, "b", 2);
     let delivered_p0 = send_all(&mut producer, &first_p0).await?;
     let delivered_p1 = send_all(&mut producer, &first_p1).await?;
     producer.flush().await.or_fail("flushing")?;
@@ -78,7 +76,7 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
     }
 
     // A second transaction's records come after the first one's marker.
-    let second_p0 = records(&topic, 0, "c", 2);
+    let second_p0 = records(&p0, "c", 2);
     let delivered_second = transaction(&mut producer, &second_p0, Ending::Commit, "").await?;
     ensure!(
         offsets(&delivered_second) == offsets_from(3 + marker, 2),
@@ -110,17 +108,16 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
 pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("txn-abort", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("txn-abort").await?;
     let mut producer = cx.transactional_producer().await?;
 
-    let aborted = records(&topic, 0, "aborted", 3);
+    let aborted = records(&p0, "aborted", 3);
     let delivered_aborted = transaction(&mut producer, &aborted, Ending::LeftOpen, "").await?;
     producer.abort("abort_transaction").await?;
 
-    let committed = records(&topic, 0, "committed", 2);
+    let committed = records(&p0, "committed", 2);
     let delivered_committed = transaction(&mut producer, &committed, Ending::Commit, "").await?;
+    let marker = cx.expect.control_marker_offsets;
     ensure!(
         offsets(&delivered_aborted) == offsets_from(0, 3)
             && offsets(&delivered_committed) == offsets_from(3 + marker, 2),
@@ -153,17 +150,15 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
 >(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("lso", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("lso").await?;
     let mut plain = cx.producer(None).await?;
     let mut transactional = cx.transactional_producer().await?;
 
-    let before = records(&topic, 0, "before", 2);
+    let before = records(&p0, "before", 2);
     let delivered_before = send_all(&mut plain, &before).await?;
-    let open = records(&topic, 0, "open", 2);
+    let open = records(&p0, "open", 2);
     let delivered_open = transaction(&mut transactional, &open, Ending::LeftOpen, "").await?;
-    let after = records(&topic, 0, "after", 2);
+    let after = records(&p0, "after", 2);
     let delivered_after = send_all(&mut plain, &after).await?;
     ensure!(
         offsets(&delivered_before) == offsets_from(0, 2)
@@ -220,6 +215,7 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
     )?;
     reader.close().await.or_fail("closing")?;
     cx.await_stable_end(&p0, 6).await?;
+    let marker = cx.expect.control_marker_offsets;
     cx.expect_ranges(&p0, (0, 6 + marker), "after the commit")
         .await?;
     cx.note(format!(
@@ -233,9 +229,7 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
     const TIMEOUT_MS: u32 = 2_000;
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("txn-timeout", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("txn-timeout").await?;
     let id = cx.name("txn");
     let mut producer = cx
         .producer_with(Some(&id), |config| {
@@ -245,9 +239,10 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     // Taken before the transaction begins on the coordinator (at its first
     // AddPartitionsToTxn), so "aborted after" is never shorter than the truth.
     let opened_at = cx.env.elapsed();
-    let abandoned = records(&topic, 0, "abandoned", 2);
+    let abandoned = records(&p0, "abandoned", 2);
     let delivered = transaction(&mut producer, &abandoned, Ending::LeftOpen, "").await?;
 
+    let marker = cx.expect.control_marker_offsets;
     // The coordinator aborts on its own: the LSO moves past the records and
     // the abort marker without any call from the producer.
     let deadline = cx.deadline();
@@ -318,12 +313,10 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
 pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("fencing", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("fencing").await?;
     let id = cx.name("txn");
     let mut first = cx.producer(Some(&id)).await?;
-    let zombie = records(&topic, 0, "zombie", 2);
+    let zombie = records(&p0, "zombie", 2);
     let delivered_zombie = transaction(&mut first, &zombie, Ending::LeftOpen, " (first)").await?;
 
     // The new incarnation's init bumps the epoch and aborts the open transaction.
@@ -347,8 +340,9 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
         describe(&again)
     );
 
-    let current = records(&topic, 0, "current", 1);
+    let current = records(&p0, "current", 1);
     let delivered_current = transaction(&mut second, &current, Ending::Commit, " (second)").await?;
+    let marker = cx.expect.control_marker_offsets;
     ensure!(
         offsets(&delivered_current) == vec![2 + marker],
         "the new incarnation's record got offset {:?}, expected {} (after the abort marker its init wrote)",
