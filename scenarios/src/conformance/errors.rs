@@ -3,26 +3,35 @@
 
 use eddyline_engine::transport::{Admin, ErrorCode, NewTopic, Producer, TransportError};
 
-use super::support::{OrFail, TransactionSteps, describe, ensure, fail, record};
+use super::support::{OrFail, TransactionSteps, describe, ensure, record, verdict};
 use super::{ConformanceEnv, Cx, Failure};
 
-/// The error `call` was expected to fail with, `code`; a failure if it
-/// succeeded or failed with another code.
+/// The error `call` was expected to fail with, `code`; an error saying so
+/// if it succeeded or failed with another code.
+pub(crate) fn verify_refusal<T: std::fmt::Debug>(
+    result: Result<T, TransportError>,
+    call: &str,
+    code: ErrorCode,
+) -> Result<TransportError, String> {
+    match result {
+        Ok(value) => Err(format!(
+            "{call} succeeded with {value:?}; it should have failed"
+        )),
+        Err(error) if error.code == code => Ok(error),
+        Err(error) => Err(format!(
+            "{call} failed with {}, expected {code:?}",
+            describe(&error)
+        )),
+    }
+}
+
+/// [`verify_refusal`] as a check result.
 fn refused_with<T: std::fmt::Debug>(
     result: Result<T, TransportError>,
     call: &str,
     code: ErrorCode,
 ) -> Result<TransportError, Failure> {
-    let error = match result {
-        Ok(value) => fail!("{call} succeeded with {value:?}; it should have failed"),
-        Err(error) => error,
-    };
-    ensure!(
-        error.code == code,
-        "{call} failed with {}, expected {code:?}",
-        describe(&error)
-    );
-    Ok(error)
+    verdict(verify_refusal(result, call, code))
 }
 
 pub(super) async fn creating_a_topic_that_exists_fails<E: ConformanceEnv>(
@@ -123,4 +132,25 @@ pub(super) async fn sending_to_a_missing_partition_fails<E: ConformanceEnv>(
     }
     cx.note(outcomes.join("; "));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddyline_engine::transport::ErrorKind;
+
+    #[test]
+    fn a_success_or_another_code_fails_the_refusal_check() {
+        let code = ErrorCode::UnknownTopicOrPartition;
+        let refused = TransportError::new(ErrorKind::Fatal, code, "unknown");
+        assert!(verify_refusal::<()>(Err(refused), "asking", code).is_ok());
+        let error = verify_refusal(Ok(2), "asking", code).unwrap_err();
+        assert!(error.contains("succeeded with 2"), "{error}");
+        let other = TransportError::new(ErrorKind::Fatal, ErrorCode::InvalidState, "state");
+        let error = verify_refusal::<()>(Err(other), "asking", code).unwrap_err();
+        assert!(
+            error.contains("expected UnknownTopicOrPartition"),
+            "{error}"
+        );
+    }
 }

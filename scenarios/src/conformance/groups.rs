@@ -426,8 +426,8 @@ fn commits_of(
         .collect()
 }
 
-/// What each member read of each partition under its current assignment
-/// starts at `first` and runs to `last`: where an owner starts reading.
+/// What an owner read of each partition under its current assignment runs
+/// from `first` to `last`, once each: where a new owner starts reading.
 pub(crate) fn verify_read_ranges(
     owner: &str,
     read: &BTreeMap<i32, Vec<i64>>,
@@ -755,6 +755,20 @@ mod tests {
         ];
         let error = verify_exclusive_ownership(&LABELS, &steps).unwrap_err();
         assert!(error.contains("no revoke came first"), "{error}");
+    }
+
+    #[test]
+    fn an_owner_that_starts_elsewhere_than_expected_fails_the_read_ranges_check() {
+        let read = BTreeMap::from([(0, vec![1, 2]), (1, vec![1, 2])]);
+        assert_eq!(verify_read_ranges("second", &read, 1, 2), Ok(()));
+        for tampered in [
+            BTreeMap::from([(0, vec![0, 1, 2]), (1, vec![1, 2])]),
+            BTreeMap::from([(0, vec![1, 2]), (1, vec![2])]),
+            BTreeMap::from([(0, vec![1, 1, 2])]),
+        ] {
+            let error = verify_read_ranges("second", &tampered, 1, 2).unwrap_err();
+            assert!(error.starts_with("second read partition"), "{error}");
+        }
     }
 
     #[test]

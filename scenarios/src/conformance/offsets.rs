@@ -8,7 +8,7 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    OrFail, TransactionSteps, at, committed_offsets, ensure, fail, outside_the_group, record_to,
+    OrFail, TransactionSteps, at, committed_offsets, fail, outside_the_group, record_to,
     transaction_with_offsets, verdict,
 };
 use super::{ConformanceEnv, Cx, Failure};
@@ -32,6 +32,34 @@ pub(crate) fn verify_committed(
                 "{partition}: committed is {read:?}, expected {expected:?}"
             ));
         }
+    }
+    Ok(())
+}
+
+/// `committed()` asked under read_committed while a transaction held
+/// offsets: it answered with the transaction's offset, and only once the
+/// transaction had committed (no earlier than `hold`, how long the
+/// transaction stayed open after the question).
+pub(crate) fn verify_waited_for_stable_offsets(
+    read: &[Option<OffsetAndMetadata>],
+    expected: &OffsetAndMetadata,
+    answered_after: Duration,
+    committed_after: Duration,
+    hold: Duration,
+) -> Result<(), String> {
+    if read != [Some(expected.clone())] {
+        return Err(format!(
+            "committed() answered {read:?} after {} ms, while the transaction (committed at {} ms) held offset {}: it must wait for stable offsets",
+            answered_after.as_millis(),
+            committed_after.as_millis(),
+            expected.offset
+        ));
+    }
+    if answered_after < hold {
+        return Err(format!(
+            "committed() answered after {} ms, before the transaction committed",
+            answered_after.as_millis()
+        ));
     }
     Ok(())
 }
@@ -166,17 +194,13 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
             committed_after.as_millis()
         ),
     };
-    ensure!(
-        read == vec![Some(at(3, "checkpoint=3"))],
-        "committed() answered {read:?} after {} ms, while the transaction (committed at {} ms) held offset 3: it must wait for stable offsets",
-        answered_after.as_millis(),
-        committed_after.as_millis()
-    );
-    ensure!(
-        answered_after >= HOLD,
-        "committed() answered after {} ms, before the transaction committed",
-        answered_after.as_millis()
-    );
+    verdict(verify_waited_for_stable_offsets(
+        &read,
+        &at(3, "checkpoint=3"),
+        answered_after,
+        committed_after,
+        HOLD,
+    ))?;
     reader.close().await.or_fail("closing")?;
     cx.note(format!(
         "committed() waited {} ms and returned the transaction's offset once it committed",
@@ -188,6 +212,31 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answering_before_the_commit_or_without_its_offset_fails() {
+        let expected = at(3, "checkpoint=3");
+        let hold = Duration::from_millis(1_500);
+        let (after, committed) = (Duration::from_millis(1_510), Duration::from_millis(1_505));
+        let read = vec![Some(expected.clone())];
+        assert_eq!(
+            verify_waited_for_stable_offsets(&read, &expected, after, committed, hold),
+            Ok(())
+        );
+        let early = Duration::from_millis(10);
+        let error =
+            verify_waited_for_stable_offsets(&read, &expected, early, committed, hold).unwrap_err();
+        assert!(
+            error.contains("before the transaction committed"),
+            "{error}"
+        );
+        for wrong in [vec![None], vec![Some(at(3, ""))], vec![]] {
+            assert!(
+                verify_waited_for_stable_offsets(&wrong, &expected, after, committed, hold)
+                    .is_err()
+            );
+        }
+    }
 
     #[test]
     fn lost_or_altered_metadata_fails_the_committed_check() {

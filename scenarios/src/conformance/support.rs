@@ -48,8 +48,8 @@ macro_rules! ensure {
 }
 pub(crate) use ensure;
 
-/// Turns a verifier's `Result<(), String>` into a check result.
-pub(crate) fn verdict(result: Result<(), String>) -> Result<(), Failure> {
+/// Turns a verifier's `Result<_, String>` into a check result.
+pub(crate) fn verdict<T>(result: Result<T, String>) -> Result<T, Failure> {
     result.map_err(Failure::Fail)
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use eddyline_engine::transport::{
     Consumer, ErrorCode, ErrorKind, Isolation, Producer, ProducerRecord, TopicPartition,
+    TransportError,
 };
 
 use super::support::{
@@ -22,6 +23,42 @@ pub(crate) const FENCED_CODE: ErrorCode = ErrorCode::ProducerFenced;
 
 /// `n` records to `partition` whose keys and values are `{prefix}0`,
 /// `{prefix}1`, ...
+/// A producer whose epoch was bumped is told so when it calls `call`: a
+/// `Fenced` error with [`FENCED_CODE`].
+pub(crate) fn verify_fenced(error: &TransportError, call: &str) -> Result<(), String> {
+    if error.kind == ErrorKind::Fenced && error.code == FENCED_CODE {
+        return Ok(());
+    }
+    Err(format!(
+        "{call} failed with {}, expected Fenced/{FENCED_CODE:?}",
+        describe(error)
+    ))
+}
+
+/// The coordinator's abort of a transaction left open: it came no earlier
+/// than the transaction's timeout, and it moved the last stable offset to
+/// `end_expected` (past the records and the abort marker).
+pub(crate) fn verify_timeout_abort(
+    end: i64,
+    end_expected: i64,
+    aborted_after: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    if end != end_expected {
+        return Err(format!(
+            "after the timeout the read_committed end is {end}, expected {end_expected} (the records and the abort marker)"
+        ));
+    }
+    if aborted_after < timeout {
+        return Err(format!(
+            "the transaction was aborted after {} ms, before its timeout of {} ms",
+            aborted_after.as_millis(),
+            timeout.as_millis()
+        ));
+    }
+    Ok(())
+}
+
 fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
     (0..n)
         .map(|i| {
@@ -246,15 +283,10 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     // The coordinator aborts on its own: the LSO moves past the records and
     // the abort marker without any call from the producer.
     let deadline = cx.deadline();
-    let aborted_after = loop {
+    let (end, aborted_after) = loop {
         let (_, end) = cx.range(&p0, Isolation::ReadCommitted).await?;
         if end > 0 {
-            ensure!(
-                end == 2 + marker,
-                "after the timeout the read_committed end is {end}, expected {} (2 records and the abort marker)",
-                2 + marker
-            );
-            break cx.env.elapsed().saturating_sub(opened_at);
+            break (end, cx.env.elapsed().saturating_sub(opened_at));
         }
         if cx.env.elapsed() >= deadline {
             fail!(
@@ -264,11 +296,13 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
         }
         cx.env.sleep(Duration::from_millis(200)).await;
     };
-    ensure!(
-        aborted_after >= Duration::from_millis(u64::from(TIMEOUT_MS)),
-        "the transaction was aborted after {} ms, before its timeout of {TIMEOUT_MS} ms",
-        aborted_after.as_millis()
-    );
+    let timeout = Duration::from_millis(u64::from(TIMEOUT_MS));
+    verdict(verify_timeout_abort(
+        end,
+        2 + marker,
+        aborted_after,
+        timeout,
+    ))?;
     let read = cx
         .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
         .await?;
@@ -289,11 +323,9 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
         }
         Err(error) => error,
     };
-    ensure!(
-        error.kind == ErrorKind::Fenced && error.code == FENCED_CODE,
-        "the late commit of a transaction the coordinator aborted failed with {}, expected Fenced/{FENCED_CODE:?} (the abort bumped the producer epoch)",
-        describe(&error)
-    );
+    // The abort bumped the producer epoch.
+    let call = "the late commit of a transaction the coordinator aborted";
+    verdict(verify_fenced(&error, call))?;
     let visible = cx
         .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
         .await?;
@@ -325,11 +357,7 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
         Ok(()) => fail!("the fenced producer committed its transaction"),
         Err(error) => error,
     };
-    ensure!(
-        error.kind == ErrorKind::Fenced && error.code == FENCED_CODE,
-        "the fenced producer's commit failed with {}, expected Fenced/{FENCED_CODE:?}",
-        describe(&error)
-    );
+    verdict(verify_fenced(&error, "the fenced producer's commit"))?;
     let again = match first.begin_transaction().await {
         Ok(()) => fail!("the fenced producer began a new transaction"),
         Err(again) => again,
@@ -360,4 +388,33 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
         offsets(&delivered_current)
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_error_with_another_kind_or_code_fails() {
+        let fenced = TransportError::new(ErrorKind::Fenced, FENCED_CODE, "fenced");
+        assert_eq!(verify_fenced(&fenced, "commit"), Ok(()));
+        for wrong in [
+            TransportError::new(ErrorKind::Fenced, ErrorCode::InvalidProducerEpoch, "old"),
+            TransportError::new(ErrorKind::Abortable, FENCED_CODE, "abortable"),
+        ] {
+            let error = verify_fenced(&wrong, "commit").unwrap_err();
+            assert!(error.starts_with("commit failed with"), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_abort_before_the_timeout_or_without_its_marker_fails() {
+        let timeout = Duration::from_millis(2_000);
+        let on_time = Duration::from_millis(2_600);
+        assert_eq!(verify_timeout_abort(3, 3, on_time, timeout), Ok(()));
+        assert!(verify_timeout_abort(2, 3, on_time, timeout).is_err());
+        let early = Duration::from_millis(1_999);
+        let error = verify_timeout_abort(3, 3, early, timeout).unwrap_err();
+        assert!(error.contains("before its timeout"), "{error}");
+    }
 }
