@@ -3,27 +3,10 @@
 
 use eddyline_engine::transport::{Admin, ErrorCode, NewTopic, Producer, TransportError};
 
-use super::support::{OrFail, TransactionSteps, describe, ensure, record, verdict};
+use super::support::{
+    OrFail, TransactionSteps, describe, ensure, record, send_one, verdict, verify_refusal,
+};
 use super::{ConformanceEnv, Cx, Failure};
-
-/// The error `call` was expected to fail with, `code`; an error saying so
-/// if it succeeded or failed with another code.
-pub(crate) fn verify_refusal<T: std::fmt::Debug>(
-    result: Result<T, TransportError>,
-    call: &str,
-    code: ErrorCode,
-) -> Result<TransportError, String> {
-    match result {
-        Ok(value) => Err(format!(
-            "{call} succeeded with {value:?}; it should have failed"
-        )),
-        Err(error) if error.code == code => Ok(error),
-        Err(error) => Err(format!(
-            "{call} failed with {}, expected {code:?}",
-            describe(&error)
-        )),
-    }
-}
 
 /// [`verify_refusal`] as a check result.
 fn refused_with<T: std::fmt::Debug>(
@@ -121,10 +104,7 @@ pub(super) async fn sending_to_a_missing_partition_fails<E: ConformanceEnv>(
         ("a missing topic", missing_topic.as_str(), 0),
     ] {
         let started = cx.env.elapsed();
-        let result = match producer.send(record(topic, Some(partition), "k", "v")) {
-            Err(error) => Err(error),
-            Ok(delivery) => delivery.await,
-        };
+        let result = send_one(&mut producer, record(topic, Some(partition), "k", "v")).await;
         let call = format!("sending to {what}");
         let error = refused_with(result, &call, ErrorCode::UnknownTopicOrPartition)?;
         let after_ms = cx.env.elapsed().saturating_sub(started).as_millis();
@@ -132,25 +112,4 @@ pub(super) async fn sending_to_a_missing_partition_fails<E: ConformanceEnv>(
     }
     cx.note(outcomes.join("; "));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use eddyline_engine::transport::ErrorKind;
-
-    #[test]
-    fn a_success_or_another_code_fails_the_refusal_check() {
-        let code = ErrorCode::UnknownTopicOrPartition;
-        let refused = TransportError::new(ErrorKind::Fatal, code, "unknown");
-        assert!(verify_refusal::<()>(Err(refused), "asking", code).is_ok());
-        let error = verify_refusal(Ok(2), "asking", code).unwrap_err();
-        assert!(error.contains("succeeded with 2"), "{error}");
-        let other = TransportError::new(ErrorKind::Fatal, ErrorCode::InvalidState, "state");
-        let error = verify_refusal::<()>(Err(other), "asking", code).unwrap_err();
-        assert!(
-            error.contains("expected UnknownTopicOrPartition"),
-            "{error}"
-        );
-    }
 }

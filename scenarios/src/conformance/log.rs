@@ -8,8 +8,9 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    Ending, OrFail, delivered_pairs, describe, ensure, fail, offsets, pairs, read_into, read_pairs,
-    record, record_to, send_all, transaction, value_text, verdict, verify_partition_contents,
+    Ending, OrFail, delivered_pairs, describe, ensure, offsets, pairs, read_into, read_pairs,
+    record, record_to, send_all, send_one, transaction, value_text, verdict,
+    verify_partition_contents, verify_refusal,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -155,20 +156,11 @@ pub(super) async fn a_record_with_neither_key_nor_partition_is_refused<E: Confor
         timestamp_ms: None,
         headers: Vec::new(),
     };
-    let error = match producer.send(unkeyed) {
-        Err(error) => error,
-        Ok(delivery) => match delivery.await {
-            Err(error) => error,
-            Ok(delivered) => {
-                fail!("a record without key or partition was written at {delivered:?}")
-            }
-        },
-    };
-    ensure!(
-        error.code == ErrorCode::InvalidRecord,
-        "expected InvalidRecord, got {}",
-        describe(&error)
-    );
+    let error = verdict(verify_refusal(
+        send_one(&mut producer, unkeyed).await,
+        "sending a record without key or partition",
+        ErrorCode::InvalidRecord,
+    ))?;
     cx.note(format!("refused with {}", describe(&error)));
     for partition in 0..2 {
         let partition = TopicPartition::new(&topic, partition);

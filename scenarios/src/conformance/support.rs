@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, GroupMetadata, Isolation, Message,
-    NewTopic, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, ErrorCode, GroupMetadata, Isolation,
+    Message, NewTopic, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, TopicPartition,
     Transport, TransportError, TransportResult,
 };
 
@@ -484,6 +484,37 @@ pub(crate) fn isolation_name(isolation: Isolation) -> &'static str {
     }
 }
 
+/// The error `call` was expected to fail with, `code`; an error saying so
+/// if it succeeded or failed with another code.
+pub(crate) fn verify_refusal<T: std::fmt::Debug>(
+    result: Result<T, TransportError>,
+    call: &str,
+    code: ErrorCode,
+) -> Result<TransportError, String> {
+    match result {
+        Ok(value) => Err(format!(
+            "{call} succeeded with {value:?}; it should have failed"
+        )),
+        Err(error) if error.code == code => Ok(error),
+        Err(error) => Err(format!(
+            "{call} failed with {}, expected {code:?}",
+            describe(&error)
+        )),
+    }
+}
+
+/// Sends one record and waits for its acknowledgement; a refusal at
+/// either step is the error.
+pub(crate) async fn send_one<P: Producer>(
+    producer: &mut P,
+    record: ProducerRecord,
+) -> TransportResult<Delivered> {
+    match producer.send(record) {
+        Err(error) => Err(error),
+        Ok(delivery) => delivery.await,
+    }
+}
+
 /// Sends every record, then waits for each acknowledgement in send order.
 pub(crate) async fn send_all<P: Producer>(
     producer: &mut P,
@@ -623,6 +654,7 @@ pub(crate) fn offsets(delivered: &[Delivered]) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eddyline_engine::transport::ErrorKind;
 
     fn p(offset: i64, value: &str) -> (i64, String) {
         (offset, value.to_string())
@@ -658,5 +690,20 @@ mod tests {
         assert!(text.starts_with("[0=v0, "));
         assert!(text.contains(", ..., "));
         assert!(text.ends_with("39=v39]"));
+    }
+
+    #[test]
+    fn a_success_or_another_code_fails_the_refusal_check() {
+        let code = ErrorCode::UnknownTopicOrPartition;
+        let refused = TransportError::new(ErrorKind::Fatal, code, "unknown");
+        assert!(verify_refusal::<()>(Err(refused), "asking", code).is_ok());
+        let error = verify_refusal(Ok(2), "asking", code).unwrap_err();
+        assert!(error.contains("succeeded with 2"), "{error}");
+        let other = TransportError::new(ErrorKind::Fatal, ErrorCode::InvalidState, "state");
+        let error = verify_refusal::<()>(Err(other), "asking", code).unwrap_err();
+        assert!(
+            error.contains("expected UnknownTopicOrPartition"),
+            "{error}"
+        );
     }
 }
