@@ -316,11 +316,9 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
         4 + marker
     );
 
-    let mut reader = cx.consumer(None, Isolation::ReadCommitted).await?;
-    reader
-        .assign(std::slice::from_ref(&p0))
-        .await
-        .or_fail("assigning")?;
+    let mut reader = cx
+        .assigned_reader(std::slice::from_ref(&p0), Isolation::ReadCommitted)
+        .await?;
     let mut seen = Vec::new();
     read_into(cx, &mut reader, &mut seen, all.len()).await?;
     verdict(verify_partition_contents(

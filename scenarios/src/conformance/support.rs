@@ -237,16 +237,26 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         isolation: Isolation,
         expected: usize,
     ) -> Result<Vec<Message>, Failure> {
-        let mut consumer = self.consumer(None, isolation).await?;
-        // A group-less consumer starts at the reset policy: the earliest offset.
-        consumer
-            .assign(partitions)
-            .await
-            .or_fail("assigning partitions")?;
+        let mut consumer = self.assigned_reader(partitions, isolation).await?;
         let mut messages = Vec::new();
         read_into(self, &mut consumer, &mut messages, expected).await?;
         consumer.close().await.or_fail("closing a consumer")?;
         Ok(messages)
+    }
+
+    /// A fresh, group-less consumer of `partitions`; it starts at the reset
+    /// policy, the earliest offset.
+    pub async fn assigned_reader(
+        &mut self,
+        partitions: &[TopicPartition],
+        isolation: Isolation,
+    ) -> Result<ConsumerOf<E>, Failure> {
+        let mut consumer = self.consumer(None, isolation).await?;
+        consumer
+            .assign(partitions)
+            .await
+            .or_fail("assigning partitions")?;
+        Ok(consumer)
     }
 
     /// Reads `partition` from its start under `isolation` (as [`Self::read`],

@@ -220,11 +220,9 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
 
     // A read_committed reader stops at the LSO, even for the later records of
     // another producer; a read_uncommitted reader sees everything.
-    let mut reader = cx.consumer(None, Isolation::ReadCommitted).await?;
-    reader
-        .assign(std::slice::from_ref(&p0))
-        .await
-        .or_fail("assigning")?;
+    let mut reader = cx
+        .assigned_reader(std::slice::from_ref(&p0), Isolation::ReadCommitted)
+        .await?;
     let mut seen = Vec::new();
     read_into(cx, &mut reader, &mut seen, 2).await?;
     read_for(cx, &mut reader, &mut seen, Duration::from_secs(1)).await?;
