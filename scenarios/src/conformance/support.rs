@@ -354,11 +354,7 @@ pub(crate) async fn read_into<E: ConformanceEnv>(
     while messages.len() < expected && cx.env.elapsed() < deadline {
         poll_messages(consumer, messages).await?;
     }
-    let settle_until = cx.env.elapsed() + SETTLE;
-    while cx.env.elapsed() < settle_until {
-        poll_messages(consumer, messages).await?;
-    }
-    Ok(())
+    read_for(cx, consumer, messages, SETTLE).await
 }
 
 /// Polls for up to `duration` and collects records; used to show that

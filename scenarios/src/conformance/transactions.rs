@@ -23,16 +23,22 @@ pub(crate) const FENCED_CODE: ErrorCode = ErrorCode::ProducerFenced;
 
 /// `n` records to `partition` whose keys and values are `{prefix}0`,
 /// `{prefix}1`, ...
-/// A producer whose epoch was bumped is told so when it calls `call`: a
-/// `Fenced` error with [`FENCED_CODE`].
-pub(crate) fn verify_fenced(error: &TransportError, call: &str) -> Result<(), String> {
-    if error.kind == ErrorKind::Fenced && error.code == FENCED_CODE {
-        return Ok(());
+/// A producer whose epoch was bumped is told so when it calls `call`: the
+/// call fails with a `Fenced` error with [`FENCED_CODE`], which is returned.
+pub(crate) fn verify_fenced(
+    result: Result<(), TransportError>,
+    call: &str,
+) -> Result<TransportError, String> {
+    match result {
+        Ok(()) => Err(format!(
+            "{call} succeeded; a producer whose epoch was bumped must be fenced"
+        )),
+        Err(error) if error.kind == ErrorKind::Fenced && error.code == FENCED_CODE => Ok(error),
+        Err(error) => Err(format!(
+            "{call} failed with {}, expected Fenced/{FENCED_CODE:?}",
+            describe(&error)
+        )),
     }
-    Err(format!(
-        "{call} failed with {}, expected Fenced/{FENCED_CODE:?}",
-        describe(error)
-    ))
 }
 
 /// The coordinator's abort of a transaction left open: it came no earlier
@@ -314,16 +320,9 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
         .await?;
 
     // The producer learns of it when it tries to commit.
-    let commit = producer.commit_transaction().await;
-    let error = match commit {
-        Ok(()) => {
-            fail!("commit_transaction succeeded after the coordinator aborted the transaction")
-        }
-        Err(error) => error,
-    };
     // The abort bumped the producer epoch.
     let call = "the late commit of a transaction the coordinator aborted";
-    verdict(verify_fenced(&error, call))?;
+    let error = verdict(verify_fenced(producer.commit_transaction().await, call))?;
     let visible = cx
         .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
         .await?;
@@ -351,11 +350,8 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
 
     // The new incarnation's init bumps the epoch and aborts the open transaction.
     let mut second = cx.producer(Some(&id)).await?;
-    let error = match first.commit_transaction().await {
-        Ok(()) => fail!("the fenced producer committed its transaction"),
-        Err(error) => error,
-    };
-    verdict(verify_fenced(&error, "the fenced producer's commit"))?;
+    let call = "the fenced producer's commit";
+    let error = verdict(verify_fenced(first.commit_transaction().await, call))?;
     let again = match first.begin_transaction().await {
         Ok(()) => fail!("the fenced producer began a new transaction"),
         Err(again) => again,
@@ -395,14 +391,16 @@ mod tests {
     #[test]
     fn a_fenced_error_with_another_kind_or_code_fails() {
         let fenced = TransportError::new(ErrorKind::Fenced, FENCED_CODE, "fenced");
-        assert_eq!(verify_fenced(&fenced, "commit"), Ok(()));
+        assert_eq!(verify_fenced(Err(fenced.clone()), "commit"), Ok(fenced));
         for wrong in [
             TransportError::new(ErrorKind::Fenced, ErrorCode::InvalidProducerEpoch, "old"),
             TransportError::new(ErrorKind::Abortable, FENCED_CODE, "abortable"),
         ] {
-            let error = verify_fenced(&wrong, "commit").unwrap_err();
+            let error = verify_fenced(Err(wrong), "commit").unwrap_err();
             assert!(error.starts_with("commit failed with"), "{error}");
         }
+        let error = verify_fenced(Ok(()), "commit").unwrap_err();
+        assert!(error.starts_with("commit succeeded"), "{error}");
     }
 
     #[test]
