@@ -35,9 +35,11 @@ pub trait ConformanceEnv {
         self.transport().name().to_string()
     }
 
-    /// Sleeps on the target's clock: simulated time inside turmoil, real
-    /// time against a broker.
-    async fn sleep(&self, duration: Duration);
+    /// Sleeps on the target's clock: tokio's timer, which is simulated time
+    /// inside turmoil and real time against a broker.
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
 
     /// Time since the env was created, on the clock [`Self::sleep`] uses.
     fn elapsed(&self) -> Duration;

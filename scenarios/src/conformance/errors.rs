@@ -1,20 +1,20 @@
 //! Error codes a user meets: existing and missing topics, and transactional
 //! calls out of order.
 
-use eddyline_engine::transport::{Admin, ErrorCode, NewTopic, Producer, Transport, TransportError};
+use eddyline_engine::transport::{Admin, ErrorCode, NewTopic, Producer, TransportError};
 
-use super::support::{OrFail, describe, ensure, fail};
+use super::support::{
+    OrFail, TransactionSteps, describe, ensure, record, send_one, verdict, verify_refusal,
+};
 use super::{ConformanceEnv, Cx, Failure};
 
-/// The code of an error the check expected, or a failure saying it succeeded.
-fn expect_error<T: std::fmt::Debug>(
+/// [`verify_refusal`] as a check result.
+fn refused_with<T: std::fmt::Debug>(
     result: Result<T, TransportError>,
     call: &str,
+    code: ErrorCode,
 ) -> Result<TransportError, Failure> {
-    match result {
-        Ok(value) => fail!("{call} succeeded with {value:?}; it should have failed"),
-        Err(error) => Ok(error),
-    }
+    verdict(verify_refusal(result, call, code))
 }
 
 pub(super) async fn creating_a_topic_that_exists_fails<E: ConformanceEnv>(
@@ -22,12 +22,7 @@ pub(super) async fn creating_a_topic_that_exists_fails<E: ConformanceEnv>(
 ) -> Result<(), Failure> {
     let topic = cx.topic("exists", 2).await?;
     let (replication_factor, _) = cx.env.replication();
-    let admin = cx
-        .env
-        .transport()
-        .admin()
-        .await
-        .or_fail("opening an admin client")?;
+    let admin = cx.admin().await?;
     let again = admin
         .create_topic(&NewTopic {
             name: topic.clone(),
@@ -36,12 +31,11 @@ pub(super) async fn creating_a_topic_that_exists_fails<E: ConformanceEnv>(
             configs: Vec::new(),
         })
         .await;
-    let error = expect_error(again, "creating an existing topic")?;
-    ensure!(
-        error.code == ErrorCode::TopicAlreadyExists,
-        "creating an existing topic failed with {}, expected TopicAlreadyExists",
-        describe(&error)
-    );
+    let error = refused_with(
+        again,
+        "creating an existing topic",
+        ErrorCode::TopicAlreadyExists,
+    )?;
     let count = admin
         .partition_count(&topic)
         .await
@@ -58,31 +52,22 @@ pub(super) async fn asking_for_a_missing_topic_fails<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
     let missing = cx.name("missing");
-    let admin = cx
-        .env
-        .transport()
-        .admin()
-        .await
-        .or_fail("opening an admin client")?;
-    let error = expect_error(
-        admin.partition_count(&missing).await,
+    let admin = cx.admin().await?;
+    let mut last = None;
+    for call in [
         "partition_count of a missing topic",
-    )?;
-    ensure!(
-        error.code == ErrorCode::UnknownTopicOrPartition,
-        "partition_count of a missing topic failed with {}, expected UnknownTopicOrPartition",
-        describe(&error)
-    );
-    // Asking must not create it (brokers may auto-create topics on metadata requests).
-    let error = expect_error(
-        admin.partition_count(&missing).await,
-        "partition_count asked a second time",
-    )?;
-    ensure!(
-        error.code == ErrorCode::UnknownTopicOrPartition,
-        "the second partition_count of a missing topic failed with {}: asking seems to have created it",
-        describe(&error)
-    );
+        // Asking must not create it (brokers may auto-create topics on
+        // metadata requests).
+        "partition_count of a missing topic asked a second time (did asking create it?)",
+    ] {
+        let answer = admin.partition_count(&missing).await;
+        last = Some(refused_with(
+            answer,
+            call,
+            ErrorCode::UnknownTopicOrPartition,
+        )?);
+    }
+    let error = last.expect("the topic was asked for");
     cx.note(format!("missing topic: {}", describe(&error)));
     Ok(())
 }
@@ -90,26 +75,19 @@ pub(super) async fn asking_for_a_missing_topic_fails<E: ConformanceEnv>(
 pub(super) async fn committing_without_a_transaction_fails<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
-    let error = expect_error(
+    let mut producer = cx.transactional_producer().await?;
+    let error = refused_with(
         producer.commit_transaction().await,
         "commit_transaction without begin",
+        ErrorCode::InvalidState,
     )?;
-    ensure!(
-        error.code == ErrorCode::InvalidState,
-        "commit_transaction without begin failed with {}, expected InvalidState",
-        describe(&error)
-    );
     // The mistake does not break the producer.
     producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction after the refused commit")?;
+        .begin("begin_transaction after the refused commit")
+        .await?;
     producer
-        .abort_transaction()
-        .await
-        .or_fail("abort_transaction of an empty transaction")?;
+        .abort("abort_transaction of an empty transaction")
+        .await?;
     cx.note(format!("commit without begin: {}", describe(&error)));
     Ok(())
 }
@@ -126,18 +104,11 @@ pub(super) async fn sending_to_a_missing_partition_fails<E: ConformanceEnv>(
         ("a missing topic", missing_topic.as_str(), 0),
     ] {
         let started = cx.env.elapsed();
-        let result = match producer.send(super::support::record(topic, Some(partition), "k", "v")) {
-            Err(error) => Err(error),
-            Ok(delivery) => delivery.await,
-        };
-        let error = expect_error(result, &format!("sending to {what}"))?;
+        let result = send_one(&mut producer, record(topic, Some(partition), "k", "v")).await;
+        let call = format!("sending to {what}");
+        let error = refused_with(result, &call, ErrorCode::UnknownTopicOrPartition)?;
         let after_ms = cx.env.elapsed().saturating_sub(started).as_millis();
         outcomes.push(format!("{what}: {} after {after_ms} ms", describe(&error)));
-        ensure!(
-            error.code == ErrorCode::UnknownTopicOrPartition,
-            "sending to {what} failed with {}, expected UnknownTopicOrPartition",
-            describe(&error)
-        );
     }
     cx.note(outcomes.join("; "));
     Ok(())

@@ -5,12 +5,14 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Admin, Consumer, GroupMetadata, Isolation, OffsetAndMetadata, Producer, ProducerRecord,
-    TopicPartition, Transport,
+    Admin, Consumer, Delivered, Isolation, Producer, ProducerRecord, TopicPartition,
 };
 
 use super::log::{verify_deliveries, verify_read_back};
-use super::support::{OrFail, ensure, record, send_all, verdict};
+use super::support::{
+    OrFail, TransactionSteps, at, await_deliveries, committed_offsets, ensure, outside_the_group,
+    record_to, send_all, transaction_with_offsets, verdict,
+};
 use super::{BrokerControl, ConformanceEnv, Cx, Failure};
 
 /// Kafka's internal topic of group state and committed offsets.
@@ -23,37 +25,47 @@ fn needs_control<E: ConformanceEnv>(cx: &Cx<'_, E>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Every record was acknowledged once, at dense offsets of `partition` in
+/// send order, and reads back (read_committed) exactly as sent.
+async fn verify_written_once<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+    partition: &TopicPartition,
+    records: &[ProducerRecord],
+    delivered: &[Delivered],
+) -> Result<(), Failure> {
+    verdict(verify_deliveries(records, delivered, |_| 0))?;
+    let read = cx
+        .read(
+            std::slice::from_ref(partition),
+            Isolation::ReadCommitted,
+            records.len(),
+        )
+        .await?;
+    verdict(verify_read_back(records, delivered, &read))
+}
+
 pub(super) async fn no_acknowledged_write_is_lost_when_the_leader_fails<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
     const EACH: usize = 20;
     needs_control(cx)?;
-    let topic = cx.topic("failover", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("failover").await?;
     let mut producer = cx.producer(None).await?;
     let before: Vec<ProducerRecord> = (0..EACH)
-        .map(|i| record(&topic, Some(0), "k", &format!("before-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("before-{i}")))
         .collect();
     let mut delivered = send_all(&mut producer, &before).await?;
 
     let fault = cx.env.fail_leader(&p0).await.map_err(Failure::Fail)?;
 
     let after: Vec<ProducerRecord> = (0..EACH)
-        .map(|i| record(&topic, Some(0), "k", &format!("after-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("after-{i}")))
         .collect();
     delivered.extend(send_all(&mut producer, &after).await?);
     producer.flush().await.or_fail("flushing")?;
     let mut all = before;
     all.extend(after);
-    verdict(verify_deliveries(&all, &delivered, |_| 0))?;
-    let read = cx
-        .read(
-            std::slice::from_ref(&p0),
-            Isolation::ReadCommitted,
-            all.len(),
-        )
-        .await?;
-    verdict(verify_read_back(&all, &delivered, &read))?;
+    verify_written_once(cx, &p0, &all, &delivered).await?;
     cx.note(fault);
     cx.note(format!(
         "{EACH} records acknowledged before the fault (offsets 0..{EACH}) and {EACH} after all read back in place"
@@ -70,11 +82,10 @@ pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once
     const PER_WAVE: usize = 10;
     const WAVE_GAP: Duration = Duration::from_millis(20);
     needs_control(cx)?;
-    let topic = cx.topic("in-flight", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("in-flight").await?;
     let mut producer = cx.producer(None).await?;
     let records: Vec<ProducerRecord> = (0..WAVES * PER_WAVE)
-        .map(|i| record(&topic, Some(0), "k", &format!("r-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("r-{i}")))
         .collect();
 
     // Waves of sends keep batches in flight while the env makes the
@@ -93,14 +104,7 @@ pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once
                 waves_sent.set(waves_sent.get() + 1);
                 env.sleep(WAVE_GAP).await;
             }
-            let mut delivered = Vec::with_capacity(pending.len());
-            for (index, delivery) in pending.into_iter().enumerate() {
-                delivered.push(
-                    delivery
-                        .await
-                        .or_fail(&format!("delivering record {index}"))?,
-                );
-            }
+            let delivered = await_deliveries(pending).await?;
             producer.flush().await.or_fail("flushing")?;
             Ok::<_, Failure>(delivered)
         },
@@ -114,15 +118,7 @@ pub(super) async fn records_retried_after_lost_acknowledgements_are_written_once
     let (fault, waves_at_fault_start, waves_at_fault_end) = fault;
     let fault = fault.map_err(Failure::Fail)?;
     let delivered = sent?;
-    verdict(verify_deliveries(&records, &delivered, |_| 0))?;
-    let read = cx
-        .read(
-            std::slice::from_ref(&p0),
-            Isolation::ReadCommitted,
-            records.len(),
-        )
-        .await?;
-    verdict(verify_read_back(&records, &delivered, &read))?;
+    verify_written_once(cx, &p0, &records, &delivered).await?;
     cx.note(fault);
     cx.note(format!(
         "the fault began after {waves_at_fault_start} of {WAVES} waves and ended after {waves_at_fault_end}; all {} records written once, in order",
@@ -157,16 +153,7 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
     let p0 = TopicPartition::new(&topic, 0);
     let p1 = TopicPartition::new(&topic, 1);
     let group = cx.name("group");
-    let at = |offset: i64, metadata: &str| OffsetAndMetadata {
-        offset,
-        metadata: metadata.to_string(),
-    };
-    let outside_the_group = GroupMetadata {
-        group_id: group.clone(),
-        generation_id: -1,
-        member_id: String::new(),
-        group_instance_id: None,
-    };
+    let outside = outside_the_group(&group);
 
     // One plain commit and one transactional commit before the failure.
     let mut writer = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
@@ -175,28 +162,13 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
         .await
         .or_fail("committing offsets")?;
     writer.close().await.or_fail("closing")?;
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(&mut producer, &[record(&topic, Some(1), "k", "before")]).await?;
-    producer
-        .send_offsets_to_transaction(&[(p1.clone(), at(7, "txn-before"))], &outside_the_group)
-        .await
-        .or_fail("send_offsets_to_transaction")?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    let mut producer = cx.transactional_producer().await?;
+    let output = record_to(&p1, "k", "before");
+    let offsets = [(p1.clone(), at(7, "txn-before"))];
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
+    producer.commit("commit_transaction").await?;
 
-    let admin = cx
-        .env
-        .transport()
-        .admin()
-        .await
-        .or_fail("opening an admin client")?;
+    let admin = cx.admin().await?;
     let offsets_partitions = admin
         .partition_count(OFFSETS_TOPIC)
         .await
@@ -214,32 +186,20 @@ pub(super) async fn committed_offsets_survive_the_loss_of_the_group_coordinator<
     // A new client of the group finds both commits on the new coordinator
     // (loaded from __consumer_offsets), and the producer carries on.
     let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
-    let read = reader
-        .committed(&[p0.clone(), p1.clone()])
-        .await
-        .or_fail("reading committed offsets after the failure")?;
+    let read = committed_offsets(&mut reader, &[p0.clone(), p1.clone()]).await?;
     let expected = vec![Some(at(5, "plain-before")), Some(at(7, "txn-before"))];
     ensure!(
         read == expected,
         "after the group coordinator failed, the committed offsets are {read:?}, expected {expected:?}"
     );
+    let output = record_to(&p1, "k", "after");
+    let offsets = [(p1.clone(), at(8, "txn-after"))];
+    let stage = " after the failure";
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, stage).await?;
     producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction after the failure")?;
-    send_all(&mut producer, &[record(&topic, Some(1), "k", "after")]).await?;
-    producer
-        .send_offsets_to_transaction(&[(p1.clone(), at(8, "txn-after"))], &outside_the_group)
-        .await
-        .or_fail("send_offsets_to_transaction after the failure")?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction after the failure")?;
-    let read = reader
-        .committed(std::slice::from_ref(&p1))
-        .await
-        .or_fail("reading committed offsets")?;
+        .commit("commit_transaction after the failure")
+        .await?;
+    let read = committed_offsets(&mut reader, std::slice::from_ref(&p1)).await?;
     ensure!(
         read == vec![Some(at(8, "txn-after"))],
         "the transaction committed after the failure stored {read:?}, expected offset 8 'txn-after'"

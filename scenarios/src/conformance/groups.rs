@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use eddyline_engine::transport::{
-    Consumer, ConsumerEvent, ErrorCode, ErrorKind, Isolation, Message, OffsetAndMetadata, Producer,
-    TopicPartition,
+    Consumer, ConsumerEvent, ErrorCode, ErrorKind, GroupMetadata, Isolation, Message,
+    OffsetAndMetadata, Producer, TopicPartition, TransportError,
 };
 
 use super::support::{
-    ConsumerOf, OrFail, POLL, POLL_MAX_EVENTS, SETTLE, describe, ensure, fail, record, send_all,
-    verdict,
+    ConsumerOf, OrFail, POLL, POLL_MAX_EVENTS, SETTLE, TransactionSteps, at, committed_offsets,
+    describe, ensure, fail, record, record_to, send_all, transaction_with_offsets, verdict,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -85,6 +85,23 @@ impl<C: Consumer> Member<C> {
             .all(|p| offsets.get(p).is_some_and(|o| o.contains(&last_offset)))
     }
 
+    /// The member's consumer; it must not have left.
+    fn open_consumer(&mut self) -> &mut C {
+        let label = self.label;
+        self.consumer
+            .as_mut()
+            .unwrap_or_else(|| panic!("the {label} member is open"))
+    }
+
+    /// The member's group metadata, which it has once it owns partitions.
+    fn metadata(&self) -> Result<GroupMetadata, Failure> {
+        let consumer = self.consumer.as_ref();
+        let Some(metadata) = consumer.expect("the member is open").group_metadata() else {
+            fail!("group_metadata() was None for a member that owns partitions");
+        };
+        Ok(metadata)
+    }
+
     fn close_now(&mut self, steps: &mut Vec<(usize, GroupStep)>, index: usize) -> Option<C> {
         steps.push((index, GroupStep::Released));
         self.owned.clear();
@@ -152,41 +169,106 @@ async fn poll_member<C: Consumer>(
     Ok(())
 }
 
+/// A group under test: its topic, its members in the order they joined, and
+/// one timeline of all their group events.
+struct Group<C> {
+    name: String,
+    topic: String,
+    /// Every partition of the topic.
+    all: BTreeSet<i32>,
+    members: Vec<Member<C>>,
+    steps: Vec<(usize, GroupStep)>,
+}
+
+impl<C: Consumer> Group<C> {
+    /// A group with a fresh name, no members yet, on `topic` of
+    /// `partitions` partitions.
+    fn new<E: ConformanceEnv>(cx: &Cx<'_, E>, topic: String, partitions: i32) -> Self {
+        Self {
+            name: cx.name("group"),
+            topic,
+            all: (0..partitions).collect(),
+            members: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// The members' labels, in the order they joined (their timeline index).
+    fn labels(&self) -> Vec<&'static str> {
+        self.members.iter().map(|m| m.label).collect()
+    }
+
+    fn timeline(&self) -> String {
+        render_timeline(&self.labels(), &self.steps)
+    }
+
+    /// Every open member owns something and has no revoke pending, and
+    /// together they own every partition exactly once.
+    fn stable(&self) -> bool {
+        let mut union = BTreeSet::new();
+        let mut total = 0;
+        for m in self.members.iter().filter(|m| m.consumer.is_some()) {
+            if m.revoke_pending || m.owned.is_empty() {
+                return false;
+            }
+            total += m.owned.len();
+            union.extend(m.owned.iter().copied());
+        }
+        union == self.all && total == self.all.len()
+    }
+
+    /// The eager protocol's promises held over the whole timeline.
+    fn verify_ownership(&self) -> Result<(), Failure> {
+        verdict(verify_exclusive_ownership(&self.labels(), &self.steps))
+    }
+
+    /// Polls every member once, in join order.
+    async fn poll_all(&mut self) -> Result<(), Failure> {
+        for (index, member) in self.members.iter_mut().enumerate() {
+            poll_member(&self.topic, index, member, &mut self.steps).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes member `index`'s consumer out of the group's hands (it owns
+    /// nothing from here on); the caller closes it.
+    fn leave(&mut self, index: usize) -> Option<C> {
+        self.members[index].close_now(&mut self.steps, index)
+    }
+
+    /// Closes every member that is still open, in join order.
+    async fn close(mut self) -> Result<(), Failure> {
+        for m in &mut self.members {
+            if let Some(consumer) = m.consumer.take() {
+                consumer.close().await.or_fail("closing")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Polls every member in turn until `done` holds (then for [`SETTLE`] more),
 /// or fails when the env's patience runs out.
 async fn drive<E: ConformanceEnv>(
     cx: &Cx<'_, E>,
-    topic: &str,
-    members: &mut [Member<ConsumerOf<E>>],
-    steps: &mut Vec<(usize, GroupStep)>,
+    group: &mut Group<ConsumerOf<E>>,
     what: &str,
-    done: impl Fn(&[Member<ConsumerOf<E>>]) -> bool,
+    done: impl Fn(&Group<ConsumerOf<E>>) -> bool,
 ) -> Result<(), Failure> {
     let deadline = cx.deadline();
-    while !done(members) {
+    while !done(group) {
         if cx.env.elapsed() >= deadline {
             fail!(
                 "waited {} ms for {what}; timeline: {}",
                 cx.env.patience().as_millis(),
-                render_timeline(
-                    members
-                        .iter()
-                        .map(|m| m.label)
-                        .collect::<Vec<_>>()
-                        .as_slice(),
-                    steps
-                )
+                group.timeline()
             );
         }
-        for (index, member) in members.iter_mut().enumerate() {
-            poll_member(topic, index, member, steps).await?;
-        }
+        group.poll_all().await?;
     }
     let settle_until = cx.env.elapsed() + SETTLE;
     while cx.env.elapsed() < settle_until {
-        for (index, member) in members.iter_mut().enumerate() {
-            poll_member(topic, index, member, steps).await?;
-        }
+        group.poll_all().await?;
     }
     Ok(())
 }
@@ -295,25 +377,16 @@ async fn fill<E: ConformanceEnv>(
     Ok(())
 }
 
-async fn member<E: ConformanceEnv>(
+/// Subscribes a new member, `label`, to the group's topic; `client_id`:
+/// `None` for a fresh run-unique one.
+async fn join<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
+    group: &mut Group<ConsumerOf<E>>,
     label: &'static str,
-    group: &str,
-    topic: &str,
-) -> Result<Member<ConsumerOf<E>>, Failure> {
-    member_named(cx, label, group, topic, None).await
-}
-
-/// A subscribed member; `client_id`: `None` for a fresh run-unique one.
-async fn member_named<E: ConformanceEnv>(
-    cx: &mut Cx<'_, E>,
-    label: &'static str,
-    group: &str,
-    topic: &str,
     client_id: Option<&str>,
-) -> Result<Member<ConsumerOf<E>>, Failure> {
+) -> Result<(), Failure> {
     let mut consumer = cx
-        .consumer_with(Some(group), Isolation::ReadCommitted, |config| {
+        .consumer_with(Some(&group.name), Isolation::ReadCommitted, |config| {
             config.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
             config.session_timeout_ms = SESSION_TIMEOUT_MS;
             if let Some(client_id) = client_id {
@@ -322,24 +395,54 @@ async fn member_named<E: ConformanceEnv>(
         })
         .await?;
     consumer
-        .subscribe(&[topic.to_string()])
+        .subscribe(std::slice::from_ref(&group.topic))
         .await
         .or_fail(&format!("subscribing {label}"))?;
-    Ok(Member::new(label, consumer))
+    group.members.push(Member::new(label, consumer));
+    Ok(())
 }
 
-fn stable<C>(members: &[Member<C>], all: &BTreeSet<i32>) -> bool {
-    let live: Vec<&Member<C>> = members.iter().filter(|m| m.consumer.is_some()).collect();
-    let mut union = BTreeSet::new();
-    let mut total = 0;
-    for m in &live {
-        if m.revoke_pending || m.owned.is_empty() {
-            return false;
+/// Joins the group's first member and waits until it owns every partition.
+async fn join_first<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+    group: &mut Group<ConsumerOf<E>>,
+    label: &'static str,
+    client_id: Option<&str>,
+) -> Result<(), Failure> {
+    join(cx, group, label, client_id).await?;
+    drive(cx, group, "the first member's assignment", Group::stable).await
+}
+
+/// The commit every partition gets from the first owner in the joining
+/// check.
+fn commits_of(
+    topic: &str,
+    partitions: &BTreeSet<i32>,
+    offset: i64,
+) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+    partitions
+        .iter()
+        .map(|p| (TopicPartition::new(topic, *p), at(offset, "first-owner")))
+        .collect()
+}
+
+/// What an owner read of each partition under its current assignment runs
+/// from `first` to `last`, once each: where a new owner starts reading.
+pub(crate) fn verify_read_ranges(
+    owner: &str,
+    read: &BTreeMap<i32, Vec<i64>>,
+    first: i64,
+    last: i64,
+) -> Result<(), String> {
+    let expected: Vec<i64> = (first..=last).collect();
+    for (partition, offsets) in read {
+        if *offsets != expected {
+            return Err(format!(
+                "{owner} read partition {partition} at offsets {offsets:?}, expected {first}..={last}"
+            ));
         }
-        total += m.owned.len();
-        union.extend(m.owned.iter().copied());
     }
-    union == *all && total == all.len()
+    Ok(())
 }
 
 pub(super) async fn a_joining_member_makes_the_group_revoke_before_assigning<E: ConformanceEnv>(
@@ -351,77 +454,61 @@ pub(super) async fn a_joining_member_makes_the_group_revoke_before_assigning<E: 
     const COMMITTED_OFFSET: i64 = 1;
     let topic = cx.topic("rebalance", PARTITIONS).await?;
     fill(cx, &topic, PARTITIONS, PER_PARTITION).await?;
-    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
-    let group = cx.name("group");
-    let mut steps = Vec::new();
-    let mut members = vec![member(cx, "first", &group, &topic).await?];
-
+    let mut group = Group::new(cx, topic, PARTITIONS);
+    join(cx, &mut group, "first", None).await?;
     drive(
         cx,
-        &topic,
-        &mut members,
-        &mut steps,
+        &mut group,
         "the first member to own every partition and read it",
-        |m| {
-            m[0].owned.len() == PARTITIONS as usize
-                && !m[0].revoke_pending
-                && m[0].caught_up(LAST_OFFSET)
+        |g| {
+            let first = &g.members[0];
+            first.owned.len() == PARTITIONS as usize
+                && !first.revoke_pending
+                && first.caught_up(LAST_OFFSET)
         },
     )
     .await?;
     // With no committed offset, the first owner starts at the earliest offset.
-    for (partition, offsets) in members[0].current_offsets() {
-        ensure!(
-            offsets == (0..=LAST_OFFSET).collect::<Vec<_>>(),
-            "the first owner of partition {partition} (nothing committed) read offsets {offsets:?}, expected 0..={LAST_OFFSET}"
-        );
-    }
-    let commits: Vec<(TopicPartition, OffsetAndMetadata)> = all
-        .iter()
-        .map(|p| {
-            (
-                TopicPartition::new(&topic, *p),
-                OffsetAndMetadata {
-                    offset: COMMITTED_OFFSET,
-                    metadata: "first-owner".to_string(),
-                },
-            )
-        })
-        .collect();
-    members[0]
-        .consumer
-        .as_mut()
-        .expect("the first member is open")
+    verdict(
+        verify_read_ranges(
+            "the first owner",
+            &group.members[0].current_offsets(),
+            0,
+            LAST_OFFSET,
+        )
+        .map_err(|e| format!("{e} (nothing committed)")),
+    )?;
+    let commits = commits_of(&group.topic, &group.all, COMMITTED_OFFSET);
+    group.members[0]
+        .open_consumer()
         .commit(&commits)
         .await
         .or_fail("committing as the first member")?;
 
-    members.push(member(cx, "second", &group, &topic).await?);
+    join(cx, &mut group, "second", None).await?;
     drive(
         cx,
-        &topic,
-        &mut members,
-        &mut steps,
+        &mut group,
         "the group to rebalance over both members",
-        |m| {
-            m[0].assignments >= 2
-                && m[1].assignments >= 1
-                && stable(m, &all)
-                && m.iter().all(|m| m.caught_up(LAST_OFFSET))
+        |g| {
+            g.members[0].assignments >= 2
+                && g.members[1].assignments >= 1
+                && g.stable()
+                && g.members.iter().all(|m| m.caught_up(LAST_OFFSET))
         },
     )
     .await?;
 
-    let labels = ["first", "second"];
-    verdict(verify_exclusive_ownership(&labels, &steps))?;
+    group.verify_ownership()?;
     ensure!(
-        steps
+        group
+            .steps
             .iter()
-            .any(|(m, s)| *m == 0 && *s == GroupStep::Revoked(all.clone())),
+            .any(|(m, s)| *m == 0 && *s == GroupStep::Revoked(group.all.clone())),
         "the first member was never told to revoke its partitions: {}",
-        render_timeline(&labels, &steps)
+        group.timeline()
     );
-    for m in &members {
+    for m in &group.members {
         ensure!(
             m.owned.len() == 2,
             "after the rebalance {} owns {:?}; the range assignor gives 2 of 4 partitions to each of 2 members",
@@ -429,24 +516,16 @@ pub(super) async fn a_joining_member_makes_the_group_revoke_before_assigning<E: 
             m.owned
         );
         // A new owner starts at the committed offset, not the reset policy.
-        for (partition, offsets) in m.current_offsets() {
-            ensure!(
-                offsets == (COMMITTED_OFFSET..=LAST_OFFSET).collect::<Vec<_>>(),
-                "after the rebalance, {} read partition {partition} at offsets {offsets:?}, expected {COMMITTED_OFFSET}..={LAST_OFFSET} (from the committed offset)",
-                m.label
-            );
-        }
+        verdict(
+            verify_read_ranges(m.label, &m.current_offsets(), COMMITTED_OFFSET, LAST_OFFSET)
+                .map_err(|e| format!("after the rebalance, {e} (from the committed offset)")),
+        )?;
     }
-    cx.note(render_timeline(&labels, &steps));
+    cx.note(group.timeline());
     cx.note(format!(
         "after the rebalance both owners started at the committed offset {COMMITTED_OFFSET}"
     ));
-    for m in &mut members {
-        if let Some(consumer) = m.consumer.take() {
-            consumer.close().await.or_fail("closing")?;
-        }
-    }
-    Ok(())
+    group.close().await
 }
 
 pub(super) async fn a_member_that_leaves_hands_its_partitions_over<E: ConformanceEnv>(
@@ -455,64 +534,41 @@ pub(super) async fn a_member_that_leaves_hands_its_partitions_over<E: Conformanc
     const PARTITIONS: i32 = 4;
     let topic = cx.topic("leave", PARTITIONS).await?;
     fill(cx, &topic, PARTITIONS, 2).await?;
-    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
-    let group = cx.name("group");
-    let mut steps = Vec::new();
+    let mut group = Group::new(cx, topic, PARTITIONS);
     // One member at a time, so that every target goes through the same
     // generations (two members joining at once may or may not share one).
-    let mut members = vec![member(cx, "stays", &group, &topic).await?];
-    drive(
-        cx,
-        &topic,
-        &mut members,
-        &mut steps,
-        "the first member's assignment",
-        |m| stable(m, &all),
-    )
+    join_first(cx, &mut group, "stays", None).await?;
+    join(cx, &mut group, "leaves", None).await?;
+    drive(cx, &mut group, "both members to own partitions", |g| {
+        g.stable() && g.members.iter().all(|m| m.owned.len() == 2)
+    })
     .await?;
-    members.push(member(cx, "leaves", &group, &topic).await?);
-    drive(
-        cx,
-        &topic,
-        &mut members,
-        &mut steps,
-        "both members to own partitions",
-        |m| stable(m, &all) && m.iter().all(|m| m.owned.len() == 2),
-    )
-    .await?;
-    let handed_over = members[1].owned.clone();
-    let leaving = members[1]
-        .close_now(&mut steps, 1)
-        .expect("the leaving member is open");
+    let handed_over = group.members[1].owned.clone();
+    let leaving = group.leave(1).expect("the leaving member is open");
     leaving
         .close()
         .await
         .or_fail("closing the leaving member")?;
-    let assignments_before = members[0].assignments;
+    let assignments_before = group.members[0].assignments;
     drive(
         cx,
-        &topic,
-        &mut members,
-        &mut steps,
+        &mut group,
         "the remaining member to own every partition",
-        |m| m[0].assignments > assignments_before && stable(m, &all),
+        |g| g.members[0].assignments > assignments_before && g.stable(),
     )
     .await?;
-    let labels = ["stays", "leaves"];
-    verdict(verify_exclusive_ownership(&labels, &steps))?;
+    group.verify_ownership()?;
     ensure!(
-        members[0].owned == all,
-        "after the other member left, the remaining one owns {:?}, expected {all:?}",
-        members[0].owned
+        group.members[0].owned == group.all,
+        "after the other member left, the remaining one owns {:?}, expected {:?}",
+        group.members[0].owned,
+        group.all
     );
-    cx.note(render_timeline(&labels, &steps));
+    cx.note(group.timeline());
     cx.note(format!(
         "the leaving member's {handed_over:?} moved to the remaining member"
     ));
-    if let Some(consumer) = members[0].consumer.take() {
-        consumer.close().await.or_fail("closing")?;
-    }
-    Ok(())
+    group.close().await
 }
 
 pub(super) async fn the_range_assignor_orders_members_by_client_id<E: ConformanceEnv>(
@@ -520,36 +576,19 @@ pub(super) async fn the_range_assignor_orders_members_by_client_id<E: Conformanc
 ) -> Result<(), Failure> {
     const PARTITIONS: i32 = 4;
     let topic = cx.topic("member-order", PARTITIONS).await?;
-    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
-    let group = cx.name("group");
+    let mut group = Group::new(cx, topic, PARTITIONS);
     // The member that joins first has the client id that sorts last.
     let base = cx.name("client");
     let late_name = format!("{base}-zulu");
     let early_name = format!("{base}-alpha");
-    let mut steps = Vec::new();
-    let mut members = vec![member_named(cx, "zulu", &group, &topic, Some(&late_name)).await?];
-    drive(
-        cx,
-        &topic,
-        &mut members,
-        &mut steps,
-        "the first member's assignment",
-        |m| stable(m, &all),
-    )
+    join_first(cx, &mut group, "zulu", Some(&late_name)).await?;
+    join(cx, &mut group, "alpha", Some(&early_name)).await?;
+    drive(cx, &mut group, "the rebalance over both members", |g| {
+        g.members[0].assignments >= 2 && g.stable()
+    })
     .await?;
-    members.push(member_named(cx, "alpha", &group, &topic, Some(&early_name)).await?);
-    drive(
-        cx,
-        &topic,
-        &mut members,
-        &mut steps,
-        "the rebalance over both members",
-        |m| m[0].assignments >= 2 && stable(m, &all),
-    )
-    .await?;
-    let labels = ["zulu", "alpha"];
-    verdict(verify_exclusive_ownership(&labels, &steps))?;
-    for (m, client_id) in members.iter().zip([&late_name, &early_name]) {
+    group.verify_ownership()?;
+    for (m, client_id) in group.members.iter().zip([&late_name, &early_name]) {
         let Some(metadata) = m.consumer.as_ref().and_then(|c| c.group_metadata()) else {
             fail!("{} owns partitions but has no group metadata", m.label);
         };
@@ -560,107 +599,34 @@ pub(super) async fn the_range_assignor_orders_members_by_client_id<E: Conformanc
             metadata.member_id
         );
     }
+    let (zulu, alpha) = (&group.members[0].owned, &group.members[1].owned);
     ensure!(
-        members[1].owned == BTreeSet::from([0, 1]) && members[0].owned == BTreeSet::from([2, 3]),
-        "the range assignor gave alpha {:?} and zulu {:?}; it orders members by member id, so alpha (joined second, smaller client id) gets partitions 0 and 1",
-        members[1].owned,
-        members[0].owned
+        *alpha == BTreeSet::from([0, 1]) && *zulu == BTreeSet::from([2, 3]),
+        "the range assignor gave alpha {alpha:?} and zulu {zulu:?}; it orders members by member id, so alpha (joined second, smaller client id) gets partitions 0 and 1"
     );
-    cx.note(render_timeline(&labels, &steps));
+    cx.note(group.timeline());
     cx.note("both member ids begin with their client ids; alpha (joined second) got {0, 1}, zulu {2, 3}");
-    for m in &mut members {
-        if let Some(consumer) = m.consumer.take() {
-            consumer.close().await.or_fail("closing")?;
-        }
-    }
-    Ok(())
+    group.close().await
 }
 
-pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rejected<
-    E: ConformanceEnv,
->(
-    cx: &mut Cx<'_, E>,
-) -> Result<(), Failure> {
-    const PARTITIONS: i32 = 2;
-    let topic = cx.topic("generations", PARTITIONS).await?;
-    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
-    let group = cx.name("group");
-    let mut steps = Vec::new();
-    let mut members = vec![member(cx, "first", &group, &topic).await?];
-    drive(
-        cx,
-        &topic,
-        &mut members,
-        &mut steps,
-        "the first member's assignment",
-        |m| stable(m, &all),
-    )
-    .await?;
-    // Taken once the assignment has settled (the rdkafka transport fills in
-    // the metadata when it applies an assignment, at the poll after the one
-    // that reported it; see CONFORMANCE-NOTES.md).
-    let Some(stale) = members[0]
-        .consumer
-        .as_ref()
-        .expect("the first member is open")
-        .group_metadata()
-    else {
-        fail!("group_metadata() was None for a member that owns partitions");
-    };
-    members.push(member(cx, "second", &group, &topic).await?);
-    drive(
-        cx,
-        &topic,
-        &mut members,
-        &mut steps,
-        "the rebalance to the second member",
-        |m| m[0].assignments >= 2 && stable(m, &all),
-    )
-    .await?;
-    let Some(current) = members[0]
-        .consumer
-        .as_ref()
-        .expect("the first member is open")
-        .group_metadata()
-    else {
-        fail!("group_metadata() was None for a member that owns partitions");
-    };
-    ensure!(
-        current.generation_id > stale.generation_id && current.group_id == group,
-        "the rebalance did not move the generation: before {stale:?}, after {current:?}"
-    );
-    let partition = TopicPartition::new(
-        &topic,
-        *members[0]
-            .owned
-            .iter()
-            .next()
-            .expect("the first member owns a partition"),
-    );
-
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(
-        &mut producer,
-        &[record(&topic, Some(partition.partition), "k", "output")],
-    )
-    .await?;
-    let stale_offsets = [(
-        partition.clone(),
-        OffsetAndMetadata {
-            offset: 1,
-            metadata: "stale".to_string(),
-        },
-    )];
-    let error = match producer
-        .send_offsets_to_transaction(&stale_offsets, &stale)
+/// Sends offsets of the `stale` generation in a new transaction and returns
+/// the error they were refused with; if they are accepted, commits (to say
+/// how that ended) and fails.
+async fn refusal_of_stale_offsets<P: Producer>(
+    producer: &mut P,
+    partition: &TopicPartition,
+    stale: &GroupMetadata,
+    current: &GroupMetadata,
+) -> Result<TransportError, Failure> {
+    producer.begin("begin_transaction").await?;
+    let output = record_to(partition, "k", "output");
+    send_all(producer, &[output]).await?;
+    let stale_offsets = [(partition.clone(), at(1, "stale"))];
+    match producer
+        .send_offsets_to_transaction(&stale_offsets, stale)
         .await
     {
-        Err(error) => error,
+        Err(error) => Ok(error),
         Ok(()) => {
             let outcome = match producer.commit_transaction().await {
                 Ok(()) => "and committed".to_string(),
@@ -672,7 +638,40 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
                 current.generation_id
             );
         }
-    };
+    }
+}
+
+pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rejected<
+    E: ConformanceEnv,
+>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    const PARTITIONS: i32 = 2;
+    let topic = cx.topic("generations", PARTITIONS).await?;
+    let mut group = Group::new(cx, topic, PARTITIONS);
+    join_first(cx, &mut group, "first", None).await?;
+    // Taken once the assignment has settled (the rdkafka transport fills in
+    // the metadata when it applies an assignment, at the poll after the one
+    // that reported it; see CONFORMANCE-NOTES.md).
+    let stale = group.members[0].metadata()?;
+    join(cx, &mut group, "second", None).await?;
+    drive(cx, &mut group, "the rebalance to the second member", |g| {
+        g.members[0].assignments >= 2 && g.stable()
+    })
+    .await?;
+    let current = group.members[0].metadata()?;
+    ensure!(
+        current.generation_id > stale.generation_id && current.group_id == group.name,
+        "the rebalance did not move the generation: before {stale:?}, after {current:?}"
+    );
+    let owned = group.members[0].owned.iter().next();
+    let partition = TopicPartition::new(
+        &group.topic,
+        *owned.expect("the first member owns a partition"),
+    );
+
+    let mut producer = cx.transactional_producer().await?;
+    let error = refusal_of_stale_offsets(&mut producer, &partition, &stale, &current).await?;
     ensure!(
         (error.kind, error.code) == STALE_GENERATION,
         "the stale offsets were rejected with {}, expected {:?}/{:?}",
@@ -682,55 +681,25 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
     );
     // Abortable: abort, then carry on with the same producer.
     producer
-        .abort_transaction()
-        .await
-        .or_fail("abort_transaction after the rejected offsets")?;
-    let reader = members[0]
-        .consumer
-        .as_mut()
-        .expect("the first member is open");
-    let committed = reader
-        .committed(std::slice::from_ref(&partition))
-        .await
-        .or_fail("reading committed offsets")?;
+        .abort("abort_transaction after the rejected offsets")
+        .await?;
+    let reader = group.members[0].open_consumer();
+    let committed = committed_offsets(reader, std::slice::from_ref(&partition)).await?;
     ensure!(
         committed == vec![None],
         "after the rejected commit, {partition} has committed offset {committed:?}, expected none"
     );
 
     // The current generation's commit goes through.
+    let output = record_to(&partition, "k", "output");
+    let current_offsets = [(partition.clone(), at(1, "current"))];
+    let stage = " after the abort";
+    transaction_with_offsets(&mut producer, output, &current_offsets, &current, stage).await?;
     producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction after the abort")?;
-    send_all(
-        &mut producer,
-        &[record(&topic, Some(partition.partition), "k", "output")],
-    )
-    .await?;
-    let current_offsets = [(
-        partition.clone(),
-        OffsetAndMetadata {
-            offset: 1,
-            metadata: "current".to_string(),
-        },
-    )];
-    producer
-        .send_offsets_to_transaction(&current_offsets, &current)
-        .await
-        .or_fail("send_offsets_to_transaction with the current generation")?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction with the current generation")?;
-    let reader = members[0]
-        .consumer
-        .as_mut()
-        .expect("the first member is open");
-    let committed = reader
-        .committed(std::slice::from_ref(&partition))
-        .await
-        .or_fail("reading committed offsets")?;
+        .commit("commit_transaction with the current generation")
+        .await?;
+    let reader = group.members[0].open_consumer();
+    let committed = committed_offsets(reader, std::slice::from_ref(&partition)).await?;
     ensure!(
         committed == vec![Some(current_offsets[0].1.clone())],
         "the current generation's offsets read back as {committed:?}"
@@ -741,12 +710,7 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
         current.generation_id,
         describe(&error)
     ));
-    for m in &mut members {
-        if let Some(consumer) = m.consumer.take() {
-            consumer.close().await.or_fail("closing")?;
-        }
-    }
-    Ok(())
+    group.close().await
 }
 
 #[cfg(test)]
@@ -791,6 +755,20 @@ mod tests {
         ];
         let error = verify_exclusive_ownership(&LABELS, &steps).unwrap_err();
         assert!(error.contains("no revoke came first"), "{error}");
+    }
+
+    #[test]
+    fn an_owner_that_starts_elsewhere_than_expected_fails_the_read_ranges_check() {
+        let read = BTreeMap::from([(0, vec![1, 2]), (1, vec![1, 2])]);
+        assert_eq!(verify_read_ranges("second", &read, 1, 2), Ok(()));
+        for tampered in [
+            BTreeMap::from([(0, vec![0, 1, 2]), (1, vec![1, 2])]),
+            BTreeMap::from([(0, vec![1, 2]), (1, vec![2])]),
+            BTreeMap::from([(0, vec![1, 1, 2])]),
+        ] {
+            let error = verify_read_ranges("second", &tampered, 1, 2).unwrap_err();
+            assert!(error.starts_with("second read partition"), "{error}");
+        }
     }
 
     #[test]

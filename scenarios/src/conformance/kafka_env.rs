@@ -1,11 +1,12 @@
 //! The suite against a real Apache Kafka broker, through the rdkafka
 //! transport.
 //!
-//! The test broker is a single node (SPEC §9): a partition leader cannot
-//! fail over to another replica. With a restart command (`scripts/kafka
-//! restart` SIGKILLs the broker and starts it again on the same ports and
-//! data) the failover checks kill the only broker instead and verify that
-//! acknowledged writes survive it; without one they are skipped.
+//! The test broker is a single node (`scripts/kafka` starts one broker): a
+//! partition leader cannot fail over to another replica. With a restart
+//! command (`scripts/kafka restart` SIGKILLs the broker and starts it again
+//! on the same ports and data) the failover checks kill the only broker
+//! instead and verify that acknowledged writes survive it; without one they
+//! are skipped.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,10 +68,6 @@ impl ConformanceEnv for KafkaEnv {
 
     fn transport(&self) -> &KafkaTransport {
         &self.transport
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
     }
 
     fn elapsed(&self) -> Duration {

@@ -8,8 +8,9 @@ use eddyline_engine::transport::{
 };
 
 use super::support::{
-    OrFail, describe, ensure, fail, pairs, read_into, record, send_all, verdict,
-    verify_partition_contents,
+    Ending, OrFail, delivered_pairs, describe, ensure, offsets, pairs, read_into, read_pairs,
+    record, record_to, send_all, send_one, transaction, value_text, verdict,
+    verify_partition_contents, verify_refusal,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -155,20 +156,11 @@ pub(super) async fn a_record_with_neither_key_nor_partition_is_refused<E: Confor
         timestamp_ms: None,
         headers: Vec::new(),
     };
-    let error = match producer.send(unkeyed) {
-        Err(error) => error,
-        Ok(delivery) => match delivery.await {
-            Err(error) => error,
-            Ok(delivered) => {
-                fail!("a record without key or partition was written at {delivered:?}")
-            }
-        },
-    };
-    ensure!(
-        error.code == ErrorCode::InvalidRecord,
-        "expected InvalidRecord, got {}",
-        describe(&error)
-    );
+    let error = verdict(verify_refusal(
+        send_one(&mut producer, unkeyed).await,
+        "sending a record without key or partition",
+        ErrorCode::InvalidRecord,
+    ))?;
     cx.note(format!("refused with {}", describe(&error)));
     for partition in 0..2 {
         let partition = TopicPartition::new(&topic, partition);
@@ -257,12 +249,7 @@ pub(crate) fn verify_read_back(
         let have = got.remove(&partition).unwrap_or_default();
         let want_pairs: Vec<(i64, String)> = want
             .iter()
-            .map(|(offset, r)| {
-                (
-                    *offset,
-                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-                )
-            })
+            .map(|(offset, r)| (*offset, value_text(&r.value)))
             .collect();
         verify_partition_contents(
             &format!("partition {partition}"),
@@ -300,66 +287,43 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
 >(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("seek", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("seek").await?;
     // Three committed transactional records, their marker, two plain records.
-    let id = cx.name("txn");
-    let mut transactional = cx.producer(Some(&id)).await?;
-    transactional
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
+    let mut transactional = cx.transactional_producer().await?;
     let txn: Vec<ProducerRecord> = (0..3)
-        .map(|i| record(&topic, Some(0), "k", &format!("txn-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("txn-{i}")))
         .collect();
-    let mut delivered = send_all(&mut transactional, &txn).await?;
-    transactional
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    let mut delivered = transaction(&mut transactional, &txn, Ending::Commit, "").await?;
+    let marker = cx.expect.control_marker_offsets;
     // The commit returns once the coordinator has logged its decision; the
     // marker lands a moment later, and plain records sent before it would
     // take its place.
     cx.await_stable_end(&p0, 3 + marker).await?;
     let mut plain = cx.producer(None).await?;
     let after: Vec<ProducerRecord> = (0..2)
-        .map(|i| record(&topic, Some(0), "k", &format!("plain-{i}")))
+        .map(|i| record_to(&p0, "k", &format!("plain-{i}")))
         .collect();
     delivered.extend(send_all(&mut plain, &after).await?);
     let mut all = txn;
     all.extend(after);
-    let all_pairs: Vec<(i64, String)> = all
-        .iter()
-        .zip(&delivered)
-        .map(|(r, d)| {
-            (
-                d.offset,
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect();
+    let all_pairs = delivered_pairs(&all, &delivered);
     let marker_offset = 3;
     ensure!(
-        delivered.iter().map(|d| d.offset).collect::<Vec<_>>()
-            == vec![0, 1, 2, 3 + marker, 4 + marker],
+        offsets(&delivered) == vec![0, 1, 2, 3 + marker, 4 + marker],
         "records landed at {:?}, expected 0, 1, 2 and, after the commit marker, {} and {}",
-        delivered.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        offsets(&delivered),
         3 + marker,
         4 + marker
     );
 
-    let mut reader = cx.consumer(None, Isolation::ReadCommitted).await?;
-    reader
-        .assign(std::slice::from_ref(&p0))
-        .await
-        .or_fail("assigning")?;
+    let mut reader = cx
+        .assigned_reader(std::slice::from_ref(&p0), Isolation::ReadCommitted)
+        .await?;
     let mut seen = Vec::new();
     read_into(cx, &mut reader, &mut seen, all.len()).await?;
-    let refs: Vec<&Message> = seen.iter().collect();
     verdict(verify_partition_contents(
         "from the start",
-        &pairs(&refs),
+        &read_pairs(&seen),
         &all_pairs,
     ))?;
     let mut observed = Vec::new();
@@ -380,10 +344,9 @@ pub(super) async fn a_seek_moves_the_position_to_the_first_record_at_or_after_it
             .collect();
         let mut seen = Vec::new();
         read_into(cx, &mut reader, &mut seen, expected.len()).await?;
-        let refs: Vec<&Message> = seen.iter().collect();
         verdict(verify_partition_contents(
             &format!("after a seek to {seek_to} ({what})"),
-            &pairs(&refs),
+            &read_pairs(&seen),
             &expected,
         ))?;
         observed.push(format!(

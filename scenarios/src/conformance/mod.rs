@@ -12,9 +12,17 @@
 //! what a real broker does (see `scenarios/CONFORMANCE-NOTES.md`), and the
 //! simulator is fixed to match.
 //!
-//! A check gathers observations through the transport, then judges them with
-//! a pure `verify_*` function. The unit tests feed those functions tampered
-//! observations to show that every check can fail.
+//! A check gathers observations through the transport, then judges them.
+//! Where the judgement is more than a comparison with one expected value (a
+//! partition's contents, dense offsets, read-back records, committed
+//! offsets, group ownership over a timeline, where a new owner starts, a
+//! refusal's code, a fenced error, the coordinator's timeout abort, a wait
+//! for stable offsets) a pure `verify_*` function makes it, and the unit
+//! tests feed those functions tampered observations to show that they can
+//! fail; plain equalities (an offsets range, a generation that moved, a
+//! member id's prefix) are checked inline with `ensure!`. The
+//! wrong-expectation controls in `tests/conformance_sim.rs` show that the
+//! checks as a whole fail when told something false about Kafka.
 
 mod env;
 pub mod kafka_env;

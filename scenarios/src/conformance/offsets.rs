@@ -4,29 +4,14 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Consumer, GroupMetadata, Isolation, OffsetAndMetadata, Producer, TopicPartition,
+    Consumer, Isolation, OffsetAndMetadata, Producer, TopicPartition,
 };
 
-use super::support::{OrFail, ensure, fail, record, send_all};
+use super::support::{
+    OrFail, TransactionSteps, at, committed_offsets, fail, outside_the_group, record_to,
+    transaction_with_offsets, verdict,
+};
 use super::{ConformanceEnv, Cx, Failure};
-
-fn at(offset: i64, metadata: &str) -> OffsetAndMetadata {
-    OffsetAndMetadata {
-        offset,
-        metadata: metadata.to_string(),
-    }
-}
-
-/// What a producer passes for a group it is not a member of (the engine's
-/// consumers always are; a standalone commit uses generation -1).
-fn outside_the_group(group_id: &str) -> GroupMetadata {
-    GroupMetadata {
-        group_id: group_id.to_string(),
-        generation_id: -1,
-        member_id: String::new(),
-        group_instance_id: None,
-    }
-}
 
 /// Compares what `committed` returned with what is expected, per partition.
 pub(crate) fn verify_committed(
@@ -51,6 +36,34 @@ pub(crate) fn verify_committed(
     Ok(())
 }
 
+/// `committed()` asked under read_committed while a transaction held
+/// offsets: it answered with the transaction's offset, and only once the
+/// transaction had committed (no earlier than `hold`, how long the
+/// transaction stayed open after the question).
+pub(crate) fn verify_waited_for_stable_offsets(
+    read: &[Option<OffsetAndMetadata>],
+    expected: &OffsetAndMetadata,
+    answered_after: Duration,
+    committed_after: Duration,
+    hold: Duration,
+) -> Result<(), String> {
+    if read != [Some(expected.clone())] {
+        return Err(format!(
+            "committed() answered {read:?} after {} ms, while the transaction (committed at {} ms) held offset {}: it must wait for stable offsets",
+            answered_after.as_millis(),
+            committed_after.as_millis(),
+            expected.offset
+        ));
+    }
+    if answered_after < hold {
+        return Err(format!(
+            "committed() answered after {} ms, before the transaction committed",
+            answered_after.as_millis()
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn a_committed_offset_reads_back_with_its_metadata<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
@@ -69,31 +82,22 @@ pub(super) async fn a_committed_offset_reads_back_with_its_metadata<E: Conforman
         .await
         .or_fail("committing offsets")?;
     let expected = vec![Some(at(5, metadata)), Some(at(0, "")), None];
-    let read = writer
-        .committed(&partitions)
-        .await
-        .or_fail("reading committed offsets")?;
-    super::support::verdict(verify_committed(&partitions, &read, &expected))?;
+    let read = committed_offsets(&mut writer, &partitions).await?;
+    verdict(verify_committed(&partitions, &read, &expected))?;
 
     // Another client of the group sees the same, and a later commit replaces it.
     let mut other = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
-    let read = other
-        .committed(&partitions)
-        .await
-        .or_fail("reading committed offsets")?;
-    super::support::verdict(
+    let read = committed_offsets(&mut other, &partitions).await?;
+    verdict(
         verify_committed(&partitions, &read, &expected).map_err(|e| format!("another client: {e}")),
     )?;
     writer
         .commit(&[(partitions[0].clone(), at(8, "checkpoint=18"))])
         .await
         .or_fail("committing offsets again")?;
-    let read = other
-        .committed(&partitions)
-        .await
-        .or_fail("reading committed offsets")?;
+    let read = committed_offsets(&mut other, &partitions).await?;
     let expected = vec![Some(at(8, "checkpoint=18")), Some(at(0, "")), None];
-    super::support::verdict(
+    verdict(
         verify_committed(&partitions, &read, &expected)
             .map_err(|e| format!("after a second commit: {e}")),
     )?;
@@ -109,51 +113,31 @@ pub(super) async fn a_committed_offset_reads_back_with_its_metadata<E: Conforman
 pub(super) async fn offsets_sent_in_a_transaction_appear_on_commit_only<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let topic = cx.topic("txn-offsets", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("txn-offsets").await?;
     let group = cx.name("group");
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let outside = outside_the_group(&group);
+    let mut producer = cx.transactional_producer().await?;
     let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
 
     // One transaction writing a record and offsets, then ending; what the
     // group's committed offset reads afterwards must be `expected`.
     let mut committed_after =
         async |commit: bool, offset: i64, metadata: &str, expected: OffsetAndMetadata| {
-            producer
-                .begin_transaction()
-                .await
-                .or_fail("begin_transaction")?;
-            let value = format!("output-{offset}");
-            send_all(&mut producer, &[record(&topic, Some(0), "k", &value)]).await?;
-            producer
-                .send_offsets_to_transaction(
-                    &[(p0.clone(), at(offset, metadata))],
-                    &outside_the_group(&group),
-                )
-                .await
-                .or_fail("send_offsets_to_transaction")?;
+            let output = record_to(&p0, "k", &format!("output-{offset}"));
+            let offsets = [(p0.clone(), at(offset, metadata))];
+            transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
             if commit {
-                producer
-                    .commit_transaction()
-                    .await
-                    .or_fail("commit_transaction")?;
+                producer.commit("commit_transaction").await?;
             } else {
-                producer
-                    .abort_transaction()
-                    .await
-                    .or_fail("abort_transaction")?;
+                producer.abort("abort_transaction").await?;
             }
-            let read = reader
-                .committed(std::slice::from_ref(&p0))
-                .await
-                .or_fail("committed")?;
+            let read = committed_offsets(&mut reader, std::slice::from_ref(&p0)).await?;
             let what = if commit {
                 "after the commit"
             } else {
                 "after the abort"
             };
-            super::support::verdict(
+            verdict(
                 verify_committed(std::slice::from_ref(&p0), &read, &[Some(expected)])
                     .map_err(|e| format!("{what}: {e}")),
             )
@@ -172,29 +156,19 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
 ) -> Result<(), Failure> {
     /// How long the transaction stays open while `committed` is asked.
     const HOLD: Duration = Duration::from_millis(1_500);
-    let topic = cx.topic("stable-offsets", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("stable-offsets").await?;
     let group = cx.name("group");
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let outside = outside_the_group(&group);
+    let mut producer = cx.transactional_producer().await?;
     let mut reader = cx
         .consumer_with(Some(&group), Isolation::ReadCommitted, |config| {
             config.request_timeout_ms = 15_000;
         })
         .await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    send_all(&mut producer, &[record(&topic, Some(0), "k", "output")]).await?;
-    producer
-        .send_offsets_to_transaction(
-            &[(p0.clone(), at(3, "checkpoint=3"))],
-            &outside_the_group(&group),
-        )
-        .await
-        .or_fail("send_offsets_to_transaction")?;
+    let output = record_to(&p0, "k", "output");
+    let offsets = [(p0.clone(), at(3, "checkpoint=3"))];
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
 
     let env = cx.env;
     let asked_at = env.elapsed();
@@ -220,17 +194,13 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
             committed_after.as_millis()
         ),
     };
-    ensure!(
-        read == vec![Some(at(3, "checkpoint=3"))],
-        "committed() answered {read:?} after {} ms, while the transaction (committed at {} ms) held offset 3: it must wait for stable offsets",
-        answered_after.as_millis(),
-        committed_after.as_millis()
-    );
-    ensure!(
-        answered_after >= HOLD,
-        "committed() answered after {} ms, before the transaction committed",
-        answered_after.as_millis()
-    );
+    verdict(verify_waited_for_stable_offsets(
+        &read,
+        &at(3, "checkpoint=3"),
+        answered_after,
+        committed_after,
+        HOLD,
+    ))?;
     reader.close().await.or_fail("closing")?;
     cx.note(format!(
         "committed() waited {} ms and returned the transaction's offset once it committed",
@@ -242,6 +212,31 @@ pub(super) async fn committed_waits_for_pending_transactional_offsets<E: Conform
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answering_before_the_commit_or_without_its_offset_fails() {
+        let expected = at(3, "checkpoint=3");
+        let hold = Duration::from_millis(1_500);
+        let (after, committed) = (Duration::from_millis(1_510), Duration::from_millis(1_505));
+        let read = vec![Some(expected.clone())];
+        assert_eq!(
+            verify_waited_for_stable_offsets(&read, &expected, after, committed, hold),
+            Ok(())
+        );
+        let early = Duration::from_millis(10);
+        let error =
+            verify_waited_for_stable_offsets(&read, &expected, early, committed, hold).unwrap_err();
+        assert!(
+            error.contains("before the transaction committed"),
+            "{error}"
+        );
+        for wrong in [vec![None], vec![Some(at(3, ""))], vec![]] {
+            assert!(
+                verify_waited_for_stable_offsets(&wrong, &expected, after, committed, hold)
+                    .is_err()
+            );
+        }
+    }
 
     #[test]
     fn lost_or_altered_metadata_fails_the_committed_check() {

@@ -79,10 +79,6 @@ impl ConformanceEnv for SimEnv {
         &self.transport
     }
 
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-
     fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }

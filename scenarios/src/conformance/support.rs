@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, Isolation, Message, NewTopic,
-    Producer, ProducerConfig, ProducerRecord, TopicPartition, Transport, TransportError,
-    TransportResult,
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, ErrorCode, GroupMetadata, Isolation,
+    Message, NewTopic, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Transport, TransportError, TransportResult,
 };
 
 use super::{ConformanceEnv, Expectations};
@@ -48,8 +48,8 @@ macro_rules! ensure {
 }
 pub(crate) use ensure;
 
-/// Turns a verifier's `Result<(), String>` into a check result.
-pub(crate) fn verdict(result: Result<(), String>) -> Result<(), Failure> {
+/// Turns a verifier's `Result<_, String>` into a check result.
+pub(crate) fn verdict<T>(result: Result<T, String>) -> Result<T, Failure> {
     result.map_err(Failure::Fail)
 }
 
@@ -78,6 +78,7 @@ pub struct Cx<'a, E> {
 }
 
 type TransportOf<E> = <E as ConformanceEnv>::Transport;
+pub(crate) type AdminOf<E> = <TransportOf<E> as Transport>::Admin;
 pub(crate) type ProducerOf<E> = <TransportOf<E> as Transport>::Producer;
 pub(crate) type ConsumerOf<E> = <TransportOf<E> as Transport>::Consumer;
 
@@ -104,6 +105,15 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         self.env.names().fresh(what)
     }
 
+    /// An admin client of the env's transport.
+    pub async fn admin(&self) -> Result<AdminOf<E>, Failure> {
+        self.env
+            .transport()
+            .admin()
+            .await
+            .or_fail("opening an admin client")
+    }
+
     /// Creates a fresh topic and waits until it reports its partitions.
     pub async fn topic(&mut self, what: &str, partitions: i32) -> Result<String, Failure> {
         let name = self.name(what);
@@ -112,12 +122,7 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         if let Some(min_insync) = min_insync {
             configs.push(("min.insync.replicas".to_string(), min_insync.to_string()));
         }
-        let admin = self
-            .env
-            .transport()
-            .admin()
-            .await
-            .or_fail("opening an admin client")?;
+        let admin = self.admin().await?;
         admin
             .create_topic(&NewTopic {
                 name: name.clone(),
@@ -143,6 +148,12 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         }
     }
 
+    /// Creates a fresh topic of one partition and returns that partition.
+    pub async fn single_partition_topic(&mut self, what: &str) -> Result<TopicPartition, Failure> {
+        let topic = self.topic(what, 1).await?;
+        Ok(TopicPartition::new(topic, 0))
+    }
+
     /// An idempotent producer (acks=all), or a transactional one that has
     /// already called `init_transactions`.
     pub async fn producer(
@@ -150,6 +161,13 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         transactional_id: Option<&str>,
     ) -> Result<ProducerOf<E>, Failure> {
         self.producer_with(transactional_id, |_| {}).await
+    }
+
+    /// A transactional producer with a fresh transactional id, after its
+    /// `init_transactions`.
+    pub async fn transactional_producer(&mut self) -> Result<ProducerOf<E>, Failure> {
+        let id = self.name("txn");
+        self.producer(Some(&id)).await
     }
 
     pub async fn producer_with(
@@ -219,16 +237,63 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         isolation: Isolation,
         expected: usize,
     ) -> Result<Vec<Message>, Failure> {
-        let mut consumer = self.consumer(None, isolation).await?;
-        // A group-less consumer starts at the reset policy: the earliest offset.
-        consumer
-            .assign(partitions)
-            .await
-            .or_fail("assigning partitions")?;
+        let mut consumer = self.assigned_reader(partitions, isolation).await?;
         let mut messages = Vec::new();
         read_into(self, &mut consumer, &mut messages, expected).await?;
         consumer.close().await.or_fail("closing a consumer")?;
         Ok(messages)
+    }
+
+    /// A fresh, group-less consumer of `partitions`; it starts at the reset
+    /// policy, the earliest offset.
+    pub async fn assigned_reader(
+        &mut self,
+        partitions: &[TopicPartition],
+        isolation: Isolation,
+    ) -> Result<ConsumerOf<E>, Failure> {
+        let mut consumer = self.consumer(None, isolation).await?;
+        consumer
+            .assign(partitions)
+            .await
+            .or_fail("assigning partitions")?;
+        Ok(consumer)
+    }
+
+    /// Reads `partition` from its start under `isolation` (as [`Self::read`],
+    /// until as many records as `expected` holds) and fails unless it holds
+    /// exactly the `(offset, value)` pairs of `expected`.
+    pub async fn read_exactly(
+        &mut self,
+        partition: &TopicPartition,
+        isolation: Isolation,
+        expected: &[(i64, String)],
+    ) -> Result<(), Failure> {
+        let read = self
+            .read(std::slice::from_ref(partition), isolation, expected.len())
+            .await?;
+        verdict(
+            verify_partition_contents(&partition.to_string(), &read_pairs(&read), expected)
+                .map_err(|e| format!("{}: {e}", isolation_name(isolation))),
+        )
+    }
+
+    /// Fails unless the offsets range of `partition` is `expected` under
+    /// both isolation levels (no transaction open: the last stable offset is
+    /// the high watermark); `when` says at which point of the check.
+    pub async fn expect_ranges(
+        &mut self,
+        partition: &TopicPartition,
+        expected: (i64, i64),
+        when: &str,
+    ) -> Result<(), Failure> {
+        for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+            let range = self.range(partition, isolation).await?;
+            ensure!(
+                range == expected,
+                "{when}, {partition} range ({isolation:?}) is {range:?}, expected {expected:?}"
+            );
+        }
+        Ok(())
     }
 
     /// Waits until the read_committed end offset (the last stable offset) of
@@ -289,11 +354,7 @@ pub(crate) async fn read_into<E: ConformanceEnv>(
     while messages.len() < expected && cx.env.elapsed() < deadline {
         poll_messages(consumer, messages).await?;
     }
-    let settle_until = cx.env.elapsed() + SETTLE;
-    while cx.env.elapsed() < settle_until {
-        poll_messages(consumer, messages).await?;
-    }
-    Ok(())
+    read_for(cx, consumer, messages, SETTLE).await
 }
 
 /// Polls for up to `duration` and collects records; used to show that
@@ -328,6 +389,138 @@ async fn poll_messages<C: Consumer>(
     Ok(())
 }
 
+/// A producer's transactional calls, each failing the check with what it
+/// was doing.
+pub(crate) trait TransactionSteps: Producer {
+    async fn begin(&mut self, doing: &str) -> Result<(), Failure> {
+        self.begin_transaction().await.or_fail(doing)
+    }
+
+    async fn commit(&mut self, doing: &str) -> Result<(), Failure> {
+        self.commit_transaction().await.or_fail(doing)
+    }
+
+    async fn abort(&mut self, doing: &str) -> Result<(), Failure> {
+        self.abort_transaction().await.or_fail(doing)
+    }
+}
+
+impl<P: Producer> TransactionSteps for P {}
+
+/// How [`transaction`] ends the transaction it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// `commit_transaction`.
+    Commit,
+    /// `flush`, and the transaction stays open.
+    LeftOpen,
+}
+
+/// Begins a transaction, writes `records` in it and ends it as `ending`
+/// says; `who` tells producers apart in failures (`""` or `" (second)"`).
+pub(crate) async fn transaction<P: Producer>(
+    producer: &mut P,
+    records: &[ProducerRecord],
+    ending: Ending,
+    who: &str,
+) -> Result<Vec<Delivered>, Failure> {
+    producer.begin(&format!("begin_transaction{who}")).await?;
+    let delivered = send_all(producer, records).await?;
+    match ending {
+        Ending::Commit => producer.commit(&format!("commit_transaction{who}")).await?,
+        Ending::LeftOpen => producer.flush().await.or_fail(&format!("flushing{who}"))?,
+    }
+    Ok(delivered)
+}
+
+/// Begins a transaction, writes `output` in it and sends `offsets` for the
+/// group `group` with it, leaving the transaction open. `stage` tells
+/// transactions of one check apart in failures (`""` or `" after the
+/// failure"`).
+pub(crate) async fn transaction_with_offsets<P: Producer>(
+    producer: &mut P,
+    output: ProducerRecord,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+    group: &GroupMetadata,
+    stage: &str,
+) -> Result<(), Failure> {
+    producer.begin(&format!("begin_transaction{stage}")).await?;
+    send_all(producer, &[output]).await?;
+    producer
+        .send_offsets_to_transaction(offsets, group)
+        .await
+        .or_fail(&format!("send_offsets_to_transaction{stage}"))
+}
+
+/// The group's committed offsets of `partitions`, as `consumer` reads them.
+pub(crate) async fn committed_offsets<C: Consumer>(
+    consumer: &mut C,
+    partitions: &[TopicPartition],
+) -> Result<Vec<Option<OffsetAndMetadata>>, Failure> {
+    consumer
+        .committed(partitions)
+        .await
+        .or_fail("reading committed offsets")
+}
+
+/// An offset to commit, with its metadata.
+pub(crate) fn at(offset: i64, metadata: &str) -> OffsetAndMetadata {
+    OffsetAndMetadata {
+        offset,
+        metadata: metadata.to_string(),
+    }
+}
+
+/// What a producer passes for a group it is not a member of (the engine's
+/// consumers always are; a standalone commit uses generation -1).
+pub(crate) fn outside_the_group(group_id: &str) -> GroupMetadata {
+    GroupMetadata {
+        group_id: group_id.to_string(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    }
+}
+
+/// `read_committed` or `read_uncommitted`, as failures name them.
+pub(crate) fn isolation_name(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::ReadCommitted => "read_committed",
+        Isolation::ReadUncommitted => "read_uncommitted",
+    }
+}
+
+/// The error `call` was expected to fail with, `code`; an error saying so
+/// if it succeeded or failed with another code.
+pub(crate) fn verify_refusal<T: std::fmt::Debug>(
+    result: Result<T, TransportError>,
+    call: &str,
+    code: ErrorCode,
+) -> Result<TransportError, String> {
+    match result {
+        Ok(value) => Err(format!(
+            "{call} succeeded with {value:?}; it should have failed"
+        )),
+        Err(error) if error.code == code => Ok(error),
+        Err(error) => Err(format!(
+            "{call} failed with {}, expected {code:?}",
+            describe(&error)
+        )),
+    }
+}
+
+/// Sends one record and waits for its acknowledgement; a refusal at
+/// either step is the error.
+pub(crate) async fn send_one<P: Producer>(
+    producer: &mut P,
+    record: ProducerRecord,
+) -> TransportResult<Delivered> {
+    match producer.send(record) {
+        Err(error) => Err(error),
+        Ok(delivery) => delivery.await,
+    }
+}
+
 /// Sends every record, then waits for each acknowledgement in send order.
 pub(crate) async fn send_all<P: Producer>(
     producer: &mut P,
@@ -341,6 +534,13 @@ pub(crate) async fn send_all<P: Producer>(
                 .or_fail(&format!("sending record {index}"))?,
         );
     }
+    await_deliveries(pending).await
+}
+
+/// Waits for each acknowledgement, in send order.
+pub(crate) async fn await_deliveries<D: Future<Output = TransportResult<Delivered>>>(
+    pending: Vec<D>,
+) -> Result<Vec<Delivered>, Failure> {
     let mut delivered = Vec::with_capacity(pending.len());
     for (index, delivery) in pending.into_iter().enumerate() {
         delivered.push(
@@ -372,12 +572,19 @@ pub(crate) fn record(
     }
 }
 
+/// [`record`] to `partition`.
+pub(crate) fn record_to(partition: &TopicPartition, key: &str, value: &str) -> ProducerRecord {
+    record(&partition.topic, Some(partition.partition), key, value)
+}
+
+/// A record's value as text (lossy; the checks write text values).
+pub(crate) fn value_text(value: &Option<Vec<u8>>) -> String {
+    String::from_utf8_lossy(value.as_deref().unwrap_or_default()).into_owned()
+}
+
 /// The values of messages as text, in arrival order.
 pub(crate) fn values(messages: &[&Message]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned())
-        .collect()
+    messages.iter().map(|m| value_text(&m.value)).collect()
 }
 
 /// Compares what a partition was read to hold with what it should hold:
@@ -426,9 +633,34 @@ pub(crate) fn pairs(messages: &[&Message]) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// `(offset, value)` pairs of what was read.
+pub(crate) fn read_pairs(messages: &[Message]) -> Vec<(i64, String)> {
+    let refs: Vec<&Message> = messages.iter().collect();
+    pairs(&refs)
+}
+
+/// `(offset, value)` pairs of what was delivered: each record's value at
+/// the offset its delivery reported.
+pub(crate) fn delivered_pairs(
+    records: &[ProducerRecord],
+    delivered: &[Delivered],
+) -> Vec<(i64, String)> {
+    records
+        .iter()
+        .zip(delivered)
+        .map(|(r, d)| (d.offset, value_text(&r.value)))
+        .collect()
+}
+
+/// The offsets of deliveries, in send order.
+pub(crate) fn offsets(delivered: &[Delivered]) -> Vec<i64> {
+    delivered.iter().map(|d| d.offset).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eddyline_engine::transport::ErrorKind;
 
     fn p(offset: i64, value: &str) -> (i64, String) {
         (offset, value.to_string())
@@ -464,5 +696,20 @@ mod tests {
         assert!(text.starts_with("[0=v0, "));
         assert!(text.contains(", ..., "));
         assert!(text.ends_with("39=v39]"));
+    }
+
+    #[test]
+    fn a_success_or_another_code_fails_the_refusal_check() {
+        let code = ErrorCode::UnknownTopicOrPartition;
+        let refused = TransportError::new(ErrorKind::Fatal, code, "unknown");
+        assert!(verify_refusal::<()>(Err(refused), "asking", code).is_ok());
+        let error = verify_refusal(Ok(2), "asking", code).unwrap_err();
+        assert!(error.contains("succeeded with 2"), "{error}");
+        let other = TransportError::new(ErrorKind::Fatal, ErrorCode::InvalidState, "state");
+        let error = verify_refusal::<()>(Err(other), "asking", code).unwrap_err();
+        assert!(
+            error.contains("expected UnknownTopicOrPartition"),
+            "{error}"
+        );
     }
 }

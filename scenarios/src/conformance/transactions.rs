@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Consumer, Delivered, ErrorCode, ErrorKind, Isolation, Message, Producer, ProducerRecord,
-    TopicPartition,
+    Consumer, ErrorCode, ErrorKind, Isolation, Producer, ProducerRecord, TopicPartition,
+    TransportError,
 };
 
 use super::support::{
-    OrFail, describe, ensure, fail, pairs, read_for, read_into, record, send_all, verdict,
-    verify_partition_contents,
+    Ending, OrFail, TransactionSteps, delivered_pairs, describe, ensure, fail, offsets, read_for,
+    read_into, read_pairs, record_to, send_all, transaction, verdict, verify_partition_contents,
 };
 use super::{ConformanceEnv, Cx, Failure};
 
@@ -21,45 +21,62 @@ use super::{ConformanceEnv, Cx, Failure};
 /// PRODUCER_FENCED in both cases (measured, see CONFORMANCE-NOTES.md).
 pub(crate) const FENCED_CODE: ErrorCode = ErrorCode::ProducerFenced;
 
-fn records(topic: &str, partition: i32, prefix: &str, n: usize) -> Vec<ProducerRecord> {
+/// `n` records to `partition` whose keys and values are `{prefix}0`,
+/// `{prefix}1`, ...
+/// A producer whose epoch was bumped is told so when it calls `call`: the
+/// call fails with a `Fenced` error with [`FENCED_CODE`], which is returned.
+pub(crate) fn verify_fenced(
+    result: Result<(), TransportError>,
+    call: &str,
+) -> Result<TransportError, String> {
+    match result {
+        Ok(()) => Err(format!(
+            "{call} succeeded; a producer whose epoch was bumped must be fenced"
+        )),
+        Err(error) if error.kind == ErrorKind::Fenced && error.code == FENCED_CODE => Ok(error),
+        Err(error) => Err(format!(
+            "{call} failed with {}, expected Fenced/{FENCED_CODE:?}",
+            describe(&error)
+        )),
+    }
+}
+
+/// The coordinator's abort of a transaction left open: it came no earlier
+/// than the transaction's timeout, and it moved the last stable offset to
+/// `end_expected` (past the records and the abort marker).
+pub(crate) fn verify_timeout_abort(
+    end: i64,
+    end_expected: i64,
+    aborted_after: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    if end != end_expected {
+        return Err(format!(
+            "after the timeout the read_committed end is {end}, expected {end_expected} (the records and the abort marker)"
+        ));
+    }
+    if aborted_after < timeout {
+        return Err(format!(
+            "the transaction was aborted after {} ms, before its timeout of {} ms",
+            aborted_after.as_millis(),
+            timeout.as_millis()
+        ));
+    }
+    Ok(())
+}
+
+fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
     (0..n)
         .map(|i| {
-            record(
-                topic,
-                Some(partition),
-                &format!("{prefix}{i}"),
-                &format!("{prefix}{i}"),
-            )
+            let text = format!("{prefix}{i}");
+            record_to(partition, &text, &text)
         })
         .collect()
-}
-
-/// `(offset, value)` pairs of what was delivered.
-fn delivered_pairs(records: &[ProducerRecord], delivered: &[Delivered]) -> Vec<(i64, String)> {
-    records
-        .iter()
-        .zip(delivered)
-        .map(|(r, d)| {
-            (
-                d.offset,
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn read_pairs(messages: &[Message]) -> Vec<(i64, String)> {
-    let refs: Vec<&Message> = messages.iter().collect();
-    pairs(&refs)
 }
 
 /// Offsets `first, first + 1, ...` for `n` records.
 fn offsets_from(first: i64, n: usize) -> Vec<i64> {
     (first..first + n as i64).collect()
-}
-
-fn offsets(delivered: &[Delivered]) -> Vec<i64> {
-    delivered.iter().map(|d| d.offset).collect()
 }
 
 pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset<
@@ -71,15 +88,11 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
     let topic = cx.topic("txn-commit", 2).await?;
     let p0 = TopicPartition::new(&topic, 0);
     let p1 = TopicPartition::new(&topic, 1);
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
+    let mut producer = cx.transactional_producer().await?;
 
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    let first_p0 = records(&topic, 0, "a", 3);
-    let first_p1 = records(&topic, 1, "b", 2);
+    producer.begin("begin_transaction").await?;
+    let first_p0 = records(&p0, "a", 3);
+    let first_p1 = records(&p1, "b", 2);
     let delivered_p0 = send_all(&mut producer, &first_p0).await?;
     let delivered_p1 = send_all(&mut producer, &first_p1).await?;
     producer.flush().await.or_fail("flushing")?;
@@ -97,33 +110,17 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
         "before the commit, {p0} ranges are {open_committed:?} (read_committed) and {open_uncommitted:?} (read_uncommitted); expected (0, 0) and (0, 3)"
     );
 
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    producer.commit("commit_transaction").await?;
     for (partition, written) in [(&p0, 3), (&p1, 2)] {
         cx.await_stable_end(partition, written).await?;
-        for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-            let range = cx.range(partition, isolation).await?;
-            let expected = (0, written + marker);
-            ensure!(
-                range == expected,
-                "after committing {written} records, {partition} range ({isolation:?}) is {range:?}, expected {expected:?} (records plus the commit marker)"
-            );
-        }
+        let when = format!("after committing {written} records (and their commit marker)");
+        cx.expect_ranges(partition, (0, written + marker), &when)
+            .await?;
     }
 
     // A second transaction's records come after the first one's marker.
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    let second_p0 = records(&topic, 0, "c", 2);
-    let delivered_second = send_all(&mut producer, &second_p0).await?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    let second_p0 = records(&p0, "c", 2);
+    let delivered_second = transaction(&mut producer, &second_p0, Ending::Commit, "").await?;
     ensure!(
         offsets(&delivered_second) == offsets_from(3 + marker, 2),
         "the second transaction's records got offsets {:?}, expected {:?} (after the first transaction's marker)",
@@ -131,24 +128,13 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
         offsets_from(3 + marker, 2)
     );
 
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 5)
-        .await?;
     let mut expected = delivered_pairs(&first_p0, &delivered_p0);
     expected.extend(delivered_pairs(&second_p0, &delivered_second));
-    verdict(verify_partition_contents(
-        &p0.to_string(),
-        &read_pairs(&read),
-        &expected,
-    ))?;
-    let read = cx
-        .read(std::slice::from_ref(&p1), Isolation::ReadCommitted, 2)
+    cx.read_exactly(&p0, Isolation::ReadCommitted, &expected)
         .await?;
-    verdict(verify_partition_contents(
-        &p1.to_string(),
-        &read_pairs(&read),
-        &delivered_pairs(&first_p1, &delivered_p1),
-    ))?;
+    let expected = delivered_pairs(&first_p1, &delivered_p1);
+    cx.read_exactly(&p1, Isolation::ReadCommitted, &expected)
+        .await?;
     let end = cx.range(&p0, Isolation::ReadCommitted).await?.1;
     cx.note(format!(
         "p0: txn 1 records at {:?}, marker, txn 2 records at {:?}, end offset {end}; p1: txn 1 records at {:?}",
@@ -165,34 +151,16 @@ pub(super) async fn a_committed_transaction_becomes_visible_and_its_marker_takes
 pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
+    let p0 = cx.single_partition_topic("txn-abort").await?;
+    let mut producer = cx.transactional_producer().await?;
+
+    let aborted = records(&p0, "aborted", 3);
+    let delivered_aborted = transaction(&mut producer, &aborted, Ending::LeftOpen, "").await?;
+    producer.abort("abort_transaction").await?;
+
+    let committed = records(&p0, "committed", 2);
+    let delivered_committed = transaction(&mut producer, &committed, Ending::Commit, "").await?;
     let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("txn-abort", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
-    let id = cx.name("txn");
-    let mut producer = cx.producer(Some(&id)).await?;
-
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    let aborted = records(&topic, 0, "aborted", 3);
-    let delivered_aborted = send_all(&mut producer, &aborted).await?;
-    producer.flush().await.or_fail("flushing")?;
-    producer
-        .abort_transaction()
-        .await
-        .or_fail("abort_transaction")?;
-
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    let committed = records(&topic, 0, "committed", 2);
-    let delivered_committed = send_all(&mut producer, &committed).await?;
-    producer
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
     ensure!(
         offsets(&delivered_aborted) == offsets_from(0, 3)
             && offsets(&delivered_committed) == offsets_from(3 + marker, 2),
@@ -202,34 +170,15 @@ pub(super) async fn an_aborted_transaction_is_hidden_from_read_committed<E: Conf
         offsets_from(3 + marker, 2)
     );
 
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 2)
-        .await?;
-    verdict(
-        verify_partition_contents(
-            &p0.to_string(),
-            &read_pairs(&read),
-            &delivered_pairs(&committed, &delivered_committed),
-        )
-        .map_err(|e| format!("read_committed: {e}")),
-    )?;
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 5)
+    let expected = delivered_pairs(&committed, &delivered_committed);
+    cx.read_exactly(&p0, Isolation::ReadCommitted, &expected)
         .await?;
     let mut everything = delivered_pairs(&aborted, &delivered_aborted);
     everything.extend(delivered_pairs(&committed, &delivered_committed));
-    verdict(
-        verify_partition_contents(&p0.to_string(), &read_pairs(&read), &everything)
-            .map_err(|e| format!("read_uncommitted: {e}")),
-    )?;
-    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-        let range = cx.range(&p0, isolation).await?;
-        let expected = (0, 5 + 2 * marker);
-        ensure!(
-            range == expected,
-            "{p0} range ({isolation:?}) is {range:?}, expected {expected:?} (5 records and 2 markers)"
-        );
-    }
+    cx.read_exactly(&p0, Isolation::ReadUncommitted, &everything)
+        .await?;
+    let when = "with 5 records and 2 markers written";
+    cx.expect_ranges(&p0, (0, 5 + 2 * marker), when).await?;
     cx.note(format!(
         "aborted records at {:?}, abort marker, committed records at {:?}, commit marker; end offset {}",
         offsets(&delivered_aborted),
@@ -244,23 +193,15 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
 >(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("lso", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("lso").await?;
     let mut plain = cx.producer(None).await?;
-    let id = cx.name("txn");
-    let mut transactional = cx.producer(Some(&id)).await?;
+    let mut transactional = cx.transactional_producer().await?;
 
-    let before = records(&topic, 0, "before", 2);
+    let before = records(&p0, "before", 2);
     let delivered_before = send_all(&mut plain, &before).await?;
-    transactional
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    let open = records(&topic, 0, "open", 2);
-    let delivered_open = send_all(&mut transactional, &open).await?;
-    transactional.flush().await.or_fail("flushing")?;
-    let after = records(&topic, 0, "after", 2);
+    let open = records(&p0, "open", 2);
+    let delivered_open = transaction(&mut transactional, &open, Ending::LeftOpen, "").await?;
+    let after = records(&p0, "after", 2);
     let delivered_after = send_all(&mut plain, &after).await?;
     ensure!(
         offsets(&delivered_before) == offsets_from(0, 2)
@@ -285,11 +226,9 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
 
     // A read_committed reader stops at the LSO, even for the later records of
     // another producer; a read_uncommitted reader sees everything.
-    let mut reader = cx.consumer(None, Isolation::ReadCommitted).await?;
-    reader
-        .assign(std::slice::from_ref(&p0))
-        .await
-        .or_fail("assigning")?;
+    let mut reader = cx
+        .assigned_reader(std::slice::from_ref(&p0), Isolation::ReadCommitted)
+        .await?;
     let mut seen = Vec::new();
     read_into(cx, &mut reader, &mut seen, 2).await?;
     read_for(cx, &mut reader, &mut seen, Duration::from_secs(1)).await?;
@@ -301,23 +240,15 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
         )
         .map_err(|e| format!("read_committed behind an open transaction: {e}")),
     )?;
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 6)
-        .await?;
     let mut everything = delivered_pairs(&before, &delivered_before);
     everything.extend(delivered_pairs(&open, &delivered_open));
     everything.extend(delivered_pairs(&after, &delivered_after));
-    verdict(
-        verify_partition_contents(&p0.to_string(), &read_pairs(&read), &everything)
-            .map_err(|e| format!("read_uncommitted: {e}")),
-    )?;
+    cx.read_exactly(&p0, Isolation::ReadUncommitted, &everything)
+        .await?;
 
     // The commit releases the same reader: it now sees the transaction and
     // the records behind it.
-    transactional
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction")?;
+    transactional.commit("commit_transaction").await?;
     read_into(cx, &mut reader, &mut seen, 6).await?;
     verdict(
         verify_partition_contents(&p0.to_string(), &read_pairs(&seen), &everything)
@@ -325,14 +256,9 @@ pub(super) async fn an_open_transaction_holds_read_committed_readers_at_the_lso<
     )?;
     reader.close().await.or_fail("closing")?;
     cx.await_stable_end(&p0, 6).await?;
-    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-        let range = cx.range(&p0, isolation).await?;
-        ensure!(
-            range == (0, 6 + marker),
-            "after the commit, {p0} range ({isolation:?}) is {range:?}, expected {:?}",
-            (0, 6 + marker)
-        );
-    }
+    let marker = cx.expect.control_marker_offsets;
+    cx.expect_ranges(&p0, (0, 6 + marker), "after the commit")
+        .await?;
     cx.note(format!(
         "open txn at 2..4: read_committed range {committed_range:?}, read_uncommitted {uncommitted_range:?}; after commit end {}",
         6 + marker
@@ -344,9 +270,7 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
     const TIMEOUT_MS: u32 = 2_000;
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("txn-timeout", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("txn-timeout").await?;
     let id = cx.name("txn");
     let mut producer = cx
         .producer_with(Some(&id), |config| {
@@ -356,26 +280,17 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     // Taken before the transaction begins on the coordinator (at its first
     // AddPartitionsToTxn), so "aborted after" is never shorter than the truth.
     let opened_at = cx.env.elapsed();
-    producer
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction")?;
-    let abandoned = records(&topic, 0, "abandoned", 2);
-    let delivered = send_all(&mut producer, &abandoned).await?;
-    producer.flush().await.or_fail("flushing")?;
+    let abandoned = records(&p0, "abandoned", 2);
+    let delivered = transaction(&mut producer, &abandoned, Ending::LeftOpen, "").await?;
 
+    let marker = cx.expect.control_marker_offsets;
     // The coordinator aborts on its own: the LSO moves past the records and
     // the abort marker without any call from the producer.
     let deadline = cx.deadline();
-    let aborted_after = loop {
+    let (end, aborted_after) = loop {
         let (_, end) = cx.range(&p0, Isolation::ReadCommitted).await?;
         if end > 0 {
-            ensure!(
-                end == 2 + marker,
-                "after the timeout the read_committed end is {end}, expected {} (2 records and the abort marker)",
-                2 + marker
-            );
-            break cx.env.elapsed().saturating_sub(opened_at);
+            break (end, cx.env.elapsed().saturating_sub(opened_at));
         }
         if cx.env.elapsed() >= deadline {
             fail!(
@@ -385,11 +300,13 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
         }
         cx.env.sleep(Duration::from_millis(200)).await;
     };
-    ensure!(
-        aborted_after >= Duration::from_millis(u64::from(TIMEOUT_MS)),
-        "the transaction was aborted after {} ms, before its timeout of {TIMEOUT_MS} ms",
-        aborted_after.as_millis()
-    );
+    let timeout = Duration::from_millis(u64::from(TIMEOUT_MS));
+    verdict(verify_timeout_abort(
+        end,
+        2 + marker,
+        aborted_after,
+        timeout,
+    ))?;
     let read = cx
         .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
         .await?;
@@ -398,28 +315,14 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
         "read_committed sees records of a transaction the coordinator aborted: {:?}",
         read_pairs(&read)
     );
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadUncommitted, 2)
+    let expected = delivered_pairs(&abandoned, &delivered);
+    cx.read_exactly(&p0, Isolation::ReadUncommitted, &expected)
         .await?;
-    verdict(verify_partition_contents(
-        &p0.to_string(),
-        &read_pairs(&read),
-        &delivered_pairs(&abandoned, &delivered),
-    ))?;
 
     // The producer learns of it when it tries to commit.
-    let commit = producer.commit_transaction().await;
-    let error = match commit {
-        Ok(()) => {
-            fail!("commit_transaction succeeded after the coordinator aborted the transaction")
-        }
-        Err(error) => error,
-    };
-    ensure!(
-        error.kind == ErrorKind::Fenced && error.code == FENCED_CODE,
-        "the late commit of a transaction the coordinator aborted failed with {}, expected Fenced/{FENCED_CODE:?} (the abort bumped the producer epoch)",
-        describe(&error)
-    );
+    // The abort bumped the producer epoch.
+    let call = "the late commit of a transaction the coordinator aborted";
+    let error = verdict(verify_fenced(producer.commit_transaction().await, call))?;
     let visible = cx
         .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
         .await?;
@@ -439,30 +342,16 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
 pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
 ) -> Result<(), Failure> {
-    let marker = cx.expect.control_marker_offsets;
-    let topic = cx.topic("fencing", 1).await?;
-    let p0 = TopicPartition::new(&topic, 0);
+    let p0 = cx.single_partition_topic("fencing").await?;
     let id = cx.name("txn");
     let mut first = cx.producer(Some(&id)).await?;
-    first
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction (first)")?;
-    let zombie = records(&topic, 0, "zombie", 2);
-    let delivered_zombie = send_all(&mut first, &zombie).await?;
-    first.flush().await.or_fail("flushing (first)")?;
+    let zombie = records(&p0, "zombie", 2);
+    let delivered_zombie = transaction(&mut first, &zombie, Ending::LeftOpen, " (first)").await?;
 
     // The new incarnation's init bumps the epoch and aborts the open transaction.
     let mut second = cx.producer(Some(&id)).await?;
-    let error = match first.commit_transaction().await {
-        Ok(()) => fail!("the fenced producer committed its transaction"),
-        Err(error) => error,
-    };
-    ensure!(
-        error.kind == ErrorKind::Fenced && error.code == FENCED_CODE,
-        "the fenced producer's commit failed with {}, expected Fenced/{FENCED_CODE:?}",
-        describe(&error)
-    );
+    let call = "the fenced producer's commit";
+    let error = verdict(verify_fenced(first.commit_transaction().await, call))?;
     let again = match first.begin_transaction().await {
         Ok(()) => fail!("the fenced producer began a new transaction"),
         Err(again) => again,
@@ -473,33 +362,18 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
         describe(&again)
     );
 
-    second
-        .begin_transaction()
-        .await
-        .or_fail("begin_transaction (second)")?;
-    let current = records(&topic, 0, "current", 1);
-    let delivered_current = send_all(&mut second, &current).await?;
-    second
-        .commit_transaction()
-        .await
-        .or_fail("commit_transaction (second)")?;
+    let current = records(&p0, "current", 1);
+    let delivered_current = transaction(&mut second, &current, Ending::Commit, " (second)").await?;
+    let marker = cx.expect.control_marker_offsets;
     ensure!(
         offsets(&delivered_current) == vec![2 + marker],
         "the new incarnation's record got offset {:?}, expected {} (after the abort marker its init wrote)",
         offsets(&delivered_current),
         2 + marker
     );
-    let read = cx
-        .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 1)
+    let expected = delivered_pairs(&current, &delivered_current);
+    cx.read_exactly(&p0, Isolation::ReadCommitted, &expected)
         .await?;
-    verdict(
-        verify_partition_contents(
-            &p0.to_string(),
-            &read_pairs(&read),
-            &delivered_pairs(&current, &delivered_current),
-        )
-        .map_err(|e| format!("read_committed: {e}")),
-    )?;
     cx.note(format!(
         "fenced commit: {}; fenced begin: {}; zombie records at {:?} aborted, new record at {:?}",
         describe(&error),
@@ -508,4 +382,35 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
         offsets(&delivered_current)
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_error_with_another_kind_or_code_fails() {
+        let fenced = TransportError::new(ErrorKind::Fenced, FENCED_CODE, "fenced");
+        assert_eq!(verify_fenced(Err(fenced.clone()), "commit"), Ok(fenced));
+        for wrong in [
+            TransportError::new(ErrorKind::Fenced, ErrorCode::InvalidProducerEpoch, "old"),
+            TransportError::new(ErrorKind::Abortable, FENCED_CODE, "abortable"),
+        ] {
+            let error = verify_fenced(Err(wrong), "commit").unwrap_err();
+            assert!(error.starts_with("commit failed with"), "{error}");
+        }
+        let error = verify_fenced(Ok(()), "commit").unwrap_err();
+        assert!(error.starts_with("commit succeeded"), "{error}");
+    }
+
+    #[test]
+    fn an_abort_before_the_timeout_or_without_its_marker_fails() {
+        let timeout = Duration::from_millis(2_000);
+        let on_time = Duration::from_millis(2_600);
+        assert_eq!(verify_timeout_abort(3, 3, on_time, timeout), Ok(()));
+        assert!(verify_timeout_abort(2, 3, on_time, timeout).is_err());
+        let early = Duration::from_millis(1_999);
+        let error = verify_timeout_abort(3, 3, early, timeout).unwrap_err();
+        assert!(error.contains("before its timeout"), "{error}");
+    }
 }
