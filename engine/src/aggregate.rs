@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::record::Key;
-use crate::time::EventTime;
-use crate::window::TimeWindow;
+use crate::time::{EventTime, TimeWindow};
 
 /// One record as an aggregator sees it.
 #[derive(Debug)]

@@ -8,8 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::time::EventTime;
-use crate::window::TimeWindow;
+use crate::time::{EventTime, TimeWindow};
 
 /// The most windows one record may belong to (sliding `size / slide`).
 /// A bound on the work per record: a spec above it is refused.

@@ -67,6 +67,7 @@ use crate::aggregate::{Aggregator, WindowContext};
 use crate::error::{Error, Result};
 use crate::record::{Key, Record};
 use crate::snapshot::{self, SnapshotKind};
+pub use crate::time::TimeWindow;
 use crate::time::{EventTime, WATERMARK_MAX, WATERMARK_MIN};
 
 pub use assigner::{SLIDING_WINDOWS_PER_RECORD_MAX, WindowKind};
@@ -75,38 +76,6 @@ pub use task::WindowTask;
 use session::SessionState;
 use sliding::SlidingState;
 use tumbling::TumblingState;
-
-/// A half-open event-time interval `[start, end)`; its max timestamp is
-/// `end - 1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TimeWindow {
-    pub start: EventTime,
-    pub end: EventTime,
-}
-
-impl TimeWindow {
-    #[inline]
-    pub fn new(start: EventTime, end: EventTime) -> Self {
-        assert!(start < end, "a window is not empty: [{start}, {end})");
-        Self { start, end }
-    }
-
-    /// The largest timestamp inside the window: `end - 1`.
-    #[inline]
-    pub fn max_timestamp(&self) -> EventTime {
-        self.end - 1
-    }
-
-    pub fn contains(&self, ts: EventTime) -> bool {
-        self.start <= ts && ts < self.end
-    }
-}
-
-impl fmt::Display for TimeWindow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}, {})", self.start, self.end)
-    }
-}
 
 /// A key as the window state orders it: one `u128` holding its first 15
 /// bytes (big endian, zero padded) and `min(len, 16)` in the low byte, then
@@ -464,10 +433,6 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
 
     pub fn config(&self) -> &WindowConfig {
         &self.config
-    }
-
-    pub fn aggregator(&self) -> &A {
-        &self.aggregator
     }
 
     /// The watermark records are judged against.

@@ -82,9 +82,9 @@ use std::ops::Range;
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::{Key, Record};
-use crate::time::EventTime;
+use crate::time::{EventTime, TimeWindow};
 use crate::window::timer_queue::TimerQueue;
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
+use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, corrupt};
 
 /// Stale index references tolerated per live session (plus the slack):
 /// keys that come back within a few session lifetimes keep their index

@@ -26,9 +26,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
-use crate::time::EventTime;
+use crate::time::{EventTime, TimeWindow};
 use crate::window::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
+use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, corrupt};
 
 pub(crate) struct SlidingState<Acc> {
     size_ms: i64,

@@ -6,9 +6,9 @@ use std::collections::btree_map::Entry;
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
-use crate::time::EventTime;
+use crate::time::{EventTime, TimeWindow};
 use crate::window::assigner::{align_down_i64, tumbling_window};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
+use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, corrupt};
 
 pub(crate) struct TumblingState<Acc> {
     size_ms: i64,
