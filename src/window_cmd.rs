@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use eddyline_engine::Record;
 use eddyline_engine::aggregate::{Summary, SummaryResult};
 use eddyline_engine::spec::WindowSpec;
 use eddyline_engine::window::{Output, WindowTask};
+use eddyline_engine::{Error, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::{CliError, Outcome};
@@ -102,7 +102,18 @@ struct LateLine<'a> {
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path)
-        .map_err(|error| CliError(format!("cannot read {}: {error}", path.display())))
+        .map_err(|error| CliError::BadInput(format!("cannot read {}: {error}", path.display())))
+}
+
+/// An engine error while windowing the events: the input's fault (a
+/// timestamp whose window does not fit `i64`, a sum that overflows) or,
+/// for what the input cannot cause, an internal failure.
+fn engine_error(error: Error, at: String) -> CliError {
+    match error {
+        Error::Invalid(_) | Error::Overflow(_) => CliError::BadInput(format!("{at}: {error}")),
+        // No snapshot is read here: a corrupt one is a broken invariant.
+        Error::CorruptSnapshot(_) => CliError::Internal(format!("{at}: {error}")),
+    }
 }
 
 /// A serde_json error without its " at line 1 column N" suffix (every
@@ -162,32 +173,41 @@ fn write_outputs(outputs: &mut Vec<Output<i64, SummaryResult>>, step: usize, std
 /// Runs the windowing; returns the whole output, or the one-line error.
 pub fn evaluate(spec_path: &Path, input_path: &Path) -> Result<Vec<u8>, CliError> {
     let spec_text = String::from_utf8(read(spec_path)?)
-        .map_err(|_| CliError(format!("{}: not valid UTF-8", spec_path.display())))?;
+        .map_err(|_| CliError::BadInput(format!("{}: not valid UTF-8", spec_path.display())))?;
     let spec = WindowSpec::from_json(&spec_text)
-        .map_err(|error| CliError(format!("{}: {error}", spec_path.display())))?;
+        .map_err(|error| CliError::BadInput(format!("{}: {error}", spec_path.display())))?;
     let input = read(input_path)?;
     let input_name = input_path.display();
 
+    // `from_json` validated the spec: a task it cannot build is our fault.
+    let validated = |error: Error| {
+        CliError::Internal(format!(
+            "{}: the validated spec was refused: {error}",
+            spec_path.display()
+        ))
+    };
     let mut task: WindowTask<(), i64, Summary> = WindowTask::new(
-        spec.watermark_config()?,
-        spec.window_config()?,
+        spec.watermark_config().map_err(validated)?,
+        spec.window_config().map_err(validated)?,
         Summary,
         [()],
         Duration::ZERO,
-    )?;
+    )
+    .map_err(validated)?;
     let mut outputs = Vec::new();
     let mut stdout = Vec::new();
     let mut step = 0usize;
     for (index, line) in input.split(|byte| *byte == b'\n').enumerate() {
         let line_number = index + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = std::str::from_utf8(line)
-            .map_err(|_| CliError(format!("{input_name}:{line_number}: not valid UTF-8")))?;
+        let line = std::str::from_utf8(line).map_err(|_| {
+            CliError::BadInput(format!("{input_name}:{line_number}: not valid UTF-8"))
+        })?;
         if line.trim().is_empty() {
             continue;
         }
         let event: Event = serde_json::from_str(line).map_err(|error| {
-            CliError(format!(
+            CliError::BadInput(format!(
                 "{input_name}:{line_number}: {}",
                 json_reason(&error)
             ))
@@ -198,12 +218,12 @@ pub fn evaluate(spec_path: &Path, input_path: &Path) -> Result<Vec<u8>, CliError
             Duration::ZERO,
             &mut outputs,
         )
-        .map_err(|error| CliError(format!("{input_name}:{line_number}: {error}")))?;
+        .map_err(|error| engine_error(error, format!("{input_name}:{line_number}")))?;
         write_outputs(&mut outputs, step, &mut stdout);
         step += 1;
     }
     task.finish(&mut outputs)
-        .map_err(|error| CliError(format!("{input_name}: at the end of input: {error}")))?;
+        .map_err(|error| engine_error(error, format!("{input_name}: at the end of input")))?;
     write_outputs(&mut outputs, step, &mut stdout);
     Ok(stdout)
 }
@@ -215,6 +235,9 @@ pub fn run(args: &WindowArgs) -> Result<Outcome, CliError> {
         Ok(()) => Ok(Outcome::Success),
         // A reader that stopped early (`| head`) is not an error of ours.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
-        Err(error) => Err(CliError(format!("cannot write to stdout: {error}"))),
+        // Not the input's fault (a full disk, a closed terminal): exit 1.
+        Err(error) => Err(CliError::Internal(format!(
+            "cannot write to stdout: {error}"
+        ))),
     }
 }
