@@ -1,6 +1,7 @@
-//! `eddy window --spec SPEC.json --input EVENTS.jsonl` (SPEC §2, §3.6): the
-//! engine's windowing over one in-memory partition, firings and late
-//! records as JSON lines on stdout.
+//! `eddy window --spec SPEC.json --input EVENTS.jsonl`: the engine's
+//! windowing over one in-memory partition, firings and late records as JSON
+//! lines on stdout. The file formats are in `docs/eddy-window.md`, the rules
+//! in `docs/semantics.md`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use crate::{CliError, Outcome};
 const LONG_ABOUT: &str = "\
 Runs the engine's event-time windowing over one in-memory partition and \
 writes every firing and late record as one JSON object per line on stdout, \
-in emission order (SPEC §3.6). Watermarks are bounded out-of-orderness, \
+in emission order. Watermarks are bounded out-of-orderness, \
 computed per record; at the end of the input the watermark goes to \
 i64::MAX and every pending window fires.
 
@@ -48,7 +49,11 @@ outputs come first, then on-time firings by window_end (then key).
 Exit status: 0 on success; 2 on bad usage or bad input: an unreadable file, \
 a bad spec, a malformed event line (the message names FILE:LINE), a \
 timestamp whose window does not fit i64, or a window sum that overflows \
-i64. On error nothing is written to stdout.";
+i64; 1 on any other failure (stdout cannot be written). On error nothing \
+is written to stdout.
+
+The formats and the rules in full: docs/eddy-window.md and \
+docs/semantics.md in the repository.";
 
 #[derive(clap::Args, Debug)]
 #[command(

@@ -1,4 +1,4 @@
-//! Aggregations over a window's records (SPEC §3.4).
+//! Aggregations over a window's records.
 //!
 //! An [`Aggregator`] folds records into an accumulator (`create`, `add`),
 //! combines two accumulators (`merge`: session windows merging, sliding
@@ -629,7 +629,8 @@ pub struct SummaryAcc {
     pub max_ts: EventTime,
 }
 
-/// What a `Summary` firing carries (the aggregate fields of SPEC §3.6).
+/// What a `Summary` firing carries (the aggregate fields of an `eddy window`
+/// output line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SummaryResult {
     pub count: u64,
@@ -639,7 +640,7 @@ pub struct SummaryResult {
 }
 
 /// Count, exact `i64` sum of the values, and the smallest and largest event
-/// time: the aggregate of `eddy window` (SPEC §3.6), in one accumulator.
+/// time: the aggregate of `eddy window`, in one accumulator.
 /// The same as `(Count, Sum, OnTimestamp(Min), OnTimestamp(Max))`, without
 /// the `Option`s (a firing window is never empty).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

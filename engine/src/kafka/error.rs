@@ -193,7 +193,7 @@ pub(crate) fn error(
     TransportError::new(kind, code, redactor.redact(&one_line(message)))
 }
 
-/// Error messages are one line (SPEC §8).
+/// Error messages are one line (a log line or a CLI reason stays one line).
 pub(crate) fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }

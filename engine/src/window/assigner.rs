@@ -1,4 +1,4 @@
-//! Window assigners (SPEC §3.2): which windows a timestamp belongs to.
+//! Window assigners: which windows a timestamp belongs to.
 //!
 //! All arithmetic is done in `i128` and checked against the `i64` range, so
 //! negative timestamps, any offset and timestamps near the ends of the range

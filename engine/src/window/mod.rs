@@ -1,5 +1,5 @@
-//! Event-time windows with Flink's event-time trigger and allowed lateness
-//! (SPEC §3.2–§3.3), firing for firing.
+//! Event-time windows with Flink's event-time trigger and allowed lateness,
+//! firing for firing (the rules for users: `docs/semantics.md`).
 //!
 //! A [`WindowOperator`] owns the keyed window state of one task. Records and
 //! watermarks flow in as values ([`WindowOperator::process`],

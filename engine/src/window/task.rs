@@ -28,7 +28,8 @@ struct TaskState<I, Acc> {
 ///
 /// Per record: processing time first (inputs may go idle and fire windows),
 /// then the record is judged against the task watermark from before it,
-/// then the watermark it raised fires windows (SPEC §3.1).
+/// then the watermark it raised fires windows (the order of outputs in
+/// `docs/semantics.md`).
 pub struct WindowTask<I, V, A: Aggregator<V>> {
     tracker: WatermarkTracker<I>,
     operator: WindowOperator<V, A>,
