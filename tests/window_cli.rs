@@ -35,7 +35,10 @@ fn a_missing_spec_file_exits_2_with_a_one_line_reason_naming_it() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "one line: {text:?}");
-    assert!(text.starts_with("eddy: cannot read missing.json: "), "{text}");
+    assert!(
+        text.starts_with("eddy: cannot read missing.json: "),
+        "{text}"
+    );
     assert!(output.stdout.is_empty());
 }
 
