@@ -62,6 +62,8 @@ use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::KafkaResult;
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{Producer as _, ThreadedProducer};
 
 pub use admin::KafkaAdmin;
@@ -221,6 +223,26 @@ where
             format!("{what}: the runtime is shutting down"),
         )
     })
+}
+
+/// Reads a topic's metadata with `fetch` (a blocking librdkafka call, given
+/// the timeout) bounded by `timeout_ms`, and hands the answer to `read`.
+pub(crate) async fn topic_metadata<T>(
+    shared: &ClientShared,
+    what: &str,
+    timeout_ms: u32,
+    fetch: impl FnOnce(Duration) -> KafkaResult<Metadata> + Send + 'static,
+    read: impl FnOnce(&Metadata) -> TransportResult<T>,
+) -> TransportResult<T> {
+    bounded(shared, what, timeout_ms, async {
+        let metadata = blocking(what, move || {
+            fetch(Duration::from_millis(u64::from(timeout_ms)))
+        })
+        .await?
+        .map_err(|e| from_kafka_error(what, &e, &shared.redactor))?;
+        read(&metadata)
+    })
+    .await
 }
 
 /// Bounds a call by `timeout_ms`, and ends it early if librdkafka reports
