@@ -246,3 +246,25 @@ pub fn run(args: &WindowArgs) -> Result<Outcome, CliError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_input_causes_is_bad_input_and_the_rest_is_internal() {
+        let at = || "events.jsonl:3".to_string();
+        assert_eq!(
+            engine_error(Error::Invalid("timestamp out of range".to_string()), at()),
+            CliError::BadInput("events.jsonl:3: timestamp out of range".to_string())
+        );
+        assert_eq!(
+            engine_error(Error::Overflow("sum".to_string()), at()),
+            CliError::BadInput("events.jsonl:3: aggregate overflow: sum".to_string())
+        );
+        assert_eq!(
+            engine_error(Error::CorruptSnapshot("bad".to_string()), at()),
+            CliError::Internal("events.jsonl:3: corrupt snapshot: bad".to_string())
+        );
+    }
+}

@@ -25,35 +25,21 @@ fn stderr(output: &Output) -> String {
 }
 
 #[test]
-fn a_missing_spec_file_exits_2_with_a_one_line_reason_naming_it() {
-    let output = eddy_window(
-        &case_dir("tumbling-lateness"),
-        "missing.json",
-        "x.jsonl",
-        Stdio::piped(),
-    );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    let text = stderr(&output);
-    assert_eq!(text.lines().count(), 1, "one line: {text:?}");
-    assert!(
-        text.starts_with("eddy: cannot read missing.json: "),
-        "{text}"
-    );
-    assert!(output.stdout.is_empty());
-}
-
-#[test]
-fn a_missing_events_file_exits_2_naming_it() {
-    let output = eddy_window(
-        &case_dir("tumbling-lateness"),
-        "spec.json",
-        "x.jsonl",
-        Stdio::piped(),
-    );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    let text = stderr(&output);
-    assert_eq!(text.lines().count(), 1, "one line: {text:?}");
-    assert!(text.starts_with("eddy: cannot read x.jsonl: "), "{text}");
+fn a_missing_spec_or_events_file_exits_2_with_a_one_line_reason_naming_it() {
+    for (spec, input, missing) in [
+        ("missing.json", "x.jsonl", "missing.json"),
+        ("spec.json", "x.jsonl", "x.jsonl"),
+    ] {
+        let output = eddy_window(&case_dir("tumbling-lateness"), spec, input, Stdio::piped());
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert_eq!(text.lines().count(), 1, "one line: {text:?}");
+        assert!(
+            text.starts_with(&format!("eddy: cannot read {missing}: ")),
+            "{text}"
+        );
+        assert!(output.stdout.is_empty());
+    }
 }
 
 /// `/dev/full` refuses every write with "no space left on device": the
