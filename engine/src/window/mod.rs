@@ -303,6 +303,23 @@ impl Clock {
     pub(crate) fn has_reached(&self, window: TimeWindow) -> bool {
         window.max_timestamp() <= self.watermark
     }
+
+    /// Refuses restored state (`what`, of `key`) whose `window` is late: the
+    /// watermark would have purged it.
+    pub(crate) fn check_restored(
+        &self,
+        window: TimeWindow,
+        what: fmt::Arguments<'_>,
+        key: &Key,
+    ) -> Result<()> {
+        if self.is_window_late(window) {
+            return Err(corrupt(format!(
+                "{what} of key {:?} is late at watermark {} but still has state",
+                &**key, self.watermark
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What the per-kind state code needs from the operator for one call.
@@ -372,6 +389,17 @@ pub(crate) struct StateEntry<Acc> {
     pub(crate) start: EventTime,
     pub(crate) end: EventTime,
     pub(crate) acc: Acc,
+}
+
+impl<Acc: Clone> StateEntry<Acc> {
+    pub(crate) fn of(key: &StateKey, start: EventTime, end: EventTime, acc: &Acc) -> Self {
+        Self {
+            key: key.key.clone(),
+            start,
+            end,
+            acc: acc.clone(),
+        }
+    }
 }
 
 /// The snapshot of an operator: everything it needs to continue exactly.
@@ -501,20 +529,29 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
         let arrival = self.arrival_next;
         self.arrival_next += 1;
         self.counters.records += 1;
+        self.update_state(out, |state, ctx| match state {
+            KindState::Tumbling(state) => state.process(ctx, record, arrival),
+            KindState::Sliding(state) => state.process(ctx, record, arrival),
+            KindState::Session(state) => state.process(ctx, record, arrival),
+        })
+    }
+
+    /// Runs `update` on the per-kind state at the current watermark; an
+    /// error it returns makes the operator unusable (the state may be
+    /// half-updated).
+    #[inline]
+    fn update_state(
+        &mut self,
+        out: &mut Vec<Output<V, A::Output>>,
+        update: impl FnOnce(&mut KindState<A::Acc>, &mut Ctx<'_, V, A>) -> Result<()>,
+    ) -> Result<()> {
         let mut ctx = Ctx {
             aggregator: &self.aggregator,
-            clock: Clock {
-                watermark: self.watermark,
-                allowed_lateness_ms: self.config.allowed_lateness_ms,
-            },
+            clock: self.clock(),
             counters: &mut self.counters,
             out,
         };
-        let result = match &mut self.state {
-            KindState::Tumbling(state) => state.process(&mut ctx, record, arrival),
-            KindState::Sliding(state) => state.process(&mut ctx, record, arrival),
-            KindState::Session(state) => state.process(&mut ctx, record, arrival),
-        };
+        let result = update(&mut self.state, &mut ctx);
         if let Err(error) = &result {
             self.failure = Some(error.to_string());
         }
@@ -548,24 +585,11 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
             return Ok(());
         }
         self.watermark = watermark;
-        let mut ctx = Ctx {
-            aggregator: &self.aggregator,
-            clock: Clock {
-                watermark,
-                allowed_lateness_ms: self.config.allowed_lateness_ms,
-            },
-            counters: &mut self.counters,
-            out,
-        };
-        let result = match &mut self.state {
-            KindState::Tumbling(state) => state.advance(&mut ctx),
-            KindState::Sliding(state) => state.advance(&mut ctx),
-            KindState::Session(state) => state.advance(&mut ctx),
-        };
-        if let Err(error) = &result {
-            self.failure = Some(error.to_string());
-        }
-        result
+        self.update_state(out, |state, ctx| match state {
+            KindState::Tumbling(state) => state.advance(ctx),
+            KindState::Sliding(state) => state.advance(ctx),
+            KindState::Session(state) => state.advance(ctx),
+        })
     }
 
     /// End of a bounded input: the watermark goes to `i64::MAX`, firing
@@ -617,10 +641,16 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
                 )));
             }
         }
-        match &mut operator.state {
-            KindState::Tumbling(kind_state) => kind_state.restore(clock, state.entries)?,
-            KindState::Sliding(kind_state) => kind_state.restore(clock, state.entries)?,
-            KindState::Session(kind_state) => kind_state.restore(clock, state.entries)?,
+        for entry in state.entries {
+            match &mut operator.state {
+                KindState::Tumbling(kind_state) => kind_state.restore_entry(clock, entry)?,
+                KindState::Sliding(kind_state) => kind_state.restore_entry(clock, entry)?,
+                KindState::Session(kind_state) => kind_state.restore_entry(clock, entry)?,
+            }
+        }
+        #[cfg(test)]
+        if let KindState::Session(kind_state) = &operator.state {
+            kind_state.check_invariants();
         }
         Ok(operator)
     }
