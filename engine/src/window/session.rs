@@ -79,12 +79,13 @@ use std::collections::BTreeMap;
 use std::mem;
 use std::ops::Range;
 
+use super::output::FiringKind;
+use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
+use super::timer_queue::TimerQueue;
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::{Key, Record};
 use crate::time::{EventTime, TimeWindow};
-use crate::window::timer_queue::TimerQueue;
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, corrupt};
 
 /// Stale index references tolerated per live session (plus the slack):
 /// keys that come back within a few session lifetimes keep their index

@@ -23,12 +23,13 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
+use super::output::FiringKind;
+use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
 use crate::time::{EventTime, TimeWindow};
-use crate::window::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, corrupt};
 
 pub(crate) struct SlidingState<Acc> {
     size_ms: i64,

@@ -7,13 +7,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::operator::{OperatorState, WindowConfig, WindowOperator};
+use super::output::Output;
+use super::state::corrupt;
 use crate::aggregate::Aggregator;
 use crate::error::Result;
 use crate::record::Record;
 use crate::snapshot::{self, SnapshotKind};
 use crate::time::EventTime;
 use crate::watermark::{TrackerState, WatermarkConfig, WatermarkTracker};
-use crate::window::{OperatorState, Output, WindowConfig, WindowOperator};
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "I: Serialize, Acc: Serialize"))]
@@ -139,7 +141,7 @@ where
         let tracker = WatermarkTracker::from_state(watermarks, state.watermarks, now)?;
         let operator = WindowOperator::from_state(windows, aggregator, state.operator)?;
         if operator.watermark() != tracker.watermark() {
-            return Err(crate::window::corrupt(format!(
+            return Err(corrupt(format!(
                 "operator watermark {} differs from the task watermark {}",
                 operator.watermark(),
                 tracker.watermark()

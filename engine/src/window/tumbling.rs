@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
+use super::assigner::{align_down_i64, tumbling_window};
+use super::output::FiringKind;
+use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
 use crate::time::{EventTime, TimeWindow};
-use crate::window::assigner::{align_down_i64, tumbling_window};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, corrupt};
 
 pub(crate) struct TumblingState<Acc> {
     size_ms: i64,
