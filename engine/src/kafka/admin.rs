@@ -10,9 +10,9 @@ use rdkafka::metadata::Metadata;
 use super::config::KafkaConfig;
 use rdkafka::producer::{Producer as _, ThreadedProducer};
 
+use super::call::{bounded, create_client, explain, topic_metadata};
 use super::context::{BasicContext, ClientShared, ProducerCtx};
 use super::error::{code_of, default_kind, error, from_kafka_error};
-use super::{bounded, create_client, topic_metadata};
 use crate::transport::{Admin, ErrorCode, ErrorKind, NewTopic, TransportResult};
 
 /// Creates topics and reads their partition counts.
@@ -115,7 +115,7 @@ impl Admin for KafkaAdmin {
                     other => default_kind(other),
                 };
                 let failure = error(kind, seam_code, &message, redactor);
-                return Err(super::explain(&self.shared, &what, timeout_ms, failure));
+                return Err(explain(&self.shared, &what, timeout_ms, failure));
             }
         }
         Ok(())

@@ -12,10 +12,11 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
+use super::call::{blocking, bounded, create_client, explain, topic_metadata};
 use super::config::KafkaConfig;
 use super::context::{ClientShared, ConsumerCtx, RebalanceOp};
 use super::error::{code_of, error, from_kafka_error};
-use super::{blocking, bounded, create_client, explain, ffi, topic_metadata};
+use super::ffi;
 use crate::transport::{
     Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, ErrorKind, GroupMetadata, Isolation,
     Message, OffsetAndMetadata, OffsetReset, TopicPartition, TransportError, TransportResult,
