@@ -1,5 +1,5 @@
 //! Windowed aggregation throughput: the engine next to a hand-written
-//! single-pass hash-map baseline over the same in-memory records (SPEC §10).
+//! single-pass hash-map baseline over the same in-memory records.
 //!
 //! Workload (seeded): 1M records, keys uniform over 1k or 100k users, event
 //! time advancing 1 ms per record with up to 2 s of disorder, 1% of records

@@ -4,8 +4,8 @@
 //! Prints one line per check (area, name, `pass`, `FAIL: reason` or
 //! `skip: reason`), each followed by what the check observed (offsets,
 //! partitions, error codes; `--brief` leaves those out), then `N passed, M
-//! failed` (`, K skipped` if any). Exit 1 if a check failed; exit 2 on bad
-//! usage or an unreachable broker.
+//! failed` (`, K skipped` if any). Exit 1 if a check failed or the simulation
+//! itself failed; exit 2 on bad usage or an unreachable broker.
 
 use clap::Args;
 use eddyline_scenarios::conformance::{CHECKS, Report, SuiteOptions, kafka_env, sim_env};
@@ -59,14 +59,14 @@ pub fn run(args: ConformanceArgs) -> Result<Outcome, CliError> {
             .iter()
             .any(|(area, name)| format!("{area}: {name}").contains(filter.as_str()))
     {
-        return Err(CliError(format!(
+        return Err(CliError::BadInput(format!(
             "--only {filter:?} matches no check (see eddy conformance --list)"
         )));
     }
     let (report, repro) = match &args.bootstrap {
         Some(bootstrap) => {
             if args.seed.is_some() {
-                return Err(CliError(
+                return Err(CliError::BadInput(
                     "--seed applies to the simulator; it cannot be combined with --bootstrap"
                         .to_string(),
                 ));
@@ -77,7 +77,8 @@ pub fn run(args: ConformanceArgs) -> Result<Outcome, CliError> {
                 &options,
                 || println!("conformance against Kafka at {bootstrap}"),
             )
-            .map_err(CliError)?;
+            // The broker could not be reached at the address the caller gave.
+            .map_err(CliError::BadInput)?;
             let mut repro = format!("eddy conformance --bootstrap {bootstrap}");
             if let Some(command) = &args.broker_restart_cmd {
                 repro.push_str(&format!(" --broker-restart-cmd {command:?}"));
@@ -86,7 +87,7 @@ pub fn run(args: ConformanceArgs) -> Result<Outcome, CliError> {
         }
         None => {
             if args.broker_restart_cmd.is_some() {
-                return Err(CliError(
+                return Err(CliError::BadInput(
                     "--broker-restart-cmd needs --bootstrap (the simulator crashes its own brokers)"
                         .to_string(),
                 ));
@@ -118,12 +119,13 @@ fn seed(flag: Option<&str>) -> Result<Seed, CliError> {
             Err(_) => return Ok(Seed::new(DEFAULT_SEED)),
         },
     };
-    text.parse::<Seed>().map_err(CliError::from)
+    text.parse::<Seed>()
+        .map_err(|error| CliError::BadInput(error.to_string()))
 }
 
 fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<Report, CliError> {
     // A failed simulation (not a failed check) is a broken simulator: exit 1
-    // with the seed, like a failed check, rather than "bad usage".
+    // with the seed, like a failed check, not 2 ("bad usage").
     let on = |name: &str| std::env::var_os(name).is_some_and(|value| value == "1");
     let output = sim_env::SimOutput {
         trace_echo: on("EDDY_SIM_TRACE"),
@@ -137,7 +139,7 @@ fn run_on_simulator(seed: Seed, options: &SuiteOptions) -> Result<Report, CliErr
             );
             Ok(run.report)
         }
-        Err(reason) => Err(CliError(format!(
+        Err(reason) => Err(CliError::Internal(format!(
             "the simulation failed (seed {seed}): {reason}"
         ))),
     }

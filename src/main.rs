@@ -1,8 +1,11 @@
-//! `eddy`: Eddyline's command line (SPEC §2).
+//! `eddy`: Eddyline's command line.
 //!
-//! Exit codes: 0 success, 1 a check failed, 2 bad usage or bad input (with a
-//! one-line reason on stderr). Each subcommand lives in its own module and
-//! returns a [`CliError`] or an [`Outcome`].
+//! Exit codes: 0 success; 1 a check failed or the run failed for a reason
+//! that is not the caller's input (a simulation that failed, a broken
+//! invariant, an output that cannot be written); 2 bad usage or bad input
+//! (with a one-line reason on stderr). Each subcommand lives in its own
+//! module and returns an [`Outcome`] or a [`CliError`] that says which of
+//! the two kinds of failure it is.
 
 use std::process::ExitCode;
 
@@ -38,13 +41,31 @@ pub enum Outcome {
     CheckFailed,
 }
 
-/// Bad usage or bad input: exit 2 with this one-line reason.
-#[derive(Debug)]
-pub struct CliError(pub String);
+/// Why a subcommand stopped, with a one-line reason. There is no blanket
+/// conversion into it: every call site says which kind its error is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CliError {
+    /// Bad usage or bad input (arguments, files, their contents, a broker
+    /// address that cannot be reached): exit 2.
+    BadInput(String),
+    /// A failure that is not the caller's input (a simulation that failed,
+    /// a broken invariant, an output that cannot be written): exit 1.
+    Internal(String),
+}
 
-impl<E: std::fmt::Display> From<E> for CliError {
-    fn from(error: E) -> Self {
-        CliError(error.to_string())
+impl CliError {
+    /// The exit status of a run that stopped with this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::BadInput(_) => 2,
+            CliError::Internal(_) => 1,
+        }
+    }
+
+    /// The reason on one line, whatever the error carried.
+    pub fn reason_line(&self) -> String {
+        let (CliError::BadInput(reason) | CliError::Internal(reason)) = self;
+        reason.replace('\n', " ")
     }
 }
 
@@ -57,11 +78,32 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
-        Err(CliError(reason)) => {
-            // One line, whatever the error carried.
-            let reason = reason.replace('\n', " ");
-            eprintln!("eddy: {reason}");
-            ExitCode::from(2)
+        Err(error) => {
+            eprintln!("eddy: {}", error.reason_line());
+            ExitCode::from(error.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_exits_2_and_an_internal_failure_exits_1() {
+        assert_eq!(
+            CliError::BadInput("no such file".to_string()).exit_code(),
+            2
+        );
+        assert_eq!(
+            CliError::Internal("the simulation failed".to_string()).exit_code(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_reason_is_one_line() {
+        let error = CliError::BadInput("first\nsecond\nthird".to_string());
+        assert_eq!(error.reason_line(), "first second third");
     }
 }

@@ -1,15 +1,16 @@
-//! `eddy window --spec SPEC.json --input EVENTS.jsonl` (SPEC §2, §3.6): the
-//! engine's windowing over one in-memory partition, firings and late
-//! records as JSON lines on stdout.
+//! `eddy window --spec SPEC.json --input EVENTS.jsonl`: the engine's
+//! windowing over one in-memory partition, firings and late records as JSON
+//! lines on stdout. The file formats are in `docs/eddy-window.md`, the rules
+//! in `docs/semantics.md`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use eddyline_engine::Record;
 use eddyline_engine::aggregate::{Summary, SummaryResult};
 use eddyline_engine::spec::WindowSpec;
 use eddyline_engine::window::{Output, WindowTask};
+use eddyline_engine::{Error, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::{CliError, Outcome};
@@ -17,7 +18,7 @@ use crate::{CliError, Outcome};
 const LONG_ABOUT: &str = "\
 Runs the engine's event-time windowing over one in-memory partition and \
 writes every firing and late record as one JSON object per line on stdout, \
-in emission order (SPEC §3.6). Watermarks are bounded out-of-orderness, \
+in emission order. Watermarks are bounded out-of-orderness, \
 computed per record; at the end of the input the watermark goes to \
 i64::MAX and every pending window fires.
 
@@ -48,7 +49,11 @@ outputs come first, then on-time firings by window_end (then key).
 Exit status: 0 on success; 2 on bad usage or bad input: an unreadable file, \
 a bad spec, a malformed event line (the message names FILE:LINE), a \
 timestamp whose window does not fit i64, or a window sum that overflows \
-i64. On error nothing is written to stdout.";
+i64; 1 on any other failure (stdout cannot be written). On error nothing \
+is written to stdout.
+
+The formats and the rules in full: docs/eddy-window.md and \
+docs/semantics.md in the repository.";
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -102,7 +107,18 @@ struct LateLine<'a> {
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path)
-        .map_err(|error| CliError(format!("cannot read {}: {error}", path.display())))
+        .map_err(|error| CliError::BadInput(format!("cannot read {}: {error}", path.display())))
+}
+
+/// An engine error while windowing the events: the input's fault (a
+/// timestamp whose window does not fit `i64`, a sum that overflows) or,
+/// for what the input cannot cause, an internal failure.
+fn engine_error(error: Error, at: String) -> CliError {
+    match error {
+        Error::Invalid(_) | Error::Overflow(_) => CliError::BadInput(format!("{at}: {error}")),
+        // No snapshot is read here: a corrupt one is a broken invariant.
+        Error::CorruptSnapshot(_) => CliError::Internal(format!("{at}: {error}")),
+    }
 }
 
 /// A serde_json error without its " at line 1 column N" suffix (every
@@ -162,32 +178,41 @@ fn write_outputs(outputs: &mut Vec<Output<i64, SummaryResult>>, step: usize, std
 /// Runs the windowing; returns the whole output, or the one-line error.
 pub fn evaluate(spec_path: &Path, input_path: &Path) -> Result<Vec<u8>, CliError> {
     let spec_text = String::from_utf8(read(spec_path)?)
-        .map_err(|_| CliError(format!("{}: not valid UTF-8", spec_path.display())))?;
+        .map_err(|_| CliError::BadInput(format!("{}: not valid UTF-8", spec_path.display())))?;
     let spec = WindowSpec::from_json(&spec_text)
-        .map_err(|error| CliError(format!("{}: {error}", spec_path.display())))?;
+        .map_err(|error| CliError::BadInput(format!("{}: {error}", spec_path.display())))?;
     let input = read(input_path)?;
     let input_name = input_path.display();
 
+    // `from_json` validated the spec: a task it cannot build is our fault.
+    let validated = |error: Error| {
+        CliError::Internal(format!(
+            "{}: the validated spec was refused: {error}",
+            spec_path.display()
+        ))
+    };
     let mut task: WindowTask<(), i64, Summary> = WindowTask::new(
-        spec.watermark_config()?,
-        spec.window_config()?,
+        spec.watermark_config().map_err(validated)?,
+        spec.window_config().map_err(validated)?,
         Summary,
         [()],
         Duration::ZERO,
-    )?;
+    )
+    .map_err(validated)?;
     let mut outputs = Vec::new();
     let mut stdout = Vec::new();
     let mut step = 0usize;
     for (index, line) in input.split(|byte| *byte == b'\n').enumerate() {
         let line_number = index + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = std::str::from_utf8(line)
-            .map_err(|_| CliError(format!("{input_name}:{line_number}: not valid UTF-8")))?;
+        let line = std::str::from_utf8(line).map_err(|_| {
+            CliError::BadInput(format!("{input_name}:{line_number}: not valid UTF-8"))
+        })?;
         if line.trim().is_empty() {
             continue;
         }
         let event: Event = serde_json::from_str(line).map_err(|error| {
-            CliError(format!(
+            CliError::BadInput(format!(
                 "{input_name}:{line_number}: {}",
                 json_reason(&error)
             ))
@@ -198,12 +223,12 @@ pub fn evaluate(spec_path: &Path, input_path: &Path) -> Result<Vec<u8>, CliError
             Duration::ZERO,
             &mut outputs,
         )
-        .map_err(|error| CliError(format!("{input_name}:{line_number}: {error}")))?;
+        .map_err(|error| engine_error(error, format!("{input_name}:{line_number}")))?;
         write_outputs(&mut outputs, step, &mut stdout);
         step += 1;
     }
     task.finish(&mut outputs)
-        .map_err(|error| CliError(format!("{input_name}: at the end of input: {error}")))?;
+        .map_err(|error| engine_error(error, format!("{input_name}: at the end of input")))?;
     write_outputs(&mut outputs, step, &mut stdout);
     Ok(stdout)
 }
@@ -215,6 +240,31 @@ pub fn run(args: &WindowArgs) -> Result<Outcome, CliError> {
         Ok(()) => Ok(Outcome::Success),
         // A reader that stopped early (`| head`) is not an error of ours.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
-        Err(error) => Err(CliError(format!("cannot write to stdout: {error}"))),
+        // Not the input's fault (a full disk, a closed terminal): exit 1.
+        Err(error) => Err(CliError::Internal(format!(
+            "cannot write to stdout: {error}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_input_causes_is_bad_input_and_the_rest_is_internal() {
+        let at = || "events.jsonl:3".to_string();
+        assert_eq!(
+            engine_error(Error::Invalid("timestamp out of range".to_string()), at()),
+            CliError::BadInput("events.jsonl:3: timestamp out of range".to_string())
+        );
+        assert_eq!(
+            engine_error(Error::Overflow("sum".to_string()), at()),
+            CliError::BadInput("events.jsonl:3: aggregate overflow: sum".to_string())
+        );
+        assert_eq!(
+            engine_error(Error::CorruptSnapshot("bad".to_string()), at()),
+            CliError::Internal("events.jsonl:3: corrupt snapshot: bad".to_string())
+        );
     }
 }

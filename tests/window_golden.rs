@@ -104,7 +104,7 @@ fn every_window_fixture_gives_its_expected_output() {
 }
 
 #[test]
-fn every_output_line_is_a_json_object_with_the_fields_of_spec_section_3_6() {
+fn every_output_line_is_a_json_object_with_the_fields_of_the_output_format() {
     let firing_fields = [
         "count",
         "key",

@@ -1,4 +1,4 @@
-//! Aggregations over a window's records (SPEC §3.4).
+//! Aggregations over a window's records.
 //!
 //! An [`Aggregator`] folds records into an accumulator (`create`, `add`),
 //! combines two accumulators (`merge`: session windows merging, sliding
@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::record::Key;
-use crate::time::EventTime;
-use crate::window::TimeWindow;
+use crate::time::{EventTime, TimeWindow};
 
 /// One record as an aggregator sees it.
 #[derive(Debug)]
@@ -78,6 +77,10 @@ fn overflow(what: &str, context: &WindowContext<'_>) -> Error {
         "window [{}, {}) of key {:?}: {what}",
         context.window.start, context.window.end, &**context.key
     ))
+}
+
+fn accumulator_overflow(what: &str) -> Error {
+    Error::Overflow(format!("{what} accumulator overflows"))
 }
 
 fn count_overflow() -> Error {
@@ -170,14 +173,13 @@ impl<V: SumValue> Aggregator<V> for Sum {
     }
 
     fn add(&self, acc: &mut V::Wide, input: Input<'_, V>) -> Result<()> {
-        *acc = V::checked_add(acc, &input.value.widen())
-            .ok_or_else(|| Error::Overflow("sum accumulator overflows".to_string()))?;
+        *acc =
+            V::checked_add(acc, &input.value.widen()).ok_or_else(|| accumulator_overflow("sum"))?;
         Ok(())
     }
 
     fn merge(&self, acc: &mut V::Wide, other: &V::Wide) -> Result<()> {
-        *acc = V::checked_add(acc, other)
-            .ok_or_else(|| Error::Overflow("sum accumulator overflows".to_string()))?;
+        *acc = V::checked_add(acc, other).ok_or_else(|| accumulator_overflow("sum"))?;
         Ok(())
     }
 
@@ -212,61 +214,40 @@ fn keep_if_better<V: Ord + Clone>(acc: &mut Option<V>, value: &V, better: Orderi
     }
 }
 
-impl<V> Aggregator<V> for Min
-where
-    V: Ord + Clone + Debug + Serialize + DeserializeOwned,
-{
-    type Acc = Option<V>;
-    type Output = Option<V>;
+/// Min and Max are one aggregator with a different `better` ordering.
+macro_rules! extreme_aggregator {
+    ($($extreme:ty => $better:expr),*) => {$(
+        impl<V> Aggregator<V> for $extreme
+        where
+            V: Ord + Clone + Debug + Serialize + DeserializeOwned,
+        {
+            type Acc = Option<V>;
+            type Output = Option<V>;
 
-    fn create(&self) -> Option<V> {
-        None
-    }
+            fn create(&self) -> Option<V> {
+                None
+            }
 
-    fn add(&self, acc: &mut Option<V>, input: Input<'_, V>) -> Result<()> {
-        keep_if_better(acc, input.value, Ordering::Less);
-        Ok(())
-    }
+            fn add(&self, acc: &mut Option<V>, input: Input<'_, V>) -> Result<()> {
+                keep_if_better(acc, input.value, $better);
+                Ok(())
+            }
 
-    fn merge(&self, acc: &mut Option<V>, other: &Option<V>) -> Result<()> {
-        if let Some(value) = other {
-            keep_if_better(acc, value, Ordering::Less);
+            fn merge(&self, acc: &mut Option<V>, other: &Option<V>) -> Result<()> {
+                if let Some(value) = other {
+                    keep_if_better(acc, value, $better);
+                }
+                Ok(())
+            }
+
+            fn result(&self, acc: &Option<V>, _context: &WindowContext<'_>) -> Result<Option<V>> {
+                Ok(acc.clone())
+            }
         }
-        Ok(())
-    }
-
-    fn result(&self, acc: &Option<V>, _context: &WindowContext<'_>) -> Result<Option<V>> {
-        Ok(acc.clone())
-    }
+    )*};
 }
 
-impl<V> Aggregator<V> for Max
-where
-    V: Ord + Clone + Debug + Serialize + DeserializeOwned,
-{
-    type Acc = Option<V>;
-    type Output = Option<V>;
-
-    fn create(&self) -> Option<V> {
-        None
-    }
-
-    fn add(&self, acc: &mut Option<V>, input: Input<'_, V>) -> Result<()> {
-        keep_if_better(acc, input.value, Ordering::Greater);
-        Ok(())
-    }
-
-    fn merge(&self, acc: &mut Option<V>, other: &Option<V>) -> Result<()> {
-        if let Some(value) = other {
-            keep_if_better(acc, value, Ordering::Greater);
-        }
-        Ok(())
-    }
-
-    fn result(&self, acc: &Option<V>, _context: &WindowContext<'_>) -> Result<Option<V>> {
-        Ok(acc.clone())
-    }
-}
+extreme_aggregator!(Min => Ordering::Less, Max => Ordering::Greater);
 
 // ---------------------------------------------------------------------------
 // Avg
@@ -312,7 +293,7 @@ impl<V: AvgValue> Aggregator<V> for Avg {
         let sum = acc
             .sum
             .checked_add(input.value.to_i128())
-            .ok_or_else(|| Error::Overflow("avg accumulator overflows".to_string()))?;
+            .ok_or_else(|| accumulator_overflow("avg"))?;
         let count = acc.count.checked_add(1).ok_or_else(count_overflow)?;
         *acc = AvgAcc { sum, count };
         Ok(())
@@ -322,7 +303,7 @@ impl<V: AvgValue> Aggregator<V> for Avg {
         let sum = acc
             .sum
             .checked_add(other.sum)
-            .ok_or_else(|| Error::Overflow("avg accumulator overflows".to_string()))?;
+            .ok_or_else(|| accumulator_overflow("avg"))?;
         let count = acc
             .count
             .checked_add(other.count)
@@ -411,75 +392,68 @@ pub struct FirstByTime;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LastByTime;
 
-impl<V> Aggregator<V> for FirstByTime
-where
-    V: Clone + Debug + PartialEq + Serialize + DeserializeOwned,
-{
-    type Acc = Option<Element<V>>;
-    type Output = Option<V>;
-
-    fn create(&self) -> Option<Element<V>> {
-        None
-    }
-
-    fn add(&self, acc: &mut Option<Element<V>>, input: Input<'_, V>) -> Result<()> {
-        match acc {
-            Some(current) if (current.ts, current.arrival) <= (input.ts, input.arrival) => {}
-            _ => *acc = Some(Element::of(input)),
-        }
-        Ok(())
-    }
-
-    fn merge(&self, acc: &mut Option<Element<V>>, other: &Option<Element<V>>) -> Result<()> {
-        if let Some(element) = other {
-            match acc {
-                Some(current) if (current.ts, current.arrival) <= (element.ts, element.arrival) => {
-                }
-                _ => *acc = Some(element.clone()),
-            }
-        }
-        Ok(())
-    }
-
-    fn result(&self, acc: &Option<Element<V>>, _context: &WindowContext<'_>) -> Result<Option<V>> {
-        Ok(acc.as_ref().map(|element| element.value.clone()))
+/// Replaces `acc` with `element()` when there is none yet or the candidate's
+/// `(ts, arrival)` compares `better` (`Less` for the first, `Greater` for the
+/// last) than the current one's.
+fn replace_if_better<V>(
+    acc: &mut Option<Element<V>>,
+    candidate: (EventTime, u64),
+    better: Ordering,
+    element: impl FnOnce() -> Element<V>,
+) {
+    match acc {
+        Some(current) if candidate.cmp(&(current.ts, current.arrival)) != better => {}
+        _ => *acc = Some(element()),
     }
 }
 
-impl<V> Aggregator<V> for LastByTime
-where
-    V: Clone + Debug + PartialEq + Serialize + DeserializeOwned,
-{
-    type Acc = Option<Element<V>>;
-    type Output = Option<V>;
+/// FirstByTime and LastByTime are one aggregator with a different `better`
+/// ordering of `(ts, arrival)`.
+macro_rules! by_time_aggregator {
+    ($($by_time:ty => $better:expr),*) => {$(
+        impl<V> Aggregator<V> for $by_time
+        where
+            V: Clone + Debug + PartialEq + Serialize + DeserializeOwned,
+        {
+            type Acc = Option<Element<V>>;
+            type Output = Option<V>;
 
-    fn create(&self) -> Option<Element<V>> {
-        None
-    }
+            fn create(&self) -> Option<Element<V>> {
+                None
+            }
 
-    fn add(&self, acc: &mut Option<Element<V>>, input: Input<'_, V>) -> Result<()> {
-        match acc {
-            Some(current) if (current.ts, current.arrival) >= (input.ts, input.arrival) => {}
-            _ => *acc = Some(Element::of(input)),
-        }
-        Ok(())
-    }
+            fn add(&self, acc: &mut Option<Element<V>>, input: Input<'_, V>) -> Result<()> {
+                replace_if_better(acc, (input.ts, input.arrival), $better, || {
+                    Element::of(input)
+                });
+                Ok(())
+            }
 
-    fn merge(&self, acc: &mut Option<Element<V>>, other: &Option<Element<V>>) -> Result<()> {
-        if let Some(element) = other {
-            match acc {
-                Some(current) if (current.ts, current.arrival) >= (element.ts, element.arrival) => {
+            fn merge(
+                &self,
+                acc: &mut Option<Element<V>>,
+                other: &Option<Element<V>>,
+            ) -> Result<()> {
+                if let Some(element) = other {
+                    replace_if_better(acc, (element.ts, element.arrival), $better, || {
+                        element.clone()
+                    });
                 }
-                _ => *acc = Some(element.clone()),
+                Ok(())
+            }
+
+            fn result(
+                &self,
+                acc: &Option<Element<V>>,
+                _context: &WindowContext<'_>,
+            ) -> Result<Option<V>> {
+                Ok(acc.as_ref().map(|element| element.value.clone()))
             }
         }
-        Ok(())
-    }
-
-    fn result(&self, acc: &Option<Element<V>>, _context: &WindowContext<'_>) -> Result<Option<V>> {
-        Ok(acc.as_ref().map(|element| element.value.clone()))
-    }
+    )*};
 }
+
+by_time_aggregator!(FirstByTime => Ordering::Less, LastByTime => Ordering::Greater);
 
 // ---------------------------------------------------------------------------
 // Adapters: OnTimestamp, Project
@@ -630,7 +604,8 @@ pub struct SummaryAcc {
     pub max_ts: EventTime,
 }
 
-/// What a `Summary` firing carries (the aggregate fields of SPEC §3.6).
+/// What a `Summary` firing carries (the aggregate fields of an `eddy window`
+/// output line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SummaryResult {
     pub count: u64,
@@ -640,7 +615,7 @@ pub struct SummaryResult {
 }
 
 /// Count, exact `i64` sum of the values, and the smallest and largest event
-/// time: the aggregate of `eddy window` (SPEC §3.6), in one accumulator.
+/// time: the aggregate of `eddy window`, in one accumulator.
 /// The same as `(Count, Sum, OnTimestamp(Min), OnTimestamp(Max))`, without
 /// the `Option`s (a firing window is never empty).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -665,7 +640,7 @@ impl Aggregator<i64> for Summary {
         let sum = acc
             .sum
             .checked_add(i128::from(*input.value))
-            .ok_or_else(|| Error::Overflow("sum accumulator overflows".to_string()))?;
+            .ok_or_else(|| accumulator_overflow("sum"))?;
         *acc = SummaryAcc {
             count,
             sum,
@@ -683,7 +658,7 @@ impl Aggregator<i64> for Summary {
         let sum = acc
             .sum
             .checked_add(other.sum)
-            .ok_or_else(|| Error::Overflow("sum accumulator overflows".to_string()))?;
+            .ok_or_else(|| accumulator_overflow("sum"))?;
         *acc = SummaryAcc {
             count,
             sum,

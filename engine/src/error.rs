@@ -1,7 +1,5 @@
 //! The engine's error type.
 
-use crate::transport::TransportError;
-
 /// Everything an engine call can fail with that the outside world can cause.
 /// A broken internal invariant panics instead: an error value would hide it.
 #[derive(Debug, thiserror::Error)]
@@ -15,14 +13,6 @@ pub enum Error {
     /// A snapshot that cannot be decoded (bad version, checksum or contents).
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(String),
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

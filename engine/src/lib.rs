@@ -11,10 +11,12 @@
 //!   process-window functions;
 //! - [`spec`]: the JSON window spec of `eddy window`;
 //! - [`snapshot`]: the versioned encoding of operator state;
-//! - [`kafka`]: the seam over real Apache Kafka (rdkafka);
+//! - `kafka`: the seam over real Apache Kafka (rdkafka), behind the
+//!   default `kafka` feature;
 
 pub mod aggregate;
 pub mod error;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod record;
 pub mod snapshot;

@@ -1,4 +1,5 @@
-//! The window spec of `eddy window` (SPEC §3.6) as JSON:
+//! The window spec of `eddy window` as JSON (the format for users:
+//! `docs/eddy-window.md`):
 //!
 //! ```json
 //! {"window": {"kind": "tumbling", "size": 10000, "offset": 0},

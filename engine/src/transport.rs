@@ -324,79 +324,67 @@ pub enum ErrorCode {
     Other(i32),
 }
 
-impl ErrorCode {
-    /// The Kafka protocol's number for this error, if it has one.
-    pub fn kafka_code(self) -> Option<i16> {
-        use ErrorCode::*;
-        Some(match self {
-            UnknownTopicOrPartition => 3,
-            NotLeaderOrFollower => 6,
-            RequestTimedOut => 7,
-            MessageTooLarge => 10,
-            NetworkException => 13,
-            CoordinatorLoadInProgress => 14,
-            CoordinatorNotAvailable => 15,
-            NotCoordinator => 16,
-            RecordListTooLarge => 18,
-            NotEnoughReplicas => 19,
-            NotEnoughReplicasAfterAppend => 20,
-            IllegalGeneration => 22,
-            UnknownMemberId => 25,
-            RebalanceInProgress => 27,
-            TopicAlreadyExists => 36,
-            InvalidPartitions => 37,
-            OutOfOrderSequenceNumber => 45,
-            DuplicateSequenceNumber => 46,
-            InvalidProducerEpoch => 47,
-            InvalidTxnState => 48,
-            InvalidProducerIdMapping => 49,
-            InvalidTransactionTimeout => 50,
-            ConcurrentTransactions => 51,
-            TransactionCoordinatorFenced => 52,
-            SaslAuthenticationFailed => 58,
-            FencedInstanceId => 82,
-            UnstableOffsetCommit => 88,
-            ProducerFenced => 90,
-            Other(code) => i16::try_from(code).ok()?,
-            BrokerNotAvailable | TimedOut | InvalidRecord | InvalidState => return None,
-        })
-    }
+/// Writes the one table of Kafka wire numbers: [`ErrorCode::kafka_code`],
+/// [`ErrorCode::from_kafka_code`] and [`ErrorCode::WIRE_CODES`] all come
+/// from it, so the two directions cannot disagree.
+macro_rules! wire_codes {
+    ($($variant:ident = $code:literal,)*) => {
+        impl ErrorCode {
+            /// Every code that has its own variant, with its wire number.
+            pub const WIRE_CODES: &[(ErrorCode, i16)] = &[$((ErrorCode::$variant, $code),)*];
 
-    /// The error for a Kafka protocol number.
-    pub fn from_kafka_code(code: i16) -> Self {
-        use ErrorCode::*;
-        match code {
-            3 => UnknownTopicOrPartition,
-            6 => NotLeaderOrFollower,
-            7 => RequestTimedOut,
-            10 => MessageTooLarge,
-            13 => NetworkException,
-            14 => CoordinatorLoadInProgress,
-            15 => CoordinatorNotAvailable,
-            16 => NotCoordinator,
-            18 => RecordListTooLarge,
-            19 => NotEnoughReplicas,
-            20 => NotEnoughReplicasAfterAppend,
-            22 => IllegalGeneration,
-            25 => UnknownMemberId,
-            27 => RebalanceInProgress,
-            36 => TopicAlreadyExists,
-            37 => InvalidPartitions,
-            45 => OutOfOrderSequenceNumber,
-            46 => DuplicateSequenceNumber,
-            47 => InvalidProducerEpoch,
-            48 => InvalidTxnState,
-            49 => InvalidProducerIdMapping,
-            50 => InvalidTransactionTimeout,
-            51 => ConcurrentTransactions,
-            52 => TransactionCoordinatorFenced,
-            58 => SaslAuthenticationFailed,
-            82 => FencedInstanceId,
-            88 => UnstableOffsetCommit,
-            90 => ProducerFenced,
-            other => Other(i32::from(other)),
+            /// The Kafka protocol's number for this error, if it has one.
+            pub fn kafka_code(self) -> Option<i16> {
+                Some(match self {
+                    $(ErrorCode::$variant => $code,)*
+                    ErrorCode::Other(code) => i16::try_from(code).ok()?,
+                    ErrorCode::BrokerNotAvailable
+                    | ErrorCode::TimedOut
+                    | ErrorCode::InvalidRecord
+                    | ErrorCode::InvalidState => return None,
+                })
+            }
+
+            /// The error for a Kafka protocol number.
+            pub fn from_kafka_code(code: i16) -> Self {
+                match code {
+                    $($code => ErrorCode::$variant,)*
+                    other => ErrorCode::Other(i32::from(other)),
+                }
+            }
         }
-    }
+    };
+}
+
+wire_codes! {
+    UnknownTopicOrPartition = 3,
+    NotLeaderOrFollower = 6,
+    RequestTimedOut = 7,
+    MessageTooLarge = 10,
+    NetworkException = 13,
+    CoordinatorLoadInProgress = 14,
+    CoordinatorNotAvailable = 15,
+    NotCoordinator = 16,
+    RecordListTooLarge = 18,
+    NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
+    IllegalGeneration = 22,
+    UnknownMemberId = 25,
+    RebalanceInProgress = 27,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    OutOfOrderSequenceNumber = 45,
+    DuplicateSequenceNumber = 46,
+    InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    InvalidProducerIdMapping = 49,
+    InvalidTransactionTimeout = 50,
+    ConcurrentTransactions = 51,
+    TransactionCoordinatorFenced = 52,
+    SaslAuthenticationFailed = 58,
+    FencedInstanceId = 82,
+    UnstableOffsetCommit = 88,
+    ProducerFenced = 90,
 }
 
 /// An error from a transport call: what to do ([`ErrorKind`]), which Kafka
@@ -421,10 +409,6 @@ impl TransportError {
 
     pub fn is_retriable(&self) -> bool {
         self.kind == ErrorKind::Retriable
-    }
-
-    pub fn is_fenced(&self) -> bool {
-        self.kind == ErrorKind::Fenced
     }
 }
 
@@ -622,6 +606,36 @@ mod tests {
     fn error_codes_round_trip_through_wire_numbers() {
         for code in [3_i16, 6, 22, 25, 27, 47, 48, 51, 88, 90, 9999] {
             assert_eq!(ErrorCode::from_kafka_code(code).kafka_code(), Some(code));
+        }
+    }
+
+    #[test]
+    fn every_named_code_round_trips_and_no_wire_number_is_named_twice() {
+        let mut numbers = std::collections::BTreeSet::new();
+        for &(code, number) in ErrorCode::WIRE_CODES {
+            assert!(!matches!(code, ErrorCode::Other(_)), "{code:?}");
+            assert_eq!(code.kafka_code(), Some(number), "{code:?}");
+            assert_eq!(ErrorCode::from_kafka_code(number), code, "{number}");
+            assert!(numbers.insert(number), "wire number {number} named twice");
+        }
+        // Every wire number a Kafka error can have: the named ones map to
+        // their variant, the others to `Other` and back to themselves.
+        for number in i16::MIN..=i16::MAX {
+            let code = ErrorCode::from_kafka_code(number);
+            assert_eq!(code.kafka_code(), Some(number), "{code:?}");
+            assert_eq!(
+                matches!(code, ErrorCode::Other(_)),
+                !numbers.contains(&number),
+                "{number}"
+            );
+        }
+        for code in [
+            ErrorCode::BrokerNotAvailable,
+            ErrorCode::TimedOut,
+            ErrorCode::InvalidRecord,
+            ErrorCode::InvalidState,
+        ] {
+            assert_eq!(code.kafka_code(), None, "{code:?} is client-side");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Watermarks (SPEC §3.1): bounded out-of-orderness, computed per record.
+//! Watermarks: bounded out-of-orderness, computed per record.
 //!
 //! Each input partition has a [`PartitionWatermark`]: after every record,
 //! `wm = max(wm, max_ts_seen - D - 1)` (saturating), and `i64::MIN` before

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic as RdNewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
 
 use super::config::KafkaConfig;
 use rdkafka::producer::{Producer as _, ThreadedProducer};
 
+use super::call::{bounded, create_client, explain, topic_metadata};
 use super::context::{BasicContext, ClientShared, ProducerCtx};
 use super::error::{code_of, default_kind, error, from_kafka_error};
-use super::{blocking, bounded, create_client};
 use crate::transport::{Admin, ErrorCode, ErrorKind, NewTopic, TransportResult};
 
 /// Creates topics and reads their partition counts.
@@ -114,30 +115,22 @@ impl Admin for KafkaAdmin {
                     other => default_kind(other),
                 };
                 let failure = error(kind, seam_code, &message, redactor);
-                return Err(super::explain(&self.shared, &what, timeout_ms, failure));
+                return Err(explain(&self.shared, &what, timeout_ms, failure));
             }
         }
         Ok(())
     }
 
     async fn partition_count(&self, topic: &str) -> TransportResult<i32> {
-        let timeout_ms = self.config.timeout_ms();
         let what = format!(
             "reading metadata of topic '{topic}' at {}",
             self.config.bootstrap()
         );
         let client = Arc::clone(&self.probe);
         let name = topic.to_string();
-        let redactor = self.shared.redactor.clone();
-        let what_inner = what.clone();
-        let partitions = bounded(&self.shared, &what, timeout_ms, async move {
-            let metadata = blocking(&what_inner.clone(), move || {
-                client
-                    .client()
-                    .fetch_metadata(Some(&name), Duration::from_millis(u64::from(timeout_ms)))
-            })
-            .await?
-            .map_err(|e| from_kafka_error(&what_inner, &e, &redactor))?;
+        let fetch = move |timeout| client.client().fetch_metadata(Some(&name), timeout);
+        let redactor = &self.shared.redactor;
+        let read = |metadata: &Metadata| {
             let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
                 return Ok(None);
             };
@@ -152,15 +145,16 @@ impl Admin for KafkaAdmin {
                 return Err(error(
                     default_kind(seam_code),
                     seam_code,
-                    &format!("{what_inner}: {code}"),
-                    &redactor,
+                    &format!("{what}: {code}"),
+                    redactor,
                 ));
             }
             Ok(Some(
                 i32::try_from(found.partitions().len()).expect("partition count fits i32"),
             ))
-        })
-        .await?;
+        };
+        let timeout_ms = self.config.timeout_ms();
+        let partitions = topic_metadata(&self.shared, &what, timeout_ms, fetch, read).await?;
         partitions.ok_or_else(|| {
             error(
                 ErrorKind::Retriable,

@@ -21,7 +21,8 @@
 //!    - `EDDY_KAFKA_BOOTSTRAP_SASL` and every `EDDY_KAFKA_TEST_*`: test setup.
 //! 4. The bootstrap address given on the command line (`--bootstrap`).
 //!
-//! Credentials therefore never need to be on the command line (SPEC §8).
+//! Credentials therefore never need to be on the command line, where other
+//! users of the machine could read them.
 //!
 //! # What cannot be overridden
 //!

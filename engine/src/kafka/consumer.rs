@@ -12,10 +12,11 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
+use super::call::{blocking, bounded, create_client, explain, topic_metadata};
 use super::config::KafkaConfig;
 use super::context::{ClientShared, ConsumerCtx, RebalanceOp};
 use super::error::{code_of, error, from_kafka_error};
-use super::{blocking, bounded, create_client, explain, ffi};
+use super::ffi;
 use crate::transport::{
     Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, ErrorKind, GroupMetadata, Isolation,
     Message, OffsetAndMetadata, OffsetReset, TopicPartition, TransportError, TransportResult,
@@ -148,14 +149,8 @@ impl KafkaConsumer {
             );
             let inner = Arc::clone(&self.inner);
             let name = topic.clone();
-            let redactor = self.shared.redactor.clone();
-            let what_inner = what.clone();
-            let exists = bounded(&self.shared, &what, timeout_ms, async move {
-                let metadata = blocking(&what_inner.clone(), move || {
-                    inner.fetch_metadata(Some(&name), Duration::from_millis(u64::from(timeout_ms)))
-                })
-                .await?
-                .map_err(|e| from_kafka_error(&what_inner, &e, &redactor))?;
+            let fetch = move |timeout| inner.fetch_metadata(Some(&name), timeout);
+            let exists = topic_metadata(&self.shared, &what, timeout_ms, fetch, |metadata| {
                 Ok(metadata.topics().iter().any(|t| {
                     t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
                 }))

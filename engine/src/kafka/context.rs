@@ -57,6 +57,12 @@ impl ClientShared {
         })
     }
 
+    /// A librdkafka error, by its code (`Fail` if it has none).
+    fn record_error(&self, error: &KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        self.record(code, reason);
+    }
+
     fn record(&self, code: RDKafkaErrorCode, reason: &str) {
         let reason = self.redactor.redact(&one_line(reason));
         if matches!(
@@ -174,20 +180,27 @@ impl ClientShared {
     }
 }
 
+/// Every client's context sends librdkafka's log lines and error events to
+/// the client's [`ClientShared`].
+macro_rules! shared_client_context {
+    ($($context:ty),*) => {$(
+        impl ClientContext for $context {
+            fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+                self.shared.log(level, fac, log_message);
+            }
+
+            fn error(&self, error: KafkaError, reason: &str) {
+                self.shared.record_error(&error, reason);
+            }
+        }
+    )*};
+}
+
+shared_client_context!(BasicContext, ConsumerCtx, ProducerCtx);
+
 /// The context of admin clients and of the probe that checks a connection.
 pub(crate) struct BasicContext {
     pub shared: Arc<ClientShared>,
-}
-
-impl ClientContext for BasicContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.shared.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-        self.shared.record(code, reason);
-    }
 }
 
 /// A rebalance as librdkafka announced it, awaiting the consumer's next poll.
@@ -251,17 +264,6 @@ impl ConsumerCtx {
     }
 }
 
-impl ClientContext for ConsumerCtx {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.shared.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-        self.shared.record(code, reason);
-    }
-}
-
 impl ConsumerContext for ConsumerCtx {
     fn rebalance(
         &self,
@@ -276,10 +278,8 @@ impl ConsumerContext for ConsumerCtx {
                 _ => base_consumer.unassign(),
             };
             if let Err(error) = result {
-                self.shared.record(
-                    error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
-                    &format!("rebalance while closing: {error}"),
-                );
+                self.shared
+                    .record_error(&error, &format!("rebalance while closing: {error}"));
             }
             return;
         }
@@ -290,8 +290,8 @@ impl ConsumerContext for ConsumerCtx {
                     // The generation is gone: nothing may be committed for
                     // these partitions, so there is nothing to wait for.
                     if let Err(error) = base_consumer.unassign() {
-                        self.shared.record(
-                            error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+                        self.shared.record_error(
+                            &error,
                             &format!("unassign after a lost assignment: {error}"),
                         );
                     }
@@ -337,17 +337,6 @@ impl ProducerCtx {
 
     pub fn take_first_failure(&self) -> Option<TransportError> {
         self.first_failure.lock().expect("failure lock").take()
-    }
-}
-
-impl ClientContext for ProducerCtx {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.shared.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-        self.shared.record(code, reason);
     }
 }
 

@@ -47,6 +47,7 @@
 //! the address or the topic; secrets are redacted from every message
 //! ([`config`]).
 
+mod call;
 pub mod config;
 mod context;
 mod error;
@@ -56,12 +57,9 @@ mod admin;
 mod consumer;
 mod producer;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientContext;
-use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{Producer as _, ThreadedProducer};
 
 pub use admin::KafkaAdmin;
@@ -69,13 +67,10 @@ pub use config::{KafkaConfig, Redactor};
 pub use consumer::KafkaConsumer;
 pub use producer::{KafkaDelivery, KafkaProducer};
 
+use call::{blocking, bounded, create_client};
 use context::{CHECK_INTERVAL, ClientShared, ProducerCtx};
-use error::from_kafka_error;
 
-use crate::transport::{
-    ConsumerConfig, ErrorCode, ErrorKind, ProducerConfig, Transport, TransportError,
-    TransportResult,
-};
+use crate::transport::{ConsumerConfig, ProducerConfig, Transport, TransportResult};
 
 /// Real Kafka behind the [`Transport`] seam.
 #[derive(Clone, Debug)]
@@ -166,108 +161,6 @@ impl Transport for KafkaTransport {
 
     async fn producer(&self, config: &ProducerConfig) -> TransportResult<KafkaProducer> {
         KafkaProducer::new(Arc::clone(&self.config), self.shared(), config.clone())
-    }
-}
-
-/// Creates an rdkafka client, reporting a bad property by name and origin,
-/// never by value.
-pub(crate) fn create_client<T, C>(
-    config: &KafkaConfig,
-    client_config: rdkafka::ClientConfig,
-    context: C,
-    what: &str,
-) -> TransportResult<T>
-where
-    T: FromClientConfigAndContext<C>,
-    C: ClientContext,
-{
-    T::from_config_and_context(&client_config, context).map_err(|error| {
-        let redactor = config.redactor();
-        match &error {
-            rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => error::error(
-                ErrorKind::Fatal,
-                ErrorCode::Other(-186),
-                &format!(
-                    "{what}: bad librdkafka {}: {description}",
-                    config.describe_property(key)
-                ),
-                &redactor,
-            ),
-            _ => from_kafka_error(
-                &format!(
-                    "{what}: cannot create a Kafka client for {}",
-                    config.bootstrap()
-                ),
-                &error,
-                &redactor,
-            ),
-        }
-    })
-}
-
-/// Runs a blocking librdkafka call on tokio's blocking pool.
-pub(crate) async fn blocking<T, F>(what: &str, call: F) -> TransportResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    tokio::task::spawn_blocking(call).await.map_err(|error| {
-        if error.is_panic() {
-            std::panic::resume_unwind(error.into_panic());
-        }
-        TransportError::new(
-            ErrorKind::Fatal,
-            ErrorCode::InvalidState,
-            format!("{what}: the runtime is shutting down"),
-        )
-    })
-}
-
-/// Bounds a call by `timeout_ms`, and ends it early if librdkafka reports
-/// failed authentication (it would otherwise retry until the timeout).
-pub(crate) async fn bounded<T>(
-    shared: &ClientShared,
-    what: &str,
-    timeout_ms: u32,
-    call: impl Future<Output = TransportResult<T>>,
-) -> TransportResult<T> {
-    let auth_failed = async {
-        loop {
-            if let Some(error) = shared.auth_failure() {
-                return error;
-            }
-            tokio::time::sleep(CHECK_INTERVAL).await;
-        }
-    };
-    tokio::select! {
-        result = tokio::time::timeout(Duration::from_millis(u64::from(timeout_ms)), call) => {
-            match result {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) => Err(explain(shared, what, timeout_ms, error)),
-                Err(_elapsed) => Err(shared.timeout_error(what, timeout_ms)),
-            }
-        }
-        error = auth_failed => Err(error),
-    }
-}
-
-/// A timeout or transport error explained by what librdkafka reported.
-pub(crate) fn explain(
-    shared: &ClientShared,
-    what: &str,
-    timeout_ms: u32,
-    error: TransportError,
-) -> TransportError {
-    match error.code {
-        ErrorCode::TimedOut | ErrorCode::BrokerNotAvailable => {
-            let explained = shared.timeout_error(what, timeout_ms);
-            if explained.code == ErrorCode::TimedOut && shared.last_issue().is_none() {
-                error
-            } else {
-                explained
-            }
-        }
-        _ => error,
     }
 }
 

@@ -12,10 +12,11 @@ use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
+use super::call::{blocking, create_client, explain};
 use super::config::KafkaConfig;
 use super::context::{ClientShared, DeliverySlot, ProducerCtx};
 use super::error::{error, from_kafka_error, from_native};
-use super::{blocking, create_client, explain, ffi};
+use super::ffi;
 use crate::transport::{
     Delivered, ErrorCode, ErrorKind, GroupMetadata, OffsetAndMetadata, Producer, ProducerConfig,
     ProducerRecord, TopicPartition, TransportError, TransportResult,

@@ -1,4 +1,4 @@
-//! Window assigners (SPEC §3.2): which windows a timestamp belongs to.
+//! Window assigners: which windows a timestamp belongs to.
 //!
 //! All arithmetic is done in `i128` and checked against the `i64` range, so
 //! negative timestamps, any offset and timestamps near the ends of the range
@@ -8,8 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::time::EventTime;
-use crate::window::TimeWindow;
+use crate::time::{EventTime, TimeWindow};
 
 /// The most windows one record may belong to (sliding `size / slide`).
 /// A bound on the work per record: a spec above it is refused.

@@ -79,12 +79,13 @@ use std::collections::BTreeMap;
 use std::mem;
 use std::ops::Range;
 
+use super::output::FiringKind;
+use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
+use super::timer_queue::TimerQueue;
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::{Key, Record};
-use crate::time::EventTime;
-use crate::window::timer_queue::TimerQueue;
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
+use crate::time::{EventTime, TimeWindow};
 
 /// Stale index references tolerated per live session (plus the slack):
 /// keys that come back within a few session lifetimes keep their index
@@ -663,66 +664,47 @@ impl<Acc: Clone> SessionState<Acc> {
             .iter()
             .flat_map(|(key, sessions)| sessions.refs().iter().map(move |session| (key, session)))
             .filter_map(|(key, &session)| Some((key, self.slots.get(session)?)))
-            .map(|(key, session)| StateEntry {
-                key: key.key.clone(),
-                start: session.start,
-                end: session.end,
-                acc: session.acc.clone(),
-            })
+            .map(|(key, session)| StateEntry::of(key, session.start, session.end, &session.acc))
             .collect()
     }
 
     /// Entries come sorted by `(key, start)` (checked by the caller).
-    pub(crate) fn restore(&mut self, clock: Clock, entries: Vec<StateEntry<Acc>>) -> Result<()> {
-        for StateEntry {
-            key,
-            start,
-            end,
-            acc,
-        } in entries
+    pub(crate) fn restore_entry(&mut self, clock: Clock, entry: StateEntry<Acc>) -> Result<()> {
+        let (start, end) = (entry.start, entry.end);
+        if end
+            .checked_sub(start)
+            .is_none_or(|length| length < self.gap_ms)
         {
-            if end
-                .checked_sub(start)
-                .is_none_or(|length| length < self.gap_ms)
-            {
-                return Err(corrupt(format!(
-                    "session [{start}, {end}) of key {:?} is shorter than the gap {}",
-                    &*key, self.gap_ms
-                )));
-            }
-            let window = TimeWindow::new(start, end);
-            if clock.is_window_late(window) {
-                return Err(corrupt(format!(
-                    "session {window} of key {:?} is late at watermark {} but still has state",
-                    &*key, clock.watermark
-                )));
-            }
-            let key = StateKey::new(key);
-            let sessions = self
-                .index
-                .entry(key.clone())
-                .or_insert(KeySessions::Many(Vec::new()));
-            if let Some(&previous) = sessions.refs().last() {
-                let previous = self.slots.live(previous).window();
-                if previous.end >= start {
-                    return Err(corrupt(format!(
-                        "sessions {previous} and {window} of key {:?} overlap or touch",
-                        &*key.key
-                    )));
-                }
-            }
-            let mut parts = Parts {
-                slots: &mut self.slots,
-                len: &mut self.len,
-                wakeups: &mut self.wakeups,
-                next_id: &mut self.next_id,
-            };
-            let at = sessions.refs().len();
-            let session = parts.add_session(clock, key.key, window, acc);
-            sessions.replace(at..at, session);
+            return Err(corrupt(format!(
+                "session [{start}, {end}) of key {:?} is shorter than the gap {}",
+                &*entry.key, self.gap_ms
+            )));
         }
-        #[cfg(test)]
-        self.check_invariants();
+        let window = TimeWindow::new(start, end);
+        clock.check_restored(window, format_args!("session {window}"), &entry.key)?;
+        let key = StateKey::new(entry.key);
+        let sessions = self
+            .index
+            .entry(key.clone())
+            .or_insert(KeySessions::Many(Vec::new()));
+        if let Some(&previous) = sessions.refs().last() {
+            let previous = self.slots.live(previous).window();
+            if previous.end >= start {
+                return Err(corrupt(format!(
+                    "sessions {previous} and {window} of key {:?} overlap or touch",
+                    &*key.key
+                )));
+            }
+        }
+        let mut parts = Parts {
+            slots: &mut self.slots,
+            len: &mut self.len,
+            wakeups: &mut self.wakeups,
+            next_id: &mut self.next_id,
+        };
+        let at = sessions.refs().len();
+        let session = parts.add_session(clock, key.key, window, entry.acc);
+        sessions.replace(at..at, session);
         Ok(())
     }
 }

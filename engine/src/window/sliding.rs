@@ -23,12 +23,13 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
+use super::output::FiringKind;
+use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
-use crate::time::EventTime;
-use crate::window::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
+use crate::time::{EventTime, TimeWindow};
 
 pub(crate) struct SlidingState<Acc> {
     size_ms: i64,
@@ -241,49 +242,37 @@ impl<Acc: Clone> SlidingState<Acc> {
     pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
         self.panes
             .iter()
-            .map(|((key, start), acc)| StateEntry {
-                key: key.key.clone(),
-                start: *start,
-                end: start + self.pane_ms,
-                acc: acc.clone(),
-            })
+            .map(|((key, start), acc)| StateEntry::of(key, *start, start + self.pane_ms, acc))
             .collect()
     }
 
-    pub(crate) fn restore(&mut self, clock: Clock, entries: Vec<StateEntry<Acc>>) -> Result<()> {
-        for StateEntry {
-            key,
-            start,
-            end,
-            acc,
-        } in entries
-        {
-            let key = StateKey::new(key);
-            let aligned = start.checked_add(self.pane_ms) == Some(end)
-                && align_down_i64(start, self.pane_offset_ms, self.pane_ms) == start;
-            // The pane's windows must fit i64, as a record's do.
-            let last_start = align_down(i128::from(start), self.offset_ms, self.slide_ms);
-            let first_start = sliding_first_start(start, last_start, self.size_ms, self.slide_ms);
-            let fits = first_start >= i128::from(EventTime::MIN)
-                && last_start + i128::from(self.size_ms) <= i128::from(EventTime::MAX);
-            if !aligned || !fits {
-                return Err(corrupt(format!(
-                    "pane [{start}, {end}) of key {:?} is not a pane of width {} offset {}",
-                    &*key.key, self.pane_ms, self.pane_offset_ms
-                )));
-            }
-            if clock.is_window_late(self.last_window(start)) {
-                return Err(corrupt(format!(
-                    "pane [{start}, {end}) of key {:?} is late at watermark {} but still has state",
-                    &*key.key, clock.watermark
-                )));
-            }
-            if let Some(end) = self.first_pending_end(start, clock) {
-                self.timers.insert((end, key.clone()));
-            }
-            self.panes_by_start.insert((start, key.clone()));
-            self.panes.insert((key, start), acc);
+    pub(crate) fn restore_entry(&mut self, clock: Clock, entry: StateEntry<Acc>) -> Result<()> {
+        let (start, end) = (entry.start, entry.end);
+        let aligned = start.checked_add(self.pane_ms) == Some(end)
+            && align_down_i64(start, self.pane_offset_ms, self.pane_ms) == start;
+        // The pane's windows must fit i64, as a record's do.
+        let last_start = align_down(i128::from(start), self.offset_ms, self.slide_ms);
+        let first_start = sliding_first_start(start, last_start, self.size_ms, self.slide_ms);
+        let fits = first_start >= i128::from(EventTime::MIN)
+            && last_start + i128::from(self.size_ms) <= i128::from(EventTime::MAX);
+        if !aligned || !fits {
+            return Err(corrupt(format!(
+                "pane [{start}, {end}) of key {:?} is not a pane of width {} offset {}",
+                &*entry.key, self.pane_ms, self.pane_offset_ms
+            )));
         }
+        // A pane lives until its last window is late.
+        clock.check_restored(
+            self.last_window(start),
+            format_args!("pane [{start}, {end})"),
+            &entry.key,
+        )?;
+        let key = StateKey::new(entry.key);
+        if let Some(end) = self.first_pending_end(start, clock) {
+            self.timers.insert((end, key.clone()));
+        }
+        self.panes_by_start.insert((start, key.clone()));
+        self.panes.insert((key, start), entry.acc);
         Ok(())
     }
 }

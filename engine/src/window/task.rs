@@ -7,13 +7,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::operator::{OperatorState, WindowConfig, WindowOperator};
+use super::output::Output;
+use super::state::corrupt;
 use crate::aggregate::Aggregator;
 use crate::error::Result;
 use crate::record::Record;
 use crate::snapshot::{self, SnapshotKind};
 use crate::time::EventTime;
 use crate::watermark::{TrackerState, WatermarkConfig, WatermarkTracker};
-use crate::window::{OperatorState, Output, WindowConfig, WindowOperator};
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "I: Serialize, Acc: Serialize"))]
@@ -28,7 +30,8 @@ struct TaskState<I, Acc> {
 ///
 /// Per record: processing time first (inputs may go idle and fire windows),
 /// then the record is judged against the task watermark from before it,
-/// then the watermark it raised fires windows (SPEC §3.1).
+/// then the watermark it raised fires windows (the order of outputs in
+/// `docs/semantics.md`).
 pub struct WindowTask<I, V, A: Aggregator<V>> {
     tracker: WatermarkTracker<I>,
     operator: WindowOperator<V, A>,
@@ -138,7 +141,7 @@ where
         let tracker = WatermarkTracker::from_state(watermarks, state.watermarks, now)?;
         let operator = WindowOperator::from_state(windows, aggregator, state.operator)?;
         if operator.watermark() != tracker.watermark() {
-            return Err(crate::window::corrupt(format!(
+            return Err(corrupt(format!(
                 "operator watermark {} differs from the task watermark {}",
                 operator.watermark(),
                 tracker.watermark()

@@ -7,9 +7,14 @@
 
 use std::time::Duration;
 
+use super::operator::KindState;
+use super::state::StateKey;
 use super::*;
 use crate::aggregate::{Element, Process, Summary, SummaryResult};
+use crate::error::{Error, Result};
+use crate::record::{Key, Record};
 use crate::spec::WindowSpec;
+use crate::time::EventTime;
 use crate::watermark::WatermarkConfig;
 
 type SummaryTask = WindowTask<u32, i64, Summary>;

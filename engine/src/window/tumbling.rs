@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
+use super::assigner::{align_down_i64, tumbling_window};
+use super::output::FiringKind;
+use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
-use crate::time::EventTime;
-use crate::window::assigner::{align_down_i64, tumbling_window};
-use crate::window::{Clock, Ctx, FiringKind, StateEntry, StateKey, TimeWindow, corrupt};
+use crate::time::{EventTime, TimeWindow};
 
 pub(crate) struct TumblingState<Acc> {
     size_ms: i64,
@@ -130,45 +131,28 @@ impl<Acc: Clone> TumblingState<Acc> {
         self.pending
             .iter()
             .chain(self.fired.iter())
-            .map(|((end, key), acc)| StateEntry {
-                key: key.key.clone(),
-                start: end - self.size_ms,
-                end: *end,
-                acc: acc.clone(),
-            })
+            .map(|((end, key), acc)| StateEntry::of(key, end - self.size_ms, *end, acc))
             .collect()
     }
 
-    pub(crate) fn restore(&mut self, clock: Clock, entries: Vec<StateEntry<Acc>>) -> Result<()> {
-        for StateEntry {
-            key,
-            start,
-            end,
-            acc,
-        } in entries
-        {
-            let aligned = start.checked_add(self.size_ms) == Some(end)
-                && align_down_i64(start, self.offset_ms, self.size_ms) == start;
-            if !aligned {
-                return Err(corrupt(format!(
-                    "window [{start}, {end}) of key {:?} is not a tumbling window of size {} offset {}",
-                    &*key, self.size_ms, self.offset_ms
-                )));
-            }
-            let window = TimeWindow::new(start, end);
-            if clock.is_window_late(window) {
-                return Err(corrupt(format!(
-                    "window {window} of key {:?} is late at watermark {} but still has state",
-                    &*key, clock.watermark
-                )));
-            }
-            let map = if clock.has_reached(window) {
-                &mut self.fired
-            } else {
-                &mut self.pending
-            };
-            map.insert((end, StateKey::new(key)), acc);
+    pub(crate) fn restore_entry(&mut self, clock: Clock, entry: StateEntry<Acc>) -> Result<()> {
+        let (start, end) = (entry.start, entry.end);
+        let aligned = start.checked_add(self.size_ms) == Some(end)
+            && align_down_i64(start, self.offset_ms, self.size_ms) == start;
+        if !aligned {
+            return Err(corrupt(format!(
+                "window [{start}, {end}) of key {:?} is not a tumbling window of size {} offset {}",
+                &*entry.key, self.size_ms, self.offset_ms
+            )));
         }
+        let window = TimeWindow::new(start, end);
+        clock.check_restored(window, format_args!("window {window}"), &entry.key)?;
+        let map = if clock.has_reached(window) {
+            &mut self.fired
+        } else {
+            &mut self.pending
+        };
+        map.insert((end, StateKey::new(entry.key)), entry.acc);
         Ok(())
     }
 }

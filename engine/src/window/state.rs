@@ -1,0 +1,275 @@
+//! What the per-kind window state (tumbling, sliding, session) shares: keys
+//! as the state orders them, the lateness rules at one watermark, the
+//! context of one operator call, and the snapshot entry of one window.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::output::{Firing, FiringKind, LateRecord, Output};
+use crate::aggregate::{Aggregator, WindowContext};
+use crate::error::{Error, Result};
+use crate::record::{Key, Record};
+use crate::time::{EventTime, TimeWindow};
+
+/// A key as the window state orders it: one `u128` holding its first 15
+/// bytes (big endian, zero padded) and `min(len, 16)` in the low byte, then
+/// the whole key. Orders exactly as the key's bytes (`str`'s order):
+/// - different first 15 bytes (zero padded) order the keys as their bytes
+///   do (where the padding decides, the shorter key is a prefix of the
+///   other);
+/// - equal first 15 bytes and a length below 16 on either side: the shorter
+///   key is a prefix of the longer one, so the length decides (and equal
+///   lengths mean equal keys);
+/// - only two keys of 16 bytes or more sharing their first 15 compare
+///   their heap bytes.
+///
+/// So comparisons in a big map are one integer comparison, decided without
+/// touching the key's heap allocation, in all but that last case.
+#[derive(Clone, Debug)]
+pub(crate) struct StateKey {
+    pub(super) order: u128,
+    pub(crate) key: Key,
+}
+
+/// Key bytes held in [`StateKey::order`].
+const STATE_KEY_INLINE_BYTES: usize = 15;
+
+/// The first `min(len, 15)` bytes of `bytes`, big endian and zero padded,
+/// in the top 15 bytes of a `u128` (the low byte is zero). Built in
+/// registers from fixed-size loads (overlapping where the length is not a
+/// power of two), so that no variable-length copy goes through memory.
+#[inline]
+fn prefix_word(bytes: &[u8]) -> u128 {
+    let len = bytes.len().min(STATE_KEY_INLINE_BYTES);
+    let be_u64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let high: u64;
+    let low: u64;
+    if len >= 8 {
+        high = be_u64(0);
+        // The 8 bytes ending at `len` hold bytes 8..len at their end.
+        low = match len {
+            8 => 0,
+            _ => be_u64(len - 8) << (8 * (16 - len)),
+        };
+    } else if len >= 4 {
+        // The 4 bytes ending at `len` hold bytes 4..len at their end.
+        let rest = match len {
+            4 => 0,
+            _ => be_u32(len - 4) << (8 * (8 - len)),
+        };
+        high = (u64::from(be_u32(0)) << 32) | u64::from(rest);
+        low = 0;
+    } else {
+        high = bytes[..len]
+            .iter()
+            .enumerate()
+            .fold(0, |word, (at, &byte)| {
+                word | (u64::from(byte) << (56 - 8 * at))
+            });
+        low = 0;
+    }
+    (u128::from(high) << 64) | u128::from(low)
+}
+
+impl StateKey {
+    #[inline]
+    pub(crate) fn new(key: Key) -> Self {
+        let bytes = key.as_bytes();
+        // At most 16: fits the low byte.
+        let len_byte = bytes.len().min(STATE_KEY_INLINE_BYTES + 1) as u128;
+        Self {
+            order: prefix_word(bytes) | len_byte,
+            key,
+        }
+    }
+
+    /// Whether the order word alone does not tell two keys with equal
+    /// words apart (both are 16 bytes or longer).
+    #[inline]
+    fn is_long(&self) -> bool {
+        self.order as u8 as usize > STATE_KEY_INLINE_BYTES
+    }
+}
+
+impl PartialEq for StateKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order && (!self.is_long() || self.key == other.key)
+    }
+}
+
+impl Eq for StateKey {}
+
+impl PartialOrd for StateKey {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StateKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match self.order.cmp(&other.order) {
+            std::cmp::Ordering::Equal if self.is_long() => {
+                self.key.as_bytes().cmp(other.key.as_bytes())
+            }
+            order => order,
+        }
+    }
+}
+
+/// What an operator has done so far (part of its snapshot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowCounters {
+    /// Records processed.
+    pub records: u64,
+    /// Records sent to the late side output.
+    pub records_late: u64,
+    /// `on_time` firings.
+    pub fired_on_time: u64,
+    /// `late_update` firings.
+    pub fired_late_update: u64,
+    /// Windows (panes, for sliding windows) whose state was purged.
+    pub states_purged: u64,
+}
+
+/// The lateness rules at one watermark.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    pub(crate) watermark: EventTime,
+    pub(crate) allowed_lateness_ms: i64,
+}
+
+impl Clock {
+    /// `max_timestamp + L`, saturating at `i64::MAX` (as Flink does).
+    #[inline]
+    pub(crate) fn cleanup_time(&self, window: TimeWindow) -> EventTime {
+        self.cleanup_time_of_end(window.end)
+    }
+
+    /// The cleanup time depends on a window's end alone.
+    #[inline]
+    pub(crate) fn cleanup_time_of_end(&self, end: EventTime) -> EventTime {
+        (end - 1).saturating_add(self.allowed_lateness_ms)
+    }
+
+    #[inline]
+    pub(crate) fn is_window_late(&self, window: TimeWindow) -> bool {
+        self.cleanup_time(window) <= self.watermark
+    }
+
+    #[inline]
+    pub(crate) fn is_element_late(&self, ts: EventTime) -> bool {
+        ts.saturating_add(self.allowed_lateness_ms) <= self.watermark
+    }
+
+    #[inline]
+    pub(crate) fn has_reached(&self, window: TimeWindow) -> bool {
+        window.max_timestamp() <= self.watermark
+    }
+
+    /// Refuses restored state (`what`, of `key`) whose `window` is late: the
+    /// watermark would have purged it.
+    pub(crate) fn check_restored(
+        &self,
+        window: TimeWindow,
+        what: fmt::Arguments<'_>,
+        key: &Key,
+    ) -> Result<()> {
+        if self.is_window_late(window) {
+            return Err(corrupt(format!(
+                "{what} of key {:?} is late at watermark {} but still has state",
+                &**key, self.watermark
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the per-kind state code needs from the operator for one call.
+pub(crate) struct Ctx<'a, V, A: Aggregator<V>> {
+    pub(crate) aggregator: &'a A,
+    pub(crate) clock: Clock,
+    pub(crate) counters: &'a mut WindowCounters,
+    pub(crate) out: &'a mut Vec<Output<V, A::Output>>,
+}
+
+impl<V, A: Aggregator<V>> Ctx<'_, V, A> {
+    pub(crate) fn fire(
+        &mut self,
+        key: &Key,
+        window: TimeWindow,
+        acc: &A::Acc,
+        kind: FiringKind,
+    ) -> Result<()> {
+        self.fire_owned(key.clone(), window, acc, kind)
+    }
+
+    /// [`Self::fire`] with a key the caller gives up.
+    pub(crate) fn fire_owned(
+        &mut self,
+        key: Key,
+        window: TimeWindow,
+        acc: &A::Acc,
+        kind: FiringKind,
+    ) -> Result<()> {
+        let result = self
+            .aggregator
+            .result(acc, &WindowContext { key: &key, window })?;
+        match kind {
+            FiringKind::OnTime => self.counters.fired_on_time += 1,
+            FiringKind::LateUpdate => self.counters.fired_late_update += 1,
+        }
+        self.out.push(Output::Fire(Firing {
+            key,
+            window,
+            kind,
+            result,
+            watermark: self.clock.watermark,
+        }));
+        Ok(())
+    }
+
+    pub(crate) fn late(&mut self, record: Record<V>) {
+        assert!(
+            self.clock.is_element_late(record.ts),
+            "a record all of whose windows are late is itself late: ts {} watermark {} L {}",
+            record.ts,
+            self.clock.watermark,
+            self.clock.allowed_lateness_ms
+        );
+        self.counters.records_late += 1;
+        self.out.push(Output::Late(LateRecord {
+            record,
+            watermark: self.clock.watermark,
+        }));
+    }
+}
+
+/// One window's (pane's, session's) state in a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StateEntry<Acc> {
+    pub(crate) key: Key,
+    pub(crate) start: EventTime,
+    pub(crate) end: EventTime,
+    pub(crate) acc: Acc,
+}
+
+impl<Acc: Clone> StateEntry<Acc> {
+    pub(crate) fn of(key: &StateKey, start: EventTime, end: EventTime, acc: &Acc) -> Self {
+        Self {
+            key: key.key.clone(),
+            start,
+            end,
+            acc: acc.clone(),
+        }
+    }
+}
+
+/// A snapshot that decoded but describes state that cannot exist.
+pub(crate) fn corrupt(what: impl fmt::Display) -> Error {
+    Error::CorruptSnapshot(what.to_string())
+}
