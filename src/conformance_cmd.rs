@@ -8,7 +8,9 @@
 //! itself failed; exit 2 on bad usage or an unreachable broker.
 
 use clap::Args;
-use eddyline_scenarios::conformance::{CHECKS, Report, SuiteOptions, kafka_env, sim_env};
+use eddyline_engine::kafka::KafkaConfig;
+use eddyline_scenarios::conformance::kafka_env::{self, KafkaRunError};
+use eddyline_scenarios::conformance::{CHECKS, Report, SuiteOptions, sim_env};
 use eddyline_sim::Seed;
 
 use crate::{CliError, Outcome};
@@ -71,14 +73,19 @@ pub fn run(args: ConformanceArgs) -> Result<Outcome, CliError> {
                         .to_string(),
                 ));
             }
-            let report = kafka_env::run_on_kafka(
-                bootstrap,
-                args.broker_restart_cmd.clone(),
-                &options,
-                || println!("conformance against Kafka at {bootstrap}"),
-            )
-            // The broker could not be reached at the address the caller gave.
-            .map_err(CliError::BadInput)?;
+            // librdkafka settings (credentials among them) come from
+            // EDDY_KAFKA_CONFIG / EDDY_KAFKA_*, never from the command line.
+            let config = KafkaConfig::from_sources(Some(bootstrap), std::env::vars())
+                .map_err(|error| CliError::BadInput(error.message))?;
+            let report =
+                kafka_env::run_on_kafka(config, args.broker_restart_cmd.clone(), &options, || {
+                    println!("conformance against Kafka at {bootstrap}")
+                })
+                .map_err(|error| match error {
+                    // The broker could not be reached at the address the caller gave.
+                    KafkaRunError::Unreachable(reason) => CliError::BadInput(reason),
+                    KafkaRunError::Internal(reason) => CliError::Internal(reason),
+                })?;
             let mut repro = format!("eddy conformance --bootstrap {bootstrap}");
             if let Some(command) = &args.broker_restart_cmd {
                 repro.push_str(&format!(" --broker-restart-cmd {command:?}"));

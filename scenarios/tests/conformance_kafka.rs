@@ -5,7 +5,15 @@
 //! the broker with `EDDY_KAFKA_TEST_BROKER_RESTART_CMD`, by default this repository's
 //! `scripts/kafka restart` (which acts only on a broker that script started).
 
+use eddyline_engine::kafka::KafkaConfig;
 use eddyline_scenarios::conformance::{Outcome, SuiteOptions, kafka_env};
+
+/// The test broker's configuration: its address and the `EDDY_KAFKA_*`
+/// settings of this process's environment.
+fn broker_config(bootstrap: &str) -> KafkaConfig {
+    KafkaConfig::from_sources(Some(bootstrap), std::env::vars())
+        .unwrap_or_else(|error| panic!("{}", error.message))
+}
 
 fn restart_command() -> String {
     let from_env = std::env::var("EDDY_KAFKA_TEST_BROKER_RESTART_CMD");
@@ -22,7 +30,7 @@ fn every_conformance_check_passes_against_a_real_broker() {
         "EDDY_KAFKA_BOOTSTRAP is not set: start a broker with `scripts/kafka start` (scripts/test does)",
     );
     let report = kafka_env::run_on_kafka(
-        &bootstrap,
+        broker_config(&bootstrap),
         Some(restart_command()),
         &SuiteOptions::default(),
         || {},
@@ -56,7 +64,7 @@ fn without_broker_control_the_failover_checks_are_skipped_not_passed() {
         filter: Some("failover:".to_string()),
         ..SuiteOptions::default()
     };
-    let report = kafka_env::run_on_kafka(&bootstrap, None, &options, || {})
+    let report = kafka_env::run_on_kafka(broker_config(&bootstrap), None, &options, || {})
         .unwrap_or_else(|reason| panic!("{reason}"));
     assert_eq!(report.checks.len(), 2, "{}", report.render(true));
     for check in &report.checks {

@@ -183,12 +183,9 @@ impl KafkaConfig {
     }
 
     /// The configuration from `EDDY_KAFKA_CONFIG` and `EDDY_KAFKA_*` (see the
-    /// module doc); `bootstrap`, if given, wins over both.
-    pub fn from_env(bootstrap: Option<&str>) -> TransportResult<Self> {
-        Self::from_sources(bootstrap, std::env::vars())
-    }
-
-    /// [`KafkaConfig::from_env`] over the given variables (for tests).
+    /// module doc) among `vars`; `bootstrap`, if given, wins over both. The
+    /// library reads no environment itself: a command passes
+    /// `std::env::vars()`, a test the variables it wants.
     pub fn from_sources(
         bootstrap: Option<&str>,
         vars: impl IntoIterator<Item = (String, String)>,

@@ -5,7 +5,7 @@
 //! # async fn example() -> eddyline_engine::transport::TransportResult<()> {
 //! use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 //! // EDDY_KAFKA_CONFIG / EDDY_KAFKA_* supply credentials (see `config`).
-//! let config = KafkaConfig::from_env(Some("127.0.0.1:9092"))?;
+//! let config = KafkaConfig::from_sources(Some("127.0.0.1:9092"), std::env::vars())?;
 //! let transport = KafkaTransport::connect(config).await?;
 //! # Ok(()) }
 //! ```

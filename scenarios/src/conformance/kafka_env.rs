@@ -33,11 +33,13 @@ pub struct KafkaEnv {
 }
 
 impl KafkaEnv {
-    /// Connects to the broker at `bootstrap` (librdkafka settings from
-    /// `EDDY_KAFKA_CONFIG` / `EDDY_KAFKA_*`, see `eddyline_engine::kafka`);
-    /// a one-line error naming the address if it cannot be reached.
-    pub async fn connect(bootstrap: &str, restart_command: Option<String>) -> Result<Self, String> {
-        let config = KafkaConfig::from_env(Some(bootstrap)).map_err(|e| e.message)?;
+    /// Connects to the broker that `config` names; a one-line error naming
+    /// the address if it cannot be reached.
+    pub async fn connect(
+        config: KafkaConfig,
+        restart_command: Option<String>,
+    ) -> Result<Self, String> {
+        let bootstrap = config.bootstrap().to_string();
         let transport = KafkaTransport::connect(config)
             .await
             .map_err(|e| e.message)?;
@@ -51,7 +53,7 @@ impl KafkaEnv {
         let names = RunNames::new(format!("eddy-conf-{now_ms}-{}", std::process::id()));
         Ok(Self {
             transport,
-            bootstrap: bootstrap.to_string(),
+            bootstrap,
             names,
             started: tokio::time::Instant::now(),
             restart_command,
@@ -156,21 +158,35 @@ impl ConformanceEnv for KafkaEnv {
     }
 }
 
-/// Runs the suite against the broker at `bootstrap`, on a runtime of its own;
-/// `connected` is called once the broker has answered, before any check.
-/// `Err`: the broker could not be reached (one line, naming the address).
+/// Why the suite could not run against a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaRunError {
+    /// The broker that the configuration names could not be reached or
+    /// refused the client (one line, naming the address): the caller's input.
+    #[error("{0}")]
+    Unreachable(String),
+    /// This process could not run the suite at all (no runtime).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs the suite against the broker that `config` names, on a runtime of
+/// its own; `connected` is called once the broker has answered, before any
+/// check.
 pub fn run_on_kafka(
-    bootstrap: &str,
+    config: KafkaConfig,
     restart_command: Option<String>,
     options: &SuiteOptions,
     connected: impl FnOnce(),
-) -> Result<Report, String> {
+) -> Result<Report, KafkaRunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting a runtime: {e}"))?;
+        .map_err(|e| KafkaRunError::Internal(format!("starting a runtime: {e}")))?;
     runtime.block_on(async {
-        let env = KafkaEnv::connect(bootstrap, restart_command).await?;
+        let env = KafkaEnv::connect(config, restart_command)
+            .await
+            .map_err(KafkaRunError::Unreachable)?;
         connected();
         Ok(run_suite(&env, options).await)
     })
