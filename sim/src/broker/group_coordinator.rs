@@ -35,7 +35,7 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::server::{append_to_leader, wait_for_replication};
+use crate::broker::leader_write::{append_to_leader, wait_for_replication};
 use crate::broker::{Broker, coordinator_partition};
 use crate::cluster::OFFSETS_TOPIC;
 use crate::protocol::{

@@ -4,8 +4,13 @@
 //! - [`log`]: partition logs (the broker's disk, surviving crashes);
 //! - [`producer_state`]: idempotence and transaction state per partition;
 //! - [`partition`]: the in-memory replica state (role, ISR, followers);
-//! - [`server`]: connections and request handling (one request at a time
-//!   per connection, long-poll Fetch, acks=all purgatory);
+//! - [`server`]: connections and request routing (one request at a time
+//!   per connection), and the small requests (metadata, list offsets,
+//!   find coordinator);
+//! - [`leader_write`]: the leader's write path (append, then wait for the
+//!   ISR: acks=all), shared by Produce and both coordinators;
+//! - [`fetch`]: client and follower fetches (long poll, follower progress);
+//! - [`fetch_encoding`]: Fetch answers encoded straight from stored batches;
 //! - [`replication`]: the controller session, metadata propagation,
 //!   follower fetchers with truncation, ISR maintenance;
 //! - [`group_coordinator`] and [`txn_coordinator`]: the coordinators,
@@ -16,7 +21,10 @@
 //! across an `.await`). Waiters (acks=all, long-poll fetches) re-check
 //! their condition whenever [`Broker::changed`] ticks.
 
+pub(crate) mod fetch;
+pub(crate) mod fetch_encoding;
 pub(crate) mod group_coordinator;
+pub(crate) mod leader_write;
 pub(crate) mod log;
 pub(crate) mod partition;
 pub(crate) mod producer_state;
@@ -29,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
-use eddyline_engine::transport::TopicPartition;
+use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use tokio::sync::{Notify, watch};
 use turmoil::net::TcpListener;
 
@@ -115,6 +123,14 @@ pub(crate) struct Broker {
     pub member_ids: RefCell<DetRng>,
     /// Spaces this broker's connection attempts per address.
     pub reconnects: Reconnects,
+}
+
+/// An error as the trace records it: Kafka's code, 0 for none, -1 for an
+/// error Kafka has no code for.
+pub(crate) fn error_code_for_trace(error: Option<ErrorCode>) -> i64 {
+    error
+        .map(|e| e.kafka_code().map_or(-1, i64::from))
+        .unwrap_or(0)
 }
 
 /// The turmoil host name of a broker.

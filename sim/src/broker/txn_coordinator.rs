@@ -29,9 +29,8 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::server::{
-    PendingWrite, allocate_producer_id, append_to_leader, coordinator_for, wait_for_replication,
-};
+use crate::broker::leader_write::{PendingWrite, append_to_leader, wait_for_replication};
+use crate::broker::server::{allocate_producer_id, coordinator_for};
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
 use crate::cluster::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
