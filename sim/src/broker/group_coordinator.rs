@@ -35,12 +35,13 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::coordinator_shards::{CoordinatorShard, CoordinatorShards, ShardedTopic};
 use crate::broker::leader_write::{append_to_leader, wait_for_replication};
-use crate::broker::{Broker, coordinator_partition};
+use crate::broker::{Broker, BrokerState, coordinator_partition};
 use crate::cluster::OFFSETS_TOPIC;
 use crate::protocol::{
-    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
-    Request, Response, codes,
+    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
+    RecordData, Request, Response, codes,
 };
 use crate::trace::{EventKind, Subject};
 use crate::world::now_ms;
@@ -225,8 +226,32 @@ struct Shard {
 /// The group coordinator's state on one broker.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCoordinator {
-    shards: BTreeMap<i32, Shard>,
+    shards: CoordinatorShards<Shard>,
 }
+
+impl CoordinatorShard for Shard {
+    fn coordinator_epoch(&self) -> i32 {
+        self.coordinator_epoch
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    fn set_loaded(&mut self) {
+        self.loaded = true;
+    }
+}
+
+fn group_shards(state: &mut BrokerState) -> &mut CoordinatorShards<Shard> {
+    &mut state.groups.shards
+}
+
+/// The group coordinator's shards: the partitions of `__consumer_offsets`.
+const GROUP_SHARDS: ShardedTopic<Shard> = ShardedTopic {
+    topic: OFFSETS_TOPIC,
+    shards: group_shards,
+};
 
 /// A record in `__consumer_offsets` (postcard-encoded in the value).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -380,17 +405,7 @@ fn with_shard<R>(
     group_id: &str,
     f: impl FnOnce(&mut Shard, i32) -> R,
 ) -> Result<R, ErrorCode> {
-    let partition = shard_of(broker, group_id);
-    let mut state = broker.state.borrow_mut();
-    let shard = state
-        .groups
-        .shards
-        .get_mut(&partition)
-        .ok_or(ErrorCode::NotCoordinator)?;
-    if !shard.loaded {
-        return Err(ErrorCode::CoordinatorLoadInProgress);
-    }
-    Ok(f(shard, partition))
+    GROUP_SHARDS.with_loaded(broker, shard_of(broker, group_id), f)
 }
 
 fn trace_group(broker: &Broker, group_id: &str, group: &Group) {
@@ -552,10 +567,7 @@ pub(crate) async fn session_checker(broker: Rc<Broker>) {
         let mut changed = false;
         {
             let mut state = broker.state.borrow_mut();
-            for shard in state.groups.shards.values_mut() {
-                if !shard.loaded {
-                    continue;
-                }
+            for (_, shard) in state.groups.shards.loaded_iter_mut() {
                 for (group_id, group) in shard.groups.iter_mut() {
                     let pending_before = group.pending_members.len();
                     group.pending_members.retain(|_, expiry| *expiry > now);
@@ -625,10 +637,7 @@ fn store_emptied_groups(broker: &Rc<Broker>) {
     let mut writes = Vec::new();
     {
         let mut state = broker.state.borrow_mut();
-        for (&partition, shard) in state.groups.shards.iter_mut() {
-            if !shard.loaded {
-                continue;
-            }
+        for (partition, shard) in state.groups.shards.loaded_iter_mut() {
             for (group_id, group) in shard.groups.iter_mut() {
                 if !std::mem::take(&mut group.needs_store) || !group.members.is_empty() {
                     continue;
@@ -1528,11 +1537,9 @@ pub(crate) fn complete_transaction(
 ) {
     let completed = {
         let mut state = broker.state.borrow_mut();
-        match state.groups.shards.get_mut(&partition) {
-            Some(shard) if shard.loaded => {
-                shard.complete_txn(producer_id, control == ControlType::Commit)
-            }
-            _ => 0,
+        match state.groups.shards.loaded_mut(partition) {
+            Ok(shard) => shard.complete_txn(producer_id, control == ControlType::Commit),
+            Err(_) => 0,
         }
     };
     if completed > 0 {
@@ -1543,106 +1550,74 @@ pub(crate) fn complete_transaction(
 /// This broker now leads `__consumer_offsets-<partition>`: load its state
 /// after the load delay.
 pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
-    broker.state.borrow_mut().groups.shards.insert(
-        partition,
-        Shard {
-            coordinator_epoch: leader_epoch,
-            loaded: false,
-            groups: BTreeMap::new(),
-            pending_txn: BTreeMap::new(),
-            next_join_order: 0,
-        },
-    );
-    let broker = broker.clone();
-    tokio::task::spawn_local(async move {
-        tokio::time::sleep(Duration::from_millis(
-            broker.config.coordinator_load_delay_ms,
-        ))
-        .await;
-        load(&broker, partition, leader_epoch);
+    let shard = Shard {
+        coordinator_epoch: leader_epoch,
+        loaded: false,
+        groups: BTreeMap::new(),
+        pending_txn: BTreeMap::new(),
+        next_join_order: 0,
+    };
+    GROUP_SHARDS.start_loading(broker, partition, leader_epoch, shard, move |broker| {
+        load(broker, partition, leader_epoch);
     });
 }
 
 fn load(broker: &Broker, partition: i32, leader_epoch: i32) {
-    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
     let now = now_ms();
-    let entries = {
-        let mut state = broker.state.borrow_mut();
-        let still_leader = state
-            .replicas
-            .get(&tp)
-            .is_some_and(|r| r.is_leader() && r.leader_epoch == leader_epoch);
-        let Some(shard) = state.groups.shards.get_mut(&partition) else {
-            return;
-        };
-        if shard.coordinator_epoch != leader_epoch || shard.loaded || !still_leader {
-            return;
-        }
+    GROUP_SHARDS.replay(broker, partition, leader_epoch, |shard, tp| {
         let disk = broker.disk.borrow();
-        let log = &disk.logs[&tp];
-        for stored in log.batches() {
+        for stored in disk.logs[tp].batches() {
             if let Some(control) = stored.header.control {
                 shard.complete_txn(stored.header.producer_id, control == ControlType::Commit);
                 continue;
             }
-            let batch = stored.decode();
-            if let Some(control) = batch.control {
-                shard.complete_txn(batch.producer_id, control == ControlType::Commit);
-                continue;
-            }
-            for (index, record) in batch.records.iter().enumerate() {
-                let Some(value) = &record.value else {
-                    continue;
-                };
-                let record: GroupRecord = postcard::from_bytes(value).unwrap_or_else(|e| {
-                    panic!(
-                        "undecodable record in {tp} at {}: {e} (seed {})",
-                        batch.base_offset,
-                        crate::cluster::current_seed()
-                    )
-                });
-                let log_offset = batch.base_offset + index as i64;
-                if batch.transactional {
-                    if let GroupRecord::Offset {
-                        group,
-                        partition: offset_partition,
-                        offset,
-                    } = record
-                    {
-                        shard
-                            .pending_txn
-                            .entry(batch.producer_id)
-                            .or_default()
-                            .insert(
-                                (group, offset_partition),
-                                PendingTxnOffset { offset, log_offset },
-                            );
-                    }
-                } else {
-                    shard.replay_record(record, log_offset, now);
-                }
-            }
+            replay_batch(shard, tp, &stored.decode(), now);
         }
-        shard.loaded = true;
-        group_record_count(shard)
-    };
-    broker.trace_partition(
-        EventKind::CoordinatorLoaded,
-        &tp,
-        [i64::from(leader_epoch), entries, 0, 0],
-    );
-    broker.notify_changed();
+        (group_record_count(shard), ())
+    });
+}
+
+/// Replays one data batch of `__consumer_offsets` into its shard.
+fn replay_batch(shard: &mut Shard, tp: &TopicPartition, batch: &RecordBatch, now: u64) {
+    if let Some(control) = batch.control {
+        shard.complete_txn(batch.producer_id, control == ControlType::Commit);
+        return;
+    }
+    for (index, record) in batch.records.iter().enumerate() {
+        let Some(value) = &record.value else {
+            continue;
+        };
+        let record: GroupRecord = postcard::from_bytes(value).unwrap_or_else(|e| {
+            panic!(
+                "undecodable record in {tp} at {}: {e} (seed {})",
+                batch.base_offset,
+                crate::cluster::current_seed()
+            )
+        });
+        let log_offset = batch.base_offset + index as i64;
+        if batch.transactional {
+            if let GroupRecord::Offset {
+                group,
+                partition: offset_partition,
+                offset,
+            } = record
+            {
+                shard
+                    .pending_txn
+                    .entry(batch.producer_id)
+                    .or_default()
+                    .insert(
+                        (group, offset_partition),
+                        PendingTxnOffset { offset, log_offset },
+                    );
+            }
+        } else {
+            shard.replay_record(record, log_offset, now);
+        }
+    }
 }
 
 /// This broker no longer leads `__consumer_offsets-<partition>`.
 pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
-    let removed = broker.state.borrow_mut().groups.shards.remove(&partition);
-    if let Some(shard) = removed {
-        broker.trace_partition(
-            EventKind::CoordinatorUnloaded,
-            &TopicPartition::new(OFFSETS_TOPIC, partition),
-            [i64::from(shard.coordinator_epoch), 0, 0, 0],
-        );
-        broker.notify_changed();
-    }
+    GROUP_SHARDS.unload(broker, partition);
 }

@@ -14,13 +14,15 @@
 //! - [`replication`]: the controller session, metadata propagation,
 //!   follower fetchers with truncation, ISR maintenance;
 //! - [`group_coordinator`] and [`txn_coordinator`]: the coordinators,
-//!   whose state lives in the internal topics.
+//!   whose state lives in the internal topics, sharded by partition
+//!   ([`coordinator_shards`]: taking a shard over and dropping it).
 //!
 //! All state of a running broker is in one [`Broker`] behind `RefCell`s,
 //! shared by the host's tasks (single-threaded; no borrow is ever held
 //! across an `.await`). Waiters (acks=all, long-poll fetches) re-check
 //! their condition whenever [`Broker::changed`] ticks.
 
+pub(crate) mod coordinator_shards;
 pub(crate) mod fetch;
 pub(crate) mod fetch_encoding;
 pub(crate) mod group_coordinator;

@@ -29,9 +29,10 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::coordinator_shards::{CoordinatorShard, CoordinatorShards, ShardedTopic};
 use crate::broker::leader_write::{PendingWrite, append_to_leader, wait_for_replication};
 use crate::broker::server::{allocate_producer_id, coordinator_for};
-use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
+use crate::broker::{Broker, BrokerState, broker_host, coordinator_partition, group_coordinator};
 use crate::cluster::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
 use crate::protocol::{
@@ -100,10 +101,35 @@ struct TxnShard {
 /// The transaction coordinator's state on one broker.
 #[derive(Debug, Default)]
 pub(crate) struct TxnCoordinator {
-    shards: BTreeMap<i32, TxnShard>,
+    shards: CoordinatorShards<TxnShard>,
     /// Expiry requests already handled (see `BrokerControl`).
     expiries_seen: u64,
 }
+
+impl CoordinatorShard for TxnShard {
+    fn coordinator_epoch(&self) -> i32 {
+        self.coordinator_epoch
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    fn set_loaded(&mut self) {
+        self.loaded = true;
+    }
+}
+
+fn txn_shards(state: &mut BrokerState) -> &mut CoordinatorShards<TxnShard> {
+    &mut state.txns.shards
+}
+
+/// The transaction coordinator's shards: the partitions of
+/// `__transaction_state`.
+const TXN_SHARDS: ShardedTopic<TxnShard> = ShardedTopic {
+    topic: TRANSACTION_STATE_TOPIC,
+    shards: txn_shards,
+};
 
 fn shard_of(broker: &Broker, transactional_id: &str) -> i32 {
     coordinator_partition(transactional_id, broker.config.transaction_state_partitions)
@@ -114,17 +140,7 @@ fn with_shard<R>(
     transactional_id: &str,
     f: impl FnOnce(&mut TxnShard, i32) -> R,
 ) -> Result<R, ErrorCode> {
-    let partition = shard_of(broker, transactional_id);
-    let mut state = broker.state.borrow_mut();
-    let shard = state
-        .txns
-        .shards
-        .get_mut(&partition)
-        .ok_or(ErrorCode::NotCoordinator)?;
-    if !shard.loaded {
-        return Err(ErrorCode::CoordinatorLoadInProgress);
-    }
-    Ok(f(shard, partition))
+    TXN_SHARDS.with_loaded(broker, shard_of(broker, transactional_id), f)
 }
 
 fn trace_txn(broker: &Broker, metadata: &TxnMetadata) {
@@ -625,7 +641,7 @@ async fn complete(
     loop {
         let current = {
             let state = broker.state.borrow();
-            let Some(shard) = state.txns.shards.get(&partition) else {
+            let Some(shard) = state.txns.shards.get(partition) else {
                 return;
             };
             if shard.coordinator_epoch != coordinator_epoch {
@@ -1034,10 +1050,7 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
         let mut expired = Vec::new();
         {
             let mut state = broker.state.borrow_mut();
-            for (&partition, shard) in state.txns.shards.iter_mut() {
-                if !shard.loaded {
-                    continue;
-                }
+            for (partition, shard) in state.txns.shards.loaded_iter_mut() {
                 let coordinator_epoch = shard.coordinator_epoch;
                 for entry in shard.txns.values_mut() {
                     let metadata = &entry.metadata;
@@ -1083,43 +1096,25 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
 /// This broker now leads `__transaction_state-<partition>`: load it after
 /// the load delay, then finish the transactions it finds prepared.
 pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
-    broker.state.borrow_mut().txns.shards.insert(
-        partition,
-        TxnShard {
-            coordinator_epoch: leader_epoch,
-            loaded: false,
-            txns: BTreeMap::new(),
-        },
-    );
-    let broker = broker.clone();
-    tokio::task::spawn_local(async move {
-        tokio::time::sleep(Duration::from_millis(
-            broker.config.coordinator_load_delay_ms,
-        ))
-        .await;
-        let prepared = load(&broker, partition, leader_epoch);
+    let shard = TxnShard {
+        coordinator_epoch: leader_epoch,
+        loaded: false,
+        txns: BTreeMap::new(),
+    };
+    TXN_SHARDS.start_loading(broker, partition, leader_epoch, shard, move |broker| {
+        let prepared = load(broker, partition, leader_epoch);
         for transactional_id in prepared {
-            spawn_completion(&broker, partition, leader_epoch, transactional_id);
+            spawn_completion(broker, partition, leader_epoch, transactional_id);
         }
     });
 }
 
+/// Replays the shard's log; returns the transactional ids it finds
+/// prepared (their markers are still to be written).
 fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
-    let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, partition);
-    let (entries, prepared) = {
-        let mut state = broker.state.borrow_mut();
-        let still_leader = state
-            .replicas
-            .get(&tp)
-            .is_some_and(|r| r.is_leader() && r.leader_epoch == leader_epoch);
-        let Some(shard) = state.txns.shards.get_mut(&partition) else {
-            return Vec::new();
-        };
-        if shard.coordinator_epoch != leader_epoch || shard.loaded || !still_leader {
-            return Vec::new();
-        }
+    let replayed = TXN_SHARDS.replay(broker, partition, leader_epoch, |shard, tp| {
         let disk = broker.disk.borrow();
-        for stored in disk.logs[&tp].batches() {
+        for stored in disk.logs[tp].batches() {
             let batch = stored.decode();
             for record in &batch.records {
                 let Some(value) = &record.value else {
@@ -1141,7 +1136,6 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
                 );
             }
         }
-        shard.loaded = true;
         let prepared: Vec<String> = shard
             .txns
             .iter()
@@ -1154,25 +1148,11 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
             .map(|(id, _)| id.clone())
             .collect();
         (shard.txns.len() as i64, prepared)
-    };
-    broker.trace_partition(
-        EventKind::CoordinatorLoaded,
-        &tp,
-        [i64::from(leader_epoch), entries, 0, 0],
-    );
-    broker.notify_changed();
-    prepared
+    });
+    replayed.unwrap_or_default()
 }
 
 /// This broker no longer leads `__transaction_state-<partition>`.
 pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
-    let removed = broker.state.borrow_mut().txns.shards.remove(&partition);
-    if let Some(shard) = removed {
-        broker.trace_partition(
-            EventKind::CoordinatorUnloaded,
-            &TopicPartition::new(TRANSACTION_STATE_TOPIC, partition),
-            [i64::from(shard.coordinator_epoch), 0, 0, 0],
-        );
-        broker.notify_changed();
-    }
+    TXN_SHARDS.unload(broker, partition);
 }
