@@ -74,7 +74,7 @@ impl<S: CoordinatorShard> CoordinatorShards<S> {
 
     /// The shard of `partition` to load in `leader_epoch`: `None` if it was
     /// replaced, dropped or loaded meanwhile.
-    fn to_load(&mut self, partition: i32, leader_epoch: i32) -> Option<&mut S> {
+    fn awaiting_load(&mut self, partition: i32, leader_epoch: i32) -> Option<&mut S> {
         self.by_partition
             .get_mut(&partition)
             .filter(|shard| shard.coordinator_epoch() == leader_epoch && !shard.is_loaded())
@@ -150,7 +150,7 @@ impl<S: CoordinatorShard> ShardedTopic<S> {
                 .replicas
                 .get(&tp)
                 .is_some_and(|r| r.is_leader() && r.leader_epoch == leader_epoch);
-            let shard = (self.shards)(&mut state).to_load(partition, leader_epoch)?;
+            let shard = (self.shards)(&mut state).awaiting_load(partition, leader_epoch)?;
             if !still_leader {
                 return None;
             }
