@@ -219,3 +219,18 @@ pub(crate) async fn wait_for_replication(
         .map(|outcome| outcome.unwrap_or(Some(ErrorCode::RequestTimedOut)))
         .collect()
 }
+
+/// Waits until one write is replicated to the ISR, bounded by `timeout_ms`
+/// (see [`wait_for_replication`]).
+pub(crate) async fn await_replicated(
+    broker: &Broker,
+    pending: &PendingWrite,
+    timeout_ms: u64,
+) -> Result<(), ErrorCode> {
+    let outcome = wait_for_replication(broker, std::slice::from_ref(pending), timeout_ms).await;
+    match outcome[..] {
+        [None] => Ok(()),
+        [Some(error)] => Err(error),
+        _ => unreachable!("one outcome per write"),
+    }
+}
