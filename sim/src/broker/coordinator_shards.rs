@@ -18,15 +18,29 @@ use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use crate::broker::{Broker, BrokerState};
 use crate::trace::EventKind;
 
-/// What the shared code needs to know of one coordinator's shard.
-pub(crate) trait CoordinatorShard {
+/// Who owns a shard, and whether it answers yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ShardOwnership {
     /// The leader epoch of the partition when this broker took it over
     /// (writes and waits of an older epoch are stale).
-    fn coordinator_epoch(&self) -> i32;
+    pub coordinator_epoch: i32,
     /// The log has been replayed: the shard answers requests.
-    fn is_loaded(&self) -> bool;
-    /// Marks the log replayed.
-    fn set_loaded(&mut self);
+    pub loaded: bool,
+}
+
+impl ShardOwnership {
+    /// A shard just taken over in `leader_epoch`, not loaded yet.
+    pub(crate) fn loading(leader_epoch: i32) -> Self {
+        Self {
+            coordinator_epoch: leader_epoch,
+            loaded: false,
+        }
+    }
+}
+
+/// A coordinator's shard, as the shared code sees it.
+pub(crate) trait CoordinatorShard {
+    fn ownership(&mut self) -> &mut ShardOwnership;
 }
 
 /// One coordinator's shards on this broker, by partition of its internal
@@ -53,7 +67,7 @@ impl<S: CoordinatorShard> CoordinatorShards<S> {
             .by_partition
             .get_mut(&partition)
             .ok_or(ErrorCode::NotCoordinator)?;
-        if !shard.is_loaded() {
+        if !shard.ownership().loaded {
             return Err(ErrorCode::CoordinatorLoadInProgress);
         }
         Ok(shard)
@@ -68,16 +82,18 @@ impl<S: CoordinatorShard> CoordinatorShards<S> {
     pub(crate) fn loaded_iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut S)> {
         self.by_partition
             .iter_mut()
-            .filter(|(_, shard)| shard.is_loaded())
-            .map(|(&partition, shard)| (partition, shard))
+            .filter_map(|(&partition, shard)| {
+                let loaded = shard.ownership().loaded;
+                loaded.then_some((partition, shard))
+            })
     }
 
     /// The shard of `partition` to load in `leader_epoch`: `None` if it was
     /// replaced, dropped or loaded meanwhile.
     fn awaiting_load(&mut self, partition: i32, leader_epoch: i32) -> Option<&mut S> {
-        self.by_partition
-            .get_mut(&partition)
-            .filter(|shard| shard.coordinator_epoch() == leader_epoch && !shard.is_loaded())
+        let shard = self.by_partition.get_mut(&partition)?;
+        let ownership = *shard.ownership();
+        (ownership == ShardOwnership::loading(leader_epoch)).then_some(shard)
     }
 }
 
@@ -110,15 +126,14 @@ impl<S: CoordinatorShard> ShardedTopic<S> {
         broker: &Rc<Broker>,
         partition: i32,
         leader_epoch: i32,
-        shard: S,
+        mut shard: S,
         load: impl FnOnce(&Rc<Broker>) + 'static,
     ) {
         assert_eq!(
-            shard.coordinator_epoch(),
-            leader_epoch,
-            "a shard is taken over in its leader epoch"
+            *shard.ownership(),
+            ShardOwnership::loading(leader_epoch),
+            "a shard is taken over unloaded, in its leader epoch"
         );
-        assert!(!shard.is_loaded(), "a shard starts unloaded");
         (self.shards)(&mut broker.state.borrow_mut())
             .by_partition
             .insert(partition, shard);
@@ -155,7 +170,7 @@ impl<S: CoordinatorShard> ShardedTopic<S> {
                 return None;
             }
             let replayed = replay(shard, &tp);
-            shard.set_loaded();
+            shard.ownership().loaded = true;
             replayed
         };
         broker.trace_partition(
@@ -172,11 +187,11 @@ impl<S: CoordinatorShard> ShardedTopic<S> {
         let removed = (self.shards)(&mut broker.state.borrow_mut())
             .by_partition
             .remove(&partition);
-        if let Some(shard) = removed {
+        if let Some(mut shard) = removed {
             broker.trace_partition(
                 EventKind::CoordinatorUnloaded,
                 &TopicPartition::new(self.topic, partition),
-                [i64::from(shard.coordinator_epoch()), 0, 0, 0],
+                [i64::from(shard.ownership().coordinator_epoch), 0, 0, 0],
             );
             broker.notify_changed();
         }

@@ -35,9 +35,11 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::coordinator_shards::{CoordinatorShard, CoordinatorShards, ShardedTopic};
+use crate::broker::coordinator_shards::{
+    CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
+};
 use crate::broker::leader_write::{Appended, append_to_leader, await_replicated};
-use crate::broker::{Broker, BrokerState, coordinator_partition};
+use crate::broker::{Broker, coordinator_partition};
 use crate::cluster::OFFSETS_TOPIC;
 use crate::protocol::{
     ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
@@ -238,8 +240,7 @@ struct PendingTxnOffset {
 /// One `__consumer_offsets` partition this broker leads.
 #[derive(Debug)]
 struct Shard {
-    coordinator_epoch: i32,
-    loaded: bool,
+    ownership: ShardOwnership,
     groups: BTreeMap<String, Group>,
     /// Transactional offsets not yet committed or aborted, by producer.
     pending_txn: BTreeMap<ProducerId, BTreeMap<(String, TopicPartition), PendingTxnOffset>>,
@@ -253,27 +254,15 @@ pub(crate) struct GroupCoordinator {
 }
 
 impl CoordinatorShard for Shard {
-    fn coordinator_epoch(&self) -> i32 {
-        self.coordinator_epoch
+    fn ownership(&mut self) -> &mut ShardOwnership {
+        &mut self.ownership
     }
-
-    fn is_loaded(&self) -> bool {
-        self.loaded
-    }
-
-    fn set_loaded(&mut self) {
-        self.loaded = true;
-    }
-}
-
-fn group_shards(state: &mut BrokerState) -> &mut CoordinatorShards<Shard> {
-    &mut state.groups.shards
 }
 
 /// The group coordinator's shards: the partitions of `__consumer_offsets`.
 const GROUP_SHARDS: ShardedTopic<Shard> = ShardedTopic {
     topic: OFFSETS_TOPIC,
-    shards: group_shards,
+    shards: |state| &mut state.groups.shards,
 };
 
 /// A record in `__consumer_offsets` (postcard-encoded in the value).
@@ -892,7 +881,7 @@ fn register_join(
     }
     shard.next_join_order += 1;
     let join_order = shard.next_join_order;
-    let coordinator_epoch = shard.coordinator_epoch;
+    let coordinator_epoch = shard.ownership.coordinator_epoch;
     let group = shard
         .groups
         .get_mut(&request.group_id)
@@ -1014,7 +1003,7 @@ async fn await_join(broker: &Broker, request: &JoinRequest, coordinator_epoch: i
     tokio::pin!(timeout);
     loop {
         let outcome = with_shard(broker, group_id, |shard, _| {
-            if shard.coordinator_epoch != coordinator_epoch {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return Some(Err(ErrorCode::NotCoordinator));
             }
             let Some(member) = shard
@@ -1165,7 +1154,7 @@ async fn sync_group(broker: &Rc<Broker>, request: SyncRequest) -> Response {
 /// do (store the leader's assignment, or wait for it).
 fn sync_step(shard: &mut Shard, partition: i32, request: &SyncRequest, now: u64) -> SyncStep {
     let (group_id, member_id) = (&request.group_id, &request.member_id);
-    let coordinator_epoch = shard.coordinator_epoch;
+    let coordinator_epoch = shard.ownership.coordinator_epoch;
     let Some(group) = shard.groups.get_mut(group_id) else {
         return SyncStep::Answer(sync_error(ErrorCode::UnknownMemberId));
     };
@@ -1258,7 +1247,7 @@ async fn store_assignment(
         .collect();
     let stored = write_records(broker, partition, None, vec![encode(group_id, &record)]).await;
     let applied = with_shard(broker, group_id, |shard, _| {
-        if shard.coordinator_epoch != coordinator_epoch {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
             return Err(ErrorCode::NotCoordinator);
         }
         let Some(group) = shard.groups.get_mut(group_id) else {
@@ -1313,7 +1302,7 @@ async fn await_assignment(
     let mut changed = broker.changed.subscribe();
     loop {
         let outcome = with_shard(broker, group_id, |shard, _| {
-            if shard.coordinator_epoch != coordinator_epoch {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return Some(Err(ErrorCode::NotCoordinator));
             }
             let Some(group) = shard.groups.get_mut(group_id) else {
@@ -1453,7 +1442,7 @@ fn admit_commit(
 ) -> Result<(i32, i32), OffsetResults> {
     let admitted = with_shard(broker, group_id, |shard, partition| {
         check(shard)?;
-        Ok((shard.coordinator_epoch, partition))
+        Ok((shard.ownership.coordinator_epoch, partition))
     });
     match admitted {
         Err(error) | Ok(Err(error)) => Err(all_failed(offsets, error)),
@@ -1559,7 +1548,7 @@ async fn offset_commit(
     let records = offset_records(&group_id, &offsets);
     let stored = write_records(broker, partition, None, records).await;
     let _ = with_shard(broker, &group_id, |shard, _| {
-        if shard.coordinator_epoch != coordinator_epoch {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
             return;
         }
         let Some(group) = shard.groups.get_mut(&group_id) else {
@@ -1669,7 +1658,7 @@ async fn txn_offset_commit(
         Err(error) => Err(error),
         Ok(appended) => {
             let _ = with_shard(broker, &group_id, |shard, _| {
-                if shard.coordinator_epoch != coordinator_epoch {
+                if shard.ownership.coordinator_epoch != coordinator_epoch {
                     return;
                 }
                 let pending = shard.pending_txn.entry(producer_id).or_default();
@@ -1726,8 +1715,7 @@ pub(crate) fn complete_transaction(
 /// after the load delay.
 pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
     let shard = Shard {
-        coordinator_epoch: leader_epoch,
-        loaded: false,
+        ownership: ShardOwnership::loading(leader_epoch),
         groups: BTreeMap::new(),
         pending_txn: BTreeMap::new(),
         next_join_order: 0,

@@ -128,6 +128,31 @@ impl ProducerStateTable {
         Ok(AppendCheck::Append)
     }
 
+    /// The producer's entry (made with `coordinator_epoch` if new), moved
+    /// to `epoch`: a new epoch forgets the sequences of the old one.
+    fn entry_in_epoch(
+        &mut self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+    ) -> &mut ProducerEntry {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
+                coordinator_epoch,
+                current_txn_first_offset: None,
+                markers: 0,
+            });
+        if entry.epoch != epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry
+    }
+
     /// Records an appended data batch. Returns the batch's base offset if
     /// it opened a transaction on this partition.
     pub(crate) fn apply_data(
@@ -137,20 +162,7 @@ impl ProducerStateTable {
         batch: BatchMeta,
         transactional: bool,
     ) -> Option<i64> {
-        let entry = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
-                coordinator_epoch: -1,
-                current_txn_first_offset: None,
-                markers: 0,
-            });
-        if entry.epoch != epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+        let entry = self.entry_in_epoch(producer_id, epoch, -1);
         if batch.first_sequence >= 0 {
             if entry.batches.len() == BATCHES_PER_PRODUCER {
                 entry.batches.pop_front();
@@ -190,20 +202,7 @@ impl ProducerStateTable {
         epoch: ProducerEpoch,
         coordinator_epoch: i32,
     ) -> Option<i64> {
-        let entry = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::new(),
-                coordinator_epoch,
-                current_txn_first_offset: None,
-                markers: 0,
-            });
-        if entry.epoch != epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+        let entry = self.entry_in_epoch(producer_id, epoch, coordinator_epoch);
         entry.coordinator_epoch = coordinator_epoch;
         entry.markers += 1;
         entry.current_txn_first_offset.take()

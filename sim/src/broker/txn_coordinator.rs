@@ -29,12 +29,14 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::coordinator_shards::{CoordinatorShard, CoordinatorShards, ShardedTopic};
+use crate::broker::coordinator_shards::{
+    CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
+};
 use crate::broker::leader_write::{
     PendingWrite, append_to_leader, await_replicated, wait_for_replication,
 };
 use crate::broker::server::{allocate_producer_id, coordinator_for};
-use crate::broker::{Broker, BrokerState, broker_host, coordinator_partition, group_coordinator};
+use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
 use crate::cluster::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
 use crate::protocol::{
@@ -150,8 +152,7 @@ struct TxnEntry {
 
 #[derive(Debug)]
 struct TxnShard {
-    coordinator_epoch: i32,
-    loaded: bool,
+    ownership: ShardOwnership,
     txns: BTreeMap<String, TxnEntry>,
 }
 
@@ -164,28 +165,16 @@ pub(crate) struct TxnCoordinator {
 }
 
 impl CoordinatorShard for TxnShard {
-    fn coordinator_epoch(&self) -> i32 {
-        self.coordinator_epoch
+    fn ownership(&mut self) -> &mut ShardOwnership {
+        &mut self.ownership
     }
-
-    fn is_loaded(&self) -> bool {
-        self.loaded
-    }
-
-    fn set_loaded(&mut self) {
-        self.loaded = true;
-    }
-}
-
-fn txn_shards(state: &mut BrokerState) -> &mut CoordinatorShards<TxnShard> {
-    &mut state.txns.shards
 }
 
 /// The transaction coordinator's shards: the partitions of
 /// `__transaction_state`.
 const TXN_SHARDS: ShardedTopic<TxnShard> = ShardedTopic {
     topic: TRANSACTION_STATE_TOPIC,
-    shards: txn_shards,
+    shards: |state| &mut state.txns.shards,
 };
 
 fn shard_of(broker: &Broker, transactional_id: &str) -> i32 {
@@ -260,7 +249,7 @@ async fn write_transition(
     };
     let transactional_id = metadata.transactional_id.clone();
     let applied = with_shard(broker, &transactional_id, |shard, _| {
-        if shard.coordinator_epoch != coordinator_epoch {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
             return Err(ErrorCode::NotCoordinator);
         }
         match shard.txns.get_mut(&transactional_id) {
@@ -411,7 +400,7 @@ impl Transition {
         entry.pending = true;
         Transition {
             partition,
-            coordinator_epoch: shard.coordinator_epoch,
+            coordinator_epoch: shard.ownership.coordinator_epoch,
             next,
         }
     }
@@ -522,7 +511,7 @@ fn init_step(
         );
         let transition = Transition {
             partition,
-            coordinator_epoch: shard.coordinator_epoch,
+            coordinator_epoch: shard.ownership.coordinator_epoch,
             next: metadata,
         };
         return Ok(InitStep::Write {
@@ -574,12 +563,16 @@ fn init_step(
 }
 
 /// Checks the caller's producer id and epoch against the coordinator's.
-fn check_producer(
-    entry: Option<&TxnEntry>,
+fn check_producer<'a>(
+    shard: &'a TxnShard,
+    transactional_id: &str,
     producer_id: ProducerId,
     producer_epoch: ProducerEpoch,
-) -> Result<&TxnEntry, ErrorCode> {
-    let entry = entry.ok_or(ErrorCode::InvalidProducerIdMapping)?;
+) -> Result<&'a TxnMetadata, ErrorCode> {
+    let entry = shard
+        .txns
+        .get(transactional_id)
+        .ok_or(ErrorCode::InvalidProducerIdMapping)?;
     if entry.metadata.producer_id != producer_id {
         return Err(ErrorCode::InvalidProducerIdMapping);
     }
@@ -589,7 +582,7 @@ fn check_producer(
     if entry.pending {
         return Err(ErrorCode::ConcurrentTransactions);
     }
-    Ok(entry)
+    Ok(&entry.metadata)
 }
 
 async fn add_partitions(
@@ -610,12 +603,7 @@ async fn add_partitions(
     }
     let now = now_ms();
     let step = with_shard(broker, &transactional_id, |shard, partition| {
-        let entry = check_producer(
-            shard.txns.get(&transactional_id),
-            producer_id,
-            producer_epoch,
-        )?;
-        let current = &entry.metadata;
+        let current = check_producer(shard, &transactional_id, producer_id, producer_epoch)?;
         match current.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 return Err(ErrorCode::ConcurrentTransactions);
@@ -679,12 +667,7 @@ async fn end_txn(
     committed: bool,
 ) -> Result<(), ErrorCode> {
     let step = with_shard(broker, &transactional_id, |shard, partition| {
-        let entry = check_producer(
-            shard.txns.get(&transactional_id),
-            producer_id,
-            producer_epoch,
-        )?;
-        let current = &entry.metadata;
+        let current = check_producer(shard, &transactional_id, producer_id, producer_epoch)?;
         match (current.state, committed) {
             (TxnState::Ongoing, _) => {}
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
@@ -738,7 +721,7 @@ async fn complete(
             let Some(shard) = state.txns.shards.get(partition) else {
                 return;
             };
-            if shard.coordinator_epoch != coordinator_epoch {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return;
             }
             let Some(entry) = shard.txns.get(&transactional_id) else {
@@ -771,7 +754,7 @@ async fn complete(
         }
         // Every marker is written: the transaction is complete.
         let claimed = with_shard(broker, &transactional_id, |shard, _| {
-            if shard.coordinator_epoch != coordinator_epoch {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return false;
             }
             match shard.txns.get_mut(&transactional_id) {
@@ -1183,7 +1166,7 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
         {
             let mut state = broker.state.borrow_mut();
             for (partition, shard) in state.txns.shards.loaded_iter_mut() {
-                let coordinator_epoch = shard.coordinator_epoch;
+                let coordinator_epoch = shard.ownership.coordinator_epoch;
                 for entry in shard.txns.values_mut() {
                     let metadata = &entry.metadata;
                     let overdue = now >= metadata.txn_start_ms + u64::from(metadata.timeout_ms);
@@ -1224,8 +1207,7 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
 /// the load delay, then finish the transactions it finds prepared.
 pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
     let shard = TxnShard {
-        coordinator_epoch: leader_epoch,
-        loaded: false,
+        ownership: ShardOwnership::loading(leader_epoch),
         txns: BTreeMap::new(),
     };
     TXN_SHARDS.start_loading(broker, partition, leader_epoch, shard, move |broker| {
