@@ -60,6 +60,19 @@ enum GroupState {
 }
 
 impl GroupState {
+    /// Whether a group may move from `previous` to this state (Kafka's
+    /// `GroupState.validPreviousStates`, without Dead: groups are never
+    /// deleted here).
+    fn can_follow(self, previous: GroupState) -> bool {
+        use GroupState::*;
+        match self {
+            Empty => previous == PreparingRebalance,
+            PreparingRebalance => matches!(previous, Stable | CompletingRebalance | Empty),
+            CompletingRebalance => previous == PreparingRebalance,
+            Stable => previous == CompletingRebalance,
+        }
+    }
+
     fn code(self) -> i64 {
         match self {
             GroupState::Empty => 0,
@@ -117,10 +130,14 @@ struct Group {
     protocol_type: Option<String>,
     protocol: Option<String>,
     leader: Option<String>,
+    /// Bounded by the clients that join: a member that stops heartbeating
+    /// is removed after its session timeout.
     members: BTreeMap<String, Member>,
     /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, not yet
     /// joined, with the time they expire (their session timeout).
     pending_members: BTreeMap<String, u64>,
+    /// One per partition the group committed (Kafka expires them after
+    /// `offsets.retention.minutes`, longer than any simulated run).
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
     /// Non-transactional commits being written, per partition.
     pending_commits: BTreeMap<TopicPartition, u32>,
@@ -153,6 +170,18 @@ impl Group {
             sync_deadline_ms: 0,
             needs_store: false,
         }
+    }
+
+    /// Moves the group to `next`, which must be a legal successor of its
+    /// state (loading a shard sets states directly: it is not a transition).
+    fn transition(&mut self, group_id: &str, next: GroupState) {
+        assert!(
+            next.can_follow(self.state),
+            "group {group_id}: illegal transition {:?} -> {next:?} (seed {})",
+            self.state,
+            crate::cluster::current_seed()
+        );
+        self.state = next;
     }
 
     /// Takes `offset` for `tp` unless a later commit record (by its place
@@ -241,8 +270,13 @@ struct PendingTxnOffset {
 #[derive(Debug)]
 struct Shard {
     ownership: ShardOwnership,
+    /// Every group id used on this shard: groups are not deleted (Kafka
+    /// deletes an empty group once its offsets expire, which no simulated
+    /// run reaches).
     groups: BTreeMap<String, Group>,
     /// Transactional offsets not yet committed or aborted, by producer.
+    /// Bounded by the producers with an open transaction: its marker
+    /// removes the entry.
     pending_txn: BTreeMap<ProducerId, BTreeMap<(String, TopicPartition), PendingTxnOffset>>,
     next_join_order: u64,
 }
@@ -436,7 +470,7 @@ fn prepare_rebalance(broker: &Broker, group_id: &str, group: &mut Group, now: u6
         }
     }
     let was_empty = group.state == GroupState::Empty;
-    group.state = GroupState::PreparingRebalance;
+    group.transition(group_id, GroupState::PreparingRebalance);
     group.rebalance_deadline_ms = now + group.max_rebalance_timeout_ms();
     if was_empty && broker.config.group_initial_rebalance_delay_ms > 0 {
         group.initial_delay_until_ms = Some(now + broker.config.group_initial_rebalance_delay_ms);
@@ -491,10 +525,14 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
     for member_id in missing {
         remove_member(broker, group_id, group, &member_id, 1);
     }
-    group.generation += 1;
+    // The only place a generation changes (loading aside): it only grows.
+    group.generation = group
+        .generation
+        .checked_add(1)
+        .expect("group generations do not overflow");
     group.initial_delay_until_ms = None;
     if group.members.is_empty() {
-        group.state = GroupState::Empty;
+        group.transition(group_id, GroupState::Empty);
         group.protocol = None;
         group.protocol_type = None;
         group.leader = None;
@@ -541,7 +579,7 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
             },
         });
     }
-    group.state = GroupState::CompletingRebalance;
+    group.transition(group_id, GroupState::CompletingRebalance);
     group.sync_deadline_ms = now + group.max_rebalance_timeout_ms();
     trace_group(broker, group_id, group);
 }
@@ -1259,11 +1297,19 @@ async fn store_assignment(
         match stored {
             Ok(_) => {
                 for (id, member) in group.members.iter_mut() {
+                    // The record was made from this generation's members,
+                    // and a member leaving would have ended the generation.
+                    assert!(
+                        assigned.contains_key(id),
+                        "group {group_id}: member {id} of generation {generation_id} has no \
+                         assignment (seed {})",
+                        crate::cluster::current_seed()
+                    );
                     member.assignment = assigned.get(id).cloned().unwrap_or_default();
                     member.awaiting_sync = false;
                     member.sync_result = Some((generation_id, Ok(member.assignment.clone())));
                 }
-                group.state = GroupState::Stable;
+                group.transition(group_id, GroupState::Stable);
                 trace_group(broker, group_id, group);
                 let own = group.members.get_mut(&request.member_id).map(|m| {
                     m.sync_result = None;

@@ -74,6 +74,7 @@ impl StoredBatch {
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PartitionLog {
+    /// Grows with the log: there is no retention (see the module's note).
     batches: Vec<StoredBatch>,
     log_end_offset: i64,
     /// (leader epoch, its start offset), increasing in both.
@@ -88,7 +89,8 @@ pub(crate) struct PartitionLog {
     /// watermark passes its marker. Entries the high watermark has passed are
     /// ignored and pruned at the next marker.
     completed_unreplicated: BTreeMap<i64, i64>,
-    /// Aborted transactions in marker (= last offset) order.
+    /// Aborted transactions in marker (= last offset) order; grows with the
+    /// log, which has no retention.
     aborted: Vec<AbortedTxn>,
     /// The high watermark (checkpointed with the log).
     pub high_watermark: i64,

@@ -97,6 +97,7 @@ pub(crate) struct BrokerState {
     pub metadata: Rc<MetadataImage>,
     /// -1 until registered with the controller.
     pub broker_epoch: i64,
+    /// One per partition the metadata places on this broker.
     pub replicas: BTreeMap<TopicPartition, Replica>,
     /// Leaders this broker runs a fetcher for, with the fetcher's wake-up
     /// (new partitions to fetch cut its long poll short).

@@ -65,6 +65,10 @@ fn in_sequence(last_sequence: i32, next_sequence: i32) -> bool {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProducerStateTable {
+    /// Every producer id that wrote to the partition. Unbounded by design:
+    /// Kafka expires idle producer ids after `producer.id.expiration.ms`
+    /// (a day), longer than any simulated run; this model never expires
+    /// them.
     producers: BTreeMap<ProducerId, ProducerEntry>,
 }
 
@@ -168,6 +172,7 @@ impl ProducerStateTable {
                 entry.batches.pop_front();
             }
             entry.batches.push_back(batch);
+            assert!(entry.batches.len() <= BATCHES_PER_PRODUCER);
         }
         if transactional && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(batch.base_offset);

@@ -153,6 +153,8 @@ struct TxnEntry {
 #[derive(Debug)]
 struct TxnShard {
     ownership: ShardOwnership,
+    /// Every transactional id used on this shard: ids never expire here
+    /// (Kafka's `transactional.id.expiration.ms` is a week).
     txns: BTreeMap<String, TxnEntry>,
 }
 
