@@ -487,15 +487,13 @@ impl Controller {
         let broker_epoch;
         {
             let mut state = self.state.borrow_mut();
-            let ControllerState {
-                brokers, topics, ..
-            } = &mut *state;
-            let entry = brokers
+            let entry = state
+                .brokers
                 .get_mut(&broker_id)
                 .expect("unfencing a registered broker");
             entry.fenced = false;
             broker_epoch = entry.broker_epoch;
-            for (name, topic) in topics.iter_mut() {
+            for (name, topic) in state.topics.iter_mut() {
                 for (index, partition) in topic.partitions.iter_mut().enumerate() {
                     if partition.leader.is_none() && partition.isr.contains(&broker_id) {
                         partition.leader = Some(broker_id);

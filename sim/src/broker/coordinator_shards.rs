@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 
-use crate::broker::{Broker, BrokerState};
+use crate::broker::{Broker, BrokerState, coordinator_partition};
 use crate::trace::EventKind;
 
 /// Who owns a shard, and whether it answers yet.
@@ -101,10 +101,25 @@ impl<S: CoordinatorShard> CoordinatorShards<S> {
 /// in the broker's state.
 pub(crate) struct ShardedTopic<S: 'static> {
     pub topic: &'static str,
+    /// How many partitions the topic has (from the broker's config).
+    pub partitions: fn(&Broker) -> i32,
     pub shards: fn(&mut BrokerState) -> &mut CoordinatorShards<S>,
 }
 
 impl<S: CoordinatorShard> ShardedTopic<S> {
+    /// Runs `f` on the loaded shard that holds `key` (a group or
+    /// transactional id), or fails with NOT_COORDINATOR /
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    pub(crate) fn with_key<R>(
+        &self,
+        broker: &Broker,
+        key: &str,
+        f: impl FnOnce(&mut S, i32) -> R,
+    ) -> Result<R, ErrorCode> {
+        let partition = coordinator_partition(key, (self.partitions)(broker));
+        self.with_loaded(broker, partition, f)
+    }
+
     /// Runs `f` on the loaded shard of `partition` (given with it), or
     /// fails with NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS.
     pub(crate) fn with_loaded<R>(

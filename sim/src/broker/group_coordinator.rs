@@ -35,11 +35,11 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::Broker;
 use crate::broker::coordinator_shards::{
     CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
 };
 use crate::broker::leader_write::{Appended, append_to_leader, await_replicated};
-use crate::broker::{Broker, coordinator_partition};
 use crate::cluster::OFFSETS_TOPIC;
 use crate::protocol::{
     ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
@@ -296,6 +296,7 @@ impl CoordinatorShard for Shard {
 /// The group coordinator's shards: the partitions of `__consumer_offsets`.
 const GROUP_SHARDS: ShardedTopic<Shard> = ShardedTopic {
     topic: OFFSETS_TOPIC,
+    partitions: |broker| broker.config.offsets_topic_partitions,
     shards: |state| &mut state.groups.shards,
 };
 
@@ -426,20 +427,6 @@ impl Shard {
                 .any(|(g, p)| g.as_str() == group && p == partition)
         })
     }
-}
-
-fn shard_of(broker: &Broker, group_id: &str) -> i32 {
-    coordinator_partition(group_id, broker.config.offsets_topic_partitions)
-}
-
-/// Runs `f` on the loaded shard of `group_id`, or fails with
-/// NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS.
-fn with_shard<R>(
-    broker: &Broker,
-    group_id: &str,
-    f: impl FnOnce(&mut Shard, i32) -> R,
-) -> Result<R, ErrorCode> {
-    GROUP_SHARDS.with_loaded(broker, shard_of(broker, group_id), f)
 }
 
 fn trace_group(broker: &Broker, group_id: &str, group: &Group) {
@@ -852,7 +839,7 @@ async fn join_group(broker: &Rc<Broker>, request: &JoinRequest) -> Response {
     if request.member_id.is_empty() {
         return require_member_id(broker, request, now);
     }
-    let registered = with_shard(broker, &request.group_id, |shard, _| {
+    let registered = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, _| {
         register_join(broker, shard, request, now)
     });
     let coordinator_epoch = match registered {
@@ -886,7 +873,7 @@ fn check_join(broker: &Broker, request: &JoinRequest) -> Result<(), ErrorCode> {
 /// MEMBER_ID_REQUIRED, and joins with it; until then it is a pending member.
 fn require_member_id(broker: &Broker, request: &JoinRequest, now: u64) -> Response {
     let member_id = broker.new_member_id(&request.client_id);
-    let pending = with_shard(broker, &request.group_id, |shard, _| {
+    let pending = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, _| {
         let group = shard
             .groups
             .entry(request.group_id.clone())
@@ -1040,7 +1027,7 @@ async fn await_join(broker: &Broker, request: &JoinRequest, coordinator_epoch: i
     let timeout = tokio::time::sleep(Duration::from_millis(bound_ms));
     tokio::pin!(timeout);
     loop {
-        let outcome = with_shard(broker, group_id, |shard, _| {
+        let outcome = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
             if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return Some(Err(ErrorCode::NotCoordinator));
             }
@@ -1171,7 +1158,7 @@ enum SyncStep {
 
 async fn sync_group(broker: &Rc<Broker>, request: SyncRequest) -> Response {
     let now = now_ms();
-    let step = with_shard(broker, &request.group_id, |shard, partition| {
+    let step = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, partition| {
         sync_step(shard, partition, &request, now)
     });
     match step {
@@ -1284,7 +1271,7 @@ async fn store_assignment(
         .map(|m| (m.member_id.clone(), m.assignment.clone()))
         .collect();
     let stored = write_records(broker, partition, None, vec![encode(group_id, &record)]).await;
-    let applied = with_shard(broker, group_id, |shard, _| {
+    let applied = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         if shard.ownership.coordinator_epoch != coordinator_epoch {
             return Err(ErrorCode::NotCoordinator);
         }
@@ -1347,7 +1334,7 @@ async fn await_assignment(
     let (group_id, generation_id) = (&request.group_id, request.generation_id);
     let mut changed = broker.changed.subscribe();
     loop {
-        let outcome = with_shard(broker, group_id, |shard, _| {
+        let outcome = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
             if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return Some(Err(ErrorCode::NotCoordinator));
             }
@@ -1395,7 +1382,7 @@ fn heartbeat(
     member_id: &str,
 ) -> Result<(), ErrorCode> {
     let now = now_ms();
-    with_shard(broker, group_id, |shard, _| {
+    GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         let group = shard
             .groups
             .get_mut(group_id)
@@ -1422,7 +1409,7 @@ fn heartbeat(
 
 fn leave_group(broker: &Broker, group_id: &str, member_id: &str) -> Result<(), ErrorCode> {
     let now = now_ms();
-    let result = with_shard(broker, group_id, |shard, _| {
+    let result = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         let group = shard
             .groups
             .get_mut(group_id)
@@ -1486,7 +1473,7 @@ fn admit_commit(
     offsets: &[(TopicPartition, OffsetAndMetadata)],
     check: impl FnOnce(&mut Shard) -> Result<(), ErrorCode>,
 ) -> Result<(i32, i32), OffsetResults> {
-    let admitted = with_shard(broker, group_id, |shard, partition| {
+    let admitted = GROUP_SHARDS.with_key(broker, group_id, |shard, partition| {
         check(shard)?;
         Ok((shard.ownership.coordinator_epoch, partition))
     });
@@ -1593,7 +1580,7 @@ async fn offset_commit(
     };
     let records = offset_records(&group_id, &offsets);
     let stored = write_records(broker, partition, None, records).await;
-    let _ = with_shard(broker, &group_id, |shard, _| {
+    let _ = GROUP_SHARDS.with_key(broker, &group_id, |shard, _| {
         if shard.ownership.coordinator_epoch != coordinator_epoch {
             return;
         }
@@ -1630,7 +1617,7 @@ fn offset_fetch(
     partitions: Vec<TopicPartition>,
     require_stable: bool,
 ) -> Response {
-    let result = with_shard(broker, group_id, |shard, _| {
+    let result = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         let group = shard.groups.get(group_id);
         let partitions = if partitions.is_empty() {
             group
@@ -1703,7 +1690,7 @@ async fn txn_offset_commit(
     ) {
         Err(error) => Err(error),
         Ok(appended) => {
-            let _ = with_shard(broker, &group_id, |shard, _| {
+            let _ = GROUP_SHARDS.with_key(broker, &group_id, |shard, _| {
                 if shard.ownership.coordinator_epoch != coordinator_epoch {
                     return;
                 }
@@ -1829,4 +1816,40 @@ fn replay_batch(shard: &mut Shard, tp: &TopicPartition, batch: &RecordBatch, now
 /// This broker no longer leads `__consumer_offsets-<partition>`.
 pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
     GROUP_SHARDS.unload(broker, partition);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_states_follow_kafkas_valid_previous_states() {
+        use GroupState::*;
+        let all = [Empty, PreparingRebalance, CompletingRebalance, Stable];
+        // Kafka's GroupState.validPreviousStates, less Dead.
+        let legal = [
+            (PreparingRebalance, Empty),
+            (Empty, PreparingRebalance),
+            (Stable, PreparingRebalance),
+            (CompletingRebalance, PreparingRebalance),
+            (PreparingRebalance, CompletingRebalance),
+            (CompletingRebalance, Stable),
+        ];
+        for previous in all {
+            for next in all {
+                assert_eq!(
+                    next.can_follow(previous),
+                    legal.contains(&(previous, next)),
+                    "{previous:?} -> {next:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "illegal transition")]
+    fn an_illegal_group_transition_panics() {
+        let mut group = Group::new();
+        group.transition("g", GroupState::Stable);
+    }
 }

@@ -176,20 +176,9 @@ impl CoordinatorShard for TxnShard {
 /// `__transaction_state`.
 const TXN_SHARDS: ShardedTopic<TxnShard> = ShardedTopic {
     topic: TRANSACTION_STATE_TOPIC,
+    partitions: |broker| broker.config.transaction_state_partitions,
     shards: |state| &mut state.txns.shards,
 };
-
-fn shard_of(broker: &Broker, transactional_id: &str) -> i32 {
-    coordinator_partition(transactional_id, broker.config.transaction_state_partitions)
-}
-
-fn with_shard<R>(
-    broker: &Broker,
-    transactional_id: &str,
-    f: impl FnOnce(&mut TxnShard, i32) -> R,
-) -> Result<R, ErrorCode> {
-    TXN_SHARDS.with_loaded(broker, shard_of(broker, transactional_id), f)
-}
 
 fn trace_txn(broker: &Broker, metadata: &TxnMetadata) {
     broker.trace.record(
@@ -250,7 +239,7 @@ async fn write_transition(
         }
     };
     let transactional_id = metadata.transactional_id.clone();
-    let applied = with_shard(broker, &transactional_id, |shard, _| {
+    let applied = TXN_SHARDS.with_key(broker, &transactional_id, |shard, _| {
         if shard.ownership.coordinator_epoch != coordinator_epoch {
             return Err(ErrorCode::NotCoordinator);
         }
@@ -433,7 +422,7 @@ async fn init_producer_id(
     if request.timeout_ms == 0 || request.timeout_ms > broker.config.transaction_max_timeout_ms {
         return Err(ErrorCode::InvalidTransactionTimeout);
     }
-    let known = with_shard(broker, transactional_id, |shard, _| {
+    let known = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
         shard.txns.get(transactional_id).map(|e| e.metadata.clone())
     })?;
     // A new id, or an epoch about to overflow, needs a fresh producer id.
@@ -447,7 +436,7 @@ async fn init_producer_id(
         None
     };
     let now = now_ms();
-    let step = with_shard(broker, transactional_id, |shard, partition| {
+    let step = TXN_SHARDS.with_key(broker, transactional_id, |shard, partition| {
         init_step(shard, partition, &request, fresh_id, now)
     })??;
     match step {
@@ -456,7 +445,7 @@ async fn init_producer_id(
             let written = transition.write(broker).await;
             if written.is_err() && new_id {
                 // The new id's first write failed: it has no state at all.
-                let _ = with_shard(broker, transactional_id, |shard, _| {
+                let _ = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
                     if shard
                         .txns
                         .get(transactional_id)
@@ -604,7 +593,7 @@ async fn add_partitions(
         return results;
     }
     let now = now_ms();
-    let step = with_shard(broker, &transactional_id, |shard, partition| {
+    let step = TXN_SHARDS.with_key(broker, &transactional_id, |shard, partition| {
         let current = check_producer(shard, &transactional_id, producer_id, producer_epoch)?;
         match current.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
@@ -668,7 +657,7 @@ async fn end_txn(
     producer_epoch: ProducerEpoch,
     committed: bool,
 ) -> Result<(), ErrorCode> {
-    let step = with_shard(broker, &transactional_id, |shard, partition| {
+    let step = TXN_SHARDS.with_key(broker, &transactional_id, |shard, partition| {
         let current = check_producer(shard, &transactional_id, producer_id, producer_epoch)?;
         match (current.state, committed) {
             (TxnState::Ongoing, _) => {}
@@ -755,7 +744,7 @@ async fn complete(
             continue;
         }
         // Every marker is written: the transaction is complete.
-        let claimed = with_shard(broker, &transactional_id, |shard, _| {
+        let claimed = TXN_SHARDS.with_key(broker, &transactional_id, |shard, _| {
             if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return false;
             }
@@ -969,7 +958,7 @@ pub(crate) fn handle_verify(
     producer_epoch: ProducerEpoch,
     partitions: Vec<TopicPartition>,
 ) -> InternalResponse {
-    let verdict = with_shard(broker, transactional_id, |shard, _| {
+    let verdict = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
         let entry = shard
             .txns
             .get(transactional_id)
@@ -1266,4 +1255,72 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
 /// This broker no longer leads `__transaction_state-<partition>`.
 pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
     TXN_SHARDS.unload(broker, partition);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_states_follow_kafkas_valid_previous_states() {
+        use TxnState::*;
+        let all = [
+            Empty,
+            Ongoing,
+            PrepareCommit,
+            PrepareAbort,
+            CompleteCommit,
+            CompleteAbort,
+        ];
+        // Kafka's TransactionState.validPreviousStates, less Dead and
+        // PrepareEpochFence.
+        let legal = [
+            (Empty, Empty),
+            (CompleteCommit, Empty),
+            (CompleteAbort, Empty),
+            (Empty, Ongoing),
+            (Ongoing, Ongoing),
+            (CompleteCommit, Ongoing),
+            (CompleteAbort, Ongoing),
+            (Ongoing, PrepareCommit),
+            (Ongoing, PrepareAbort),
+            (PrepareCommit, CompleteCommit),
+            (PrepareAbort, CompleteAbort),
+        ];
+        for previous in all {
+            for next in all {
+                assert_eq!(
+                    next.can_follow(previous),
+                    legal.contains(&(previous, next)),
+                    "{previous:?} -> {next:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fencing_an_open_transaction_bumps_the_epoch_until_it_would_overflow() {
+        let metadata = TxnMetadata {
+            transactional_id: "t".into(),
+            producer_id: 4,
+            producer_epoch: 7,
+            last_producer_epoch: 6,
+            timeout_ms: 100,
+            state: TxnState::Ongoing,
+            partitions: BTreeSet::new(),
+            txn_start_ms: 0,
+        };
+        let fenced = metadata.fenced_for_abort();
+        assert_eq!(fenced.state, TxnState::PrepareAbort);
+        assert_eq!((fenced.producer_epoch, fenced.last_producer_epoch), (8, 7));
+        fenced.assert_follows(&metadata);
+        let at_limit = TxnMetadata {
+            producer_epoch: ProducerEpoch::MAX - 1,
+            ..metadata
+        };
+        assert_eq!(
+            at_limit.fenced_for_abort().producer_epoch,
+            ProducerEpoch::MAX - 1
+        );
+    }
 }
