@@ -72,6 +72,35 @@ pub(crate) struct Controller {
     changed: watch::Sender<u64>,
 }
 
+/// A leader election, for the trace.
+struct Election {
+    topic: String,
+    partition: i32,
+    leader: Option<BrokerId>,
+    leader_epoch: i32,
+    isr_mask: i64,
+}
+
+impl Election {
+    /// The election just made in partition `index` of `topic`.
+    fn of(topic: &str, index: usize, partition: &PartitionImage) -> Self {
+        assert!(
+            partition
+                .leader
+                .is_none_or(|leader| partition.isr.contains(&leader)),
+            "{topic}-{index}: an elected leader is in the ISR (seed {})",
+            crate::seed_context::current_seed()
+        );
+        Election {
+            topic: topic.to_string(),
+            partition: index as i32,
+            leader: partition.leader,
+            leader_epoch: partition.leader_epoch,
+            isr_mask: broker_mask(&partition.isr),
+        }
+    }
+}
+
 impl Controller {
     pub(crate) fn new(config: Rc<ClusterConfig>, trace: Trace, placement: DetRng) -> Self {
         let (changed, _) = watch::channel(0);
@@ -374,6 +403,35 @@ impl Controller {
         }
     }
 
+    /// Traces a broker's fencing or unfencing, then the elections it caused.
+    fn trace_fencing(
+        &self,
+        kind: EventKind,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        elections: &[Election],
+    ) {
+        self.trace.record(
+            Node::Controller,
+            kind,
+            Subject::None,
+            [i64::from(broker_id), broker_epoch, 0, 0],
+        );
+        for election in elections {
+            self.trace.record(
+                Node::Controller,
+                EventKind::Election,
+                Subject::Partition(&election.topic, election.partition),
+                [
+                    election.leader.map_or(-1, i64::from),
+                    i64::from(election.leader_epoch),
+                    election.isr_mask,
+                    0,
+                ],
+            );
+        }
+    }
+
     /// Fences a broker: out of every ISR it is not the last member of, and
     /// its leaderships move to live in-sync replicas.
     pub(crate) fn fence(&self, broker_id: BrokerId) {
@@ -412,13 +470,7 @@ impl Controller {
                             .find(|id| partition.isr.contains(id) && live.contains(id));
                         partition.leader_epoch += 1;
                         changed = true;
-                        elections.push((
-                            name.clone(),
-                            index as i32,
-                            partition.leader,
-                            partition.leader_epoch,
-                            broker_mask(&partition.isr),
-                        ));
+                        elections.push(Election::of(name, index, partition));
                     }
                     if changed {
                         partition.partition_epoch += 1;
@@ -426,25 +478,7 @@ impl Controller {
                 }
             }
         }
-        self.trace.record(
-            Node::Controller,
-            EventKind::BrokerFenced,
-            Subject::None,
-            [i64::from(broker_id), broker_epoch, 0, 0],
-        );
-        for (topic, partition, leader, leader_epoch, isr_mask) in elections {
-            self.trace.record(
-                Node::Controller,
-                EventKind::Election,
-                Subject::Partition(&topic, partition),
-                [
-                    leader.map_or(-1, i64::from),
-                    i64::from(leader_epoch),
-                    isr_mask,
-                    0,
-                ],
-            );
-        }
+        self.trace_fencing(EventKind::BrokerFenced, broker_id, broker_epoch, &elections);
         self.bump();
     }
 
@@ -453,44 +487,29 @@ impl Controller {
         let broker_epoch;
         {
             let mut state = self.state.borrow_mut();
-            let ControllerState {
-                brokers, topics, ..
-            } = &mut *state;
-            let entry = brokers
+            let entry = state
+                .brokers
                 .get_mut(&broker_id)
                 .expect("unfencing a registered broker");
             entry.fenced = false;
             broker_epoch = entry.broker_epoch;
-            for (name, topic) in topics.iter_mut() {
+            for (name, topic) in state.topics.iter_mut() {
                 for (index, partition) in topic.partitions.iter_mut().enumerate() {
                     if partition.leader.is_none() && partition.isr.contains(&broker_id) {
                         partition.leader = Some(broker_id);
                         partition.leader_epoch += 1;
                         partition.partition_epoch += 1;
-                        elections.push((
-                            name.clone(),
-                            index as i32,
-                            partition.leader_epoch,
-                            broker_mask(&partition.isr),
-                        ));
+                        elections.push(Election::of(name, index, partition));
                     }
                 }
             }
         }
-        self.trace.record(
-            Node::Controller,
+        self.trace_fencing(
             EventKind::BrokerUnfenced,
-            Subject::None,
-            [i64::from(broker_id), broker_epoch, 0, 0],
+            broker_id,
+            broker_epoch,
+            &elections,
         );
-        for (topic, partition, leader_epoch, isr_mask) in elections {
-            self.trace.record(
-                Node::Controller,
-                EventKind::Election,
-                Subject::Partition(&topic, partition),
-                [i64::from(broker_id), i64::from(leader_epoch), isr_mask, 0],
-            );
-        }
         self.bump();
         self.maybe_create_internal_topics();
     }

@@ -35,12 +35,15 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::server::{append_to_leader, wait_for_replication};
-use crate::broker::{Broker, coordinator_partition};
+use crate::broker::Broker;
+use crate::broker::coordinator_shards::{
+    CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
+};
+use crate::broker::leader_write::{Appended, append_to_leader, await_replicated};
 use crate::config::OFFSETS_TOPIC;
 use crate::protocol::{
-    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
-    Request, Response, codes,
+    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
+    RecordData, Request, Response, codes,
 };
 use crate::trace::{EventKind, Subject};
 use crate::world::now_ms;
@@ -57,6 +60,19 @@ enum GroupState {
 }
 
 impl GroupState {
+    /// Whether a group may move from `previous` to this state (Kafka's
+    /// `GroupState.validPreviousStates`, without Dead: groups are never
+    /// deleted here).
+    fn can_follow(self, previous: GroupState) -> bool {
+        use GroupState::*;
+        match self {
+            Empty => previous == PreparingRebalance,
+            PreparingRebalance => matches!(previous, Stable | CompletingRebalance | Empty),
+            CompletingRebalance => previous == PreparingRebalance,
+            Stable => previous == CompletingRebalance,
+        }
+    }
+
     fn code(self) -> i64 {
         match self {
             GroupState::Empty => 0,
@@ -114,10 +130,14 @@ struct Group {
     protocol_type: Option<String>,
     protocol: Option<String>,
     leader: Option<String>,
+    /// Bounded by the clients that join: a member that stops heartbeating
+    /// is removed after its session timeout.
     members: BTreeMap<String, Member>,
     /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, not yet
     /// joined, with the time they expire (their session timeout).
     pending_members: BTreeMap<String, u64>,
+    /// One per partition the group committed (Kafka expires them after
+    /// `offsets.retention.minutes`, longer than any simulated run).
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
     /// Non-transactional commits being written, per partition.
     pending_commits: BTreeMap<TopicPartition, u32>,
@@ -149,6 +169,41 @@ impl Group {
             initial_delay_limit_ms: 0,
             sync_deadline_ms: 0,
             needs_store: false,
+        }
+    }
+
+    /// Moves the group to `next`, which must be a legal successor of its
+    /// state (loading a shard sets states directly: it is not a transition).
+    fn transition(&mut self, group_id: &str, next: GroupState) {
+        assert!(
+            next.can_follow(self.state),
+            "group {group_id}: illegal transition {:?} -> {next:?} (seed {})",
+            self.state,
+            crate::seed_context::current_seed()
+        );
+        self.state = next;
+    }
+
+    /// Takes `offset` for `tp` unless a later commit record (by its place
+    /// in the log) is already there.
+    fn commit_if_newer(
+        &mut self,
+        tp: &TopicPartition,
+        offset: &OffsetAndMetadata,
+        log_offset: i64,
+    ) {
+        let newer = self
+            .offsets
+            .get(tp)
+            .is_none_or(|existing| existing.log_offset < log_offset);
+        if newer {
+            self.offsets.insert(
+                tp.clone(),
+                CommittedOffset {
+                    offset: offset.clone(),
+                    log_offset,
+                },
+            );
         }
     }
 
@@ -214,10 +269,14 @@ struct PendingTxnOffset {
 /// One `__consumer_offsets` partition this broker leads.
 #[derive(Debug)]
 struct Shard {
-    coordinator_epoch: i32,
-    loaded: bool,
+    ownership: ShardOwnership,
+    /// Every group id used on this shard: groups are not deleted (Kafka
+    /// deletes an empty group once its offsets expire, which no simulated
+    /// run reaches).
     groups: BTreeMap<String, Group>,
     /// Transactional offsets not yet committed or aborted, by producer.
+    /// Bounded by the producers with an open transaction: its marker
+    /// removes the entry.
     pending_txn: BTreeMap<ProducerId, BTreeMap<(String, TopicPartition), PendingTxnOffset>>,
     next_join_order: u64,
 }
@@ -225,8 +284,21 @@ struct Shard {
 /// The group coordinator's state on one broker.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCoordinator {
-    shards: BTreeMap<i32, Shard>,
+    shards: CoordinatorShards<Shard>,
 }
+
+impl CoordinatorShard for Shard {
+    fn ownership(&mut self) -> &mut ShardOwnership {
+        &mut self.ownership
+    }
+}
+
+/// The group coordinator's shards: the partitions of `__consumer_offsets`.
+const GROUP_SHARDS: ShardedTopic<Shard> = ShardedTopic {
+    topic: OFFSETS_TOPIC,
+    partitions: |broker| broker.config.offsets_topic_partitions,
+    shards: |state| &mut state.groups.shards,
+};
 
 /// A record in `__consumer_offsets` (postcard-encoded in the value).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -342,19 +414,7 @@ impl Shard {
         if committed {
             for ((group, partition), pending) in pending {
                 let group = self.groups.entry(group).or_insert_with(Group::new);
-                let newer = group
-                    .offsets
-                    .get(&partition)
-                    .is_none_or(|existing| existing.log_offset < pending.log_offset);
-                if newer {
-                    group.offsets.insert(
-                        partition,
-                        CommittedOffset {
-                            offset: pending.offset,
-                            log_offset: pending.log_offset,
-                        },
-                    );
-                }
+                group.commit_if_newer(&partition, &pending.offset, pending.log_offset);
             }
         }
         count
@@ -367,30 +427,6 @@ impl Shard {
                 .any(|(g, p)| g.as_str() == group && p == partition)
         })
     }
-}
-
-fn shard_of(broker: &Broker, group_id: &str) -> i32 {
-    coordinator_partition(group_id, broker.config.offsets_topic_partitions)
-}
-
-/// Runs `f` on the loaded shard of `group_id`, or fails with
-/// NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS.
-fn with_shard<R>(
-    broker: &Broker,
-    group_id: &str,
-    f: impl FnOnce(&mut Shard, i32) -> R,
-) -> Result<R, ErrorCode> {
-    let partition = shard_of(broker, group_id);
-    let mut state = broker.state.borrow_mut();
-    let shard = state
-        .groups
-        .shards
-        .get_mut(&partition)
-        .ok_or(ErrorCode::NotCoordinator)?;
-    if !shard.loaded {
-        return Err(ErrorCode::CoordinatorLoadInProgress);
-    }
-    Ok(f(shard, partition))
 }
 
 fn trace_group(broker: &Broker, group_id: &str, group: &Group) {
@@ -421,7 +457,7 @@ fn prepare_rebalance(broker: &Broker, group_id: &str, group: &mut Group, now: u6
         }
     }
     let was_empty = group.state == GroupState::Empty;
-    group.state = GroupState::PreparingRebalance;
+    group.transition(group_id, GroupState::PreparingRebalance);
     group.rebalance_deadline_ms = now + group.max_rebalance_timeout_ms();
     if was_empty && broker.config.group_initial_rebalance_delay_ms > 0 {
         group.initial_delay_until_ms = Some(now + broker.config.group_initial_rebalance_delay_ms);
@@ -476,10 +512,14 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
     for member_id in missing {
         remove_member(broker, group_id, group, &member_id, 1);
     }
-    group.generation += 1;
+    // The only place a generation changes (loading aside): it only grows.
+    group.generation = group
+        .generation
+        .checked_add(1)
+        .expect("group generations do not overflow");
     group.initial_delay_until_ms = None;
     if group.members.is_empty() {
-        group.state = GroupState::Empty;
+        group.transition(group_id, GroupState::Empty);
         group.protocol = None;
         group.protocol_type = None;
         group.leader = None;
@@ -505,20 +545,7 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
         .clone()
         .expect("a non-empty group has a leader");
     let protocol = group.protocol.clone();
-    let all_members: Vec<JoinMember> = group
-        .members
-        .iter()
-        .map(|(id, m)| JoinMember {
-            member_id: id.clone(),
-            group_instance_id: m.group_instance_id.clone(),
-            metadata: m
-                .protocols
-                .iter()
-                .find(|p| Some(&p.name) == protocol.as_ref())
-                .map(|p| p.metadata.clone())
-                .unwrap_or_default(),
-        })
-        .collect();
+    let all_members = join_members(&group.members, protocol.as_ref());
     let generation = group.generation;
     for (id, member) in group.members.iter_mut() {
         // Kafka schedules each member's next heartbeat expiration now; a
@@ -539,9 +566,27 @@ fn maybe_complete_join(broker: &Broker, group_id: &str, group: &mut Group, now: 
             },
         });
     }
-    group.state = GroupState::CompletingRebalance;
+    group.transition(group_id, GroupState::CompletingRebalance);
     group.sync_deadline_ms = now + group.max_rebalance_timeout_ms();
     trace_group(broker, group_id, group);
+}
+
+/// The members as the leader's JoinGroup answer lists them, each with its
+/// metadata for the chosen protocol.
+fn join_members(members: &BTreeMap<String, Member>, protocol: Option<&String>) -> Vec<JoinMember> {
+    members
+        .iter()
+        .map(|(id, m)| JoinMember {
+            member_id: id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+            metadata: m
+                .protocols
+                .iter()
+                .find(|p| Some(&p.name) == protocol)
+                .map(|p| p.metadata.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Periodic work: session timeouts, rebalance and sync deadlines.
@@ -552,10 +597,7 @@ pub(crate) async fn session_checker(broker: Rc<Broker>) {
         let mut changed = false;
         {
             let mut state = broker.state.borrow_mut();
-            for shard in state.groups.shards.values_mut() {
-                if !shard.loaded {
-                    continue;
-                }
+            for (_, shard) in state.groups.shards.loaded_iter_mut() {
                 for (group_id, group) in shard.groups.iter_mut() {
                     let pending_before = group.pending_members.len();
                     group.pending_members.retain(|_, expiry| *expiry > now);
@@ -625,10 +667,7 @@ fn store_emptied_groups(broker: &Rc<Broker>) {
     let mut writes = Vec::new();
     {
         let mut state = broker.state.borrow_mut();
-        for (&partition, shard) in state.groups.shards.iter_mut() {
-            if !shard.loaded {
-                continue;
-            }
+        for (partition, shard) in state.groups.shards.loaded_iter_mut() {
             for (group_id, group) in shard.groups.iter_mut() {
                 if !std::mem::take(&mut group.needs_store) || !group.members.is_empty() {
                     continue;
@@ -667,8 +706,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             protocols,
             client_id,
         } => {
-            join_group(
-                broker,
+            let request = JoinRequest {
                 group_id,
                 session_timeout_ms,
                 rebalance_timeout_ms,
@@ -677,15 +715,23 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
                 protocol_type,
                 protocols,
                 client_id,
-            )
-            .await
+            };
+            join_group(broker, &request).await
         }
         Request::SyncGroup {
             group_id,
             generation_id,
             member_id,
             assignments,
-        } => sync_group(broker, group_id, generation_id, member_id, assignments).await,
+        } => {
+            let request = SyncRequest {
+                group_id,
+                generation_id,
+                member_id,
+                assignments,
+            };
+            sync_group(broker, request).await
+        }
         Request::Heartbeat {
             group_id,
             generation_id,
@@ -745,9 +791,8 @@ fn join_error(error: ErrorCode, member_id: String) -> Response {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn join_group(
-    broker: &Rc<Broker>,
+/// A JoinGroup request.
+struct JoinRequest {
     group_id: String,
     session_timeout_ms: u32,
     rebalance_timeout_ms: u32,
@@ -756,194 +801,260 @@ async fn join_group(
     protocol_type: String,
     protocols: Vec<JoinProtocol>,
     client_id: String,
-) -> Response {
-    if group_id.is_empty() {
-        return join_error(codes::INVALID_GROUP_ID, member_id);
+}
+
+impl JoinRequest {
+    /// A copy of the member's state as this request registers it.
+    fn new_member(&self, join_order: u64, now: u64) -> Member {
+        Member {
+            group_instance_id: self.group_instance_id.clone(),
+            session_timeout_ms: self.session_timeout_ms,
+            rebalance_timeout_ms: self.rebalance_timeout_ms,
+            protocol_type: self.protocol_type.clone(),
+            protocols: self.protocols.clone(),
+            assignment: Vec::new(),
+            last_heartbeat_ms: now,
+            join_order,
+            awaiting_join: true,
+            join_result: None,
+            pending_sync: false,
+            awaiting_sync: false,
+            sync_result: None,
+        }
     }
-    if session_timeout_ms < broker.config.group_min_session_timeout_ms
-        || session_timeout_ms > broker.config.group_max_session_timeout_ms
-    {
-        return join_error(codes::INVALID_SESSION_TIMEOUT, member_id);
-    }
-    if protocol_type.is_empty() || protocols.is_empty() {
-        return join_error(codes::INCONSISTENT_GROUP_PROTOCOL, member_id);
+}
+
+/// Where a registered JoinGroup stands: answered at once, or parked until
+/// the rebalance completes (in this coordinator epoch).
+enum JoinStep {
+    Answer(JoinResult),
+    Park { coordinator_epoch: i32 },
+}
+
+async fn join_group(broker: &Rc<Broker>, request: &JoinRequest) -> Response {
+    if let Err(error) = check_join(broker, request) {
+        return join_error(error, request.member_id.clone());
     }
     let now = now_ms();
-    if member_id.is_empty() {
-        // KIP-394: the member id comes back with MEMBER_ID_REQUIRED, and the
-        // member joins with it; until then it is a pending member.
-        let member_id = broker.new_member_id(&client_id);
-        let pending = with_shard(broker, &group_id, |shard, _| {
-            let group = shard
-                .groups
-                .entry(group_id.clone())
-                .or_insert_with(Group::new);
-            group
-                .pending_members
-                .insert(member_id.clone(), now + u64::from(session_timeout_ms));
-        });
-        return match pending {
-            Ok(()) => join_error(codes::MEMBER_ID_REQUIRED, member_id),
-            Err(error) => join_error(error, String::new()),
-        };
+    if request.member_id.is_empty() {
+        return require_member_id(broker, request, now);
     }
-    // Register (or update) the member; answer at once if nothing changes.
-    let registered = with_shard(broker, &group_id, |shard, _| {
-        let Some(group) = shard.groups.get_mut(&group_id) else {
-            return Err(ErrorCode::UnknownMemberId);
-        };
-        let new_member = !group.members.contains_key(&member_id);
-        if new_member && group.pending_members.remove(&member_id).is_none() {
-            return Err(ErrorCode::UnknownMemberId);
-        }
-        shard.next_join_order += 1;
-        let join_order = shard.next_join_order;
-        let coordinator_epoch = shard.coordinator_epoch;
-        let group = shard.groups.get_mut(&group_id).expect("inserted above");
-        if !group.supports(&protocol_type, &protocols) {
-            return Err(codes::INCONSISTENT_GROUP_PROTOCOL);
-        }
-        if new_member {
-            group.members.insert(
-                member_id.clone(),
-                Member {
-                    group_instance_id: group_instance_id.clone(),
-                    session_timeout_ms,
-                    rebalance_timeout_ms,
-                    protocol_type: protocol_type.clone(),
-                    protocols: protocols.clone(),
-                    assignment: Vec::new(),
-                    last_heartbeat_ms: now,
-                    join_order,
-                    awaiting_join: true,
-                    join_result: None,
-                    pending_sync: false,
-                    awaiting_sync: false,
-                    sync_result: None,
-                },
-            );
-            if group.members.len() == 1 {
-                group.protocol_type = Some(protocol_type.clone());
-            }
-            match group.state {
-                GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance => {
-                    prepare_rebalance(broker, &group_id, group, now);
-                }
-                GroupState::PreparingRebalance => {
-                    group.rebalance_deadline_ms = group
-                        .rebalance_deadline_ms
-                        .max(now + u64::from(rebalance_timeout_ms));
-                    if let Some(until) = group.initial_delay_until_ms {
-                        // Kafka's InitialDelayedJoin: each new member extends
-                        // the delay, up to the rebalance timeout.
-                        group.initial_delay_until_ms = Some(
-                            (now + broker.config.group_initial_rebalance_delay_ms)
-                                .max(until)
-                                .min(group.initial_delay_limit_ms),
-                        );
-                    }
-                }
-            }
-            maybe_complete_join(broker, &group_id, group, now);
-            return Ok((coordinator_epoch, None));
-        }
-        let is_leader = group.leader.as_deref() == Some(member_id.as_str());
-        let state = group.state;
-        let generation = group.generation;
-        let protocol = group.protocol.clone();
-        let leader = group.leader.clone().unwrap_or_default();
-        let member = group.members.get_mut(&member_id).expect("known member");
-        let same_protocols = member.protocols == protocols;
-        member.last_heartbeat_ms = now;
-        member.session_timeout_ms = session_timeout_ms;
-        member.rebalance_timeout_ms = rebalance_timeout_ms;
-        member.group_instance_id = group_instance_id.clone();
-        member.protocols = protocols.clone();
-        let answer_now = match state {
-            GroupState::CompletingRebalance => same_protocols,
-            GroupState::Stable => same_protocols && !is_leader,
-            GroupState::Empty | GroupState::PreparingRebalance => false,
-        };
-        if answer_now {
-            let members = if is_leader {
-                group
-                    .members
-                    .iter()
-                    .map(|(id, m)| JoinMember {
-                        member_id: id.clone(),
-                        group_instance_id: m.group_instance_id.clone(),
-                        metadata: m
-                            .protocols
-                            .iter()
-                            .find(|p| Some(&p.name) == protocol.as_ref())
-                            .map(|p| p.metadata.clone())
-                            .unwrap_or_default(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            return Ok((
-                coordinator_epoch,
-                Some(JoinResult {
-                    generation,
-                    protocol,
-                    leader,
-                    members,
-                }),
-            ));
-        }
-        member.awaiting_join = true;
-        member.join_result = None;
-        member.pending_sync = false;
-        member.awaiting_sync = false;
-        if state != GroupState::PreparingRebalance {
-            prepare_rebalance(broker, &group_id, group, now);
-        }
-        maybe_complete_join(broker, &group_id, group, now);
-        Ok((coordinator_epoch, None))
+    let registered = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, _| {
+        register_join(broker, shard, request, now)
     });
     let coordinator_epoch = match registered {
-        Err(error) | Ok(Err(error)) => return join_error(error, member_id),
-        Ok(Ok((_, Some(result)))) => return join_response(member_id, result),
-        Ok(Ok((coordinator_epoch, None))) => coordinator_epoch,
+        Err(error) | Ok(Err(error)) => return join_error(error, request.member_id.clone()),
+        Ok(Ok(JoinStep::Answer(result))) => {
+            return join_response(request.member_id.clone(), result);
+        }
+        Ok(Ok(JoinStep::Park { coordinator_epoch })) => coordinator_epoch,
     };
     broker.notify_changed();
-    // Park until the rebalance completes.
+    await_join(broker, request, coordinator_epoch).await
+}
+
+/// The checks of a JoinGroup that need no group.
+fn check_join(broker: &Broker, request: &JoinRequest) -> Result<(), ErrorCode> {
+    if request.group_id.is_empty() {
+        return Err(codes::INVALID_GROUP_ID);
+    }
+    if request.session_timeout_ms < broker.config.group_min_session_timeout_ms
+        || request.session_timeout_ms > broker.config.group_max_session_timeout_ms
+    {
+        return Err(codes::INVALID_SESSION_TIMEOUT);
+    }
+    if request.protocol_type.is_empty() || request.protocols.is_empty() {
+        return Err(codes::INCONSISTENT_GROUP_PROTOCOL);
+    }
+    Ok(())
+}
+
+/// KIP-394: a first JoinGroup gets its member id back with
+/// MEMBER_ID_REQUIRED, and joins with it; until then it is a pending member.
+fn require_member_id(broker: &Broker, request: &JoinRequest, now: u64) -> Response {
+    let member_id = broker.new_member_id(&request.client_id);
+    let pending = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, _| {
+        let group = shard
+            .groups
+            .entry(request.group_id.clone())
+            .or_insert_with(Group::new);
+        group.pending_members.insert(
+            member_id.clone(),
+            now + u64::from(request.session_timeout_ms),
+        );
+    });
+    match pending {
+        Ok(()) => join_error(codes::MEMBER_ID_REQUIRED, member_id),
+        Err(error) => join_error(error, String::new()),
+    }
+}
+
+/// Registers (or updates) the member; answers at once if nothing changes.
+fn register_join(
+    broker: &Broker,
+    shard: &mut Shard,
+    request: &JoinRequest,
+    now: u64,
+) -> Result<JoinStep, ErrorCode> {
+    let member_id = &request.member_id;
+    let Some(group) = shard.groups.get_mut(&request.group_id) else {
+        return Err(ErrorCode::UnknownMemberId);
+    };
+    let new_member = !group.members.contains_key(member_id);
+    if new_member && group.pending_members.remove(member_id).is_none() {
+        return Err(ErrorCode::UnknownMemberId);
+    }
+    shard.next_join_order += 1;
+    let join_order = shard.next_join_order;
+    let coordinator_epoch = shard.ownership.coordinator_epoch;
+    let group = shard
+        .groups
+        .get_mut(&request.group_id)
+        .expect("inserted above");
+    if !group.supports(&request.protocol_type, &request.protocols) {
+        return Err(codes::INCONSISTENT_GROUP_PROTOCOL);
+    }
+    if new_member {
+        join_new_member(broker, group, request, join_order, now);
+        return Ok(JoinStep::Park { coordinator_epoch });
+    }
+    match rejoin_member(broker, group, request, now) {
+        Some(result) => Ok(JoinStep::Answer(result)),
+        None => Ok(JoinStep::Park { coordinator_epoch }),
+    }
+}
+
+/// Adds a new member (its second JoinGroup) and starts or extends the
+/// rebalance.
+fn join_new_member(
+    broker: &Broker,
+    group: &mut Group,
+    request: &JoinRequest,
+    join_order: u64,
+    now: u64,
+) {
+    let group_id = &request.group_id;
+    group.members.insert(
+        request.member_id.clone(),
+        request.new_member(join_order, now),
+    );
+    if group.members.len() == 1 {
+        group.protocol_type = Some(request.protocol_type.clone());
+    }
+    match group.state {
+        GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance => {
+            prepare_rebalance(broker, group_id, group, now);
+        }
+        GroupState::PreparingRebalance => {
+            group.rebalance_deadline_ms = group
+                .rebalance_deadline_ms
+                .max(now + u64::from(request.rebalance_timeout_ms));
+            if let Some(until) = group.initial_delay_until_ms {
+                // Kafka's InitialDelayedJoin: each new member extends
+                // the delay, up to the rebalance timeout.
+                group.initial_delay_until_ms = Some(
+                    (now + broker.config.group_initial_rebalance_delay_ms)
+                        .max(until)
+                        .min(group.initial_delay_limit_ms),
+                );
+            }
+        }
+    }
+    maybe_complete_join(broker, group_id, group, now);
+}
+
+/// A known member joins again: answered at once (`Some`) if its protocols
+/// are unchanged and the group is past the join, else it starts (or joins)
+/// a rebalance and parks.
+fn rejoin_member(
+    broker: &Broker,
+    group: &mut Group,
+    request: &JoinRequest,
+    now: u64,
+) -> Option<JoinResult> {
+    let group_id = &request.group_id;
+    let member_id = &request.member_id;
+    let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+    let state = group.state;
+    let generation = group.generation;
+    let protocol = group.protocol.clone();
+    let leader = group.leader.clone().unwrap_or_default();
+    let member = group.members.get_mut(member_id).expect("known member");
+    let same_protocols = member.protocols == request.protocols;
+    member.last_heartbeat_ms = now;
+    member.session_timeout_ms = request.session_timeout_ms;
+    member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+    member.group_instance_id = request.group_instance_id.clone();
+    member.protocols = request.protocols.clone();
+    let answer_now = match state {
+        GroupState::CompletingRebalance => same_protocols,
+        GroupState::Stable => same_protocols && !is_leader,
+        GroupState::Empty | GroupState::PreparingRebalance => false,
+    };
+    if answer_now {
+        let members = if is_leader {
+            join_members(&group.members, protocol.as_ref())
+        } else {
+            Vec::new()
+        };
+        return Some(JoinResult {
+            generation,
+            protocol,
+            leader,
+            members,
+        });
+    }
+    member.awaiting_join = true;
+    member.join_result = None;
+    member.pending_sync = false;
+    member.awaiting_sync = false;
+    if state != GroupState::PreparingRebalance {
+        prepare_rebalance(broker, group_id, group, now);
+    }
+    maybe_complete_join(broker, group_id, group, now);
+    None
+}
+
+/// Parks a JoinGroup until the rebalance completes (bounded: the rebalance
+/// timeout, the initial delay and a margin).
+async fn await_join(broker: &Broker, request: &JoinRequest, coordinator_epoch: i32) -> Response {
+    let (group_id, member_id) = (&request.group_id, &request.member_id);
     let mut changed = broker.changed.subscribe();
-    let bound_ms = u64::from(rebalance_timeout_ms)
+    let bound_ms = u64::from(request.rebalance_timeout_ms)
         + broker.config.group_initial_rebalance_delay_ms
         + 10 * GROUP_TICK_MS
         + 60_000;
     let timeout = tokio::time::sleep(Duration::from_millis(bound_ms));
     tokio::pin!(timeout);
     loop {
-        let outcome = with_shard(broker, &group_id, |shard, _| {
-            if shard.coordinator_epoch != coordinator_epoch {
+        let outcome = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return Some(Err(ErrorCode::NotCoordinator));
             }
             let Some(member) = shard
                 .groups
-                .get_mut(&group_id)
-                .and_then(|g| g.members.get_mut(&member_id))
+                .get_mut(group_id)
+                .and_then(|g| g.members.get_mut(member_id))
             else {
                 return Some(Err(ErrorCode::UnknownMemberId));
             };
             member.join_result.take().map(Ok)
         });
         match outcome {
-            Err(error) | Ok(Some(Err(error))) => return join_error(error, member_id),
-            Ok(Some(Ok(result))) => return join_response(member_id, result),
+            Err(error) | Ok(Some(Err(error))) => return join_error(error, member_id.clone()),
+            Ok(Some(Ok(result))) => return join_response(member_id.clone(), result),
             Ok(None) => {}
         }
         tokio::select! {
             biased;
             result = changed.changed() => {
                 if result.is_err() {
-                    return join_error(ErrorCode::NotCoordinator, member_id);
+                    return join_error(ErrorCode::NotCoordinator, member_id.clone());
                 }
             }
-            _ = &mut timeout => return join_error(ErrorCode::RebalanceInProgress, member_id),
+            _ = &mut timeout => {
+                return join_error(ErrorCode::RebalanceInProgress, member_id.clone());
+            }
         }
     }
 }
@@ -979,14 +1090,14 @@ fn write_error(error: ErrorCode) -> ErrorCode {
     }
 }
 
-/// Appends records to the shard's partition and waits for acks=all.
-/// Returns the log offset of the first record.
-async fn write_records(
+/// Appends records to the shard's partition as leader (transactional if
+/// written for a producer).
+fn append_records(
     broker: &Broker,
     partition: i32,
     producer: Option<(ProducerId, ProducerEpoch)>,
     records: Vec<RecordData>,
-) -> Result<i64, ErrorCode> {
+) -> Result<Appended, ErrorCode> {
     let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let batch = ProduceBatch {
         topic: OFFSETS_TOPIC.to_string(),
@@ -997,168 +1108,242 @@ async fn write_records(
         transactional: producer.is_some(),
         records,
     };
-    let appended = append_to_leader(broker, batch, true).map_err(write_error)?;
-    let outcome = wait_for_replication(
-        broker,
-        std::slice::from_ref(&appended.pending),
-        broker.config.coordinator_write_timeout_ms,
-    )
-    .await;
-    match outcome[0] {
-        None => Ok(appended.base_offset),
-        Some(error) => Err(write_error(error)),
-    }
+    append_to_leader(broker, batch, true).map_err(write_error)
 }
 
-async fn sync_group(
-    broker: &Rc<Broker>,
+/// Waits for acks=all of an append to the shard's partition.
+async fn await_records(broker: &Broker, appended: &Appended) -> Result<(), ErrorCode> {
+    let timeout_ms = broker.config.coordinator_write_timeout_ms;
+    await_replicated(broker, &appended.pending, timeout_ms)
+        .await
+        .map_err(write_error)
+}
+
+/// Appends records to the shard's partition and waits for acks=all.
+/// Returns the log offset of the first record.
+async fn write_records(
+    broker: &Broker,
+    partition: i32,
+    producer: Option<(ProducerId, ProducerEpoch)>,
+    records: Vec<RecordData>,
+) -> Result<i64, ErrorCode> {
+    let appended = append_records(broker, partition, producer, records)?;
+    await_records(broker, &appended).await?;
+    Ok(appended.base_offset)
+}
+
+/// A SyncGroup request.
+struct SyncRequest {
     group_id: String,
     generation_id: i32,
     member_id: String,
+    /// The leader's assignment (empty from the other members).
     assignments: Vec<(String, Vec<TopicPartition>)>,
-) -> Response {
+}
+
+/// Where a SyncGroup stands once checked against the group.
+enum SyncStep {
+    Answer(Response),
+    /// The leader's assignment: store this group record, then hand it out.
+    Store {
+        coordinator_epoch: i32,
+        partition: i32,
+        record: GroupRecord,
+    },
+    /// A follower: wait for the leader's assignment.
+    Wait {
+        coordinator_epoch: i32,
+    },
+}
+
+async fn sync_group(broker: &Rc<Broker>, request: SyncRequest) -> Response {
     let now = now_ms();
-    enum Next {
-        Answer(Response),
-        Store(i32, i32, GroupRecord),
-        Wait(i32),
-    }
-    let next = with_shard(broker, &group_id, |shard, partition| {
-        let coordinator_epoch = shard.coordinator_epoch;
-        let Some(group) = shard.groups.get_mut(&group_id) else {
-            return Next::Answer(sync_error(ErrorCode::UnknownMemberId));
-        };
-        let Some(member) = group.members.get_mut(&member_id) else {
-            return Next::Answer(sync_error(ErrorCode::UnknownMemberId));
-        };
-        member.last_heartbeat_ms = now;
-        if generation_id != group.generation {
-            return Next::Answer(sync_error(ErrorCode::IllegalGeneration));
+    let step = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, partition| {
+        sync_step(shard, partition, &request, now)
+    });
+    match step {
+        Err(error) => sync_error(error),
+        Ok(SyncStep::Answer(response)) => response,
+        Ok(SyncStep::Wait { coordinator_epoch }) => {
+            await_assignment(broker, &request, coordinator_epoch).await
         }
-        match group.state {
-            GroupState::Empty => Next::Answer(sync_error(ErrorCode::UnknownMemberId)),
-            GroupState::PreparingRebalance => {
-                Next::Answer(sync_error(ErrorCode::RebalanceInProgress))
+        Ok(SyncStep::Store {
+            coordinator_epoch,
+            partition,
+            record,
+        }) => store_assignment(broker, &request, coordinator_epoch, partition, record).await,
+    }
+}
+
+/// Checks a SyncGroup against the group: answers at once, or says what to
+/// do (store the leader's assignment, or wait for it).
+fn sync_step(shard: &mut Shard, partition: i32, request: &SyncRequest, now: u64) -> SyncStep {
+    let (group_id, member_id) = (&request.group_id, &request.member_id);
+    let coordinator_epoch = shard.ownership.coordinator_epoch;
+    let Some(group) = shard.groups.get_mut(group_id) else {
+        return SyncStep::Answer(sync_error(ErrorCode::UnknownMemberId));
+    };
+    let Some(member) = group.members.get_mut(member_id) else {
+        return SyncStep::Answer(sync_error(ErrorCode::UnknownMemberId));
+    };
+    member.last_heartbeat_ms = now;
+    if request.generation_id != group.generation {
+        return SyncStep::Answer(sync_error(ErrorCode::IllegalGeneration));
+    }
+    match group.state {
+        GroupState::Empty => SyncStep::Answer(sync_error(ErrorCode::UnknownMemberId)),
+        GroupState::PreparingRebalance => {
+            SyncStep::Answer(sync_error(ErrorCode::RebalanceInProgress))
+        }
+        GroupState::Stable => {
+            member.pending_sync = false;
+            SyncStep::Answer(Response::SyncGroup {
+                error: None,
+                assignment: member.assignment.clone(),
+            })
+        }
+        GroupState::CompletingRebalance => {
+            // Its SyncGroup now keeps the member alive until answered.
+            member.pending_sync = false;
+            member.awaiting_sync = true;
+            if group.leader.as_deref() != Some(member_id.as_str()) {
+                return SyncStep::Wait { coordinator_epoch };
             }
-            GroupState::Stable => {
-                member.pending_sync = false;
-                Next::Answer(Response::SyncGroup {
-                    error: None,
-                    assignment: member.assignment.clone(),
-                })
+            SyncStep::Store {
+                coordinator_epoch,
+                partition,
+                record: assigned_group_record(group_id, group, &request.assignments),
             }
-            GroupState::CompletingRebalance => {
-                // Its SyncGroup now keeps the member alive until answered.
-                member.pending_sync = false;
-                member.awaiting_sync = true;
-                if group.leader.as_deref() != Some(member_id.as_str()) {
-                    return Next::Wait(coordinator_epoch);
+        }
+    }
+}
+
+/// The record of a group with the leader's assignment.
+fn assigned_group_record(
+    group_id: &str,
+    group: &Group,
+    assignments: &[(String, Vec<TopicPartition>)],
+) -> GroupRecord {
+    let assigned: BTreeMap<&String, &Vec<TopicPartition>> =
+        assignments.iter().map(|(id, tps)| (id, tps)).collect();
+    let members = group
+        .members
+        .iter()
+        .map(|(id, m)| StoredMember {
+            member_id: id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+            session_timeout_ms: m.session_timeout_ms,
+            rebalance_timeout_ms: m.rebalance_timeout_ms,
+            protocol_type: m.protocol_type.clone(),
+            protocols: m.protocols.clone(),
+            assignment: assigned
+                .get(id)
+                .map(|tps| (*tps).clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    GroupRecord::Group {
+        group: group_id.to_string(),
+        generation: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol: group.protocol.clone(),
+        leader: group.leader.clone(),
+        members,
+    }
+}
+
+/// The leader's SyncGroup: writes the group record, then (if the group is
+/// still in the same rebalance) hands every member its assignment, or ends
+/// the generation if the write failed.
+async fn store_assignment(
+    broker: &Broker,
+    request: &SyncRequest,
+    coordinator_epoch: i32,
+    partition: i32,
+    record: GroupRecord,
+) -> Response {
+    let (group_id, generation_id) = (&request.group_id, request.generation_id);
+    let GroupRecord::Group { members, .. } = &record else {
+        unreachable!("a group record");
+    };
+    let assigned: BTreeMap<String, Vec<TopicPartition>> = members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.assignment.clone()))
+        .collect();
+    let stored = write_records(broker, partition, None, vec![encode(group_id, &record)]).await;
+    let applied = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        let Some(group) = shard.groups.get_mut(group_id) else {
+            return Err(ErrorCode::UnknownMemberId);
+        };
+        if group.state != GroupState::CompletingRebalance || group.generation != generation_id {
+            return Err(ErrorCode::RebalanceInProgress);
+        }
+        match stored {
+            Ok(_) => {
+                for (id, member) in group.members.iter_mut() {
+                    // The record was made from this generation's members,
+                    // and a member leaving would have ended the generation.
+                    assert!(
+                        assigned.contains_key(id),
+                        "group {group_id}: member {id} of generation {generation_id} has no \
+                         assignment (seed {})",
+                        crate::seed_context::current_seed()
+                    );
+                    member.assignment = assigned.get(id).cloned().unwrap_or_default();
+                    member.awaiting_sync = false;
+                    member.sync_result = Some((generation_id, Ok(member.assignment.clone())));
                 }
-                let assigned: BTreeMap<String, Vec<TopicPartition>> =
-                    assignments.into_iter().collect();
-                let members = group
-                    .members
-                    .iter()
-                    .map(|(id, m)| StoredMember {
-                        member_id: id.clone(),
-                        group_instance_id: m.group_instance_id.clone(),
-                        session_timeout_ms: m.session_timeout_ms,
-                        rebalance_timeout_ms: m.rebalance_timeout_ms,
-                        protocol_type: m.protocol_type.clone(),
-                        protocols: m.protocols.clone(),
-                        assignment: assigned.get(id).cloned().unwrap_or_default(),
-                    })
-                    .collect();
-                Next::Store(
-                    coordinator_epoch,
-                    partition,
-                    GroupRecord::Group {
-                        group: group_id.clone(),
-                        generation: group.generation,
-                        protocol_type: group.protocol_type.clone(),
-                        protocol: group.protocol.clone(),
-                        leader: group.leader.clone(),
-                        members,
-                    },
-                )
+                group.transition(group_id, GroupState::Stable);
+                trace_group(broker, group_id, group);
+                let own = group.members.get_mut(&request.member_id).map(|m| {
+                    m.sync_result = None;
+                    m.assignment.clone()
+                });
+                own.ok_or(ErrorCode::UnknownMemberId)
+            }
+            Err(error) => {
+                for member in group.members.values_mut() {
+                    member.awaiting_sync = false;
+                    member.sync_result = Some((generation_id, Err(error)));
+                }
+                prepare_rebalance(broker, group_id, group, now_ms());
+                Err(error)
             }
         }
     });
-    let coordinator_epoch = match next {
-        Err(error) => return sync_error(error),
-        Ok(Next::Answer(response)) => return response,
-        Ok(Next::Wait(epoch)) => epoch,
-        Ok(Next::Store(epoch, partition, record)) => {
-            let GroupRecord::Group { members, .. } = &record else {
-                unreachable!("a group record");
-            };
-            let assigned: BTreeMap<String, Vec<TopicPartition>> = members
-                .iter()
-                .map(|m| (m.member_id.clone(), m.assignment.clone()))
-                .collect();
-            let stored =
-                write_records(broker, partition, None, vec![encode(&group_id, &record)]).await;
-            let applied = with_shard(broker, &group_id, |shard, _| {
-                if shard.coordinator_epoch != epoch {
-                    return Err(ErrorCode::NotCoordinator);
-                }
-                let Some(group) = shard.groups.get_mut(&group_id) else {
-                    return Err(ErrorCode::UnknownMemberId);
-                };
-                if group.state != GroupState::CompletingRebalance
-                    || group.generation != generation_id
-                {
-                    return Err(ErrorCode::RebalanceInProgress);
-                }
-                match stored {
-                    Ok(_) => {
-                        for (id, member) in group.members.iter_mut() {
-                            member.assignment = assigned.get(id).cloned().unwrap_or_default();
-                            member.awaiting_sync = false;
-                            member.sync_result =
-                                Some((generation_id, Ok(member.assignment.clone())));
-                        }
-                        group.state = GroupState::Stable;
-                        trace_group(broker, &group_id, group);
-                        let own = group.members.get_mut(&member_id).map(|m| {
-                            m.sync_result = None;
-                            m.assignment.clone()
-                        });
-                        own.ok_or(ErrorCode::UnknownMemberId)
-                    }
-                    Err(error) => {
-                        for member in group.members.values_mut() {
-                            member.awaiting_sync = false;
-                            member.sync_result = Some((generation_id, Err(error)));
-                        }
-                        prepare_rebalance(broker, &group_id, group, now_ms());
-                        Err(error)
-                    }
-                }
-            });
-            broker.notify_changed();
-            return match applied {
-                Ok(Ok(assignment)) => Response::SyncGroup {
-                    error: None,
-                    assignment,
-                },
-                Ok(Err(error)) | Err(error) => sync_error(error),
-            };
-        }
-    };
-    // A follower: wait for the leader's assignment.
+    broker.notify_changed();
+    match applied {
+        Ok(Ok(assignment)) => Response::SyncGroup {
+            error: None,
+            assignment,
+        },
+        Ok(Err(error)) | Err(error) => sync_error(error),
+    }
+}
+
+/// A follower's SyncGroup: waits for the leader's assignment (or the end
+/// of the generation).
+async fn await_assignment(
+    broker: &Broker,
+    request: &SyncRequest,
+    coordinator_epoch: i32,
+) -> Response {
+    let (group_id, generation_id) = (&request.group_id, request.generation_id);
     let mut changed = broker.changed.subscribe();
     loop {
-        let outcome = with_shard(broker, &group_id, |shard, _| {
-            if shard.coordinator_epoch != coordinator_epoch {
+        let outcome = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return Some(Err(ErrorCode::NotCoordinator));
             }
-            let Some(group) = shard.groups.get_mut(&group_id) else {
+            let Some(group) = shard.groups.get_mut(group_id) else {
                 return Some(Err(ErrorCode::UnknownMemberId));
             };
             let state = group.state;
             let generation = group.generation;
-            let Some(member) = group.members.get_mut(&member_id) else {
+            let Some(member) = group.members.get_mut(&request.member_id) else {
                 return Some(Err(ErrorCode::UnknownMemberId));
             };
             if let Some((generation, result)) = member.sync_result.take() {
@@ -1197,7 +1382,7 @@ fn heartbeat(
     member_id: &str,
 ) -> Result<(), ErrorCode> {
     let now = now_ms();
-    with_shard(broker, group_id, |shard, _| {
+    GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         let group = shard
             .groups
             .get_mut(group_id)
@@ -1224,7 +1409,7 @@ fn heartbeat(
 
 fn leave_group(broker: &Broker, group_id: &str, member_id: &str) -> Result<(), ErrorCode> {
     let now = now_ms();
-    let result = with_shard(broker, group_id, |shard, _| {
+    let result = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         let group = shard
             .groups
             .get_mut(group_id)
@@ -1256,6 +1441,122 @@ fn all_failed(offsets: &[(TopicPartition, OffsetAndMetadata)], error: ErrorCode)
         .collect()
 }
 
+/// The fencing of a commit by group membership: a member id that is not
+/// in the group is UNKNOWN_MEMBER_ID, then a generation that is not the
+/// group's is ILLEGAL_GENERATION. `None` skips a check.
+fn check_member<'a>(
+    group: &'a mut Group,
+    member_id: Option<&str>,
+    generation_id: Option<i32>,
+) -> Result<Option<&'a mut Member>, ErrorCode> {
+    let generation = group.generation;
+    let member = match member_id {
+        Some(member_id) => Some(
+            group
+                .members
+                .get_mut(member_id)
+                .ok_or(ErrorCode::UnknownMemberId)?,
+        ),
+        None => None,
+    };
+    if generation_id.is_some_and(|generation_id| generation_id != generation) {
+        return Err(ErrorCode::IllegalGeneration);
+    }
+    Ok(member)
+}
+
+/// Runs a commit's checks on the group's shard: the coordinator epoch and
+/// the partition to write to, or the answer (one error for every offset).
+fn admit_commit(
+    broker: &Broker,
+    group_id: &str,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+    check: impl FnOnce(&mut Shard) -> Result<(), ErrorCode>,
+) -> Result<(i32, i32), OffsetResults> {
+    let admitted = GROUP_SHARDS.with_key(broker, group_id, |shard, partition| {
+        check(shard)?;
+        Ok((shard.ownership.coordinator_epoch, partition))
+    });
+    match admitted {
+        Err(error) | Ok(Err(error)) => Err(all_failed(offsets, error)),
+        Ok(Ok(admitted)) => Ok(admitted),
+    }
+}
+
+/// The commit records of `offsets`.
+fn offset_records(
+    group_id: &str,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+) -> Vec<RecordData> {
+    offsets
+        .iter()
+        .map(|(tp, offset)| {
+            encode(
+                group_id,
+                &GroupRecord::Offset {
+                    group: group_id.to_string(),
+                    partition: tp.clone(),
+                    offset: offset.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn trace_offsets_committed(
+    broker: &Broker,
+    group_id: &str,
+    count: usize,
+    generation_id: i32,
+    producer_id: ProducerId,
+) {
+    broker.trace.record(
+        broker.node(),
+        EventKind::OffsetsCommitted,
+        Subject::Name(group_id),
+        [count as i64, i64::from(generation_id), producer_id, 0],
+    );
+}
+
+/// A consumer's commit: admitted for a member of the current generation
+/// (or, with a negative generation, for an empty group: a standalone
+/// consumer), written, then applied.
+fn check_offset_commit(
+    shard: &mut Shard,
+    request: &CommitRequest<'_>,
+    now: u64,
+) -> Result<(), ErrorCode> {
+    let generation_id = request.generation_id;
+    let group = match shard.groups.get_mut(request.group_id) {
+        Some(group) => group,
+        None if generation_id < 0 => shard
+            .groups
+            .entry(request.group_id.to_string())
+            .or_insert_with(Group::new),
+        None => return Err(ErrorCode::IllegalGeneration),
+    };
+    if !(generation_id < 0 && group.state == GroupState::Empty) {
+        if group.state == GroupState::CompletingRebalance {
+            return Err(ErrorCode::RebalanceInProgress);
+        }
+        let member = check_member(group, Some(request.member_id), Some(generation_id))?
+            .expect("a member was asked for");
+        member.last_heartbeat_ms = now;
+    }
+    for (tp, _) in request.offsets {
+        *group.pending_commits.entry(tp.clone()).or_insert(0) += 1;
+    }
+    Ok(())
+}
+
+/// What both kinds of offset commit carry.
+struct CommitRequest<'a> {
+    group_id: &'a str,
+    generation_id: i32,
+    member_id: &'a str,
+    offsets: &'a [(TopicPartition, OffsetAndMetadata)],
+}
+
 async fn offset_commit(
     broker: &Rc<Broker>,
     group_id: String,
@@ -1264,57 +1565,23 @@ async fn offset_commit(
     offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
 ) -> Response {
     let now = now_ms();
-    let admitted = with_shard(broker, &group_id, |shard, partition| {
-        let coordinator_epoch = shard.coordinator_epoch;
-        let group = match shard.groups.get_mut(&group_id) {
-            Some(group) => group,
-            None if generation_id < 0 => shard
-                .groups
-                .entry(group_id.clone())
-                .or_insert_with(Group::new),
-            None => return Err(ErrorCode::IllegalGeneration),
-        };
-        if !(generation_id < 0 && group.state == GroupState::Empty) {
-            if group.state == GroupState::CompletingRebalance {
-                return Err(ErrorCode::RebalanceInProgress);
-            }
-            let Some(member) = group.members.get_mut(&member_id) else {
-                return Err(ErrorCode::UnknownMemberId);
-            };
-            if generation_id != group.generation {
-                return Err(ErrorCode::IllegalGeneration);
-            }
-            member.last_heartbeat_ms = now;
-        }
-        for (tp, _) in &offsets {
-            *group.pending_commits.entry(tp.clone()).or_insert(0) += 1;
-        }
-        Ok((coordinator_epoch, partition))
+    let request = CommitRequest {
+        group_id: &group_id,
+        generation_id,
+        member_id: &member_id,
+        offsets: &offsets,
+    };
+    let admitted = admit_commit(broker, &group_id, &offsets, |shard| {
+        check_offset_commit(shard, &request, now)
     });
     let (coordinator_epoch, partition) = match admitted {
-        Err(error) | Ok(Err(error)) => {
-            return Response::OffsetCommit {
-                results: all_failed(&offsets, error),
-            };
-        }
-        Ok(Ok(admitted)) => admitted,
+        Err(results) => return Response::OffsetCommit { results },
+        Ok(admitted) => admitted,
     };
-    let records = offsets
-        .iter()
-        .map(|(tp, offset)| {
-            encode(
-                &group_id,
-                &GroupRecord::Offset {
-                    group: group_id.clone(),
-                    partition: tp.clone(),
-                    offset: offset.clone(),
-                },
-            )
-        })
-        .collect();
+    let records = offset_records(&group_id, &offsets);
     let stored = write_records(broker, partition, None, records).await;
-    let _ = with_shard(broker, &group_id, |shard, _| {
-        if shard.coordinator_epoch != coordinator_epoch {
+    let _ = GROUP_SHARDS.with_key(broker, &group_id, |shard, _| {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
             return;
         }
         let Some(group) = shard.groups.get_mut(&group_id) else {
@@ -1328,30 +1595,12 @@ async fn offset_commit(
                 }
             }
             if let Ok(base) = stored {
-                let log_offset = base + index as i64;
-                let newer = group
-                    .offsets
-                    .get(tp)
-                    .is_none_or(|existing| existing.log_offset < log_offset);
-                if newer {
-                    group.offsets.insert(
-                        tp.clone(),
-                        CommittedOffset {
-                            offset: offset.clone(),
-                            log_offset,
-                        },
-                    );
-                }
+                group.commit_if_newer(tp, offset, base + index as i64);
             }
         }
     });
     if stored.is_ok() {
-        broker.trace.record(
-            broker.node(),
-            EventKind::OffsetsCommitted,
-            Subject::Name(&group_id),
-            [offsets.len() as i64, i64::from(generation_id), -1, 0],
-        );
+        trace_offsets_committed(broker, &group_id, offsets.len(), generation_id, -1);
     }
     broker.notify_changed();
     Response::OffsetCommit {
@@ -1368,7 +1617,7 @@ fn offset_fetch(
     partitions: Vec<TopicPartition>,
     require_stable: bool,
 ) -> Response {
-    let result = with_shard(broker, group_id, |shard, _| {
+    let result = GROUP_SHARDS.with_key(broker, group_id, |shard, _| {
         let group = shard.groups.get(group_id);
         let partitions = if partitions.is_empty() {
             group
@@ -1405,6 +1654,9 @@ fn offset_fetch(
     }
 }
 
+/// A transactional commit (KIP-447: fenced by group membership when the
+/// producer names its member and generation): written as part of the
+/// producer's transaction, pending until its marker lands.
 async fn txn_offset_commit(
     broker: &Rc<Broker>,
     group_id: String,
@@ -1414,59 +1666,32 @@ async fn txn_offset_commit(
     member_id: String,
     offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
 ) -> Response {
-    let admitted = with_shard(broker, &group_id, |shard, partition| {
-        let coordinator_epoch = shard.coordinator_epoch;
+    let admitted = admit_commit(broker, &group_id, &offsets, |shard| {
         let group = shard
             .groups
             .entry(group_id.clone())
             .or_insert_with(Group::new);
-        // KIP-447: a member that is no longer in this generation is fenced.
-        if !member_id.is_empty() && !group.members.contains_key(&member_id) {
-            return Err(ErrorCode::UnknownMemberId);
-        }
-        if generation_id >= 0 && generation_id != group.generation {
-            return Err(ErrorCode::IllegalGeneration);
-        }
-        Ok((coordinator_epoch, partition))
+        let member = (!member_id.is_empty()).then_some(member_id.as_str());
+        let generation = (generation_id >= 0).then_some(generation_id);
+        check_member(group, member, generation).map(|_| ())
     });
     let (coordinator_epoch, partition) = match admitted {
-        Err(error) | Ok(Err(error)) => {
-            return Response::TxnOffsetCommit {
-                results: all_failed(&offsets, error),
-            };
-        }
-        Ok(Ok(admitted)) => admitted,
+        Err(results) => return Response::TxnOffsetCommit { results },
+        Ok(admitted) => admitted,
     };
-    let records = offsets
-        .iter()
-        .map(|(tp, offset)| {
-            encode(
-                &group_id,
-                &GroupRecord::Offset {
-                    group: group_id.clone(),
-                    partition: tp.clone(),
-                    offset: offset.clone(),
-                },
-            )
-        })
-        .collect();
+    let records = offset_records(&group_id, &offsets);
     // The offsets are pending (blocking require_stable fetches) from the
     // moment the write is issued until the transaction completes.
-    let batch = ProduceBatch {
-        topic: OFFSETS_TOPIC.to_string(),
+    let stored = match append_records(
+        broker,
         partition,
-        producer_id,
-        producer_epoch,
-        base_sequence: -1,
-        transactional: true,
+        Some((producer_id, producer_epoch)),
         records,
-    };
-    let appended = append_to_leader(broker, batch, true).map_err(write_error);
-    let stored = match appended {
+    ) {
         Err(error) => Err(error),
         Ok(appended) => {
-            let _ = with_shard(broker, &group_id, |shard, _| {
-                if shard.coordinator_epoch != coordinator_epoch {
+            let _ = GROUP_SHARDS.with_key(broker, &group_id, |shard, _| {
+                if shard.ownership.coordinator_epoch != coordinator_epoch {
                     return;
                 }
                 let pending = shard.pending_txn.entry(producer_id).or_default();
@@ -1480,31 +1705,12 @@ async fn txn_offset_commit(
                     );
                 }
             });
-            let outcome = wait_for_replication(
-                broker,
-                std::slice::from_ref(&appended.pending),
-                broker.config.coordinator_write_timeout_ms,
-            )
-            .await;
-            match outcome[0] {
-                None => Ok(()),
-                Some(error) => Err(write_error(error)),
-            }
+            await_records(broker, &appended).await
         }
     };
     let error = match stored {
         Ok(()) => {
-            broker.trace.record(
-                broker.node(),
-                EventKind::OffsetsCommitted,
-                Subject::Name(&group_id),
-                [
-                    offsets.len() as i64,
-                    i64::from(generation_id),
-                    producer_id,
-                    0,
-                ],
-            );
+            trace_offsets_committed(broker, &group_id, offsets.len(), generation_id, producer_id);
             None
         }
         Err(error) => Some(match error {
@@ -1528,11 +1734,9 @@ pub(crate) fn complete_transaction(
 ) {
     let completed = {
         let mut state = broker.state.borrow_mut();
-        match state.groups.shards.get_mut(&partition) {
-            Some(shard) if shard.loaded => {
-                shard.complete_txn(producer_id, control == ControlType::Commit)
-            }
-            _ => 0,
+        match state.groups.shards.loaded_mut(partition) {
+            Ok(shard) => shard.complete_txn(producer_id, control == ControlType::Commit),
+            Err(_) => 0,
         }
     };
     if completed > 0 {
@@ -1543,106 +1747,109 @@ pub(crate) fn complete_transaction(
 /// This broker now leads `__consumer_offsets-<partition>`: load its state
 /// after the load delay.
 pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
-    broker.state.borrow_mut().groups.shards.insert(
-        partition,
-        Shard {
-            coordinator_epoch: leader_epoch,
-            loaded: false,
-            groups: BTreeMap::new(),
-            pending_txn: BTreeMap::new(),
-            next_join_order: 0,
-        },
-    );
-    let broker = broker.clone();
-    tokio::task::spawn_local(async move {
-        tokio::time::sleep(Duration::from_millis(
-            broker.config.coordinator_load_delay_ms,
-        ))
-        .await;
-        load(&broker, partition, leader_epoch);
+    let shard = Shard {
+        ownership: ShardOwnership::loading(leader_epoch),
+        groups: BTreeMap::new(),
+        pending_txn: BTreeMap::new(),
+        next_join_order: 0,
+    };
+    GROUP_SHARDS.start_loading(broker, partition, leader_epoch, shard, move |broker| {
+        load(broker, partition, leader_epoch);
     });
 }
 
 fn load(broker: &Broker, partition: i32, leader_epoch: i32) {
-    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
     let now = now_ms();
-    let entries = {
-        let mut state = broker.state.borrow_mut();
-        let still_leader = state
-            .replicas
-            .get(&tp)
-            .is_some_and(|r| r.is_leader() && r.leader_epoch == leader_epoch);
-        let Some(shard) = state.groups.shards.get_mut(&partition) else {
-            return;
-        };
-        if shard.coordinator_epoch != leader_epoch || shard.loaded || !still_leader {
-            return;
-        }
+    GROUP_SHARDS.replay(broker, partition, leader_epoch, |shard, tp| {
         let disk = broker.disk.borrow();
-        let log = &disk.logs[&tp];
-        for stored in log.batches() {
+        for stored in disk.logs[tp].batches() {
             if let Some(control) = stored.header.control {
                 shard.complete_txn(stored.header.producer_id, control == ControlType::Commit);
                 continue;
             }
-            let batch = stored.decode();
-            if let Some(control) = batch.control {
-                shard.complete_txn(batch.producer_id, control == ControlType::Commit);
-                continue;
-            }
-            for (index, record) in batch.records.iter().enumerate() {
-                let Some(value) = &record.value else {
-                    continue;
-                };
-                let record: GroupRecord = postcard::from_bytes(value).unwrap_or_else(|e| {
-                    panic!(
-                        "undecodable record in {tp} at {}: {e} (seed {})",
-                        batch.base_offset,
-                        crate::seed_context::current_seed()
-                    )
-                });
-                let log_offset = batch.base_offset + index as i64;
-                if batch.transactional {
-                    if let GroupRecord::Offset {
-                        group,
-                        partition: offset_partition,
-                        offset,
-                    } = record
-                    {
-                        shard
-                            .pending_txn
-                            .entry(batch.producer_id)
-                            .or_default()
-                            .insert(
-                                (group, offset_partition),
-                                PendingTxnOffset { offset, log_offset },
-                            );
-                    }
-                } else {
-                    shard.replay_record(record, log_offset, now);
-                }
-            }
+            replay_batch(shard, tp, &stored.decode(), now);
         }
-        shard.loaded = true;
-        group_record_count(shard)
-    };
-    broker.trace_partition(
-        EventKind::CoordinatorLoaded,
-        &tp,
-        [i64::from(leader_epoch), entries, 0, 0],
-    );
-    broker.notify_changed();
+        (group_record_count(shard), ())
+    });
+}
+
+/// Replays one data batch of `__consumer_offsets` into its shard.
+fn replay_batch(shard: &mut Shard, tp: &TopicPartition, batch: &RecordBatch, now: u64) {
+    if let Some(control) = batch.control {
+        shard.complete_txn(batch.producer_id, control == ControlType::Commit);
+        return;
+    }
+    for (index, record) in batch.records.iter().enumerate() {
+        let Some(value) = &record.value else {
+            continue;
+        };
+        let record: GroupRecord = postcard::from_bytes(value).unwrap_or_else(|e| {
+            panic!(
+                "undecodable record in {tp} at {}: {e} (seed {})",
+                batch.base_offset,
+                crate::seed_context::current_seed()
+            )
+        });
+        let log_offset = batch.base_offset + index as i64;
+        if batch.transactional {
+            if let GroupRecord::Offset {
+                group,
+                partition: offset_partition,
+                offset,
+            } = record
+            {
+                shard
+                    .pending_txn
+                    .entry(batch.producer_id)
+                    .or_default()
+                    .insert(
+                        (group, offset_partition),
+                        PendingTxnOffset { offset, log_offset },
+                    );
+            }
+        } else {
+            shard.replay_record(record, log_offset, now);
+        }
+    }
 }
 
 /// This broker no longer leads `__consumer_offsets-<partition>`.
 pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
-    let removed = broker.state.borrow_mut().groups.shards.remove(&partition);
-    if let Some(shard) = removed {
-        broker.trace_partition(
-            EventKind::CoordinatorUnloaded,
-            &TopicPartition::new(OFFSETS_TOPIC, partition),
-            [i64::from(shard.coordinator_epoch), 0, 0, 0],
-        );
-        broker.notify_changed();
+    GROUP_SHARDS.unload(broker, partition);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_states_follow_kafkas_valid_previous_states() {
+        use GroupState::*;
+        let all = [Empty, PreparingRebalance, CompletingRebalance, Stable];
+        // Kafka's GroupState.validPreviousStates, less Dead.
+        let legal = [
+            (PreparingRebalance, Empty),
+            (Empty, PreparingRebalance),
+            (Stable, PreparingRebalance),
+            (CompletingRebalance, PreparingRebalance),
+            (PreparingRebalance, CompletingRebalance),
+            (CompletingRebalance, Stable),
+        ];
+        for previous in all {
+            for next in all {
+                assert_eq!(
+                    next.can_follow(previous),
+                    legal.contains(&(previous, next)),
+                    "{previous:?} -> {next:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "illegal transition")]
+    fn an_illegal_group_transition_panics() {
+        let mut group = Group::new();
+        group.transition("g", GroupState::Stable);
     }
 }

@@ -74,6 +74,7 @@ impl StoredBatch {
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PartitionLog {
+    /// Grows with the log: there is no retention (see the module's note).
     batches: Vec<StoredBatch>,
     log_end_offset: i64,
     /// (leader epoch, its start offset), increasing in both.
@@ -88,7 +89,8 @@ pub(crate) struct PartitionLog {
     /// watermark passes its marker. Entries the high watermark has passed are
     /// ignored and pruned at the next marker.
     completed_unreplicated: BTreeMap<i64, i64>,
-    /// Aborted transactions in marker (= last offset) order.
+    /// Aborted transactions in marker (= last offset) order; grows with the
+    /// log, which has no retention.
     aborted: Vec<AbortedTxn>,
     /// The high watermark (checkpointed with the log).
     pub high_watermark: i64,
@@ -157,7 +159,65 @@ impl PartitionLog {
     /// `maybeAssignEpochStartOffset`).
     pub(crate) fn assign_epoch(&mut self, epoch: i32, start_offset: i64) {
         if epoch > self.latest_epoch() {
-            self.epochs.push((epoch, start_offset));
+            self.push_epoch(epoch, start_offset);
+        }
+    }
+
+    /// Moves the high watermark (leader: as the ISR catches up; follower:
+    /// as the leader says, within its own log).
+    pub(crate) fn set_high_watermark(&mut self, high_watermark: i64) {
+        assert!(
+            (0..=self.log_end_offset).contains(&high_watermark),
+            "high watermark {high_watermark} outside the log [0, {}] (seed {})",
+            self.log_end_offset,
+            current_seed()
+        );
+        self.high_watermark = high_watermark;
+        self.assert_invariants();
+    }
+
+    /// A leader epoch starts at `start_offset`: the cache grows in both
+    /// epoch and start offset, and never starts past the log end.
+    fn push_epoch(&mut self, epoch: i32, start_offset: i64) {
+        if let Some(&(last_epoch, last_start)) = self.epochs.last() {
+            assert!(
+                epoch > last_epoch && start_offset >= last_start,
+                "epoch cache out of order: ({epoch}, {start_offset}) after \
+                 ({last_epoch}, {last_start}) (seed {})",
+                current_seed()
+            );
+        }
+        assert!(
+            start_offset <= self.log_end_offset,
+            "epoch {epoch} starts at {start_offset}, past the log end {} (seed {})",
+            self.log_end_offset,
+            current_seed()
+        );
+        self.epochs.push((epoch, start_offset));
+    }
+
+    /// What holds of the log after every change: log start (0) <= last
+    /// stable offset <= high watermark <= log end, and the latest epoch
+    /// starts within the log.
+    fn assert_invariants(&self) {
+        let last_stable_offset = self.last_stable_offset();
+        assert!(
+            0 <= last_stable_offset
+                && last_stable_offset <= self.high_watermark
+                && self.high_watermark <= self.log_end_offset,
+            "log offsets out of order: 0 <= LSO {last_stable_offset} <= HW {} <= LEO {} \
+             (seed {})",
+            self.high_watermark,
+            self.log_end_offset,
+            current_seed()
+        );
+        if let Some(&(epoch, start)) = self.epochs.last() {
+            assert!(
+                start <= self.log_end_offset,
+                "epoch {epoch} starts at {start}, past the log end {} (seed {})",
+                self.log_end_offset,
+                current_seed()
+            );
         }
     }
 
@@ -262,12 +322,12 @@ impl PartitionLog {
             current_seed()
         );
         if header.partition_leader_epoch > self.latest_epoch() {
-            self.epochs
-                .push((header.partition_leader_epoch, header.base_offset));
+            self.push_epoch(header.partition_leader_epoch, header.base_offset);
         }
         self.apply_to_state(&header);
         self.log_end_offset = header.next_offset();
         self.batches.push(batch);
+        self.assert_invariants();
     }
 
     fn apply_to_state(&mut self, batch: &BatchHeader) {
@@ -363,6 +423,7 @@ impl PartitionLog {
             self.apply_to_state(&batch.header);
         }
         self.batches = batches;
+        self.assert_invariants();
     }
 
     /// Kafka's `LeaderEpochFileCache.endOffsetFor`: the largest epoch at or

@@ -4,19 +4,29 @@
 //! - [`log`]: partition logs (the broker's disk, surviving crashes);
 //! - [`producer_state`]: idempotence and transaction state per partition;
 //! - [`partition`]: the in-memory replica state (role, ISR, followers);
-//! - [`server`]: connections and request handling (one request at a time
-//!   per connection, long-poll Fetch, acks=all purgatory);
+//! - [`server`]: connections and request routing (one request at a time
+//!   per connection), and the small requests (metadata, list offsets,
+//!   find coordinator);
+//! - [`leader_write`]: the leader's write path (append, then wait for the
+//!   ISR: acks=all), shared by Produce and both coordinators;
+//! - [`fetch`]: client and follower fetches (long poll, follower progress);
+//! - [`fetch_encoding`]: Fetch answers encoded straight from stored batches;
 //! - [`replication`]: the controller session, metadata propagation,
 //!   follower fetchers with truncation, ISR maintenance;
 //! - [`group_coordinator`] and [`txn_coordinator`]: the coordinators,
-//!   whose state lives in the internal topics.
+//!   whose state lives in the internal topics, sharded by partition
+//!   ([`coordinator_shards`]: taking a shard over and dropping it).
 //!
 //! All state of a running broker is in one [`Broker`] behind `RefCell`s,
 //! shared by the host's tasks (single-threaded; no borrow is ever held
 //! across an `.await`). Waiters (acks=all, long-poll fetches) re-check
 //! their condition whenever [`Broker::changed`] ticks.
 
+pub(crate) mod coordinator_shards;
+pub(crate) mod fetch;
+pub(crate) mod fetch_encoding;
 pub(crate) mod group_coordinator;
+pub(crate) mod leader_write;
 pub(crate) mod log;
 pub(crate) mod partition;
 pub(crate) mod producer_state;
@@ -29,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
-use eddyline_engine::transport::TopicPartition;
+use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use tokio::sync::{Notify, watch};
 use turmoil::net::TcpListener;
 
@@ -38,7 +48,7 @@ use crate::broker::log::PartitionLog;
 use crate::broker::partition::{FollowerProgress, LeaderState, Replica, Role};
 use crate::broker::txn_coordinator::TxnCoordinator;
 use crate::config::{BROKER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
-use crate::internal::MetadataImage;
+use crate::internal::{MetadataImage, PartitionImage};
 use crate::protocol::BrokerId;
 use crate::rpc::Reconnects;
 use crate::seed::{DetRng, Seed};
@@ -87,6 +97,7 @@ pub(crate) struct BrokerState {
     pub metadata: Rc<MetadataImage>,
     /// -1 until registered with the controller.
     pub broker_epoch: i64,
+    /// One per partition the metadata places on this broker.
     pub replicas: BTreeMap<TopicPartition, Replica>,
     /// Leaders this broker runs a fetcher for, with the fetcher's wake-up
     /// (new partitions to fetch cut its long poll short).
@@ -117,6 +128,14 @@ pub(crate) struct Broker {
     pub reconnects: Reconnects,
 }
 
+/// An error as the trace records it: Kafka's code, 0 for none, -1 for an
+/// error Kafka has no code for.
+pub(crate) fn error_code_for_trace(error: Option<ErrorCode>) -> i64 {
+    error
+        .map(|e| e.kafka_code().map_or(-1, i64::from))
+        .unwrap_or(0)
+}
+
 /// The turmoil host name of a broker.
 pub fn broker_host(id: BrokerId) -> String {
     format!("broker-{id}")
@@ -135,6 +154,24 @@ pub fn coordinator_partition(key: &str, partitions: i32) -> i32 {
     let hash = java_string_hashcode(key);
     let positive = if hash == i32::MIN { 0 } else { hash.abs() };
     positive % partitions
+}
+
+/// One partition of a metadata image that names this broker a replica.
+struct PartitionUpdate<'a> {
+    tp: &'a TopicPartition,
+    image: &'a PartitionImage,
+    now: u64,
+}
+
+/// What applying a metadata image leaves to do once the state is released.
+#[derive(Default)]
+struct MetadataEffects {
+    /// Internal partitions this broker now leads: load their coordinator.
+    became_leader: Vec<(TopicPartition, i32)>,
+    /// Internal partitions this broker no longer leads: unload.
+    lost_leadership: Vec<TopicPartition>,
+    /// Leaders this broker now follows: ensure a fetcher for each.
+    new_followers: BTreeSet<BrokerId>,
 }
 
 impl Broker {
@@ -192,11 +229,8 @@ impl Broker {
     /// says. Starts fetchers and coordinator loads as needed.
     pub(crate) fn apply_metadata(self: &Rc<Self>, image: MetadataImage) {
         let now = now_ms();
-        let me = self.id;
         let image = Rc::new(image);
-        let mut became_leader = Vec::new();
-        let mut lost_leadership = Vec::new();
-        let mut new_followers = BTreeSet::new();
+        let mut effects = MetadataEffects::default();
         {
             let mut state = self.state.borrow_mut();
             if image.epoch <= state.metadata.epoch {
@@ -206,7 +240,7 @@ impl Broker {
             let mut disk = self.disk.borrow_mut();
             for (topic, topic_image) in &image.topics {
                 for (index, partition) in topic_image.partitions.iter().enumerate() {
-                    if !partition.replicas.contains(&me) {
+                    if !partition.replicas.contains(&self.id) {
                         continue;
                     }
                     let tp = TopicPartition::new(topic.clone(), index as i32);
@@ -223,89 +257,17 @@ impl Broker {
                     replica.replicas = partition.replicas.clone();
                     replica.min_insync_replicas = topic_image.min_insync_replicas;
                     replica.internal = topic_image.internal;
+                    let update = PartitionUpdate {
+                        tp: &tp,
+                        image: partition,
+                        now,
+                    };
                     if partition.leader_epoch > replica.leader_epoch {
-                        let was_leader = replica.is_leader();
-                        replica.leader_epoch = partition.leader_epoch;
-                        replica.partition_epoch = partition.partition_epoch;
-                        replica.isr = partition.isr.clone();
-                        match partition.leader {
-                            Some(leader) if leader == me => {
-                                let end = log.log_end_offset();
-                                log.assign_epoch(partition.leader_epoch, end);
-                                let followers = partition
-                                    .replicas
-                                    .iter()
-                                    .filter(|&&id| id != me)
-                                    .map(|&id| {
-                                        (
-                                            id,
-                                            FollowerProgress {
-                                                log_end_offset: None,
-                                                last_caught_up_ms: now,
-                                                leader_end_offset_at_last_fetch: 0,
-                                                last_fetch_ms: now,
-                                            },
-                                        )
-                                    })
-                                    .collect();
-                                replica.role = Role::Leader(LeaderState {
-                                    epoch_start_offset: end,
-                                    followers,
-                                    pending_isr: None,
-                                });
-                                self.trace_partition(
-                                    EventKind::BecomeLeader,
-                                    &tp,
-                                    [i64::from(partition.leader_epoch), end, 0, 0],
-                                );
-                                if let Some((from, to)) =
-                                    replica.maybe_advance_high_watermark(me, log)
-                                {
-                                    self.trace_partition(
-                                        EventKind::HighWatermark,
-                                        &tp,
-                                        [from, to, 0, 0],
-                                    );
-                                }
-                                if replica.internal {
-                                    became_leader.push((tp.clone(), partition.leader_epoch));
-                                }
-                            }
-                            Some(leader) => {
-                                replica.role = Role::Follower {
-                                    leader,
-                                    needs_truncation: true,
-                                };
-                                new_followers.insert(leader);
-                                self.trace_partition(
-                                    EventKind::BecomeFollower,
-                                    &tp,
-                                    [i64::from(partition.leader_epoch), i64::from(leader), 0, 0],
-                                );
-                            }
-                            None => {
-                                replica.role = Role::Offline;
-                                self.trace_partition(
-                                    EventKind::BecomeFollower,
-                                    &tp,
-                                    [i64::from(partition.leader_epoch), -1, 0, 0],
-                                );
-                            }
-                        }
-                        if was_leader && !replica.is_leader() && replica.internal {
-                            lost_leadership.push(tp.clone());
-                        }
+                        self.change_role(&update, replica, log, &mut effects);
                     } else if partition.leader_epoch == replica.leader_epoch
                         && partition.partition_epoch > replica.partition_epoch
                     {
-                        replica.partition_epoch = partition.partition_epoch;
-                        replica.isr = partition.isr.clone();
-                        if let Role::Leader(leader) = &mut replica.role {
-                            leader.pending_isr = None;
-                        }
-                        if let Some((from, to)) = replica.maybe_advance_high_watermark(me, log) {
-                            self.trace_partition(EventKind::HighWatermark, &tp, [from, to, 0, 0]);
-                        }
+                        self.change_isr(&update, replica, log);
                     }
                 }
             }
@@ -316,16 +278,129 @@ impl Broker {
             Subject::None,
             [image.epoch as i64, 0, 0, 0],
         );
-        for leader in new_followers {
+        for leader in effects.new_followers {
             replication::ensure_fetcher(self, leader);
         }
-        for tp in lost_leadership {
+        for tp in effects.lost_leadership {
             self.unload_coordinator(&tp);
         }
-        for (tp, leader_epoch) in became_leader {
+        for (tp, leader_epoch) in effects.became_leader {
             self.load_coordinator(tp, leader_epoch);
         }
         self.notify_changed();
+    }
+
+    /// A new leader epoch for a replica: it becomes leader, follower or
+    /// offline.
+    fn change_role(
+        &self,
+        update: &PartitionUpdate<'_>,
+        replica: &mut Replica,
+        log: &mut PartitionLog,
+        effects: &mut MetadataEffects,
+    ) {
+        let (tp, partition) = (update.tp, update.image);
+        assert!(
+            partition.leader_epoch > replica.leader_epoch,
+            "{tp}: leader epochs only grow (seed {})",
+            crate::seed_context::current_seed()
+        );
+        let was_leader = replica.is_leader();
+        replica.leader_epoch = partition.leader_epoch;
+        replica.partition_epoch = partition.partition_epoch;
+        replica.isr = partition.isr.clone();
+        match partition.leader {
+            Some(leader) if leader == self.id => {
+                self.become_leader(update, replica, log);
+                if replica.internal {
+                    effects
+                        .became_leader
+                        .push((tp.clone(), partition.leader_epoch));
+                }
+            }
+            Some(leader) => {
+                replica.role = Role::Follower {
+                    leader,
+                    needs_truncation: true,
+                };
+                effects.new_followers.insert(leader);
+                self.trace_partition(
+                    EventKind::BecomeFollower,
+                    tp,
+                    [i64::from(partition.leader_epoch), i64::from(leader), 0, 0],
+                );
+            }
+            None => {
+                replica.role = Role::Offline;
+                self.trace_partition(
+                    EventKind::BecomeFollower,
+                    tp,
+                    [i64::from(partition.leader_epoch), -1, 0, 0],
+                );
+            }
+        }
+        if was_leader && !replica.is_leader() && replica.internal {
+            effects.lost_leadership.push(tp.clone());
+        }
+    }
+
+    /// This broker leads the partition from its log end in the new epoch.
+    fn become_leader(
+        &self,
+        update: &PartitionUpdate<'_>,
+        replica: &mut Replica,
+        log: &mut PartitionLog,
+    ) {
+        let (tp, partition, now) = (update.tp, update.image, update.now);
+        let end = log.log_end_offset();
+        log.assign_epoch(partition.leader_epoch, end);
+        let followers = partition
+            .replicas
+            .iter()
+            .filter(|&&id| id != self.id)
+            .map(|&id| {
+                (
+                    id,
+                    FollowerProgress {
+                        log_end_offset: None,
+                        last_caught_up_ms: now,
+                        leader_end_offset_at_last_fetch: 0,
+                        last_fetch_ms: now,
+                    },
+                )
+            })
+            .collect();
+        replica.role = Role::Leader(LeaderState {
+            epoch_start_offset: end,
+            followers,
+            pending_isr: None,
+        });
+        self.trace_partition(
+            EventKind::BecomeLeader,
+            tp,
+            [i64::from(partition.leader_epoch), end, 0, 0],
+        );
+        if let Some((from, to)) = replica.maybe_advance_high_watermark(self.id, log) {
+            self.trace_partition(EventKind::HighWatermark, tp, [from, to, 0, 0]);
+        }
+    }
+
+    /// A new ISR in the same leader epoch (a newer partition epoch).
+    fn change_isr(
+        &self,
+        update: &PartitionUpdate<'_>,
+        replica: &mut Replica,
+        log: &mut PartitionLog,
+    ) {
+        let partition = update.image;
+        replica.partition_epoch = partition.partition_epoch;
+        replica.isr = partition.isr.clone();
+        if let Role::Leader(leader) = &mut replica.role {
+            leader.pending_isr = None;
+        }
+        if let Some((from, to)) = replica.maybe_advance_high_watermark(self.id, log) {
+            self.trace_partition(EventKind::HighWatermark, update.tp, [from, to, 0, 0]);
+        }
     }
 
     /// Starts loading coordinator state from an internal partition this

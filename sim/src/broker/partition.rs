@@ -113,7 +113,7 @@ impl Replica {
         }
         if candidate > log.high_watermark {
             let from = log.high_watermark;
-            log.high_watermark = candidate;
+            log.set_high_watermark(candidate);
             return Some((from, candidate));
         }
         None

@@ -65,6 +65,10 @@ fn in_sequence(last_sequence: i32, next_sequence: i32) -> bool {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProducerStateTable {
+    /// Every producer id that wrote to the partition. Unbounded by design:
+    /// Kafka expires idle producer ids after `producer.id.expiration.ms`
+    /// (a day), longer than any simulated run; this model never expires
+    /// them.
     producers: BTreeMap<ProducerId, ProducerEntry>,
 }
 
@@ -128,6 +132,31 @@ impl ProducerStateTable {
         Ok(AppendCheck::Append)
     }
 
+    /// The producer's entry (made with `coordinator_epoch` if new), moved
+    /// to `epoch`: a new epoch forgets the sequences of the old one.
+    fn entry_in_epoch(
+        &mut self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+    ) -> &mut ProducerEntry {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
+                coordinator_epoch,
+                current_txn_first_offset: None,
+                markers: 0,
+            });
+        if entry.epoch != epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry
+    }
+
     /// Records an appended data batch. Returns the batch's base offset if
     /// it opened a transaction on this partition.
     pub(crate) fn apply_data(
@@ -137,25 +166,13 @@ impl ProducerStateTable {
         batch: BatchMeta,
         transactional: bool,
     ) -> Option<i64> {
-        let entry = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
-                coordinator_epoch: -1,
-                current_txn_first_offset: None,
-                markers: 0,
-            });
-        if entry.epoch != epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+        let entry = self.entry_in_epoch(producer_id, epoch, -1);
         if batch.first_sequence >= 0 {
             if entry.batches.len() == BATCHES_PER_PRODUCER {
                 entry.batches.pop_front();
             }
             entry.batches.push_back(batch);
+            assert!(entry.batches.len() <= BATCHES_PER_PRODUCER);
         }
         if transactional && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(batch.base_offset);
@@ -190,20 +207,7 @@ impl ProducerStateTable {
         epoch: ProducerEpoch,
         coordinator_epoch: i32,
     ) -> Option<i64> {
-        let entry = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::new(),
-                coordinator_epoch,
-                current_txn_first_offset: None,
-                markers: 0,
-            });
-        if entry.epoch != epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+        let entry = self.entry_in_epoch(producer_id, epoch, coordinator_epoch);
         entry.coordinator_epoch = coordinator_epoch;
         entry.markers += 1;
         entry.current_txn_first_offset.take()

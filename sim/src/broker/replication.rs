@@ -342,7 +342,7 @@ fn apply_fetched(
     let high_watermark = result.high_watermark.min(log.log_end_offset());
     let moved = high_watermark != log.high_watermark;
     if moved {
-        log.high_watermark = high_watermark;
+        log.set_high_watermark(high_watermark);
     }
     batches > 0 || moved
 }

@@ -29,9 +29,13 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::server::{
-    PendingWrite, allocate_producer_id, append_to_leader, coordinator_for, wait_for_replication,
+use crate::broker::coordinator_shards::{
+    CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
 };
+use crate::broker::leader_write::{
+    PendingWrite, append_to_leader, await_replicated, wait_for_replication,
+};
+use crate::broker::server::{allocate_producer_id, coordinator_for};
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
 use crate::config::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
@@ -57,6 +61,20 @@ enum TxnState {
 }
 
 impl TxnState {
+    /// Whether a transactional id may move from `previous` to this state
+    /// (Kafka's `TransactionState.validPreviousStates`, without the states
+    /// this model does not have: Dead, PrepareEpochFence).
+    fn can_follow(self, previous: TxnState) -> bool {
+        use TxnState::*;
+        match self {
+            Empty => matches!(previous, Empty | CompleteCommit | CompleteAbort),
+            Ongoing => matches!(previous, Ongoing | Empty | CompleteCommit | CompleteAbort),
+            PrepareCommit | PrepareAbort => previous == Ongoing,
+            CompleteCommit => previous == PrepareCommit,
+            CompleteAbort => previous == PrepareAbort,
+        }
+    }
+
     fn code(self) -> i64 {
         match self {
             TxnState::Empty => 0,
@@ -83,6 +101,47 @@ struct TxnMetadata {
     txn_start_ms: u64,
 }
 
+impl TxnMetadata {
+    /// The open transaction aborted with a bumped epoch, which fences the
+    /// producer (unless the epoch is about to overflow: then it stays).
+    fn fenced_for_abort(&self) -> TxnMetadata {
+        assert_eq!(
+            self.state,
+            TxnState::Ongoing,
+            "only an open transaction is fenced"
+        );
+        let mut fenced = self.clone();
+        if fenced.producer_epoch < ProducerEpoch::MAX - 1 {
+            fenced.last_producer_epoch = fenced.producer_epoch;
+            fenced.producer_epoch += 1;
+        }
+        fenced.state = TxnState::PrepareAbort;
+        fenced
+    }
+
+    /// Asserts that `self` may replace `previous`: a legal transition, and
+    /// the producer epoch of one producer id only grows.
+    fn assert_follows(&self, previous: &TxnMetadata) {
+        assert!(
+            self.state.can_follow(previous.state),
+            "transactional id {}: illegal transition {:?} -> {:?} (seed {})",
+            self.transactional_id,
+            previous.state,
+            self.state,
+            crate::seed_context::current_seed()
+        );
+        assert!(
+            self.producer_id != previous.producer_id
+                || self.producer_epoch >= previous.producer_epoch,
+            "transactional id {}: producer epoch went back {} -> {} (seed {})",
+            self.transactional_id,
+            previous.producer_epoch,
+            self.producer_epoch,
+            crate::seed_context::current_seed()
+        );
+    }
+}
+
 #[derive(Debug)]
 struct TxnEntry {
     metadata: TxnMetadata,
@@ -93,40 +152,33 @@ struct TxnEntry {
 
 #[derive(Debug)]
 struct TxnShard {
-    coordinator_epoch: i32,
-    loaded: bool,
+    ownership: ShardOwnership,
+    /// Every transactional id used on this shard: ids never expire here
+    /// (Kafka's `transactional.id.expiration.ms` is a week).
     txns: BTreeMap<String, TxnEntry>,
 }
 
 /// The transaction coordinator's state on one broker.
 #[derive(Debug, Default)]
 pub(crate) struct TxnCoordinator {
-    shards: BTreeMap<i32, TxnShard>,
+    shards: CoordinatorShards<TxnShard>,
     /// Expiry requests already handled (see `BrokerControl`).
     expiries_seen: u64,
 }
 
-fn shard_of(broker: &Broker, transactional_id: &str) -> i32 {
-    coordinator_partition(transactional_id, broker.config.transaction_state_partitions)
+impl CoordinatorShard for TxnShard {
+    fn ownership(&mut self) -> &mut ShardOwnership {
+        &mut self.ownership
+    }
 }
 
-fn with_shard<R>(
-    broker: &Broker,
-    transactional_id: &str,
-    f: impl FnOnce(&mut TxnShard, i32) -> R,
-) -> Result<R, ErrorCode> {
-    let partition = shard_of(broker, transactional_id);
-    let mut state = broker.state.borrow_mut();
-    let shard = state
-        .txns
-        .shards
-        .get_mut(&partition)
-        .ok_or(ErrorCode::NotCoordinator)?;
-    if !shard.loaded {
-        return Err(ErrorCode::CoordinatorLoadInProgress);
-    }
-    Ok(f(shard, partition))
-}
+/// The transaction coordinator's shards: the partitions of
+/// `__transaction_state`.
+const TXN_SHARDS: ShardedTopic<TxnShard> = ShardedTopic {
+    topic: TRANSACTION_STATE_TOPIC,
+    partitions: |broker| broker.config.transaction_state_partitions,
+    shards: |state| &mut state.txns.shards,
+};
 
 fn trace_txn(broker: &Broker, metadata: &TxnMetadata) {
     broker.trace.record(
@@ -180,27 +232,23 @@ async fn write_transition(
     let written = match append_to_leader(broker, batch, true) {
         Err(error) => Err(write_error(error)),
         Ok(appended) => {
-            let outcome = wait_for_replication(
-                broker,
-                std::slice::from_ref(&appended.pending),
-                broker.config.coordinator_write_timeout_ms,
-            )
-            .await;
-            match outcome[0] {
-                None => Ok(()),
-                Some(error) => Err(write_error(error)),
-            }
+            let timeout_ms = broker.config.coordinator_write_timeout_ms;
+            await_replicated(broker, &appended.pending, timeout_ms)
+                .await
+                .map_err(write_error)
         }
     };
     let transactional_id = metadata.transactional_id.clone();
-    let applied = with_shard(broker, &transactional_id, |shard, _| {
-        if shard.coordinator_epoch != coordinator_epoch {
+    let applied = TXN_SHARDS.with_key(broker, &transactional_id, |shard, _| {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
             return Err(ErrorCode::NotCoordinator);
         }
         match shard.txns.get_mut(&transactional_id) {
             Some(entry) => {
+                assert!(entry.pending, "a transition is written for a pending entry");
                 entry.pending = false;
                 if written.is_ok() {
+                    metadata.assert_follows(&entry.metadata);
                     trace_txn(broker, &metadata);
                     entry.metadata = metadata;
                 }
@@ -235,14 +283,13 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             producer_id,
             producer_epoch,
         } => {
-            let result = init_producer_id(
-                broker,
+            let request = InitRequest {
                 transactional_id,
-                transaction_timeout_ms,
+                timeout_ms: transaction_timeout_ms,
                 producer_id,
                 producer_epoch,
-            )
-            .await;
+            };
+            let result = init_producer_id(broker, request).await;
             match result {
                 Ok((producer_id, producer_epoch)) => Response::InitProducerId {
                     error: None,
@@ -313,31 +360,70 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
     }
 }
 
+/// An InitProducerId request for a transactional id.
+struct InitRequest {
+    transactional_id: String,
+    timeout_ms: u32,
+    /// The caller's current id and epoch (KIP-360), -1 if it has none.
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+}
+
+/// A transition decided under the shard, its entry marked pending: to be
+/// written to `__transaction_state-<partition>` in `coordinator_epoch`.
+struct Transition {
+    partition: i32,
+    coordinator_epoch: i32,
+    next: TxnMetadata,
+}
+
+impl Transition {
+    /// Marks the entry of `next` pending and makes the transition.
+    fn claim(shard: &mut TxnShard, partition: i32, next: TxnMetadata) -> Transition {
+        let entry = shard
+            .txns
+            .get_mut(&next.transactional_id)
+            .expect("checked above");
+        assert!(
+            !entry.pending,
+            "one transition at a time per transactional id"
+        );
+        entry.pending = true;
+        Transition {
+            partition,
+            coordinator_epoch: shard.ownership.coordinator_epoch,
+            next,
+        }
+    }
+
+    async fn write(self, broker: &Broker) -> Result<(), ErrorCode> {
+        write_transition(broker, self.partition, self.coordinator_epoch, self.next).await
+    }
+}
+
 enum InitStep {
-    /// Write this metadata; `true` if the id is new (no durable state yet).
-    Write(i32, i32, TxnMetadata, bool),
+    /// Write this metadata; `new_id` if the id is new (no durable state yet).
+    Write {
+        transition: Transition,
+        new_id: bool,
+    },
     /// Abort the open transaction first (with this fenced metadata).
-    Fence(i32, i32, TxnMetadata),
+    Fence(Transition),
 }
 
 async fn init_producer_id(
     broker: &Rc<Broker>,
-    transactional_id: String,
-    timeout_ms: u32,
-    producer_id: ProducerId,
-    producer_epoch: ProducerEpoch,
+    request: InitRequest,
 ) -> Result<(ProducerId, ProducerEpoch), ErrorCode> {
+    let transactional_id = &request.transactional_id;
     if transactional_id.is_empty() {
         return Err(codes::INVALID_REQUEST);
     }
-    if timeout_ms == 0 || timeout_ms > broker.config.transaction_max_timeout_ms {
+    if request.timeout_ms == 0 || request.timeout_ms > broker.config.transaction_max_timeout_ms {
         return Err(ErrorCode::InvalidTransactionTimeout);
     }
-    let known = with_shard(broker, &transactional_id, |shard, _| {
-        shard
-            .txns
-            .get(&transactional_id)
-            .map(|e| e.metadata.clone())
+    let known = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
+        shard.txns.get(transactional_id).map(|e| e.metadata.clone())
     })?;
     // A new id, or an epoch about to overflow, needs a fresh producer id.
     let needs_new_id = match &known {
@@ -350,110 +436,34 @@ async fn init_producer_id(
         None
     };
     let now = now_ms();
-    let step = with_shard(broker, &transactional_id, |shard, partition| {
-        let coordinator_epoch = shard.coordinator_epoch;
-        let Some(entry) = shard.txns.get_mut(&transactional_id) else {
-            let producer_id = fresh_id.ok_or(ErrorCode::ConcurrentTransactions)?;
-            let metadata = TxnMetadata {
-                transactional_id: transactional_id.clone(),
-                producer_id,
-                producer_epoch: 0,
-                last_producer_epoch: -1,
-                timeout_ms,
-                state: TxnState::Empty,
-                partitions: BTreeSet::new(),
-                txn_start_ms: now,
-            };
-            shard.txns.insert(
-                transactional_id.clone(),
-                TxnEntry {
-                    metadata: metadata.clone(),
-                    pending: true,
-                },
-            );
-            return Ok(InitStep::Write(
-                partition,
-                coordinator_epoch,
-                metadata,
-                true,
-            ));
-        };
-        if entry.pending {
-            return Err(ErrorCode::ConcurrentTransactions);
-        }
-        let current = &entry.metadata;
-        if producer_id >= 0
-            && (producer_id != current.producer_id
-                || (producer_epoch != current.producer_epoch
-                    && producer_epoch != current.last_producer_epoch))
-        {
-            return Err(ErrorCode::ProducerFenced);
-        }
-        match current.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                Err(ErrorCode::ConcurrentTransactions)
-            }
-            TxnState::Ongoing => {
-                let mut fenced = current.clone();
-                if fenced.producer_epoch < ProducerEpoch::MAX - 1 {
-                    fenced.last_producer_epoch = fenced.producer_epoch;
-                    fenced.producer_epoch += 1;
-                }
-                fenced.state = TxnState::PrepareAbort;
-                entry.pending = true;
-                Ok(InitStep::Fence(partition, coordinator_epoch, fenced))
-            }
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                let mut next = current.clone();
-                match fresh_id {
-                    Some(fresh) => {
-                        next.producer_id = fresh;
-                        next.producer_epoch = 0;
-                        next.last_producer_epoch = -1;
-                    }
-                    None => {
-                        next.last_producer_epoch = next.producer_epoch;
-                        next.producer_epoch += 1;
-                    }
-                }
-                next.timeout_ms = timeout_ms;
-                next.state = TxnState::Empty;
-                next.partitions.clear();
-                next.txn_start_ms = now;
-                entry.pending = true;
-                Ok(InitStep::Write(partition, coordinator_epoch, next, false))
-            }
-        }
+    let step = TXN_SHARDS.with_key(broker, transactional_id, |shard, partition| {
+        init_step(shard, partition, &request, fresh_id, now)
     })??;
     match step {
-        InitStep::Write(partition, coordinator_epoch, metadata, new_id) => {
-            let answer = (metadata.producer_id, metadata.producer_epoch);
-            let written =
-                write_transition(broker, partition, coordinator_epoch, metadata.clone()).await;
+        InitStep::Write { transition, new_id } => {
+            let metadata = transition.next.clone();
+            let written = transition.write(broker).await;
             if written.is_err() && new_id {
                 // The new id's first write failed: it has no state at all.
-                let _ = with_shard(broker, &transactional_id, |shard, _| {
+                let _ = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
                     if shard
                         .txns
-                        .get(&transactional_id)
+                        .get(transactional_id)
                         .is_some_and(|e| !e.pending && e.metadata == metadata)
                     {
-                        shard.txns.remove(&transactional_id);
+                        shard.txns.remove(transactional_id);
                     }
                 });
             }
-            written.map(|()| answer)
+            written.map(|()| (metadata.producer_id, metadata.producer_epoch))
         }
-        InitStep::Fence(partition, coordinator_epoch, fenced) => {
-            let written =
-                write_transition(broker, partition, coordinator_epoch, fenced.clone()).await;
+        InitStep::Fence(transition) => {
+            let (partition, coordinator_epoch) =
+                (transition.partition, transition.coordinator_epoch);
+            let fenced_id = transition.next.transactional_id.clone();
+            let written = transition.write(broker).await;
             if written.is_ok() {
-                spawn_completion(
-                    broker,
-                    partition,
-                    coordinator_epoch,
-                    fenced.transactional_id,
-                );
+                spawn_completion(broker, partition, coordinator_epoch, fenced_id);
             }
             written?;
             Err(ErrorCode::ConcurrentTransactions)
@@ -461,13 +471,99 @@ async fn init_producer_id(
     }
 }
 
+/// Decides an InitProducerId under the shard: a new id's first state, the
+/// next epoch of a known id, or fencing its open transaction first.
+fn init_step(
+    shard: &mut TxnShard,
+    partition: i32,
+    request: &InitRequest,
+    fresh_id: Option<ProducerId>,
+    now: u64,
+) -> Result<InitStep, ErrorCode> {
+    let transactional_id = &request.transactional_id;
+    let Some(entry) = shard.txns.get(transactional_id) else {
+        let producer_id = fresh_id.ok_or(ErrorCode::ConcurrentTransactions)?;
+        let metadata = TxnMetadata {
+            transactional_id: transactional_id.clone(),
+            producer_id,
+            producer_epoch: 0,
+            last_producer_epoch: -1,
+            timeout_ms: request.timeout_ms,
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            txn_start_ms: now,
+        };
+        shard.txns.insert(
+            transactional_id.clone(),
+            TxnEntry {
+                metadata: metadata.clone(),
+                pending: true,
+            },
+        );
+        let transition = Transition {
+            partition,
+            coordinator_epoch: shard.ownership.coordinator_epoch,
+            next: metadata,
+        };
+        return Ok(InitStep::Write {
+            transition,
+            new_id: true,
+        });
+    };
+    if entry.pending {
+        return Err(ErrorCode::ConcurrentTransactions);
+    }
+    let current = &entry.metadata;
+    if request.producer_id >= 0
+        && (request.producer_id != current.producer_id
+            || (request.producer_epoch != current.producer_epoch
+                && request.producer_epoch != current.last_producer_epoch))
+    {
+        return Err(ErrorCode::ProducerFenced);
+    }
+    match current.state {
+        TxnState::PrepareCommit | TxnState::PrepareAbort => Err(ErrorCode::ConcurrentTransactions),
+        TxnState::Ongoing => {
+            let fenced = current.fenced_for_abort();
+            Ok(InitStep::Fence(Transition::claim(shard, partition, fenced)))
+        }
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+            let mut next = current.clone();
+            match fresh_id {
+                Some(fresh) => {
+                    next.producer_id = fresh;
+                    next.producer_epoch = 0;
+                    next.last_producer_epoch = -1;
+                }
+                None => {
+                    next.last_producer_epoch = next.producer_epoch;
+                    next.producer_epoch += 1;
+                }
+            }
+            next.timeout_ms = request.timeout_ms;
+            next.state = TxnState::Empty;
+            next.partitions.clear();
+            next.txn_start_ms = now;
+            let transition = Transition::claim(shard, partition, next);
+            Ok(InitStep::Write {
+                transition,
+                new_id: false,
+            })
+        }
+    }
+}
+
 /// Checks the caller's producer id and epoch against the coordinator's.
-fn check_producer(
-    entry: Option<&TxnEntry>,
+fn check_producer<'a>(
+    shard: &'a TxnShard,
+    transactional_id: &str,
     producer_id: ProducerId,
     producer_epoch: ProducerEpoch,
-) -> Result<&TxnEntry, ErrorCode> {
-    let entry = entry.ok_or(ErrorCode::InvalidProducerIdMapping)?;
+) -> Result<&'a TxnMetadata, ErrorCode> {
+    let entry = shard
+        .txns
+        .get(transactional_id)
+        .ok_or(ErrorCode::InvalidProducerIdMapping)?;
     if entry.metadata.producer_id != producer_id {
         return Err(ErrorCode::InvalidProducerIdMapping);
     }
@@ -477,7 +573,7 @@ fn check_producer(
     if entry.pending {
         return Err(ErrorCode::ConcurrentTransactions);
     }
-    Ok(entry)
+    Ok(&entry.metadata)
 }
 
 async fn add_partitions(
@@ -487,41 +583,18 @@ async fn add_partitions(
     producer_epoch: ProducerEpoch,
     partitions: Vec<TopicPartition>,
 ) -> Vec<(TopicPartition, Option<ErrorCode>)> {
-    let fail = |error: ErrorCode| {
+    let answer = |error: Option<ErrorCode>| {
         partitions
             .iter()
-            .map(|tp| (tp.clone(), Some(error)))
+            .map(|tp| (tp.clone(), error))
             .collect::<Vec<_>>()
     };
-    let unknown: Vec<&TopicPartition> = {
-        let state = broker.state.borrow();
-        partitions
-            .iter()
-            .filter(|tp| state.metadata.partition(tp).is_none())
-            .collect()
-    };
-    if !unknown.is_empty() {
-        return partitions
-            .iter()
-            .map(|tp| {
-                let error = if unknown.contains(&tp) {
-                    ErrorCode::UnknownTopicOrPartition
-                } else {
-                    codes::OPERATION_NOT_ATTEMPTED
-                };
-                (tp.clone(), Some(error))
-            })
-            .collect();
+    if let Some(results) = unknown_partitions(broker, &partitions) {
+        return results;
     }
     let now = now_ms();
-    let step = with_shard(broker, &transactional_id, |shard, partition| {
-        let coordinator_epoch = shard.coordinator_epoch;
-        let entry = check_producer(
-            shard.txns.get(&transactional_id),
-            producer_id,
-            producer_epoch,
-        )?;
-        let current = &entry.metadata;
+    let step = TXN_SHARDS.with_key(broker, &transactional_id, |shard, partition| {
+        let current = check_producer(shard, &transactional_id, producer_id, producer_epoch)?;
         match current.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 return Err(ErrorCode::ConcurrentTransactions);
@@ -538,23 +611,43 @@ async fn add_partitions(
         }
         next.state = TxnState::Ongoing;
         next.partitions.extend(partitions.iter().cloned());
-        shard
-            .txns
-            .get_mut(&transactional_id)
-            .expect("checked above")
-            .pending = true;
-        Ok(Some((partition, coordinator_epoch, next)))
+        Ok(Some(Transition::claim(shard, partition, next)))
     });
     match step {
-        Err(error) | Ok(Err(error)) => fail(error),
-        Ok(Ok(None)) => partitions.iter().map(|tp| (tp.clone(), None)).collect(),
-        Ok(Ok(Some((partition, coordinator_epoch, next)))) => {
-            match write_transition(broker, partition, coordinator_epoch, next).await {
-                Ok(()) => partitions.iter().map(|tp| (tp.clone(), None)).collect(),
-                Err(error) => fail(error),
-            }
-        }
+        Err(error) | Ok(Err(error)) => answer(Some(error)),
+        Ok(Ok(None)) => answer(None),
+        Ok(Ok(Some(transition))) => answer(transition.write(broker).await.err()),
     }
+}
+
+/// If some of `partitions` are not in the metadata: the answer, those
+/// UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED.
+fn unknown_partitions(
+    broker: &Broker,
+    partitions: &[TopicPartition],
+) -> Option<Vec<(TopicPartition, Option<ErrorCode>)>> {
+    let unknown: Vec<&TopicPartition> = {
+        let state = broker.state.borrow();
+        partitions
+            .iter()
+            .filter(|tp| state.metadata.partition(tp).is_none())
+            .collect()
+    };
+    if unknown.is_empty() {
+        return None;
+    }
+    let results = partitions
+        .iter()
+        .map(|tp| {
+            let error = if unknown.contains(&tp) {
+                ErrorCode::UnknownTopicOrPartition
+            } else {
+                codes::OPERATION_NOT_ATTEMPTED
+            };
+            (tp.clone(), Some(error))
+        })
+        .collect();
+    Some(results)
 }
 
 async fn end_txn(
@@ -564,14 +657,8 @@ async fn end_txn(
     producer_epoch: ProducerEpoch,
     committed: bool,
 ) -> Result<(), ErrorCode> {
-    let step = with_shard(broker, &transactional_id, |shard, partition| {
-        let coordinator_epoch = shard.coordinator_epoch;
-        let entry = check_producer(
-            shard.txns.get(&transactional_id),
-            producer_id,
-            producer_epoch,
-        )?;
-        let current = &entry.metadata;
+    let step = TXN_SHARDS.with_key(broker, &transactional_id, |shard, partition| {
+        let current = check_producer(shard, &transactional_id, producer_id, producer_epoch)?;
         match (current.state, committed) {
             (TxnState::Ongoing, _) => {}
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
@@ -588,17 +675,13 @@ async fn end_txn(
         } else {
             TxnState::PrepareAbort
         };
-        shard
-            .txns
-            .get_mut(&transactional_id)
-            .expect("checked above")
-            .pending = true;
-        Ok(Some((partition, coordinator_epoch, next)))
+        Ok(Some(Transition::claim(shard, partition, next)))
     })??;
-    let Some((partition, coordinator_epoch, next)) = step else {
+    let Some(transition) = step else {
         return Ok(());
     };
-    write_transition(broker, partition, coordinator_epoch, next).await?;
+    let (partition, coordinator_epoch) = (transition.partition, transition.coordinator_epoch);
+    transition.write(broker).await?;
     spawn_completion(broker, partition, coordinator_epoch, transactional_id);
     Ok(())
 }
@@ -626,10 +709,10 @@ async fn complete(
     loop {
         let current = {
             let state = broker.state.borrow();
-            let Some(shard) = state.txns.shards.get(&partition) else {
+            let Some(shard) = state.txns.shards.get(partition) else {
                 return;
             };
-            if shard.coordinator_epoch != coordinator_epoch {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return;
             }
             let Some(entry) = shard.txns.get(&transactional_id) else {
@@ -661,8 +744,8 @@ async fn complete(
             continue;
         }
         // Every marker is written: the transaction is complete.
-        let claimed = with_shard(broker, &transactional_id, |shard, _| {
-            if shard.coordinator_epoch != coordinator_epoch {
+        let claimed = TXN_SHARDS.with_key(broker, &transactional_id, |shard, _| {
+            if shard.ownership.coordinator_epoch != coordinator_epoch {
                 return false;
             }
             match shard.txns.get_mut(&transactional_id) {
@@ -875,7 +958,7 @@ pub(crate) fn handle_verify(
     producer_epoch: ProducerEpoch,
     partitions: Vec<TopicPartition>,
 ) -> InternalResponse {
-    let verdict = with_shard(broker, transactional_id, |shard, _| {
+    let verdict = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
         let entry = shard
             .txns
             .get(transactional_id)
@@ -913,41 +996,108 @@ pub(crate) async fn verify_produce(
     batches: &[ProduceBatch],
 ) -> Vec<Option<ErrorCode>> {
     let mut verdicts: Vec<Option<ErrorCode>> = vec![None; batches.len()];
-    // (batch index, partition, marker count before verifying)
-    let mut to_verify: Vec<(usize, TopicPartition, u64)> = Vec::new();
-    {
-        let state = broker.state.borrow();
-        let disk = broker.disk.borrow();
-        for (index, batch) in batches.iter().enumerate() {
-            if !batch.transactional || batch.producer_id < 0 {
-                continue;
-            }
-            let tp = TopicPartition::new(batch.topic.clone(), batch.partition);
-            let leads = state.replicas.get(&tp).is_some_and(|r| r.is_leader());
-            let Some(log) = disk.logs.get(&tp).filter(|_| leads) else {
-                // Not the leader: the append reports it.
-                continue;
-            };
-            if transactional_id.is_none() {
-                verdicts[index] = Some(ErrorCode::InvalidTxnState);
-                continue;
-            }
-            if broker.config.transaction_partition_verification
-                && !log.has_open_transaction(batch.producer_id)
-            {
-                to_verify.push((index, tp, log.marker_count(batch.producer_id)));
-            }
-        }
-    }
+    let to_verify = batches_to_verify(broker, transactional_id, batches, &mut verdicts);
     let Some(transactional_id) = transactional_id else {
         return verdicts;
     };
     if to_verify.is_empty() {
         return verdicts;
     }
-    let first = &batches[to_verify[0].0];
-    let (producer_id, producer_epoch) = (first.producer_id, first.producer_epoch);
-    let partitions: Vec<TopicPartition> = to_verify.iter().map(|(_, tp, _)| tp.clone()).collect();
+    let first = &batches[to_verify[0].index];
+    let partitions: Vec<TopicPartition> = to_verify.iter().map(|v| v.tp.clone()).collect();
+    let results = ask_coordinator_to_verify(
+        broker,
+        transactional_id,
+        (first.producer_id, first.producer_epoch),
+        partitions,
+    )
+    .await;
+    let disk = broker.disk.borrow();
+    for verifying in to_verify {
+        let producer_id = batches[verifying.index].producer_id;
+        let verdict = match results.get(&verifying.tp).copied() {
+            None => Some(ErrorCode::NotEnoughReplicas),
+            Some(None) => {
+                // A marker landed while we asked: the verification is stale.
+                let markers_now = disk
+                    .logs
+                    .get(&verifying.tp)
+                    .map_or(0, |log| log.marker_count(producer_id));
+                (markers_now != verifying.markers_before).then_some(ErrorCode::InvalidTxnState)
+            }
+            // Coordinator trouble is retriable for the producer (Kafka
+            // answers NOT_ENOUGH_REPLICAS so that old clients retry).
+            Some(Some(
+                ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::ConcurrentTransactions,
+            )) => Some(ErrorCode::NotEnoughReplicas),
+            Some(Some(error)) => Some(error),
+        };
+        verdicts[verifying.index] = verdict;
+    }
+    drop(disk);
+    verdicts
+}
+
+/// A batch whose partition must be verified with the coordinator.
+struct Verifying {
+    /// Its place in the request.
+    index: usize,
+    tp: TopicPartition,
+    /// The producer's marker count on the partition before asking.
+    markers_before: u64,
+}
+
+/// The batches (transactional, on partitions this broker leads) whose
+/// first write must be verified; refuses in `verdicts` those sent without
+/// a transactional id.
+fn batches_to_verify(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    batches: &[ProduceBatch],
+    verdicts: &mut [Option<ErrorCode>],
+) -> Vec<Verifying> {
+    let mut to_verify = Vec::new();
+    let state = broker.state.borrow();
+    let disk = broker.disk.borrow();
+    for (index, batch) in batches.iter().enumerate() {
+        if !batch.transactional || batch.producer_id < 0 {
+            continue;
+        }
+        let tp = TopicPartition::new(batch.topic.clone(), batch.partition);
+        let leads = state.replicas.get(&tp).is_some_and(|r| r.is_leader());
+        let Some(log) = disk.logs.get(&tp).filter(|_| leads) else {
+            // Not the leader: the append reports it.
+            continue;
+        };
+        if transactional_id.is_none() {
+            verdicts[index] = Some(ErrorCode::InvalidTxnState);
+            continue;
+        }
+        if broker.config.transaction_partition_verification
+            && !log.has_open_transaction(batch.producer_id)
+        {
+            let markers_before = log.marker_count(batch.producer_id);
+            to_verify.push(Verifying {
+                index,
+                tp,
+                markers_before,
+            });
+        }
+    }
+    to_verify
+}
+
+/// Asks the transaction coordinator (this broker or another) whether each
+/// partition is in the producer's ongoing transaction.
+async fn ask_coordinator_to_verify(
+    broker: &Rc<Broker>,
+    transactional_id: &str,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+    partitions: Vec<TopicPartition>,
+) -> BTreeMap<TopicPartition, Option<ErrorCode>> {
     let response = match coordinator_for(broker, CoordinatorType::Transaction, transactional_id) {
         Err(error) => Err(error),
         Ok((_, node)) if node.id == broker.id => Ok(handle_verify(
@@ -975,43 +1125,14 @@ pub(crate) async fn verify_produce(
             }
         }
     };
-    let results: BTreeMap<TopicPartition, Option<ErrorCode>> = match response {
+    match response {
         Ok(InternalResponse::VerifyTxnPartitions { results }) => results.into_iter().collect(),
         Ok(_) => BTreeMap::new(),
         Err(error) => partitions
             .iter()
             .map(|tp| (tp.clone(), Some(error)))
             .collect(),
-    };
-    let state = broker.state.borrow();
-    let disk = broker.disk.borrow();
-    for (index, tp, markers_before) in to_verify {
-        let batch = &batches[index];
-        let verdict = match results.get(&tp).copied() {
-            None => Some(ErrorCode::NotEnoughReplicas),
-            Some(None) => {
-                // A marker landed while we asked: the verification is stale.
-                let markers_now = disk
-                    .logs
-                    .get(&tp)
-                    .map_or(0, |log| log.marker_count(batch.producer_id));
-                (markers_now != markers_before).then_some(ErrorCode::InvalidTxnState)
-            }
-            // Coordinator trouble is retriable for the producer (Kafka
-            // answers NOT_ENOUGH_REPLICAS so that old clients retry).
-            Some(Some(
-                ErrorCode::CoordinatorNotAvailable
-                | ErrorCode::NotCoordinator
-                | ErrorCode::CoordinatorLoadInProgress
-                | ErrorCode::ConcurrentTransactions,
-            )) => Some(ErrorCode::NotEnoughReplicas),
-            Some(Some(error)) => Some(error),
-        };
-        verdicts[index] = verdict;
     }
-    drop(disk);
-    drop(state);
-    verdicts
 }
 
 /// Aborts transactions open longer than their timeout (and all open ones
@@ -1035,11 +1156,8 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
         let mut expired = Vec::new();
         {
             let mut state = broker.state.borrow_mut();
-            for (&partition, shard) in state.txns.shards.iter_mut() {
-                if !shard.loaded {
-                    continue;
-                }
-                let coordinator_epoch = shard.coordinator_epoch;
+            for (partition, shard) in state.txns.shards.loaded_iter_mut() {
+                let coordinator_epoch = shard.ownership.coordinator_epoch;
                 for entry in shard.txns.values_mut() {
                     let metadata = &entry.metadata;
                     let overdue = now >= metadata.txn_start_ms + u64::from(metadata.timeout_ms);
@@ -1049,12 +1167,7 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
                     {
                         continue;
                     }
-                    let mut fenced = metadata.clone();
-                    if fenced.producer_epoch < ProducerEpoch::MAX - 1 {
-                        fenced.last_producer_epoch = fenced.producer_epoch;
-                        fenced.producer_epoch += 1;
-                    }
-                    fenced.state = TxnState::PrepareAbort;
+                    let fenced = metadata.fenced_for_abort();
                     entry.pending = true;
                     expired.push((partition, coordinator_epoch, fenced));
                 }
@@ -1084,43 +1197,24 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
 /// This broker now leads `__transaction_state-<partition>`: load it after
 /// the load delay, then finish the transactions it finds prepared.
 pub(crate) fn start_loading(broker: &Rc<Broker>, partition: i32, leader_epoch: i32) {
-    broker.state.borrow_mut().txns.shards.insert(
-        partition,
-        TxnShard {
-            coordinator_epoch: leader_epoch,
-            loaded: false,
-            txns: BTreeMap::new(),
-        },
-    );
-    let broker = broker.clone();
-    tokio::task::spawn_local(async move {
-        tokio::time::sleep(Duration::from_millis(
-            broker.config.coordinator_load_delay_ms,
-        ))
-        .await;
-        let prepared = load(&broker, partition, leader_epoch);
+    let shard = TxnShard {
+        ownership: ShardOwnership::loading(leader_epoch),
+        txns: BTreeMap::new(),
+    };
+    TXN_SHARDS.start_loading(broker, partition, leader_epoch, shard, move |broker| {
+        let prepared = load(broker, partition, leader_epoch);
         for transactional_id in prepared {
-            spawn_completion(&broker, partition, leader_epoch, transactional_id);
+            spawn_completion(broker, partition, leader_epoch, transactional_id);
         }
     });
 }
 
+/// Replays the shard's log; returns the transactional ids it finds
+/// prepared (their markers are still to be written).
 fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
-    let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, partition);
-    let (entries, prepared) = {
-        let mut state = broker.state.borrow_mut();
-        let still_leader = state
-            .replicas
-            .get(&tp)
-            .is_some_and(|r| r.is_leader() && r.leader_epoch == leader_epoch);
-        let Some(shard) = state.txns.shards.get_mut(&partition) else {
-            return Vec::new();
-        };
-        if shard.coordinator_epoch != leader_epoch || shard.loaded || !still_leader {
-            return Vec::new();
-        }
+    let replayed = TXN_SHARDS.replay(broker, partition, leader_epoch, |shard, tp| {
         let disk = broker.disk.borrow();
-        for stored in disk.logs[&tp].batches() {
+        for stored in disk.logs[tp].batches() {
             let batch = stored.decode();
             for record in &batch.records {
                 let Some(value) = &record.value else {
@@ -1142,7 +1236,6 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
                 );
             }
         }
-        shard.loaded = true;
         let prepared: Vec<String> = shard
             .txns
             .iter()
@@ -1155,25 +1248,79 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
             .map(|(id, _)| id.clone())
             .collect();
         (shard.txns.len() as i64, prepared)
-    };
-    broker.trace_partition(
-        EventKind::CoordinatorLoaded,
-        &tp,
-        [i64::from(leader_epoch), entries, 0, 0],
-    );
-    broker.notify_changed();
-    prepared
+    });
+    replayed.unwrap_or_default()
 }
 
 /// This broker no longer leads `__transaction_state-<partition>`.
 pub(crate) fn unload(broker: &Rc<Broker>, partition: i32) {
-    let removed = broker.state.borrow_mut().txns.shards.remove(&partition);
-    if let Some(shard) = removed {
-        broker.trace_partition(
-            EventKind::CoordinatorUnloaded,
-            &TopicPartition::new(TRANSACTION_STATE_TOPIC, partition),
-            [i64::from(shard.coordinator_epoch), 0, 0, 0],
+    TXN_SHARDS.unload(broker, partition);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_states_follow_kafkas_valid_previous_states() {
+        use TxnState::*;
+        let all = [
+            Empty,
+            Ongoing,
+            PrepareCommit,
+            PrepareAbort,
+            CompleteCommit,
+            CompleteAbort,
+        ];
+        // Kafka's TransactionState.validPreviousStates, less Dead and
+        // PrepareEpochFence.
+        let legal = [
+            (Empty, Empty),
+            (CompleteCommit, Empty),
+            (CompleteAbort, Empty),
+            (Empty, Ongoing),
+            (Ongoing, Ongoing),
+            (CompleteCommit, Ongoing),
+            (CompleteAbort, Ongoing),
+            (Ongoing, PrepareCommit),
+            (Ongoing, PrepareAbort),
+            (PrepareCommit, CompleteCommit),
+            (PrepareAbort, CompleteAbort),
+        ];
+        for previous in all {
+            for next in all {
+                assert_eq!(
+                    next.can_follow(previous),
+                    legal.contains(&(previous, next)),
+                    "{previous:?} -> {next:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fencing_an_open_transaction_bumps_the_epoch_until_it_would_overflow() {
+        let metadata = TxnMetadata {
+            transactional_id: "t".into(),
+            producer_id: 4,
+            producer_epoch: 7,
+            last_producer_epoch: 6,
+            timeout_ms: 100,
+            state: TxnState::Ongoing,
+            partitions: BTreeSet::new(),
+            txn_start_ms: 0,
+        };
+        let fenced = metadata.fenced_for_abort();
+        assert_eq!(fenced.state, TxnState::PrepareAbort);
+        assert_eq!((fenced.producer_epoch, fenced.last_producer_epoch), (8, 7));
+        fenced.assert_follows(&metadata);
+        let at_limit = TxnMetadata {
+            producer_epoch: ProducerEpoch::MAX - 1,
+            ..metadata
+        };
+        assert_eq!(
+            at_limit.fenced_for_abort().producer_epoch,
+            ProducerEpoch::MAX - 1
         );
-        broker.notify_changed();
     }
 }
