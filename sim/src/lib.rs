@@ -5,7 +5,8 @@
 //! - [`cluster`]: [`cluster::SimCluster`] and [`cluster::ClusterHandle`], the
 //!   public API for everything above the brokers;
 //! - [`protocol`]: the Kafka APIs as Rust values (the wire contract with
-//!   clients); [`internal`]: broker and controller messages;
+//!   clients); [`internal`]: broker and controller messages; [`records`]:
+//!   the ids, records and batches both share;
 //! - [`faults`]: faults and fault schedules; [`trace`]: the run's trace and
 //!   its hash; [`world`]: the seeded turmoil builder and the clock;
 //! - [`rpc`]: a request/response connection (brokers' and tests' raw client);
@@ -22,6 +23,7 @@ pub(crate) mod controller;
 pub mod faults;
 pub mod internal;
 pub mod protocol;
+pub mod records;
 pub mod rpc;
 pub mod seed;
 pub mod trace;
