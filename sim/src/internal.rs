@@ -15,7 +15,8 @@ use eddyline_engine::transport::{ErrorCode, NewTopic, TopicPartition};
 
 pub use crate::records::RawBytes;
 use crate::records::{
-    BrokerId, ControlType, FetchPartition, ProducerEpoch, ProducerId, RecordBatch, offset_count,
+    BrokerId, ControlType, FetchPartition, ProducerEpoch, ProducerId, RecordBatch, TopicError,
+    offset_count,
 };
 
 /// A partition's state as the controller publishes it.
@@ -234,7 +235,7 @@ pub enum InternalResponse {
         result: Result<PartitionImage, ErrorCode>,
     },
     CreateTopics {
-        results: Vec<(String, Option<ErrorCode>)>,
+        results: Vec<TopicError>,
     },
     AllocateProducerIds {
         error: Option<ErrorCode>,

@@ -24,8 +24,8 @@ use eddyline_engine::transport::{
 
 use crate::internal::{InternalRequest, InternalResponse};
 pub use crate::records::{
-    BrokerId, ControlType, FetchPartition, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, ProducerEpoch,
-    ProducerId, RecordBatch, RecordData,
+    BrokerId, ControlType, FetchPartition, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PartitionError,
+    ProducerEpoch, ProducerId, RecordBatch, RecordData, TopicError,
 };
 
 /// The largest frame a peer accepts; a bigger one is a protocol error.
@@ -86,120 +86,203 @@ pub struct JoinMember {
     pub metadata: Vec<u8>,
 }
 
-/// A request from a client (or a broker) to a broker.
+/// Metadata: brokers and partition states.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetadataRequest {
+    /// `None`: all topics.
+    pub topics: Option<Vec<String>>,
+}
+
+/// CreateTopics: sent to any broker, which forwards it to the controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateTopicsRequest {
+    pub topics: Vec<NewTopic>,
+    pub timeout_ms: u32,
+}
+
+/// Produce; acks is always all (-1) for Eddyline's producers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub transactional_id: Option<String>,
+    pub timeout_ms: u32,
+    pub batches: Vec<ProduceBatch>,
+}
+
+/// Fetch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// `Some` for a follower's fetch (reads to the log end, reports the
+    /// follower's log end offset to the leader).
+    pub replica_id: Option<BrokerId>,
+    pub isolation: Isolation,
+    pub max_wait_ms: u32,
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// One partition of a ListOffsets request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOffsetsPartition {
+    pub topic_partition: TopicPartition,
+    pub spec: OffsetSpec,
+}
+
+/// ListOffsets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListOffsetsRequest {
+    pub isolation: Isolation,
+    pub partitions: Vec<ListOffsetsPartition>,
+}
+
+/// FindCoordinator: any broker answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FindCoordinatorRequest {
+    pub key_type: CoordinatorType,
+    pub key: String,
+}
+
+/// JoinGroup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinGroupRequest {
+    pub group_id: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    /// Empty on the first join.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: String,
+    pub protocols: Vec<JoinProtocol>,
+    /// The client's `client.id`: Kafka makes member ids
+    /// `<client_id>-<uuid>` (KIP-394), and the range assignor orders
+    /// members by member id.
+    pub client_id: String,
+}
+
+/// The partitions the group leader assigns to one member in SyncGroup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAssignment {
+    pub member_id: String,
+    pub partitions: Vec<TopicPartition>,
+}
+
+/// SyncGroup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncGroupRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    /// Only the leader sends assignments.
+    pub assignments: Vec<MemberAssignment>,
+}
+
+/// Heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+}
+
+/// LeaveGroup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaveGroupRequest {
+    pub group_id: String,
+    pub member_id: String,
+}
+
+/// OffsetCommit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetCommitRequest {
+    pub group_id: String,
+    /// -1 with an empty member id: a commit from outside the group.
+    pub generation_id: i32,
+    pub member_id: String,
+    pub offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+}
+
+/// OffsetFetch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetFetchRequest {
+    pub group_id: String,
+    pub partitions: Vec<TopicPartition>,
+    /// KIP-447: fail with UnstableOffsetCommit while a transaction holds
+    /// pending offsets for a requested partition.
+    pub require_stable: bool,
+}
+
+/// InitProducerId.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitProducerIdRequest {
+    pub transactional_id: Option<String>,
+    pub transaction_timeout_ms: u32,
+    /// The current id and epoch when re-initialising (KIP-360), else -1.
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+}
+
+/// AddPartitionsToTxn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddPartitionsToTxnRequest {
+    pub transactional_id: String,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub partitions: Vec<TopicPartition>,
+}
+
+/// AddOffsetsToTxn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddOffsetsToTxnRequest {
+    pub transactional_id: String,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub group_id: String,
+}
+
+/// TxnOffsetCommit: sent to the group coordinator after AddOffsetsToTxn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TxnOffsetCommitRequest {
+    pub transactional_id: String,
+    pub group_id: String,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+}
+
+/// EndTxn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndTxnRequest {
+    pub transactional_id: String,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub committed: bool,
+}
+
+/// A request from a client (or a broker) to a broker: one variant per API,
+/// each carrying its request type (see [`Api`] for the answer it gets).
+///
+/// The variants' order is the wire format (postcard writes the variant
+/// index): append, never reorder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Brokers and partition states; `None`: all topics.
-    Metadata {
-        topics: Option<Vec<String>>,
-    },
-    /// Sent to any broker, which forwards it to the controller.
-    CreateTopics {
-        topics: Vec<NewTopic>,
-        timeout_ms: u32,
-    },
-    /// acks is always all (-1) for Eddyline's producers.
-    Produce {
-        transactional_id: Option<String>,
-        timeout_ms: u32,
-        batches: Vec<ProduceBatch>,
-    },
-    /// `replica_id`: `Some` for a follower's fetch (reads to the log end,
-    /// reports the follower's log end offset to the leader).
-    Fetch {
-        replica_id: Option<BrokerId>,
-        isolation: Isolation,
-        max_wait_ms: u32,
-        partitions: Vec<FetchPartition>,
-    },
-    ListOffsets {
-        isolation: Isolation,
-        partitions: Vec<(TopicPartition, OffsetSpec)>,
-    },
-    FindCoordinator {
-        key_type: CoordinatorType,
-        key: String,
-    },
-    JoinGroup {
-        group_id: String,
-        session_timeout_ms: u32,
-        rebalance_timeout_ms: u32,
-        /// Empty on the first join.
-        member_id: String,
-        group_instance_id: Option<String>,
-        protocol_type: String,
-        protocols: Vec<JoinProtocol>,
-        /// The client's `client.id`: Kafka makes member ids
-        /// `<client_id>-<uuid>` (KIP-394), and the range assignor orders
-        /// members by member id.
-        client_id: String,
-    },
-    SyncGroup {
-        group_id: String,
-        generation_id: i32,
-        member_id: String,
-        /// Only the leader sends assignments.
-        assignments: Vec<(String, Vec<TopicPartition>)>,
-    },
-    Heartbeat {
-        group_id: String,
-        generation_id: i32,
-        member_id: String,
-    },
-    LeaveGroup {
-        group_id: String,
-        member_id: String,
-    },
-    OffsetCommit {
-        group_id: String,
-        /// -1 with an empty member id: a commit from outside the group.
-        generation_id: i32,
-        member_id: String,
-        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
-    },
-    OffsetFetch {
-        group_id: String,
-        partitions: Vec<TopicPartition>,
-        /// KIP-447: fail with UnstableOffsetCommit while a transaction holds
-        /// pending offsets for a requested partition.
-        require_stable: bool,
-    },
-    InitProducerId {
-        transactional_id: Option<String>,
-        transaction_timeout_ms: u32,
-        /// The current id and epoch when re-initialising (KIP-360), else -1.
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-    },
-    AddPartitionsToTxn {
-        transactional_id: String,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-        partitions: Vec<TopicPartition>,
-    },
-    AddOffsetsToTxn {
-        transactional_id: String,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-        group_id: String,
-    },
-    /// Sent to the group coordinator after AddOffsetsToTxn.
-    TxnOffsetCommit {
-        transactional_id: String,
-        group_id: String,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-        generation_id: i32,
-        member_id: String,
-        group_instance_id: Option<String>,
-        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
-    },
-    EndTxn {
-        transactional_id: String,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-        committed: bool,
-    },
+    Metadata(MetadataRequest),
+    CreateTopics(CreateTopicsRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    InitProducerId(InitProducerIdRequest),
+    AddPartitionsToTxn(AddPartitionsToTxnRequest),
+    AddOffsetsToTxn(AddOffsetsToTxnRequest),
+    TxnOffsetCommit(TxnOffsetCommitRequest),
+    EndTxn(EndTxnRequest),
     /// Broker-to-broker and broker-to-controller traffic.
     Internal(InternalRequest),
 }
@@ -266,75 +349,279 @@ pub struct FetchResult {
     pub batches: Vec<RecordBatch>,
 }
 
-/// A response from a broker.
+/// The answer to [`MetadataRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetadataResponse {
+    pub brokers: Vec<BrokerInfo>,
+    pub controller_id: BrokerId,
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// The answer to [`CreateTopicsRequest`]: one result per topic, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateTopicsResponse {
+    pub results: Vec<TopicError>,
+}
+
+/// The answer to [`ProduceRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    pub results: Vec<ProduceResult>,
+}
+
+/// The answer to [`FetchRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub error: Option<ErrorCode>,
+    pub partitions: Vec<FetchResult>,
+}
+
+/// One partition's outcome in ListOffsets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOffsetsResult {
+    pub topic_partition: TopicPartition,
+    pub offset: Result<i64, ErrorCode>,
+}
+
+/// The answer to [`ListOffsetsRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListOffsetsResponse {
+    pub results: Vec<ListOffsetsResult>,
+}
+
+/// The answer to [`FindCoordinatorRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FindCoordinatorResponse {
+    pub error: Option<ErrorCode>,
+    pub node: Option<BrokerInfo>,
+}
+
+/// The answer to [`JoinGroupRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinGroupResponse {
+    pub error: Option<ErrorCode>,
+    pub generation_id: i32,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Filled for the leader only.
+    pub members: Vec<JoinMember>,
+}
+
+/// The answer to [`SyncGroupRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncGroupResponse {
+    pub error: Option<ErrorCode>,
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// The answer to [`HeartbeatRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub error: Option<ErrorCode>,
+}
+
+/// The answer to [`LeaveGroupRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaveGroupResponse {
+    pub error: Option<ErrorCode>,
+}
+
+/// The answer to [`OffsetCommitRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetCommitResponse {
+    pub results: Vec<PartitionError>,
+}
+
+/// One partition's committed offset in OffsetFetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetFetchResult {
+    pub topic_partition: TopicPartition,
+    /// `None`: nothing committed.
+    pub offset: Option<OffsetAndMetadata>,
+    pub error: Option<ErrorCode>,
+}
+
+/// The answer to [`OffsetFetchRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetFetchResponse {
+    pub error: Option<ErrorCode>,
+    pub offsets: Vec<OffsetFetchResult>,
+}
+
+/// The answer to [`InitProducerIdRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitProducerIdResponse {
+    pub error: Option<ErrorCode>,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+}
+
+/// The answer to [`AddPartitionsToTxnRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddPartitionsToTxnResponse {
+    pub results: Vec<PartitionError>,
+}
+
+/// The answer to [`AddOffsetsToTxnRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddOffsetsToTxnResponse {
+    pub error: Option<ErrorCode>,
+}
+
+/// The answer to [`TxnOffsetCommitRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TxnOffsetCommitResponse {
+    pub results: Vec<PartitionError>,
+}
+
+/// The answer to [`EndTxnRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndTxnResponse {
+    pub error: Option<ErrorCode>,
+}
+
+/// A response from a broker: the variant of its request's API.
+///
+/// The variants' order is the wire format (postcard writes the variant
+/// index): append, never reorder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Metadata {
-        brokers: Vec<BrokerInfo>,
-        controller_id: BrokerId,
-        topics: Vec<TopicMetadata>,
-    },
-    CreateTopics {
-        results: Vec<(String, Option<ErrorCode>)>,
-    },
-    Produce {
-        results: Vec<ProduceResult>,
-    },
-    Fetch {
-        error: Option<ErrorCode>,
-        partitions: Vec<FetchResult>,
-    },
-    ListOffsets {
-        results: Vec<(TopicPartition, Result<i64, ErrorCode>)>,
-    },
-    FindCoordinator {
-        error: Option<ErrorCode>,
-        node: Option<BrokerInfo>,
-    },
-    JoinGroup {
-        error: Option<ErrorCode>,
-        generation_id: i32,
-        protocol_name: Option<String>,
-        leader: String,
-        member_id: String,
-        /// Filled for the leader only.
-        members: Vec<JoinMember>,
-    },
-    SyncGroup {
-        error: Option<ErrorCode>,
-        assignment: Vec<TopicPartition>,
-    },
-    Heartbeat {
-        error: Option<ErrorCode>,
-    },
-    LeaveGroup {
-        error: Option<ErrorCode>,
-    },
-    OffsetCommit {
-        results: Vec<(TopicPartition, Option<ErrorCode>)>,
-    },
-    OffsetFetch {
-        error: Option<ErrorCode>,
-        offsets: Vec<(TopicPartition, Option<OffsetAndMetadata>, Option<ErrorCode>)>,
-    },
-    InitProducerId {
-        error: Option<ErrorCode>,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-    },
-    AddPartitionsToTxn {
-        results: Vec<(TopicPartition, Option<ErrorCode>)>,
-    },
-    AddOffsetsToTxn {
-        error: Option<ErrorCode>,
-    },
-    TxnOffsetCommit {
-        results: Vec<(TopicPartition, Option<ErrorCode>)>,
-    },
-    EndTxn {
-        error: Option<ErrorCode>,
-    },
+    Metadata(MetadataResponse),
+    CreateTopics(CreateTopicsResponse),
+    Produce(ProduceResponse),
+    Fetch(FetchResponse),
+    ListOffsets(ListOffsetsResponse),
+    FindCoordinator(FindCoordinatorResponse),
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
+    InitProducerId(InitProducerIdResponse),
+    AddPartitionsToTxn(AddPartitionsToTxnResponse),
+    AddOffsetsToTxn(AddOffsetsToTxnResponse),
+    TxnOffsetCommit(TxnOffsetCommitResponse),
+    EndTxn(EndTxnResponse),
     Internal(InternalResponse),
+}
+
+/// A Kafka API: a request type paired with the only response type a broker
+/// may answer it with, so that a client cannot take the wrong answer.
+///
+/// A broker that answers an API with another API's response breaks an
+/// invariant of the simulated cluster; [`Api::response`] hands the stray
+/// answer back for the caller to report (the clients panic, naming the API).
+pub trait Api: Into<Request> {
+    /// The API's name, as Kafka names it (`"Metadata"`, ...).
+    const NAME: &'static str;
+    /// The answer to this request.
+    type Response: Into<Response>;
+
+    /// The typed answer, or the response back if it belongs to another API.
+    fn response(response: Response) -> Result<Self::Response, Response>;
+}
+
+/// Pairs each API's request and response types with their envelope
+/// variants: `From` both ways into the envelopes and the [`Api`] impl.
+macro_rules! apis {
+    ($($variant:ident: $request:ident => $response:ident;)*) => {
+        $(
+            impl From<$request> for Request {
+                fn from(request: $request) -> Request {
+                    Request::$variant(request)
+                }
+            }
+
+            impl From<$response> for Response {
+                fn from(response: $response) -> Response {
+                    Response::$variant(response)
+                }
+            }
+
+            impl Api for $request {
+                const NAME: &'static str = stringify!($variant);
+                type Response = $response;
+
+                fn response(response: Response) -> Result<$response, Response> {
+                    match response {
+                        Response::$variant(response) => Ok(response),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+
+        impl Request {
+            /// The API's name (`"Internal"` for broker-to-broker traffic).
+            pub fn api_name(&self) -> &'static str {
+                match self {
+                    $(Request::$variant(_) => stringify!($variant),)*
+                    Request::Internal(_) => "Internal",
+                }
+            }
+        }
+    };
+}
+
+apis! {
+    Metadata: MetadataRequest => MetadataResponse;
+    CreateTopics: CreateTopicsRequest => CreateTopicsResponse;
+    Produce: ProduceRequest => ProduceResponse;
+    Fetch: FetchRequest => FetchResponse;
+    ListOffsets: ListOffsetsRequest => ListOffsetsResponse;
+    FindCoordinator: FindCoordinatorRequest => FindCoordinatorResponse;
+    JoinGroup: JoinGroupRequest => JoinGroupResponse;
+    SyncGroup: SyncGroupRequest => SyncGroupResponse;
+    Heartbeat: HeartbeatRequest => HeartbeatResponse;
+    LeaveGroup: LeaveGroupRequest => LeaveGroupResponse;
+    OffsetCommit: OffsetCommitRequest => OffsetCommitResponse;
+    OffsetFetch: OffsetFetchRequest => OffsetFetchResponse;
+    InitProducerId: InitProducerIdRequest => InitProducerIdResponse;
+    AddPartitionsToTxn: AddPartitionsToTxnRequest => AddPartitionsToTxnResponse;
+    AddOffsetsToTxn: AddOffsetsToTxnRequest => AddOffsetsToTxnResponse;
+    TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse;
+    EndTxn: EndTxnRequest => EndTxnResponse;
+}
+
+/// A per-partition result in a response, found by its partition.
+pub trait PartitionAnswer: std::fmt::Debug {
+    fn topic_partition(&self) -> &TopicPartition;
+}
+
+impl PartitionAnswer for PartitionError {
+    fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+}
+
+impl PartitionAnswer for ListOffsetsResult {
+    fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+}
+
+impl PartitionAnswer for OffsetFetchResult {
+    fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+}
+
+/// The answer for `partition` among an `api` response's `results`.
+///
+/// A broker answers every partition it was asked about; a missing one is a
+/// broken invariant of the broker, reported here for every API (a panic
+/// naming it).
+pub fn answer_for<'a, R: PartitionAnswer>(
+    api: &str,
+    results: &'a [R],
+    partition: &TopicPartition,
+) -> &'a R {
+    results
+        .iter()
+        .find(|result| result.topic_partition() == partition)
+        .unwrap_or_else(|| panic!("{api} answer without {partition}: {results:?}"))
 }
 
 /// Why a frame could not be read or written.
@@ -590,6 +877,13 @@ mod tests {
             }
         }
 
+        fn partition_error(error: Option<ErrorCode>) -> PartitionError {
+            PartitionError {
+                topic_partition: tp(),
+                error,
+            }
+        }
+
         fn offset() -> OffsetAndMetadata {
             OffsetAndMetadata {
                 offset: 8,
@@ -609,10 +903,10 @@ mod tests {
 
         pub(super) fn requests() -> Vec<Request> {
             vec![
-                Request::Metadata {
+                Request::Metadata(MetadataRequest {
                     topics: Some(vec!["t".into()]),
-                },
-                Request::CreateTopics {
+                }),
+                Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![NewTopic {
                         name: "t".into(),
                         partitions: 2,
@@ -620,8 +914,8 @@ mod tests {
                         configs: vec![("a".into(), "b".into())],
                     }],
                     timeout_ms: 1000,
-                },
-                Request::Produce {
+                }),
+                Request::Produce(ProduceRequest {
                     transactional_id: Some("x".into()),
                     timeout_ms: 30,
                     batches: vec![ProduceBatch {
@@ -633,22 +927,25 @@ mod tests {
                         transactional: true,
                         records: vec![record()],
                     }],
-                },
-                Request::Fetch {
+                }),
+                Request::Fetch(FetchRequest {
                     replica_id: Some(2),
                     isolation: Isolation::ReadUncommitted,
                     max_wait_ms: 500,
                     partitions: vec![fetch_partition()],
-                },
-                Request::ListOffsets {
+                }),
+                Request::ListOffsets(ListOffsetsRequest {
                     isolation: Isolation::ReadCommitted,
-                    partitions: vec![(tp(), OffsetSpec::Latest)],
-                },
-                Request::FindCoordinator {
+                    partitions: vec![ListOffsetsPartition {
+                        topic_partition: tp(),
+                        spec: OffsetSpec::Latest,
+                    }],
+                }),
+                Request::FindCoordinator(FindCoordinatorRequest {
                     key_type: CoordinatorType::Transaction,
                     key: "x".into(),
-                },
-                Request::JoinGroup {
+                }),
+                Request::JoinGroup(JoinGroupRequest {
                     group_id: "g".into(),
                     session_timeout_ms: 10,
                     rebalance_timeout_ms: 20,
@@ -660,52 +957,55 @@ mod tests {
                         metadata: vec![1, 2],
                     }],
                     client_id: "c".into(),
-                },
-                Request::SyncGroup {
+                }),
+                Request::SyncGroup(SyncGroupRequest {
                     group_id: "g".into(),
                     generation_id: 4,
                     member_id: "m".into(),
-                    assignments: vec![("m".into(), vec![tp()])],
-                },
-                Request::Heartbeat {
+                    assignments: vec![MemberAssignment {
+                        member_id: "m".into(),
+                        partitions: vec![tp()],
+                    }],
+                }),
+                Request::Heartbeat(HeartbeatRequest {
                     group_id: "g".into(),
                     generation_id: 4,
                     member_id: "m".into(),
-                },
-                Request::LeaveGroup {
+                }),
+                Request::LeaveGroup(LeaveGroupRequest {
                     group_id: "g".into(),
                     member_id: "m".into(),
-                },
-                Request::OffsetCommit {
+                }),
+                Request::OffsetCommit(OffsetCommitRequest {
                     group_id: "g".into(),
                     generation_id: -1,
                     member_id: "".into(),
                     offsets: vec![(tp(), offset())],
-                },
-                Request::OffsetFetch {
+                }),
+                Request::OffsetFetch(OffsetFetchRequest {
                     group_id: "g".into(),
                     partitions: vec![tp()],
                     require_stable: true,
-                },
-                Request::InitProducerId {
+                }),
+                Request::InitProducerId(InitProducerIdRequest {
                     transactional_id: Some("x".into()),
                     transaction_timeout_ms: 60,
                     producer_id: 9,
                     producer_epoch: 1,
-                },
-                Request::AddPartitionsToTxn {
+                }),
+                Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
                     transactional_id: "x".into(),
                     producer_id: 9,
                     producer_epoch: 1,
                     partitions: vec![tp()],
-                },
-                Request::AddOffsetsToTxn {
+                }),
+                Request::AddOffsetsToTxn(AddOffsetsToTxnRequest {
                     transactional_id: "x".into(),
                     producer_id: 9,
                     producer_epoch: 1,
                     group_id: "g".into(),
-                },
-                Request::TxnOffsetCommit {
+                }),
+                Request::TxnOffsetCommit(TxnOffsetCommitRequest {
                     transactional_id: "x".into(),
                     group_id: "g".into(),
                     producer_id: 9,
@@ -714,13 +1014,13 @@ mod tests {
                     member_id: "m".into(),
                     group_instance_id: None,
                     offsets: vec![(tp(), offset())],
-                },
-                Request::EndTxn {
+                }),
+                Request::EndTxn(EndTxnRequest {
                     transactional_id: "x".into(),
                     producer_id: 9,
                     producer_epoch: 1,
                     committed: true,
-                },
+                }),
                 Request::Internal(InternalRequest::RegisterBroker {
                     broker_id: 1,
                     incarnation: 2,
@@ -785,7 +1085,7 @@ mod tests {
         pub(super) fn responses() -> Vec<Response> {
             let error = Some(ErrorCode::NotCoordinator);
             vec![
-                Response::Metadata {
+                Response::Metadata(MetadataResponse {
                     brokers: vec![BrokerInfo {
                         id: 1,
                         host: "b".into(),
@@ -803,11 +1103,14 @@ mod tests {
                             isr: vec![1],
                         }],
                     }],
-                },
-                Response::CreateTopics {
-                    results: vec![("t".into(), Some(ErrorCode::TopicAlreadyExists))],
-                },
-                Response::Produce {
+                }),
+                Response::CreateTopics(CreateTopicsResponse {
+                    results: vec![TopicError {
+                        name: "t".into(),
+                        error: Some(ErrorCode::TopicAlreadyExists),
+                    }],
+                }),
+                Response::Produce(ProduceResponse {
                     results: vec![ProduceResult {
                         topic: "t".into(),
                         partition: 1,
@@ -815,8 +1118,8 @@ mod tests {
                         base_offset: 3,
                         log_start_offset: 0,
                     }],
-                },
-                Response::Fetch {
+                }),
+                Response::Fetch(FetchResponse {
                     error: None,
                     partitions: vec![FetchResult {
                         topic: "t".into(),
@@ -838,18 +1141,27 @@ mod tests {
                             },
                         ],
                     }],
-                },
-                Response::ListOffsets {
-                    results: vec![(tp(), Ok(7)), (tp(), Err(codes::OFFSET_NOT_AVAILABLE))],
-                },
-                Response::FindCoordinator {
+                }),
+                Response::ListOffsets(ListOffsetsResponse {
+                    results: vec![
+                        ListOffsetsResult {
+                            topic_partition: tp(),
+                            offset: Ok(7),
+                        },
+                        ListOffsetsResult {
+                            topic_partition: tp(),
+                            offset: Err(codes::OFFSET_NOT_AVAILABLE),
+                        },
+                    ],
+                }),
+                Response::FindCoordinator(FindCoordinatorResponse {
                     error: None,
                     node: Some(BrokerInfo {
                         id: 2,
                         host: "b2".into(),
                     }),
-                },
-                Response::JoinGroup {
+                }),
+                Response::JoinGroup(JoinGroupResponse {
                     error,
                     generation_id: 4,
                     protocol_name: Some("range".into()),
@@ -860,37 +1172,48 @@ mod tests {
                         group_instance_id: None,
                         metadata: vec![3],
                     }],
-                },
-                Response::SyncGroup {
+                }),
+                Response::SyncGroup(SyncGroupResponse {
                     error: None,
                     assignment: vec![tp()],
-                },
-                Response::Heartbeat {
+                }),
+                Response::Heartbeat(HeartbeatResponse {
                     error: Some(ErrorCode::RebalanceInProgress),
-                },
-                Response::LeaveGroup { error: None },
-                Response::OffsetCommit {
-                    results: vec![(tp(), None), (tp(), error)],
-                },
-                Response::OffsetFetch {
+                }),
+                Response::LeaveGroup(LeaveGroupResponse { error: None }),
+                Response::OffsetCommit(OffsetCommitResponse {
+                    results: vec![partition_error(None), partition_error(error)],
+                }),
+                Response::OffsetFetch(OffsetFetchResponse {
                     error: None,
-                    offsets: vec![(tp(), Some(offset()), None), (tp(), None, error)],
-                },
-                Response::InitProducerId {
+                    offsets: vec![
+                        OffsetFetchResult {
+                            topic_partition: tp(),
+                            offset: Some(offset()),
+                            error: None,
+                        },
+                        OffsetFetchResult {
+                            topic_partition: tp(),
+                            offset: None,
+                            error,
+                        },
+                    ],
+                }),
+                Response::InitProducerId(InitProducerIdResponse {
                     error: None,
                     producer_id: 9,
                     producer_epoch: 1,
-                },
-                Response::AddPartitionsToTxn {
-                    results: vec![(tp(), Some(ErrorCode::ProducerFenced))],
-                },
-                Response::AddOffsetsToTxn { error },
-                Response::TxnOffsetCommit {
-                    results: vec![(tp(), None)],
-                },
-                Response::EndTxn {
+                }),
+                Response::AddPartitionsToTxn(AddPartitionsToTxnResponse {
+                    results: vec![partition_error(Some(ErrorCode::ProducerFenced))],
+                }),
+                Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error }),
+                Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+                    results: vec![partition_error(None)],
+                }),
+                Response::EndTxn(EndTxnResponse {
                     error: Some(ErrorCode::InvalidTxnState),
-                },
+                }),
                 Response::Internal(InternalResponse::RegisterBroker {
                     error: None,
                     broker_epoch: 3,
@@ -928,7 +1251,10 @@ mod tests {
                     result: Ok(partition_image()),
                 }),
                 Response::Internal(InternalResponse::CreateTopics {
-                    results: vec![("t".into(), None)],
+                    results: vec![TopicError {
+                        name: "t".into(),
+                        error: None,
+                    }],
                 }),
                 Response::Internal(InternalResponse::AllocateProducerIds {
                     error: None,

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use eddyline_engine::transport::Header;
+use eddyline_engine::transport::{ErrorCode, Header, TopicPartition};
 
 /// A broker's node id.
 pub type BrokerId = i32;
@@ -84,6 +84,20 @@ pub struct FetchPartition {
     pub current_leader_epoch: Option<i32>,
     /// Bound on records returned for this partition.
     pub max_records: u32,
+}
+
+/// One topic's outcome (CreateTopics, from the controller and from a broker).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicError {
+    pub name: String,
+    pub error: Option<ErrorCode>,
+}
+
+/// One partition's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionError {
+    pub topic_partition: TopicPartition,
+    pub error: Option<ErrorCode>,
 }
 
 /// Bytes carried as one length-prefixed blob (postcard's byte string: a

@@ -6,13 +6,18 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
-use eddyline_sim::protocol::{CoordinatorType, JoinProtocol, Request, Response};
+use eddyline_sim::protocol::{
+    CoordinatorType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, PartitionError, Request,
+    Response, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
 use eddyline_sim::rpc::Connection;
 
 const SESSION_MS: u32 = 1_000;
 
 fn join(group: &str, member_id: &str) -> Request {
-    Request::JoinGroup {
+    Request::JoinGroup(JoinGroupRequest {
         group_id: group.to_string(),
         session_timeout_ms: SESSION_MS,
         rebalance_timeout_ms: 2_000,
@@ -24,7 +29,7 @@ fn join(group: &str, member_id: &str) -> Request {
             metadata: b"in".to_vec(),
         }],
         client_id: "consumer".to_string(),
-    }
+    })
 }
 
 struct Joined {
@@ -53,11 +58,11 @@ async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -
     if member_id.is_empty() {
         // KIP-394: the first JoinGroup only hands out the member id.
         match call(connection, join(group, "")).await {
-            Response::JoinGroup {
+            Response::JoinGroup(JoinGroupResponse {
                 error: Some(ErrorCode::Other(79)),
                 member_id: offered,
                 ..
-            } => {
+            }) => {
                 assert!(offered.starts_with("consumer-"), "{offered}");
                 member_id = offered;
             }
@@ -65,14 +70,14 @@ async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -
         }
     }
     match call(connection, join(group, &member_id)).await {
-        Response::JoinGroup {
+        Response::JoinGroup(JoinGroupResponse {
             error: None,
             generation_id,
             member_id,
             leader,
             members,
             protocol_name,
-        } => {
+        }) => {
             assert_eq!(protocol_name.as_deref(), Some("range"));
             Joined {
                 generation: generation_id,
@@ -93,22 +98,28 @@ async fn sync(
 ) -> Result<Vec<TopicPartition>, ErrorCode> {
     match call(
         connection,
-        Request::SyncGroup {
+        Request::SyncGroup(SyncGroupRequest {
             group_id: group.to_string(),
             generation_id: joined.generation,
             member_id: joined.member_id.clone(),
-            assignments,
-        },
+            assignments: assignments
+                .into_iter()
+                .map(|(member_id, partitions)| MemberAssignment {
+                    member_id,
+                    partitions,
+                })
+                .collect(),
+        }),
     )
     .await
     {
-        Response::SyncGroup {
+        Response::SyncGroup(SyncGroupResponse {
             error: None,
             assignment,
-        } => Ok(assignment),
-        Response::SyncGroup {
+        }) => Ok(assignment),
+        Response::SyncGroup(SyncGroupResponse {
             error: Some(error), ..
-        } => Err(error),
+        }) => Err(error),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -121,15 +132,15 @@ async fn heartbeat(
 ) -> Option<ErrorCode> {
     match call(
         connection,
-        Request::Heartbeat {
+        Request::Heartbeat(HeartbeatRequest {
             group_id: group.to_string(),
             generation_id: generation,
             member_id: member_id.to_string(),
-        },
+        }),
     )
     .await
     {
-        Response::Heartbeat { error } => error,
+        Response::Heartbeat(HeartbeatResponse { error }) => error,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -143,7 +154,7 @@ async fn commit(
 ) -> Option<ErrorCode> {
     match group_call(
         group,
-        Request::OffsetCommit {
+        Request::OffsetCommit(OffsetCommitRequest {
             group_id: group.to_string(),
             generation_id: generation,
             member_id: member_id.to_string(),
@@ -154,11 +165,11 @@ async fn commit(
                     metadata: format!("checkpoint={offset}"),
                 },
             )],
-        },
+        }),
     )
     .await
     {
-        Response::OffsetCommit { results } => results[0].1,
+        Response::OffsetCommit(OffsetCommitResponse { results }) => results[0].error,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -166,18 +177,18 @@ async fn commit(
 async fn committed(group: &str, tp: &TopicPartition) -> Option<OffsetAndMetadata> {
     match group_call(
         group,
-        Request::OffsetFetch {
+        Request::OffsetFetch(OffsetFetchRequest {
             group_id: group.to_string(),
             partitions: vec![tp.clone()],
             require_stable: true,
-        },
+        }),
     )
     .await
     {
-        Response::OffsetFetch {
+        Response::OffsetFetch(OffsetFetchResponse {
             error: None,
             mut offsets,
-        } => offsets.remove(0).1,
+        }) => offsets.remove(0).offset,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -380,13 +391,16 @@ mod failover {
             sync(&mut a, "g5", &joined, vec![]).await.unwrap();
             let response = call(
                 &mut a,
-                Request::LeaveGroup {
+                Request::LeaveGroup(LeaveGroupRequest {
                     group_id: "g5".into(),
                     member_id: joined.member_id.clone(),
-                },
+                }),
             )
             .await;
-            assert_eq!(response, Response::LeaveGroup { error: None });
+            assert_eq!(
+                response,
+                Response::LeaveGroup(LeaveGroupResponse { error: None })
+            );
             sleep_ms(100).await;
             let shard = TopicPartition::new(
                 "__consumer_offsets",
@@ -461,7 +475,7 @@ mod offsets {
             let producer = init_transactions("tx-g3", 60_000).await;
             let response = group_call(
                 "g3",
-                Request::TxnOffsetCommit {
+                Request::TxnOffsetCommit(TxnOffsetCommitRequest {
                     transactional_id: "tx-g3".into(),
                     group_id: "g3".into(),
                     producer_id: producer.0,
@@ -476,14 +490,17 @@ mod offsets {
                             metadata: String::new(),
                         },
                     )],
-                },
+                }),
             )
             .await;
             assert_eq!(
                 response,
-                Response::TxnOffsetCommit {
-                    results: vec![(tp.clone(), Some(ErrorCode::IllegalGeneration))]
-                }
+                Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+                    results: vec![PartitionError {
+                        topic_partition: tp.clone(),
+                        error: Some(ErrorCode::IllegalGeneration)
+                    }]
+                })
             );
             // Nothing changed.
             assert_eq!(committed("g3", &tp).await.map(|o| o.offset), Some(42));

@@ -6,7 +6,11 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, Isolation, OffsetAndMetadata, TopicPartition};
-use eddyline_sim::protocol::{AbortedTransaction, ControlType, Request, Response};
+use eddyline_sim::protocol::{
+    AbortedTransaction, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ControlType,
+    InitProducerIdRequest, InitProducerIdResponse, OffsetFetchRequest, OffsetFetchResponse,
+    PartitionError, Request, Response, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
 
 mod visibility {
     use super::*;
@@ -245,20 +249,20 @@ mod fencing {
             wait_ready(&handle).await;
             let response = txn_call(
                 "tx-x",
-                Request::InitProducerId {
+                Request::InitProducerId(InitProducerIdRequest {
                     transactional_id: Some("tx-x".into()),
                     transaction_timeout_ms: 1_000_000_000,
                     producer_id: -1,
                     producer_epoch: -1,
-                },
+                }),
             )
             .await;
             assert!(matches!(
                 response,
-                Response::InitProducerId {
+                Response::InitProducerId(InitProducerIdResponse {
                     error: Some(ErrorCode::InvalidTransactionTimeout),
                     ..
-                }
+                })
             ));
             Ok(())
         });
@@ -283,20 +287,20 @@ mod offsets {
     ) -> (Option<OffsetAndMetadata>, Option<ErrorCode>) {
         match group_call(
             group,
-            Request::OffsetFetch {
+            Request::OffsetFetch(OffsetFetchRequest {
                 group_id: group.to_string(),
                 partitions: vec![tp.clone()],
                 require_stable,
-            },
+            }),
         )
         .await
         {
-            Response::OffsetFetch {
+            Response::OffsetFetch(OffsetFetchResponse {
                 error: None,
                 mut offsets,
-            } => {
-                let (_, committed, error) = offsets.remove(0);
-                (committed, error)
+            }) => {
+                let answer = offsets.remove(0);
+                (answer.offset, answer.error)
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -314,18 +318,21 @@ mod offsets {
                 let producer = init_transactions("tx-o", 60_000).await;
                 let response = txn_call(
                     "tx-o",
-                    Request::AddOffsetsToTxn {
+                    Request::AddOffsetsToTxn(AddOffsetsToTxnRequest {
                         transactional_id: "tx-o".into(),
                         producer_id: producer.0,
                         producer_epoch: producer.1,
                         group_id: "g".into(),
-                    },
+                    }),
                 )
                 .await;
-                assert_eq!(response, Response::AddOffsetsToTxn { error: None });
+                assert_eq!(
+                    response,
+                    Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error: None })
+                );
                 let response = group_call(
                     "g",
-                    Request::TxnOffsetCommit {
+                    Request::TxnOffsetCommit(TxnOffsetCommitRequest {
                         transactional_id: "tx-o".into(),
                         group_id: "g".into(),
                         producer_id: producer.0,
@@ -337,14 +344,17 @@ mod offsets {
                             input.clone(),
                             offset(round * 10, &format!("checkpoint-{round}")),
                         )],
-                    },
+                    }),
                 )
                 .await;
                 assert_eq!(
                     response,
-                    Response::TxnOffsetCommit {
-                        results: vec![(input.clone(), None)]
-                    }
+                    Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+                        results: vec![PartitionError {
+                            topic_partition: input.clone(),
+                            error: None
+                        }]
+                    })
                 );
                 assert_eq!(
                     fetch_offsets("g", &input, true).await,

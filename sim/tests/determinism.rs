@@ -11,7 +11,12 @@ use eddyline_engine::transport::{ErrorCode, Isolation, TopicPartition};
 use eddyline_sim::Seed;
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::faults::FaultRates;
-use eddyline_sim::protocol::{CoordinatorType, JoinProtocol, OffsetSpec, Request, Response};
+use eddyline_sim::protocol::{
+    CoordinatorType, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, JoinProtocol,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, MemberAssignment,
+    OffsetCommitRequest, OffsetSpec, ProduceRequest, ProduceResponse, Request, Response,
+    SyncGroupRequest,
+};
 
 const PARTITIONS: i32 = 4;
 
@@ -41,15 +46,15 @@ async fn idempotent_producer(handle: ClusterHandle, producer_id: i64, batches: u
             };
             let response = connect(leader)
                 .call(
-                    Request::Produce {
+                    Request::Produce(ProduceRequest {
                         transactional_id: None,
                         timeout_ms: 1_000,
                         batches: vec![request.clone()],
-                    },
+                    }),
                     1_500,
                 )
                 .await;
-            if let Ok(Response::Produce { results }) = response {
+            if let Ok(Response::Produce(ProduceResponse { results })) = response {
                 if results[0].error.is_none() {
                     break;
                 }
@@ -86,7 +91,7 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
                 sleep_ms(20).await;
                 continue;
             };
-            let request = Request::Produce {
+            let request = Request::Produce(ProduceRequest {
                 transactional_id: Some(id.to_string()),
                 timeout_ms: 1_000,
                 batches: vec![batch(
@@ -97,8 +102,10 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
                     true,
                     &["t1", "t2"],
                 )],
-            };
-            if let Ok(Response::Produce { results }) = connect(leader).call(request, 1_500).await {
+            });
+            if let Ok(Response::Produce(ProduceResponse { results })) =
+                connect(leader).call(request, 1_500).await
+            {
                 match results[0].error {
                     None => {
                         sent = true;
@@ -127,7 +134,7 @@ async fn group_member(rounds: usize) {
     let mut member_id = String::new();
     for round in 0..rounds {
         let mut connection = coordinator(CoordinatorType::Group, group).await;
-        let join = Request::JoinGroup {
+        let join = Request::JoinGroup(JoinGroupRequest {
             group_id: group.into(),
             session_timeout_ms: 2_000,
             rebalance_timeout_ms: 2_000,
@@ -139,20 +146,20 @@ async fn group_member(rounds: usize) {
                 metadata: Vec::new(),
             }],
             client_id: "det".into(),
-        };
+        });
         let (generation_id, id) = match connection.call(join, 5_000).await {
-            Ok(Response::JoinGroup {
+            Ok(Response::JoinGroup(JoinGroupResponse {
                 error: None,
                 generation_id,
                 member_id: id,
                 ..
-            }) => (generation_id, id),
+            })) => (generation_id, id),
             // KIP-394: join again with the member id handed out.
-            Ok(Response::JoinGroup {
+            Ok(Response::JoinGroup(JoinGroupResponse {
                 error: Some(ErrorCode::Other(79)),
                 member_id: offered,
                 ..
-            }) => {
+            })) => {
                 member_id = offered;
                 continue;
             }
@@ -163,14 +170,17 @@ async fn group_member(rounds: usize) {
             }
         };
         member_id = id;
-        let sync = Request::SyncGroup {
+        let sync = Request::SyncGroup(SyncGroupRequest {
             group_id: group.into(),
             generation_id,
             member_id: member_id.clone(),
-            assignments: vec![(member_id.clone(), vec![TopicPartition::new("events", 0)])],
-        };
+            assignments: vec![MemberAssignment {
+                member_id: member_id.clone(),
+                partitions: vec![TopicPartition::new("events", 0)],
+            }],
+        });
         let _ = connection.call(sync, 5_000).await;
-        let commit = Request::OffsetCommit {
+        let commit = Request::OffsetCommit(OffsetCommitRequest {
             group_id: group.into(),
             generation_id,
             member_id: member_id.clone(),
@@ -181,13 +191,13 @@ async fn group_member(rounds: usize) {
                     metadata: String::new(),
                 },
             )],
-        };
+        });
         let _ = connection.call(commit, 5_000).await;
-        let heartbeat = Request::Heartbeat {
+        let heartbeat = Request::Heartbeat(HeartbeatRequest {
             group_id: group.into(),
             generation_id,
             member_id: member_id.clone(),
-        };
+        });
         let _ = connection.call(heartbeat, 5_000).await;
         sleep_ms(100).await;
     }
@@ -199,12 +209,15 @@ async fn latest_offset(
     isolation: Isolation,
 ) -> Option<i64> {
     let leader = handle.leader_of(tp)?;
-    let request = Request::ListOffsets {
+    let request = Request::ListOffsets(ListOffsetsRequest {
         isolation,
-        partitions: vec![(tp.clone(), OffsetSpec::Latest)],
-    };
+        partitions: vec![ListOffsetsPartition {
+            topic_partition: tp.clone(),
+            spec: OffsetSpec::Latest,
+        }],
+    });
     match connect(leader).call(request, 1_000).await {
-        Ok(Response::ListOffsets { results }) => results[0].1.ok(),
+        Ok(Response::ListOffsets(ListOffsetsResponse { results })) => results[0].offset.ok(),
         _ => None,
     }
 }

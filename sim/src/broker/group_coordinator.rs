@@ -39,8 +39,12 @@ use crate::broker::server::{append_to_leader, wait_for_replication};
 use crate::broker::{Broker, coordinator_partition};
 use crate::cluster::OFFSETS_TOPIC;
 use crate::protocol::{
-    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
-    Request, Response, codes,
+    ControlType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    JoinMember, JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetFetchResult, PartitionError, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
+    Request, Response, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse, codes,
 };
 use crate::trace::{EventKind, Subject};
 use crate::world::now_ms;
@@ -657,7 +661,7 @@ fn store_emptied_groups(broker: &Rc<Broker>) {
 
 pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
     match request {
-        Request::JoinGroup {
+        Request::JoinGroup(JoinGroupRequest {
             group_id,
             session_timeout_ms,
             rebalance_timeout_ms,
@@ -666,7 +670,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             protocol_type,
             protocols,
             client_id,
-        } => {
+        }) => {
             join_group(
                 broker,
                 group_id,
@@ -680,37 +684,37 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             )
             .await
         }
-        Request::SyncGroup {
+        Request::SyncGroup(SyncGroupRequest {
             group_id,
             generation_id,
             member_id,
             assignments,
-        } => sync_group(broker, group_id, generation_id, member_id, assignments).await,
-        Request::Heartbeat {
+        }) => sync_group(broker, group_id, generation_id, member_id, assignments).await,
+        Request::Heartbeat(HeartbeatRequest {
             group_id,
             generation_id,
             member_id,
-        } => Response::Heartbeat {
+        }) => Response::Heartbeat(HeartbeatResponse {
             error: heartbeat(broker, &group_id, generation_id, &member_id).err(),
-        },
-        Request::LeaveGroup {
+        }),
+        Request::LeaveGroup(LeaveGroupRequest {
             group_id,
             member_id,
-        } => Response::LeaveGroup {
+        }) => Response::LeaveGroup(LeaveGroupResponse {
             error: leave_group(broker, &group_id, &member_id).err(),
-        },
-        Request::OffsetCommit {
+        }),
+        Request::OffsetCommit(OffsetCommitRequest {
             group_id,
             generation_id,
             member_id,
             offsets,
-        } => offset_commit(broker, group_id, generation_id, member_id, offsets).await,
-        Request::OffsetFetch {
+        }) => offset_commit(broker, group_id, generation_id, member_id, offsets).await,
+        Request::OffsetFetch(OffsetFetchRequest {
             group_id,
             partitions,
             require_stable,
-        } => offset_fetch(broker, &group_id, partitions, require_stable),
-        Request::TxnOffsetCommit {
+        }) => offset_fetch(broker, &group_id, partitions, require_stable),
+        Request::TxnOffsetCommit(TxnOffsetCommitRequest {
             group_id,
             producer_id,
             producer_epoch,
@@ -718,7 +722,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             member_id,
             offsets,
             ..
-        } => {
+        }) => {
             txn_offset_commit(
                 broker,
                 group_id,
@@ -735,14 +739,14 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
 }
 
 fn join_error(error: ErrorCode, member_id: String) -> Response {
-    Response::JoinGroup {
+    Response::JoinGroup(JoinGroupResponse {
         error: Some(error),
         generation_id: -1,
         protocol_name: None,
         leader: String::new(),
         member_id,
         members: Vec::new(),
-    }
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -949,21 +953,21 @@ async fn join_group(
 }
 
 fn join_response(member_id: String, result: JoinResult) -> Response {
-    Response::JoinGroup {
+    Response::JoinGroup(JoinGroupResponse {
         error: None,
         generation_id: result.generation,
         protocol_name: result.protocol,
         leader: result.leader,
         member_id,
         members: result.members,
-    }
+    })
 }
 
 fn sync_error(error: ErrorCode) -> Response {
-    Response::SyncGroup {
+    Response::SyncGroup(SyncGroupResponse {
         error: Some(error),
         assignment: Vec::new(),
-    }
+    })
 }
 
 /// Maps a coordinator write failure to what Kafka's group coordinator
@@ -1015,7 +1019,7 @@ async fn sync_group(
     group_id: String,
     generation_id: i32,
     member_id: String,
-    assignments: Vec<(String, Vec<TopicPartition>)>,
+    assignments: Vec<MemberAssignment>,
 ) -> Response {
     let now = now_ms();
     enum Next {
@@ -1042,10 +1046,10 @@ async fn sync_group(
             }
             GroupState::Stable => {
                 member.pending_sync = false;
-                Next::Answer(Response::SyncGroup {
+                Next::Answer(Response::SyncGroup(SyncGroupResponse {
                     error: None,
                     assignment: member.assignment.clone(),
-                })
+                }))
             }
             GroupState::CompletingRebalance => {
                 // Its SyncGroup now keeps the member alive until answered.
@@ -1054,8 +1058,10 @@ async fn sync_group(
                 if group.leader.as_deref() != Some(member_id.as_str()) {
                     return Next::Wait(coordinator_epoch);
                 }
-                let assigned: BTreeMap<String, Vec<TopicPartition>> =
-                    assignments.into_iter().collect();
+                let assigned: BTreeMap<String, Vec<TopicPartition>> = assignments
+                    .into_iter()
+                    .map(|assignment| (assignment.member_id, assignment.partitions))
+                    .collect();
                 let members = group
                     .members
                     .iter()
@@ -1138,10 +1144,10 @@ async fn sync_group(
             });
             broker.notify_changed();
             return match applied {
-                Ok(Ok(assignment)) => Response::SyncGroup {
+                Ok(Ok(assignment)) => Response::SyncGroup(SyncGroupResponse {
                     error: None,
                     assignment,
-                },
+                }),
                 Ok(Err(error)) | Err(error) => sync_error(error),
             };
         }
@@ -1177,10 +1183,10 @@ async fn sync_group(
         match outcome {
             Err(error) | Ok(Some(Err(error))) => return sync_error(error),
             Ok(Some(Ok(assignment))) => {
-                return Response::SyncGroup {
+                return Response::SyncGroup(SyncGroupResponse {
                     error: None,
                     assignment,
-                };
+                });
             }
             Ok(None) => {}
         }
@@ -1247,12 +1253,15 @@ fn leave_group(broker: &Broker, group_id: &str, member_id: &str) -> Result<(), E
     result
 }
 
-type OffsetResults = Vec<(TopicPartition, Option<ErrorCode>)>;
+type OffsetResults = Vec<PartitionError>;
 
 fn all_failed(offsets: &[(TopicPartition, OffsetAndMetadata)], error: ErrorCode) -> OffsetResults {
     offsets
         .iter()
-        .map(|(tp, _)| (tp.clone(), Some(error)))
+        .map(|(tp, _)| PartitionError {
+            topic_partition: tp.clone(),
+            error: Some(error),
+        })
         .collect()
 }
 
@@ -1293,9 +1302,9 @@ async fn offset_commit(
     });
     let (coordinator_epoch, partition) = match admitted {
         Err(error) | Ok(Err(error)) => {
-            return Response::OffsetCommit {
+            return Response::OffsetCommit(OffsetCommitResponse {
                 results: all_failed(&offsets, error),
-            };
+            });
         }
         Ok(Ok(admitted)) => admitted,
     };
@@ -1354,12 +1363,15 @@ async fn offset_commit(
         );
     }
     broker.notify_changed();
-    Response::OffsetCommit {
+    Response::OffsetCommit(OffsetCommitResponse {
         results: offsets
             .iter()
-            .map(|(tp, _)| (tp.clone(), stored.err()))
+            .map(|(tp, _)| PartitionError {
+                topic_partition: tp.clone(),
+                error: stored.err(),
+            })
             .collect(),
-    }
+    })
 }
 
 fn offset_fetch(
@@ -1384,24 +1396,32 @@ fn offset_fetch(
                     && (shard.has_pending_txn_offset(group_id, &tp)
                         || group.is_some_and(|g| g.pending_commits.contains_key(&tp)));
                 if unstable {
-                    return (tp, None, Some(ErrorCode::UnstableOffsetCommit));
+                    return OffsetFetchResult {
+                        topic_partition: tp,
+                        offset: None,
+                        error: Some(ErrorCode::UnstableOffsetCommit),
+                    };
                 }
                 let committed = group
                     .and_then(|g| g.offsets.get(&tp))
                     .map(|c| c.offset.clone());
-                (tp, committed, None)
+                OffsetFetchResult {
+                    topic_partition: tp,
+                    offset: committed,
+                    error: None,
+                }
             })
             .collect()
     });
     match result {
-        Ok(offsets) => Response::OffsetFetch {
+        Ok(offsets) => Response::OffsetFetch(OffsetFetchResponse {
             error: None,
             offsets,
-        },
-        Err(error) => Response::OffsetFetch {
+        }),
+        Err(error) => Response::OffsetFetch(OffsetFetchResponse {
             error: Some(error),
             offsets: Vec::new(),
-        },
+        }),
     }
 }
 
@@ -1431,9 +1451,9 @@ async fn txn_offset_commit(
     });
     let (coordinator_epoch, partition) = match admitted {
         Err(error) | Ok(Err(error)) => {
-            return Response::TxnOffsetCommit {
+            return Response::TxnOffsetCommit(TxnOffsetCommitResponse {
                 results: all_failed(&offsets, error),
-            };
+            });
         }
         Ok(Ok(admitted)) => admitted,
     };
@@ -1513,9 +1533,15 @@ async fn txn_offset_commit(
             other => other,
         }),
     };
-    Response::TxnOffsetCommit {
-        results: offsets.iter().map(|(tp, _)| (tp.clone(), error)).collect(),
-    }
+    Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+        results: offsets
+            .iter()
+            .map(|(tp, _)| PartitionError {
+                topic_partition: tp.clone(),
+                error,
+            })
+            .collect(),
+    })
 }
 
 /// A transaction marker landed on a `__consumer_offsets` partition this

@@ -9,8 +9,13 @@ use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic, TopicPartition}
 use eddyline_sim::Seed;
 use eddyline_sim::cluster::{BROKER_PORT, ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::protocol::{
-    FetchPartition, FetchResult, ProduceBatch, ProduceResult, ProducerEpoch, ProducerId,
-    RecordData, Request, Response,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    CreateTopicsRequest, CreateTopicsResponse, EndTxnRequest, EndTxnResponse, FetchPartition,
+    FetchRequest, FetchResponse, FetchResult, FindCoordinatorRequest, FindCoordinatorResponse,
+    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, LeaveGroupResponse,
+    OffsetCommitResponse, OffsetFetchResponse, ProduceBatch, ProduceRequest, ProduceResponse,
+    ProduceResult, ProducerEpoch, ProducerId, RecordData, Request, Response, TopicError,
+    TxnOffsetCommitResponse,
 };
 use eddyline_sim::rpc::Connection;
 
@@ -64,7 +69,7 @@ pub async fn create_topic(handle: &ClusterHandle, name: &str, partitions: i32) {
     let mut connection = connect(0);
     let response = call(
         &mut connection,
-        Request::CreateTopics {
+        Request::CreateTopics(CreateTopicsRequest {
             topics: vec![NewTopic {
                 name: name.to_string(),
                 partitions,
@@ -72,11 +77,19 @@ pub async fn create_topic(handle: &ClusterHandle, name: &str, partitions: i32) {
                 configs: Vec::new(),
             }],
             timeout_ms: 5_000,
-        },
+        }),
     )
     .await;
     match response {
-        Response::CreateTopics { results } => assert_eq!(results, vec![(name.to_string(), None)]),
+        Response::CreateTopics(CreateTopicsResponse { results }) => {
+            assert_eq!(
+                results,
+                vec![TopicError {
+                    name: name.to_string(),
+                    error: None
+                }]
+            )
+        }
         other => panic!("unexpected {other:?}"),
     }
     // Wait until every partition has a leader and a full ISR.
@@ -139,15 +152,15 @@ pub async fn produce_to(
 ) -> ProduceResult {
     match call(
         connection,
-        Request::Produce {
+        Request::Produce(ProduceRequest {
             transactional_id: transactional_id.map(str::to_string),
             timeout_ms: 5_000,
             batches: vec![batch],
-        },
+        }),
     )
     .await
     {
-        Response::Produce { mut results } => results.remove(0),
+        Response::Produce(ProduceResponse { mut results }) => results.remove(0),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -172,7 +185,7 @@ pub async fn fetch_from(
 ) -> FetchResult {
     match call(
         connection,
-        Request::Fetch {
+        Request::Fetch(FetchRequest {
             replica_id: None,
             isolation,
             max_wait_ms,
@@ -183,14 +196,14 @@ pub async fn fetch_from(
                 current_leader_epoch: None,
                 max_records: 10_000,
             }],
-        },
+        }),
     )
     .await
     {
-        Response::Fetch {
+        Response::Fetch(FetchResponse {
             error: None,
             mut partitions,
-        } => partitions.remove(0),
+        }) => partitions.remove(0),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -243,17 +256,17 @@ pub async fn coordinator(
         // Any broker answers; a crashed one never does (try the next).
         let response = connect(live_broker(attempt))
             .call(
-                Request::FindCoordinator {
+                Request::FindCoordinator(FindCoordinatorRequest {
                     key_type,
                     key: key.to_string(),
-                },
+                }),
                 500,
             )
             .await;
-        if let Ok(Response::FindCoordinator {
+        if let Ok(Response::FindCoordinator(FindCoordinatorResponse {
             error: None,
             node: Some(node),
-        }) = response
+        })) = response
         {
             return Connection::new(&node.host, BROKER_PORT);
         }
@@ -306,15 +319,17 @@ fn retriable_coordinator_error(response: &Response) -> bool {
         )
     };
     match response {
-        Response::InitProducerId { error, .. }
-        | Response::AddOffsetsToTxn { error }
-        | Response::EndTxn { error }
-        | Response::Heartbeat { error }
-        | Response::LeaveGroup { error }
-        | Response::OffsetFetch { error, .. } => retriable(error),
-        Response::AddPartitionsToTxn { results }
-        | Response::TxnOffsetCommit { results }
-        | Response::OffsetCommit { results } => results.iter().any(|(_, e)| retriable(e)),
+        Response::InitProducerId(InitProducerIdResponse { error, .. })
+        | Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error })
+        | Response::EndTxn(EndTxnResponse { error })
+        | Response::Heartbeat(HeartbeatResponse { error })
+        | Response::LeaveGroup(LeaveGroupResponse { error })
+        | Response::OffsetFetch(OffsetFetchResponse { error, .. }) => retriable(error),
+        Response::AddPartitionsToTxn(AddPartitionsToTxnResponse { results })
+        | Response::TxnOffsetCommit(TxnOffsetCommitResponse { results })
+        | Response::OffsetCommit(OffsetCommitResponse { results }) => {
+            results.iter().any(|result| retriable(&result.error))
+        }
         _ => false,
     }
 }
@@ -345,20 +360,20 @@ pub async fn init_transactions(
 ) -> (ProducerId, ProducerEpoch) {
     let response = txn_call(
         transactional_id,
-        Request::InitProducerId {
+        Request::InitProducerId(InitProducerIdRequest {
             transactional_id: Some(transactional_id.to_string()),
             transaction_timeout_ms: timeout_ms,
             producer_id: -1,
             producer_epoch: -1,
-        },
+        }),
     )
     .await;
     match response {
-        Response::InitProducerId {
+        Response::InitProducerId(InitProducerIdResponse {
             error: None,
             producer_id,
             producer_epoch,
-        } => (producer_id, producer_epoch),
+        }) => (producer_id, producer_epoch),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -370,16 +385,18 @@ pub async fn add_partitions(
 ) -> Vec<Option<ErrorCode>> {
     match txn_call(
         transactional_id,
-        Request::AddPartitionsToTxn {
+        Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch,
             partitions: partitions.to_vec(),
-        },
+        }),
     )
     .await
     {
-        Response::AddPartitionsToTxn { results } => results.into_iter().map(|(_, e)| e).collect(),
+        Response::AddPartitionsToTxn(AddPartitionsToTxnResponse { results }) => {
+            results.into_iter().map(|result| result.error).collect()
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -391,16 +408,16 @@ pub async fn end_txn(
 ) -> Option<ErrorCode> {
     match txn_call(
         transactional_id,
-        Request::EndTxn {
+        Request::EndTxn(EndTxnRequest {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch,
             committed,
-        },
+        }),
     )
     .await
     {
-        Response::EndTxn { error } => error,
+        Response::EndTxn(EndTxnResponse { error }) => error,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -410,9 +427,9 @@ pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i
     for _ in 0..2_000 {
         if let Some(leader) = handle.leader_of(tp) {
             let mut connection = connect(leader);
-            if let Ok(Response::Fetch { partitions, .. }) = connection
+            if let Ok(Response::Fetch(FetchResponse { partitions, .. })) = connection
                 .call(
-                    Request::Fetch {
+                    Request::Fetch(FetchRequest {
                         replica_id: None,
                         isolation: Isolation::ReadCommitted,
                         max_wait_ms: 0,
@@ -423,7 +440,7 @@ pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i
                             current_leader_epoch: None,
                             max_records: 100_000,
                         }],
-                    },
+                    }),
                     5_000,
                 )
                 .await

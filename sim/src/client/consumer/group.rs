@@ -24,7 +24,11 @@ use crate::client::connection::Endpoint;
 use crate::client::errors::{self, MEMBER_ID_REQUIRED};
 use crate::client::network::{Backoff, Lane};
 use crate::client::{ms, now};
-use crate::protocol::{CoordinatorType, JoinProtocol, Request, Response};
+use crate::protocol::{
+    CoordinatorType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment, SyncGroupRequest,
+    SyncGroupResponse,
+};
 
 /// The protocol type of consumer groups.
 const CONSUMER_PROTOCOL: &str = "consumer";
@@ -123,7 +127,7 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         )
     };
     let options = shared.net.options().clone();
-    let request = Request::JoinGroup {
+    let request = JoinGroupRequest {
         group_id: group_id.clone(),
         session_timeout_ms: shared.config.session_timeout_ms,
         rebalance_timeout_ms: options.rebalance_timeout_ms,
@@ -153,7 +157,7 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         .call(&coordinator, Lane::Group, request, join_timeout)
         .await;
     let (generation_id, leader, assigned_member_id, members) = match response {
-        Ok(Response::JoinGroup {
+        Ok(JoinGroupResponse {
             error: None,
             generation_id,
             leader,
@@ -161,14 +165,13 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
             members,
             ..
         }) => (generation_id, leader, member_id, members),
-        Ok(Response::JoinGroup {
+        Ok(JoinGroupResponse {
             error: Some(code),
             member_id: offered,
             ..
         }) => {
             return Err(join_error(shared, code, Some(offered), "JoinGroup"));
         }
-        Ok(other) => panic!("JoinGroup answered with {other:?}"),
         Err(_) => {
             forget_coordinator(shared);
             return Err(JoinEnd::Retry);
@@ -186,7 +189,7 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
     } else {
         Vec::new()
     };
-    let request = Request::SyncGroup {
+    let request = SyncGroupRequest {
         group_id: group_id.clone(),
         generation_id,
         member_id: assigned_member_id.clone(),
@@ -197,14 +200,13 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         .call(&coordinator, Lane::Group, request, sync_timeout)
         .await;
     let assignment = match response {
-        Ok(Response::SyncGroup {
+        Ok(SyncGroupResponse {
             error: None,
             assignment,
         }) => assignment,
-        Ok(Response::SyncGroup {
+        Ok(SyncGroupResponse {
             error: Some(code), ..
         }) => return Err(join_error(shared, code, None, "SyncGroup")),
-        Ok(other) => panic!("SyncGroup answered with {other:?}"),
         Err(_) => {
             forget_coordinator(shared);
             return Err(JoinEnd::Retry);
@@ -287,7 +289,7 @@ fn join_error(shared: &Shared, code: ErrorCode, offered: Option<String>, call: &
 async fn leader_assignment(
     shared: &Shared,
     members: &[crate::protocol::JoinMember],
-) -> Vec<(String, Vec<eddyline_engine::transport::TopicPartition>)> {
+) -> Vec<MemberAssignment> {
     let subscriptions: BTreeMap<String, Vec<String>> = members
         .iter()
         .map(|member| {
@@ -315,7 +317,13 @@ async fn leader_assignment(
             .filter_map(|topic| Some((topic.clone(), metadata.partition_count(topic)?)))
             .collect()
     };
-    range_assign(&subscriptions, &counts).into_iter().collect()
+    range_assign(&subscriptions, &counts)
+        .into_iter()
+        .map(|(member_id, partitions)| MemberAssignment {
+            member_id,
+            partitions,
+        })
+        .collect()
 }
 
 /// Sleeps until the next heartbeat is due (or the phase changes), then
@@ -359,7 +367,7 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
     let error = match coordinator(shared).await {
         Err(_) => Some(ErrorCode::CoordinatorNotAvailable),
         Ok(endpoint) => {
-            let request = Request::Heartbeat {
+            let request = HeartbeatRequest {
                 group_id,
                 generation_id,
                 member_id,
@@ -373,8 +381,7 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
                 .call(&endpoint, Lane::Group, request, timeout)
                 .await
             {
-                Ok(Response::Heartbeat { error }) => error,
-                Ok(other) => panic!("Heartbeat answered with {other:?}"),
+                Ok(HeartbeatResponse { error }) => error,
                 Err(error) => Some(errors::code_of_net(&error)),
             }
         }
@@ -488,7 +495,7 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
                 .await?
         }
     };
-    let request = Request::LeaveGroup {
+    let request = LeaveGroupRequest {
         group_id,
         member_id,
     };
@@ -502,15 +509,14 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
         )
         .await
     {
-        Ok(Response::LeaveGroup { error: None }) => Ok(()),
+        Ok(LeaveGroupResponse { error: None }) => Ok(()),
         // Already gone from the group: nothing to leave.
-        Ok(Response::LeaveGroup {
+        Ok(LeaveGroupResponse {
             error: Some(ErrorCode::UnknownMemberId),
         }) => Ok(()),
-        Ok(Response::LeaveGroup { error: Some(code) }) => {
+        Ok(LeaveGroupResponse { error: Some(code) }) => {
             Err(errors::broker_error(code, "LeaveGroup"))
         }
-        Ok(other) => panic!("LeaveGroup answered with {other:?}"),
         Err(error) => Err(errors::from_net(&error, "LeaveGroup")),
     }
 }

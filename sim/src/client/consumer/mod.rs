@@ -33,7 +33,10 @@ use super::network::{Backoff, Lane, NetworkClient, deadline_error};
 use super::signal::Signal;
 use super::{ms, now};
 use crate::protocol::{
-    BrokerId, CoordinatorType, FetchPartition, FetchResult, OffsetSpec, Request, Response,
+    BrokerId, CoordinatorType, FetchPartition, FetchRequest, FetchResponse, FetchResult,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec,
+    answer_for,
 };
 
 pub(crate) struct Shared {
@@ -250,7 +253,7 @@ struct PlannedFetch {
 async fn fetch(shared: Rc<Shared>, broker: BrokerId, planned: Vec<PlannedFetch>, max_records: u32) {
     let options = shared.net.options().clone();
     let isolation = shared.config.isolation;
-    let request = Request::Fetch {
+    let request = FetchRequest {
         replica_id: None,
         isolation,
         max_wait_ms: options.fetch_max_wait_ms,
@@ -277,12 +280,11 @@ async fn fetch(shared: Rc<Shared>, broker: BrokerId, planned: Vec<PlannedFetch>,
         // Each answer is taken (moved into messages) when its partition
         // is handled.
         let mut results: Option<Vec<Option<FetchResult>>> = match result {
-            Ok(Response::Fetch {
+            Ok(FetchResponse {
                 error: None,
                 partitions,
             }) => Some(partitions.into_iter().map(Some).collect()),
-            Ok(Response::Fetch { error: Some(_), .. }) | Err(_) => None,
-            Ok(other) => panic!("Fetch answered with {other:?}"),
+            Ok(FetchResponse { error: Some(_), .. }) | Err(_) => None,
         };
         for requested in planned {
             let tp = requested.partition;
@@ -425,7 +427,7 @@ async fn fetch_committed(
             .net
             .find_coordinator(CoordinatorType::Group, group_id, deadline)
             .await?;
-        let request = Request::OffsetFetch {
+        let request = OffsetFetchRequest {
             group_id: group_id.to_string(),
             partitions: partitions.to_vec(),
             require_stable,
@@ -438,17 +440,13 @@ async fn fetch_committed(
             .call(&coordinator, Lane::Control, request, timeout)
             .await
         {
-            Ok(Response::OffsetFetch { error, offsets }) => {
+            Ok(OffsetFetchResponse { error, offsets }) => {
                 let mut first_error = error;
                 let mut answers = Vec::with_capacity(partitions.len());
                 if first_error.is_none() {
                     for partition in partitions {
-                        let (_, offset, error) = offsets
-                            .iter()
-                            .find(|(answered, _, _)| answered == partition)
-                            .unwrap_or_else(|| {
-                                panic!("OffsetFetch answer without {partition}: {offsets:?}")
-                            });
+                        let OffsetFetchResult { offset, error, .. } =
+                            answer_for("OffsetFetch", &offsets, partition);
                         if let Some(code) = error {
                             first_error.get_or_insert(*code);
                         }
@@ -466,7 +464,6 @@ async fn fetch_committed(
                     Some(code) => return Err(errors::broker_error(code, &context)),
                 }
             }
-            Ok(other) => panic!("OffsetFetch answered with {other:?}"),
             Err(error) => errors::from_net(&error, &context),
         };
         if now() >= deadline {
@@ -522,9 +519,15 @@ async fn list_offsets(
         }
         let mut retry = Vec::new();
         for (broker, tps) in by_leader {
-            let request = Request::ListOffsets {
+            let request = ListOffsetsRequest {
                 isolation: shared.config.isolation,
-                partitions: tps.iter().map(|tp| (tp.clone(), spec)).collect(),
+                partitions: tps
+                    .iter()
+                    .map(|tp| ListOffsetsPartition {
+                        topic_partition: tp.clone(),
+                        spec,
+                    })
+                    .collect(),
             };
             let timeout = shared
                 .net
@@ -534,12 +537,9 @@ async fn list_offsets(
                 .call_broker(broker, Lane::Control, request, timeout)
                 .await
             {
-                Ok(Response::ListOffsets { results }) => {
+                Ok(ListOffsetsResponse { results }) => {
                     for tp in tps {
-                        let (_, answer) = results
-                            .iter()
-                            .find(|(answered, _)| *answered == tp)
-                            .unwrap_or_else(|| panic!("ListOffsets answer without {tp}"));
+                        let answer = &answer_for("ListOffsets", &results, &tp).offset;
                         match answer {
                             Ok(offset) => {
                                 found.insert(tp, *offset);
@@ -559,7 +559,6 @@ async fn list_offsets(
                         }
                     }
                 }
-                Ok(other) => panic!("ListOffsets answered with {other:?}"),
                 Err(error) => {
                     for tp in &tps {
                         leader_stale(shared, tp);
@@ -759,7 +758,7 @@ impl Consumer for SimConsumer {
                 .net
                 .find_coordinator(CoordinatorType::Group, &group_id, deadline)
                 .await?;
-            let request = Request::OffsetCommit {
+            let request = OffsetCommitRequest {
                 group_id: group_id.clone(),
                 generation_id,
                 member_id: member_id.clone(),
@@ -775,17 +774,11 @@ impl Consumer for SimConsumer {
                 .call(&coordinator, Lane::Control, request, timeout)
                 .await
             {
-                Ok(Response::OffsetCommit { results }) => {
+                Ok(OffsetCommitResponse { results }) => {
                     let mut retry = Vec::new();
                     let mut last = None;
                     for (partition, offset) in remaining {
-                        let error = results
-                            .iter()
-                            .find(|(answered, _)| *answered == partition)
-                            .unwrap_or_else(|| {
-                                panic!("OffsetCommit answer without {partition}: {results:?}")
-                            })
-                            .1;
+                        let error = answer_for("OffsetCommit", &results, &partition).error;
                         match error {
                             None => {}
                             // The member is no longer part of that
@@ -823,7 +816,6 @@ impl Consumer for SimConsumer {
                         Some(code) => errors::broker_error(code, &context),
                     }
                 }
-                Ok(other) => panic!("OffsetCommit answered with {other:?}"),
                 Err(error) => errors::from_net(&error, &context),
             };
             if now() >= deadline {

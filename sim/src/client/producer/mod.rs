@@ -31,7 +31,12 @@ use super::metadata::TopicState;
 use super::network::{Backoff, Lane, NetworkClient, deadline_error};
 use super::signal::Signal;
 use super::{errors, ms, now, wall_clock_ms};
-use crate::protocol::{CoordinatorType, Request, Response};
+use crate::protocol::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, Api, CoordinatorType, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, answer_for,
+};
 
 /// Kafka's OPERATION_NOT_ATTEMPTED: AddPartitionsToTxn did not try this
 /// partition because another one failed.
@@ -96,12 +101,12 @@ impl Shared {
     /// coordinator errors until `deadline`. `Ok(Ok(value))`: success;
     /// `Ok(Err(code))`: a broker error the caller must handle; `Err`: the
     /// deadline passed (a timeout) or no coordinator could be found.
-    async fn txn_request<T>(
+    async fn txn_request<A: Api, T>(
         &self,
         context: &str,
         deadline: Instant,
-        request: impl Fn() -> Request,
-        extract: impl Fn(Response) -> Result<T, ErrorCode>,
+        request: impl Fn() -> A,
+        extract: impl Fn(A::Response) -> Result<T, ErrorCode>,
     ) -> TransportResult<Result<T, ErrorCode>> {
         let mut backoff = Backoff::new(self.net.options());
         loop {
@@ -276,16 +281,15 @@ impl SimProducer {
             .txn_request(
                 context,
                 self.request_deadline(),
-                || Request::EndTxn {
+                || EndTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
                     producer_epoch: identity.epoch,
                     committed: commit,
                 },
                 |response| match response {
-                    Response::EndTxn { error: None } => Ok(()),
-                    Response::EndTxn { error: Some(code) } => Err(code),
-                    other => panic!("EndTxn answered with {other:?}"),
+                    EndTxnResponse { error: None } => Ok(()),
+                    EndTxnResponse { error: Some(code) } => Err(code),
                 },
             )
             .await?;
@@ -310,7 +314,7 @@ impl SimProducer {
             .txn_request(
                 "InitProducerId(epoch bump)",
                 self.request_deadline(),
-                || Request::InitProducerId {
+                || InitProducerIdRequest {
                     transactional_id: Some(transactional_id.clone()),
                     transaction_timeout_ms: timeout_ms,
                     producer_id: identity.id,
@@ -347,7 +351,7 @@ impl SimProducer {
                 .net
                 .find_coordinator(CoordinatorType::Group, &group.group_id, deadline)
                 .await?;
-            let request = Request::TxnOffsetCommit {
+            let request = TxnOffsetCommitRequest {
                 transactional_id: transactional_id.clone(),
                 group_id: group.group_id.clone(),
                 producer_id: identity.id,
@@ -367,17 +371,11 @@ impl SimProducer {
                 .call(&coordinator, Lane::Control, request, timeout)
                 .await
             {
-                Ok(Response::TxnOffsetCommit { results }) => {
+                Ok(TxnOffsetCommitResponse { results }) => {
                     let mut retry = Vec::new();
                     let mut last = None;
                     for (partition, offset) in remaining {
-                        let error = results
-                            .iter()
-                            .find(|(answered, _)| *answered == partition)
-                            .unwrap_or_else(|| {
-                                panic!("TxnOffsetCommit answer without {partition}: {results:?}")
-                            })
-                            .1;
+                        let error = answer_for("TxnOffsetCommit", &results, &partition).error;
                         let Some(code) = error else { continue };
                         match code {
                             ErrorCode::ProducerFenced
@@ -419,7 +417,6 @@ impl SimProducer {
                         Some(code) => errors::broker_error(code, &context),
                     }
                 }
-                Ok(other) => panic!("TxnOffsetCommit answered with {other:?}"),
                 Err(error) => errors::from_net(&error, &context),
             };
             if now() >= deadline {
@@ -437,9 +434,9 @@ impl Drop for SimProducer {
     }
 }
 
-fn extract_identity(response: Response) -> Result<Identity, ErrorCode> {
+fn extract_identity(response: InitProducerIdResponse) -> Result<Identity, ErrorCode> {
     match response {
-        Response::InitProducerId {
+        InitProducerIdResponse {
             error: None,
             producer_id,
             producer_epoch,
@@ -453,10 +450,9 @@ fn extract_identity(response: Response) -> Result<Identity, ErrorCode> {
                 epoch: producer_epoch,
             })
         }
-        Response::InitProducerId {
+        InitProducerIdResponse {
             error: Some(code), ..
         } => Err(code),
-        other => panic!("InitProducerId answered with {other:?}"),
     }
 }
 
@@ -488,7 +484,7 @@ impl Producer for SimProducer {
             .txn_request(
                 "InitProducerId",
                 self.request_deadline(),
-                || Request::InitProducerId {
+                || InitProducerIdRequest {
                     transactional_id: Some(transactional_id.clone()),
                     transaction_timeout_ms: timeout_ms,
                     producer_id: crate::protocol::NO_PRODUCER_ID,
@@ -629,16 +625,15 @@ impl Producer for SimProducer {
             .txn_request(
                 "AddOffsetsToTxn",
                 deadline,
-                || Request::AddOffsetsToTxn {
+                || AddOffsetsToTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
                     producer_epoch: identity.epoch,
                     group_id: group_id.clone(),
                 },
                 |response| match response {
-                    Response::AddOffsetsToTxn { error: None } => Ok(()),
-                    Response::AddOffsetsToTxn { error: Some(code) } => Err(code),
-                    other => panic!("AddOffsetsToTxn answered with {other:?}"),
+                    AddOffsetsToTxnResponse { error: None } => Ok(()),
+                    AddOffsetsToTxnResponse { error: Some(code) } => Err(code),
                 },
             )
             .await?;
@@ -840,7 +835,7 @@ async fn obtain_producer_id(shared: Rc<Shared>) {
                     .call_broker(
                         broker,
                         Lane::Control,
-                        Request::InitProducerId {
+                        InitProducerIdRequest {
                             transactional_id: None,
                             transaction_timeout_ms: shared.config.transaction_timeout_ms,
                             producer_id: crate::protocol::NO_PRODUCER_ID,
@@ -899,7 +894,7 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
         match shared.txn_coordinator(deadline).await {
             Err(_) => {}
             Ok(coordinator) => {
-                let request = Request::AddPartitionsToTxn {
+                let request = AddPartitionsToTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
                     producer_epoch: identity.epoch,
@@ -915,16 +910,11 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
                     )
                     .await
                 {
-                    Ok(Response::AddPartitionsToTxn { results }) => {
+                    Ok(AddPartitionsToTxnResponse { results }) => {
                         let mut retry = Vec::new();
                         for partition in remaining {
-                            let error = results
-                                .iter()
-                                .find(|(answered, _)| *answered == partition)
-                                .unwrap_or_else(|| {
-                                    panic!("AddPartitionsToTxn answer without {partition}")
-                                })
-                                .1;
+                            let error =
+                                answer_for("AddPartitionsToTxn", &results, &partition).error;
                             let mut core = shared.core.borrow_mut();
                             match error {
                                 None => core.partition_added(&partition, None),
@@ -972,7 +962,6 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
                         remaining = retry;
                         shared.signal.raise();
                     }
-                    Ok(other) => panic!("AddPartitionsToTxn answered with {other:?}"),
                     Err(_) => shared.forget_txn_coordinator(),
                 }
             }
@@ -1003,7 +992,7 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
         .into_iter()
         .map(|planned| ((planned.partition, planned.batch_id), planned.batch))
         .unzip();
-    let request = Request::Produce {
+    let request = ProduceRequest {
         transactional_id: shared.config.transactional_id.clone(),
         timeout_ms: shared.config.request_timeout_ms,
         batches,
@@ -1025,7 +1014,7 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
     {
         let mut core = shared.core.borrow_mut();
         match result {
-            Ok(Response::Produce { results }) => {
+            Ok(ProduceResponse { results }) => {
                 for (partition, batch_id) in &planned {
                     let answer = results
                         .iter()
@@ -1053,7 +1042,6 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
                     }
                 }
             }
-            Ok(other) => panic!("Produce answered with {other:?}"),
             Err(error) => {
                 let code = errors::code_of_net(&error);
                 for (partition, batch_id) in &planned {
