@@ -353,6 +353,77 @@ impl NetworkClient {
         }
     }
 
+    /// One request to a group or transaction coordinator, retried until
+    /// `deadline`: look the coordinator up (FindCoordinator, or the cached
+    /// endpoint), send the request built by `request`, and let `answer` say
+    /// what the response means. A network error or an answer that
+    /// [`Attempt::Relocate`]s forgets the cached coordinator, so the next
+    /// attempt looks it up again; every retry waits a backoff (shorter after
+    /// CONCURRENT_TRANSACTIONS, as the Java client does).
+    pub(crate) async fn coordinator_call<A: Api, T>(
+        &self,
+        coordinator: &Coordinator<'_>,
+        context: &str,
+        deadline: Instant,
+        request_timeout: Duration,
+        mut request: impl FnMut() -> A,
+        mut answer: impl FnMut(A::Response) -> Attempt<T>,
+    ) -> TransportResult<T> {
+        let mut backoff = Backoff::new(&self.inner.options);
+        loop {
+            let endpoint = self.coordinator_endpoint(coordinator, deadline).await?;
+            let timeout = self.attempt_timeout(deadline, request_timeout);
+            let last_error = match self
+                .call(&endpoint, Lane::Control, request(), timeout)
+                .await
+            {
+                Ok(response) => match answer(response) {
+                    Attempt::Done(value) => return Ok(value),
+                    Attempt::Fail(error) => return Err(error),
+                    Attempt::Retry(error) => error,
+                    Attempt::Relocate(error) => {
+                        coordinator.forget();
+                        error
+                    }
+                },
+                Err(error) => {
+                    coordinator.forget();
+                    errors::from_net(&error, context)
+                }
+            };
+            if now() >= deadline {
+                return Err(deadline_error(last_error));
+            }
+            if last_error.code == ErrorCode::ConcurrentTransactions {
+                let wake = (now() + CONCURRENT_TRANSACTIONS_BACKOFF).min(deadline);
+                tokio::time::sleep_until(wake).await;
+            } else {
+                backoff.sleep_until_at_most(deadline).await;
+            }
+        }
+    }
+
+    /// The coordinator's endpoint: the cached one, else FindCoordinator's
+    /// answer (cached if the coordinator has a cache).
+    pub(crate) async fn coordinator_endpoint(
+        &self,
+        coordinator: &Coordinator<'_>,
+        deadline: Instant,
+    ) -> TransportResult<Endpoint> {
+        if let Some(cache) = coordinator.cache {
+            if let Some(endpoint) = cache.borrow().clone() {
+                return Ok(endpoint);
+            }
+        }
+        let endpoint = self
+            .find_coordinator(coordinator.key_type, coordinator.key, deadline)
+            .await?;
+        if let Some(cache) = coordinator.cache {
+            *cache.borrow_mut() = Some(endpoint.clone());
+        }
+        Ok(endpoint)
+    }
+
     /// The timeout for one request that must finish by `deadline`: the
     /// remaining time, at least one millisecond.
     pub(crate) fn request_timeout_until(&self, deadline: Instant) -> Duration {
@@ -372,6 +443,88 @@ impl NetworkClient {
             .min((request_timeout / 2).max(Duration::from_millis(1)))
     }
 }
+
+/// The Java client retries CONCURRENT_TRANSACTIONS sooner than other errors
+/// (the previous transaction is still completing).
+pub(crate) const CONCURRENT_TRANSACTIONS_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A group or transaction coordinator, as [`NetworkClient::coordinator_call`]
+/// finds it.
+pub(crate) struct Coordinator<'a> {
+    pub(crate) key_type: CoordinatorType,
+    /// The group id or the transactional id.
+    pub(crate) key: &'a str,
+    /// `Some`: the endpoint found last, reused until an attempt relocates
+    /// or fails on the network (the producer's transaction coordinator);
+    /// `None`: FindCoordinator before every attempt.
+    pub(crate) cache: Option<&'a RefCell<Option<Endpoint>>>,
+}
+
+impl Coordinator<'_> {
+    pub(crate) fn forget(&self) {
+        if let Some(cache) = self.cache {
+            *cache.borrow_mut() = None;
+        }
+    }
+}
+
+/// What one answer of a coordinator means for a [`NetworkClient::coordinator_call`].
+pub(crate) enum Attempt<T> {
+    /// The call's result.
+    Done(T),
+    /// The call failed for good.
+    Fail(TransportError),
+    /// A retriable error: try again after a backoff.
+    Retry(TransportError),
+    /// The coordinator moved or is unavailable (NOT_COORDINATOR,
+    /// COORDINATOR_NOT_AVAILABLE, ...): look it up again, then retry.
+    Relocate(TransportError),
+}
+
+impl<T> Attempt<T> {
+    /// A coordinator's error `code`: relocate after a coordinator error,
+    /// retry a retriable one, else `otherwise(code)`.
+    pub(crate) fn of_error(
+        code: ErrorCode,
+        context: &str,
+        otherwise: impl FnOnce(ErrorCode) -> Attempt<T>,
+    ) -> Attempt<T> {
+        if errors::is_coordinator_error(code) {
+            Attempt::Relocate(errors::broker_error(code, context))
+        } else if errors::is_retriable(code) {
+            Attempt::Retry(errors::broker_error(code, context))
+        } else {
+            otherwise(code)
+        }
+    }
+}
+
+impl Attempt<()> {
+    /// A per-partition answer (`(to retry, last retriable error)`, or the
+    /// error that ends the call): done when nothing is left to retry, else
+    /// a retry of the partitions left, which it stores in `remaining`.
+    pub(crate) fn of_partitions<P>(
+        remaining: &RefCell<Vec<P>>,
+        answer: TransportResult<PartitionsLeft<P>>,
+        context: &str,
+    ) -> Attempt<()> {
+        match answer {
+            Ok((retry, None)) => {
+                assert!(retry.is_empty(), "{context}: a retry without an error");
+                Attempt::Done(())
+            }
+            Ok((retry, Some(code))) => {
+                *remaining.borrow_mut() = retry;
+                Attempt::Retry(errors::broker_error(code, context))
+            }
+            Err(error) => Attempt::Fail(error),
+        }
+    }
+}
+
+/// The partitions of a request to send again, with the last retriable error
+/// one of them got (`None` when they all succeeded).
+pub(crate) type PartitionsLeft<P> = (Vec<P>, Option<ErrorCode>);
 
 /// The error a retry loop returns when its deadline passes: the last error,
 /// as a timeout if it was retriable (the caller may try again later).

@@ -25,18 +25,19 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use self::state::{GroupState, Mode, Phase, State};
-use super::connection::Endpoint;
 use super::errors::{self, OFFSET_OUT_OF_RANGE};
 use super::fetch_filter::filter_fetch_owned;
 use super::metadata::Leader;
-use super::network::{Backoff, Lane, NetworkClient, deadline_error};
+use super::network::{
+    Attempt, Backoff, Coordinator, Lane, NetworkClient, PartitionsLeft, deadline_error,
+};
 use super::signal::Signal;
 use super::{ms, now};
 use crate::protocol::{
     BrokerId, CoordinatorType, FetchPartition, FetchRequest, FetchResponse, FetchResult,
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec,
-    answer_for,
+    PartitionError, answer_for,
 };
 
 pub(crate) struct Shared {
@@ -421,26 +422,24 @@ async fn fetch_committed(
 ) -> TransportResult<Vec<Option<OffsetAndMetadata>>> {
     let require_stable = shared.config.isolation == Isolation::ReadCommitted;
     let context = format!("OffsetFetch({group_id})");
-    let mut backoff = Backoff::new(shared.net.options());
-    loop {
-        let coordinator = shared
-            .net
-            .find_coordinator(CoordinatorType::Group, group_id, deadline)
-            .await?;
-        let request = OffsetFetchRequest {
-            group_id: group_id.to_string(),
-            partitions: partitions.to_vec(),
-            require_stable,
-        };
-        let timeout = shared
-            .net
-            .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
-        let last_error = match shared
-            .net
-            .call(&coordinator, Lane::Control, request, timeout)
-            .await
-        {
-            Ok(OffsetFetchResponse { error, offsets }) => {
+    let coordinator = Coordinator {
+        key_type: CoordinatorType::Group,
+        key: group_id,
+        cache: None,
+    };
+    shared
+        .net
+        .coordinator_call(
+            &coordinator,
+            &context,
+            deadline,
+            ms(shared.config.request_timeout_ms),
+            || OffsetFetchRequest {
+                group_id: group_id.to_string(),
+                partitions: partitions.to_vec(),
+                require_stable,
+            },
+            |OffsetFetchResponse { error, offsets }| {
                 let mut first_error = error;
                 let mut answers = Vec::with_capacity(partitions.len());
                 if first_error.is_none() {
@@ -454,23 +453,14 @@ async fn fetch_committed(
                     }
                 }
                 match first_error {
-                    None => return Ok(answers),
-                    Some(code) if errors::is_coordinator_error(code) => {
-                        errors::broker_error(code, &context)
-                    }
-                    Some(code) if errors::is_retriable(code) => {
-                        errors::broker_error(code, &context)
-                    }
-                    Some(code) => return Err(errors::broker_error(code, &context)),
+                    None => Attempt::Done(answers),
+                    Some(code) => Attempt::of_error(code, &context, |code| {
+                        Attempt::Fail(errors::broker_error(code, &context))
+                    }),
                 }
-            }
-            Err(error) => errors::from_net(&error, &context),
-        };
-        if now() >= deadline {
-            return Err(deadline_error(last_error));
-        }
-        backoff.sleep_until_at_most(deadline).await;
-    }
+            },
+        )
+        .await
 }
 
 /// ListOffsets for partitions with one spec, to their leaders; retries
@@ -586,6 +576,49 @@ async fn list_offsets(
         }
         backoff.sleep_until_at_most(deadline).await;
     }
+}
+
+/// An OffsetCommit answer, partition by partition: the partitions to send
+/// again with the last retriable error, or the error that ends the commit.
+fn commit_answer(
+    context: &str,
+    generation_id: i32,
+    sent: Vec<(TopicPartition, OffsetAndMetadata)>,
+    results: &[PartitionError],
+) -> TransportResult<PartitionsLeft<(TopicPartition, OffsetAndMetadata)>> {
+    let mut retry = Vec::new();
+    let mut last = None;
+    for (partition, offset) in sent {
+        match answer_for("OffsetCommit", results, &partition).error {
+            None => {}
+            // The member is no longer part of that generation: it was
+            // replaced (KIP-447 wording).
+            Some(
+                code @ (ErrorCode::IllegalGeneration
+                | ErrorCode::UnknownMemberId
+                | ErrorCode::FencedInstanceId),
+            ) => {
+                return Err(TransportError::new(
+                    ErrorKind::Fenced,
+                    code,
+                    format!("{context}: generation {generation_id} rejected: {code:?}"),
+                ));
+            }
+            Some(ErrorCode::RebalanceInProgress) => {
+                return Err(TransportError::new(
+                    ErrorKind::Retriable,
+                    ErrorCode::RebalanceInProgress,
+                    format!("{context}: the group is rebalancing"),
+                ));
+            }
+            Some(code) if errors::is_retriable(code) => {
+                last = Some(code);
+                retry.push((partition, offset));
+            }
+            Some(code) => return Err(errors::broker_error(code, context)),
+        }
+    }
+    Ok((retry, last))
 }
 
 impl Consumer for SimConsumer {
@@ -750,79 +783,35 @@ impl Consumer for SimConsumer {
         let (generation_id, member_id) = self.generation_for_commit()?;
         let deadline = self.request_deadline();
         let context = format!("OffsetCommit({group_id})");
-        let mut remaining = offsets.to_vec();
-        let mut backoff = Backoff::new(self.shared.net.options());
-        loop {
-            let coordinator: Endpoint = self
-                .shared
-                .net
-                .find_coordinator(CoordinatorType::Group, &group_id, deadline)
-                .await?;
-            let request = OffsetCommitRequest {
-                group_id: group_id.clone(),
-                generation_id,
-                member_id: member_id.clone(),
-                offsets: remaining.clone(),
-            };
-            let timeout = self
-                .shared
-                .net
-                .attempt_timeout(deadline, ms(self.shared.config.request_timeout_ms));
-            let last_error = match self
-                .shared
-                .net
-                .call(&coordinator, Lane::Control, request, timeout)
-                .await
-            {
-                Ok(OffsetCommitResponse { results }) => {
-                    let mut retry = Vec::new();
-                    let mut last = None;
-                    for (partition, offset) in remaining {
-                        let error = answer_for("OffsetCommit", &results, &partition).error;
-                        match error {
-                            None => {}
-                            // The member is no longer part of that
-                            // generation: it was replaced (KIP-447 wording).
-                            Some(
-                                code @ (ErrorCode::IllegalGeneration
-                                | ErrorCode::UnknownMemberId
-                                | ErrorCode::FencedInstanceId),
-                            ) => {
-                                return Err(TransportError::new(
-                                    ErrorKind::Fenced,
-                                    code,
-                                    format!(
-                                        "{context}: generation {generation_id} rejected: {code:?}"
-                                    ),
-                                ));
-                            }
-                            Some(ErrorCode::RebalanceInProgress) => {
-                                return Err(TransportError::new(
-                                    ErrorKind::Retriable,
-                                    ErrorCode::RebalanceInProgress,
-                                    format!("{context}: the group is rebalancing"),
-                                ));
-                            }
-                            Some(code) if errors::is_retriable(code) => {
-                                last = Some(code);
-                                retry.push((partition, offset));
-                            }
-                            Some(code) => return Err(errors::broker_error(code, &context)),
-                        }
-                    }
-                    remaining = retry;
-                    match last {
-                        None => return Ok(()),
-                        Some(code) => errors::broker_error(code, &context),
-                    }
-                }
-                Err(error) => errors::from_net(&error, &context),
-            };
-            if now() >= deadline {
-                return Err(deadline_error(last_error));
-            }
-            backoff.sleep_until_at_most(deadline).await;
-        }
+        let remaining = RefCell::new(offsets.to_vec());
+        let coordinator = Coordinator {
+            key_type: CoordinatorType::Group,
+            key: &group_id,
+            cache: None,
+        };
+        self.shared
+            .net
+            .coordinator_call(
+                &coordinator,
+                &context,
+                deadline,
+                ms(self.shared.config.request_timeout_ms),
+                || OffsetCommitRequest {
+                    group_id: group_id.clone(),
+                    generation_id,
+                    member_id: member_id.clone(),
+                    offsets: remaining.borrow().clone(),
+                },
+                |OffsetCommitResponse { results }| {
+                    let sent = std::mem::take(&mut *remaining.borrow_mut());
+                    Attempt::of_partitions(
+                        &remaining,
+                        commit_answer(&context, generation_id, sent, &results),
+                        &context,
+                    )
+                },
+            )
+            .await
     }
 
     fn group_metadata(&self) -> Option<GroupMetadata> {

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use eddyline_engine::transport::{
     Delivered, ErrorCode, ErrorKind, GroupMetadata, OffsetAndMetadata, Producer, ProducerConfig,
@@ -28,22 +29,22 @@ use tokio::time::Instant;
 use self::core::{BatchOutcome, CoreSettings, Identity, ProducePlan, ProducerCore, TxnState};
 use super::connection::{Endpoint, NetError};
 use super::metadata::TopicState;
-use super::network::{Backoff, Lane, NetworkClient, deadline_error};
+use super::network::{
+    Attempt, Backoff, CONCURRENT_TRANSACTIONS_BACKOFF, Coordinator, Lane, NetworkClient,
+    PartitionsLeft,
+};
 use super::signal::Signal;
 use super::{errors, ms, now, wall_clock_ms};
 use crate::protocol::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, Api, CoordinatorType, EndTxnRequest, EndTxnResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    InitProducerIdRequest, InitProducerIdResponse, PartitionError, ProduceRequest, ProduceResponse,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse, answer_for,
 };
 
 /// Kafka's OPERATION_NOT_ATTEMPTED: AddPartitionsToTxn did not try this
 /// partition because another one failed.
 const OPERATION_NOT_ATTEMPTED: i32 = 55;
-/// The Java client retries CONCURRENT_TRANSACTIONS on AddPartitionsToTxn
-/// sooner than other errors (the previous transaction is still completing).
-const CONCURRENT_TRANSACTIONS_BACKOFF_MS: u32 = 20;
 /// How much longer than the broker's acks timeout the client waits for a
 /// Produce answer.
 const PRODUCE_TIMEOUT_MARGIN_MS: u32 = 1_000;
@@ -78,23 +79,16 @@ impl Shared {
         self.config.transactional_id.as_deref()
     }
 
-    async fn txn_coordinator(&self, deadline: Instant) -> TransportResult<Endpoint> {
-        if let Some(endpoint) = self.txn_coordinator.borrow().clone() {
-            return Ok(endpoint);
+    /// The transaction coordinator: found by the transactional id, cached
+    /// until an attempt fails with a coordinator or network error.
+    fn transaction_coordinator(&self) -> Coordinator<'_> {
+        Coordinator {
+            key_type: CoordinatorType::Transaction,
+            key: self
+                .transactional_id()
+                .expect("only transactional producers look for a transaction coordinator"),
+            cache: Some(&self.txn_coordinator),
         }
-        let transactional_id = self
-            .transactional_id()
-            .expect("only transactional producers look for a transaction coordinator");
-        let endpoint = self
-            .net
-            .find_coordinator(CoordinatorType::Transaction, transactional_id, deadline)
-            .await?;
-        *self.txn_coordinator.borrow_mut() = Some(endpoint.clone());
-        Ok(endpoint)
-    }
-
-    fn forget_txn_coordinator(&self) {
-        *self.txn_coordinator.borrow_mut() = None;
     }
 
     /// One request to the transaction coordinator, retried on retriable and
@@ -108,44 +102,19 @@ impl Shared {
         request: impl Fn() -> A,
         extract: impl Fn(A::Response) -> Result<T, ErrorCode>,
     ) -> TransportResult<Result<T, ErrorCode>> {
-        let mut backoff = Backoff::new(self.net.options());
-        loop {
-            let coordinator = match self.txn_coordinator(deadline).await {
-                Ok(endpoint) => endpoint,
-                Err(error) => return Err(error),
-            };
-            let timeout = self
-                .net
-                .attempt_timeout(deadline, ms(self.config.request_timeout_ms));
-            let last_error = match self
-                .net
-                .call(&coordinator, Lane::Control, request(), timeout)
-                .await
-            {
-                Ok(response) => match extract(response) {
-                    Ok(value) => return Ok(Ok(value)),
-                    Err(code) if errors::is_coordinator_error(code) => {
-                        self.forget_txn_coordinator();
-                        errors::broker_error(code, context)
-                    }
-                    Err(code) if errors::is_retriable(code) => errors::broker_error(code, context),
-                    Err(code) => return Ok(Err(code)),
+        self.net
+            .coordinator_call(
+                &self.transaction_coordinator(),
+                context,
+                deadline,
+                ms(self.config.request_timeout_ms),
+                request,
+                |response| match extract(response) {
+                    Ok(value) => Attempt::Done(Ok(value)),
+                    Err(code) => Attempt::of_error(code, context, |code| Attempt::Done(Err(code))),
                 },
-                Err(error) => {
-                    self.forget_txn_coordinator();
-                    errors::from_net(&error, context)
-                }
-            };
-            if now() >= deadline {
-                return Err(deadline_error(last_error));
-            }
-            if last_error.code == ErrorCode::ConcurrentTransactions {
-                let wake = (now() + ms(CONCURRENT_TRANSACTIONS_BACKOFF_MS)).min(deadline);
-                tokio::time::sleep_until(wake).await;
-            } else {
-                backoff.sleep_until_at_most(deadline).await;
-            }
-        }
+            )
+            .await
     }
 
     /// Waits until nothing is queued or in flight (or the producer failed).
@@ -343,87 +312,89 @@ impl SimProducer {
             .to_string();
         let identity = self.identity();
         let context = format!("TxnOffsetCommit({})", group.group_id);
-        let mut remaining: Vec<(TopicPartition, OffsetAndMetadata)> = offsets.to_vec();
-        let mut backoff = Backoff::new(self.shared.net.options());
-        loop {
-            let coordinator = self
-                .shared
-                .net
-                .find_coordinator(CoordinatorType::Group, &group.group_id, deadline)
-                .await?;
-            let request = TxnOffsetCommitRequest {
-                transactional_id: transactional_id.clone(),
-                group_id: group.group_id.clone(),
-                producer_id: identity.id,
-                producer_epoch: identity.epoch,
-                generation_id: group.generation_id,
-                member_id: group.member_id.clone(),
-                group_instance_id: group.group_instance_id.clone(),
-                offsets: remaining.clone(),
-            };
-            let timeout = self
-                .shared
-                .net
-                .attempt_timeout(deadline, ms(self.shared.config.request_timeout_ms));
-            let last_error = match self
-                .shared
-                .net
-                .call(&coordinator, Lane::Control, request, timeout)
-                .await
-            {
-                Ok(TxnOffsetCommitResponse { results }) => {
-                    let mut retry = Vec::new();
-                    let mut last = None;
-                    for (partition, offset) in remaining {
-                        let error = answer_for("TxnOffsetCommit", &results, &partition).error;
-                        let Some(code) = error else { continue };
-                        match code {
-                            ErrorCode::ProducerFenced
-                            | ErrorCode::InvalidProducerEpoch
-                            | ErrorCode::InvalidProducerIdMapping
-                            | ErrorCode::InvalidTxnState => {
-                                return Err(self.fenced_or_fatal(code, &context));
-                            }
-                            // KIP-447: the member is not part of that
-                            // generation any more. librdkafka and the Java
-                            // client make the transaction abortable.
-                            ErrorCode::IllegalGeneration
-                            | ErrorCode::UnknownMemberId
-                            | ErrorCode::FencedInstanceId
-                            | ErrorCode::RebalanceInProgress => {
-                                return Err(self.make_abortable(TransportError::new(
-                                    ErrorKind::Abortable,
-                                    code,
-                                    format!(
-                                        "{context}: generation {} of member {:?} rejected: {code:?}",
-                                        group.generation_id, group.member_id
-                                    ),
-                                )));
-                            }
-                            code if errors::is_retriable(code) => {
-                                last = Some(code);
-                                retry.push((partition, offset));
-                            }
-                            code => {
-                                return Err(
-                                    self.make_abortable(errors::broker_error(code, &context))
-                                );
-                            }
-                        }
-                    }
-                    remaining = retry;
-                    match last {
-                        None => return Ok(()),
-                        Some(code) => errors::broker_error(code, &context),
-                    }
+        let remaining = RefCell::new(offsets.to_vec());
+        let coordinator = Coordinator {
+            key_type: CoordinatorType::Group,
+            key: &group.group_id,
+            cache: None,
+        };
+        self.shared
+            .net
+            .coordinator_call(
+                &coordinator,
+                &context,
+                deadline,
+                ms(self.shared.config.request_timeout_ms),
+                || TxnOffsetCommitRequest {
+                    transactional_id: transactional_id.clone(),
+                    group_id: group.group_id.clone(),
+                    producer_id: identity.id,
+                    producer_epoch: identity.epoch,
+                    generation_id: group.generation_id,
+                    member_id: group.member_id.clone(),
+                    group_instance_id: group.group_instance_id.clone(),
+                    offsets: remaining.borrow().clone(),
+                },
+                |TxnOffsetCommitResponse { results }| {
+                    let sent = std::mem::take(&mut *remaining.borrow_mut());
+                    Attempt::of_partitions(
+                        &remaining,
+                        self.txn_commit_answer(&context, group, sent, &results),
+                        &context,
+                    )
+                },
+            )
+            .await
+    }
+
+    /// A TxnOffsetCommit answer, partition by partition: the partitions to
+    /// send again with the last retriable error, or the error that ends the
+    /// commit (fencing the producer or making the transaction abortable).
+    fn txn_commit_answer(
+        &self,
+        context: &str,
+        group: &GroupMetadata,
+        sent: Vec<(TopicPartition, OffsetAndMetadata)>,
+        results: &[PartitionError],
+    ) -> TransportResult<PartitionsLeft<(TopicPartition, OffsetAndMetadata)>> {
+        let mut retry = Vec::new();
+        let mut last = None;
+        for (partition, offset) in sent {
+            let error = answer_for("TxnOffsetCommit", results, &partition).error;
+            let Some(code) = error else { continue };
+            match code {
+                ErrorCode::ProducerFenced
+                | ErrorCode::InvalidProducerEpoch
+                | ErrorCode::InvalidProducerIdMapping
+                | ErrorCode::InvalidTxnState => {
+                    return Err(self.fenced_or_fatal(code, context));
                 }
-                Err(error) => errors::from_net(&error, &context),
-            };
-            if now() >= deadline {
-                return Err(deadline_error(last_error));
+                // KIP-447: the member is not part of that
+                // generation any more. librdkafka and the Java
+                // client make the transaction abortable.
+                ErrorCode::IllegalGeneration
+                | ErrorCode::UnknownMemberId
+                | ErrorCode::FencedInstanceId
+                | ErrorCode::RebalanceInProgress => {
+                    return Err(self.make_abortable(TransportError::new(
+                        ErrorKind::Abortable,
+                        code,
+                        format!(
+                            "{context}: generation {} of member {:?} rejected: {code:?}",
+                            group.generation_id, group.member_id
+                        ),
+                    )));
+                }
+                code if errors::is_retriable(code) => {
+                    last = Some(code);
+                    retry.push((partition, offset));
+                }
+                code => {
+                    return Err(self.make_abortable(errors::broker_error(code, context)));
+                }
             }
-            backoff.sleep_until_at_most(deadline).await;
         }
+        Ok((retry, last))
     }
 }
 
@@ -875,7 +846,6 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
         .to_string();
     let mut remaining = partitions;
     let mut backoff = Backoff::new(shared.net.options());
-    let context = "AddPartitionsToTxn";
     loop {
         let active = {
             let core = shared.core.borrow();
@@ -890,10 +860,15 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
         }
         let identity = shared.core.borrow().identity().expect("initialized");
         let deadline = now() + ms(shared.config.request_timeout_ms);
-        let mut delay_ms = None;
-        match shared.txn_coordinator(deadline).await {
+        let mut delay = None;
+        let coordinator = shared.transaction_coordinator();
+        match shared
+            .net
+            .coordinator_endpoint(&coordinator, deadline)
+            .await
+        {
             Err(_) => {}
-            Ok(coordinator) => {
+            Ok(endpoint) => {
                 let request = AddPartitionsToTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
@@ -903,7 +878,7 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
                 match shared
                     .net
                     .call(
-                        &coordinator,
+                        &endpoint,
                         Lane::Control,
                         request,
                         ms(shared.config.request_timeout_ms),
@@ -911,66 +886,24 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
                     .await
                 {
                     Ok(AddPartitionsToTxnResponse { results }) => {
-                        let mut retry = Vec::new();
-                        for partition in remaining {
-                            let error =
-                                answer_for("AddPartitionsToTxn", &results, &partition).error;
-                            let mut core = shared.core.borrow_mut();
-                            match error {
-                                None => core.partition_added(&partition, None),
-                                Some(code) if errors::is_fencing_error(code) => {
-                                    core.partition_added(
-                                        &partition,
-                                        Some(errors::broker_error(code, context)),
-                                    );
-                                }
-                                Some(code)
-                                    if errors::is_retriable(code)
-                                        || code == ErrorCode::Other(OPERATION_NOT_ATTEMPTED) =>
-                                {
-                                    if errors::is_coordinator_error(code) {
-                                        shared.forget_txn_coordinator();
-                                    }
-                                    if code == ErrorCode::ConcurrentTransactions {
-                                        delay_ms = Some(CONCURRENT_TRANSACTIONS_BACKOFF_MS);
-                                    }
-                                    retry.push(partition);
-                                }
-                                Some(
-                                    code @ (ErrorCode::InvalidProducerIdMapping
-                                    | ErrorCode::InvalidTxnState),
-                                ) => {
-                                    core.partition_added(
-                                        &partition,
-                                        Some(TransportError::new(
-                                            ErrorKind::Fatal,
-                                            code,
-                                            format!("{context}: {code:?}"),
-                                        )),
-                                    );
-                                }
-                                Some(code) => core.partition_added(
-                                    &partition,
-                                    Some(TransportError::new(
-                                        ErrorKind::Abortable,
-                                        code,
-                                        format!("{context} for {partition}: {code:?}"),
-                                    )),
-                                ),
-                            }
-                        }
-                        remaining = retry;
+                        remaining = partitions_added(
+                            &shared,
+                            &coordinator,
+                            remaining,
+                            &results,
+                            &mut delay,
+                        );
                         shared.signal.raise();
                     }
-                    Err(_) => shared.forget_txn_coordinator(),
+                    Err(_) => coordinator.forget(),
                 }
             }
         }
         if remaining.is_empty() {
             break;
         }
-        match delay_ms {
-            Some(delay_ms) => tokio::time::sleep(ms(delay_ms)).await,
+        match delay {
+            Some(delay) => tokio::time::sleep(delay).await,
             None => tokio::time::sleep(backoff.next_delay()).await,
         }
     }
@@ -981,6 +914,61 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
     }
     shared.adding_in_flight.set(false);
     shared.signal.raise();
+}
+
+/// Applies an AddPartitionsToTxn answer to the core, partition by
+/// partition; returns the partitions to send again (and, in `delay`, a
+/// shorter wait after CONCURRENT_TRANSACTIONS).
+fn partitions_added(
+    shared: &Shared,
+    coordinator: &Coordinator<'_>,
+    remaining: Vec<TopicPartition>,
+    results: &[PartitionError],
+    delay: &mut Option<Duration>,
+) -> Vec<TopicPartition> {
+    let context = "AddPartitionsToTxn";
+    let mut retry = Vec::new();
+    for partition in remaining {
+        let error = answer_for("AddPartitionsToTxn", results, &partition).error;
+        let mut core = shared.core.borrow_mut();
+        match error {
+            None => core.partition_added(&partition, None),
+            Some(code) if errors::is_fencing_error(code) => {
+                core.partition_added(&partition, Some(errors::broker_error(code, context)));
+            }
+            Some(code)
+                if errors::is_retriable(code)
+                    || code == ErrorCode::Other(OPERATION_NOT_ATTEMPTED) =>
+            {
+                if errors::is_coordinator_error(code) {
+                    coordinator.forget();
+                }
+                if code == ErrorCode::ConcurrentTransactions {
+                    *delay = Some(CONCURRENT_TRANSACTIONS_BACKOFF);
+                }
+                retry.push(partition);
+            }
+            Some(code @ (ErrorCode::InvalidProducerIdMapping | ErrorCode::InvalidTxnState)) => {
+                core.partition_added(
+                    &partition,
+                    Some(TransportError::new(
+                        ErrorKind::Fatal,
+                        code,
+                        format!("{context}: {code:?}"),
+                    )),
+                );
+            }
+            Some(code) => core.partition_added(
+                &partition,
+                Some(TransportError::new(
+                    ErrorKind::Abortable,
+                    code,
+                    format!("{context} for {partition}: {code:?}"),
+                )),
+            ),
+        }
+    }
+    retry
 }
 
 /// One Produce request; its answer (or failure) goes to the core batch by
