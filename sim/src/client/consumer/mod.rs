@@ -488,74 +488,14 @@ async fn list_offsets(
         if unknown {
             let _ = shared.net.refresh_metadata(&topics).await;
         }
-        let mut by_leader: BTreeMap<BrokerId, Vec<TopicPartition>> = BTreeMap::new();
         let mut last_error = None;
-        {
-            let metadata = shared.net.metadata();
-            for tp in &remaining {
-                match metadata.leader(tp) {
-                    Some(leader) => by_leader.entry(leader.broker).or_default().push(tp.clone()),
-                    None => {
-                        last_error = Some(errors::broker_error(
-                            match metadata.topic(&tp.topic) {
-                                Some(super::metadata::TopicState::Error(code)) => *code,
-                                _ => ErrorCode::Other(errors::LEADER_NOT_AVAILABLE),
-                            },
-                            format!("ListOffsets({tp})"),
-                        ));
-                    }
-                }
-            }
-        }
+        let by_leader = group_by_leader(shared, &remaining, &mut last_error);
         let mut retry = Vec::new();
         for (broker, tps) in by_leader {
-            let request = ListOffsetsRequest {
-                isolation: shared.config.isolation,
-                partitions: tps
-                    .iter()
-                    .map(|tp| ListOffsetsPartition {
-                        topic_partition: tp.clone(),
-                        spec,
-                    })
-                    .collect(),
-            };
-            let timeout = shared
-                .net
-                .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
-            match shared
-                .net
-                .call_broker(broker, Lane::Control, request, timeout)
-                .await
-            {
-                Ok(ListOffsetsResponse { results }) => {
-                    for tp in tps {
-                        let answer = &answer_for("ListOffsets", &results, &tp).offset;
-                        match answer {
-                            Ok(offset) => {
-                                found.insert(tp, *offset);
-                            }
-                            Err(code) if errors::is_retriable(*code) => {
-                                leader_stale(shared, &tp);
-                                last_error =
-                                    Some(errors::broker_error(*code, format!("ListOffsets({tp})")));
-                                retry.push(tp);
-                            }
-                            Err(code) => {
-                                return Err(errors::broker_error(
-                                    *code,
-                                    format!("ListOffsets({tp})"),
-                                ));
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    for tp in &tps {
-                        leader_stale(shared, tp);
-                    }
-                    last_error = Some(errors::from_net(&error, "ListOffsets"));
-                    retry.extend(tps);
-                }
+            let answer = list_offsets_at(shared, broker, tps, spec, deadline, &mut found).await?;
+            if let Some((error, tps)) = answer {
+                last_error = Some(error);
+                retry.extend(tps);
             }
         }
         retry.extend(
@@ -576,6 +516,94 @@ async fn list_offsets(
         }
         backoff.sleep_until_at_most(deadline).await;
     }
+}
+
+/// The partitions by their leader in the metadata; a partition without
+/// one leaves its error in `last_error`.
+fn group_by_leader(
+    shared: &Shared,
+    partitions: &[TopicPartition],
+    last_error: &mut Option<TransportError>,
+) -> BTreeMap<BrokerId, Vec<TopicPartition>> {
+    let mut by_leader: BTreeMap<BrokerId, Vec<TopicPartition>> = BTreeMap::new();
+    {
+        let metadata = shared.net.metadata();
+        for tp in partitions {
+            match metadata.leader(tp) {
+                Some(leader) => by_leader.entry(leader.broker).or_default().push(tp.clone()),
+                None => {
+                    *last_error = Some(errors::broker_error(
+                        match metadata.topic(&tp.topic) {
+                            Some(super::metadata::TopicState::Error(code)) => *code,
+                            _ => ErrorCode::Other(errors::LEADER_NOT_AVAILABLE),
+                        },
+                        format!("ListOffsets({tp})"),
+                    ));
+                }
+            }
+        }
+    }
+    by_leader
+}
+
+/// One ListOffsets to `broker` for `tps`: the offsets found go into
+/// `found`; answers the partitions to retry with the last error, if any.
+async fn list_offsets_at(
+    shared: &Shared,
+    broker: BrokerId,
+    tps: Vec<TopicPartition>,
+    spec: OffsetSpec,
+    deadline: Instant,
+    found: &mut BTreeMap<TopicPartition, i64>,
+) -> TransportResult<Option<(TransportError, Vec<TopicPartition>)>> {
+    let mut last_error = None;
+    let mut retry = Vec::new();
+    let request = ListOffsetsRequest {
+        isolation: shared.config.isolation,
+        partitions: tps
+            .iter()
+            .map(|tp| ListOffsetsPartition {
+                topic_partition: tp.clone(),
+                spec,
+            })
+            .collect(),
+    };
+    let timeout = shared
+        .net
+        .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
+    match shared
+        .net
+        .call_broker(broker, Lane::Control, request, timeout)
+        .await
+    {
+        Ok(ListOffsetsResponse { results }) => {
+            for tp in tps {
+                let answer = &answer_for("ListOffsets", &results, &tp).offset;
+                match answer {
+                    Ok(offset) => {
+                        found.insert(tp, *offset);
+                    }
+                    Err(code) if errors::is_retriable(*code) => {
+                        leader_stale(shared, &tp);
+                        last_error =
+                            Some(errors::broker_error(*code, format!("ListOffsets({tp})")));
+                        retry.push(tp);
+                    }
+                    Err(code) => {
+                        return Err(errors::broker_error(*code, format!("ListOffsets({tp})")));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            for tp in &tps {
+                leader_stale(shared, tp);
+            }
+            last_error = Some(errors::from_net(&error, "ListOffsets"));
+            retry.extend(tps);
+        }
+    }
+    Ok(last_error.map(|error| (error, retry)))
 }
 
 /// An OffsetCommit answer, partition by partition: the partitions to send

@@ -613,11 +613,7 @@ impl ProducerCore {
             } else {
                 new_batches_allowed
                     && queue.batches.len() < settings.max_in_flight
-                    && queue.pending.front().is_some_and(|front| {
-                        flushing
-                            || queue.pending.len() >= settings.batch_max_records
-                            || front.enqueued_ms + settings.linger_ms <= now_ms
-                    })
+                    && front_ready(queue, &settings, flushing, now_ms)
             };
             if !sendable {
                 continue;
@@ -638,43 +634,10 @@ impl ProducerCore {
                     }
                 }
             } else if new_batches_allowed {
-                loop {
-                    if queue.batches.len() >= settings.max_in_flight {
-                        break;
-                    }
-                    let Some(front) = queue.pending.front() else {
-                        break;
-                    };
-                    let ready = flushing
-                        || queue.pending.len() >= settings.batch_max_records
-                        || front.enqueued_ms + settings.linger_ms <= now_ms;
-                    if !ready {
-                        break;
-                    }
-                    let count = queue.pending.len().min(settings.batch_max_records);
-                    let mut records = Vec::with_capacity(count);
-                    let mut slots = Vec::with_capacity(count);
-                    let mut deadline_ms = u64::MAX;
-                    for pending in queue.pending.drain(..count) {
-                        deadline_ms =
-                            deadline_ms.min(pending.enqueued_ms + settings.delivery_timeout_ms);
-                        records.push(pending.record);
-                        slots.push(pending.slot);
-                    }
-                    let base_sequence = queue.next_sequence;
-                    let count_i32 = i32::try_from(count).expect("batch size fits in i32");
-                    queue.next_sequence = increment_sequence(base_sequence, count_i32);
-                    let batch = Batch {
-                        id: self.next_batch_id,
-                        base_sequence,
-                        identity,
-                        records,
-                        slots,
-                        deadline_ms,
-                        state: BatchState::InFlight,
-                        attempts: 1,
-                        doomed: None,
-                    };
+                while queue.batches.len() < settings.max_in_flight
+                    && front_ready(queue, &settings, flushing, now_ms)
+                {
+                    let batch = seal_batch(queue, &settings, identity, self.next_batch_id);
                     self.next_batch_id += 1;
                     planned.push(plan(partition, &batch, settings.transactional));
                     queue.batches.push_back(batch);
@@ -1093,6 +1056,55 @@ impl ProducerCore {
             .iter()
             .filter(|(_, queue)| !queue.pending.is_empty() || !queue.batches.is_empty())
             .map(|(partition, _)| partition)
+    }
+}
+
+/// Whether the partition's oldest pending record starts a batch now: when
+/// flushing, when a full batch waits, or when it lingered long enough.
+fn front_ready(
+    queue: &PartitionQueue,
+    settings: &CoreSettings,
+    flushing: bool,
+    now_ms: u64,
+) -> bool {
+    queue.pending.front().is_some_and(|front| {
+        flushing
+            || queue.pending.len() >= settings.batch_max_records
+            || front.enqueued_ms + settings.linger_ms <= now_ms
+    })
+}
+
+/// Seals up to `batch_max_records` of the partition's pending records into
+/// batch `id`, in flight, with the next sequence numbers.
+fn seal_batch(
+    queue: &mut PartitionQueue,
+    settings: &CoreSettings,
+    identity: Identity,
+    id: u64,
+) -> Batch {
+    let count = queue.pending.len().min(settings.batch_max_records);
+    assert!(count > 0, "a batch without records");
+    let mut records = Vec::with_capacity(count);
+    let mut slots = Vec::with_capacity(count);
+    let mut deadline_ms = u64::MAX;
+    for pending in queue.pending.drain(..count) {
+        deadline_ms = deadline_ms.min(pending.enqueued_ms + settings.delivery_timeout_ms);
+        records.push(pending.record);
+        slots.push(pending.slot);
+    }
+    let base_sequence = queue.next_sequence;
+    let count_i32 = i32::try_from(count).expect("batch size fits in i32");
+    queue.next_sequence = increment_sequence(base_sequence, count_i32);
+    Batch {
+        id,
+        base_sequence,
+        identity,
+        records,
+        slots,
+        deadline_ms,
+        state: BatchState::InFlight,
+        attempts: 1,
+        doomed: None,
     }
 }
 
