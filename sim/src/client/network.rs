@@ -123,6 +123,7 @@ impl NetworkClient {
             endpoint.clone(),
             Duration::from_millis(u64::from(options.connect_timeout_ms)),
             not_before,
+            options.max_in_flight_requests_per_connection,
         ));
         self.inner
             .connections

@@ -69,6 +69,9 @@ pub(crate) struct CoreSettings {
     pub topic_missing_timeout_ms: u64,
     pub max_in_flight: usize,
     pub batch_max_records: usize,
+    /// librdkafka's `queue.buffering.max.messages` (see
+    /// `SimClientOptions::queue_buffering_max_messages`).
+    pub buffered_records_max: usize,
     pub retry_backoff_ms: u64,
     pub retry_backoff_max_ms: u64,
 }
@@ -329,6 +332,45 @@ impl ProducerCore {
                     .push_back(UnassignedRecord { partition, pending });
             }
         }
+    }
+
+    /// The records the producer holds until their delivery is reported:
+    /// waiting for metadata, queued, and in unacknowledged batches.
+    pub(crate) fn buffered_records(&self) -> usize {
+        let unassigned: usize = self.unassigned.values().map(|queue| queue.len()).sum();
+        let assigned: usize = self
+            .partitions
+            .values()
+            .map(|queue| {
+                queue.pending.len()
+                    + queue
+                        .batches
+                        .iter()
+                        .map(|batch| batch.slots.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        unassigned + assigned
+    }
+
+    /// Whether one more record fits in the buffer: else QUEUE_FULL, a
+    /// retriable error, at once (librdkafka's `rd_kafka_producev` without
+    /// `RD_KAFKA_MSG_F_BLOCK`; the record is not taken, so sending it again
+    /// later cannot duplicate it).
+    pub(crate) fn check_buffer_space(&self) -> TransportResult<()> {
+        let buffered = self.buffered_records();
+        let buffered_max = self.settings.buffered_records_max;
+        if buffered < buffered_max {
+            return Ok(());
+        }
+        Err(TransportError::new(
+            ErrorKind::Retriable,
+            ErrorCode::Other(errors::QUEUE_FULL),
+            format!(
+                "the producer's buffer is full: {buffered} records \
+                 (queue.buffering.max.messages {buffered_max}) wait for delivery"
+            ),
+        ))
     }
 
     /// Topics whose records wait for metadata.

@@ -180,6 +180,7 @@ impl SimProducer {
             topic_missing_timeout_ms: u64::from(options.topic_missing_timeout_ms),
             max_in_flight: options.max_in_flight_per_partition,
             batch_max_records: options.batch_max_records,
+            buffered_records_max: options.queue_buffering_max_messages,
             retry_backoff_ms: u64::from(options.retry_backoff_ms.max(1)),
             retry_backoff_max_ms: u64::from(options.retry_backoff_max_ms.max(1)),
         };
@@ -522,8 +523,8 @@ impl Producer for SimProducer {
         let max_bytes = self.shared.net.options().max_record_bytes;
         if bytes > max_bytes {
             // The Java client refuses it at send, and in a transaction the
-            // transaction becomes abortable (SPEC §8: an oversized record is
-            // never lost behind a successful commit).
+            // transaction becomes abortable: a transaction that lost a
+            // record must not commit as if it held it.
             let message = format!(
                 "a record of {bytes} bytes for {} exceeds the {max_bytes}-byte limit",
                 record.topic
@@ -534,6 +535,7 @@ impl Producer for SimProducer {
             }
             return Err(error);
         }
+        self.shared.core.borrow().check_buffer_space()?;
         let (slot, outcome) = oneshot::channel();
         let data = crate::protocol::RecordData {
             key: record.key,
