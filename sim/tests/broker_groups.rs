@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
+use eddyline_sim::cluster::ClusterHandle;
 use eddyline_sim::protocol::{
     CoordinatorType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment, OffsetCommitRequest,
@@ -41,9 +42,12 @@ struct Joined {
 
 /// Two members that join `group` at once, each on its own connection to
 /// the coordinator: (leader, its connection, follower, its connection).
-async fn two_members(group: &str) -> (Joined, Connection, Joined, Connection) {
-    let mut a = coordinator(CoordinatorType::Group, group).await;
-    let mut b = coordinator(CoordinatorType::Group, group).await;
+async fn two_members(
+    handle: &ClusterHandle,
+    group: &str,
+) -> (Joined, Connection, Joined, Connection) {
+    let mut a = coordinator(handle, CoordinatorType::Group, group).await;
+    let mut b = coordinator(handle, CoordinatorType::Group, group).await;
     let (first, second) =
         tokio::join!(join_group(&mut a, group, ""), join_group(&mut b, group, ""));
     if first.leader == first.member_id {
@@ -146,6 +150,7 @@ async fn heartbeat(
 }
 
 async fn commit(
+    handle: &ClusterHandle,
     group: &str,
     generation: i32,
     member_id: &str,
@@ -153,6 +158,7 @@ async fn commit(
     offset: i64,
 ) -> Option<ErrorCode> {
     match group_call(
+        handle,
         group,
         Request::OffsetCommit(OffsetCommitRequest {
             group_id: group.to_string(),
@@ -174,8 +180,13 @@ async fn commit(
     }
 }
 
-async fn committed(group: &str, tp: &TopicPartition) -> Option<OffsetAndMetadata> {
+async fn committed(
+    handle: &ClusterHandle,
+    group: &str,
+    tp: &TopicPartition,
+) -> Option<OffsetAndMetadata> {
     match group_call(
+        handle,
         group,
         Request::OffsetFetch(OffsetFetchRequest {
             group_id: group.to_string(),
@@ -202,8 +213,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g").await;
-            let mut b = coordinator(CoordinatorType::Group, "g").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g").await;
+            let mut b = coordinator(&handle, CoordinatorType::Group, "g").await;
             let (first, second) = tokio::join!(join_group(&mut a, "g", ""), async {
                 sleep_ms(20).await;
                 join_group(&mut b, "g", "").await
@@ -237,7 +248,7 @@ mod membership {
 
             // A third member joining starts a rebalance: the others are told
             // to rejoin, and a stale generation is refused.
-            let mut c = coordinator(CoordinatorType::Group, "g").await;
+            let mut c = coordinator(&handle, CoordinatorType::Group, "g").await;
             let third = tokio::task::spawn_local(async move { join_group(&mut c, "g", "").await });
             sleep_ms(20).await;
             assert_eq!(
@@ -272,7 +283,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let (leader, mut leader_conn, follower, mut follower_conn) = two_members("g2").await;
+            let (leader, mut leader_conn, follower, mut follower_conn) =
+                two_members(&handle, "g2").await;
             let (leader_conn, follower_conn) = (&mut leader_conn, &mut follower_conn);
             let (_, _) = tokio::join!(
                 sync(leader_conn, "g2", &leader, vec![]),
@@ -316,7 +328,8 @@ mod membership {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             // The leader's connection stays open (a closed one is no leave).
-            let (leader, _leader_conn, follower, mut follower_conn) = two_members("g7").await;
+            let (leader, _leader_conn, follower, mut follower_conn) =
+                two_members(&handle, "g7").await;
             let follower_conn = &mut follower_conn;
             // The leader goes silent: no SyncGroup, no heartbeat.
             let parked_at = handle.now_ms();
@@ -349,7 +362,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let (leader, mut leader_conn, follower, mut follower_conn) = two_members("g8").await;
+            let (leader, mut leader_conn, follower, mut follower_conn) =
+                two_members(&handle, "g8").await;
             let (leader_conn, follower_conn) = (&mut leader_conn, &mut follower_conn);
             let p0 = TopicPartition::new("in", 0);
             let assignments = vec![(follower.member_id.clone(), vec![p0.clone()])];
@@ -386,7 +400,7 @@ mod failover {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g5").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g5").await;
             let joined = join_group(&mut a, "g5", "").await;
             sync(&mut a, "g5", &joined, vec![]).await.unwrap();
             let response = call(
@@ -409,7 +423,7 @@ mod failover {
             let old = handle.leader_of(&shard).unwrap();
             handle.crash_broker(old);
             wait_for(&handle, |h| h.leader_of(&shard).is_some_and(|l| l != old)).await;
-            let mut b = coordinator(CoordinatorType::Group, "g5").await;
+            let mut b = coordinator(&handle, CoordinatorType::Group, "g5").await;
             let mut error = None;
             for _ in 0..100 {
                 error = heartbeat(&mut b, "g5", joined.generation, &joined.member_id).await;
@@ -442,7 +456,7 @@ mod offsets {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             let tp = TopicPartition::new("in", 3);
-            let mut a = coordinator(CoordinatorType::Group, "g3").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g3").await;
             let joined = join_group(&mut a, "g3", "").await;
             sync(
                 &mut a,
@@ -453,27 +467,36 @@ mod offsets {
             .await
             .unwrap();
             assert_eq!(
-                commit("g3", joined.generation, &joined.member_id, &tp, 42).await,
+                commit(&handle, "g3", joined.generation, &joined.member_id, &tp, 42).await,
                 None
             );
             assert_eq!(
-                committed("g3", &tp).await,
+                committed(&handle, "g3", &tp).await,
                 Some(OffsetAndMetadata {
                     offset: 42,
                     metadata: "checkpoint=42".into()
                 })
             );
             assert_eq!(
-                commit("g3", joined.generation - 1, &joined.member_id, &tp, 43).await,
+                commit(
+                    &handle,
+                    "g3",
+                    joined.generation - 1,
+                    &joined.member_id,
+                    &tp,
+                    43
+                )
+                .await,
                 Some(ErrorCode::IllegalGeneration)
             );
             assert_eq!(
-                commit("g3", joined.generation, "stranger", &tp, 43).await,
+                commit(&handle, "g3", joined.generation, "stranger", &tp, 43).await,
                 Some(ErrorCode::UnknownMemberId)
             );
             // KIP-447: a transactional commit from a stale generation.
-            let producer = init_transactions("tx-g3", 60_000).await;
+            let producer = init_transactions(&handle, "tx-g3", 60_000).await;
             let response = group_call(
+                &handle,
                 "g3",
                 Request::TxnOffsetCommit(TxnOffsetCommitRequest {
                     transactional_id: "tx-g3".into(),
@@ -503,11 +526,16 @@ mod offsets {
                 })
             );
             // Nothing changed.
-            assert_eq!(committed("g3", &tp).await.map(|o| o.offset), Some(42));
-            // A group nobody joined accepts commits from outside (generation -1).
-            assert_eq!(commit("standalone", -1, "", &tp, 7).await, None);
             assert_eq!(
-                committed("standalone", &tp).await.map(|o| o.offset),
+                committed(&handle, "g3", &tp).await.map(|o| o.offset),
+                Some(42)
+            );
+            // A group nobody joined accepts commits from outside (generation -1).
+            assert_eq!(commit(&handle, "standalone", -1, "", &tp, 7).await, None);
+            assert_eq!(
+                committed(&handle, "standalone", &tp)
+                    .await
+                    .map(|o| o.offset),
                 Some(7)
             );
             Ok(())
@@ -522,7 +550,7 @@ mod offsets {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             let tp = TopicPartition::new("in", 0);
-            let mut a = coordinator(CoordinatorType::Group, "g4").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g4").await;
             let joined = join_group(&mut a, "g4", "").await;
             sync(
                 &mut a,
@@ -533,7 +561,7 @@ mod offsets {
             .await
             .unwrap();
             assert_eq!(
-                commit("g4", joined.generation, &joined.member_id, &tp, 99).await,
+                commit(&handle, "g4", joined.generation, &joined.member_id, &tp, 99).await,
                 None
             );
             let shard = TopicPartition::new(
@@ -544,20 +572,28 @@ mod offsets {
             handle.crash_broker(old);
             wait_for(&handle, |h| h.leader_of(&shard).is_some_and(|l| l != old)).await;
             assert_eq!(
-                committed("g4", &tp).await,
+                committed(&handle, "g4", &tp).await,
                 Some(OffsetAndMetadata {
                     offset: 99,
                     metadata: "checkpoint=99".into()
                 })
             );
             // The member and its generation survived the failover.
-            let mut b = coordinator(CoordinatorType::Group, "g4").await;
+            let mut b = coordinator(&handle, CoordinatorType::Group, "g4").await;
             assert_eq!(
                 heartbeat(&mut b, "g4", joined.generation, &joined.member_id).await,
                 None
             );
             assert_eq!(
-                commit("g4", joined.generation, &joined.member_id, &tp, 100).await,
+                commit(
+                    &handle,
+                    "g4",
+                    joined.generation,
+                    &joined.member_id,
+                    &tp,
+                    100
+                )
+                .await,
                 None
             );
             handle.restart_broker(old);

@@ -74,13 +74,13 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
         let (pid, epoch) = match producer {
             Some(p) => p,
             None => {
-                let p = init_transactions(id, 10_000).await;
+                let p = init_transactions(&handle, id, 10_000).await;
                 producer = Some(p);
                 p
             }
         };
         let tp = TopicPartition::new("events", (round % PARTITIONS as usize) as i32);
-        let added = add_partitions(id, (pid, epoch), std::slice::from_ref(&tp)).await;
+        let added = add_partitions(&handle, id, (pid, epoch), std::slice::from_ref(&tp)).await;
         if added[0].is_some() {
             producer = None;
             continue;
@@ -122,18 +122,21 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
             sleep_ms(20).await;
         }
         let committed = sent && round % 3 != 2;
-        if end_txn(id, (pid, epoch), committed).await.is_some() {
+        if end_txn(&handle, id, (pid, epoch), committed)
+            .await
+            .is_some()
+        {
             producer = None;
         }
     }
 }
 
 /// A consumer-group member that joins, syncs, heartbeats and commits.
-async fn group_member(rounds: usize) {
+async fn group_member(handle: ClusterHandle, rounds: usize) {
     let group = "det-group";
     let mut member_id = String::new();
     for round in 0..rounds {
-        let mut connection = coordinator(CoordinatorType::Group, group).await;
+        let mut connection = coordinator(&handle, CoordinatorType::Group, group).await;
         let join = Request::JoinGroup(JoinGroupRequest {
             group_id: group.into(),
             session_timeout_ms: 2_000,
@@ -252,7 +255,7 @@ fn run_with(seed: u64, scale: usize, rates: FaultRates) -> (u64, u64) {
             tokio::task::spawn_local(idempotent_producer(handle.clone(), 900_001, 40 * scale));
         let transactions =
             tokio::task::spawn_local(transactional_producer(handle.clone(), 12 * scale));
-        let member = tokio::task::spawn_local(group_member(10 * scale));
+        let member = tokio::task::spawn_local(group_member(handle.clone(), 10 * scale));
         producers.await.unwrap();
         transactions.await.unwrap();
         member.await.unwrap();

@@ -1,12 +1,22 @@
-//! A tiny raw client for broker tests: requests over `rpc::Connection`.
-//! (The real client is `SimTransport`; these tests talk the wire protocol
-//! directly to check what a broker answers.)
+//! The helpers of the simulator's integration tests, for both kinds:
+//!
+//! - broker tests talk the wire protocol directly over `rpc::Connection`
+//!   (a tiny raw client) to check what a broker answers;
+//! - client tests go through `SimTransport`, the engine's transport on the
+//!   simulated cluster, with polling loops that have bounds.
+//!
+//! Every test's seed honours `EDDY_SEED` ([`seed_or`]); helpers that need
+//! the cluster take its handle.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic, TopicPartition};
+use eddyline_engine::transport::{
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, Isolation, Message, NewTopic,
+    ProducerConfig, ProducerRecord, TopicPartition, Transport,
+};
 use eddyline_sim::Seed;
+use eddyline_sim::SimTransport;
 use eddyline_sim::cluster::{BROKER_PORT, ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::protocol::{
     AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
@@ -21,31 +31,33 @@ use eddyline_sim::rpc::Connection;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The seed of a test: `EDDY_SEED` if set, else the given default.
+pub fn seed_or(default: u64) -> Seed {
+    match std::env::var("EDDY_SEED") {
+        Ok(text) => text.parse().expect("EDDY_SEED must be a seed"),
+        Err(_) => Seed::new(default),
+    }
+}
+
 pub fn cluster(seed: u64) -> SimCluster {
-    SimCluster::new(Seed::new(seed), ClusterConfig::default()).expect("valid config")
+    SimCluster::new(seed_or(seed), ClusterConfig::default()).expect("valid config")
 }
 
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-thread_local! {
-    static HANDLE: std::cell::RefCell<Option<ClusterHandle>> = const { std::cell::RefCell::new(None) };
-}
-
 /// A broker that is not crashed, to send broker-agnostic requests to.
-pub fn live_broker(attempt: usize) -> i32 {
-    let down = |id: i32| HANDLE.with(|h| h.borrow().as_ref().is_some_and(|h| h.is_broker_down(id)));
+pub fn live_broker(handle: &ClusterHandle, attempt: usize) -> i32 {
     (0..3)
         .map(|i| ((attempt + i) % 3) as i32)
-        .find(|&id| !down(id))
+        .find(|&id| !handle.is_broker_down(id))
         .unwrap_or(0)
 }
 
 /// Waits until every broker is live and the internal topics exist.
 pub async fn wait_ready(handle: &ClusterHandle) {
-    HANDLE.with(|h| *h.borrow_mut() = Some(handle.clone()));
-    for _ in 0..10_000 {
+    for _ in 0..20_000 {
         if handle.is_ready() {
             return;
         }
@@ -249,12 +261,13 @@ pub fn err(result: &ProduceResult) -> ErrorCode {
 
 /// A connection to the coordinator of `key`, retrying while there is none.
 pub async fn coordinator(
+    handle: &ClusterHandle,
     key_type: eddyline_sim::protocol::CoordinatorType,
     key: &str,
 ) -> Connection {
     for attempt in 0..1_000 {
         // Any broker answers; a crashed one never does (try the next).
-        let response = connect(live_broker(attempt))
+        let response = connect(live_broker(handle, attempt))
             .call(
                 Request::FindCoordinator(FindCoordinatorRequest {
                     key_type,
@@ -279,13 +292,14 @@ pub async fn coordinator(
 /// error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
 /// CONCURRENT_TRANSACTIONS), as a client's retry loop would.
 pub async fn coordinator_call(
+    handle: &ClusterHandle,
     key_type: eddyline_sim::protocol::CoordinatorType,
     key: &str,
     request: Request,
 ) -> Response {
     let mut last = String::from("no answer");
     for _ in 0..1_000 {
-        let mut connection = coordinator(key_type, key).await;
+        let mut connection = coordinator(handle, key_type, key).await;
         let response = match connection.call(request.clone(), 2_000).await {
             Ok(response) => response,
             Err(error) => {
@@ -334,31 +348,38 @@ fn retriable_coordinator_error(response: &Response) -> bool {
     }
 }
 
-pub fn txn_call(
+pub async fn txn_call(
+    handle: &ClusterHandle,
     transactional_id: &str,
     request: Request,
-) -> impl std::future::Future<Output = Response> {
+) -> Response {
     coordinator_call(
+        handle,
         eddyline_sim::protocol::CoordinatorType::Transaction,
         transactional_id,
         request,
     )
+    .await
 }
 
-pub fn group_call(group_id: &str, request: Request) -> impl std::future::Future<Output = Response> {
+pub async fn group_call(handle: &ClusterHandle, group_id: &str, request: Request) -> Response {
     coordinator_call(
+        handle,
         eddyline_sim::protocol::CoordinatorType::Group,
         group_id,
         request,
     )
+    .await
 }
 
 /// InitProducerId for a transactional id: (producer id, epoch).
 pub async fn init_transactions(
+    handle: &ClusterHandle,
     transactional_id: &str,
     timeout_ms: u32,
 ) -> (ProducerId, ProducerEpoch) {
     let response = txn_call(
+        handle,
         transactional_id,
         Request::InitProducerId(InitProducerIdRequest {
             transactional_id: Some(transactional_id.to_string()),
@@ -379,11 +400,13 @@ pub async fn init_transactions(
 }
 
 pub async fn add_partitions(
+    handle: &ClusterHandle,
     transactional_id: &str,
     (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
     partitions: &[TopicPartition],
 ) -> Vec<Option<ErrorCode>> {
     match txn_call(
+        handle,
         transactional_id,
         Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
             transactional_id: transactional_id.to_string(),
@@ -402,11 +425,13 @@ pub async fn add_partitions(
 }
 
 pub async fn end_txn(
+    handle: &ClusterHandle,
     transactional_id: &str,
     (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
     committed: bool,
 ) -> Option<ErrorCode> {
     match txn_call(
+        handle,
         transactional_id,
         Request::EndTxn(EndTxnRequest {
             transactional_id: transactional_id.to_string(),
@@ -453,4 +478,149 @@ pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i
         sleep_ms(10).await;
     }
     panic!("LSO of {tp} never reached {offset}");
+}
+
+// ---- client tests: through `SimTransport` ----------------------------
+
+pub fn transport(handle: &ClusterHandle) -> SimTransport {
+    SimTransport::new(handle.bootstrap())
+}
+
+/// Creates a topic through the transport's admin client (replication 3).
+pub async fn admin_create_topic(transport: &SimTransport, name: &str, partitions: i32) {
+    let admin = transport.admin().await.expect("admin");
+    admin
+        .create_topic(&NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: 3,
+            configs: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+pub fn to_partition(topic: &str, partition: i32, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.to_string(),
+        partition: Some(partition),
+        key: None,
+        value: Some(value.as_bytes().to_vec()),
+        timestamp_ms: Some(1_000),
+        headers: Vec::new(),
+    }
+}
+
+pub fn keyed(topic: &str, key: &str, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.to_string(),
+        partition: None,
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec()),
+        timestamp_ms: None,
+        headers: vec![("h".to_string(), b"1".to_vec())],
+    }
+}
+
+pub fn producer_config(name: &str, transactional_id: Option<&str>) -> ProducerConfig {
+    let mut config = ProducerConfig::new(name, transactional_id.map(str::to_string));
+    config.request_timeout_ms = 5_000;
+    config.delivery_timeout_ms = 60_000;
+    config.transaction_timeout_ms = 30_000;
+    config
+}
+
+pub fn consumer_config(name: &str, group: Option<&str>) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(name, group.map(str::to_string));
+    config.session_timeout_ms = 3_000;
+    config.heartbeat_interval_ms = 300;
+    config.request_timeout_ms = 5_000;
+    config
+}
+
+pub fn text(message: &Message) -> String {
+    String::from_utf8(message.value.clone().unwrap_or_default()).expect("utf-8 values")
+}
+
+pub fn messages(events: &[ConsumerEvent]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ConsumerEvent::Message(message) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls until `done` holds for everything polled so far; panics after
+/// `timeout_ms` of simulated time.
+pub async fn poll_until<C: Consumer>(
+    consumer: &mut C,
+    timeout_ms: u64,
+    mut done: impl FnMut(&[ConsumerEvent]) -> bool,
+) -> Vec<ConsumerEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut events = Vec::new();
+    while !done(&events) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "poll_until: condition not met within {timeout_ms} ms; got {events:?}"
+        );
+        let batch = consumer
+            .poll(100, Duration::from_millis(100))
+            .await
+            .expect("poll");
+        events.extend(batch);
+    }
+    events
+}
+
+/// Polls until `count` messages came; returns them.
+pub async fn read_messages<C: Consumer>(
+    consumer: &mut C,
+    count: usize,
+    timeout_ms: u64,
+) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut read = Vec::with_capacity(count);
+    while read.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read_messages: {} of {count} messages within {timeout_ms} ms",
+            read.len()
+        );
+        let batch = consumer
+            .poll(500, Duration::from_millis(100))
+            .await
+            .expect("poll");
+        read.extend(batch.into_iter().filter_map(|event| match event {
+            ConsumerEvent::Message(message) => Some(message),
+            _ => None,
+        }));
+    }
+    read
+}
+
+/// Polls for `duration_ms` and returns every event that came.
+pub async fn poll_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<ConsumerEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(duration_ms);
+    let mut events = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        events.extend(
+            consumer
+                .poll(100, Duration::from_millis(50))
+                .await
+                .expect("poll"),
+        );
+    }
+    events
+}
+
+/// Polls for `duration_ms` and returns every message that came.
+pub async fn read_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<Message> {
+    messages(&poll_for(consumer, duration_ms).await)
+}
+
+pub fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
 }
