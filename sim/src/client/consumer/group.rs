@@ -292,13 +292,7 @@ fn install_assignment(
         if resubscribed {
             // `subscribe` changed the topics while this round was running:
             // rebalance again for the new subscription (eager revoke).
-            let group = state.group.as_mut().expect("group member");
-            if assignment.is_empty() {
-                group.phase = Phase::Joining;
-            } else {
-                group.phase = Phase::RevokePending { delivered: false };
-                state.events.push_back(ConsumerEvent::Revoked(assignment));
-            }
+            state.begin_rebalance(assignment);
         }
     }
     shared.signal.raise();
@@ -483,12 +477,7 @@ fn heartbeat_answered(shared: &Shared, generation_id: i32, error: Option<ErrorCo
             // before answering).
             group.last_heartbeat_ok = now();
             if group.phase == Phase::Stable {
-                if owned.is_empty() {
-                    group.phase = Phase::Joining;
-                } else {
-                    group.phase = Phase::RevokePending { delivered: false };
-                    state.events.push_back(ConsumerEvent::Revoked(owned));
-                }
+                state.begin_rebalance(owned);
                 drop(state);
                 shared.signal.raise();
             }

@@ -675,12 +675,7 @@ impl Consumer for SimConsumer {
                     group.subscription = subscription;
                     // A new subscription means a rebalance (eager revoke).
                     if group.phase == Phase::Stable {
-                        if owned.is_empty() {
-                            group.phase = Phase::Joining;
-                        } else {
-                            group.phase = Phase::RevokePending { delivered: false };
-                            state.events.push_back(ConsumerEvent::Revoked(owned));
-                        }
+                        state.begin_rebalance(owned);
                     }
                 }
                 Mode::Idle => {
