@@ -203,7 +203,7 @@ impl Connection {
         if self.shared.pending.borrow().len() >= self.shared.pending_max {
             // Never at the default bound: the wait (and its timer) happens
             // only on a full connection.
-            let started = Instant::now();
+            let started = super::now();
             if tokio::time::timeout(timeout, self.room_for_one())
                 .await
                 .is_err()
@@ -216,7 +216,7 @@ impl Connection {
             if let Some(reason) = self.closed() {
                 return Err(reason);
             }
-            timeout = timeout.saturating_sub(started.elapsed());
+            timeout = timeout.saturating_sub(super::now().duration_since(started));
         }
         assert!(
             self.shared.pending.borrow().len() < self.shared.pending_max,
