@@ -404,6 +404,36 @@ impl NetworkClient {
         }
     }
 
+    /// A per-partition request to a group's coordinator (OffsetCommit,
+    /// TxnOffsetCommit) through [`NetworkClient::coordinator_call`]: sends
+    /// `partitions`, then again those `answer` leaves to retry, until none
+    /// is left or `answer` fails the call.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn group_partitions_call<A: Api, P: Clone>(
+        &self,
+        group_id: &str,
+        context: &str,
+        deadline: Instant,
+        request_timeout: Duration,
+        partitions: Vec<P>,
+        request: impl Fn(Vec<P>) -> A,
+        answer: impl Fn(Vec<P>, A::Response) -> TransportResult<PartitionsLeft<P>>,
+    ) -> TransportResult<()> {
+        let remaining = RefCell::new(partitions);
+        self.coordinator_call(
+            &Coordinator::group(group_id),
+            context,
+            deadline,
+            request_timeout,
+            || request(remaining.borrow().clone()),
+            |response| {
+                let sent = std::mem::take(&mut *remaining.borrow_mut());
+                Attempt::of_partitions(&remaining, answer(sent, response), context)
+            },
+        )
+        .await
+    }
+
     /// The coordinator's endpoint: the cached one, else FindCoordinator's
     /// answer (cached if the coordinator has a cache).
     pub(crate) async fn coordinator_endpoint(
@@ -461,7 +491,16 @@ pub(crate) struct Coordinator<'a> {
     pub(crate) cache: Option<&'a RefCell<Option<Endpoint>>>,
 }
 
-impl Coordinator<'_> {
+impl<'a> Coordinator<'a> {
+    /// A group's coordinator, looked up before every attempt.
+    pub(crate) fn group(group_id: &'a str) -> Coordinator<'a> {
+        Coordinator {
+            key_type: CoordinatorType::Group,
+            key: group_id,
+            cache: None,
+        }
+    }
+
     pub(crate) fn forget(&self) {
         if let Some(cache) = self.cache {
             *cache.borrow_mut() = None;
@@ -504,7 +543,7 @@ impl Attempt<()> {
     /// A per-partition answer (`(to retry, last retriable error)`, or the
     /// error that ends the call): done when nothing is left to retry, else
     /// a retry of the partitions left, which it stores in `remaining`.
-    pub(crate) fn of_partitions<P>(
+    fn of_partitions<P>(
         remaining: &RefCell<Vec<P>>,
         answer: TransportResult<PartitionsLeft<P>>,
         context: &str,

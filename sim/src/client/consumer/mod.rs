@@ -34,10 +34,10 @@ use super::network::{
 use super::signal::Signal;
 use super::{ms, now};
 use crate::protocol::{
-    BrokerId, CoordinatorType, FetchPartition, FetchRequest, FetchResponse, FetchResult,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec,
-    PartitionError, answer_for,
+    BrokerId, FetchPartition, FetchRequest, FetchResponse, FetchResult, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec, PartitionError,
+    answer_for,
 };
 
 pub(crate) struct Shared {
@@ -422,11 +422,7 @@ async fn fetch_committed(
 ) -> TransportResult<Vec<Option<OffsetAndMetadata>>> {
     let require_stable = shared.config.isolation == Isolation::ReadCommitted;
     let context = format!("OffsetFetch({group_id})");
-    let coordinator = Coordinator {
-        key_type: CoordinatorType::Group,
-        key: group_id,
-        cache: None,
-    };
+    let coordinator = Coordinator::group(group_id);
     shared
         .net
         .coordinator_call(
@@ -806,32 +802,22 @@ impl Consumer for SimConsumer {
         let (generation_id, member_id) = self.generation_for_commit()?;
         let deadline = self.request_deadline();
         let context = format!("OffsetCommit({group_id})");
-        let remaining = RefCell::new(offsets.to_vec());
-        let coordinator = Coordinator {
-            key_type: CoordinatorType::Group,
-            key: &group_id,
-            cache: None,
-        };
         self.shared
             .net
-            .coordinator_call(
-                &coordinator,
+            .group_partitions_call(
+                &group_id,
                 &context,
                 deadline,
                 ms(self.shared.config.request_timeout_ms),
-                || OffsetCommitRequest {
+                offsets.to_vec(),
+                |offsets| OffsetCommitRequest {
                     group_id: group_id.clone(),
                     generation_id,
                     member_id: member_id.clone(),
-                    offsets: remaining.borrow().clone(),
+                    offsets,
                 },
-                |OffsetCommitResponse { results }| {
-                    let sent = std::mem::take(&mut *remaining.borrow_mut());
-                    Attempt::of_partitions(
-                        &remaining,
-                        commit_answer(&context, generation_id, sent, &results),
-                        &context,
-                    )
+                |sent, OffsetCommitResponse { results }| {
+                    commit_answer(&context, generation_id, sent, &results)
                 },
             )
             .await

@@ -313,20 +313,15 @@ impl SimProducer {
             .to_string();
         let identity = self.identity();
         let context = format!("TxnOffsetCommit({})", group.group_id);
-        let remaining = RefCell::new(offsets.to_vec());
-        let coordinator = Coordinator {
-            key_type: CoordinatorType::Group,
-            key: &group.group_id,
-            cache: None,
-        };
         self.shared
             .net
-            .coordinator_call(
-                &coordinator,
+            .group_partitions_call(
+                &group.group_id,
                 &context,
                 deadline,
                 ms(self.shared.config.request_timeout_ms),
-                || TxnOffsetCommitRequest {
+                offsets.to_vec(),
+                |offsets| TxnOffsetCommitRequest {
                     transactional_id: transactional_id.clone(),
                     group_id: group.group_id.clone(),
                     producer_id: identity.id,
@@ -334,15 +329,10 @@ impl SimProducer {
                     generation_id: group.generation_id,
                     member_id: group.member_id.clone(),
                     group_instance_id: group.group_instance_id.clone(),
-                    offsets: remaining.borrow().clone(),
+                    offsets,
                 },
-                |TxnOffsetCommitResponse { results }| {
-                    let sent = std::mem::take(&mut *remaining.borrow_mut());
-                    Attempt::of_partitions(
-                        &remaining,
-                        self.txn_commit_answer(&context, group, sent, &results),
-                        &context,
-                    )
+                |sent, TxnOffsetCommitResponse { results }| {
+                    self.txn_commit_answer(&context, group, sent, &results)
                 },
             )
             .await
