@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use eddyline_engine::transport::{ErrorCode, TransportError, TransportResult};
+use eddyline_engine::transport::{
+    ErrorCode, OffsetAndMetadata, TopicPartition, TransportError, TransportResult,
+};
 use tokio::time::Instant;
 
 use super::connection::{Connection, Endpoint, NetError};
@@ -23,7 +25,7 @@ use super::metadata::MetadataCache;
 use super::{SimClientOptions, now};
 use crate::protocol::{
     Api, BrokerId, BrokerInfo, CoordinatorType, FindCoordinatorRequest, FindCoordinatorResponse,
-    MetadataRequest, MetadataResponse,
+    MetadataRequest, MetadataResponse, PartitionError, answer_for,
 };
 
 /// Which connection to a broker a request uses.
@@ -404,22 +406,23 @@ impl NetworkClient {
         }
     }
 
-    /// A per-partition request to a group's coordinator (OffsetCommit,
-    /// TxnOffsetCommit) through [`NetworkClient::coordinator_call`]: sends
-    /// `partitions`, then again those `answer` leaves to retry, until none
-    /// is left or `answer` fails the call.
+    /// Offsets for a group's coordinator (OffsetCommit, TxnOffsetCommit)
+    /// through [`NetworkClient::coordinator_call`]: sends `offsets`, then
+    /// again those whose partition got a retriable error, until none is
+    /// left; the first other error ends the call as `refuse` says.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn group_partitions_call<A: Api, P: Clone>(
+    pub(crate) async fn commit_offsets_call<A: Api>(
         &self,
         group_id: &str,
         context: &str,
         deadline: Instant,
         request_timeout: Duration,
-        partitions: Vec<P>,
-        request: impl Fn(Vec<P>) -> A,
-        answer: impl Fn(Vec<P>, A::Response) -> TransportResult<PartitionsLeft<P>>,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+        request: impl Fn(Vec<(TopicPartition, OffsetAndMetadata)>) -> A,
+        results: impl Fn(A::Response) -> Vec<PartitionError>,
+        mut refuse: impl FnMut(ErrorCode) -> TransportError,
     ) -> TransportResult<()> {
-        let remaining = RefCell::new(partitions);
+        let remaining = RefCell::new(offsets);
         self.coordinator_call(
             &Coordinator::group(group_id),
             context,
@@ -428,7 +431,8 @@ impl NetworkClient {
             || request(remaining.borrow().clone()),
             |response| {
                 let sent = std::mem::take(&mut *remaining.borrow_mut());
-                Attempt::of_partitions(&remaining, answer(sent, response), context)
+                let left = offsets_left(A::NAME, sent, &results(response), &mut refuse);
+                Attempt::of_partitions(&remaining, left, context)
             },
         )
         .await
@@ -560,6 +564,31 @@ impl Attempt<()> {
             Err(error) => Attempt::Fail(error),
         }
     }
+}
+
+/// Goes through a per-partition answer to the offsets `sent`: a retriable
+/// error leaves its offset to send again; the first other error ends the
+/// call with `refuse(code)` (which may change the client's state: it is
+/// called at most once).
+fn offsets_left(
+    api: &str,
+    sent: Vec<(TopicPartition, OffsetAndMetadata)>,
+    results: &[PartitionError],
+    refuse: &mut impl FnMut(ErrorCode) -> TransportError,
+) -> TransportResult<PartitionsLeft<(TopicPartition, OffsetAndMetadata)>> {
+    let mut retry = Vec::new();
+    let mut last = None;
+    for (partition, offset) in sent {
+        match answer_for(api, results, &partition).error {
+            None => {}
+            Some(code) if errors::is_retriable(code) => {
+                last = Some(code);
+                retry.push((partition, offset));
+            }
+            Some(code) => return Err(refuse(code)),
+        }
+    }
+    Ok((retry, last))
 }
 
 /// The partitions of a request to send again, with the last retriable error

@@ -28,16 +28,13 @@ use self::state::{GroupState, Mode, Phase, State};
 use super::errors::{self, OFFSET_OUT_OF_RANGE};
 use super::fetch_filter::filter_fetch_owned;
 use super::metadata::Leader;
-use super::network::{
-    Attempt, Backoff, Coordinator, Lane, NetworkClient, PartitionsLeft, deadline_error,
-};
+use super::network::{Attempt, Backoff, Coordinator, Lane, NetworkClient, deadline_error};
 use super::signal::Signal;
 use super::{ms, now};
 use crate::protocol::{
     BrokerId, FetchPartition, FetchRequest, FetchResponse, FetchResult, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec, PartitionError,
-    answer_for,
+    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec, answer_for,
 };
 
 pub(crate) struct Shared {
@@ -602,47 +599,25 @@ async fn list_offsets_at(
     Ok(last_error.map(|error| (error, retry)))
 }
 
-/// An OffsetCommit answer, partition by partition: the partitions to send
-/// again with the last retriable error, or the error that ends the commit.
-fn commit_answer(
-    context: &str,
-    generation_id: i32,
-    sent: Vec<(TopicPartition, OffsetAndMetadata)>,
-    results: &[PartitionError],
-) -> TransportResult<PartitionsLeft<(TopicPartition, OffsetAndMetadata)>> {
-    let mut retry = Vec::new();
-    let mut last = None;
-    for (partition, offset) in sent {
-        match answer_for("OffsetCommit", results, &partition).error {
-            None => {}
-            // The member is no longer part of that generation: it was
-            // replaced (KIP-447 wording).
-            Some(
-                code @ (ErrorCode::IllegalGeneration
-                | ErrorCode::UnknownMemberId
-                | ErrorCode::FencedInstanceId),
-            ) => {
-                return Err(TransportError::new(
-                    ErrorKind::Fenced,
-                    code,
-                    format!("{context}: generation {generation_id} rejected: {code:?}"),
-                ));
-            }
-            Some(ErrorCode::RebalanceInProgress) => {
-                return Err(TransportError::new(
-                    ErrorKind::Retriable,
-                    ErrorCode::RebalanceInProgress,
-                    format!("{context}: the group is rebalancing"),
-                ));
-            }
-            Some(code) if errors::is_retriable(code) => {
-                last = Some(code);
-                retry.push((partition, offset));
-            }
-            Some(code) => return Err(errors::broker_error(code, context)),
+/// The error that ends a commit whose partition got `code` (not retriable).
+fn commit_refused(context: &str, generation_id: i32, code: ErrorCode) -> TransportError {
+    match code {
+        // The member is no longer part of that generation: it was replaced
+        // (KIP-447 wording).
+        ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId | ErrorCode::FencedInstanceId => {
+            TransportError::new(
+                ErrorKind::Fenced,
+                code,
+                format!("{context}: generation {generation_id} rejected: {code:?}"),
+            )
         }
+        ErrorCode::RebalanceInProgress => TransportError::new(
+            ErrorKind::Retriable,
+            ErrorCode::RebalanceInProgress,
+            format!("{context}: the group is rebalancing"),
+        ),
+        code => errors::broker_error(code, context),
     }
-    Ok((retry, last))
 }
 
 impl Consumer for SimConsumer {
@@ -804,7 +779,7 @@ impl Consumer for SimConsumer {
         let context = format!("OffsetCommit({group_id})");
         self.shared
             .net
-            .group_partitions_call(
+            .commit_offsets_call(
                 &group_id,
                 &context,
                 deadline,
@@ -816,9 +791,8 @@ impl Consumer for SimConsumer {
                     member_id: member_id.clone(),
                     offsets,
                 },
-                |sent, OffsetCommitResponse { results }| {
-                    commit_answer(&context, generation_id, sent, &results)
-                },
+                |OffsetCommitResponse { results }| results,
+                |code| commit_refused(&context, generation_id, code),
             )
             .await
     }

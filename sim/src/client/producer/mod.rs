@@ -31,7 +31,6 @@ use super::connection::{Endpoint, NetError};
 use super::metadata::TopicState;
 use super::network::{
     Attempt, Backoff, CONCURRENT_TRANSACTIONS_BACKOFF, Coordinator, Lane, NetworkClient,
-    PartitionsLeft,
 };
 use super::signal::Signal;
 use super::{errors, ms, now, wall_clock_ms};
@@ -315,7 +314,7 @@ impl SimProducer {
         let context = format!("TxnOffsetCommit({})", group.group_id);
         self.shared
             .net
-            .group_partitions_call(
+            .commit_offsets_call(
                 &group.group_id,
                 &context,
                 deadline,
@@ -331,61 +330,41 @@ impl SimProducer {
                     group_instance_id: group.group_instance_id.clone(),
                     offsets,
                 },
-                |sent, TxnOffsetCommitResponse { results }| {
-                    self.txn_commit_answer(&context, group, sent, &results)
-                },
+                |TxnOffsetCommitResponse { results }| results,
+                |code| self.txn_commit_refused(&context, group, code),
             )
             .await
     }
 
-    /// A TxnOffsetCommit answer, partition by partition: the partitions to
-    /// send again with the last retriable error, or the error that ends the
-    /// commit (fencing the producer or making the transaction abortable).
-    fn txn_commit_answer(
+    /// The error that ends a TxnOffsetCommit whose partition got `code`
+    /// (not retriable): it fences the producer or makes the transaction
+    /// abortable.
+    fn txn_commit_refused(
         &self,
         context: &str,
         group: &GroupMetadata,
-        sent: Vec<(TopicPartition, OffsetAndMetadata)>,
-        results: &[PartitionError],
-    ) -> TransportResult<PartitionsLeft<(TopicPartition, OffsetAndMetadata)>> {
-        let mut retry = Vec::new();
-        let mut last = None;
-        for (partition, offset) in sent {
-            let error = answer_for("TxnOffsetCommit", results, &partition).error;
-            let Some(code) = error else { continue };
-            match code {
-                ErrorCode::ProducerFenced
-                | ErrorCode::InvalidProducerEpoch
-                | ErrorCode::InvalidProducerIdMapping
-                | ErrorCode::InvalidTxnState => {
-                    return Err(self.fenced_or_fatal(code, context));
-                }
-                // KIP-447: the member is not part of that
-                // generation any more. librdkafka and the Java
-                // client make the transaction abortable.
-                ErrorCode::IllegalGeneration
-                | ErrorCode::UnknownMemberId
-                | ErrorCode::FencedInstanceId
-                | ErrorCode::RebalanceInProgress => {
-                    return Err(self.make_abortable(TransportError::new(
-                        ErrorKind::Abortable,
-                        code,
-                        format!(
-                            "{context}: generation {} of member {:?} rejected: {code:?}",
-                            group.generation_id, group.member_id
-                        ),
-                    )));
-                }
-                code if errors::is_retriable(code) => {
-                    last = Some(code);
-                    retry.push((partition, offset));
-                }
-                code => {
-                    return Err(self.make_abortable(errors::broker_error(code, context)));
-                }
-            }
+        code: ErrorCode,
+    ) -> TransportError {
+        match code {
+            ErrorCode::ProducerFenced
+            | ErrorCode::InvalidProducerEpoch
+            | ErrorCode::InvalidProducerIdMapping
+            | ErrorCode::InvalidTxnState => self.fenced_or_fatal(code, context),
+            // KIP-447: the member is not part of that generation any more.
+            // librdkafka and the Java client make the transaction abortable.
+            ErrorCode::IllegalGeneration
+            | ErrorCode::UnknownMemberId
+            | ErrorCode::FencedInstanceId
+            | ErrorCode::RebalanceInProgress => self.make_abortable(TransportError::new(
+                ErrorKind::Abortable,
+                code,
+                format!(
+                    "{context}: generation {} of member {:?} rejected: {code:?}",
+                    group.generation_id, group.member_id
+                ),
+            )),
+            code => self.make_abortable(errors::broker_error(code, context)),
         }
-        Ok((retry, last))
     }
 }
 
