@@ -38,7 +38,9 @@ use crate::config::{CONTROLLER_PORT, ClusterConfig, OFFSETS_TOPIC, TRANSACTION_S
 use crate::internal::{
     BrokerImage, InternalRequest, InternalResponse, MetadataImage, PartitionImage, TopicImage,
 };
-use crate::protocol::{BrokerId, Frame, Request, Response, codes, read_frame, write_frame};
+use crate::protocol::{
+    BrokerId, Frame, Request, Response, TopicError, codes, read_frame, write_frame,
+};
 use crate::seed::DetRng;
 use crate::trace::{EventKind, Node, Subject, Trace, broker_mask};
 use crate::world::now_ms;
@@ -289,7 +291,10 @@ impl Controller {
             InternalRequest::CreateTopics { topics } => InternalResponse::CreateTopics {
                 results: topics
                     .iter()
-                    .map(|topic| (topic.name.clone(), self.create_topic(topic, false).err()))
+                    .map(|topic| TopicError {
+                        name: topic.name.clone(),
+                        error: self.create_topic(topic, false).err(),
+                    })
                     .collect(),
             },
             InternalRequest::AllocateProducerIds { .. } => {

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use eddyline_engine::transport::{ErrorCode, NewTopic, TopicPartition};
 
-use crate::protocol::{
-    BrokerId, ControlType, FetchPartition, ProducerEpoch, ProducerId, RecordBatch,
+pub use crate::records::RawBytes;
+use crate::records::{
+    BrokerId, ControlType, FetchPartition, ProducerEpoch, ProducerId, RecordBatch, TopicError,
+    offset_count,
 };
 
 /// A partition's state as the controller publishes it.
@@ -97,44 +99,11 @@ impl BatchHeader {
 
     /// How many offsets the batch takes (a control batch takes one).
     pub fn offset_count(&self) -> i64 {
-        if self.control.is_some() {
-            1
-        } else {
-            i64::from(self.record_count)
-        }
+        offset_count(self.control, i64::from(self.record_count))
     }
 
     pub fn next_offset(&self) -> i64 {
         self.base_offset + self.offset_count()
-    }
-}
-
-/// Bytes carried as one length-prefixed blob (postcard's byte string).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RawBytes(pub Vec<u8>);
-
-impl Serialize for RawBytes {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawBytes {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawBytes;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<RawBytes, E> {
-                Ok(RawBytes(bytes.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<RawBytes, E> {
-                Ok(RawBytes(bytes))
-            }
-        }
-        deserializer.deserialize_byte_buf(Visitor)
     }
 }
 
@@ -266,7 +235,7 @@ pub enum InternalResponse {
         result: Result<PartitionImage, ErrorCode>,
     },
     CreateTopics {
-        results: Vec<(String, Option<ErrorCode>)>,
+        results: Vec<TopicError>,
     },
     AllocateProducerIds {
         error: Option<ErrorCode>,

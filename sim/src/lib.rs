@@ -9,7 +9,8 @@
 //!   transaction coordinators); the controller (leaders, ISRs, metadata) is
 //!   internal;
 //! - [`protocol`]: the Kafka APIs as Rust values (the wire contract with
-//!   clients); [`internal`]: broker and controller messages;
+//!   clients); [`internal`]: broker and controller messages; [`records`]:
+//!   the ids, records and batches both share;
 //! - [`faults`]: faults and fault schedules; [`trace`]: the run's trace and
 //!   its hash; [`world`]: the seeded turmoil builder and the clock;
 //! - [`seed`]: the run's seed, its named child seeds and the only random
@@ -32,6 +33,7 @@ pub(crate) mod controller;
 pub mod faults;
 pub mod internal;
 pub mod protocol;
+pub mod records;
 pub mod rpc;
 pub mod seed;
 pub mod seed_context;

@@ -14,7 +14,8 @@ use std::time::Duration;
 use turmoil::net::TcpStream;
 
 use crate::protocol::{
-    Frame, FrameBuffer, FrameError, Request, Response, read_frame_buffered, write_frame_buffered,
+    Api, Frame, FrameBuffer, FrameError, Request, Response, read_frame_buffered,
+    write_frame_buffered,
 };
 use crate::world::now_ms;
 
@@ -127,6 +128,19 @@ impl Connection {
     /// (including the time to connect).
     pub async fn call(&mut self, request: Request, timeout_ms: u64) -> Result<Response, RpcError> {
         self.call_ref(&request, timeout_ms).await
+    }
+
+    /// Sends one API's request and waits up to `timeout_ms` for its
+    /// answer. An answer of another API is a broken invariant of the peer:
+    /// a panic naming the API.
+    pub async fn call_api<A: Api>(
+        &mut self,
+        request: A,
+        timeout_ms: u64,
+    ) -> Result<A::Response, RpcError> {
+        let response = self.call(request.into(), timeout_ms).await?;
+        Ok(A::response(response)
+            .unwrap_or_else(|other| panic!("{} answered {} with {other:?}", self.address, A::NAME)))
     }
 
     /// [`Connection::call`] with a borrowed request (the caller keeps it).

@@ -5,7 +5,11 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, Isolation, TopicPartition};
-use eddyline_sim::protocol::{OffsetSpec, Request, Response};
+use eddyline_sim::protocol::{
+    CreateTopicsRequest, CreateTopicsResponse, ListOffsetsPartition, ListOffsetsRequest,
+    ListOffsetsResponse, ListOffsetsResult, MetadataRequest, MetadataResponse, OffsetSpec, Request,
+    Response, TopicError,
+};
 
 mod produce_and_fetch {
     use super::*;
@@ -140,14 +144,14 @@ mod metadata {
             create_topic(&handle, "orders", 4).await;
             let response = call(
                 &mut connect(2),
-                Request::Metadata {
+                Request::Metadata(MetadataRequest {
                     topics: Some(vec!["orders".into(), "missing".into()]),
-                },
+                }),
             )
             .await;
-            let Response::Metadata {
+            let Response::Metadata(MetadataResponse {
                 brokers, topics, ..
-            } = response
+            }) = response
             else {
                 panic!("unexpected {response:?}");
             };
@@ -164,7 +168,7 @@ mod metadata {
             // Creating it again fails as Kafka does.
             let response = call(
                 &mut connect(1),
-                Request::CreateTopics {
+                Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![eddyline_engine::transport::NewTopic {
                         name: "orders".into(),
                         partitions: 1,
@@ -172,28 +176,37 @@ mod metadata {
                         configs: vec![],
                     }],
                     timeout_ms: 1_000,
-                },
+                }),
             )
             .await;
             assert_eq!(
                 response,
-                Response::CreateTopics {
-                    results: vec![("orders".into(), Some(ErrorCode::TopicAlreadyExists))]
-                }
+                Response::CreateTopics(CreateTopicsResponse {
+                    results: vec![TopicError {
+                        name: "orders".into(),
+                        error: Some(ErrorCode::TopicAlreadyExists)
+                    }]
+                })
             );
             let response = call(
                 &mut connect(handle.leader_of(&TopicPartition::new("orders", 0)).unwrap()),
-                Request::ListOffsets {
+                Request::ListOffsets(ListOffsetsRequest {
                     isolation: Isolation::ReadCommitted,
-                    partitions: vec![(TopicPartition::new("orders", 0), OffsetSpec::Latest)],
-                },
+                    partitions: vec![ListOffsetsPartition {
+                        topic_partition: TopicPartition::new("orders", 0),
+                        spec: OffsetSpec::Latest,
+                    }],
+                }),
             )
             .await;
             assert_eq!(
                 response,
-                Response::ListOffsets {
-                    results: vec![(TopicPartition::new("orders", 0), Ok(0))]
-                }
+                Response::ListOffsets(ListOffsetsResponse {
+                    results: vec![ListOffsetsResult {
+                        topic_partition: TopicPartition::new("orders", 0),
+                        offset: Ok(0)
+                    }]
+                })
             );
             Ok(())
         });

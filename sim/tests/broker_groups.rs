@@ -6,13 +6,19 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
-use eddyline_sim::protocol::{CoordinatorType, JoinProtocol, Request, Response};
+use eddyline_sim::cluster::ClusterHandle;
+use eddyline_sim::protocol::{
+    CoordinatorType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, PartitionError, Request,
+    Response, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
 use eddyline_sim::rpc::Connection;
 
 const SESSION_MS: u32 = 1_000;
 
 fn join(group: &str, member_id: &str) -> Request {
-    Request::JoinGroup {
+    Request::JoinGroup(JoinGroupRequest {
         group_id: group.to_string(),
         session_timeout_ms: SESSION_MS,
         rebalance_timeout_ms: 2_000,
@@ -24,7 +30,7 @@ fn join(group: &str, member_id: &str) -> Request {
             metadata: b"in".to_vec(),
         }],
         client_id: "consumer".to_string(),
-    }
+    })
 }
 
 struct Joined {
@@ -36,9 +42,12 @@ struct Joined {
 
 /// Two members that join `group` at once, each on its own connection to
 /// the coordinator: (leader, its connection, follower, its connection).
-async fn two_members(group: &str) -> (Joined, Connection, Joined, Connection) {
-    let mut a = coordinator(CoordinatorType::Group, group).await;
-    let mut b = coordinator(CoordinatorType::Group, group).await;
+async fn two_members(
+    handle: &ClusterHandle,
+    group: &str,
+) -> (Joined, Connection, Joined, Connection) {
+    let mut a = coordinator(handle, CoordinatorType::Group, group).await;
+    let mut b = coordinator(handle, CoordinatorType::Group, group).await;
     let (first, second) =
         tokio::join!(join_group(&mut a, group, ""), join_group(&mut b, group, ""));
     if first.leader == first.member_id {
@@ -53,11 +62,11 @@ async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -
     if member_id.is_empty() {
         // KIP-394: the first JoinGroup only hands out the member id.
         match call(connection, join(group, "")).await {
-            Response::JoinGroup {
+            Response::JoinGroup(JoinGroupResponse {
                 error: Some(ErrorCode::Other(79)),
                 member_id: offered,
                 ..
-            } => {
+            }) => {
                 assert!(offered.starts_with("consumer-"), "{offered}");
                 member_id = offered;
             }
@@ -65,14 +74,14 @@ async fn join_group(connection: &mut Connection, group: &str, member_id: &str) -
         }
     }
     match call(connection, join(group, &member_id)).await {
-        Response::JoinGroup {
+        Response::JoinGroup(JoinGroupResponse {
             error: None,
             generation_id,
             member_id,
             leader,
             members,
             protocol_name,
-        } => {
+        }) => {
             assert_eq!(protocol_name.as_deref(), Some("range"));
             Joined {
                 generation: generation_id,
@@ -93,22 +102,28 @@ async fn sync(
 ) -> Result<Vec<TopicPartition>, ErrorCode> {
     match call(
         connection,
-        Request::SyncGroup {
+        Request::SyncGroup(SyncGroupRequest {
             group_id: group.to_string(),
             generation_id: joined.generation,
             member_id: joined.member_id.clone(),
-            assignments,
-        },
+            assignments: assignments
+                .into_iter()
+                .map(|(member_id, partitions)| MemberAssignment {
+                    member_id,
+                    partitions,
+                })
+                .collect(),
+        }),
     )
     .await
     {
-        Response::SyncGroup {
+        Response::SyncGroup(SyncGroupResponse {
             error: None,
             assignment,
-        } => Ok(assignment),
-        Response::SyncGroup {
+        }) => Ok(assignment),
+        Response::SyncGroup(SyncGroupResponse {
             error: Some(error), ..
-        } => Err(error),
+        }) => Err(error),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -121,20 +136,21 @@ async fn heartbeat(
 ) -> Option<ErrorCode> {
     match call(
         connection,
-        Request::Heartbeat {
+        Request::Heartbeat(HeartbeatRequest {
             group_id: group.to_string(),
             generation_id: generation,
             member_id: member_id.to_string(),
-        },
+        }),
     )
     .await
     {
-        Response::Heartbeat { error } => error,
+        Response::Heartbeat(HeartbeatResponse { error }) => error,
         other => panic!("unexpected {other:?}"),
     }
 }
 
 async fn commit(
+    handle: &ClusterHandle,
     group: &str,
     generation: i32,
     member_id: &str,
@@ -142,8 +158,9 @@ async fn commit(
     offset: i64,
 ) -> Option<ErrorCode> {
     match group_call(
+        handle,
         group,
-        Request::OffsetCommit {
+        Request::OffsetCommit(OffsetCommitRequest {
             group_id: group.to_string(),
             generation_id: generation,
             member_id: member_id.to_string(),
@@ -154,30 +171,35 @@ async fn commit(
                     metadata: format!("checkpoint={offset}"),
                 },
             )],
-        },
+        }),
     )
     .await
     {
-        Response::OffsetCommit { results } => results[0].1,
+        Response::OffsetCommit(OffsetCommitResponse { results }) => results[0].error,
         other => panic!("unexpected {other:?}"),
     }
 }
 
-async fn committed(group: &str, tp: &TopicPartition) -> Option<OffsetAndMetadata> {
+async fn committed(
+    handle: &ClusterHandle,
+    group: &str,
+    tp: &TopicPartition,
+) -> Option<OffsetAndMetadata> {
     match group_call(
+        handle,
         group,
-        Request::OffsetFetch {
+        Request::OffsetFetch(OffsetFetchRequest {
             group_id: group.to_string(),
             partitions: vec![tp.clone()],
             require_stable: true,
-        },
+        }),
     )
     .await
     {
-        Response::OffsetFetch {
+        Response::OffsetFetch(OffsetFetchResponse {
             error: None,
             mut offsets,
-        } => offsets.remove(0).1,
+        }) => offsets.remove(0).offset,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -191,8 +213,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g").await;
-            let mut b = coordinator(CoordinatorType::Group, "g").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g").await;
+            let mut b = coordinator(&handle, CoordinatorType::Group, "g").await;
             let (first, second) = tokio::join!(join_group(&mut a, "g", ""), async {
                 sleep_ms(20).await;
                 join_group(&mut b, "g", "").await
@@ -226,7 +248,7 @@ mod membership {
 
             // A third member joining starts a rebalance: the others are told
             // to rejoin, and a stale generation is refused.
-            let mut c = coordinator(CoordinatorType::Group, "g").await;
+            let mut c = coordinator(&handle, CoordinatorType::Group, "g").await;
             let third = tokio::task::spawn_local(async move { join_group(&mut c, "g", "").await });
             sleep_ms(20).await;
             assert_eq!(
@@ -261,7 +283,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let (leader, mut leader_conn, follower, mut follower_conn) = two_members("g2").await;
+            let (leader, mut leader_conn, follower, mut follower_conn) =
+                two_members(&handle, "g2").await;
             let (leader_conn, follower_conn) = (&mut leader_conn, &mut follower_conn);
             let (_, _) = tokio::join!(
                 sync(leader_conn, "g2", &leader, vec![]),
@@ -305,7 +328,8 @@ mod membership {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             // The leader's connection stays open (a closed one is no leave).
-            let (leader, _leader_conn, follower, mut follower_conn) = two_members("g7").await;
+            let (leader, _leader_conn, follower, mut follower_conn) =
+                two_members(&handle, "g7").await;
             let follower_conn = &mut follower_conn;
             // The leader goes silent: no SyncGroup, no heartbeat.
             let parked_at = handle.now_ms();
@@ -338,7 +362,8 @@ mod membership {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let (leader, mut leader_conn, follower, mut follower_conn) = two_members("g8").await;
+            let (leader, mut leader_conn, follower, mut follower_conn) =
+                two_members(&handle, "g8").await;
             let (leader_conn, follower_conn) = (&mut leader_conn, &mut follower_conn);
             let p0 = TopicPartition::new("in", 0);
             let assignments = vec![(follower.member_id.clone(), vec![p0.clone()])];
@@ -375,18 +400,21 @@ mod failover {
         let handle = cluster.handle();
         cluster.client("test", async move {
             wait_ready(&handle).await;
-            let mut a = coordinator(CoordinatorType::Group, "g5").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g5").await;
             let joined = join_group(&mut a, "g5", "").await;
             sync(&mut a, "g5", &joined, vec![]).await.unwrap();
             let response = call(
                 &mut a,
-                Request::LeaveGroup {
+                Request::LeaveGroup(LeaveGroupRequest {
                     group_id: "g5".into(),
                     member_id: joined.member_id.clone(),
-                },
+                }),
             )
             .await;
-            assert_eq!(response, Response::LeaveGroup { error: None });
+            assert_eq!(
+                response,
+                Response::LeaveGroup(LeaveGroupResponse { error: None })
+            );
             sleep_ms(100).await;
             let shard = TopicPartition::new(
                 "__consumer_offsets",
@@ -395,7 +423,7 @@ mod failover {
             let old = handle.leader_of(&shard).unwrap();
             handle.crash_broker(old);
             wait_for(&handle, |h| h.leader_of(&shard).is_some_and(|l| l != old)).await;
-            let mut b = coordinator(CoordinatorType::Group, "g5").await;
+            let mut b = coordinator(&handle, CoordinatorType::Group, "g5").await;
             let mut error = None;
             for _ in 0..100 {
                 error = heartbeat(&mut b, "g5", joined.generation, &joined.member_id).await;
@@ -428,7 +456,7 @@ mod offsets {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             let tp = TopicPartition::new("in", 3);
-            let mut a = coordinator(CoordinatorType::Group, "g3").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g3").await;
             let joined = join_group(&mut a, "g3", "").await;
             sync(
                 &mut a,
@@ -439,29 +467,38 @@ mod offsets {
             .await
             .unwrap();
             assert_eq!(
-                commit("g3", joined.generation, &joined.member_id, &tp, 42).await,
+                commit(&handle, "g3", joined.generation, &joined.member_id, &tp, 42).await,
                 None
             );
             assert_eq!(
-                committed("g3", &tp).await,
+                committed(&handle, "g3", &tp).await,
                 Some(OffsetAndMetadata {
                     offset: 42,
                     metadata: "checkpoint=42".into()
                 })
             );
             assert_eq!(
-                commit("g3", joined.generation - 1, &joined.member_id, &tp, 43).await,
+                commit(
+                    &handle,
+                    "g3",
+                    joined.generation - 1,
+                    &joined.member_id,
+                    &tp,
+                    43
+                )
+                .await,
                 Some(ErrorCode::IllegalGeneration)
             );
             assert_eq!(
-                commit("g3", joined.generation, "stranger", &tp, 43).await,
+                commit(&handle, "g3", joined.generation, "stranger", &tp, 43).await,
                 Some(ErrorCode::UnknownMemberId)
             );
             // KIP-447: a transactional commit from a stale generation.
-            let producer = init_transactions("tx-g3", 60_000).await;
+            let producer = init_transactions(&handle, "tx-g3", 60_000).await;
             let response = group_call(
+                &handle,
                 "g3",
-                Request::TxnOffsetCommit {
+                Request::TxnOffsetCommit(TxnOffsetCommitRequest {
                     transactional_id: "tx-g3".into(),
                     group_id: "g3".into(),
                     producer_id: producer.0,
@@ -476,21 +513,29 @@ mod offsets {
                             metadata: String::new(),
                         },
                     )],
-                },
+                }),
             )
             .await;
             assert_eq!(
                 response,
-                Response::TxnOffsetCommit {
-                    results: vec![(tp.clone(), Some(ErrorCode::IllegalGeneration))]
-                }
+                Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+                    results: vec![PartitionError {
+                        topic_partition: tp.clone(),
+                        error: Some(ErrorCode::IllegalGeneration)
+                    }]
+                })
             );
             // Nothing changed.
-            assert_eq!(committed("g3", &tp).await.map(|o| o.offset), Some(42));
-            // A group nobody joined accepts commits from outside (generation -1).
-            assert_eq!(commit("standalone", -1, "", &tp, 7).await, None);
             assert_eq!(
-                committed("standalone", &tp).await.map(|o| o.offset),
+                committed(&handle, "g3", &tp).await.map(|o| o.offset),
+                Some(42)
+            );
+            // A group nobody joined accepts commits from outside (generation -1).
+            assert_eq!(commit(&handle, "standalone", -1, "", &tp, 7).await, None);
+            assert_eq!(
+                committed(&handle, "standalone", &tp)
+                    .await
+                    .map(|o| o.offset),
                 Some(7)
             );
             Ok(())
@@ -505,7 +550,7 @@ mod offsets {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             let tp = TopicPartition::new("in", 0);
-            let mut a = coordinator(CoordinatorType::Group, "g4").await;
+            let mut a = coordinator(&handle, CoordinatorType::Group, "g4").await;
             let joined = join_group(&mut a, "g4", "").await;
             sync(
                 &mut a,
@@ -516,7 +561,7 @@ mod offsets {
             .await
             .unwrap();
             assert_eq!(
-                commit("g4", joined.generation, &joined.member_id, &tp, 99).await,
+                commit(&handle, "g4", joined.generation, &joined.member_id, &tp, 99).await,
                 None
             );
             let shard = TopicPartition::new(
@@ -527,20 +572,28 @@ mod offsets {
             handle.crash_broker(old);
             wait_for(&handle, |h| h.leader_of(&shard).is_some_and(|l| l != old)).await;
             assert_eq!(
-                committed("g4", &tp).await,
+                committed(&handle, "g4", &tp).await,
                 Some(OffsetAndMetadata {
                     offset: 99,
                     metadata: "checkpoint=99".into()
                 })
             );
             // The member and its generation survived the failover.
-            let mut b = coordinator(CoordinatorType::Group, "g4").await;
+            let mut b = coordinator(&handle, CoordinatorType::Group, "g4").await;
             assert_eq!(
                 heartbeat(&mut b, "g4", joined.generation, &joined.member_id).await,
                 None
             );
             assert_eq!(
-                commit("g4", joined.generation, &joined.member_id, &tp, 100).await,
+                commit(
+                    &handle,
+                    "g4",
+                    joined.generation,
+                    &joined.member_id,
+                    &tp,
+                    100
+                )
+                .await,
                 None
             );
             handle.restart_broker(old);

@@ -7,7 +7,10 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, Isolation, TopicPartition};
-use eddyline_sim::protocol::{ProduceBatch, Request, Response};
+use eddyline_sim::protocol::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceBatch, ProduceRequest, ProduceResponse,
+    Request, Response,
+};
 
 mod idempotence {
     use super::*;
@@ -22,20 +25,20 @@ mod idempotence {
             let tp = TopicPartition::new("t", 0);
             let (pid, epoch) = match call(
                 &mut connect(0),
-                Request::InitProducerId {
+                Request::InitProducerId(InitProducerIdRequest {
                     transactional_id: None,
                     transaction_timeout_ms: 0,
                     producer_id: -1,
                     producer_epoch: -1,
-                },
+                }),
             )
             .await
             {
-                Response::InitProducerId {
+                Response::InitProducerId(InitProducerIdResponse {
                     error: None,
                     producer_id,
                     producer_epoch,
-                } => (producer_id, producer_epoch),
+                }) => (producer_id, producer_epoch),
                 other => panic!("unexpected {other:?}"),
             };
             let first = batch(&tp, pid, epoch, 0, false, &["a", "b"]);
@@ -206,17 +209,17 @@ mod truncation {
             };
             let response = connect(old)
                 .call(
-                    Request::Produce {
+                    Request::Produce(ProduceRequest {
                         transactional_id: None,
                         timeout_ms: 300,
                         batches: vec![stranded],
-                    },
+                    }),
                     5_000,
                 )
                 .await
                 .unwrap();
             match response {
-                Response::Produce { results } => {
+                Response::Produce(ProduceResponse { results }) => {
                     assert_eq!(results[0].error, Some(ErrorCode::RequestTimedOut))
                 }
                 other => panic!("unexpected {other:?}"),

@@ -6,7 +6,11 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, Isolation, OffsetAndMetadata, TopicPartition};
-use eddyline_sim::protocol::{AbortedTransaction, ControlType, Request, Response};
+use eddyline_sim::protocol::{
+    AbortedTransaction, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ControlType,
+    InitProducerIdRequest, InitProducerIdResponse, OffsetFetchRequest, OffsetFetchResponse,
+    PartitionError, Request, Response, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
 
 mod visibility {
     use super::*;
@@ -20,9 +24,9 @@ mod visibility {
             create_topic(&handle, "out", 1).await;
             let tp = TopicPartition::new("out", 0);
             ok(&produce(&handle, None, batch(&tp, -1, -1, -1, false, &["before"])).await);
-            let producer = init_transactions("tx-a", 60_000).await;
+            let producer = init_transactions(&handle, "tx-a", 60_000).await;
             assert_eq!(
-                add_partitions("tx-a", producer, std::slice::from_ref(&tp)).await,
+                add_partitions(&handle, "tx-a", producer, std::slice::from_ref(&tp)).await,
                 vec![None]
             );
             let txn_offset = ok(&produce(
@@ -41,7 +45,7 @@ mod visibility {
             let uncommitted = fetch(&handle, &tp, 0, Isolation::ReadUncommitted).await;
             assert_eq!(values(&uncommitted).len(), 4);
 
-            assert_eq!(end_txn("tx-a", producer, true).await, None);
+            assert_eq!(end_txn(&handle, "tx-a", producer, true).await, None);
             let result = wait_for_lso(&handle, &tp, 5).await;
             // The marker took offset 4: n records + 1.
             let marker = result.batches.iter().find(|b| b.control.is_some()).unwrap();
@@ -64,15 +68,15 @@ mod visibility {
             wait_ready(&handle).await;
             create_topic(&handle, "out", 1).await;
             let tp = TopicPartition::new("out", 0);
-            let producer = init_transactions("tx-b", 60_000).await;
-            add_partitions("tx-b", producer, std::slice::from_ref(&tp)).await;
+            let producer = init_transactions(&handle, "tx-b", 60_000).await;
+            add_partitions(&handle, "tx-b", producer, std::slice::from_ref(&tp)).await;
             ok(&produce(
                 &handle,
                 Some("tx-b"),
                 batch(&tp, producer.0, producer.1, 0, true, &["x", "y"]),
             )
             .await);
-            assert_eq!(end_txn("tx-b", producer, false).await, None);
+            assert_eq!(end_txn(&handle, "tx-b", producer, false).await, None);
             let result = wait_for_lso(&handle, &tp, 3).await;
             assert_eq!(
                 result.aborted_transactions,
@@ -83,9 +87,9 @@ mod visibility {
             );
             // Retrying the same EndTxn is answered as done; the other
             // outcome is an invalid transition.
-            assert_eq!(end_txn("tx-b", producer, false).await, None);
+            assert_eq!(end_txn(&handle, "tx-b", producer, false).await, None);
             assert_eq!(
-                end_txn("tx-b", producer, true).await,
+                end_txn(&handle, "tx-b", producer, true).await,
                 Some(ErrorCode::InvalidTxnState)
             );
             // A fetch past the aborted range does not list it.
@@ -103,10 +107,10 @@ mod visibility {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             create_topic(&handle, "out", 2).await;
-            let producer = init_transactions("tx-c", 60_000).await;
+            let producer = init_transactions(&handle, "tx-c", 60_000).await;
             let added = TopicPartition::new("out", 0);
             let other = TopicPartition::new("out", 1);
-            add_partitions("tx-c", producer, std::slice::from_ref(&added)).await;
+            add_partitions(&handle, "tx-c", producer, std::slice::from_ref(&added)).await;
             let result = produce(
                 &handle,
                 Some("tx-c"),
@@ -137,15 +141,15 @@ mod fencing {
             wait_ready(&handle).await;
             create_topic(&handle, "out", 1).await;
             let tp = TopicPartition::new("out", 0);
-            let first = init_transactions("tx-f", 60_000).await;
-            add_partitions("tx-f", first, std::slice::from_ref(&tp)).await;
+            let first = init_transactions(&handle, "tx-f", 60_000).await;
+            add_partitions(&handle, "tx-f", first, std::slice::from_ref(&tp)).await;
             ok(&produce(
                 &handle,
                 Some("tx-f"),
                 batch(&tp, first.0, first.1, 0, true, &["zombie"]),
             )
             .await);
-            let second = init_transactions("tx-f", 60_000).await;
+            let second = init_transactions(&handle, "tx-f", 60_000).await;
             assert_eq!(second.0, first.0);
             // Bumped twice: once to abort the open transaction, once for the
             // new incarnation.
@@ -155,11 +159,11 @@ mod fencing {
             assert_eq!(result.aborted_transactions.len(), 1);
             // The zombie is fenced everywhere.
             assert_eq!(
-                end_txn("tx-f", first, true).await,
+                end_txn(&handle, "tx-f", first, true).await,
                 Some(ErrorCode::ProducerFenced)
             );
             assert_eq!(
-                add_partitions("tx-f", first, std::slice::from_ref(&tp)).await,
+                add_partitions(&handle, "tx-f", first, std::slice::from_ref(&tp)).await,
                 vec![Some(ErrorCode::ProducerFenced)]
             );
             let late = produce(
@@ -188,8 +192,8 @@ mod fencing {
             wait_ready(&handle).await;
             create_topic(&handle, "out", 1).await;
             let tp = TopicPartition::new("out", 0);
-            let producer = init_transactions("tx-t", 500).await;
-            add_partitions("tx-t", producer, std::slice::from_ref(&tp)).await;
+            let producer = init_transactions(&handle, "tx-t", 500).await;
+            add_partitions(&handle, "tx-t", producer, std::slice::from_ref(&tp)).await;
             ok(&produce(
                 &handle,
                 Some("tx-t"),
@@ -201,7 +205,7 @@ mod fencing {
             let result = wait_for_lso(&handle, &tp, 2).await;
             assert_eq!(result.aborted_transactions.len(), 1);
             assert_eq!(
-                end_txn("tx-t", producer, true).await,
+                end_txn(&handle, "tx-t", producer, true).await,
                 Some(ErrorCode::ProducerFenced)
             );
             Ok(())
@@ -217,8 +221,8 @@ mod fencing {
             wait_ready(&handle).await;
             create_topic(&handle, "out", 1).await;
             let tp = TopicPartition::new("out", 0);
-            let producer = init_transactions("tx-e", 60_000).await;
-            add_partitions("tx-e", producer, std::slice::from_ref(&tp)).await;
+            let producer = init_transactions(&handle, "tx-e", 60_000).await;
+            add_partitions(&handle, "tx-e", producer, std::slice::from_ref(&tp)).await;
             ok(&produce(
                 &handle,
                 Some("tx-e"),
@@ -229,7 +233,7 @@ mod fencing {
             let result = wait_for_lso(&handle, &tp, 2).await;
             assert_eq!(result.aborted_transactions.len(), 1);
             assert_eq!(
-                end_txn("tx-e", producer, true).await,
+                end_txn(&handle, "tx-e", producer, true).await,
                 Some(ErrorCode::ProducerFenced)
             );
             Ok(())
@@ -244,21 +248,22 @@ mod fencing {
         cluster.client("test", async move {
             wait_ready(&handle).await;
             let response = txn_call(
+                &handle,
                 "tx-x",
-                Request::InitProducerId {
+                Request::InitProducerId(InitProducerIdRequest {
                     transactional_id: Some("tx-x".into()),
                     transaction_timeout_ms: 1_000_000_000,
                     producer_id: -1,
                     producer_epoch: -1,
-                },
+                }),
             )
             .await;
             assert!(matches!(
                 response,
-                Response::InitProducerId {
+                Response::InitProducerId(InitProducerIdResponse {
                     error: Some(ErrorCode::InvalidTransactionTimeout),
                     ..
-                }
+                })
             ));
             Ok(())
         });
@@ -277,26 +282,28 @@ mod offsets {
     }
 
     async fn fetch_offsets(
+        handle: &eddyline_sim::cluster::ClusterHandle,
         group: &str,
         tp: &TopicPartition,
         require_stable: bool,
     ) -> (Option<OffsetAndMetadata>, Option<ErrorCode>) {
         match group_call(
+            handle,
             group,
-            Request::OffsetFetch {
+            Request::OffsetFetch(OffsetFetchRequest {
                 group_id: group.to_string(),
                 partitions: vec![tp.clone()],
                 require_stable,
-            },
+            }),
         )
         .await
         {
-            Response::OffsetFetch {
+            Response::OffsetFetch(OffsetFetchResponse {
                 error: None,
                 mut offsets,
-            } => {
-                let (_, committed, error) = offsets.remove(0);
-                (committed, error)
+            }) => {
+                let answer = offsets.remove(0);
+                (answer.offset, answer.error)
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -311,21 +318,26 @@ mod offsets {
             create_topic(&handle, "in", 1).await;
             let input = TopicPartition::new("in", 0);
             for (round, commit) in [(1, true), (2, false)] {
-                let producer = init_transactions("tx-o", 60_000).await;
+                let producer = init_transactions(&handle, "tx-o", 60_000).await;
                 let response = txn_call(
+                    &handle,
                     "tx-o",
-                    Request::AddOffsetsToTxn {
+                    Request::AddOffsetsToTxn(AddOffsetsToTxnRequest {
                         transactional_id: "tx-o".into(),
                         producer_id: producer.0,
                         producer_epoch: producer.1,
                         group_id: "g".into(),
-                    },
+                    }),
                 )
                 .await;
-                assert_eq!(response, Response::AddOffsetsToTxn { error: None });
+                assert_eq!(
+                    response,
+                    Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error: None })
+                );
                 let response = group_call(
+                    &handle,
                     "g",
-                    Request::TxnOffsetCommit {
+                    Request::TxnOffsetCommit(TxnOffsetCommitRequest {
                         transactional_id: "tx-o".into(),
                         group_id: "g".into(),
                         producer_id: producer.0,
@@ -337,28 +349,31 @@ mod offsets {
                             input.clone(),
                             offset(round * 10, &format!("checkpoint-{round}")),
                         )],
-                    },
+                    }),
                 )
                 .await;
                 assert_eq!(
                     response,
-                    Response::TxnOffsetCommit {
-                        results: vec![(input.clone(), None)]
-                    }
+                    Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+                        results: vec![PartitionError {
+                            topic_partition: input.clone(),
+                            error: None
+                        }]
+                    })
                 );
                 assert_eq!(
-                    fetch_offsets("g", &input, true).await,
+                    fetch_offsets(&handle, "g", &input, true).await,
                     (None, Some(ErrorCode::UnstableOffsetCommit))
                 );
-                assert_eq!(end_txn("tx-o", producer, commit).await, None);
+                assert_eq!(end_txn(&handle, "tx-o", producer, commit).await, None);
                 // Stable again once the marker lands.
-                let mut stable = fetch_offsets("g", &input, true).await;
+                let mut stable = fetch_offsets(&handle, "g", &input, true).await;
                 for _ in 0..200 {
                     if stable.1.is_none() {
                         break;
                     }
                     sleep_ms(10).await;
-                    stable = fetch_offsets("g", &input, true).await;
+                    stable = fetch_offsets(&handle, "g", &input, true).await;
                 }
                 // Round 1 committed 10; round 2 aborted, so 10 remains.
                 assert_eq!(stable, (Some(offset(10, "checkpoint-1")), None));
@@ -382,8 +397,8 @@ mod failover {
             create_topic(&handle, "out", 3).await;
             let partitions: Vec<TopicPartition> =
                 (0..3).map(|p| TopicPartition::new("out", p)).collect();
-            let producer = init_transactions("tx-fo", 60_000).await;
-            add_partitions("tx-fo", producer, &partitions).await;
+            let producer = init_transactions(&handle, "tx-fo", 60_000).await;
+            add_partitions(&handle, "tx-fo", producer, &partitions).await;
             for tp in &partitions {
                 ok(&produce(
                     &handle,
@@ -404,8 +419,8 @@ mod failover {
                     .is_some_and(|l| l != old)
             })
             .await;
-            let _ = coordinator(CoordinatorType::Transaction, "tx-fo").await;
-            assert_eq!(end_txn("tx-fo", producer, true).await, None);
+            let _ = coordinator(&handle, CoordinatorType::Transaction, "tx-fo").await;
+            assert_eq!(end_txn(&handle, "tx-fo", producer, true).await, None);
             for tp in &partitions {
                 let result = wait_for_lso(&handle, tp, 2).await;
                 assert_eq!(values(&result), vec![(0, "v".to_string())]);

@@ -4,12 +4,12 @@
 //! rebalance), and with broker faults. The output must hold every input
 //! record exactly once.
 
-mod client_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use client_support::*;
+use common::*;
 use eddyline_engine::transport::{
     Consumer, ConsumerEvent, ErrorKind, OffsetAndMetadata, Producer, ProducerRecord,
     TopicPartition, Transport, TransportResult,
@@ -189,8 +189,8 @@ fn add_feeder(cluster: &mut eddyline_sim::cluster::SimCluster, records: usize) {
     cluster.client("feeder", async move {
         wait_ready(&setup).await;
         let transport = transport(&setup);
-        create_topic(&transport, "in", INPUT_PARTITIONS).await;
-        create_topic(&transport, "out", 3).await;
+        admin_create_topic(&transport, "in", INPUT_PARTITIONS).await;
+        admin_create_topic(&transport, "out", 3).await;
         let mut producer = transport.producer(&producer_config("feeder", None)).await?;
         for i in 0..records {
             producer.send(keyed("in", &format!("k{i}"), &i.to_string()))?;

@@ -2,12 +2,12 @@
 //! (revoke before assign), range assignment, committed offsets, session
 //! loss and leaving.
 
-mod client_support;
+mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use client_support::*;
+use common::*;
 use eddyline_engine::transport::{
     Consumer, ConsumerEvent, ErrorCode, ErrorKind, OffsetAndMetadata, Producer, TopicPartition,
     Transport,
@@ -49,7 +49,7 @@ mod rebalance {
             let handle = first_handle;
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 4).await;
+            admin_create_topic(&transport, "t", 4).await;
             let mut consumer = transport
                 .consumer(&consumer_config("first", Some("g")))
                 .await?;
@@ -141,7 +141,7 @@ mod rebalance {
             let handle = leaver_handle;
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 2).await;
+            admin_create_topic(&transport, "t", 2).await;
             let mut consumer = transport
                 .consumer(&consumer_config("leaver", Some("g")))
                 .await?;
@@ -187,7 +187,7 @@ mod rebalance {
             let handle = zombie_handle;
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 2).await;
+            admin_create_topic(&transport, "t", 2).await;
             let mut consumer = transport
                 .consumer(&consumer_config("zombie", Some("g")))
                 .await?;
@@ -265,8 +265,8 @@ mod subscriptions {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "a", 2).await;
-            create_topic(&transport, "b", 1).await;
+            admin_create_topic(&transport, "a", 2).await;
+            admin_create_topic(&transport, "b", 1).await;
             let mut consumer = transport.consumer(&consumer_config("c", Some("g"))).await?;
             consumer.subscribe(&["a".to_string()]).await?;
             let events = poll_until(&mut consumer, 20_000, |e| !assigned(e).is_empty()).await;
@@ -305,7 +305,7 @@ mod committed_offsets {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             for i in 0..5 {
                 producer.send(to_partition("t", 0, &i.to_string()))?;

@@ -1,11 +1,11 @@
 //! The simulated client end to end on a 3-broker cluster: produce and
 //! consume through the `Transport` traits, with faults.
 
-mod client_support;
+mod common;
 
 use std::collections::BTreeMap;
 
-use client_support::*;
+use common::*;
 use eddyline_engine::transport::{
     Admin, Consumer, ErrorCode, ErrorKind, NewTopic, OffsetReset, Producer, ProducerRecord,
     Transport, partition_for_key,
@@ -21,7 +21,7 @@ mod order_and_offsets {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "orders", 3).await;
+            admin_create_topic(&transport, "orders", 3).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             let mut deliveries = Vec::new();
             for i in 0..30 {
@@ -69,7 +69,7 @@ mod order_and_offsets {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "clicks", 6).await;
+            admin_create_topic(&transport, "clicks", 6).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             let keys: Vec<String> = (0..24).map(|i| format!("user-{i}")).collect();
             let mut deliveries = Vec::new();
@@ -106,7 +106,7 @@ mod order_and_offsets {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             for i in 0..5 {
                 producer.send(to_partition("t", 0, &i.to_string()))?;
@@ -149,7 +149,7 @@ mod refusals {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 4).await;
+            admin_create_topic(&transport, "t", 4).await;
             let admin = transport.admin().await?;
             assert_eq!(admin.partition_count("t").await?, 4);
             let again = admin
@@ -176,7 +176,7 @@ mod refusals {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 2).await;
+            admin_create_topic(&transport, "t", 2).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             let record = ProducerRecord {
                 topic: "t".into(),
@@ -226,7 +226,7 @@ pub(crate) mod faults {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             let leader = handle.leader_of(&tp("t", 0)).expect("leader");
             let mut deliveries = Vec::new();
@@ -303,7 +303,7 @@ pub(crate) mod faults {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 2).await;
+            admin_create_topic(&transport, "t", 2).await;
             // Up to 30 ms per message: an acks=all round trip (client,
             // leader, followers' fetches, back) often exceeds the 25 ms
             // request timeout, so batches are retried (after the broker's
@@ -433,7 +433,7 @@ mod sweeps {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 12).await;
+            admin_create_topic(&transport, "t", 12).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             for i in 0..count {
                 producer.send(keyed("t", &format!("k{}", i % 97), &i.to_string()))?;
@@ -470,7 +470,7 @@ mod determinism {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 3).await;
+            admin_create_topic(&transport, "t", 3).await;
             let mut producer = transport.producer(&producer_config("p", None)).await?;
             for i in 0..20 {
                 producer.send(keyed("t", &format!("k{i}"), "v"))?;

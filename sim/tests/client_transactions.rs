@@ -2,9 +2,9 @@
 //! read_committed, the last stable offset, fencing, offsets committed with
 //! the transaction, and KIP-447 generation fencing.
 
-mod client_support;
+mod common;
 
-use client_support::*;
+use common::*;
 use eddyline_engine::transport::{
     Consumer, ErrorCode, ErrorKind, GroupMetadata, Isolation, OffsetAndMetadata, Producer,
     Transport,
@@ -20,7 +20,7 @@ mod visibility {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "out", 1).await;
+            admin_create_topic(&transport, "out", 1).await;
             let mut producer = transport
                 .producer(&producer_config("p", Some("txn-a")))
                 .await?;
@@ -78,7 +78,7 @@ mod visibility {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut config = producer_config("p", Some("txn-h"));
             config.linger_ms = 10_000;
             let mut producer = transport.producer(&config).await?;
@@ -112,7 +112,7 @@ mod visibility {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut plain = transport.producer(&producer_config("plain", None)).await?;
             plain.send(to_partition("t", 0, "before"))?.await?;
             let mut txn = transport
@@ -160,7 +160,7 @@ mod fencing {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut old = transport
                 .producer(&producer_config("old", Some("txn-c")))
                 .await?;
@@ -209,7 +209,7 @@ mod fencing {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut producer = transport
                 .producer(&producer_config("p", Some("txn-d")))
                 .await?;
@@ -244,8 +244,8 @@ mod offsets_in_transactions {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "in", 1).await;
-            create_topic(&transport, "out", 1).await;
+            admin_create_topic(&transport, "in", 1).await;
+            admin_create_topic(&transport, "out", 1).await;
             let mut consumer = transport
                 .consumer(&consumer_config("c", Some("g-e")))
                 .await?;
@@ -301,7 +301,7 @@ mod offsets_in_transactions {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "in", 1).await;
+            admin_create_topic(&transport, "in", 1).await;
             let mut consumer = transport
                 .consumer(&consumer_config("c", Some("g-s")))
                 .await?;
@@ -354,7 +354,7 @@ mod offsets_in_transactions {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "in", 2).await;
+            admin_create_topic(&transport, "in", 2).await;
             let mut consumer = transport
                 .consumer(&consumer_config("c", Some("g-f")))
                 .await?;
@@ -425,7 +425,7 @@ mod coordinator_timeout {
         cluster.client("worker", async move {
             wait_ready(&handle).await;
             let transport = transport(&handle);
-            create_topic(&transport, "t", 1).await;
+            admin_create_topic(&transport, "t", 1).await;
             let mut producer = transport
                 .producer(&producer_config("p", Some("txn-g")))
                 .await?;

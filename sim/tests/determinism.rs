@@ -12,7 +12,12 @@ use eddyline_engine::transport::{ErrorCode, Isolation, TopicPartition};
 use eddyline_sim::Seed;
 use eddyline_sim::cluster::{ClusterHandle, SimCluster};
 use eddyline_sim::faults::FaultRates;
-use eddyline_sim::protocol::{CoordinatorType, JoinProtocol, OffsetSpec, Request, Response};
+use eddyline_sim::protocol::{
+    CoordinatorType, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, JoinProtocol,
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, MemberAssignment,
+    OffsetCommitRequest, OffsetSpec, ProduceRequest, ProduceResponse, Request, Response,
+    SyncGroupRequest,
+};
 
 const PARTITIONS: i32 = 4;
 
@@ -42,15 +47,15 @@ async fn idempotent_producer(handle: ClusterHandle, producer_id: i64, batches: u
             };
             let response = connect(leader)
                 .call(
-                    Request::Produce {
+                    Request::Produce(ProduceRequest {
                         transactional_id: None,
                         timeout_ms: 1_000,
                         batches: vec![request.clone()],
-                    },
+                    }),
                     1_500,
                 )
                 .await;
-            if let Ok(Response::Produce { results }) = response {
+            if let Ok(Response::Produce(ProduceResponse { results })) = response {
                 if results[0].error.is_none() {
                     break;
                 }
@@ -70,13 +75,13 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
         let (pid, epoch) = match producer {
             Some(p) => p,
             None => {
-                let p = init_transactions(id, 10_000).await;
+                let p = init_transactions(&handle, id, 10_000).await;
                 producer = Some(p);
                 p
             }
         };
         let tp = TopicPartition::new("events", (round % PARTITIONS as usize) as i32);
-        let added = add_partitions(id, (pid, epoch), std::slice::from_ref(&tp)).await;
+        let added = add_partitions(&handle, id, (pid, epoch), std::slice::from_ref(&tp)).await;
         if added[0].is_some() {
             producer = None;
             continue;
@@ -87,7 +92,7 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
                 sleep_ms(20).await;
                 continue;
             };
-            let request = Request::Produce {
+            let request = Request::Produce(ProduceRequest {
                 transactional_id: Some(id.to_string()),
                 timeout_ms: 1_000,
                 batches: vec![batch(
@@ -98,8 +103,10 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
                     true,
                     &["t1", "t2"],
                 )],
-            };
-            if let Ok(Response::Produce { results }) = connect(leader).call(request, 1_500).await {
+            });
+            if let Ok(Response::Produce(ProduceResponse { results })) =
+                connect(leader).call(request, 1_500).await
+            {
                 match results[0].error {
                     None => {
                         sent = true;
@@ -116,19 +123,22 @@ async fn transactional_producer(handle: ClusterHandle, rounds: usize) {
             sleep_ms(20).await;
         }
         let committed = sent && round % 3 != 2;
-        if end_txn(id, (pid, epoch), committed).await.is_some() {
+        if end_txn(&handle, id, (pid, epoch), committed)
+            .await
+            .is_some()
+        {
             producer = None;
         }
     }
 }
 
 /// A consumer-group member that joins, syncs, heartbeats and commits.
-async fn group_member(rounds: usize) {
+async fn group_member(handle: ClusterHandle, rounds: usize) {
     let group = "det-group";
     let mut member_id = String::new();
     for round in 0..rounds {
-        let mut connection = coordinator(CoordinatorType::Group, group).await;
-        let join = Request::JoinGroup {
+        let mut connection = coordinator(&handle, CoordinatorType::Group, group).await;
+        let join = Request::JoinGroup(JoinGroupRequest {
             group_id: group.into(),
             session_timeout_ms: 2_000,
             rebalance_timeout_ms: 2_000,
@@ -140,20 +150,20 @@ async fn group_member(rounds: usize) {
                 metadata: Vec::new(),
             }],
             client_id: "det".into(),
-        };
+        });
         let (generation_id, id) = match connection.call(join, 5_000).await {
-            Ok(Response::JoinGroup {
+            Ok(Response::JoinGroup(JoinGroupResponse {
                 error: None,
                 generation_id,
                 member_id: id,
                 ..
-            }) => (generation_id, id),
+            })) => (generation_id, id),
             // KIP-394: join again with the member id handed out.
-            Ok(Response::JoinGroup {
+            Ok(Response::JoinGroup(JoinGroupResponse {
                 error: Some(ErrorCode::Other(79)),
                 member_id: offered,
                 ..
-            }) => {
+            })) => {
                 member_id = offered;
                 continue;
             }
@@ -164,14 +174,17 @@ async fn group_member(rounds: usize) {
             }
         };
         member_id = id;
-        let sync = Request::SyncGroup {
+        let sync = Request::SyncGroup(SyncGroupRequest {
             group_id: group.into(),
             generation_id,
             member_id: member_id.clone(),
-            assignments: vec![(member_id.clone(), vec![TopicPartition::new("events", 0)])],
-        };
+            assignments: vec![MemberAssignment {
+                member_id: member_id.clone(),
+                partitions: vec![TopicPartition::new("events", 0)],
+            }],
+        });
         let _ = connection.call(sync, 5_000).await;
-        let commit = Request::OffsetCommit {
+        let commit = Request::OffsetCommit(OffsetCommitRequest {
             group_id: group.into(),
             generation_id,
             member_id: member_id.clone(),
@@ -182,13 +195,13 @@ async fn group_member(rounds: usize) {
                     metadata: String::new(),
                 },
             )],
-        };
+        });
         let _ = connection.call(commit, 5_000).await;
-        let heartbeat = Request::Heartbeat {
+        let heartbeat = Request::Heartbeat(HeartbeatRequest {
             group_id: group.into(),
             generation_id,
             member_id: member_id.clone(),
-        };
+        });
         let _ = connection.call(heartbeat, 5_000).await;
         sleep_ms(100).await;
     }
@@ -200,12 +213,15 @@ async fn latest_offset(
     isolation: Isolation,
 ) -> Option<i64> {
     let leader = handle.leader_of(tp)?;
-    let request = Request::ListOffsets {
+    let request = Request::ListOffsets(ListOffsetsRequest {
         isolation,
-        partitions: vec![(tp.clone(), OffsetSpec::Latest)],
-    };
+        partitions: vec![ListOffsetsPartition {
+            topic_partition: tp.clone(),
+            spec: OffsetSpec::Latest,
+        }],
+    });
     match connect(leader).call(request, 1_000).await {
-        Ok(Response::ListOffsets { results }) => results[0].1.ok(),
+        Ok(Response::ListOffsets(ListOffsetsResponse { results })) => results[0].offset.ok(),
         _ => None,
     }
 }
@@ -240,7 +256,7 @@ fn run_with(seed: u64, scale: usize, rates: FaultRates) -> (u64, u64) {
             tokio::task::spawn_local(idempotent_producer(handle.clone(), 900_001, 40 * scale));
         let transactions =
             tokio::task::spawn_local(transactional_producer(handle.clone(), 12 * scale));
-        let member = tokio::task::spawn_local(group_member(10 * scale));
+        let member = tokio::task::spawn_local(group_member(handle.clone(), 10 * scale));
         producers.await.unwrap();
         transactions.await.unwrap();
         member.await.unwrap();

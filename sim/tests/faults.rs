@@ -11,7 +11,9 @@ use eddyline_engine::transport::TopicPartition;
 use eddyline_sim::Seed;
 use eddyline_sim::cluster::{ClusterConfig, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
-use eddyline_sim::protocol::{Request, Response};
+use eddyline_sim::protocol::{
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, Request, Response,
+};
 
 #[test]
 fn a_crashed_worker_restarts_from_its_factory_and_a_stopped_one_starts_later() {
@@ -75,9 +77,9 @@ fn a_paused_worker_is_cut_off_and_then_resumes_as_a_zombie() {
                 loop {
                     let response = connect(0)
                         .call(
-                            Request::Metadata {
+                            Request::Metadata(MetadataRequest {
                                 topics: Some(Vec::new()),
-                            },
+                            }),
                             5_000,
                         )
                         .await;
@@ -123,16 +125,16 @@ fn a_partitioned_client_times_out_and_works_again_after_the_heal() {
         let leader_host = format!("broker-{leader}");
         handle.partition(&["test"], &[leader_host.as_str()]);
         sleep_ms(2).await;
-        let request = Request::Produce {
+        let request = Request::Produce(ProduceRequest {
             transactional_id: None,
             timeout_ms: 1_000,
             batches: vec![batch(&tp, -1, -1, -1, false, &["a"])],
-        };
+        });
         assert!(connect(leader).call(request.clone(), 500).await.is_err());
         handle.heal(&["test"], &[leader_host.as_str()]);
         sleep_ms(2).await;
         match connect(leader).call(request, 5_000).await.unwrap() {
-            Response::Produce { results } => assert_eq!(results[0].error, None),
+            Response::Produce(ProduceResponse { results }) => assert_eq!(results[0].error, None),
             other => panic!("unexpected {other:?}"),
         }
         Ok(())
@@ -154,10 +156,10 @@ fn a_request_sent_during_a_short_partition_is_answered_after_the_heal() {
         let leader = handle.leader_of(&tp).unwrap();
         let leader_host = format!("broker-{leader}");
         let mut connection = connect(leader);
-        let metadata = Request::Metadata { topics: None };
+        let metadata = Request::Metadata(MetadataRequest { topics: None });
         assert!(matches!(
             call(&mut connection, metadata.clone()).await,
-            Response::Metadata { .. }
+            Response::Metadata(MetadataResponse { .. })
         ));
         handle.partition(&["test"], &[leader_host.as_str()]);
         sleep_ms(2).await;
@@ -167,14 +169,14 @@ fn a_request_sent_during_a_short_partition_is_answered_after_the_heal() {
             sleep_ms(300).await;
             heal.heal(&["test"], &[leader_host.as_str()]);
         });
-        let request = Request::Produce {
+        let request = Request::Produce(ProduceRequest {
             transactional_id: None,
             timeout_ms: 2_000,
             batches: vec![batch(&tp, -1, -1, -1, false, &["a"])],
-        };
+        });
         // One call on the connection opened before the cut: no reconnect.
         match connection.call(request, 5_000).await.unwrap() {
-            Response::Produce { results } => assert_eq!(results[0].error, None),
+            Response::Produce(ProduceResponse { results }) => assert_eq!(results[0].error, None),
             other => panic!("unexpected {other:?}"),
         }
         let waited_ms = handle.now_ms() - cut_at;
@@ -202,10 +204,10 @@ fn a_partition_longer_than_the_tcp_give_up_time_stalls_the_streams_that_crossed_
     cluster.client("test", async move {
         wait_ready(&handle).await;
         let mut connection = connect(1);
-        let metadata = Request::Metadata { topics: None };
+        let metadata = Request::Metadata(MetadataRequest { topics: None });
         assert!(matches!(
             call(&mut connection, metadata.clone()).await,
-            Response::Metadata { .. }
+            Response::Metadata(MetadataResponse { .. })
         ));
         handle.partition(&["test"], &["broker-1"]);
         sleep_ms(2).await;
@@ -219,7 +221,7 @@ fn a_partition_longer_than_the_tcp_give_up_time_stalls_the_streams_that_crossed_
         healer.await.unwrap();
         assert!(matches!(
             call(&mut connect(1), metadata).await,
-            Response::Metadata { .. }
+            Response::Metadata(MetadataResponse { .. })
         ));
         Ok(())
     });
@@ -243,9 +245,9 @@ async fn average_round_trip_ms(
     for _ in 0..30 {
         call(
             connection,
-            Request::Metadata {
+            Request::Metadata(MetadataRequest {
                 topics: Some(Vec::new()),
-            },
+            }),
         )
         .await;
     }

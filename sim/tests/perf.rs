@@ -14,7 +14,10 @@ use eddyline_engine::transport::{Isolation, TopicPartition};
 use eddyline_sim::Seed;
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::faults::FaultRates;
-use eddyline_sim::protocol::{FetchPartition, ProduceBatch, Request, Response};
+use eddyline_sim::protocol::{
+    FetchPartition, FetchRequest, FetchResponse, ProduceBatch, ProduceRequest, ProduceResponse,
+    Request, Response,
+};
 
 const PARTITIONS: i32 = 12;
 
@@ -65,16 +68,16 @@ async fn producer(
             requests.push(tokio::task::spawn_local(async move {
                 let response = connect(leader)
                     .call(
-                        Request::Produce {
+                        Request::Produce(ProduceRequest {
                             transactional_id: None,
                             timeout_ms: 2_000,
                             batches,
-                        },
+                        }),
                         3_000,
                     )
                     .await;
                 let mut acknowledged = Vec::new();
-                if let Ok(Response::Produce { results }) = response {
+                if let Ok(Response::Produce(ProduceResponse { results })) = response {
                     for result in results {
                         if result.error.is_none() {
                             acknowledged.push(result.partition);
@@ -112,19 +115,19 @@ async fn consumer(handle: ClusterHandle, total: u64, consumed: Rc<Cell<u64>>) {
             fetches.push(tokio::task::spawn_local(async move {
                 connect(leader)
                     .call(
-                        Request::Fetch {
+                        Request::Fetch(FetchRequest {
                             replica_id: None,
                             isolation: Isolation::ReadCommitted,
                             max_wait_ms: 100,
                             partitions: asked,
-                        },
+                        }),
                         3_000,
                     )
                     .await
             }));
         }
         for fetch in fetches {
-            if let Ok(Response::Fetch { partitions, .. }) = fetch.await.unwrap() {
+            if let Ok(Response::Fetch(FetchResponse { partitions, .. })) = fetch.await.unwrap() {
                 for result in partitions {
                     if result.error.is_some() {
                         continue;

@@ -14,7 +14,7 @@ use eddyline_engine::transport::ErrorCode;
 
 use crate::broker::log::StoredBatch;
 use crate::internal::InternalResponse;
-use crate::protocol::{AbortedTransaction, FetchPartition, Response};
+use crate::protocol::{AbortedTransaction, FetchPartition, FetchResponse, Response};
 
 /// What one partition of a fetch answers, its batches borrowed from the log.
 pub(crate) struct FetchView<'a> {
@@ -52,15 +52,15 @@ fn prefix_before_empty_list(sample: &Response) -> Vec<u8> {
     bytes
 }
 
-/// The bytes before the partition list of `Response::Fetch { error: None,
-/// partitions }`: the variant's index and the absent error.
+/// The bytes before the partition list of `Response::Fetch(FetchResponse {
+/// error: None, partitions })`: the variant's index and the absent error.
 fn fetch_prefix() -> &'static [u8] {
     static PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
     PREFIX.get_or_init(|| {
-        prefix_before_empty_list(&Response::Fetch {
+        prefix_before_empty_list(&Response::Fetch(FetchResponse {
             error: None,
             partitions: Vec::new(),
-        })
+        }))
     })
 }
 
@@ -89,9 +89,9 @@ fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     *out = postcard::to_extend(value, buffer).expect("fetch answers encode");
 }
 
-/// Appends to `out` the postcard encoding of `Response::Fetch { error: None,
-/// partitions }`, each partition's batches copied from their stored
-/// encoding.
+/// Appends to `out` the postcard encoding of `Response::Fetch(FetchResponse {
+/// error: None, partitions })`, each partition's batches copied from their
+/// stored encoding.
 pub(crate) fn encode_fetch_body(
     partitions: &[(&FetchPartition, FetchView<'_>)],
     out: &mut Vec<u8>,
@@ -156,10 +156,10 @@ mod tests {
     fn empty_spliced_answers_are_postcards_encoding_of_the_same_values() {
         let mut body = Vec::new();
         encode_fetch_body(&[], &mut body);
-        let expected = Response::Fetch {
+        let expected = Response::Fetch(FetchResponse {
             error: None,
             partitions: Vec::new(),
-        };
+        });
         assert_eq!(body, postcard::to_stdvec(&expected).unwrap());
         let mut body = Vec::new();
         encode_replica_fetch_body(&[], &mut body);
@@ -236,7 +236,7 @@ mod tests {
                 },
             ),
         ];
-        let expected = Response::Fetch {
+        let expected = Response::Fetch(FetchResponse {
             error: None,
             partitions: vec![
                 FetchResult {
@@ -260,7 +260,7 @@ mod tests {
                     batches: Vec::new(),
                 },
             ],
-        };
+        });
         let mut body = vec![9];
         encode_fetch_body(&views, &mut body);
         let body = &body[1..];

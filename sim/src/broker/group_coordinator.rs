@@ -42,8 +42,12 @@ use crate::broker::coordinator_shards::{
 use crate::broker::leader_write::{Appended, append_to_leader, await_replicated};
 use crate::config::OFFSETS_TOPIC;
 use crate::protocol::{
-    ControlType, JoinMember, JoinProtocol, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
-    RecordData, Request, Response, codes,
+    ControlType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    JoinMember, JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetFetchResult, PartitionError, ProduceBatch, ProducerEpoch, ProducerId, RecordBatch,
+    RecordData, Request, Response, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse, codes,
 };
 use crate::trace::{EventKind, Subject};
 use crate::world::now_ms;
@@ -696,67 +700,33 @@ fn store_emptied_groups(broker: &Rc<Broker>) {
 
 pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
     match request {
-        Request::JoinGroup {
-            group_id,
-            session_timeout_ms,
-            rebalance_timeout_ms,
-            member_id,
-            group_instance_id,
-            protocol_type,
-            protocols,
-            client_id,
-        } => {
-            let request = JoinRequest {
-                group_id,
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                member_id,
-                group_instance_id,
-                protocol_type,
-                protocols,
-                client_id,
-            };
-            join_group(broker, &request).await
-        }
-        Request::SyncGroup {
+        Request::JoinGroup(request) => join_group(broker, &request).await,
+        Request::SyncGroup(request) => sync_group(broker, request).await,
+        Request::Heartbeat(HeartbeatRequest {
             group_id,
             generation_id,
             member_id,
-            assignments,
-        } => {
-            let request = SyncRequest {
-                group_id,
-                generation_id,
-                member_id,
-                assignments,
-            };
-            sync_group(broker, request).await
-        }
-        Request::Heartbeat {
-            group_id,
-            generation_id,
-            member_id,
-        } => Response::Heartbeat {
+        }) => Response::Heartbeat(HeartbeatResponse {
             error: heartbeat(broker, &group_id, generation_id, &member_id).err(),
-        },
-        Request::LeaveGroup {
+        }),
+        Request::LeaveGroup(LeaveGroupRequest {
             group_id,
             member_id,
-        } => Response::LeaveGroup {
+        }) => Response::LeaveGroup(LeaveGroupResponse {
             error: leave_group(broker, &group_id, &member_id).err(),
-        },
-        Request::OffsetCommit {
+        }),
+        Request::OffsetCommit(OffsetCommitRequest {
             group_id,
             generation_id,
             member_id,
             offsets,
-        } => offset_commit(broker, group_id, generation_id, member_id, offsets).await,
-        Request::OffsetFetch {
+        }) => offset_commit(broker, group_id, generation_id, member_id, offsets).await,
+        Request::OffsetFetch(OffsetFetchRequest {
             group_id,
             partitions,
             require_stable,
-        } => offset_fetch(broker, &group_id, partitions, require_stable),
-        Request::TxnOffsetCommit {
+        }) => offset_fetch(broker, &group_id, partitions, require_stable),
+        Request::TxnOffsetCommit(TxnOffsetCommitRequest {
             group_id,
             producer_id,
             producer_epoch,
@@ -764,7 +734,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             member_id,
             offsets,
             ..
-        } => {
+        }) => {
             txn_offset_commit(
                 broker,
                 group_id,
@@ -781,37 +751,25 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
 }
 
 fn join_error(error: ErrorCode, member_id: String) -> Response {
-    Response::JoinGroup {
+    Response::JoinGroup(JoinGroupResponse {
         error: Some(error),
         generation_id: -1,
         protocol_name: None,
         leader: String::new(),
         member_id,
         members: Vec::new(),
-    }
+    })
 }
 
-/// A JoinGroup request.
-struct JoinRequest {
-    group_id: String,
-    session_timeout_ms: u32,
-    rebalance_timeout_ms: u32,
-    member_id: String,
-    group_instance_id: Option<String>,
-    protocol_type: String,
-    protocols: Vec<JoinProtocol>,
-    client_id: String,
-}
-
-impl JoinRequest {
-    /// A copy of the member's state as this request registers it.
-    fn new_member(&self, join_order: u64, now: u64) -> Member {
+impl Member {
+    /// The member's state as a JoinGroup `request` registers it.
+    fn joining(request: &JoinGroupRequest, join_order: u64, now: u64) -> Member {
         Member {
-            group_instance_id: self.group_instance_id.clone(),
-            session_timeout_ms: self.session_timeout_ms,
-            rebalance_timeout_ms: self.rebalance_timeout_ms,
-            protocol_type: self.protocol_type.clone(),
-            protocols: self.protocols.clone(),
+            group_instance_id: request.group_instance_id.clone(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            protocol_type: request.protocol_type.clone(),
+            protocols: request.protocols.clone(),
             assignment: Vec::new(),
             last_heartbeat_ms: now,
             join_order,
@@ -831,7 +789,7 @@ enum JoinStep {
     Park { coordinator_epoch: i32 },
 }
 
-async fn join_group(broker: &Rc<Broker>, request: &JoinRequest) -> Response {
+async fn join_group(broker: &Rc<Broker>, request: &JoinGroupRequest) -> Response {
     if let Err(error) = check_join(broker, request) {
         return join_error(error, request.member_id.clone());
     }
@@ -854,7 +812,7 @@ async fn join_group(broker: &Rc<Broker>, request: &JoinRequest) -> Response {
 }
 
 /// The checks of a JoinGroup that need no group.
-fn check_join(broker: &Broker, request: &JoinRequest) -> Result<(), ErrorCode> {
+fn check_join(broker: &Broker, request: &JoinGroupRequest) -> Result<(), ErrorCode> {
     if request.group_id.is_empty() {
         return Err(codes::INVALID_GROUP_ID);
     }
@@ -871,7 +829,7 @@ fn check_join(broker: &Broker, request: &JoinRequest) -> Result<(), ErrorCode> {
 
 /// KIP-394: a first JoinGroup gets its member id back with
 /// MEMBER_ID_REQUIRED, and joins with it; until then it is a pending member.
-fn require_member_id(broker: &Broker, request: &JoinRequest, now: u64) -> Response {
+fn require_member_id(broker: &Broker, request: &JoinGroupRequest, now: u64) -> Response {
     let member_id = broker.new_member_id(&request.client_id);
     let pending = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, _| {
         let group = shard
@@ -893,7 +851,7 @@ fn require_member_id(broker: &Broker, request: &JoinRequest, now: u64) -> Respon
 fn register_join(
     broker: &Broker,
     shard: &mut Shard,
-    request: &JoinRequest,
+    request: &JoinGroupRequest,
     now: u64,
 ) -> Result<JoinStep, ErrorCode> {
     let member_id = &request.member_id;
@@ -929,14 +887,14 @@ fn register_join(
 fn join_new_member(
     broker: &Broker,
     group: &mut Group,
-    request: &JoinRequest,
+    request: &JoinGroupRequest,
     join_order: u64,
     now: u64,
 ) {
     let group_id = &request.group_id;
     group.members.insert(
         request.member_id.clone(),
-        request.new_member(join_order, now),
+        Member::joining(request, join_order, now),
     );
     if group.members.len() == 1 {
         group.protocol_type = Some(request.protocol_type.clone());
@@ -969,7 +927,7 @@ fn join_new_member(
 fn rejoin_member(
     broker: &Broker,
     group: &mut Group,
-    request: &JoinRequest,
+    request: &JoinGroupRequest,
     now: u64,
 ) -> Option<JoinResult> {
     let group_id = &request.group_id;
@@ -1017,7 +975,11 @@ fn rejoin_member(
 
 /// Parks a JoinGroup until the rebalance completes (bounded: the rebalance
 /// timeout, the initial delay and a margin).
-async fn await_join(broker: &Broker, request: &JoinRequest, coordinator_epoch: i32) -> Response {
+async fn await_join(
+    broker: &Broker,
+    request: &JoinGroupRequest,
+    coordinator_epoch: i32,
+) -> Response {
     let (group_id, member_id) = (&request.group_id, &request.member_id);
     let mut changed = broker.changed.subscribe();
     let bound_ms = u64::from(request.rebalance_timeout_ms)
@@ -1060,21 +1022,21 @@ async fn await_join(broker: &Broker, request: &JoinRequest, coordinator_epoch: i
 }
 
 fn join_response(member_id: String, result: JoinResult) -> Response {
-    Response::JoinGroup {
+    Response::JoinGroup(JoinGroupResponse {
         error: None,
         generation_id: result.generation,
         protocol_name: result.protocol,
         leader: result.leader,
         member_id,
         members: result.members,
-    }
+    })
 }
 
 fn sync_error(error: ErrorCode) -> Response {
-    Response::SyncGroup {
+    Response::SyncGroup(SyncGroupResponse {
         error: Some(error),
         assignment: Vec::new(),
-    }
+    })
 }
 
 /// Maps a coordinator write failure to what Kafka's group coordinator
@@ -1132,15 +1094,6 @@ async fn write_records(
     Ok(appended.base_offset)
 }
 
-/// A SyncGroup request.
-struct SyncRequest {
-    group_id: String,
-    generation_id: i32,
-    member_id: String,
-    /// The leader's assignment (empty from the other members).
-    assignments: Vec<(String, Vec<TopicPartition>)>,
-}
-
 /// Where a SyncGroup stands once checked against the group.
 enum SyncStep {
     Answer(Response),
@@ -1156,7 +1109,7 @@ enum SyncStep {
     },
 }
 
-async fn sync_group(broker: &Rc<Broker>, request: SyncRequest) -> Response {
+async fn sync_group(broker: &Rc<Broker>, request: SyncGroupRequest) -> Response {
     let now = now_ms();
     let step = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, partition| {
         sync_step(shard, partition, &request, now)
@@ -1177,7 +1130,7 @@ async fn sync_group(broker: &Rc<Broker>, request: SyncRequest) -> Response {
 
 /// Checks a SyncGroup against the group: answers at once, or says what to
 /// do (store the leader's assignment, or wait for it).
-fn sync_step(shard: &mut Shard, partition: i32, request: &SyncRequest, now: u64) -> SyncStep {
+fn sync_step(shard: &mut Shard, partition: i32, request: &SyncGroupRequest, now: u64) -> SyncStep {
     let (group_id, member_id) = (&request.group_id, &request.member_id);
     let coordinator_epoch = shard.ownership.coordinator_epoch;
     let Some(group) = shard.groups.get_mut(group_id) else {
@@ -1197,10 +1150,10 @@ fn sync_step(shard: &mut Shard, partition: i32, request: &SyncRequest, now: u64)
         }
         GroupState::Stable => {
             member.pending_sync = false;
-            SyncStep::Answer(Response::SyncGroup {
+            SyncStep::Answer(Response::SyncGroup(SyncGroupResponse {
                 error: None,
                 assignment: member.assignment.clone(),
-            })
+            }))
         }
         GroupState::CompletingRebalance => {
             // Its SyncGroup now keeps the member alive until answered.
@@ -1222,10 +1175,12 @@ fn sync_step(shard: &mut Shard, partition: i32, request: &SyncRequest, now: u64)
 fn assigned_group_record(
     group_id: &str,
     group: &Group,
-    assignments: &[(String, Vec<TopicPartition>)],
+    assignments: &[MemberAssignment],
 ) -> GroupRecord {
-    let assigned: BTreeMap<&String, &Vec<TopicPartition>> =
-        assignments.iter().map(|(id, tps)| (id, tps)).collect();
+    let assigned: BTreeMap<&String, &Vec<TopicPartition>> = assignments
+        .iter()
+        .map(|assignment| (&assignment.member_id, &assignment.partitions))
+        .collect();
     let members = group
         .members
         .iter()
@@ -1257,7 +1212,7 @@ fn assigned_group_record(
 /// the generation if the write failed.
 async fn store_assignment(
     broker: &Broker,
-    request: &SyncRequest,
+    request: &SyncGroupRequest,
     coordinator_epoch: i32,
     partition: i32,
     record: GroupRecord,
@@ -1316,10 +1271,10 @@ async fn store_assignment(
     });
     broker.notify_changed();
     match applied {
-        Ok(Ok(assignment)) => Response::SyncGroup {
+        Ok(Ok(assignment)) => Response::SyncGroup(SyncGroupResponse {
             error: None,
             assignment,
-        },
+        }),
         Ok(Err(error)) | Err(error) => sync_error(error),
     }
 }
@@ -1328,7 +1283,7 @@ async fn store_assignment(
 /// of the generation).
 async fn await_assignment(
     broker: &Broker,
-    request: &SyncRequest,
+    request: &SyncGroupRequest,
     coordinator_epoch: i32,
 ) -> Response {
     let (group_id, generation_id) = (&request.group_id, request.generation_id);
@@ -1362,10 +1317,10 @@ async fn await_assignment(
         match outcome {
             Err(error) | Ok(Some(Err(error))) => return sync_error(error),
             Ok(Some(Ok(assignment))) => {
-                return Response::SyncGroup {
+                return Response::SyncGroup(SyncGroupResponse {
                     error: None,
                     assignment,
-                };
+                });
             }
             Ok(None) => {}
         }
@@ -1432,12 +1387,15 @@ fn leave_group(broker: &Broker, group_id: &str, member_id: &str) -> Result<(), E
     result
 }
 
-type OffsetResults = Vec<(TopicPartition, Option<ErrorCode>)>;
+type OffsetResults = Vec<PartitionError>;
 
 fn all_failed(offsets: &[(TopicPartition, OffsetAndMetadata)], error: ErrorCode) -> OffsetResults {
     offsets
         .iter()
-        .map(|(tp, _)| (tp.clone(), Some(error)))
+        .map(|(tp, _)| PartitionError {
+            topic_partition: tp.clone(),
+            error: Some(error),
+        })
         .collect()
 }
 
@@ -1575,7 +1533,7 @@ async fn offset_commit(
         check_offset_commit(shard, &request, now)
     });
     let (coordinator_epoch, partition) = match admitted {
-        Err(results) => return Response::OffsetCommit { results },
+        Err(results) => return Response::OffsetCommit(OffsetCommitResponse { results }),
         Ok(admitted) => admitted,
     };
     let records = offset_records(&group_id, &offsets);
@@ -1603,12 +1561,15 @@ async fn offset_commit(
         trace_offsets_committed(broker, &group_id, offsets.len(), generation_id, -1);
     }
     broker.notify_changed();
-    Response::OffsetCommit {
+    Response::OffsetCommit(OffsetCommitResponse {
         results: offsets
             .iter()
-            .map(|(tp, _)| (tp.clone(), stored.err()))
+            .map(|(tp, _)| PartitionError {
+                topic_partition: tp.clone(),
+                error: stored.err(),
+            })
             .collect(),
-    }
+    })
 }
 
 fn offset_fetch(
@@ -1633,24 +1594,32 @@ fn offset_fetch(
                     && (shard.has_pending_txn_offset(group_id, &tp)
                         || group.is_some_and(|g| g.pending_commits.contains_key(&tp)));
                 if unstable {
-                    return (tp, None, Some(ErrorCode::UnstableOffsetCommit));
+                    return OffsetFetchResult {
+                        topic_partition: tp,
+                        offset: None,
+                        error: Some(ErrorCode::UnstableOffsetCommit),
+                    };
                 }
                 let committed = group
                     .and_then(|g| g.offsets.get(&tp))
                     .map(|c| c.offset.clone());
-                (tp, committed, None)
+                OffsetFetchResult {
+                    topic_partition: tp,
+                    offset: committed,
+                    error: None,
+                }
             })
             .collect()
     });
     match result {
-        Ok(offsets) => Response::OffsetFetch {
+        Ok(offsets) => Response::OffsetFetch(OffsetFetchResponse {
             error: None,
             offsets,
-        },
-        Err(error) => Response::OffsetFetch {
+        }),
+        Err(error) => Response::OffsetFetch(OffsetFetchResponse {
             error: Some(error),
             offsets: Vec::new(),
-        },
+        }),
     }
 }
 
@@ -1676,7 +1645,7 @@ async fn txn_offset_commit(
         check_member(group, member, generation).map(|_| ())
     });
     let (coordinator_epoch, partition) = match admitted {
-        Err(results) => return Response::TxnOffsetCommit { results },
+        Err(results) => return Response::TxnOffsetCommit(TxnOffsetCommitResponse { results }),
         Ok(admitted) => admitted,
     };
     let records = offset_records(&group_id, &offsets);
@@ -1719,9 +1688,15 @@ async fn txn_offset_commit(
             other => other,
         }),
     };
-    Response::TxnOffsetCommit {
-        results: offsets.iter().map(|(tp, _)| (tp.clone(), error)).collect(),
-    }
+    Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+        results: offsets
+            .iter()
+            .map(|(tp, _)| PartitionError {
+                topic_partition: tp.clone(),
+                error,
+            })
+            .collect(),
+    })
 }
 
 /// A transaction marker landed on a `__consumer_offsets` partition this

@@ -18,8 +18,17 @@ use crate::broker::{
 use crate::config::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
 use crate::protocol::{
-    BrokerInfo, CoordinatorType, Frame, FrameBuffer, OffsetSpec, PartitionMetadata, ProduceBatch,
-    ProduceResult, Request, Response, TopicMetadata, codes, read_frame_buffered,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, BrokerInfo, CoordinatorType, CreateTopicsRequest,
+    CreateTopicsResponse, EndTxnRequest, EndTxnResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, Frame, FrameBuffer, HeartbeatRequest,
+    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, ListOffsetsResult, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetSpec,
+    PartitionMetadata, ProduceBatch, ProduceRequest, ProduceResponse, ProduceResult, Request,
+    Response, SyncGroupRequest, SyncGroupResponse, TopicError, TopicMetadata,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, codes, read_frame_buffered,
     write_frame_buffered, write_started_frame,
 };
 use crate::rpc::Connection;
@@ -63,23 +72,23 @@ enum Reply {
 /// Kafka's API key of a request (for the trace).
 fn api_key(request: &Request) -> i64 {
     match request {
-        Request::Produce { .. } => 0,
-        Request::Fetch { .. } => 1,
-        Request::ListOffsets { .. } => 2,
-        Request::Metadata { .. } => 3,
-        Request::OffsetCommit { .. } => 8,
-        Request::OffsetFetch { .. } => 9,
-        Request::FindCoordinator { .. } => 10,
-        Request::JoinGroup { .. } => 11,
-        Request::Heartbeat { .. } => 12,
-        Request::LeaveGroup { .. } => 13,
-        Request::SyncGroup { .. } => 14,
-        Request::CreateTopics { .. } => 19,
-        Request::InitProducerId { .. } => 22,
-        Request::AddPartitionsToTxn { .. } => 24,
-        Request::AddOffsetsToTxn { .. } => 25,
-        Request::EndTxn { .. } => 26,
-        Request::TxnOffsetCommit { .. } => 28,
+        Request::Produce(ProduceRequest { .. }) => 0,
+        Request::Fetch(FetchRequest { .. }) => 1,
+        Request::ListOffsets(ListOffsetsRequest { .. }) => 2,
+        Request::Metadata(MetadataRequest { .. }) => 3,
+        Request::OffsetCommit(OffsetCommitRequest { .. }) => 8,
+        Request::OffsetFetch(OffsetFetchRequest { .. }) => 9,
+        Request::FindCoordinator(FindCoordinatorRequest { .. }) => 10,
+        Request::JoinGroup(JoinGroupRequest { .. }) => 11,
+        Request::Heartbeat(HeartbeatRequest { .. }) => 12,
+        Request::LeaveGroup(LeaveGroupRequest { .. }) => 13,
+        Request::SyncGroup(SyncGroupRequest { .. }) => 14,
+        Request::CreateTopics(CreateTopicsRequest { .. }) => 19,
+        Request::InitProducerId(InitProducerIdRequest { .. }) => 22,
+        Request::AddPartitionsToTxn(AddPartitionsToTxnRequest { .. }) => 24,
+        Request::AddOffsetsToTxn(AddOffsetsToTxnRequest { .. }) => 25,
+        Request::EndTxn(EndTxnRequest { .. }) => 26,
+        Request::TxnOffsetCommit(TxnOffsetCommitRequest { .. }) => 28,
         Request::Internal(InternalRequest::OffsetsForLeaderEpoch { .. }) => 23,
         Request::Internal(InternalRequest::ReplicaFetch { .. }) => 1,
         Request::Internal(InternalRequest::WriteTxnMarkers { .. }) => 27,
@@ -96,27 +105,37 @@ fn first_error(response: &Response) -> i64 {
             .map_or(0, |e| error_code_for_trace(Some(e)))
     };
     match response {
-        Response::Metadata { topics, .. } => first(&mut topics.iter().map(|t| t.error)),
-        Response::CreateTopics { results } => first(&mut results.iter().map(|r| r.1)),
-        Response::Produce { results } => first(&mut results.iter().map(|r| r.error)),
-        Response::Fetch { error, partitions } => {
+        Response::Metadata(MetadataResponse { topics, .. }) => {
+            first(&mut topics.iter().map(|t| t.error))
+        }
+        Response::CreateTopics(CreateTopicsResponse { results }) => {
+            first(&mut results.iter().map(|r| r.error))
+        }
+        Response::Produce(ProduceResponse { results }) => {
+            first(&mut results.iter().map(|r| r.error))
+        }
+        Response::Fetch(FetchResponse { error, partitions }) => {
             first(&mut std::iter::once(*error).chain(partitions.iter().map(|p| p.error)))
         }
-        Response::ListOffsets { results } => first(&mut results.iter().map(|r| r.1.err())),
-        Response::FindCoordinator { error, .. }
-        | Response::JoinGroup { error, .. }
-        | Response::SyncGroup { error, .. }
-        | Response::Heartbeat { error, .. }
-        | Response::LeaveGroup { error }
-        | Response::InitProducerId { error, .. }
-        | Response::AddOffsetsToTxn { error }
-        | Response::EndTxn { error } => error_code_for_trace(*error),
-        Response::OffsetFetch { error, offsets } => {
-            first(&mut std::iter::once(*error).chain(offsets.iter().map(|o| o.2)))
+        Response::ListOffsets(ListOffsetsResponse { results }) => {
+            first(&mut results.iter().map(|r| r.offset.err()))
         }
-        Response::OffsetCommit { results }
-        | Response::AddPartitionsToTxn { results }
-        | Response::TxnOffsetCommit { results } => first(&mut results.iter().map(|r| r.1)),
+        Response::FindCoordinator(FindCoordinatorResponse { error, .. })
+        | Response::JoinGroup(JoinGroupResponse { error, .. })
+        | Response::SyncGroup(SyncGroupResponse { error, .. })
+        | Response::Heartbeat(HeartbeatResponse { error, .. })
+        | Response::LeaveGroup(LeaveGroupResponse { error })
+        | Response::InitProducerId(InitProducerIdResponse { error, .. })
+        | Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error })
+        | Response::EndTxn(EndTxnResponse { error }) => error_code_for_trace(*error),
+        Response::OffsetFetch(OffsetFetchResponse { error, offsets }) => {
+            first(&mut std::iter::once(*error).chain(offsets.iter().map(|o| o.error)))
+        }
+        Response::OffsetCommit(OffsetCommitResponse { results })
+        | Response::AddPartitionsToTxn(AddPartitionsToTxnResponse { results })
+        | Response::TxnOffsetCommit(TxnOffsetCommitResponse { results }) => {
+            first(&mut results.iter().map(|r| r.error))
+        }
         Response::Internal(_) => 0,
     }
 }
@@ -132,18 +151,18 @@ async fn handle(
     // what they change (replica appends, truncations, markers).
     let traced = !matches!(
         request,
-        Request::Fetch {
+        Request::Fetch(FetchRequest {
             replica_id: Some(_),
             ..
-        } | Request::Internal(_)
+        }) | Request::Internal(_)
     );
     let response = match request {
-        Request::Fetch {
+        Request::Fetch(FetchRequest {
             replica_id,
             isolation,
             max_wait_ms,
             partitions,
-        } => {
+        }) => {
             let error = handle_fetch(
                 broker,
                 replica_id,
@@ -178,37 +197,39 @@ async fn handle(
             .await;
             return Reply::Encoded;
         }
-        Request::Metadata { topics } => handle_metadata(broker, topics),
-        Request::CreateTopics { topics, timeout_ms } => {
+        Request::Metadata(MetadataRequest { topics }) => handle_metadata(broker, topics),
+        Request::CreateTopics(CreateTopicsRequest { topics, timeout_ms }) => {
             handle_create_topics(broker, topics, timeout_ms).await
         }
-        Request::Produce {
+        Request::Produce(ProduceRequest {
             transactional_id,
             timeout_ms,
             batches,
-        } => handle_produce(broker, transactional_id, timeout_ms, batches).await,
-        Request::ListOffsets {
+        }) => handle_produce(broker, transactional_id, timeout_ms, batches).await,
+        Request::ListOffsets(ListOffsetsRequest {
             isolation,
             partitions,
-        } => handle_list_offsets(broker, isolation, partitions),
-        Request::FindCoordinator { key_type, key } => {
+        }) => handle_list_offsets(broker, isolation, partitions),
+        Request::FindCoordinator(FindCoordinatorRequest { key_type, key }) => {
             handle_find_coordinator(broker, key_type, &key)
         }
-        Request::InitProducerId {
+        Request::InitProducerId(InitProducerIdRequest {
             transactional_id: None,
             ..
-        } => handle_init_idempotent_producer(broker).await,
-        request @ (Request::InitProducerId { .. }
-        | Request::AddPartitionsToTxn { .. }
-        | Request::AddOffsetsToTxn { .. }
-        | Request::EndTxn { .. }) => txn_coordinator::handle(broker, request).await,
-        request @ (Request::JoinGroup { .. }
-        | Request::SyncGroup { .. }
-        | Request::Heartbeat { .. }
-        | Request::LeaveGroup { .. }
-        | Request::OffsetCommit { .. }
-        | Request::OffsetFetch { .. }
-        | Request::TxnOffsetCommit { .. }) => group_coordinator::handle(broker, request).await,
+        }) => handle_init_idempotent_producer(broker).await,
+        request @ (Request::InitProducerId(InitProducerIdRequest { .. })
+        | Request::AddPartitionsToTxn(AddPartitionsToTxnRequest { .. })
+        | Request::AddOffsetsToTxn(AddOffsetsToTxnRequest { .. })
+        | Request::EndTxn(EndTxnRequest { .. })) => txn_coordinator::handle(broker, request).await,
+        request @ (Request::JoinGroup(JoinGroupRequest { .. })
+        | Request::SyncGroup(SyncGroupRequest { .. })
+        | Request::Heartbeat(HeartbeatRequest { .. })
+        | Request::LeaveGroup(LeaveGroupRequest { .. })
+        | Request::OffsetCommit(OffsetCommitRequest { .. })
+        | Request::OffsetFetch(OffsetFetchRequest { .. })
+        | Request::TxnOffsetCommit(TxnOffsetCommitRequest { .. })) => {
+            group_coordinator::handle(broker, request).await
+        }
         Request::Internal(request) => Response::Internal(handle_internal(broker, request).await),
     };
     if traced {
@@ -317,11 +338,11 @@ fn handle_metadata(broker: &Broker, topics: Option<Vec<String>>) -> Response {
             },
         })
         .collect();
-    Response::Metadata {
+    Response::Metadata(MetadataResponse {
         brokers,
         controller_id,
         topics,
-    }
+    })
 }
 
 async fn handle_create_topics(broker: &Broker, topics: Vec<NewTopic>, timeout_ms: u32) -> Response {
@@ -334,15 +355,18 @@ async fn handle_create_topics(broker: &Broker, topics: Vec<NewTopic>, timeout_ms
         Ok(Response::Internal(InternalResponse::CreateTopics { results })) => results,
         _ => topics
             .iter()
-            .map(|t| (t.name.clone(), Some(ErrorCode::RequestTimedOut)))
+            .map(|t| TopicError {
+                name: t.name.clone(),
+                error: Some(ErrorCode::RequestTimedOut),
+            })
             .collect(),
     };
     // Answer once this broker's metadata has the new topics, so a client's
     // next request here finds them (bounded by the request's timeout).
     let created: Vec<&String> = results
         .iter()
-        .filter(|(_, error)| error.is_none())
-        .map(|(name, _)| name)
+        .filter(|result| result.error.is_none())
+        .map(|result| &result.name)
         .collect();
     let mut changed = broker.changed.subscribe();
     let timeout = tokio::time::sleep(Duration::from_millis(u64::from(timeout_ms)));
@@ -363,7 +387,7 @@ async fn handle_create_topics(broker: &Broker, topics: Vec<NewTopic>, timeout_ms
             _ = &mut timeout => break,
         }
     }
-    Response::CreateTopics { results }
+    Response::CreateTopics(CreateTopicsResponse { results })
 }
 
 async fn handle_produce(
@@ -410,39 +434,47 @@ async fn handle_produce(
             }
         }
     }
-    Response::Produce { results }
+    Response::Produce(ProduceResponse { results })
 }
 
 fn handle_list_offsets(
     broker: &Broker,
     isolation: Isolation,
-    partitions: Vec<(TopicPartition, OffsetSpec)>,
+    partitions: Vec<ListOffsetsPartition>,
 ) -> Response {
     let state = broker.state.borrow();
     let disk = broker.disk.borrow();
     let results = partitions
         .into_iter()
-        .map(|(tp, spec)| {
-            let result = check_leader(&state, &tp, None).and_then(|_| {
-                let log = &disk.logs[&tp];
-                let leader = state.replicas[&tp]
-                    .leader_state()
-                    .expect("checked leader above");
-                if leader.epoch_start_offset > log.high_watermark {
-                    return Err(codes::OFFSET_NOT_AVAILABLE);
+        .map(
+            |ListOffsetsPartition {
+                 topic_partition: tp,
+                 spec,
+             }| {
+                let result = check_leader(&state, &tp, None).and_then(|_| {
+                    let log = &disk.logs[&tp];
+                    let leader = state.replicas[&tp]
+                        .leader_state()
+                        .expect("checked leader above");
+                    if leader.epoch_start_offset > log.high_watermark {
+                        return Err(codes::OFFSET_NOT_AVAILABLE);
+                    }
+                    Ok(match spec {
+                        OffsetSpec::Earliest => 0,
+                        OffsetSpec::Latest => match isolation {
+                            Isolation::ReadUncommitted => log.high_watermark,
+                            Isolation::ReadCommitted => log.last_stable_offset(),
+                        },
+                    })
+                });
+                ListOffsetsResult {
+                    topic_partition: tp,
+                    offset: result,
                 }
-                Ok(match spec {
-                    OffsetSpec::Earliest => 0,
-                    OffsetSpec::Latest => match isolation {
-                        Isolation::ReadUncommitted => log.high_watermark,
-                        Isolation::ReadCommitted => log.last_stable_offset(),
-                    },
-                })
-            });
-            (tp, result)
-        })
+            },
+        )
         .collect();
-    Response::ListOffsets { results }
+    Response::ListOffsets(ListOffsetsResponse { results })
 }
 
 /// The internal partition and its leader for a coordinator key.
@@ -476,20 +508,20 @@ pub(crate) fn coordinator_for(
 
 fn handle_find_coordinator(broker: &Broker, key_type: CoordinatorType, key: &str) -> Response {
     if key.is_empty() {
-        return Response::FindCoordinator {
+        return Response::FindCoordinator(FindCoordinatorResponse {
             error: Some(codes::INVALID_REQUEST),
             node: None,
-        };
+        });
     }
     match coordinator_for(broker, key_type, key) {
-        Ok((_, node)) => Response::FindCoordinator {
+        Ok((_, node)) => Response::FindCoordinator(FindCoordinatorResponse {
             error: None,
             node: Some(node),
-        },
-        Err(error) => Response::FindCoordinator {
+        }),
+        Err(error) => Response::FindCoordinator(FindCoordinatorResponse {
             error: Some(error),
             node: None,
-        },
+        }),
     }
 }
 
@@ -528,15 +560,15 @@ pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64, ErrorCo
 
 async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
     match allocate_producer_id(broker).await {
-        Ok(producer_id) => Response::InitProducerId {
+        Ok(producer_id) => Response::InitProducerId(InitProducerIdResponse {
             error: None,
             producer_id,
             producer_epoch: 0,
-        },
-        Err(error) => Response::InitProducerId {
+        }),
+        Err(error) => Response::InitProducerId(InitProducerIdResponse {
             error: Some(error),
             producer_id: -1,
             producer_epoch: -1,
-        },
+        }),
     }
 }

@@ -40,8 +40,10 @@ use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinato
 use crate::config::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
 use crate::protocol::{
-    BrokerId, ControlType, CoordinatorType, ProduceBatch, ProducerEpoch, ProducerId, RecordData,
-    Request, Response, codes,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, BrokerId, ControlType, CoordinatorType, EndTxnRequest,
+    EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, PartitionError, ProduceBatch,
+    ProducerEpoch, ProducerId, RecordData, Request, Response, codes,
 };
 use crate::rpc::Connection;
 use crate::trace::{EventKind, Subject};
@@ -277,12 +279,12 @@ async fn write_transition(
 
 pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
     match request {
-        Request::InitProducerId {
+        Request::InitProducerId(InitProducerIdRequest {
             transactional_id: Some(transactional_id),
             transaction_timeout_ms,
             producer_id,
             producer_epoch,
-        } => {
+        }) => {
             let request = InitRequest {
                 transactional_id,
                 timeout_ms: transaction_timeout_ms,
@@ -291,24 +293,26 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             };
             let result = init_producer_id(broker, request).await;
             match result {
-                Ok((producer_id, producer_epoch)) => Response::InitProducerId {
-                    error: None,
-                    producer_id,
-                    producer_epoch,
-                },
-                Err(error) => Response::InitProducerId {
+                Ok((producer_id, producer_epoch)) => {
+                    Response::InitProducerId(InitProducerIdResponse {
+                        error: None,
+                        producer_id,
+                        producer_epoch,
+                    })
+                }
+                Err(error) => Response::InitProducerId(InitProducerIdResponse {
                     error: Some(error),
                     producer_id: -1,
                     producer_epoch: -1,
-                },
+                }),
             }
         }
-        Request::AddPartitionsToTxn {
+        Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
             transactional_id,
             producer_id,
             producer_epoch,
             partitions,
-        } => Response::AddPartitionsToTxn {
+        }) => Response::AddPartitionsToTxn(AddPartitionsToTxnResponse {
             results: add_partitions(
                 broker,
                 transactional_id,
@@ -316,14 +320,20 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
                 producer_epoch,
                 partitions,
             )
-            .await,
-        },
-        Request::AddOffsetsToTxn {
+            .await
+            .into_iter()
+            .map(|(topic_partition, error)| PartitionError {
+                topic_partition,
+                error,
+            })
+            .collect(),
+        }),
+        Request::AddOffsetsToTxn(AddOffsetsToTxnRequest {
             transactional_id,
             producer_id,
             producer_epoch,
             group_id,
-        } => {
+        }) => {
             let tp = TopicPartition::new(
                 OFFSETS_TOPIC,
                 coordinator_partition(&group_id, broker.config.offsets_topic_partitions),
@@ -336,16 +346,16 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
                 vec![tp],
             )
             .await;
-            Response::AddOffsetsToTxn {
+            Response::AddOffsetsToTxn(AddOffsetsToTxnResponse {
                 error: results.into_iter().next().and_then(|(_, error)| error),
-            }
+            })
         }
-        Request::EndTxn {
+        Request::EndTxn(EndTxnRequest {
             transactional_id,
             producer_id,
             producer_epoch,
             committed,
-        } => Response::EndTxn {
+        }) => Response::EndTxn(EndTxnResponse {
             error: end_txn(
                 broker,
                 transactional_id,
@@ -355,7 +365,7 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             )
             .await
             .err(),
-        },
+        }),
         other => unreachable!("not a transaction request: {other:?}"),
     }
 }

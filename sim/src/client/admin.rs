@@ -7,7 +7,7 @@ use eddyline_engine::transport::{
 use super::metadata::TopicState;
 use super::network::{Backoff, Lane, NetworkClient, deadline_error};
 use super::{errors, ms, now};
-use crate::protocol::{Request, Response};
+use crate::protocol::{CreateTopicsRequest, CreateTopicsResponse};
 
 /// The admin client of the simulated cluster.
 pub struct SimAdmin {
@@ -57,7 +57,7 @@ impl Admin for SimAdmin {
         loop {
             self.net.refresh_metadata(&[]).await.ok();
             let broker = self.net.metadata().brokers().next().map(|(id, _)| id);
-            let request = Request::CreateTopics {
+            let request = CreateTopicsRequest {
                 topics: vec![topic.clone()],
                 timeout_ms: options.admin_timeout_ms,
             };
@@ -75,14 +75,14 @@ impl Admin for SimAdmin {
                 )),
             };
             let last_error = match result {
-                Ok(Response::CreateTopics { results }) => {
+                Ok(CreateTopicsResponse { results }) => {
                     let error = results
                         .iter()
-                        .find(|(name, _)| *name == topic.name)
+                        .find(|result| result.name == topic.name)
                         .unwrap_or_else(|| {
                             panic!("CreateTopics answer without {}: {results:?}", topic.name)
                         })
-                        .1;
+                        .error;
                     match error {
                         None => break,
                         Some(ErrorCode::TopicAlreadyExists) if outcome_unknown => break,
@@ -93,7 +93,6 @@ impl Admin for SimAdmin {
                         Some(code) => return Err(errors::broker_error(code, &context)),
                     }
                 }
-                Ok(other) => panic!("CreateTopics answered with {other:?}"),
                 Err(error) => {
                     outcome_unknown = true;
                     errors::from_net(&error, &context)

@@ -15,7 +15,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -92,6 +92,11 @@ struct Shared {
     next_correlation_id: Cell<u32>,
     /// `Some` once the connection is closed: why.
     closed: RefCell<Option<NetError>>,
+    /// Bound on `pending` (and so on the outbox, whose frames all have a
+    /// pending slot).
+    pending_max: usize,
+    /// Raised when a pending request finishes (room for a waiting one).
+    room: Notify,
 }
 
 impl Shared {
@@ -109,6 +114,7 @@ impl Shared {
             // The caller may have given up (its future dropped): ignore.
             let _ = slot.send(Err(reason.clone()));
         }
+        self.room.notify_waiters();
     }
 
     fn complete(&self, frame: Frame<Response>) {
@@ -116,6 +122,7 @@ impl Shared {
         match slot {
             Some(slot) => {
                 let _ = slot.send(Ok(frame.body));
+                self.room.notify_waiters();
             }
             None => {
                 // A response to a request we never sent is a broker bug; an
@@ -144,12 +151,16 @@ impl Connection {
         endpoint: Endpoint,
         connect_timeout: Duration,
         connect_not_before: Option<Instant>,
+        pending_max: usize,
     ) -> Connection {
+        assert!(pending_max > 0, "a connection must allow one request");
         let shared = Rc::new(Shared {
             endpoint: endpoint.clone(),
             pending: RefCell::new(BTreeMap::new()),
             next_correlation_id: Cell::new(0),
             closed: RefCell::new(None),
+            pending_max,
+            room: Notify::new(),
         });
         let (outbox, inbox) = mpsc::unbounded_channel();
         let io_task = tokio::task::spawn_local(run(
@@ -188,6 +199,31 @@ impl Connection {
         if let Some(reason) = self.closed() {
             return Err(reason);
         }
+        let mut timeout = timeout;
+        if self.shared.pending.borrow().len() >= self.shared.pending_max {
+            // Never at the default bound: the wait (and its timer) happens
+            // only on a full connection.
+            let started = super::now();
+            if tokio::time::timeout(timeout, self.room_for_one())
+                .await
+                .is_err()
+            {
+                return Err(NetError::TimedOut {
+                    endpoint: self.shared.endpoint.to_string(),
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            if let Some(reason) = self.closed() {
+                return Err(reason);
+            }
+            timeout = timeout.saturating_sub(super::now().duration_since(started));
+        }
+        assert!(
+            self.shared.pending.borrow().len() < self.shared.pending_max,
+            "{}: more than {} requests pending",
+            self.shared.endpoint,
+            self.shared.pending_max
+        );
         let correlation_id = self.shared.next_correlation_id.get();
         self.shared
             .next_correlation_id
@@ -229,6 +265,20 @@ impl Connection {
                 self.close(reason.clone());
                 Err(reason)
             }
+        }
+    }
+
+    /// Waits until the connection has room for one more request (or is
+    /// closed).
+    async fn room_for_one(&self) {
+        loop {
+            let room = self.shared.room.notified();
+            if self.closed().is_some()
+                || self.shared.pending.borrow().len() < self.shared.pending_max
+            {
+                return;
+            }
+            room.await;
         }
     }
 

@@ -21,6 +21,9 @@ pub(crate) const OFFSET_OUT_OF_RANGE: i32 = 1;
 pub(crate) const FENCED_LEADER_EPOCH: i32 = 74;
 /// The fetcher's leader epoch is newer than the broker's.
 pub(crate) const UNKNOWN_LEADER_EPOCH: i32 = 75;
+/// librdkafka's local RD_KAFKA_RESP_ERR__QUEUE_FULL: the producer's buffer
+/// is full (the rdkafka transport reports it with this number).
+pub(crate) const QUEUE_FULL: i32 = -184;
 
 /// Whether Kafka's clients retry this broker error by themselves.
 pub(crate) fn is_retriable(code: ErrorCode) -> bool {

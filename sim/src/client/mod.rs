@@ -96,6 +96,22 @@ pub struct SimClientOptions {
     /// The rebalance timeout a member announces in JoinGroup (librdkafka
     /// uses `max.poll.interval.ms`, 300 s).
     pub rebalance_timeout_ms: u32,
+    /// librdkafka's `queue.buffering.max.messages`: the records a producer
+    /// holds (waiting for metadata, queued, batched or in flight, until
+    /// their delivery is reported) before `send` refuses more with
+    /// QUEUE_FULL, a retriable error, at once — librdkafka's
+    /// `rd_kafka_producev` without `RD_KAFKA_MSG_F_BLOCK`, which the
+    /// rdkafka transport uses (Kafka's Java producer instead blocks `send`
+    /// for up to `max.block.ms` in `BufferPool.allocate`; the seam's `send`
+    /// does not wait). The simulated producer holds no bytes to bound, so
+    /// `queue.buffering.max.kbytes` has no counterpart.
+    pub queue_buffering_max_messages: usize,
+    /// `max.in.flight.requests.per.connection`: requests a connection holds
+    /// (queued to be written or waiting for their answer); a request beyond
+    /// it waits, within its timeout, for one to finish, as librdkafka keeps
+    /// it in the broker's output queue. This bounds the connection's
+    /// outbox.
+    pub max_in_flight_requests_per_connection: usize,
 }
 
 impl Default for SimClientOptions {
@@ -115,6 +131,10 @@ impl Default for SimClientOptions {
             max_record_bytes: 1_048_576,
             topic_missing_timeout_ms: 10_000,
             rebalance_timeout_ms: 300_000,
+            // librdkafka's default.
+            queue_buffering_max_messages: 100_000,
+            // librdkafka's default.
+            max_in_flight_requests_per_connection: 1_000_000,
         }
     }
 }

@@ -14,14 +14,19 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use eddyline_engine::transport::{ErrorCode, TransportError, TransportResult};
+use eddyline_engine::transport::{
+    ErrorCode, OffsetAndMetadata, TopicPartition, TransportError, TransportResult,
+};
 use tokio::time::Instant;
 
 use super::connection::{Connection, Endpoint, NetError};
 use super::errors;
 use super::metadata::MetadataCache;
 use super::{SimClientOptions, now};
-use crate::protocol::{BrokerId, BrokerInfo, CoordinatorType, Request, Response};
+use crate::protocol::{
+    Api, BrokerId, BrokerInfo, CoordinatorType, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataRequest, MetadataResponse, PartitionError, answer_for,
+};
 
 /// Which connection to a broker a request uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,6 +125,7 @@ impl NetworkClient {
             endpoint.clone(),
             Duration::from_millis(u64::from(options.connect_timeout_ms)),
             not_before,
+            options.max_in_flight_requests_per_connection,
         ));
         self.inner
             .connections
@@ -128,16 +134,27 @@ impl NetworkClient {
         connection
     }
 
-    /// Sends a request to an endpoint on a lane and waits up to `timeout`.
-    pub(crate) async fn call(
+    /// Sends a request to an endpoint on a lane and waits up to `timeout`
+    /// for its API's answer.
+    ///
+    /// An answer of another API is a broken invariant of the broker: this is
+    /// the one place that reports it (a panic naming the API).
+    pub(crate) async fn call<A: Api>(
         &self,
         endpoint: &Endpoint,
         lane: Lane,
-        request: Request,
+        request: A,
         timeout: Duration,
-    ) -> Result<Response, NetError> {
+    ) -> Result<A::Response, NetError> {
         let connection = self.connection(endpoint, lane);
-        let result = connection.call(request, timeout).await;
+        let result = connection
+            .call(request.into(), timeout)
+            .await
+            .and_then(|response| {
+                A::response(response).map_err(|other| {
+                    NetError::Unexpected(format!("{} answered with {other:?}", A::NAME))
+                })
+            });
         if let Err(NetError::TimedOut { .. }) = &result {
             // The path to this broker broke (or is broken): reset every
             // connection to it, not only the one that timed out — as if the
@@ -165,13 +182,13 @@ impl NetworkClient {
     }
 
     /// Sends a request to a broker by id (its endpoint from the metadata).
-    pub(crate) async fn call_broker(
+    pub(crate) async fn call_broker<A: Api>(
         &self,
         broker: BrokerId,
         lane: Lane,
-        request: Request,
+        request: A,
         timeout: Duration,
-    ) -> Result<Response, NetError> {
+    ) -> Result<A::Response, NetError> {
         let Some(endpoint) = self.broker_endpoint(broker) else {
             return Err(NetError::Connect(format!(
                 "broker {broker} is not in the metadata"
@@ -237,17 +254,16 @@ impl NetworkClient {
         let timeout = Duration::from_millis(u64::from(self.inner.options.metadata_timeout_ms));
         let mut last_error = None;
         for endpoint in self.metadata_candidates() {
-            let request = Request::Metadata {
+            let request = MetadataRequest {
                 topics: Some(topics.to_vec()),
             };
             match self.call(&endpoint, Lane::Control, request, timeout).await {
-                Ok(Response::Metadata {
+                Ok(MetadataResponse {
                     brokers, topics, ..
                 }) => {
                     self.inner.metadata.borrow_mut().apply(&brokers, &topics);
                     return Ok(());
                 }
-                Ok(other) => panic!("Metadata answered with {other:?}"),
                 Err(error) => last_error = Some(error),
             }
         }
@@ -304,7 +320,7 @@ impl NetworkClient {
                 .first()
                 .expect("bootstrap is never empty")
                 .clone();
-            let request = Request::FindCoordinator {
+            let request = FindCoordinatorRequest {
                 key_type,
                 key: key.to_string(),
             };
@@ -313,11 +329,11 @@ impl NetworkClient {
                 Duration::from_millis(u64::from(self.inner.options.metadata_timeout_ms)),
             );
             match self.call(&endpoint, Lane::Control, request, timeout).await {
-                Ok(Response::FindCoordinator {
+                Ok(FindCoordinatorResponse {
                     error: None,
                     node: Some(BrokerInfo { host, .. }),
                 }) => return Ok(self.endpoint_of_host(&host)),
-                Ok(Response::FindCoordinator { error, .. }) => {
+                Ok(FindCoordinatorResponse { error, .. }) => {
                     let code = error.unwrap_or(ErrorCode::CoordinatorNotAvailable);
                     if !errors::is_retriable(code) {
                         return Err(errors::broker_error(
@@ -328,7 +344,6 @@ impl NetworkClient {
                     last_error =
                         errors::broker_error(code, format!("FindCoordinator({key_type:?}, {key})"));
                 }
-                Ok(other) => panic!("FindCoordinator answered with {other:?}"),
                 Err(error) => {
                     last_error =
                         errors::from_net(&error, format!("FindCoordinator({key_type:?}, {key})"));
@@ -339,6 +354,109 @@ impl NetworkClient {
             }
             backoff.sleep_until_at_most(deadline).await;
         }
+    }
+
+    /// One request to a group or transaction coordinator, retried until
+    /// `deadline`: look the coordinator up (FindCoordinator, or the cached
+    /// endpoint), send the request built by `request`, and let `answer` say
+    /// what the response means. A network error or an answer that
+    /// [`Attempt::Relocate`]s forgets the cached coordinator, so the next
+    /// attempt looks it up again; every retry waits a backoff (shorter after
+    /// CONCURRENT_TRANSACTIONS, as the Java client does).
+    pub(crate) async fn coordinator_call<A: Api, T>(
+        &self,
+        coordinator: &Coordinator<'_>,
+        context: &str,
+        deadline: Instant,
+        request_timeout: Duration,
+        mut request: impl FnMut() -> A,
+        mut answer: impl FnMut(A::Response) -> Attempt<T>,
+    ) -> TransportResult<T> {
+        let mut backoff = Backoff::new(&self.inner.options);
+        loop {
+            let endpoint = self.coordinator_endpoint(coordinator, deadline).await?;
+            let timeout = self.attempt_timeout(deadline, request_timeout);
+            let last_error = match self
+                .call(&endpoint, Lane::Control, request(), timeout)
+                .await
+            {
+                Ok(response) => match answer(response) {
+                    Attempt::Done(value) => return Ok(value),
+                    Attempt::Fail(error) => return Err(error),
+                    Attempt::Retry(error) => error,
+                    Attempt::Relocate(error) => {
+                        coordinator.forget();
+                        error
+                    }
+                },
+                Err(error) => {
+                    coordinator.forget();
+                    errors::from_net(&error, context)
+                }
+            };
+            if now() >= deadline {
+                return Err(deadline_error(last_error));
+            }
+            if last_error.code == ErrorCode::ConcurrentTransactions {
+                let wake = (now() + CONCURRENT_TRANSACTIONS_BACKOFF).min(deadline);
+                tokio::time::sleep_until(wake).await;
+            } else {
+                backoff.sleep_until_at_most(deadline).await;
+            }
+        }
+    }
+
+    /// Offsets for a group's coordinator (OffsetCommit, TxnOffsetCommit)
+    /// through [`NetworkClient::coordinator_call`]: sends `offsets`, then
+    /// again those whose partition got a retriable error, until none is
+    /// left; the first other error ends the call as `refuse` says.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn commit_offsets_call<A: Api>(
+        &self,
+        group_id: &str,
+        context: &str,
+        deadline: Instant,
+        request_timeout: Duration,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+        request: impl Fn(Vec<(TopicPartition, OffsetAndMetadata)>) -> A,
+        results: impl Fn(A::Response) -> Vec<PartitionError>,
+        mut refuse: impl FnMut(ErrorCode) -> TransportError,
+    ) -> TransportResult<()> {
+        let remaining = RefCell::new(offsets);
+        self.coordinator_call(
+            &Coordinator::group(group_id),
+            context,
+            deadline,
+            request_timeout,
+            || request(remaining.borrow().clone()),
+            |response| {
+                let sent = std::mem::take(&mut *remaining.borrow_mut());
+                let left = offsets_left(A::NAME, sent, &results(response), &mut refuse);
+                Attempt::of_partitions(&remaining, left, context)
+            },
+        )
+        .await
+    }
+
+    /// The coordinator's endpoint: the cached one, else FindCoordinator's
+    /// answer (cached if the coordinator has a cache).
+    pub(crate) async fn coordinator_endpoint(
+        &self,
+        coordinator: &Coordinator<'_>,
+        deadline: Instant,
+    ) -> TransportResult<Endpoint> {
+        if let Some(cache) = coordinator.cache {
+            if let Some(endpoint) = cache.borrow().clone() {
+                return Ok(endpoint);
+            }
+        }
+        let endpoint = self
+            .find_coordinator(coordinator.key_type, coordinator.key, deadline)
+            .await?;
+        if let Some(cache) = coordinator.cache {
+            *cache.borrow_mut() = Some(endpoint.clone());
+        }
+        Ok(endpoint)
     }
 
     /// The timeout for one request that must finish by `deadline`: the
@@ -360,6 +478,122 @@ impl NetworkClient {
             .min((request_timeout / 2).max(Duration::from_millis(1)))
     }
 }
+
+/// The Java client retries CONCURRENT_TRANSACTIONS sooner than other errors
+/// (the previous transaction is still completing).
+pub(crate) const CONCURRENT_TRANSACTIONS_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A group or transaction coordinator, as [`NetworkClient::coordinator_call`]
+/// finds it.
+pub(crate) struct Coordinator<'a> {
+    pub(crate) key_type: CoordinatorType,
+    /// The group id or the transactional id.
+    pub(crate) key: &'a str,
+    /// `Some`: the endpoint found last, reused until an attempt relocates
+    /// or fails on the network (the producer's transaction coordinator);
+    /// `None`: FindCoordinator before every attempt.
+    pub(crate) cache: Option<&'a RefCell<Option<Endpoint>>>,
+}
+
+impl<'a> Coordinator<'a> {
+    /// A group's coordinator, looked up before every attempt.
+    pub(crate) fn group(group_id: &'a str) -> Coordinator<'a> {
+        Coordinator {
+            key_type: CoordinatorType::Group,
+            key: group_id,
+            cache: None,
+        }
+    }
+
+    pub(crate) fn forget(&self) {
+        if let Some(cache) = self.cache {
+            *cache.borrow_mut() = None;
+        }
+    }
+}
+
+/// What one answer of a coordinator means for a [`NetworkClient::coordinator_call`].
+pub(crate) enum Attempt<T> {
+    /// The call's result.
+    Done(T),
+    /// The call failed for good.
+    Fail(TransportError),
+    /// A retriable error: try again after a backoff.
+    Retry(TransportError),
+    /// The coordinator moved or is unavailable (NOT_COORDINATOR,
+    /// COORDINATOR_NOT_AVAILABLE, ...): look it up again, then retry.
+    Relocate(TransportError),
+}
+
+impl<T> Attempt<T> {
+    /// A coordinator's error `code`: relocate after a coordinator error,
+    /// retry a retriable one, else `otherwise(code)`.
+    pub(crate) fn of_error(
+        code: ErrorCode,
+        context: &str,
+        otherwise: impl FnOnce(ErrorCode) -> Attempt<T>,
+    ) -> Attempt<T> {
+        if errors::is_coordinator_error(code) {
+            Attempt::Relocate(errors::broker_error(code, context))
+        } else if errors::is_retriable(code) {
+            Attempt::Retry(errors::broker_error(code, context))
+        } else {
+            otherwise(code)
+        }
+    }
+}
+
+impl Attempt<()> {
+    /// A per-partition answer (`(to retry, last retriable error)`, or the
+    /// error that ends the call): done when nothing is left to retry, else
+    /// a retry of the partitions left, which it stores in `remaining`.
+    fn of_partitions<P>(
+        remaining: &RefCell<Vec<P>>,
+        answer: TransportResult<PartitionsLeft<P>>,
+        context: &str,
+    ) -> Attempt<()> {
+        match answer {
+            Ok((retry, None)) => {
+                assert!(retry.is_empty(), "{context}: a retry without an error");
+                Attempt::Done(())
+            }
+            Ok((retry, Some(code))) => {
+                *remaining.borrow_mut() = retry;
+                Attempt::Retry(errors::broker_error(code, context))
+            }
+            Err(error) => Attempt::Fail(error),
+        }
+    }
+}
+
+/// Goes through a per-partition answer to the offsets `sent`: a retriable
+/// error leaves its offset to send again; the first other error ends the
+/// call with `refuse(code)` (which may change the client's state: it is
+/// called at most once).
+fn offsets_left(
+    api: &str,
+    sent: Vec<(TopicPartition, OffsetAndMetadata)>,
+    results: &[PartitionError],
+    refuse: &mut impl FnMut(ErrorCode) -> TransportError,
+) -> TransportResult<PartitionsLeft<(TopicPartition, OffsetAndMetadata)>> {
+    let mut retry = Vec::new();
+    let mut last = None;
+    for (partition, offset) in sent {
+        match answer_for(api, results, &partition).error {
+            None => {}
+            Some(code) if errors::is_retriable(code) => {
+                last = Some(code);
+                retry.push((partition, offset));
+            }
+            Some(code) => return Err(refuse(code)),
+        }
+    }
+    Ok((retry, last))
+}
+
+/// The partitions of a request to send again, with the last retriable error
+/// one of them got (`None` when they all succeeded).
+pub(crate) type PartitionsLeft<P> = (Vec<P>, Option<ErrorCode>);
 
 /// The error a retry loop returns when its deadline passes: the last error,
 /// as a timeout if it was retriable (the caller may try again later).

@@ -1,23 +1,46 @@
-//! A tiny raw client for broker tests: requests over `rpc::Connection`.
-//! (The real client is `SimTransport`; these tests talk the wire protocol
-//! directly to check what a broker answers.)
+//! The helpers of the simulator's integration tests, for both kinds:
+//!
+//! - broker tests talk the wire protocol directly over `rpc::Connection`
+//!   (a tiny raw client) to check what a broker answers;
+//! - client tests go through `SimTransport`, the engine's transport on the
+//!   simulated cluster, with polling loops that have bounds.
+//!
+//! Every test's seed honours `EDDY_SEED` ([`seed_or`]); helpers that need
+//! the cluster take its handle.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic, TopicPartition};
+use eddyline_engine::transport::{
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, Isolation, Message, NewTopic,
+    ProducerConfig, ProducerRecord, TopicPartition, Transport,
+};
 use eddyline_sim::Seed;
+use eddyline_sim::SimTransport;
 use eddyline_sim::cluster::{BROKER_PORT, ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::protocol::{
-    FetchPartition, FetchResult, ProduceBatch, ProduceResult, ProducerEpoch, ProducerId,
-    RecordData, Request, Response,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    CreateTopicsRequest, CreateTopicsResponse, EndTxnRequest, EndTxnResponse, FetchPartition,
+    FetchRequest, FetchResponse, FetchResult, FindCoordinatorRequest, FindCoordinatorResponse,
+    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, LeaveGroupResponse,
+    OffsetCommitResponse, OffsetFetchResponse, ProduceBatch, ProduceRequest, ProduceResponse,
+    ProduceResult, ProducerEpoch, ProducerId, RecordData, Request, Response, TopicError,
+    TxnOffsetCommitResponse,
 };
 use eddyline_sim::rpc::Connection;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The seed of a test: `EDDY_SEED` if set, else the given default.
+pub fn seed_or(default: u64) -> Seed {
+    match std::env::var("EDDY_SEED") {
+        Ok(text) => text.parse().expect("EDDY_SEED must be a seed"),
+        Err(_) => Seed::new(default),
+    }
+}
+
 pub fn cluster(seed: u64) -> SimCluster {
-    SimCluster::new(Seed::new(seed), config_from_env()).expect("valid config")
+    SimCluster::new(seed_or(seed), config_from_env()).expect("valid config")
 }
 
 /// The default cluster with the output the environment asks for:
@@ -36,23 +59,17 @@ pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-thread_local! {
-    static HANDLE: std::cell::RefCell<Option<ClusterHandle>> = const { std::cell::RefCell::new(None) };
-}
-
 /// A broker that is not crashed, to send broker-agnostic requests to.
-pub fn live_broker(attempt: usize) -> i32 {
-    let down = |id: i32| HANDLE.with(|h| h.borrow().as_ref().is_some_and(|h| h.is_broker_down(id)));
+pub fn live_broker(handle: &ClusterHandle, attempt: usize) -> i32 {
     (0..3)
         .map(|i| ((attempt + i) % 3) as i32)
-        .find(|&id| !down(id))
+        .find(|&id| !handle.is_broker_down(id))
         .unwrap_or(0)
 }
 
 /// Waits until every broker is live and the internal topics exist.
 pub async fn wait_ready(handle: &ClusterHandle) {
-    HANDLE.with(|h| *h.borrow_mut() = Some(handle.clone()));
-    for _ in 0..10_000 {
+    for _ in 0..20_000 {
         if handle.is_ready() {
             return;
         }
@@ -76,7 +93,7 @@ pub async fn create_topic(handle: &ClusterHandle, name: &str, partitions: i32) {
     let mut connection = connect(0);
     let response = call(
         &mut connection,
-        Request::CreateTopics {
+        Request::CreateTopics(CreateTopicsRequest {
             topics: vec![NewTopic {
                 name: name.to_string(),
                 partitions,
@@ -84,11 +101,19 @@ pub async fn create_topic(handle: &ClusterHandle, name: &str, partitions: i32) {
                 configs: Vec::new(),
             }],
             timeout_ms: 5_000,
-        },
+        }),
     )
     .await;
     match response {
-        Response::CreateTopics { results } => assert_eq!(results, vec![(name.to_string(), None)]),
+        Response::CreateTopics(CreateTopicsResponse { results }) => {
+            assert_eq!(
+                results,
+                vec![TopicError {
+                    name: name.to_string(),
+                    error: None
+                }]
+            )
+        }
         other => panic!("unexpected {other:?}"),
     }
     // Wait until every partition has a leader and a full ISR.
@@ -151,15 +176,15 @@ pub async fn produce_to(
 ) -> ProduceResult {
     match call(
         connection,
-        Request::Produce {
+        Request::Produce(ProduceRequest {
             transactional_id: transactional_id.map(str::to_string),
             timeout_ms: 5_000,
             batches: vec![batch],
-        },
+        }),
     )
     .await
     {
-        Response::Produce { mut results } => results.remove(0),
+        Response::Produce(ProduceResponse { mut results }) => results.remove(0),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -184,7 +209,7 @@ pub async fn fetch_from(
 ) -> FetchResult {
     match call(
         connection,
-        Request::Fetch {
+        Request::Fetch(FetchRequest {
             replica_id: None,
             isolation,
             max_wait_ms,
@@ -195,14 +220,14 @@ pub async fn fetch_from(
                 current_leader_epoch: None,
                 max_records: 10_000,
             }],
-        },
+        }),
     )
     .await
     {
-        Response::Fetch {
+        Response::Fetch(FetchResponse {
             error: None,
             mut partitions,
-        } => partitions.remove(0),
+        }) => partitions.remove(0),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -248,24 +273,25 @@ pub fn err(result: &ProduceResult) -> ErrorCode {
 
 /// A connection to the coordinator of `key`, retrying while there is none.
 pub async fn coordinator(
+    handle: &ClusterHandle,
     key_type: eddyline_sim::protocol::CoordinatorType,
     key: &str,
 ) -> Connection {
     for attempt in 0..1_000 {
         // Any broker answers; a crashed one never does (try the next).
-        let response = connect(live_broker(attempt))
+        let response = connect(live_broker(handle, attempt))
             .call(
-                Request::FindCoordinator {
+                Request::FindCoordinator(FindCoordinatorRequest {
                     key_type,
                     key: key.to_string(),
-                },
+                }),
                 500,
             )
             .await;
-        if let Ok(Response::FindCoordinator {
+        if let Ok(Response::FindCoordinator(FindCoordinatorResponse {
             error: None,
             node: Some(node),
-        }) = response
+        })) = response
         {
             return Connection::new(&node.host, BROKER_PORT);
         }
@@ -278,13 +304,14 @@ pub async fn coordinator(
 /// error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
 /// CONCURRENT_TRANSACTIONS), as a client's retry loop would.
 pub async fn coordinator_call(
+    handle: &ClusterHandle,
     key_type: eddyline_sim::protocol::CoordinatorType,
     key: &str,
     request: Request,
 ) -> Response {
     let mut last = String::from("no answer");
     for _ in 0..1_000 {
-        let mut connection = coordinator(key_type, key).await;
+        let mut connection = coordinator(handle, key_type, key).await;
         let response = match connection.call(request.clone(), 2_000).await {
             Ok(response) => response,
             Err(error) => {
@@ -318,101 +345,116 @@ fn retriable_coordinator_error(response: &Response) -> bool {
         )
     };
     match response {
-        Response::InitProducerId { error, .. }
-        | Response::AddOffsetsToTxn { error }
-        | Response::EndTxn { error }
-        | Response::Heartbeat { error }
-        | Response::LeaveGroup { error }
-        | Response::OffsetFetch { error, .. } => retriable(error),
-        Response::AddPartitionsToTxn { results }
-        | Response::TxnOffsetCommit { results }
-        | Response::OffsetCommit { results } => results.iter().any(|(_, e)| retriable(e)),
+        Response::InitProducerId(InitProducerIdResponse { error, .. })
+        | Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error })
+        | Response::EndTxn(EndTxnResponse { error })
+        | Response::Heartbeat(HeartbeatResponse { error })
+        | Response::LeaveGroup(LeaveGroupResponse { error })
+        | Response::OffsetFetch(OffsetFetchResponse { error, .. }) => retriable(error),
+        Response::AddPartitionsToTxn(AddPartitionsToTxnResponse { results })
+        | Response::TxnOffsetCommit(TxnOffsetCommitResponse { results })
+        | Response::OffsetCommit(OffsetCommitResponse { results }) => {
+            results.iter().any(|result| retriable(&result.error))
+        }
         _ => false,
     }
 }
 
-pub fn txn_call(
+pub async fn txn_call(
+    handle: &ClusterHandle,
     transactional_id: &str,
     request: Request,
-) -> impl std::future::Future<Output = Response> {
+) -> Response {
     coordinator_call(
+        handle,
         eddyline_sim::protocol::CoordinatorType::Transaction,
         transactional_id,
         request,
     )
+    .await
 }
 
-pub fn group_call(group_id: &str, request: Request) -> impl std::future::Future<Output = Response> {
+pub async fn group_call(handle: &ClusterHandle, group_id: &str, request: Request) -> Response {
     coordinator_call(
+        handle,
         eddyline_sim::protocol::CoordinatorType::Group,
         group_id,
         request,
     )
+    .await
 }
 
 /// InitProducerId for a transactional id: (producer id, epoch).
 pub async fn init_transactions(
+    handle: &ClusterHandle,
     transactional_id: &str,
     timeout_ms: u32,
 ) -> (ProducerId, ProducerEpoch) {
     let response = txn_call(
+        handle,
         transactional_id,
-        Request::InitProducerId {
+        Request::InitProducerId(InitProducerIdRequest {
             transactional_id: Some(transactional_id.to_string()),
             transaction_timeout_ms: timeout_ms,
             producer_id: -1,
             producer_epoch: -1,
-        },
+        }),
     )
     .await;
     match response {
-        Response::InitProducerId {
+        Response::InitProducerId(InitProducerIdResponse {
             error: None,
             producer_id,
             producer_epoch,
-        } => (producer_id, producer_epoch),
+        }) => (producer_id, producer_epoch),
         other => panic!("unexpected {other:?}"),
     }
 }
 
 pub async fn add_partitions(
+    handle: &ClusterHandle,
     transactional_id: &str,
     (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
     partitions: &[TopicPartition],
 ) -> Vec<Option<ErrorCode>> {
     match txn_call(
+        handle,
         transactional_id,
-        Request::AddPartitionsToTxn {
+        Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch,
             partitions: partitions.to_vec(),
-        },
+        }),
     )
     .await
     {
-        Response::AddPartitionsToTxn { results } => results.into_iter().map(|(_, e)| e).collect(),
+        Response::AddPartitionsToTxn(AddPartitionsToTxnResponse { results }) => {
+            results.into_iter().map(|result| result.error).collect()
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
 
 pub async fn end_txn(
+    handle: &ClusterHandle,
     transactional_id: &str,
     (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
     committed: bool,
 ) -> Option<ErrorCode> {
     match txn_call(
+        handle,
         transactional_id,
-        Request::EndTxn {
+        Request::EndTxn(EndTxnRequest {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch,
             committed,
-        },
+        }),
     )
     .await
     {
-        Response::EndTxn { error } => error,
+        Response::EndTxn(EndTxnResponse { error }) => error,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -422,9 +464,9 @@ pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i
     for _ in 0..2_000 {
         if let Some(leader) = handle.leader_of(tp) {
             let mut connection = connect(leader);
-            if let Ok(Response::Fetch { partitions, .. }) = connection
+            if let Ok(Response::Fetch(FetchResponse { partitions, .. })) = connection
                 .call(
-                    Request::Fetch {
+                    Request::Fetch(FetchRequest {
                         replica_id: None,
                         isolation: Isolation::ReadCommitted,
                         max_wait_ms: 0,
@@ -435,7 +477,7 @@ pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i
                             current_leader_epoch: None,
                             max_records: 100_000,
                         }],
-                    },
+                    }),
                     5_000,
                 )
                 .await
@@ -448,4 +490,149 @@ pub async fn wait_for_lso(handle: &ClusterHandle, tp: &TopicPartition, offset: i
         sleep_ms(10).await;
     }
     panic!("LSO of {tp} never reached {offset}");
+}
+
+// ---- client tests: through `SimTransport` ----------------------------
+
+pub fn transport(handle: &ClusterHandle) -> SimTransport {
+    SimTransport::new(handle.bootstrap())
+}
+
+/// Creates a topic through the transport's admin client (replication 3).
+pub async fn admin_create_topic(transport: &SimTransport, name: &str, partitions: i32) {
+    let admin = transport.admin().await.expect("admin");
+    admin
+        .create_topic(&NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: 3,
+            configs: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+pub fn to_partition(topic: &str, partition: i32, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.to_string(),
+        partition: Some(partition),
+        key: None,
+        value: Some(value.as_bytes().to_vec()),
+        timestamp_ms: Some(1_000),
+        headers: Vec::new(),
+    }
+}
+
+pub fn keyed(topic: &str, key: &str, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.to_string(),
+        partition: None,
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec()),
+        timestamp_ms: None,
+        headers: vec![("h".to_string(), b"1".to_vec())],
+    }
+}
+
+pub fn producer_config(name: &str, transactional_id: Option<&str>) -> ProducerConfig {
+    let mut config = ProducerConfig::new(name, transactional_id.map(str::to_string));
+    config.request_timeout_ms = 5_000;
+    config.delivery_timeout_ms = 60_000;
+    config.transaction_timeout_ms = 30_000;
+    config
+}
+
+pub fn consumer_config(name: &str, group: Option<&str>) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(name, group.map(str::to_string));
+    config.session_timeout_ms = 3_000;
+    config.heartbeat_interval_ms = 300;
+    config.request_timeout_ms = 5_000;
+    config
+}
+
+pub fn text(message: &Message) -> String {
+    String::from_utf8(message.value.clone().unwrap_or_default()).expect("utf-8 values")
+}
+
+pub fn messages(events: &[ConsumerEvent]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ConsumerEvent::Message(message) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls until `done` holds for everything polled so far; panics after
+/// `timeout_ms` of simulated time.
+pub async fn poll_until<C: Consumer>(
+    consumer: &mut C,
+    timeout_ms: u64,
+    mut done: impl FnMut(&[ConsumerEvent]) -> bool,
+) -> Vec<ConsumerEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut events = Vec::new();
+    while !done(&events) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "poll_until: condition not met within {timeout_ms} ms; got {events:?}"
+        );
+        let batch = consumer
+            .poll(100, Duration::from_millis(100))
+            .await
+            .expect("poll");
+        events.extend(batch);
+    }
+    events
+}
+
+/// Polls until `count` messages came; returns them.
+pub async fn read_messages<C: Consumer>(
+    consumer: &mut C,
+    count: usize,
+    timeout_ms: u64,
+) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut read = Vec::with_capacity(count);
+    while read.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read_messages: {} of {count} messages within {timeout_ms} ms",
+            read.len()
+        );
+        let batch = consumer
+            .poll(500, Duration::from_millis(100))
+            .await
+            .expect("poll");
+        read.extend(batch.into_iter().filter_map(|event| match event {
+            ConsumerEvent::Message(message) => Some(message),
+            _ => None,
+        }));
+    }
+    read
+}
+
+/// Polls for `duration_ms` and returns every event that came.
+pub async fn poll_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<ConsumerEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(duration_ms);
+    let mut events = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        events.extend(
+            consumer
+                .poll(100, Duration::from_millis(50))
+                .await
+                .expect("poll"),
+        );
+    }
+    events
+}
+
+/// Polls for `duration_ms` and returns every message that came.
+pub async fn read_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<Message> {
+    messages(&poll_for(consumer, duration_ms).await)
+}
+
+pub fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
 }

@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use eddyline_engine::transport::{ConsumerEvent, ErrorCode, ErrorKind, TransportError};
+use eddyline_engine::transport::{
+    ConsumerEvent, ErrorCode, ErrorKind, TopicPartition, TransportError,
+};
 
 use super::Shared;
 use super::state::{Mode, Phase};
@@ -24,7 +26,11 @@ use crate::client::connection::Endpoint;
 use crate::client::errors::{self, MEMBER_ID_REQUIRED};
 use crate::client::network::{Backoff, Lane};
 use crate::client::{ms, now};
-use crate::protocol::{CoordinatorType, JoinProtocol, Request, Response};
+use crate::protocol::{
+    CoordinatorType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment, SyncGroupRequest,
+    SyncGroupResponse,
+};
 
 /// The protocol type of consumer groups.
 const CONSUMER_PROTOCOL: &str = "consumer";
@@ -122,17 +128,46 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
             group.subscription.clone(),
         )
     };
+    let joined = join_group(shared, &coordinator, &group_id, member_id, &subscription).await?;
+    let assignments = if joined.leader == joined.member_id {
+        leader_assignment(shared, &joined.members).await
+    } else {
+        Vec::new()
+    };
+    let assignment = sync_group(shared, &coordinator, group_id, &joined, assignments).await?;
+    install_assignment(shared, joined.generation_id, &subscription, assignment);
+    Ok(())
+}
+
+/// A successful JoinGroup's answer.
+struct Joined {
+    generation_id: i32,
+    leader: String,
+    /// The member id the coordinator assigned.
+    member_id: String,
+    /// Every member's subscription (for the leader only).
+    members: Vec<crate::protocol::JoinMember>,
+}
+
+/// JoinGroup: waits for the rebalance and answers the generation joined.
+async fn join_group(
+    shared: &Shared,
+    coordinator: &Endpoint,
+    group_id: &str,
+    member_id: String,
+    subscription: &[String],
+) -> Result<Joined, JoinEnd> {
     let options = shared.net.options().clone();
-    let request = Request::JoinGroup {
-        group_id: group_id.clone(),
+    let request = JoinGroupRequest {
+        group_id: group_id.to_string(),
         session_timeout_ms: shared.config.session_timeout_ms,
         rebalance_timeout_ms: options.rebalance_timeout_ms,
-        member_id: member_id.clone(),
+        member_id,
         group_instance_id: None,
         protocol_type: CONSUMER_PROTOCOL.to_string(),
         protocols: vec![JoinProtocol {
             name: RANGE.to_string(),
-            metadata: encode_subscription(&subscription),
+            metadata: encode_subscription(subscription),
         }],
         client_id: shared.config.client_id.clone(),
     };
@@ -147,64 +182,74 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         .request_timeout_ms
         .max(shared.config.session_timeout_ms)
         .min(options.rebalance_timeout_ms.saturating_add(JOIN_MARGIN_MS)));
-    let sync_timeout = ms(shared.config.request_timeout_ms);
     let response = shared
         .net
-        .call(&coordinator, Lane::Group, request, join_timeout)
+        .call(coordinator, Lane::Group, request, join_timeout)
         .await;
-    let (generation_id, leader, assigned_member_id, members) = match response {
-        Ok(Response::JoinGroup {
+    let joined = match response {
+        Ok(JoinGroupResponse {
             error: None,
             generation_id,
             leader,
             member_id,
             members,
             ..
-        }) => (generation_id, leader, member_id, members),
-        Ok(Response::JoinGroup {
+        }) => Joined {
+            generation_id,
+            leader,
+            member_id,
+            members,
+        },
+        Ok(JoinGroupResponse {
             error: Some(code),
             member_id: offered,
             ..
         }) => {
             return Err(join_error(shared, code, Some(offered), "JoinGroup"));
         }
-        Ok(other) => panic!("JoinGroup answered with {other:?}"),
         Err(_) => {
             forget_coordinator(shared);
             return Err(JoinEnd::Retry);
         }
     };
     assert!(
-        !assigned_member_id.is_empty() && generation_id >= 0,
+        !joined.member_id.is_empty() && joined.generation_id >= 0,
         "JoinGroup succeeded without a member id or generation"
     );
     if let Some(group) = shared.state.borrow_mut().group.as_mut() {
-        group.member_id = assigned_member_id.clone();
+        group.member_id = joined.member_id.clone();
     }
-    let assignments = if leader == assigned_member_id {
-        leader_assignment(shared, &members).await
-    } else {
-        Vec::new()
-    };
-    let request = Request::SyncGroup {
-        group_id: group_id.clone(),
-        generation_id,
-        member_id: assigned_member_id.clone(),
+    Ok(joined)
+}
+
+/// SyncGroup: sends the leader's assignments (none from a follower) and
+/// answers this member's partitions, sorted and without duplicates.
+async fn sync_group(
+    shared: &Shared,
+    coordinator: &Endpoint,
+    group_id: String,
+    joined: &Joined,
+    assignments: Vec<MemberAssignment>,
+) -> Result<Vec<TopicPartition>, JoinEnd> {
+    let sync_timeout = ms(shared.config.request_timeout_ms);
+    let request = SyncGroupRequest {
+        group_id,
+        generation_id: joined.generation_id,
+        member_id: joined.member_id.clone(),
         assignments,
     };
     let response = shared
         .net
-        .call(&coordinator, Lane::Group, request, sync_timeout)
+        .call(coordinator, Lane::Group, request, sync_timeout)
         .await;
     let assignment = match response {
-        Ok(Response::SyncGroup {
+        Ok(SyncGroupResponse {
             error: None,
             assignment,
         }) => assignment,
-        Ok(Response::SyncGroup {
+        Ok(SyncGroupResponse {
             error: Some(code), ..
         }) => return Err(join_error(shared, code, None, "SyncGroup")),
-        Ok(other) => panic!("SyncGroup answered with {other:?}"),
         Err(_) => {
             forget_coordinator(shared);
             return Err(JoinEnd::Retry);
@@ -213,16 +258,27 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
     let mut assignment = assignment;
     assignment.sort();
     assignment.dedup();
+    Ok(assignment)
+}
+
+/// The generation is joined: the member is `Stable` with `assignment`
+/// (unless the consumer moved on meanwhile).
+fn install_assignment(
+    shared: &Shared,
+    generation_id: i32,
+    subscription: &[String],
+    assignment: Vec<TopicPartition>,
+) {
     {
         let mut state = shared.state.borrow_mut();
         if state.mode != Mode::Group {
-            return Ok(());
+            return;
         }
         let group = state.group.as_mut().expect("group member");
         if group.phase != Phase::Joining {
             // The consumer changed its mind meanwhile (a new subscription
             // is handled by the next round).
-            return Ok(());
+            return;
         }
         group.generation_id = generation_id;
         group.phase = Phase::Stable;
@@ -236,17 +292,10 @@ async fn join(shared: &Rc<Shared>) -> Result<(), JoinEnd> {
         if resubscribed {
             // `subscribe` changed the topics while this round was running:
             // rebalance again for the new subscription (eager revoke).
-            let group = state.group.as_mut().expect("group member");
-            if assignment.is_empty() {
-                group.phase = Phase::Joining;
-            } else {
-                group.phase = Phase::RevokePending { delivered: false };
-                state.events.push_back(ConsumerEvent::Revoked(assignment));
-            }
+            state.begin_rebalance(assignment);
         }
     }
     shared.signal.raise();
-    Ok(())
 }
 
 /// What a JoinGroup or SyncGroup error means for the next attempt.
@@ -287,7 +336,7 @@ fn join_error(shared: &Shared, code: ErrorCode, offered: Option<String>, call: &
 async fn leader_assignment(
     shared: &Shared,
     members: &[crate::protocol::JoinMember],
-) -> Vec<(String, Vec<eddyline_engine::transport::TopicPartition>)> {
+) -> Vec<MemberAssignment> {
     let subscriptions: BTreeMap<String, Vec<String>> = members
         .iter()
         .map(|member| {
@@ -315,30 +364,20 @@ async fn leader_assignment(
             .filter_map(|topic| Some((topic.clone(), metadata.partition_count(topic)?)))
             .collect()
     };
-    range_assign(&subscriptions, &counts).into_iter().collect()
+    range_assign(&subscriptions, &counts)
+        .into_iter()
+        .map(|(member_id, partitions)| MemberAssignment {
+            member_id,
+            partitions,
+        })
+        .collect()
 }
 
 /// Sleeps until the next heartbeat is due (or the phase changes), then
 /// sends it and acts on the answer.
 async fn heartbeat_cycle(shared: &Rc<Shared>) {
-    let wake = now() + ms(shared.config.heartbeat_interval_ms);
-    loop {
-        let seen = shared.signal.generation();
-        let due = {
-            let state = shared.state.borrow();
-            matches!(
-                state.group.as_ref().map(|group| &group.phase),
-                Some(Phase::Stable | Phase::RevokePending { .. })
-            )
-        };
-        if !due {
-            // The phase changed (a completed revoke): go join.
-            return;
-        }
-        if now() >= wake {
-            break;
-        }
-        shared.signal.changed_since_or(seen, wake).await;
+    if !heartbeat_due(shared).await {
+        return;
     }
     let (group_id, generation_id, member_id, phase) = {
         let state = shared.state.borrow();
@@ -355,11 +394,47 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
     if !matches!(phase, Phase::Stable | Phase::RevokePending { .. }) {
         return;
     }
+    let error = send_heartbeat(shared, group_id, generation_id, member_id).await;
+    heartbeat_answered(shared, generation_id, error);
+}
+
+/// Sleeps until the next heartbeat is due: `false` if the phase changed
+/// meanwhile (a completed revoke: go join).
+async fn heartbeat_due(shared: &Shared) -> bool {
+    let wake = now() + ms(shared.config.heartbeat_interval_ms);
+    loop {
+        let seen = shared.signal.generation();
+        let due = {
+            let state = shared.state.borrow();
+            matches!(
+                state.group.as_ref().map(|group| &group.phase),
+                Some(Phase::Stable | Phase::RevokePending { .. })
+            )
+        };
+        if !due {
+            // The phase changed (a completed revoke): go join.
+            return false;
+        }
+        if now() >= wake {
+            return true;
+        }
+        shared.signal.changed_since_or(seen, wake).await;
+    }
+}
+
+/// One Heartbeat: its error (a network failure as its code; no
+/// coordinator as COORDINATOR_NOT_AVAILABLE).
+async fn send_heartbeat(
+    shared: &Shared,
+    group_id: String,
+    generation_id: i32,
+    member_id: String,
+) -> Option<ErrorCode> {
     let session_timeout = ms(shared.config.session_timeout_ms);
-    let error = match coordinator(shared).await {
+    match coordinator(shared).await {
         Err(_) => Some(ErrorCode::CoordinatorNotAvailable),
         Ok(endpoint) => {
-            let request = Request::Heartbeat {
+            let request = HeartbeatRequest {
                 group_id,
                 generation_id,
                 member_id,
@@ -373,12 +448,17 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
                 .call(&endpoint, Lane::Group, request, timeout)
                 .await
             {
-                Ok(Response::Heartbeat { error }) => error,
-                Ok(other) => panic!("Heartbeat answered with {other:?}"),
+                Ok(HeartbeatResponse { error }) => error,
                 Err(error) => Some(errors::code_of_net(&error)),
             }
         }
-    };
+    }
+}
+
+/// Acts on a heartbeat's answer for `generation_id` (unless the member
+/// moved on while it was out).
+fn heartbeat_answered(shared: &Shared, generation_id: i32, error: Option<ErrorCode>) {
+    let session_timeout = ms(shared.config.session_timeout_ms);
     let mut state = shared.state.borrow_mut();
     let owned = state.owned();
     let Some(group) = state.group.as_mut() else {
@@ -397,12 +477,7 @@ async fn heartbeat_cycle(shared: &Rc<Shared>) {
             // before answering).
             group.last_heartbeat_ok = now();
             if group.phase == Phase::Stable {
-                if owned.is_empty() {
-                    group.phase = Phase::Joining;
-                } else {
-                    group.phase = Phase::RevokePending { delivered: false };
-                    state.events.push_back(ConsumerEvent::Revoked(owned));
-                }
+                state.begin_rebalance(owned);
                 drop(state);
                 shared.signal.raise();
             }
@@ -488,7 +563,7 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
                 .await?
         }
     };
-    let request = Request::LeaveGroup {
+    let request = LeaveGroupRequest {
         group_id,
         member_id,
     };
@@ -502,15 +577,14 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
         )
         .await
     {
-        Ok(Response::LeaveGroup { error: None }) => Ok(()),
+        Ok(LeaveGroupResponse { error: None }) => Ok(()),
         // Already gone from the group: nothing to leave.
-        Ok(Response::LeaveGroup {
+        Ok(LeaveGroupResponse {
             error: Some(ErrorCode::UnknownMemberId),
         }) => Ok(()),
-        Ok(Response::LeaveGroup { error: Some(code) }) => {
+        Ok(LeaveGroupResponse { error: Some(code) }) => {
             Err(errors::broker_error(code, "LeaveGroup"))
         }
-        Ok(other) => panic!("LeaveGroup answered with {other:?}"),
         Err(error) => Err(errors::from_net(&error, "LeaveGroup")),
     }
 }

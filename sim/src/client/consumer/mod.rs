@@ -25,15 +25,16 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use self::state::{GroupState, Mode, Phase, State};
-use super::connection::Endpoint;
 use super::errors::{self, OFFSET_OUT_OF_RANGE};
 use super::fetch_filter::filter_fetch_owned;
 use super::metadata::Leader;
-use super::network::{Backoff, Lane, NetworkClient, deadline_error};
+use super::network::{Attempt, Backoff, Coordinator, Lane, NetworkClient, deadline_error};
 use super::signal::Signal;
 use super::{ms, now};
 use crate::protocol::{
-    BrokerId, CoordinatorType, FetchPartition, FetchResult, OffsetSpec, Request, Response,
+    BrokerId, FetchPartition, FetchRequest, FetchResponse, FetchResult, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResult, OffsetSpec, answer_for,
 };
 
 pub(crate) struct Shared {
@@ -250,7 +251,7 @@ struct PlannedFetch {
 async fn fetch(shared: Rc<Shared>, broker: BrokerId, planned: Vec<PlannedFetch>, max_records: u32) {
     let options = shared.net.options().clone();
     let isolation = shared.config.isolation;
-    let request = Request::Fetch {
+    let request = FetchRequest {
         replica_id: None,
         isolation,
         max_wait_ms: options.fetch_max_wait_ms,
@@ -277,12 +278,11 @@ async fn fetch(shared: Rc<Shared>, broker: BrokerId, planned: Vec<PlannedFetch>,
         // Each answer is taken (moved into messages) when its partition
         // is handled.
         let mut results: Option<Vec<Option<FetchResult>>> = match result {
-            Ok(Response::Fetch {
+            Ok(FetchResponse {
                 error: None,
                 partitions,
             }) => Some(partitions.into_iter().map(Some).collect()),
-            Ok(Response::Fetch { error: Some(_), .. }) | Err(_) => None,
-            Ok(other) => panic!("Fetch answered with {other:?}"),
+            Ok(FetchResponse { error: Some(_), .. }) | Err(_) => None,
         };
         for requested in planned {
             let tp = requested.partition;
@@ -419,36 +419,26 @@ async fn fetch_committed(
 ) -> TransportResult<Vec<Option<OffsetAndMetadata>>> {
     let require_stable = shared.config.isolation == Isolation::ReadCommitted;
     let context = format!("OffsetFetch({group_id})");
-    let mut backoff = Backoff::new(shared.net.options());
-    loop {
-        let coordinator = shared
-            .net
-            .find_coordinator(CoordinatorType::Group, group_id, deadline)
-            .await?;
-        let request = Request::OffsetFetch {
-            group_id: group_id.to_string(),
-            partitions: partitions.to_vec(),
-            require_stable,
-        };
-        let timeout = shared
-            .net
-            .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
-        let last_error = match shared
-            .net
-            .call(&coordinator, Lane::Control, request, timeout)
-            .await
-        {
-            Ok(Response::OffsetFetch { error, offsets }) => {
+    let coordinator = Coordinator::group(group_id);
+    shared
+        .net
+        .coordinator_call(
+            &coordinator,
+            &context,
+            deadline,
+            ms(shared.config.request_timeout_ms),
+            || OffsetFetchRequest {
+                group_id: group_id.to_string(),
+                partitions: partitions.to_vec(),
+                require_stable,
+            },
+            |OffsetFetchResponse { error, offsets }| {
                 let mut first_error = error;
                 let mut answers = Vec::with_capacity(partitions.len());
                 if first_error.is_none() {
                     for partition in partitions {
-                        let (_, offset, error) = offsets
-                            .iter()
-                            .find(|(answered, _, _)| answered == partition)
-                            .unwrap_or_else(|| {
-                                panic!("OffsetFetch answer without {partition}: {offsets:?}")
-                            });
+                        let OffsetFetchResult { offset, error, .. } =
+                            answer_for("OffsetFetch", &offsets, partition);
                         if let Some(code) = error {
                             first_error.get_or_insert(*code);
                         }
@@ -456,24 +446,14 @@ async fn fetch_committed(
                     }
                 }
                 match first_error {
-                    None => return Ok(answers),
-                    Some(code) if errors::is_coordinator_error(code) => {
-                        errors::broker_error(code, &context)
-                    }
-                    Some(code) if errors::is_retriable(code) => {
-                        errors::broker_error(code, &context)
-                    }
-                    Some(code) => return Err(errors::broker_error(code, &context)),
+                    None => Attempt::Done(answers),
+                    Some(code) => Attempt::of_error(code, &context, |code| {
+                        Attempt::Fail(errors::broker_error(code, &context))
+                    }),
                 }
-            }
-            Ok(other) => panic!("OffsetFetch answered with {other:?}"),
-            Err(error) => errors::from_net(&error, &context),
-        };
-        if now() >= deadline {
-            return Err(deadline_error(last_error));
-        }
-        backoff.sleep_until_at_most(deadline).await;
-    }
+            },
+        )
+        .await
 }
 
 /// ListOffsets for partitions with one spec, to their leaders; retries
@@ -501,72 +481,14 @@ async fn list_offsets(
         if unknown {
             let _ = shared.net.refresh_metadata(&topics).await;
         }
-        let mut by_leader: BTreeMap<BrokerId, Vec<TopicPartition>> = BTreeMap::new();
         let mut last_error = None;
-        {
-            let metadata = shared.net.metadata();
-            for tp in &remaining {
-                match metadata.leader(tp) {
-                    Some(leader) => by_leader.entry(leader.broker).or_default().push(tp.clone()),
-                    None => {
-                        last_error = Some(errors::broker_error(
-                            match metadata.topic(&tp.topic) {
-                                Some(super::metadata::TopicState::Error(code)) => *code,
-                                _ => ErrorCode::Other(errors::LEADER_NOT_AVAILABLE),
-                            },
-                            format!("ListOffsets({tp})"),
-                        ));
-                    }
-                }
-            }
-        }
+        let by_leader = group_by_leader(shared, &remaining, &mut last_error);
         let mut retry = Vec::new();
         for (broker, tps) in by_leader {
-            let request = Request::ListOffsets {
-                isolation: shared.config.isolation,
-                partitions: tps.iter().map(|tp| (tp.clone(), spec)).collect(),
-            };
-            let timeout = shared
-                .net
-                .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
-            match shared
-                .net
-                .call_broker(broker, Lane::Control, request, timeout)
-                .await
-            {
-                Ok(Response::ListOffsets { results }) => {
-                    for tp in tps {
-                        let (_, answer) = results
-                            .iter()
-                            .find(|(answered, _)| *answered == tp)
-                            .unwrap_or_else(|| panic!("ListOffsets answer without {tp}"));
-                        match answer {
-                            Ok(offset) => {
-                                found.insert(tp, *offset);
-                            }
-                            Err(code) if errors::is_retriable(*code) => {
-                                leader_stale(shared, &tp);
-                                last_error =
-                                    Some(errors::broker_error(*code, format!("ListOffsets({tp})")));
-                                retry.push(tp);
-                            }
-                            Err(code) => {
-                                return Err(errors::broker_error(
-                                    *code,
-                                    format!("ListOffsets({tp})"),
-                                ));
-                            }
-                        }
-                    }
-                }
-                Ok(other) => panic!("ListOffsets answered with {other:?}"),
-                Err(error) => {
-                    for tp in &tps {
-                        leader_stale(shared, tp);
-                    }
-                    last_error = Some(errors::from_net(&error, "ListOffsets"));
-                    retry.extend(tps);
-                }
+            let answer = list_offsets_at(shared, broker, tps, spec, deadline, &mut found).await?;
+            if let Some((error, tps)) = answer {
+                last_error = Some(error);
+                retry.extend(tps);
             }
         }
         retry.extend(
@@ -586,6 +508,115 @@ async fn list_offsets(
             })));
         }
         backoff.sleep_until_at_most(deadline).await;
+    }
+}
+
+/// The partitions by their leader in the metadata; a partition without
+/// one leaves its error in `last_error`.
+fn group_by_leader(
+    shared: &Shared,
+    partitions: &[TopicPartition],
+    last_error: &mut Option<TransportError>,
+) -> BTreeMap<BrokerId, Vec<TopicPartition>> {
+    let mut by_leader: BTreeMap<BrokerId, Vec<TopicPartition>> = BTreeMap::new();
+    {
+        let metadata = shared.net.metadata();
+        for tp in partitions {
+            match metadata.leader(tp) {
+                Some(leader) => by_leader.entry(leader.broker).or_default().push(tp.clone()),
+                None => {
+                    *last_error = Some(errors::broker_error(
+                        match metadata.topic(&tp.topic) {
+                            Some(super::metadata::TopicState::Error(code)) => *code,
+                            _ => ErrorCode::Other(errors::LEADER_NOT_AVAILABLE),
+                        },
+                        format!("ListOffsets({tp})"),
+                    ));
+                }
+            }
+        }
+    }
+    by_leader
+}
+
+/// One ListOffsets to `broker` for `tps`: the offsets found go into
+/// `found`; answers the partitions to retry with the last error, if any.
+async fn list_offsets_at(
+    shared: &Shared,
+    broker: BrokerId,
+    tps: Vec<TopicPartition>,
+    spec: OffsetSpec,
+    deadline: Instant,
+    found: &mut BTreeMap<TopicPartition, i64>,
+) -> TransportResult<Option<(TransportError, Vec<TopicPartition>)>> {
+    let mut last_error = None;
+    let mut retry = Vec::new();
+    let request = ListOffsetsRequest {
+        isolation: shared.config.isolation,
+        partitions: tps
+            .iter()
+            .map(|tp| ListOffsetsPartition {
+                topic_partition: tp.clone(),
+                spec,
+            })
+            .collect(),
+    };
+    let timeout = shared
+        .net
+        .attempt_timeout(deadline, ms(shared.config.request_timeout_ms));
+    match shared
+        .net
+        .call_broker(broker, Lane::Control, request, timeout)
+        .await
+    {
+        Ok(ListOffsetsResponse { results }) => {
+            for tp in tps {
+                let answer = &answer_for("ListOffsets", &results, &tp).offset;
+                match answer {
+                    Ok(offset) => {
+                        found.insert(tp, *offset);
+                    }
+                    Err(code) if errors::is_retriable(*code) => {
+                        leader_stale(shared, &tp);
+                        last_error =
+                            Some(errors::broker_error(*code, format!("ListOffsets({tp})")));
+                        retry.push(tp);
+                    }
+                    Err(code) => {
+                        return Err(errors::broker_error(*code, format!("ListOffsets({tp})")));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            for tp in &tps {
+                leader_stale(shared, tp);
+            }
+            last_error = Some(errors::from_net(&error, "ListOffsets"));
+            retry.extend(tps);
+        }
+    }
+    Ok(last_error.map(|error| (error, retry)))
+}
+
+/// The error that ends a commit whose partition got `code` (not retriable).
+fn commit_refused(context: &str, generation_id: i32, code: ErrorCode) -> TransportError {
+    match code {
+        // The member is no longer part of that generation: it was replaced
+        // (KIP-447 wording).
+        ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId | ErrorCode::FencedInstanceId => {
+            TransportError::new(
+                ErrorKind::Fenced,
+                code,
+                format!("{context}: generation {generation_id} rejected: {code:?}"),
+            )
+        }
+        ErrorCode::RebalanceInProgress => TransportError::new(
+            ErrorKind::Retriable,
+            ErrorCode::RebalanceInProgress,
+            format!("{context}: the group is rebalancing"),
+        ),
+        code => errors::broker_error(code, context),
     }
 }
 
@@ -615,12 +646,7 @@ impl Consumer for SimConsumer {
                     group.subscription = subscription;
                     // A new subscription means a rebalance (eager revoke).
                     if group.phase == Phase::Stable {
-                        if owned.is_empty() {
-                            group.phase = Phase::Joining;
-                        } else {
-                            group.phase = Phase::RevokePending { delivered: false };
-                            state.events.push_back(ConsumerEvent::Revoked(owned));
-                        }
+                        state.begin_rebalance(owned);
                     }
                 }
                 Mode::Idle => {
@@ -751,86 +777,24 @@ impl Consumer for SimConsumer {
         let (generation_id, member_id) = self.generation_for_commit()?;
         let deadline = self.request_deadline();
         let context = format!("OffsetCommit({group_id})");
-        let mut remaining = offsets.to_vec();
-        let mut backoff = Backoff::new(self.shared.net.options());
-        loop {
-            let coordinator: Endpoint = self
-                .shared
-                .net
-                .find_coordinator(CoordinatorType::Group, &group_id, deadline)
-                .await?;
-            let request = Request::OffsetCommit {
-                group_id: group_id.clone(),
-                generation_id,
-                member_id: member_id.clone(),
-                offsets: remaining.clone(),
-            };
-            let timeout = self
-                .shared
-                .net
-                .attempt_timeout(deadline, ms(self.shared.config.request_timeout_ms));
-            let last_error = match self
-                .shared
-                .net
-                .call(&coordinator, Lane::Control, request, timeout)
-                .await
-            {
-                Ok(Response::OffsetCommit { results }) => {
-                    let mut retry = Vec::new();
-                    let mut last = None;
-                    for (partition, offset) in remaining {
-                        let error = results
-                            .iter()
-                            .find(|(answered, _)| *answered == partition)
-                            .unwrap_or_else(|| {
-                                panic!("OffsetCommit answer without {partition}: {results:?}")
-                            })
-                            .1;
-                        match error {
-                            None => {}
-                            // The member is no longer part of that
-                            // generation: it was replaced (KIP-447 wording).
-                            Some(
-                                code @ (ErrorCode::IllegalGeneration
-                                | ErrorCode::UnknownMemberId
-                                | ErrorCode::FencedInstanceId),
-                            ) => {
-                                return Err(TransportError::new(
-                                    ErrorKind::Fenced,
-                                    code,
-                                    format!(
-                                        "{context}: generation {generation_id} rejected: {code:?}"
-                                    ),
-                                ));
-                            }
-                            Some(ErrorCode::RebalanceInProgress) => {
-                                return Err(TransportError::new(
-                                    ErrorKind::Retriable,
-                                    ErrorCode::RebalanceInProgress,
-                                    format!("{context}: the group is rebalancing"),
-                                ));
-                            }
-                            Some(code) if errors::is_retriable(code) => {
-                                last = Some(code);
-                                retry.push((partition, offset));
-                            }
-                            Some(code) => return Err(errors::broker_error(code, &context)),
-                        }
-                    }
-                    remaining = retry;
-                    match last {
-                        None => return Ok(()),
-                        Some(code) => errors::broker_error(code, &context),
-                    }
-                }
-                Ok(other) => panic!("OffsetCommit answered with {other:?}"),
-                Err(error) => errors::from_net(&error, &context),
-            };
-            if now() >= deadline {
-                return Err(deadline_error(last_error));
-            }
-            backoff.sleep_until_at_most(deadline).await;
-        }
+        self.shared
+            .net
+            .commit_offsets_call(
+                &group_id,
+                &context,
+                deadline,
+                ms(self.shared.config.request_timeout_ms),
+                offsets.to_vec(),
+                |offsets| OffsetCommitRequest {
+                    group_id: group_id.clone(),
+                    generation_id,
+                    member_id: member_id.clone(),
+                    offsets,
+                },
+                |OffsetCommitResponse { results }| results,
+                |code| commit_refused(&context, generation_id, code),
+            )
+            .await
     }
 
     fn group_metadata(&self) -> Option<GroupMetadata> {

@@ -143,6 +143,19 @@ impl State {
         self.partitions.keys().cloned().collect()
     }
 
+    /// Starts an eager rebalance: the member revokes the partitions it owns
+    /// (a `Revoked` event, handed out before it rejoins), or rejoins at once
+    /// if it owns none.
+    pub(crate) fn begin_rebalance(&mut self, owned: Vec<TopicPartition>) {
+        let group = self.group.as_mut().expect("only a group member rebalances");
+        if owned.is_empty() {
+            group.phase = Phase::Joining;
+        } else {
+            group.phase = Phase::RevokePending { delivered: false };
+            self.events.push_back(ConsumerEvent::Revoked(owned));
+        }
+    }
+
     /// Whether messages may be handed out now (not during a revoke).
     pub(crate) fn messages_allowed(&self) -> bool {
         !matches!(

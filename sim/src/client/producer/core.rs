@@ -69,6 +69,9 @@ pub(crate) struct CoreSettings {
     pub topic_missing_timeout_ms: u64,
     pub max_in_flight: usize,
     pub batch_max_records: usize,
+    /// librdkafka's `queue.buffering.max.messages` (see
+    /// `SimClientOptions::queue_buffering_max_messages`).
+    pub buffered_records_max: usize,
     pub retry_backoff_ms: u64,
     pub retry_backoff_max_ms: u64,
 }
@@ -329,6 +332,45 @@ impl ProducerCore {
                     .push_back(UnassignedRecord { partition, pending });
             }
         }
+    }
+
+    /// The records the producer holds until their delivery is reported:
+    /// waiting for metadata, queued, and in unacknowledged batches.
+    pub(crate) fn buffered_records(&self) -> usize {
+        let unassigned: usize = self.unassigned.values().map(|queue| queue.len()).sum();
+        let assigned: usize = self
+            .partitions
+            .values()
+            .map(|queue| {
+                queue.pending.len()
+                    + queue
+                        .batches
+                        .iter()
+                        .map(|batch| batch.slots.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        unassigned + assigned
+    }
+
+    /// Whether one more record fits in the buffer: else QUEUE_FULL, a
+    /// retriable error, at once (librdkafka's `rd_kafka_producev` without
+    /// `RD_KAFKA_MSG_F_BLOCK`; the record is not taken, so sending it again
+    /// later cannot duplicate it).
+    pub(crate) fn check_buffer_space(&self) -> TransportResult<()> {
+        let buffered = self.buffered_records();
+        let buffered_max = self.settings.buffered_records_max;
+        if buffered < buffered_max {
+            return Ok(());
+        }
+        Err(TransportError::new(
+            ErrorKind::Retriable,
+            ErrorCode::Other(errors::QUEUE_FULL),
+            format!(
+                "the producer's buffer is full: {buffered} records \
+                 (queue.buffering.max.messages {buffered_max}) wait for delivery"
+            ),
+        ))
     }
 
     /// Topics whose records wait for metadata.
@@ -613,11 +655,7 @@ impl ProducerCore {
             } else {
                 new_batches_allowed
                     && queue.batches.len() < settings.max_in_flight
-                    && queue.pending.front().is_some_and(|front| {
-                        flushing
-                            || queue.pending.len() >= settings.batch_max_records
-                            || front.enqueued_ms + settings.linger_ms <= now_ms
-                    })
+                    && front_ready(queue, &settings, flushing, now_ms)
             };
             if !sendable {
                 continue;
@@ -638,43 +676,10 @@ impl ProducerCore {
                     }
                 }
             } else if new_batches_allowed {
-                loop {
-                    if queue.batches.len() >= settings.max_in_flight {
-                        break;
-                    }
-                    let Some(front) = queue.pending.front() else {
-                        break;
-                    };
-                    let ready = flushing
-                        || queue.pending.len() >= settings.batch_max_records
-                        || front.enqueued_ms + settings.linger_ms <= now_ms;
-                    if !ready {
-                        break;
-                    }
-                    let count = queue.pending.len().min(settings.batch_max_records);
-                    let mut records = Vec::with_capacity(count);
-                    let mut slots = Vec::with_capacity(count);
-                    let mut deadline_ms = u64::MAX;
-                    for pending in queue.pending.drain(..count) {
-                        deadline_ms =
-                            deadline_ms.min(pending.enqueued_ms + settings.delivery_timeout_ms);
-                        records.push(pending.record);
-                        slots.push(pending.slot);
-                    }
-                    let base_sequence = queue.next_sequence;
-                    let count_i32 = i32::try_from(count).expect("batch size fits in i32");
-                    queue.next_sequence = increment_sequence(base_sequence, count_i32);
-                    let batch = Batch {
-                        id: self.next_batch_id,
-                        base_sequence,
-                        identity,
-                        records,
-                        slots,
-                        deadline_ms,
-                        state: BatchState::InFlight,
-                        attempts: 1,
-                        doomed: None,
-                    };
+                while queue.batches.len() < settings.max_in_flight
+                    && front_ready(queue, &settings, flushing, now_ms)
+                {
+                    let batch = seal_batch(queue, &settings, identity, self.next_batch_id);
                     self.next_batch_id += 1;
                     planned.push(plan(partition, &batch, settings.transactional));
                     queue.batches.push_back(batch);
@@ -1093,6 +1098,55 @@ impl ProducerCore {
             .iter()
             .filter(|(_, queue)| !queue.pending.is_empty() || !queue.batches.is_empty())
             .map(|(partition, _)| partition)
+    }
+}
+
+/// Whether the partition's oldest pending record starts a batch now: when
+/// flushing, when a full batch waits, or when it lingered long enough.
+fn front_ready(
+    queue: &PartitionQueue,
+    settings: &CoreSettings,
+    flushing: bool,
+    now_ms: u64,
+) -> bool {
+    queue.pending.front().is_some_and(|front| {
+        flushing
+            || queue.pending.len() >= settings.batch_max_records
+            || front.enqueued_ms + settings.linger_ms <= now_ms
+    })
+}
+
+/// Seals up to `batch_max_records` of the partition's pending records into
+/// batch `id`, in flight, with the next sequence numbers.
+fn seal_batch(
+    queue: &mut PartitionQueue,
+    settings: &CoreSettings,
+    identity: Identity,
+    id: u64,
+) -> Batch {
+    let count = queue.pending.len().min(settings.batch_max_records);
+    assert!(count > 0, "a batch without records");
+    let mut records = Vec::with_capacity(count);
+    let mut slots = Vec::with_capacity(count);
+    let mut deadline_ms = u64::MAX;
+    for pending in queue.pending.drain(..count) {
+        deadline_ms = deadline_ms.min(pending.enqueued_ms + settings.delivery_timeout_ms);
+        records.push(pending.record);
+        slots.push(pending.slot);
+    }
+    let base_sequence = queue.next_sequence;
+    let count_i32 = i32::try_from(count).expect("batch size fits in i32");
+    queue.next_sequence = increment_sequence(base_sequence, count_i32);
+    Batch {
+        id,
+        base_sequence,
+        identity,
+        records,
+        slots,
+        deadline_ms,
+        state: BatchState::InFlight,
+        attempts: 1,
+        doomed: None,
     }
 }
 

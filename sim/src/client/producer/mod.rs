@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use eddyline_engine::transport::{
     Delivered, ErrorCode, ErrorKind, GroupMetadata, OffsetAndMetadata, Producer, ProducerConfig,
@@ -28,17 +29,21 @@ use tokio::time::Instant;
 use self::core::{BatchOutcome, CoreSettings, Identity, ProducePlan, ProducerCore, TxnState};
 use super::connection::{Endpoint, NetError};
 use super::metadata::TopicState;
-use super::network::{Backoff, Lane, NetworkClient, deadline_error};
+use super::network::{
+    Attempt, Backoff, CONCURRENT_TRANSACTIONS_BACKOFF, Coordinator, Lane, NetworkClient,
+};
 use super::signal::Signal;
 use super::{errors, ms, now, wall_clock_ms};
-use crate::protocol::{CoordinatorType, Request, Response};
+use crate::protocol::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, Api, CoordinatorType, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, PartitionError, ProduceRequest, ProduceResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, answer_for,
+};
 
 /// Kafka's OPERATION_NOT_ATTEMPTED: AddPartitionsToTxn did not try this
 /// partition because another one failed.
 const OPERATION_NOT_ATTEMPTED: i32 = 55;
-/// The Java client retries CONCURRENT_TRANSACTIONS on AddPartitionsToTxn
-/// sooner than other errors (the previous transaction is still completing).
-const CONCURRENT_TRANSACTIONS_BACKOFF_MS: u32 = 20;
 /// How much longer than the broker's acks timeout the client waits for a
 /// Produce answer.
 const PRODUCE_TIMEOUT_MARGIN_MS: u32 = 1_000;
@@ -73,74 +78,42 @@ impl Shared {
         self.config.transactional_id.as_deref()
     }
 
-    async fn txn_coordinator(&self, deadline: Instant) -> TransportResult<Endpoint> {
-        if let Some(endpoint) = self.txn_coordinator.borrow().clone() {
-            return Ok(endpoint);
+    /// The transaction coordinator: found by the transactional id, cached
+    /// until an attempt fails with a coordinator or network error.
+    fn transaction_coordinator(&self) -> Coordinator<'_> {
+        Coordinator {
+            key_type: CoordinatorType::Transaction,
+            key: self
+                .transactional_id()
+                .expect("only transactional producers look for a transaction coordinator"),
+            cache: Some(&self.txn_coordinator),
         }
-        let transactional_id = self
-            .transactional_id()
-            .expect("only transactional producers look for a transaction coordinator");
-        let endpoint = self
-            .net
-            .find_coordinator(CoordinatorType::Transaction, transactional_id, deadline)
-            .await?;
-        *self.txn_coordinator.borrow_mut() = Some(endpoint.clone());
-        Ok(endpoint)
-    }
-
-    fn forget_txn_coordinator(&self) {
-        *self.txn_coordinator.borrow_mut() = None;
     }
 
     /// One request to the transaction coordinator, retried on retriable and
     /// coordinator errors until `deadline`. `Ok(Ok(value))`: success;
     /// `Ok(Err(code))`: a broker error the caller must handle; `Err`: the
     /// deadline passed (a timeout) or no coordinator could be found.
-    async fn txn_request<T>(
+    async fn txn_request<A: Api, T>(
         &self,
         context: &str,
         deadline: Instant,
-        request: impl Fn() -> Request,
-        extract: impl Fn(Response) -> Result<T, ErrorCode>,
+        request: impl Fn() -> A,
+        extract: impl Fn(A::Response) -> Result<T, ErrorCode>,
     ) -> TransportResult<Result<T, ErrorCode>> {
-        let mut backoff = Backoff::new(self.net.options());
-        loop {
-            let coordinator = match self.txn_coordinator(deadline).await {
-                Ok(endpoint) => endpoint,
-                Err(error) => return Err(error),
-            };
-            let timeout = self
-                .net
-                .attempt_timeout(deadline, ms(self.config.request_timeout_ms));
-            let last_error = match self
-                .net
-                .call(&coordinator, Lane::Control, request(), timeout)
-                .await
-            {
-                Ok(response) => match extract(response) {
-                    Ok(value) => return Ok(Ok(value)),
-                    Err(code) if errors::is_coordinator_error(code) => {
-                        self.forget_txn_coordinator();
-                        errors::broker_error(code, context)
-                    }
-                    Err(code) if errors::is_retriable(code) => errors::broker_error(code, context),
-                    Err(code) => return Ok(Err(code)),
+        self.net
+            .coordinator_call(
+                &self.transaction_coordinator(),
+                context,
+                deadline,
+                ms(self.config.request_timeout_ms),
+                request,
+                |response| match extract(response) {
+                    Ok(value) => Attempt::Done(Ok(value)),
+                    Err(code) => Attempt::of_error(code, context, |code| Attempt::Done(Err(code))),
                 },
-                Err(error) => {
-                    self.forget_txn_coordinator();
-                    errors::from_net(&error, context)
-                }
-            };
-            if now() >= deadline {
-                return Err(deadline_error(last_error));
-            }
-            if last_error.code == ErrorCode::ConcurrentTransactions {
-                let wake = (now() + ms(CONCURRENT_TRANSACTIONS_BACKOFF_MS)).min(deadline);
-                tokio::time::sleep_until(wake).await;
-            } else {
-                backoff.sleep_until_at_most(deadline).await;
-            }
-        }
+            )
+            .await
     }
 
     /// Waits until nothing is queued or in flight (or the producer failed).
@@ -206,6 +179,7 @@ impl SimProducer {
             topic_missing_timeout_ms: u64::from(options.topic_missing_timeout_ms),
             max_in_flight: options.max_in_flight_per_partition,
             batch_max_records: options.batch_max_records,
+            buffered_records_max: options.queue_buffering_max_messages,
             retry_backoff_ms: u64::from(options.retry_backoff_ms.max(1)),
             retry_backoff_max_ms: u64::from(options.retry_backoff_max_ms.max(1)),
         };
@@ -276,16 +250,15 @@ impl SimProducer {
             .txn_request(
                 context,
                 self.request_deadline(),
-                || Request::EndTxn {
+                || EndTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
                     producer_epoch: identity.epoch,
                     committed: commit,
                 },
                 |response| match response {
-                    Response::EndTxn { error: None } => Ok(()),
-                    Response::EndTxn { error: Some(code) } => Err(code),
-                    other => panic!("EndTxn answered with {other:?}"),
+                    EndTxnResponse { error: None } => Ok(()),
+                    EndTxnResponse { error: Some(code) } => Err(code),
                 },
             )
             .await?;
@@ -310,7 +283,7 @@ impl SimProducer {
             .txn_request(
                 "InitProducerId(epoch bump)",
                 self.request_deadline(),
-                || Request::InitProducerId {
+                || InitProducerIdRequest {
                     transactional_id: Some(transactional_id.clone()),
                     transaction_timeout_ms: timeout_ms,
                     producer_id: identity.id,
@@ -339,93 +312,58 @@ impl SimProducer {
             .to_string();
         let identity = self.identity();
         let context = format!("TxnOffsetCommit({})", group.group_id);
-        let mut remaining: Vec<(TopicPartition, OffsetAndMetadata)> = offsets.to_vec();
-        let mut backoff = Backoff::new(self.shared.net.options());
-        loop {
-            let coordinator = self
-                .shared
-                .net
-                .find_coordinator(CoordinatorType::Group, &group.group_id, deadline)
-                .await?;
-            let request = Request::TxnOffsetCommit {
-                transactional_id: transactional_id.clone(),
-                group_id: group.group_id.clone(),
-                producer_id: identity.id,
-                producer_epoch: identity.epoch,
-                generation_id: group.generation_id,
-                member_id: group.member_id.clone(),
-                group_instance_id: group.group_instance_id.clone(),
-                offsets: remaining.clone(),
-            };
-            let timeout = self
-                .shared
-                .net
-                .attempt_timeout(deadline, ms(self.shared.config.request_timeout_ms));
-            let last_error = match self
-                .shared
-                .net
-                .call(&coordinator, Lane::Control, request, timeout)
-                .await
-            {
-                Ok(Response::TxnOffsetCommit { results }) => {
-                    let mut retry = Vec::new();
-                    let mut last = None;
-                    for (partition, offset) in remaining {
-                        let error = results
-                            .iter()
-                            .find(|(answered, _)| *answered == partition)
-                            .unwrap_or_else(|| {
-                                panic!("TxnOffsetCommit answer without {partition}: {results:?}")
-                            })
-                            .1;
-                        let Some(code) = error else { continue };
-                        match code {
-                            ErrorCode::ProducerFenced
-                            | ErrorCode::InvalidProducerEpoch
-                            | ErrorCode::InvalidProducerIdMapping
-                            | ErrorCode::InvalidTxnState => {
-                                return Err(self.fenced_or_fatal(code, &context));
-                            }
-                            // KIP-447: the member is not part of that
-                            // generation any more. librdkafka and the Java
-                            // client make the transaction abortable.
-                            ErrorCode::IllegalGeneration
-                            | ErrorCode::UnknownMemberId
-                            | ErrorCode::FencedInstanceId
-                            | ErrorCode::RebalanceInProgress => {
-                                return Err(self.make_abortable(TransportError::new(
-                                    ErrorKind::Abortable,
-                                    code,
-                                    format!(
-                                        "{context}: generation {} of member {:?} rejected: {code:?}",
-                                        group.generation_id, group.member_id
-                                    ),
-                                )));
-                            }
-                            code if errors::is_retriable(code) => {
-                                last = Some(code);
-                                retry.push((partition, offset));
-                            }
-                            code => {
-                                return Err(
-                                    self.make_abortable(errors::broker_error(code, &context))
-                                );
-                            }
-                        }
-                    }
-                    remaining = retry;
-                    match last {
-                        None => return Ok(()),
-                        Some(code) => errors::broker_error(code, &context),
-                    }
-                }
-                Ok(other) => panic!("TxnOffsetCommit answered with {other:?}"),
-                Err(error) => errors::from_net(&error, &context),
-            };
-            if now() >= deadline {
-                return Err(deadline_error(last_error));
-            }
-            backoff.sleep_until_at_most(deadline).await;
+        self.shared
+            .net
+            .commit_offsets_call(
+                &group.group_id,
+                &context,
+                deadline,
+                ms(self.shared.config.request_timeout_ms),
+                offsets.to_vec(),
+                |offsets| TxnOffsetCommitRequest {
+                    transactional_id: transactional_id.clone(),
+                    group_id: group.group_id.clone(),
+                    producer_id: identity.id,
+                    producer_epoch: identity.epoch,
+                    generation_id: group.generation_id,
+                    member_id: group.member_id.clone(),
+                    group_instance_id: group.group_instance_id.clone(),
+                    offsets,
+                },
+                |TxnOffsetCommitResponse { results }| results,
+                |code| self.txn_commit_refused(&context, group, code),
+            )
+            .await
+    }
+
+    /// The error that ends a TxnOffsetCommit whose partition got `code`
+    /// (not retriable): it fences the producer or makes the transaction
+    /// abortable.
+    fn txn_commit_refused(
+        &self,
+        context: &str,
+        group: &GroupMetadata,
+        code: ErrorCode,
+    ) -> TransportError {
+        match code {
+            ErrorCode::ProducerFenced
+            | ErrorCode::InvalidProducerEpoch
+            | ErrorCode::InvalidProducerIdMapping
+            | ErrorCode::InvalidTxnState => self.fenced_or_fatal(code, context),
+            // KIP-447: the member is not part of that generation any more.
+            // librdkafka and the Java client make the transaction abortable.
+            ErrorCode::IllegalGeneration
+            | ErrorCode::UnknownMemberId
+            | ErrorCode::FencedInstanceId
+            | ErrorCode::RebalanceInProgress => self.make_abortable(TransportError::new(
+                ErrorKind::Abortable,
+                code,
+                format!(
+                    "{context}: generation {} of member {:?} rejected: {code:?}",
+                    group.generation_id, group.member_id
+                ),
+            )),
+            code => self.make_abortable(errors::broker_error(code, context)),
         }
     }
 }
@@ -437,9 +375,9 @@ impl Drop for SimProducer {
     }
 }
 
-fn extract_identity(response: Response) -> Result<Identity, ErrorCode> {
+fn extract_identity(response: InitProducerIdResponse) -> Result<Identity, ErrorCode> {
     match response {
-        Response::InitProducerId {
+        InitProducerIdResponse {
             error: None,
             producer_id,
             producer_epoch,
@@ -453,10 +391,9 @@ fn extract_identity(response: Response) -> Result<Identity, ErrorCode> {
                 epoch: producer_epoch,
             })
         }
-        Response::InitProducerId {
+        InitProducerIdResponse {
             error: Some(code), ..
         } => Err(code),
-        other => panic!("InitProducerId answered with {other:?}"),
     }
 }
 
@@ -488,7 +425,7 @@ impl Producer for SimProducer {
             .txn_request(
                 "InitProducerId",
                 self.request_deadline(),
-                || Request::InitProducerId {
+                || InitProducerIdRequest {
                     transactional_id: Some(transactional_id.clone()),
                     transaction_timeout_ms: timeout_ms,
                     producer_id: crate::protocol::NO_PRODUCER_ID,
@@ -555,8 +492,8 @@ impl Producer for SimProducer {
         let max_bytes = self.shared.net.options().max_record_bytes;
         if bytes > max_bytes {
             // The Java client refuses it at send, and in a transaction the
-            // transaction becomes abortable (SPEC §8: an oversized record is
-            // never lost behind a successful commit).
+            // transaction becomes abortable: a transaction that lost a
+            // record must not commit as if it held it.
             let message = format!(
                 "a record of {bytes} bytes for {} exceeds the {max_bytes}-byte limit",
                 record.topic
@@ -567,6 +504,7 @@ impl Producer for SimProducer {
             }
             return Err(error);
         }
+        self.shared.core.borrow().check_buffer_space()?;
         let (slot, outcome) = oneshot::channel();
         let data = crate::protocol::RecordData {
             key: record.key,
@@ -629,16 +567,15 @@ impl Producer for SimProducer {
             .txn_request(
                 "AddOffsetsToTxn",
                 deadline,
-                || Request::AddOffsetsToTxn {
+                || AddOffsetsToTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
                     producer_epoch: identity.epoch,
                     group_id: group_id.clone(),
                 },
                 |response| match response {
-                    Response::AddOffsetsToTxn { error: None } => Ok(()),
-                    Response::AddOffsetsToTxn { error: Some(code) } => Err(code),
-                    other => panic!("AddOffsetsToTxn answered with {other:?}"),
+                    AddOffsetsToTxnResponse { error: None } => Ok(()),
+                    AddOffsetsToTxnResponse { error: Some(code) } => Err(code),
                 },
             )
             .await?;
@@ -840,7 +777,7 @@ async fn obtain_producer_id(shared: Rc<Shared>) {
                     .call_broker(
                         broker,
                         Lane::Control,
-                        Request::InitProducerId {
+                        InitProducerIdRequest {
                             transactional_id: None,
                             transaction_timeout_ms: shared.config.transaction_timeout_ms,
                             producer_id: crate::protocol::NO_PRODUCER_ID,
@@ -880,7 +817,6 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
         .to_string();
     let mut remaining = partitions;
     let mut backoff = Backoff::new(shared.net.options());
-    let context = "AddPartitionsToTxn";
     loop {
         let active = {
             let core = shared.core.borrow();
@@ -895,11 +831,16 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
         }
         let identity = shared.core.borrow().identity().expect("initialized");
         let deadline = now() + ms(shared.config.request_timeout_ms);
-        let mut delay_ms = None;
-        match shared.txn_coordinator(deadline).await {
+        let mut delay = None;
+        let coordinator = shared.transaction_coordinator();
+        match shared
+            .net
+            .coordinator_endpoint(&coordinator, deadline)
+            .await
+        {
             Err(_) => {}
-            Ok(coordinator) => {
-                let request = Request::AddPartitionsToTxn {
+            Ok(endpoint) => {
+                let request = AddPartitionsToTxnRequest {
                     transactional_id: transactional_id.clone(),
                     producer_id: identity.id,
                     producer_epoch: identity.epoch,
@@ -908,80 +849,32 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
                 match shared
                     .net
                     .call(
-                        &coordinator,
+                        &endpoint,
                         Lane::Control,
                         request,
                         ms(shared.config.request_timeout_ms),
                     )
                     .await
                 {
-                    Ok(Response::AddPartitionsToTxn { results }) => {
-                        let mut retry = Vec::new();
-                        for partition in remaining {
-                            let error = results
-                                .iter()
-                                .find(|(answered, _)| *answered == partition)
-                                .unwrap_or_else(|| {
-                                    panic!("AddPartitionsToTxn answer without {partition}")
-                                })
-                                .1;
-                            let mut core = shared.core.borrow_mut();
-                            match error {
-                                None => core.partition_added(&partition, None),
-                                Some(code) if errors::is_fencing_error(code) => {
-                                    core.partition_added(
-                                        &partition,
-                                        Some(errors::broker_error(code, context)),
-                                    );
-                                }
-                                Some(code)
-                                    if errors::is_retriable(code)
-                                        || code == ErrorCode::Other(OPERATION_NOT_ATTEMPTED) =>
-                                {
-                                    if errors::is_coordinator_error(code) {
-                                        shared.forget_txn_coordinator();
-                                    }
-                                    if code == ErrorCode::ConcurrentTransactions {
-                                        delay_ms = Some(CONCURRENT_TRANSACTIONS_BACKOFF_MS);
-                                    }
-                                    retry.push(partition);
-                                }
-                                Some(
-                                    code @ (ErrorCode::InvalidProducerIdMapping
-                                    | ErrorCode::InvalidTxnState),
-                                ) => {
-                                    core.partition_added(
-                                        &partition,
-                                        Some(TransportError::new(
-                                            ErrorKind::Fatal,
-                                            code,
-                                            format!("{context}: {code:?}"),
-                                        )),
-                                    );
-                                }
-                                Some(code) => core.partition_added(
-                                    &partition,
-                                    Some(TransportError::new(
-                                        ErrorKind::Abortable,
-                                        code,
-                                        format!("{context} for {partition}: {code:?}"),
-                                    )),
-                                ),
-                            }
-                        }
-                        remaining = retry;
+                    Ok(AddPartitionsToTxnResponse { results }) => {
+                        remaining = partitions_added(
+                            &shared,
+                            &coordinator,
+                            remaining,
+                            &results,
+                            &mut delay,
+                        );
                         shared.signal.raise();
                     }
-                    Ok(other) => panic!("AddPartitionsToTxn answered with {other:?}"),
-                    Err(_) => shared.forget_txn_coordinator(),
+                    Err(_) => coordinator.forget(),
                 }
             }
         }
         if remaining.is_empty() {
             break;
         }
-        match delay_ms {
-            Some(delay_ms) => tokio::time::sleep(ms(delay_ms)).await,
+        match delay {
+            Some(delay) => tokio::time::sleep(delay).await,
             None => tokio::time::sleep(backoff.next_delay()).await,
         }
     }
@@ -994,6 +887,61 @@ async fn add_partitions(shared: Rc<Shared>, partitions: Vec<TopicPartition>) {
     shared.signal.raise();
 }
 
+/// Applies an AddPartitionsToTxn answer to the core, partition by
+/// partition; returns the partitions to send again (and, in `delay`, a
+/// shorter wait after CONCURRENT_TRANSACTIONS).
+fn partitions_added(
+    shared: &Shared,
+    coordinator: &Coordinator<'_>,
+    remaining: Vec<TopicPartition>,
+    results: &[PartitionError],
+    delay: &mut Option<Duration>,
+) -> Vec<TopicPartition> {
+    let context = "AddPartitionsToTxn";
+    let mut retry = Vec::new();
+    for partition in remaining {
+        let error = answer_for("AddPartitionsToTxn", results, &partition).error;
+        let mut core = shared.core.borrow_mut();
+        match error {
+            None => core.partition_added(&partition, None),
+            Some(code) if errors::is_fencing_error(code) => {
+                core.partition_added(&partition, Some(errors::broker_error(code, context)));
+            }
+            Some(code)
+                if errors::is_retriable(code)
+                    || code == ErrorCode::Other(OPERATION_NOT_ATTEMPTED) =>
+            {
+                if errors::is_coordinator_error(code) {
+                    coordinator.forget();
+                }
+                if code == ErrorCode::ConcurrentTransactions {
+                    *delay = Some(CONCURRENT_TRANSACTIONS_BACKOFF);
+                }
+                retry.push(partition);
+            }
+            Some(code @ (ErrorCode::InvalidProducerIdMapping | ErrorCode::InvalidTxnState)) => {
+                core.partition_added(
+                    &partition,
+                    Some(TransportError::new(
+                        ErrorKind::Fatal,
+                        code,
+                        format!("{context}: {code:?}"),
+                    )),
+                );
+            }
+            Some(code) => core.partition_added(
+                &partition,
+                Some(TransportError::new(
+                    ErrorKind::Abortable,
+                    code,
+                    format!("{context} for {partition}: {code:?}"),
+                )),
+            ),
+        }
+    }
+    retry
+}
+
 /// One Produce request; its answer (or failure) goes to the core batch by
 /// batch.
 async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
@@ -1003,7 +951,7 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
         .into_iter()
         .map(|planned| ((planned.partition, planned.batch_id), planned.batch))
         .unzip();
-    let request = Request::Produce {
+    let request = ProduceRequest {
         transactional_id: shared.config.transactional_id.clone(),
         timeout_ms: shared.config.request_timeout_ms,
         batches,
@@ -1025,7 +973,7 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
     {
         let mut core = shared.core.borrow_mut();
         match result {
-            Ok(Response::Produce { results }) => {
+            Ok(ProduceResponse { results }) => {
                 for (partition, batch_id) in &planned {
                     let answer = results
                         .iter()
@@ -1053,7 +1001,6 @@ async fn produce(shared: Rc<Shared>, plan: ProducePlan) {
                     }
                 }
             }
-            Ok(other) => panic!("Produce answered with {other:?}"),
             Err(error) => {
                 let code = errors::code_of_net(&error);
                 for (partition, batch_id) in &planned {

@@ -11,6 +11,7 @@ fn settings(transactional: bool) -> CoreSettings {
         topic_missing_timeout_ms: 3_000,
         max_in_flight: 5,
         batch_max_records: 3,
+        buffered_records_max: 4,
         retry_backoff_ms: 100,
         retry_backoff_max_ms: 1_000,
     }
@@ -552,5 +553,37 @@ mod transactions {
         assert!(core.is_idle());
         assert!(!core.epoch_bump_needed());
         core.transaction_completed();
+    }
+}
+
+mod buffer {
+    use super::*;
+
+    #[test]
+    fn a_full_buffer_refuses_records_until_a_delivery_frees_room() {
+        let mut core = idempotent();
+        // Four records (the bound), in two batches in flight.
+        let mut outcomes: Vec<Outcome> = (0..4)
+            .map(|i| {
+                core.check_buffer_space().expect("room for four");
+                send(&mut core, 0, &format!("r{i}"), 0)
+            })
+            .collect();
+        let plans = core.drain(5, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 0, 3), (0, 3, 1)]);
+        assert_eq!(core.buffered_records(), 4);
+        // In-flight records count until their delivery is reported.
+        let error = core.check_buffer_space().expect_err("the buffer is full");
+        assert_eq!(error.kind, ErrorKind::Retriable);
+        assert_eq!(error.code, ErrorCode::Other(errors::QUEUE_FULL));
+        assert_eq!(core.buffered_records(), 4, "a refused record is not taken");
+        let id = plans[0].batches[0].batch_id;
+        core.on_batch_outcome(&tp(0), id, BatchOutcome::Appended { base_offset: 0 }, 6);
+        for outcome in &mut outcomes[..3] {
+            assert!(delivered(outcome).unwrap().is_ok());
+        }
+        assert_eq!(core.buffered_records(), 1);
+        core.check_buffer_space()
+            .expect("room again after the delivery");
     }
 }
