@@ -1,6 +1,6 @@
 // Runs Apache Flink's own event-time windowing (WindowOperator,
 // EventTimeTrigger, MergingWindowSet) over an `eddy window` input and prints
-// the same JSON lines as `eddy window` (SPEC §3.6), so that the two can be
+// the same JSON lines as `eddy window` (docs/eddy-window.md), so that the two can be
 // compared firing for firing.
 //
 // Usage: java -cp <flink jars>:<dir> FlinkWindow SPEC.json EVENTS.jsonl OUT.jsonl [SPEC EVENTS OUT]...

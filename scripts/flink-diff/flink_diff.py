@@ -2,13 +2,13 @@
 """Helpers of the Flink differential test (see run.sh).
 
 generate OUT_DIR SEED COUNT   write COUNT random cases (spec.json, events.jsonl)
-compare EDDY.jsonl FLINK.jsonl  exit 0 if equal up to the freedom SPEC §3.6 allows
+compare EDDY.jsonl FLINK.jsonl  exit 0 if equal up to the order of ties Flink leaves open
 
 Canonical form: outputs grouped by step in step order; inside a step, the
 outputs caused by the record itself (late record or late updates) keep their
-order, then on-time firings sorted by (window_end, key, window_start): SPEC
-§3.6 leaves the order among equal window_ends unspecified (Flink's timer heap
-has no defined tie order), and Flink delivers its late side output on
+order, then on-time firings sorted by (window_end, key, window_start):
+Flink's timer heap has no defined order among equal window_ends (Eddyline
+orders them by key), and Flink delivers its late side output on
 another path than its firings.
 """
 import json

@@ -291,8 +291,10 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
         Ok(operator)
     }
 
-    /// All state (window contents, timers, watermark, arrival counter,
-    /// counters) in the versioned snapshot encoding ([`crate::snapshot`]).
+    /// All state (configuration, window contents, watermark, arrival counter,
+    /// counters) in the versioned snapshot encoding ([`crate::snapshot`]);
+    /// timers and indexes are not stored: [`WindowOperator::restore`]
+    /// rebuilds them from the window contents.
     /// Fails only if the operator is unusable after an earlier error.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
         Ok(snapshot::encode(

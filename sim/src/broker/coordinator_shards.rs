@@ -16,6 +16,8 @@ use std::time::Duration;
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 
 use crate::broker::{Broker, BrokerState, coordinator_partition};
+use crate::config::{OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::protocol::{BrokerInfo, CoordinatorType};
 use crate::trace::EventKind;
 
 /// Who owns a shard, and whether it answers yet.
@@ -211,4 +213,33 @@ impl<S: CoordinatorShard> ShardedTopic<S> {
             broker.notify_changed();
         }
     }
+}
+
+/// The internal partition and its leader for a coordinator key.
+pub(crate) fn coordinator_for(
+    broker: &Broker,
+    key_type: CoordinatorType,
+    key: &str,
+) -> Result<(TopicPartition, BrokerInfo), ErrorCode> {
+    let (topic, partitions) = match key_type {
+        CoordinatorType::Group => (OFFSETS_TOPIC, broker.config.offsets_topic_partitions),
+        CoordinatorType::Transaction => (
+            TRANSACTION_STATE_TOPIC,
+            broker.config.transaction_state_partitions,
+        ),
+    };
+    let tp = TopicPartition::new(topic, coordinator_partition(key, partitions));
+    let state = broker.state.borrow();
+    let leader = state
+        .metadata
+        .partition(&tp)
+        .and_then(|p| p.leader)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let host = state
+        .metadata
+        .brokers
+        .get(&leader)
+        .map(|b| b.host.clone())
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    Ok((tp, BrokerInfo { id: leader, host }))
 }

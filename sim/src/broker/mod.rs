@@ -29,6 +29,7 @@ pub(crate) mod group_coordinator;
 pub(crate) mod leader_write;
 pub(crate) mod log;
 pub(crate) mod partition;
+pub(crate) mod producer_ids;
 pub(crate) mod producer_state;
 pub(crate) mod replication;
 pub(crate) mod server;

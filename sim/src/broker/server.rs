@@ -7,15 +7,15 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic, TopicPartition};
+use eddyline_engine::transport::{ErrorCode, Isolation, NewTopic};
 use turmoil::net::TcpStream;
 
+use crate::broker::coordinator_shards::coordinator_for;
 use crate::broker::fetch::{handle_fetch, handle_replica_fetch};
 use crate::broker::leader_write::{append_to_leader, check_leader, wait_for_replication};
-use crate::broker::{
-    Broker, coordinator_partition, error_code_for_trace, group_coordinator, txn_coordinator,
-};
-use crate::config::{CONTROLLER_HOST, CONTROLLER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use crate::broker::producer_ids::allocate_producer_id;
+use crate::broker::{Broker, error_code_for_trace, group_coordinator, txn_coordinator};
+use crate::config::{CONTROLLER_HOST, CONTROLLER_PORT};
 use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
 use crate::protocol::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
@@ -173,12 +173,7 @@ async fn handle(
             )
             .await;
             if traced {
-                broker.trace.record(
-                    broker.node(),
-                    EventKind::Request,
-                    Subject::None,
-                    [api, error, 0, 0],
-                );
+                trace_request(broker, api, error);
             }
             return Reply::Encoded;
         }
@@ -233,14 +228,19 @@ async fn handle(
         Request::Internal(request) => Response::Internal(handle_internal(broker, request).await),
     };
     if traced {
-        broker.trace.record(
-            broker.node(),
-            EventKind::Request,
-            Subject::None,
-            [api, first_error(&response), 0, 0],
-        );
+        trace_request(broker, api, first_error(&response));
     }
     Reply::Value(response)
+}
+
+/// A handled request in the trace: its API and its first error.
+fn trace_request(broker: &Broker, api: i64, error: i64) {
+    broker.trace.record(
+        broker.node(),
+        EventKind::Request,
+        Subject::None,
+        [api, error, 0, 0],
+    );
 }
 
 async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> InternalResponse {
@@ -477,35 +477,6 @@ fn handle_list_offsets(
     Response::ListOffsets(ListOffsetsResponse { results })
 }
 
-/// The internal partition and its leader for a coordinator key.
-pub(crate) fn coordinator_for(
-    broker: &Broker,
-    key_type: CoordinatorType,
-    key: &str,
-) -> Result<(TopicPartition, BrokerInfo), ErrorCode> {
-    let (topic, partitions) = match key_type {
-        CoordinatorType::Group => (OFFSETS_TOPIC, broker.config.offsets_topic_partitions),
-        CoordinatorType::Transaction => (
-            TRANSACTION_STATE_TOPIC,
-            broker.config.transaction_state_partitions,
-        ),
-    };
-    let tp = TopicPartition::new(topic, coordinator_partition(key, partitions));
-    let state = broker.state.borrow();
-    let leader = state
-        .metadata
-        .partition(&tp)
-        .and_then(|p| p.leader)
-        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-    let host = state
-        .metadata
-        .brokers
-        .get(&leader)
-        .map(|b| b.host.clone())
-        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-    Ok((tp, BrokerInfo { id: leader, host }))
-}
-
 fn handle_find_coordinator(broker: &Broker, key_type: CoordinatorType, key: &str) -> Response {
     if key.is_empty() {
         return Response::FindCoordinator(FindCoordinatorResponse {
@@ -522,39 +493,6 @@ fn handle_find_coordinator(broker: &Broker, key_type: CoordinatorType, key: &str
             error: Some(error),
             node: None,
         }),
-    }
-}
-
-/// Takes a producer id from this broker's block, fetching a new block from
-/// the controller when it is used up.
-pub(crate) async fn allocate_producer_id(broker: &Broker) -> Result<i64, ErrorCode> {
-    {
-        let mut state = broker.state.borrow_mut();
-        let (next, end) = state.producer_ids;
-        if next < end {
-            state.producer_ids.0 += 1;
-            return Ok(next);
-        }
-    }
-    let mut connection =
-        Connection::with_reconnects(CONTROLLER_HOST, CONTROLLER_PORT, broker.reconnects.clone());
-    let request = Request::Internal(InternalRequest::AllocateProducerIds {
-        broker_id: broker.id,
-    });
-    match connection
-        .call(request, broker.config.inter_broker_request_timeout_ms)
-        .await
-    {
-        Ok(Response::Internal(InternalResponse::AllocateProducerIds {
-            error: None,
-            first_producer_id,
-            count,
-        })) if count > 0 => {
-            let mut state = broker.state.borrow_mut();
-            state.producer_ids = (first_producer_id + 1, first_producer_id + count);
-            Ok(first_producer_id)
-        }
-        _ => Err(ErrorCode::CoordinatorLoadInProgress),
     }
 }
 

@@ -30,12 +30,12 @@ use eddyline_engine::transport::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::coordinator_shards::{
-    CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
+    CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic, coordinator_for,
 };
 use crate::broker::leader_write::{
     PendingWrite, append_to_leader, await_replicated, wait_for_replication,
 };
-use crate::broker::server::{allocate_producer_id, coordinator_for};
+use crate::broker::producer_ids::allocate_producer_id;
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
 use crate::config::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
