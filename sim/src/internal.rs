@@ -15,8 +15,8 @@ use eddyline_engine::transport::{ErrorCode, NewTopic, TopicPartition};
 
 pub use crate::records::RawBytes;
 use crate::records::{
-    BrokerId, ControlType, FetchPartition, ProducerEpoch, ProducerId, RecordBatch, TopicError,
-    offset_count,
+    BrokerId, ControlType, FetchPartition, PartitionError, ProducerEpoch, ProducerId, RecordBatch,
+    TopicError, offset_count,
 };
 
 /// A partition's state as the controller publishes it.
@@ -146,12 +146,29 @@ pub struct TxnMarker {
     pub partitions: Vec<TopicPartition>,
 }
 
-/// The end offset of an epoch, as OffsetsForLeaderEpoch answers it:
-/// `(epoch found, its end offset)`.
-pub type EpochEndOffset = Result<(i32, i64), ErrorCode>;
+/// The end of an epoch in a leader's log, as OffsetsForLeaderEpoch finds
+/// it: the largest epoch at or below the one asked for, and the offset
+/// where it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochEnd {
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
 
-/// One outcome per partition.
-pub type PartitionErrors = Vec<(TopicPartition, Option<ErrorCode>)>;
+/// One partition's answer in OffsetsForLeaderEpoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochEndOffset {
+    pub topic_partition: TopicPartition,
+    pub result: Result<EpochEnd, ErrorCode>,
+}
+
+/// One transaction's outcome in WriteTxnMarkers: per partition, whether its
+/// marker was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerResult {
+    pub producer_id: ProducerId,
+    pub partitions: Vec<PartitionError>,
+}
 
 /// A request between brokers or to the controller.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,17 +261,17 @@ pub enum InternalResponse {
     },
     /// Per query: the epoch found and its end offset.
     OffsetsForLeaderEpoch {
-        results: Vec<(TopicPartition, EpochEndOffset)>,
+        results: Vec<EpochEndOffset>,
     },
     /// One result per requested partition, in order.
     ReplicaFetch {
         partitions: Vec<ReplicaFetchResult>,
     },
     WriteTxnMarkers {
-        results: Vec<(ProducerId, PartitionErrors)>,
+        results: Vec<MarkerResult>,
     },
     VerifyTxnPartitions {
-        results: PartitionErrors,
+        results: Vec<PartitionError>,
     },
     /// The request could not be handled at all (sent to the wrong node).
     Error {

@@ -1262,7 +1262,19 @@ mod tests {
                     count: 1000,
                 }),
                 Response::Internal(InternalResponse::OffsetsForLeaderEpoch {
-                    results: vec![(tp(), Ok((2, 40))), (tp(), Err(codes::FENCED_LEADER_EPOCH))],
+                    results: vec![
+                        EpochEndOffset {
+                            topic_partition: tp(),
+                            result: Ok(EpochEnd {
+                                leader_epoch: 2,
+                                end_offset: 40,
+                            }),
+                        },
+                        EpochEndOffset {
+                            topic_partition: tp(),
+                            result: Err(codes::FENCED_LEADER_EPOCH),
+                        },
+                    ],
                 }),
                 Response::Internal(InternalResponse::ReplicaFetch {
                     partitions: vec![ReplicaFetchResult {
@@ -1275,10 +1287,19 @@ mod tests {
                     }],
                 }),
                 Response::Internal(InternalResponse::WriteTxnMarkers {
-                    results: vec![(9, vec![(tp(), None)])],
+                    results: vec![MarkerResult {
+                        producer_id: 9,
+                        partitions: vec![PartitionError {
+                            topic_partition: tp(),
+                            error: None,
+                        }],
+                    }],
                 }),
                 Response::Internal(InternalResponse::VerifyTxnPartitions {
-                    results: vec![(tp(), Some(ErrorCode::InvalidTxnState))],
+                    results: vec![PartitionError {
+                        topic_partition: tp(),
+                        error: Some(ErrorCode::InvalidTxnState),
+                    }],
                 }),
                 Response::Internal(InternalResponse::Error {
                     error: ErrorCode::NotLeaderOrFollower,

@@ -181,11 +181,16 @@ async fn fetcher(broker: Rc<Broker>, leader: BrokerId, wake: Rc<Notify>) {
             match connection.call(request, timeout_ms).await {
                 Ok(Response::Internal(InternalResponse::OffsetsForLeaderEpoch { results })) => {
                     let mut progressed = false;
-                    for (query, (tp, result)) in plan.truncate.iter().zip(results) {
-                        debug_assert_eq!(query.topic_partition, tp);
-                        if let Ok((epoch, end_offset)) = result {
-                            progressed |=
-                                truncate_follower(&broker, leader, query, epoch, end_offset);
+                    for (query, answer) in plan.truncate.iter().zip(results) {
+                        debug_assert_eq!(query.topic_partition, answer.topic_partition);
+                        if let Ok(end) = answer.result {
+                            progressed |= truncate_follower(
+                                &broker,
+                                leader,
+                                query,
+                                end.leader_epoch,
+                                end.end_offset,
+                            );
                         }
                     }
                     if !progressed {

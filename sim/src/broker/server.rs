@@ -16,7 +16,7 @@ use crate::broker::leader_write::{append_to_leader, check_leader, wait_for_repli
 use crate::broker::producer_ids::allocate_producer_id;
 use crate::broker::{Broker, error_code_for_trace, group_coordinator, txn_coordinator};
 use crate::config::{CONTROLLER_HOST, CONTROLLER_PORT};
-use crate::internal::{EpochQuery, InternalRequest, InternalResponse};
+use crate::internal::{EpochEnd, EpochEndOffset, EpochQuery, InternalRequest, InternalResponse};
 use crate::protocol::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, BrokerInfo, CoordinatorType, CreateTopicsRequest,
@@ -249,9 +249,9 @@ async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> Inter
             InternalResponse::OffsetsForLeaderEpoch {
                 results: queries
                     .into_iter()
-                    .map(|query| {
-                        let result = offsets_for_leader_epoch(broker, &query);
-                        (query.topic_partition, result)
+                    .map(|query| EpochEndOffset {
+                        result: offsets_for_leader_epoch(broker, &query),
+                        topic_partition: query.topic_partition,
                     })
                     .collect(),
             }
@@ -280,7 +280,7 @@ async fn handle_internal(broker: &Rc<Broker>, request: InternalRequest) -> Inter
     }
 }
 
-fn offsets_for_leader_epoch(broker: &Broker, query: &EpochQuery) -> Result<(i32, i64), ErrorCode> {
+fn offsets_for_leader_epoch(broker: &Broker, query: &EpochQuery) -> Result<EpochEnd, ErrorCode> {
     let state = broker.state.borrow();
     check_leader(
         &state,
@@ -288,7 +288,12 @@ fn offsets_for_leader_epoch(broker: &Broker, query: &EpochQuery) -> Result<(i32,
         Some(query.current_leader_epoch),
     )?;
     let disk = broker.disk.borrow();
-    Ok(disk.logs[&query.topic_partition].end_offset_for_epoch(query.leader_epoch))
+    let (leader_epoch, end_offset) =
+        disk.logs[&query.topic_partition].end_offset_for_epoch(query.leader_epoch);
+    Ok(EpochEnd {
+        leader_epoch,
+        end_offset,
+    })
 }
 
 fn handle_metadata(broker: &Broker, topics: Option<Vec<String>>) -> Response {

@@ -38,7 +38,7 @@ use crate::broker::leader_write::{
 use crate::broker::producer_ids::allocate_producer_id;
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
 use crate::config::{BROKER_PORT, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
-use crate::internal::{InternalRequest, InternalResponse, TxnMarker};
+use crate::internal::{InternalRequest, InternalResponse, MarkerResult, TxnMarker};
 use crate::protocol::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, BrokerId, ControlType, CoordinatorType, EndTxnRequest,
@@ -839,10 +839,10 @@ async fn write_markers_round(
             }
         };
         if let InternalResponse::WriteTxnMarkers { results } = response {
-            for (_, partitions) in results {
-                for (tp, error) in partitions {
-                    if error.is_none() {
-                        done.push(tp);
+            for result in results {
+                for outcome in result.partitions {
+                    if outcome.error.is_none() {
+                        done.push(outcome.topic_partition);
                     }
                 }
             }
@@ -864,15 +864,21 @@ pub(crate) async fn handle_write_markers(
         } else {
             ControlType::Abort
         };
-        let mut outcomes: Vec<(TopicPartition, Option<ErrorCode>)> = Vec::new();
+        let mut outcomes: Vec<PartitionError> = Vec::new();
         let mut pending: Vec<(usize, PendingWrite)> = Vec::new();
         for tp in &marker.partitions {
             match append_marker(broker, tp, &marker, control) {
                 Ok(write) => {
                     pending.push((outcomes.len(), write));
-                    outcomes.push((tp.clone(), None));
+                    outcomes.push(PartitionError {
+                        topic_partition: tp.clone(),
+                        error: None,
+                    });
                 }
-                Err(error) => outcomes.push((tp.clone(), Some(error))),
+                Err(error) => outcomes.push(PartitionError {
+                    topic_partition: tp.clone(),
+                    error: Some(error),
+                }),
             }
         }
         if !pending.is_empty() {
@@ -884,7 +890,7 @@ pub(crate) async fn handle_write_markers(
             )
             .await;
             for ((index, write), outcome) in pending.into_iter().zip(replicated) {
-                outcomes[index].1 = outcome;
+                outcomes[index].error = outcome;
                 if outcome.is_none() && write.tp.topic == OFFSETS_TOPIC {
                     group_coordinator::complete_transaction(
                         broker,
@@ -895,7 +901,10 @@ pub(crate) async fn handle_write_markers(
                 }
             }
         }
-        results.push((marker.producer_id, outcomes));
+        results.push(MarkerResult {
+            producer_id: marker.producer_id,
+            partitions: outcomes,
+        });
     }
     InternalResponse::WriteTxnMarkers { results }
 }
@@ -985,13 +994,22 @@ pub(crate) fn handle_verify(
             .map(|tp| {
                 let member =
                     metadata.state == TxnState::Ongoing && metadata.partitions.contains(tp);
-                (tp.clone(), (!member).then_some(ErrorCode::InvalidTxnState))
+                PartitionError {
+                    topic_partition: tp.clone(),
+                    error: (!member).then_some(ErrorCode::InvalidTxnState),
+                }
             })
             .collect::<Vec<_>>())
     });
     let results = match verdict {
         Ok(Ok(results)) => results,
-        Ok(Err(error)) | Err(error) => partitions.into_iter().map(|tp| (tp, Some(error))).collect(),
+        Ok(Err(error)) | Err(error) => partitions
+            .into_iter()
+            .map(|topic_partition| PartitionError {
+                topic_partition,
+                error: Some(error),
+            })
+            .collect(),
     };
     InternalResponse::VerifyTxnPartitions { results }
 }
@@ -1136,7 +1154,10 @@ async fn ask_coordinator_to_verify(
         }
     };
     match response {
-        Ok(InternalResponse::VerifyTxnPartitions { results }) => results.into_iter().collect(),
+        Ok(InternalResponse::VerifyTxnPartitions { results }) => results
+            .into_iter()
+            .map(|outcome| (outcome.topic_partition, outcome.error))
+            .collect(),
         Ok(_) => BTreeMap::new(),
         Err(error) => partitions
             .iter()
