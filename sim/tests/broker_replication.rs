@@ -179,6 +179,66 @@ mod in_sync_replicas {
     }
 }
 
+mod effective_min_isr {
+    use super::*;
+    use eddyline_engine::transport::NewTopic;
+    use eddyline_sim::protocol::{CreateTopicsRequest, CreateTopicsResponse, TopicError};
+
+    /// Kafka 3.8 compares the ISR with `min(min.insync.replicas,
+    /// replication factor)` (`Partition.effectiveMinIsr`, used by
+    /// `appendRecordsToLeader` and `checkEnoughReplicasReachOffset`): a
+    /// replication-factor-1 topic under the cluster default of 2 takes
+    /// acks=all writes, and its high watermark moves.
+    #[test]
+    fn a_replication_factor_1_topic_under_min_insync_2_accepts_acks_all_writes() {
+        let mut cluster = cluster(67);
+        let handle = cluster.handle();
+        assert_eq!(handle.config().min_insync_replicas, 2);
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let response = call(
+                &mut connect(0),
+                Request::CreateTopics(CreateTopicsRequest {
+                    topics: vec![NewTopic {
+                        name: "single".into(),
+                        partitions: 1,
+                        replication_factor: 1,
+                        configs: Vec::new(),
+                    }],
+                    timeout_ms: 5_000,
+                }),
+            )
+            .await;
+            assert_eq!(
+                response,
+                Response::CreateTopics(CreateTopicsResponse {
+                    results: vec![TopicError {
+                        name: "single".into(),
+                        error: None
+                    }]
+                })
+            );
+            let tp = TopicPartition::new("single", 0);
+            wait_for(&handle, |h| {
+                h.partition_state(&tp)
+                    .is_some_and(|p| p.leader.is_some() && p.isr.len() == 1)
+            })
+            .await;
+            let result = produce(&handle, None, batch(&tp, -1, -1, -1, false, &["a", "b"])).await;
+            assert_eq!(result.error, None, "{result:?}");
+            assert_eq!(result.base_offset, 0);
+            let fetched = fetch(&handle, &tp, 0, Isolation::ReadUncommitted).await;
+            assert_eq!(fetched.high_watermark, 2);
+            assert_eq!(
+                values(&fetched),
+                vec![(0, "a".to_string()), (1, "b".to_string())]
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
 mod truncation {
     use super::*;
 

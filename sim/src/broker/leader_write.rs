@@ -106,7 +106,7 @@ fn append_to_leader_inner(
         if batch_size_bytes(&batch.records) > broker.config.max_message_bytes {
             return Err(ErrorCode::MessageTooLarge);
         }
-        if replica.isr.len() < replica.min_insync_replicas.max(1) as usize {
+        if replica.is_under_min_isr() {
             return Err(ErrorCode::NotEnoughReplicas);
         }
         let mut disk = broker.disk.borrow_mut();
@@ -179,7 +179,7 @@ fn write_outcome(broker: &Broker, pending: &PendingWrite) -> Option<Option<Error
         return Some(Some(ErrorCode::NotLeaderOrFollower));
     }
     if log.high_watermark >= pending.required_offset {
-        if replica.isr.len() < replica.min_insync_replicas.max(1) as usize {
+        if replica.is_under_min_isr() {
             return Some(Some(ErrorCode::NotEnoughReplicasAfterAppend));
         }
         return Some(None);

@@ -55,6 +55,22 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
+    /// `min.insync.replicas` as Kafka applies it: never more than the
+    /// replication factor. Kafka 3.8's `Partition.effectiveMinIsr` is
+    /// `minInSyncReplicas.min(remoteReplicasMap.size + 1)`, and both
+    /// `appendRecordsToLeader` (NOT_ENOUGH_REPLICAS) and
+    /// `checkEnoughReplicasReachOffset` (NOT_ENOUGH_REPLICAS_AFTER_APPEND)
+    /// compare the ISR with it: a replication-factor-1 topic under a
+    /// cluster default of 2 takes acks=all writes.
+    pub(crate) fn effective_min_isr(&self) -> usize {
+        (self.min_insync_replicas.max(1) as usize).min(self.replicas.len())
+    }
+
+    /// Whether the ISR is smaller than [`Replica::effective_min_isr`].
+    pub(crate) fn is_under_min_isr(&self) -> bool {
+        self.isr.len() < self.effective_min_isr()
+    }
+
     pub(crate) fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }

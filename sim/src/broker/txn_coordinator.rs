@@ -927,7 +927,7 @@ fn append_marker(
             .get(tp)
             .filter(|r| r.is_leader())
             .ok_or(ErrorCode::NotLeaderOrFollower)?;
-        if replica.isr.len() < replica.min_insync_replicas.max(1) as usize {
+        if replica.is_under_min_isr() {
             return Err(ErrorCode::NotEnoughReplicas);
         }
         let mut disk = broker.disk.borrow_mut();
