@@ -1810,15 +1810,9 @@ mod tests {
             (PreparingRebalance, CompletingRebalance),
             (CompletingRebalance, Stable),
         ];
-        for previous in all {
-            for next in all {
-                assert_eq!(
-                    next.can_follow(previous),
-                    legal.contains(&(previous, next)),
-                    "{previous:?} -> {next:?}"
-                );
-            }
-        }
+        crate::broker::assert_transition_table(&all, &legal, |previous, next| {
+            next.can_follow(previous)
+        });
     }
 
     #[test]

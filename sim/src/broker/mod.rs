@@ -469,6 +469,26 @@ pub(crate) async fn run(context: BrokerContext) -> turmoil::Result {
     }
 }
 
+/// Test support: `can_follow(previous, next)` holds exactly for the pairs
+/// in `legal`, over every pair of `all` (a state machine's transition
+/// table checked against Kafka's `validPreviousStates`).
+#[cfg(test)]
+pub(crate) fn assert_transition_table<S: Copy + PartialEq + std::fmt::Debug>(
+    all: &[S],
+    legal: &[(S, S)],
+    can_follow: impl Fn(S, S) -> bool,
+) {
+    for &previous in all {
+        for &next in all {
+            assert_eq!(
+                can_follow(previous, next),
+                legal.contains(&(previous, next)),
+                "{previous:?} -> {next:?}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

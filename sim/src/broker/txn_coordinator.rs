@@ -1318,15 +1318,9 @@ mod tests {
             (PrepareCommit, CompleteCommit),
             (PrepareAbort, CompleteAbort),
         ];
-        for previous in all {
-            for next in all {
-                assert_eq!(
-                    next.can_follow(previous),
-                    legal.contains(&(previous, next)),
-                    "{previous:?} -> {next:?}"
-                );
-            }
-        }
+        crate::broker::assert_transition_table(&all, &legal, |previous, next| {
+            next.can_follow(previous)
+        });
     }
 
     #[test]
