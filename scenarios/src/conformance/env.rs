@@ -68,6 +68,25 @@ pub trait ConformanceEnv {
     /// What [`Self::fail_leader`] does.
     fn broker_control(&self) -> BrokerControl;
 
+    /// How many brokers the target has. A check that needs more (see the
+    /// suite's table) is reported as "needs N brokers" on a smaller target,
+    /// never run and never passed.
+    fn broker_count(&self) -> usize;
+
+    /// The partition's leader, replicas and in-sync replicas as the
+    /// cluster's metadata reports them now.
+    async fn replica_state(&self, partition: &TopicPartition) -> Result<ReplicaState, String>;
+
+    /// Stops broker `node` the hard way (a crash or a SIGKILL, no clean
+    /// shutdown) and leaves it down; returns once it no longer serves, with
+    /// a one-line description. Errors with a reason if the env cannot.
+    async fn stop_broker(&self, node: i32) -> Result<String, String>;
+
+    /// Starts broker `node`, stopped by [`Self::stop_broker`], again with
+    /// its data; returns once it serves again (it may still be catching up
+    /// as a follower), with a one-line description.
+    async fn start_broker(&self, node: i32) -> Result<String, String>;
+
     /// Takes away the leader of `partition` the hard way (a crash or a
     /// SIGKILL, no clean shutdown) and returns once the partition has a
     /// leader again, with a one-line description of what happened. Errors
@@ -83,6 +102,17 @@ pub trait ConformanceEnv {
     /// is killed and restarted (the connections die with requests in
     /// flight).
     async fn lose_acknowledgements(&self, partition: &TopicPartition) -> Result<String, String>;
+}
+
+/// A partition's replicas as the cluster's metadata reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// `None`: no live in-sync replica leads it (the partition is offline).
+    pub leader: Option<i32>,
+    /// The assigned replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
 }
 
 /// Run-unique names: a prefix for the run and a counter, so two checks never

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 use eddyline_engine::transport::TopicPartition;
 
-use super::env::{BrokerControl, ConformanceEnv, RunNames};
+use super::env::{BrokerControl, ConformanceEnv, ReplicaState, RunNames};
 use super::{Report, SuiteOptions, run_suite};
 
 /// How long one check may run against a broker (a restart included).
@@ -106,6 +106,31 @@ impl ConformanceEnv for KafkaEnv {
             },
             None => BrokerControl::None,
         }
+    }
+
+    fn broker_count(&self) -> usize {
+        1
+    }
+
+    async fn replica_state(&self, _partition: &TopicPartition) -> Result<ReplicaState, String> {
+        // One broker holds every replica and leads every partition.
+        Ok(ReplicaState {
+            leader: Some(1),
+            replicas: vec![1],
+            isr: vec![1],
+        })
+    }
+
+    async fn stop_broker(&self, node: i32) -> Result<String, String> {
+        Err(format!(
+            "cannot stop broker {node}: this env has no stop command"
+        ))
+    }
+
+    async fn start_broker(&self, node: i32) -> Result<String, String> {
+        Err(format!(
+            "cannot start broker {node}: this env has no start command"
+        ))
     }
 
     async fn fail_leader(&self, partition: &TopicPartition) -> Result<String, String> {

@@ -37,7 +37,7 @@ mod log;
 mod offsets;
 mod transactions;
 
-pub use env::{BrokerControl, ConformanceEnv, RunNames};
+pub use env::{BrokerControl, ConformanceEnv, ReplicaState, RunNames};
 pub use report::{CheckReport, Outcome, Report};
 pub use support::{Cx, Failure};
 
@@ -72,10 +72,16 @@ pub struct SuiteOptions {
 /// The suite's checks, in the order they run: one table from which both the
 /// list of checks ([`CHECKS`]) and their dispatch are generated, so the two
 /// cannot drift apart.
+/// Each row is `(area, name, brokers, function)`: `brokers` is how many
+/// brokers the check needs (1, or 3 for replication, ISR and failover
+/// between replicas).
 macro_rules! checks {
-    ($(($area:literal, $name:literal, $check:path),)*) => {
+    ($(($area:literal, $name:literal, $brokers:literal, $check:path),)*) => {
         /// Every check as `(area, name)`, in the order the suite runs them.
         pub const CHECKS: &[(&str, &str)] = &[$(($area, $name),)*];
+
+        /// How many brokers each check of [`CHECKS`] needs, in the same order.
+        pub const CHECK_BROKERS: &[usize] = &[$($brokers,)*];
 
         /// Runs check number `index` of [`CHECKS`].
         async fn run_one<E: ConformanceEnv>(index: usize, cx: &mut Cx<'_, E>) -> Result<(), Failure> {
@@ -92,29 +98,29 @@ macro_rules! checks {
 }
 
 checks! {
-    ("log", "offsets are dense from 0 and follow send order in each partition", log::offsets_are_dense_and_follow_send_order),
-    ("log", "a seek moves the position to the first record at or after the offset", log::a_seek_moves_the_position_to_the_first_record_at_or_after_it),
-    ("partitioner", "keyed records land in the partitions of Kafka's murmur2 partitioner", log::keyed_records_land_in_murmur2_partitions),
-    ("partitioner", "a record with neither key nor partition is refused", log::a_record_with_neither_key_nor_partition_is_refused),
-    ("idempotence", "records retried after their acknowledgements were lost are written exactly once, in order", failover::records_retried_after_lost_acknowledgements_are_written_once),
-    ("transactions", "a committed transaction becomes visible and its marker takes one offset", transactions::a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset),
-    ("transactions", "an aborted transaction is hidden from read_committed but not from read_uncommitted", transactions::an_aborted_transaction_is_hidden_from_read_committed),
-    ("transactions", "an open transaction holds read_committed readers at the last stable offset", transactions::an_open_transaction_holds_read_committed_readers_at_the_lso),
-    ("transactions", "a transaction left open past its timeout is aborted by the coordinator", transactions::a_transaction_left_open_past_its_timeout_is_aborted),
-    ("fencing", "a second init_transactions fences the first producer, whose transaction is aborted", transactions::a_second_init_transactions_fences_the_first_producer),
-    ("fencing", "a transactional offset commit with a stale generation is rejected", groups::a_transactional_offset_commit_with_a_stale_generation_is_rejected),
-    ("offsets", "a committed offset reads back with its metadata", offsets::a_committed_offset_reads_back_with_its_metadata),
-    ("offsets", "offsets sent in a transaction appear on commit and are discarded on abort", offsets::offsets_sent_in_a_transaction_appear_on_commit_only),
-    ("offsets", "committed() under read_committed waits for a transaction's pending offsets", offsets::committed_waits_for_pending_transactional_offsets),
-    ("groups", "a joining member makes the group revoke everything before anything is assigned", groups::a_joining_member_makes_the_group_revoke_before_assigning),
-    ("groups", "a member that leaves hands its partitions to the remaining member", groups::a_member_that_leaves_hands_its_partitions_over),
-    ("groups", "the range assignor orders members by member id, which begins with the client id", groups::the_range_assignor_orders_members_by_client_id),
-    ("failover", "no acknowledged acks=all write is lost when the partition leader fails", failover::no_acknowledged_write_is_lost_when_the_leader_fails),
-    ("failover", "committed offsets survive the loss of the group coordinator", failover::committed_offsets_survive_the_loss_of_the_group_coordinator),
-    ("errors", "creating a topic that exists fails with TopicAlreadyExists", errors::creating_a_topic_that_exists_fails),
-    ("errors", "asking for a missing topic fails with UnknownTopicOrPartition", errors::asking_for_a_missing_topic_fails),
-    ("errors", "committing without a transaction fails with InvalidState", errors::committing_without_a_transaction_fails),
-    ("errors", "sending to a missing partition or topic fails with UnknownTopicOrPartition", errors::sending_to_a_missing_partition_fails),
+    ("log", "offsets are dense from 0 and follow send order in each partition", 1, log::offsets_are_dense_and_follow_send_order),
+    ("log", "a seek moves the position to the first record at or after the offset", 1, log::a_seek_moves_the_position_to_the_first_record_at_or_after_it),
+    ("partitioner", "keyed records land in the partitions of Kafka's murmur2 partitioner", 1, log::keyed_records_land_in_murmur2_partitions),
+    ("partitioner", "a record with neither key nor partition is refused", 1, log::a_record_with_neither_key_nor_partition_is_refused),
+    ("idempotence", "records retried after their acknowledgements were lost are written exactly once, in order", 1, failover::records_retried_after_lost_acknowledgements_are_written_once),
+    ("transactions", "a committed transaction becomes visible and its marker takes one offset", 1, transactions::a_committed_transaction_becomes_visible_and_its_marker_takes_an_offset),
+    ("transactions", "an aborted transaction is hidden from read_committed but not from read_uncommitted", 1, transactions::an_aborted_transaction_is_hidden_from_read_committed),
+    ("transactions", "an open transaction holds read_committed readers at the last stable offset", 1, transactions::an_open_transaction_holds_read_committed_readers_at_the_lso),
+    ("transactions", "a transaction left open past its timeout is aborted by the coordinator", 1, transactions::a_transaction_left_open_past_its_timeout_is_aborted),
+    ("fencing", "a second init_transactions fences the first producer, whose transaction is aborted", 1, transactions::a_second_init_transactions_fences_the_first_producer),
+    ("fencing", "a transactional offset commit with a stale generation is rejected", 1, groups::a_transactional_offset_commit_with_a_stale_generation_is_rejected),
+    ("offsets", "a committed offset reads back with its metadata", 1, offsets::a_committed_offset_reads_back_with_its_metadata),
+    ("offsets", "offsets sent in a transaction appear on commit and are discarded on abort", 1, offsets::offsets_sent_in_a_transaction_appear_on_commit_only),
+    ("offsets", "committed() under read_committed waits for a transaction's pending offsets", 1, offsets::committed_waits_for_pending_transactional_offsets),
+    ("groups", "a joining member makes the group revoke everything before anything is assigned", 1, groups::a_joining_member_makes_the_group_revoke_before_assigning),
+    ("groups", "a member that leaves hands its partitions to the remaining member", 1, groups::a_member_that_leaves_hands_its_partitions_over),
+    ("groups", "the range assignor orders members by member id, which begins with the client id", 1, groups::the_range_assignor_orders_members_by_client_id),
+    ("failover", "no acknowledged acks=all write is lost when the partition leader fails", 1, failover::no_acknowledged_write_is_lost_when_the_leader_fails),
+    ("failover", "committed offsets survive the loss of the group coordinator", 1, failover::committed_offsets_survive_the_loss_of_the_group_coordinator),
+    ("errors", "creating a topic that exists fails with TopicAlreadyExists", 1, errors::creating_a_topic_that_exists_fails),
+    ("errors", "asking for a missing topic fails with UnknownTopicOrPartition", 1, errors::asking_for_a_missing_topic_fails),
+    ("errors", "committing without a transaction fails with InvalidState", 1, errors::committing_without_a_transaction_fails),
+    ("errors", "sending to a missing partition or topic fails with UnknownTopicOrPartition", 1, errors::sending_to_a_missing_partition_fails),
 }
 
 /// Runs the checks against the env's target, in [`CHECKS`] order, each with
@@ -126,6 +132,17 @@ pub async fn run_suite<E: ConformanceEnv>(env: &E, options: &SuiteOptions) -> Re
         if let Some(filter) = &options.filter
             && !format!("{area}: {name}").contains(filter.as_str())
         {
+            continue;
+        }
+        let needs = CHECK_BROKERS[index];
+        if env.broker_count() < needs {
+            report.checks.push(CheckReport {
+                area,
+                name,
+                outcome: Outcome::Skipped(format!("needs {needs} brokers")),
+                notes: Vec::new(),
+                elapsed_ms: 0,
+            });
             continue;
         }
         let started = env.elapsed();

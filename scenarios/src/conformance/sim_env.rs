@@ -18,7 +18,7 @@ use eddyline_sim::broker::broker_host;
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::trace::TraceSummary;
 
-use super::env::{BrokerControl, ConformanceEnv, RunNames};
+use super::env::{BrokerControl, ConformanceEnv, ReplicaState, RunNames};
 use super::{Report, SuiteOptions, run_suite};
 
 /// How long one check may run (simulated).
@@ -106,6 +106,52 @@ impl ConformanceEnv for SimEnv {
 
     fn broker_control(&self) -> BrokerControl {
         BrokerControl::CrashLeader
+    }
+
+    fn broker_count(&self) -> usize {
+        self.handle.config().brokers
+    }
+
+    async fn replica_state(&self, partition: &TopicPartition) -> Result<ReplicaState, String> {
+        let image = self
+            .handle
+            .partition_state(partition)
+            .ok_or_else(|| format!("the controller knows no partition {partition}"))?;
+        Ok(ReplicaState {
+            leader: image.leader,
+            replicas: image.replicas,
+            isr: image.isr,
+        })
+    }
+
+    async fn stop_broker(&self, node: i32) -> Result<String, String> {
+        if self.handle.is_broker_down(node) {
+            return Err(format!("broker {node} is already down"));
+        }
+        self.handle.crash_broker(node);
+        Ok(format!("crashed broker {node}"))
+    }
+
+    async fn start_broker(&self, node: i32) -> Result<String, String> {
+        if !self.handle.is_broker_down(node) {
+            return Err(format!("broker {node} is not down"));
+        }
+        let began = self.elapsed();
+        self.handle.restart_broker(node);
+        let deadline = began + CLUSTER_PATIENCE;
+        while self.handle.is_broker_down(node) || !self.handle.is_broker_live(node) {
+            if self.elapsed() >= deadline {
+                return Err(format!(
+                    "broker {node} did not rejoin within {} ms of its restart",
+                    CLUSTER_PATIENCE.as_millis()
+                ));
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+        Ok(format!(
+            "restarted broker {node}: live again after {} ms",
+            self.elapsed().saturating_sub(began).as_millis()
+        ))
     }
 
     async fn fail_leader(&self, partition: &TopicPartition) -> Result<String, String> {
