@@ -18,9 +18,19 @@ pub const CONTROLLER_PORT: u16 = 9093;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
-/// The simulated cluster's settings. Defaults are Kafka's, scaled down in
-/// time where Kafka's are tuned for real networks (each such default says
-/// Kafka's value).
+/// The simulated cluster's settings.
+///
+/// The timings default to Apache Kafka 3.8's own defaults (each field says
+/// Kafka's setting and value), so that a failover stalls a run as long as it
+/// stalls a real cluster: long enough for watermark idleness, session
+/// timeouts and transaction timeouts to fire. [`ClusterConfig::with_fast_timings`]
+/// scales them down for quicker runs; the settings listing names which
+/// timings a run used (`timings = kafka-3.8 | fast | custom`).
+///
+/// Sizes are smaller than Kafka's where only cost depends on them (4
+/// partitions per internal topic instead of 50), and topics are replicated
+/// by default (replication factor 3, min.insync.replicas 2, where Kafka
+/// defaults to 1 and 1), because a single replica cannot fail over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// Number of brokers (ids `0..brokers`, hosts `broker-<id>`).
@@ -50,7 +60,8 @@ pub struct ClusterConfig {
     /// Replication factor of the internal topics, capped by `brokers`
     /// (Kafka: 3).
     pub internal_topic_replication_factor: i16,
-    /// `replica.lag.time.max.ms` (Kafka: 30000).
+    /// `replica.lag.time.max.ms` (Kafka: 30000): how long a follower may
+    /// stay behind before the leader drops it from the ISR.
     pub replica_lag_max_ms: u64,
     /// `replica.fetch.wait.max.ms` (Kafka: 500).
     pub replica_fetch_wait_max_ms: u32,
@@ -60,7 +71,8 @@ pub struct ClusterConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `broker.session.timeout.ms` (Kafka: 9000).
     pub broker_session_timeout_ms: u64,
-    /// Timeout of controller and inter-broker calls (Kafka: 30000).
+    /// Timeout of controller and inter-broker calls (`request.timeout.ms`
+    /// of the broker's channels; Kafka: 30000).
     pub inter_broker_request_timeout_ms: u64,
     /// How long a broker's metadata long poll waits at the controller.
     pub metadata_max_wait_ms: u32,
@@ -126,20 +138,20 @@ impl Default for ClusterConfig {
             offsets_topic_partitions: 4,
             transaction_state_partitions: 4,
             internal_topic_replication_factor: 3,
-            replica_lag_max_ms: 1_000,
-            replica_fetch_wait_max_ms: 100,
+            replica_lag_max_ms: KAFKA_TIMINGS.replica_lag_max_ms,
+            replica_fetch_wait_max_ms: KAFKA_TIMINGS.replica_fetch_wait_max_ms,
             replica_fetch_max_records: 5_000,
-            broker_heartbeat_interval_ms: 100,
-            broker_session_timeout_ms: 600,
-            inter_broker_request_timeout_ms: 1_000,
+            broker_heartbeat_interval_ms: KAFKA_TIMINGS.broker_heartbeat_interval_ms,
+            broker_session_timeout_ms: KAFKA_TIMINGS.broker_session_timeout_ms,
+            inter_broker_request_timeout_ms: KAFKA_TIMINGS.inter_broker_request_timeout_ms,
             metadata_max_wait_ms: 500,
             coordinator_load_delay_ms: 5,
             coordinator_write_timeout_ms: 5_000,
-            group_initial_rebalance_delay_ms: 100,
-            group_min_session_timeout_ms: 10,
+            group_initial_rebalance_delay_ms: KAFKA_TIMINGS.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: KAFKA_TIMINGS.group_min_session_timeout_ms,
             group_max_session_timeout_ms: 1_800_000,
             transaction_max_timeout_ms: 900_000,
-            transaction_abort_check_interval_ms: 1_000,
+            transaction_abort_check_interval_ms: KAFKA_TIMINGS.transaction_abort_check_interval_ms,
             transaction_partition_verification: true,
             max_message_bytes: 1_048_588,
             tcp_give_up_ms: 127_000,
@@ -149,6 +161,48 @@ impl Default for ClusterConfig {
         }
     }
 }
+
+/// The settings that set how long things take in the cluster: the ones
+/// [`ClusterConfig::with_fast_timings`] changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    pub replica_lag_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u32,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
+    pub inter_broker_request_timeout_ms: u64,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: u32,
+    pub transaction_abort_check_interval_ms: u64,
+}
+
+/// Apache Kafka 3.8's defaults (`ReplicationConfigs`, `KRaftConfigs`,
+/// `GroupCoordinatorConfig`, `TransactionStateManagerConfigs`).
+pub const KAFKA_TIMINGS: Timings = Timings {
+    replica_lag_max_ms: 30_000,
+    replica_fetch_wait_max_ms: 500,
+    broker_heartbeat_interval_ms: 2_000,
+    broker_session_timeout_ms: 9_000,
+    inter_broker_request_timeout_ms: 30_000,
+    group_initial_rebalance_delay_ms: 3_000,
+    group_min_session_timeout_ms: 6_000,
+    transaction_abort_check_interval_ms: 10_000,
+};
+
+/// Kafka's timings scaled down 10-30x (and the minimum session timeout
+/// lifted): runs finish sooner, but a failover stalls a run for well under
+/// a second, too short for idleness or transaction timeouts to fire. For
+/// tests of behaviour that does not depend on how long a stall lasts.
+pub const FAST_TIMINGS: Timings = Timings {
+    replica_lag_max_ms: 1_000,
+    replica_fetch_wait_max_ms: 100,
+    broker_heartbeat_interval_ms: 100,
+    broker_session_timeout_ms: 600,
+    inter_broker_request_timeout_ms: 1_000,
+    group_initial_rebalance_delay_ms: 100,
+    group_min_session_timeout_ms: 10,
+    transaction_abort_check_interval_ms: 1_000,
+};
 
 /// Why a configuration cannot build a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -205,6 +259,50 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// This configuration with the given timings.
+    pub fn with_timings(self, timings: Timings) -> Self {
+        Self {
+            replica_lag_max_ms: timings.replica_lag_max_ms,
+            replica_fetch_wait_max_ms: timings.replica_fetch_wait_max_ms,
+            broker_heartbeat_interval_ms: timings.broker_heartbeat_interval_ms,
+            broker_session_timeout_ms: timings.broker_session_timeout_ms,
+            inter_broker_request_timeout_ms: timings.inter_broker_request_timeout_ms,
+            group_initial_rebalance_delay_ms: timings.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: timings.group_min_session_timeout_ms,
+            transaction_abort_check_interval_ms: timings.transaction_abort_check_interval_ms,
+            ..self
+        }
+    }
+
+    /// This configuration with [`FAST_TIMINGS`].
+    pub fn with_fast_timings(self) -> Self {
+        self.with_timings(FAST_TIMINGS)
+    }
+
+    /// The timings this configuration uses.
+    pub fn timings(&self) -> Timings {
+        Timings {
+            replica_lag_max_ms: self.replica_lag_max_ms,
+            replica_fetch_wait_max_ms: self.replica_fetch_wait_max_ms,
+            broker_heartbeat_interval_ms: self.broker_heartbeat_interval_ms,
+            broker_session_timeout_ms: self.broker_session_timeout_ms,
+            inter_broker_request_timeout_ms: self.inter_broker_request_timeout_ms,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            transaction_abort_check_interval_ms: self.transaction_abort_check_interval_ms,
+        }
+    }
+
+    /// `kafka-3.8` when every timing is Kafka's default, `fast` when they
+    /// are [`FAST_TIMINGS`], else `custom`.
+    pub fn timings_name(&self) -> &'static str {
+        match self.timings() {
+            t if t == KAFKA_TIMINGS => "kafka-3.8",
+            t if t == FAST_TIMINGS => "fast",
+            _ => "custom",
+        }
+    }
+
     pub(crate) fn world_settings(&self, seed: Seed) -> WorldSettings {
         WorldSettings {
             seed,
@@ -217,14 +315,16 @@ impl ClusterConfig {
         }
     }
 
-    /// Every setting as `(name, value)`, for the run's settings listing.
+    /// Every setting as `(name, value)`, for the run's settings listing,
+    /// after `timings` (which preset the timings are).
     pub fn settings(&self) -> Vec<(String, String)> {
         macro_rules! settings {
             ($($field:ident),* $(,)?) => {
                 vec![$((stringify!($field).to_string(), self.$field.to_string())),*]
             };
         }
-        settings![
+        let mut listing = vec![("timings".to_string(), self.timings_name().to_string())];
+        listing.extend(settings![
             brokers,
             replication_factor,
             min_insync_replicas,
@@ -256,6 +356,7 @@ impl ClusterConfig {
             max_message_bytes,
             tcp_give_up_ms,
             producer_id_block_size,
-        ]
+        ]);
+        listing
     }
 }

@@ -15,13 +15,16 @@ use eddyline_sim::protocol::{
 };
 use eddyline_sim::rpc::Connection;
 
-const SESSION_MS: u32 = 1_000;
+/// Kafka's group.min.session.timeout.ms, the shortest session it accepts.
+const SESSION_MS: u32 = 6_000;
+/// Longer than a session, so that a session expires before a rebalance does.
+const REBALANCE_MS: u32 = 2 * SESSION_MS;
 
 fn join(group: &str, member_id: &str) -> Request {
     Request::JoinGroup(JoinGroupRequest {
         group_id: group.to_string(),
         session_timeout_ms: SESSION_MS,
-        rebalance_timeout_ms: 2_000,
+        rebalance_timeout_ms: REBALANCE_MS,
         member_id: member_id.to_string(),
         group_instance_id: None,
         protocol_type: "consumer".to_string(),
@@ -290,9 +293,9 @@ mod membership {
                 sync(leader_conn, "g2", &leader, vec![]),
                 sync(follower_conn, "g2", &follower, vec![])
             );
-            // Only the leader keeps heartbeating.
+            // Only the leader keeps heartbeating, for up to three sessions.
             let mut error = None;
-            for _ in 0..30 {
+            for _ in 0..3 * SESSION_MS / 100 {
                 sleep_ms(100).await;
                 error = heartbeat(leader_conn, "g2", leader.generation, &leader.member_id).await;
                 if error.is_some() {
@@ -338,7 +341,7 @@ mod membership {
             assert_eq!(answer, Err(ErrorCode::RebalanceInProgress));
             assert!(
                 waited_ms >= u64::from(SESSION_MS) && waited_ms < 2 * u64::from(SESSION_MS),
-                "answered after {waited_ms} ms (session {SESSION_MS} ms, rebalance 2000 ms)"
+                "answered after {waited_ms} ms (session {SESSION_MS} ms, rebalance {REBALANCE_MS} ms)"
             );
             // The follower rejoins alone and leads the next generation.
             let rejoined = join_group(follower_conn, "g7", &follower.member_id).await;

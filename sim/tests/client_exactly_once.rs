@@ -26,13 +26,21 @@ struct Worker<C: Consumer, P: Producer> {
     positions: BTreeMap<TopicPartition, i64>,
     in_transaction: bool,
     uncommitted: usize,
+    /// When the open transaction began: it is committed within
+    /// [`CHECKPOINT_EVERY`], well inside the transaction timeout (30 s),
+    /// however few records it holds.
+    began: tokio::time::Instant,
 }
+
+/// The longest a worker keeps a transaction open.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 impl<C: Consumer, P: Producer> Worker<C, P> {
     async fn begin_if_needed(&mut self) -> TransportResult<()> {
         if !self.in_transaction {
             self.producer.begin_transaction().await?;
             self.in_transaction = true;
+            self.began = tokio::time::Instant::now();
         }
         Ok(())
     }
@@ -138,6 +146,7 @@ async fn run_worker_until(
         positions: BTreeMap::new(),
         in_transaction: false,
         uncommitted: 0,
+        began: tokio::time::Instant::now(),
     };
     while tokio::time::Instant::now() < stop_at {
         let events = worker.consumer.poll(50, Duration::from_millis(100)).await?;
@@ -176,7 +185,9 @@ async fn run_worker_until(
                 }
             }
         }
-        if worker.uncommitted >= 25 {
+        if worker.uncommitted >= 25
+            || (worker.in_transaction && worker.began.elapsed() >= CHECKPOINT_EVERY)
+        {
             worker.checkpoint().await?;
         }
     }
@@ -368,8 +379,11 @@ fn random_faults_with_worker_crashes_keep_the_output_exactly_once() {
 }
 
 /// Faults stop by about 10 s (the last one is undone at most 3.2 s after
-/// 7 s); the workers then have 4 s to catch up before they stop.
-const CHAOS_STOP_MS: u64 = 14_000;
+/// 7 s); the workers then have 30 s to catch up before they stop: with
+/// Kafka's timings a failover alone can stall them for 9 s (the broker
+/// session), and a group needs a session timeout (6 s) to drop a crashed
+/// member.
+const CHAOS_STOP_MS: u64 = 40_000;
 
 fn chaos_pipeline(seed: u64, records: usize) {
     let mut cluster = cluster(seed);

@@ -106,7 +106,9 @@ mod rebalance {
         cluster.client("second", async move {
             let handle = second_handle;
             wait_ready(&handle).await;
-            sleep_ms(3_000).await;
+            // Well after the first member's group formed (Kafka's
+            // group.initial.rebalance.delay.ms is 3 s).
+            sleep_ms(10_000).await;
             let transport = transport(&handle);
             let mut consumer = transport
                 .consumer(&consumer_config("second", Some("g")))

@@ -140,7 +140,7 @@ async fn group_member(handle: ClusterHandle, rounds: usize) {
         let mut connection = coordinator(&handle, CoordinatorType::Group, group).await;
         let join = Request::JoinGroup(JoinGroupRequest {
             group_id: group.into(),
-            session_timeout_ms: 2_000,
+            session_timeout_ms: 6_000,
             rebalance_timeout_ms: 2_000,
             member_id: member_id.clone(),
             group_instance_id: None,

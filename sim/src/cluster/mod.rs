@@ -44,8 +44,8 @@ use links::Links;
 // brokers and the controller need them without the cluster); they are
 // re-exported here, where users of the cluster look for them.
 pub use crate::config::{
-    BROKER_PORT, CONTROLLER_HOST, CONTROLLER_PORT, ClusterConfig, ConfigError, OFFSETS_TOPIC,
-    TRANSACTION_STATE_TOPIC,
+    BROKER_PORT, CONTROLLER_HOST, CONTROLLER_PORT, ClusterConfig, ConfigError, FAST_TIMINGS,
+    KAFKA_TIMINGS, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, Timings,
 };
 pub use handle::ClusterHandle;
 
@@ -400,6 +400,7 @@ mod tests {
             "seed.network",
             "seed.placement",
             "seed.faults",
+            "timings",
             "brokers",
             "tick_ms",
         ] {
@@ -413,5 +414,30 @@ mod tests {
                 .1,
             Seed::new(99).derive("network").to_string()
         );
+    }
+
+    #[test]
+    fn the_default_timings_are_kafkas_and_the_listing_names_the_preset() {
+        let timing = |config: &ClusterConfig| {
+            config
+                .settings()
+                .into_iter()
+                .find(|(name, _)| name == "timings")
+                .map(|(_, value)| value)
+        };
+        let kafka = ClusterConfig::default();
+        assert_eq!(kafka.timings(), KAFKA_TIMINGS);
+        assert_eq!(kafka.broker_session_timeout_ms, 9_000);
+        assert_eq!(kafka.replica_lag_max_ms, 30_000);
+        assert_eq!(kafka.transaction_abort_check_interval_ms, 10_000);
+        assert_eq!(timing(&kafka).as_deref(), Some("kafka-3.8"));
+        let fast = ClusterConfig::default().with_fast_timings();
+        assert_eq!(fast.timings(), FAST_TIMINGS);
+        assert_eq!(timing(&fast).as_deref(), Some("fast"));
+        let custom = ClusterConfig {
+            replica_lag_max_ms: 5_000,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(timing(&custom).as_deref(), Some("custom"));
     }
 }

@@ -178,7 +178,8 @@ pub async fn produce_to(
         connection,
         Request::Produce(ProduceRequest {
             transactional_id: transactional_id.map(str::to_string),
-            timeout_ms: 5_000,
+            // The producers' request.timeout.ms default (Java and librdkafka).
+            timeout_ms: 30_000,
             batches: vec![batch],
         }),
     )
@@ -544,8 +545,10 @@ pub fn producer_config(name: &str, transactional_id: Option<&str>) -> ProducerCo
 
 pub fn consumer_config(name: &str, group: Option<&str>) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(name, group.map(str::to_string));
-    config.session_timeout_ms = 3_000;
-    config.heartbeat_interval_ms = 300;
+    // Kafka's group.min.session.timeout.ms: the shortest session a broker
+    // with Kafka's defaults accepts.
+    config.session_timeout_ms = 6_000;
+    config.heartbeat_interval_ms = 600;
     config.request_timeout_ms = 5_000;
     config
 }
