@@ -101,6 +101,7 @@ pub fn run(args: ConformanceArgs) -> Result<Outcome, CliError> {
             }
             let seed = seed(args.seed.as_deref())?;
             println!("conformance against the simulator, seed {seed}");
+            println!("simulator {}", sim_env::cluster_config().timings_summary());
             let report = run_on_simulator(seed, &options)?;
             (report, format!("eddy conformance --seed {seed}"))
         }

@@ -303,6 +303,43 @@ impl ClusterConfig {
         }
     }
 
+    /// One line for a run's header: the timing preset and, unless they are
+    /// Kafka's, every timing with Kafka's value beside those that differ.
+    pub fn timings_summary(&self) -> String {
+        let name = self.timings_name();
+        if name == "kafka-3.8" {
+            return "timings kafka-3.8 (Kafka 3.8's defaults)".to_string();
+        }
+        let ours = self.settings();
+        let kafka = ClusterConfig::default()
+            .with_timings(KAFKA_TIMINGS)
+            .settings();
+        let timing_names = [
+            "replica_lag_max_ms",
+            "replica_fetch_wait_max_ms",
+            "broker_heartbeat_interval_ms",
+            "broker_session_timeout_ms",
+            "inter_broker_request_timeout_ms",
+            "group_initial_rebalance_delay_ms",
+            "group_min_session_timeout_ms",
+            "transaction_abort_check_interval_ms",
+        ];
+        let differing: Vec<String> = ours
+            .iter()
+            .zip(&kafka)
+            .filter(|((field, value), (_, kafka_value))| {
+                timing_names.contains(&field.as_str()) && value != kafka_value
+            })
+            .map(|((field, value), (_, kafka_value))| {
+                format!("{field}={value} (Kafka {kafka_value})")
+            })
+            .collect();
+        format!(
+            "timings {name}: {}; the rest Kafka 3.8's",
+            differing.join(", ")
+        )
+    }
+
     pub(crate) fn world_settings(&self, seed: Seed) -> WorldSettings {
         WorldSettings {
             seed,

@@ -439,5 +439,10 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert_eq!(timing(&custom).as_deref(), Some("custom"));
+        assert_eq!(
+            custom.timings_summary(),
+            "timings custom: replica_lag_max_ms=5000 (Kafka 30000); the rest Kafka 3.8's"
+        );
+        assert!(kafka.timings_summary().starts_with("timings kafka-3.8"));
     }
 }
