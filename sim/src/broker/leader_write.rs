@@ -178,8 +178,13 @@ fn write_outcome(broker: &Broker, pending: &PendingWrite) -> Option<Option<Error
         // Truncated under us (cannot happen while we lead in this epoch).
         return Some(Some(ErrorCode::NotLeaderOrFollower));
     }
+    // Kafka 3.8's `Partition.checkEnoughReplicasReachOffset`: done once
+    // the HW passed the write, refused if the maximal ISR shrank under the
+    // effective min ISR meanwhile. The HW does not move while the ISR is
+    // under it (`maybeIncrementLeaderHW`), so a write appended before the
+    // ISR shrank waits here until its timeout: REQUEST_TIMED_OUT.
     if log.high_watermark >= pending.required_offset {
-        if replica.is_under_min_isr() {
+        if replica.is_maximal_isr_under_min() {
             return Some(Some(ErrorCode::NotEnoughReplicasAfterAppend));
         }
         return Some(None);
