@@ -26,8 +26,8 @@ use crate::protocol::{
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsResponse, ListOffsetsResult, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetSpec,
-    PartitionMetadata, ProduceBatch, ProduceRequest, ProduceResponse, ProduceResult, Request,
-    Response, SyncGroupRequest, SyncGroupResponse, TopicError, TopicMetadata,
+    PartitionMetadata, ProduceBatch, ProduceRequest, ProduceResponse, ProduceResult, ProducerEpoch,
+    ProducerId, Request, Response, SyncGroupRequest, SyncGroupResponse, TopicError, TopicMetadata,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse, codes, read_frame_buffered,
     write_frame_buffered, write_started_frame,
 };
@@ -210,8 +210,10 @@ async fn handle(
         }
         Request::InitProducerId(InitProducerIdRequest {
             transactional_id: None,
+            producer_id,
+            producer_epoch,
             ..
-        }) => handle_init_idempotent_producer(broker).await,
+        }) => handle_init_idempotent_producer(broker, producer_id, producer_epoch).await,
         request @ (Request::InitProducerId(InitProducerIdRequest { .. })
         | Request::AddPartitionsToTxn(AddPartitionsToTxnRequest { .. })
         | Request::AddOffsetsToTxn(AddOffsetsToTxnRequest { .. })
@@ -501,8 +503,20 @@ fn handle_find_coordinator(broker: &Broker, key_type: CoordinatorType, key: &str
     }
 }
 
-async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
-    match allocate_producer_id(broker).await {
+/// InitProducerId without a transactional id: a fresh producer id at
+/// epoch 0, whatever id and epoch are named (Kafka 3.8's
+/// `TransactionCoordinator.handleInitProducerId`), once they are both
+/// named or neither (`KafkaApis.handleInitProducerIdRequest`).
+async fn handle_init_idempotent_producer(
+    broker: &Broker,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+) -> Response {
+    let allocated = match txn_coordinator::expected_producer(producer_id, producer_epoch) {
+        Ok(_) => allocate_producer_id(broker).await,
+        Err(error) => Err(error),
+    };
+    match allocated {
         Ok(producer_id) => Response::InitProducerId(InitProducerIdResponse {
             error: None,
             producer_id,
