@@ -576,6 +576,94 @@ mod offsets {
         });
         cluster.run().unwrap();
     }
+
+    /// KIP-890 for TxnOffsetCommit (Kafka 3.8:
+    /// `GroupCoordinator.handleTxnCommitOffsets` verifies with the
+    /// transaction coordinator before appending): a commit that arrives
+    /// after the transaction ended cannot open a new one in
+    /// `__consumer_offsets` that nothing would ever end.
+    #[test]
+    fn a_late_txn_offset_commit_after_end_txn_is_refused_and_stable_fetches_do_not_hang() {
+        let mut cluster = cluster(32);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let input = TopicPartition::new("in", 0);
+            let producer = init_transactions(&handle, "tx-late", 60_000).await;
+            assert_eq!(
+                add_offsets(&handle, "tx-late", producer, "g-late").await,
+                None
+            );
+            let commit = TxnCommit {
+                transactional_id: "tx-late",
+                group_id: "g-late",
+                producer,
+                generation_id: -1,
+                member_id: "",
+                group_instance_id: None,
+            };
+            assert_eq!(txn_offset_commit(&handle, &commit, &input, 10).await, None);
+            assert_eq!(end_txn(&handle, "tx-late", producer, true).await, None);
+            let (committed, error) = fetch_stable(&handle, "g-late", &input, 10_000).await;
+            assert_eq!((committed.map(|o| o.offset), error), (Some(10), None));
+            // The same producer id and epoch, after the commit completed.
+            let late = txn_offset_commit(&handle, &commit, &input, 20).await;
+            let (committed, error) = fetch_stable(&handle, "g-late", &input, 10_000).await;
+            assert_eq!(
+                (committed.map(|o| o.offset), error),
+                (Some(10), None),
+                "require_stable fetches hang on the late commit"
+            );
+            assert_eq!(late, Some(ErrorCode::InvalidTxnState));
+            // No transaction is left open in the group's partition.
+            let shard = TopicPartition::new(
+                "__consumer_offsets",
+                eddyline_sim::broker::coordinator_partition("g-late", 4),
+            );
+            let log = fetch(&handle, &shard, 0, Isolation::ReadCommitted).await;
+            assert_eq!(log.last_stable_offset, log.high_watermark);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    /// The verification's answer for an old epoch: the coordinator says
+    /// PRODUCER_FENCED and the leader reports INVALID_PRODUCER_EPOCH
+    /// (`AddPartitionsToTxnManager`, returned as is by
+    /// `GroupMetadataManager.maybeConvertOffsetCommitError`).
+    #[test]
+    fn a_txn_offset_commit_from_a_fenced_epoch_is_refused_with_invalid_producer_epoch() {
+        let mut cluster = cluster(33);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let input = TopicPartition::new("in", 0);
+            let old = init_transactions(&handle, "tx-old", 60_000).await;
+            assert_eq!(add_offsets(&handle, "tx-old", old, "g-old").await, None);
+            let commit = TxnCommit {
+                transactional_id: "tx-old",
+                group_id: "g-old",
+                producer: old,
+                generation_id: -1,
+                member_id: "",
+                group_instance_id: None,
+            };
+            assert_eq!(txn_offset_commit(&handle, &commit, &input, 5).await, None);
+            assert_eq!(end_txn(&handle, "tx-old", old, true).await, None);
+            let new = init_transactions(&handle, "tx-old", 60_000).await;
+            assert_eq!(new, (old.0, old.1 + 1));
+            let (committed, _) = fetch_stable(&handle, "g-old", &input, 10_000).await;
+            assert_eq!(committed.map(|o| o.offset), Some(5));
+            assert_eq!(
+                txn_offset_commit(&handle, &commit, &input, 6).await,
+                Some(ErrorCode::InvalidProducerEpoch)
+            );
+            let (committed, error) = fetch_stable(&handle, "g-old", &input, 10_000).await;
+            assert_eq!((committed.map(|o| o.offset), error), (Some(5), None));
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
 }
 
 mod failover {

@@ -29,6 +29,7 @@
 //! membership, KIP-345) is stored but gives no special treatment.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -39,7 +40,9 @@ use crate::broker::Broker;
 use crate::broker::coordinator_shards::{
     CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
 };
-use crate::broker::leader_write::{Appended, append_to_leader, await_replicated};
+use crate::broker::leader_write::{
+    Appended, VerificationGuard, append_to_leader, await_replicated,
+};
 use crate::config::OFFSETS_TOPIC;
 use crate::protocol::{
     ControlType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
@@ -738,7 +741,8 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             partitions,
             require_stable,
         }) => offset_fetch(broker, &group_id, partitions, require_stable),
-        Request::TxnOffsetCommit(request) => txn_offset_commit(broker, request).await,
+        // Verified with the transaction coordinator first: see
+        // `txn_offset_commit`, which the server calls.
         other => unreachable!("not a group request: {other:?}"),
     }
 }
@@ -1032,10 +1036,12 @@ fn sync_error(error: ErrorCode) -> Response {
     })
 }
 
-/// Maps a coordinator write failure to what Kafka's group coordinator
-/// answers.
+/// Maps a coordinator write failure (or a failed transaction
+/// verification) to what Kafka's group coordinator answers
+/// (`GroupMetadataManager.maybeConvertOffsetCommitError`).
 fn write_error(error: ErrorCode) -> ErrorCode {
     match error {
+        ErrorCode::NetworkException => ErrorCode::CoordinatorLoadInProgress,
         ErrorCode::UnknownTopicOrPartition
         | ErrorCode::NotEnoughReplicas
         | ErrorCode::NotEnoughReplicasAfterAppend => ErrorCode::CoordinatorNotAvailable,
@@ -1664,16 +1670,45 @@ fn offset_fetch(
     }
 }
 
-/// A transactional commit (KIP-447: the member is checked as
-/// [`validate_offset_commit`] does): written as part of the producer's
-/// transaction, pending until its marker lands.
-async fn txn_offset_commit(broker: &Rc<Broker>, request: TxnOffsetCommitRequest) -> Response {
+/// A transactional commit, as Kafka 3.8's `GroupCoordinator.
+/// handleTxnCommitOffsets` takes it: the group must be here
+/// (`validateGroupStatus`; a new group id gets an empty group), the
+/// transaction is verified with the transaction coordinator before
+/// anything else (KIP-890: `verify`, given the group's `__consumer_offsets`
+/// partition; its errors are answered as `GroupMetadataManager.
+/// maybeConvertOffsetCommitError` maps them), then the member
+/// ([`validate_offset_commit`], KIP-447), then the offsets are written as
+/// part of the producer's transaction, pending until its marker lands.
+pub(crate) async fn txn_offset_commit<V, F>(
+    broker: &Rc<Broker>,
+    request: TxnOffsetCommitRequest,
+    verify: V,
+) -> Response
+where
+    V: FnOnce(TopicPartition) -> F,
+    F: Future<Output = Result<VerificationGuard, ErrorCode>>,
+{
     let answer = |error: Option<ErrorCode>| {
         Response::TxnOffsetCommit(TxnOffsetCommitResponse {
             results: offset_results(&request.offsets, error),
         })
     };
     let group_id = &request.group_id;
+    let located = GROUP_SHARDS.with_key(broker, group_id, |shard, partition| {
+        shard
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(Group::new);
+        partition
+    });
+    let partition = match located {
+        Ok(partition) => partition,
+        Err(error) => return answer(Some(error)),
+    };
+    let guard = match verify(TopicPartition::new(OFFSETS_TOPIC, partition)).await {
+        Ok(guard) => guard,
+        Err(error) => return answer(Some(write_error(error))),
+    };
     let commit = CommitRequest {
         group_id,
         generation_id: request.generation_id,
@@ -1692,7 +1727,7 @@ async fn txn_offset_commit(broker: &Rc<Broker>, request: TxnOffsetCommitRequest)
         Err(results) => return Response::TxnOffsetCommit(TxnOffsetCommitResponse { results }),
         Ok(admitted) => admitted,
     };
-    let stored = store_txn_offsets(broker, &request, coordinator_epoch, partition).await;
+    let stored = store_txn_offsets(broker, &request, coordinator_epoch, partition, guard).await;
     if stored.is_ok() {
         trace_offsets_committed(
             broker,
@@ -1702,23 +1737,25 @@ async fn txn_offset_commit(broker: &Rc<Broker>, request: TxnOffsetCommitRequest)
             request.producer_id,
         );
     }
-    answer(stored.err().map(|error| match error {
-        // A fenced producer, as Kafka's coordinator reports it.
-        ErrorCode::InvalidProducerEpoch => ErrorCode::ProducerFenced,
-        other => other,
-    }))
+    answer(stored.err())
 }
 
 /// Appends a TxnOffsetCommit's offsets to `__consumer_offsets-<partition>`
-/// as part of the producer's transaction and waits for acks=all. The
-/// offsets are pending (they make require_stable fetches unstable) from
-/// the append until the transaction's marker lands.
+/// as part of the producer's transaction, if the verification still holds
+/// (`guard`, checked with the append: no await in between), and waits for
+/// acks=all. The offsets are pending (they make require_stable fetches
+/// unstable) from the append until the transaction's marker lands.
 async fn store_txn_offsets(
     broker: &Broker,
     request: &TxnOffsetCommitRequest,
     coordinator_epoch: i32,
     partition: i32,
+    guard: VerificationGuard,
 ) -> Result<(), ErrorCode> {
+    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+    if let Some(log) = broker.disk.borrow().logs.get(&tp) {
+        guard.check(log, request.producer_id)?;
+    }
     let records = offset_records(&request.group_id, &request.offsets);
     let producer = (request.producer_id, request.producer_epoch);
     let appended = append_records(broker, partition, Some(producer), records)?;

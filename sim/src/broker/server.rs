@@ -223,9 +223,23 @@ async fn handle(
         | Request::Heartbeat(HeartbeatRequest { .. })
         | Request::LeaveGroup(LeaveGroupRequest { .. })
         | Request::OffsetCommit(OffsetCommitRequest { .. })
-        | Request::OffsetFetch(OffsetFetchRequest { .. })
-        | Request::TxnOffsetCommit(TxnOffsetCommitRequest { .. })) => {
+        | Request::OffsetFetch(OffsetFetchRequest { .. })) => {
             group_coordinator::handle(broker, request).await
+        }
+        Request::TxnOffsetCommit(request) => {
+            // KIP-890: the group coordinator has the transaction verified
+            // (Kafka's `ReplicaManager` and `AddPartitionsToTxnManager`).
+            let transactional_id = request.transactional_id.clone();
+            let producer = (request.producer_id, request.producer_epoch);
+            group_coordinator::txn_offset_commit(broker, request, |offsets_partition| {
+                txn_coordinator::verify_offsets_append(
+                    broker,
+                    transactional_id,
+                    producer,
+                    offsets_partition,
+                )
+            })
+            .await
         }
         Request::Internal(request) => Response::Internal(handle_internal(broker, request).await),
     };

@@ -41,7 +41,7 @@ use crate::broker::coordinator_shards::{
     CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic, coordinator_for,
 };
 use crate::broker::leader_write::{
-    PendingWrite, append_to_leader, await_replicated, wait_for_replication,
+    PendingWrite, VerificationGuard, append_to_leader, await_replicated, wait_for_replication,
 };
 use crate::broker::producer_ids::allocate_producer_id;
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
@@ -1143,7 +1143,13 @@ fn append_marker(
 }
 
 /// KIP-890 at the coordinator: is each partition in the producer's ongoing
-/// transaction?
+/// transaction? Kafka 3.8's `TransactionCoordinator.
+/// handleVerifyPartitionsInTransaction`: another producer id is
+/// INVALID_PRODUCER_ID_MAPPING, another epoch PRODUCER_FENCED, markers
+/// being written CONCURRENT_TRANSACTIONS, a partition not in the
+/// transaction TRANSACTION_ABORTABLE, which the leader reports to clients
+/// of the versions modelled here as INVALID_TXN_STATE
+/// (`AddPartitionsToTxnManager`, `defaultError`).
 pub(crate) fn handle_verify(
     broker: &Rc<Broker>,
     transactional_id: &str,
@@ -1161,13 +1167,20 @@ pub(crate) fn handle_verify(
             return Err(ErrorCode::InvalidProducerIdMapping);
         }
         if metadata.producer_epoch != producer_epoch {
-            return Err(ErrorCode::InvalidProducerEpoch);
+            return Err(ErrorCode::ProducerFenced);
         }
+        if matches!(
+            metadata.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        // Partitions are in the set from their AddPartitionsToTxn until the
+        // transaction completes (the set is empty outside Ongoing).
         Ok(partitions
             .iter()
             .map(|tp| {
-                let member =
-                    metadata.state == TxnState::Ongoing && metadata.partitions.contains(tp);
+                let member = metadata.partitions.contains(tp);
                 PartitionError {
                     topic_partition: tp.clone(),
                     error: (!member).then_some(ErrorCode::InvalidTxnState),
@@ -1228,12 +1241,14 @@ pub(crate) async fn verify_produce(
                 (markers_now != verifying.markers_before).then_some(ErrorCode::InvalidTxnState)
             }
             // Coordinator trouble is retriable for the producer (Kafka
-            // answers NOT_ENOUGH_REPLICAS so that old clients retry).
+            // answers NOT_ENOUGH_REPLICAS so that old clients retry:
+            // `ReplicaManager.appendRecordsWithTransactionVerification`).
             Some(Some(
                 ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
                 | ErrorCode::CoordinatorLoadInProgress
-                | ErrorCode::ConcurrentTransactions,
+                | ErrorCode::ConcurrentTransactions
+                | ErrorCode::NetworkException,
             )) => Some(ErrorCode::NotEnoughReplicas),
             Some(Some(error)) => Some(error),
         };
@@ -1241,6 +1256,49 @@ pub(crate) async fn verify_produce(
     }
     drop(disk);
     verdicts
+}
+
+/// KIP-890 for a TxnOffsetCommit: before the group coordinator appends the
+/// offsets to `tp` (its `__consumer_offsets` partition), the transaction
+/// coordinator must confirm that `tp` is in the producer's ongoing
+/// transaction, unless the producer already has a transaction open there.
+/// Kafka 3.8's `GroupCoordinator.handleTxnCommitOffsets` through
+/// `ReplicaManager.maybeStartTransactionVerificationForPartition`
+/// (`UnifiedLog.maybeStartTransactionVerification`). The guard is checked
+/// again at the append.
+pub(crate) async fn verify_offsets_append(
+    broker: &Rc<Broker>,
+    transactional_id: String,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+    tp: TopicPartition,
+) -> Result<VerificationGuard, ErrorCode> {
+    if !broker.config.transaction_partition_verification {
+        return Ok(VerificationGuard::Unchecked);
+    }
+    let markers = {
+        let state = broker.state.borrow();
+        let disk = broker.disk.borrow();
+        let leads = state.replicas.get(&tp).is_some_and(|r| r.is_leader());
+        match disk.logs.get(&tp).filter(|_| leads) {
+            None => return Ok(VerificationGuard::Unchecked),
+            Some(log) if log.has_open_transaction(producer_id) => {
+                return Ok(VerificationGuard::OpenTransaction);
+            }
+            Some(log) => log.marker_count(producer_id),
+        }
+    };
+    let results = ask_coordinator_to_verify(
+        broker,
+        &transactional_id,
+        (producer_id, producer_epoch),
+        vec![tp.clone()],
+    )
+    .await;
+    match results.get(&tp).copied() {
+        Some(None) => Ok(VerificationGuard::Verified { markers }),
+        Some(Some(error)) => Err(error),
+        None => Err(ErrorCode::NetworkException),
+    }
 }
 
 /// A batch whose partition must be verified with the coordinator.
@@ -1323,14 +1381,24 @@ async fn ask_coordinator_to_verify(
                 .await
             {
                 Ok(Response::Internal(response)) => Ok(response),
-                _ => Err(ErrorCode::CoordinatorNotAvailable),
+                // Kafka's `AddPartitionsToTxnManager`: a disconnect or a
+                // timeout is NETWORK_EXCEPTION.
+                _ => Err(ErrorCode::NetworkException),
             }
         }
     };
     match response {
+        // `AddPartitionsToTxnManager`: producers expect INVALID_PRODUCER_EPOCH
+        // for an old epoch.
         Ok(InternalResponse::VerifyTxnPartitions { results }) => results
             .into_iter()
-            .map(|outcome| (outcome.topic_partition, outcome.error))
+            .map(|outcome| {
+                let error = match outcome.error {
+                    Some(ErrorCode::ProducerFenced) => Some(ErrorCode::InvalidProducerEpoch),
+                    other => other,
+                };
+                (outcome.topic_partition, error)
+            })
             .collect(),
         Ok(_) => BTreeMap::new(),
         Err(error) => partitions
