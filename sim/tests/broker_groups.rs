@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use eddyline_engine::transport::{ErrorCode, OffsetAndMetadata, TopicPartition};
-use eddyline_sim::cluster::ClusterHandle;
+use eddyline_sim::cluster::{ClusterConfig, ClusterHandle};
 use eddyline_sim::protocol::{
     CoordinatorType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     JoinProtocol, LeaveGroupRequest, LeaveGroupResponse, MemberAssignment, OffsetCommitRequest,
@@ -21,12 +21,17 @@ const SESSION_MS: u32 = 6_000;
 const REBALANCE_MS: u32 = 2 * SESSION_MS;
 
 fn join(group: &str, member_id: &str) -> Request {
+    join_as(group, member_id, None)
+}
+
+/// A JoinGroup, from a static member (KIP-345) if `group_instance_id`.
+fn join_as(group: &str, member_id: &str, group_instance_id: Option<&str>) -> Request {
     Request::JoinGroup(JoinGroupRequest {
         group_id: group.to_string(),
         session_timeout_ms: SESSION_MS,
         rebalance_timeout_ms: REBALANCE_MS,
         member_id: member_id.to_string(),
-        group_instance_id: None,
+        group_instance_id: group_instance_id.map(str::to_string),
         protocol_type: "consumer".to_string(),
         protocols: vec![JoinProtocol {
             name: "range".to_string(),
@@ -496,8 +501,11 @@ mod offsets {
                 commit(&handle, "g3", joined.generation, "stranger", &tp, 43).await,
                 Some(ErrorCode::UnknownMemberId)
             );
-            // KIP-447: a transactional commit from a stale generation.
+            // KIP-447: a transactional commit from a stale generation (in a
+            // transaction that has the group's offsets: KIP-890 verifies
+            // that before the generation is looked at).
             let producer = init_transactions(&handle, "tx-g3", 60_000).await;
+            assert_eq!(add_offsets(&handle, "tx-g3", producer, "g3").await, None);
             let response = group_call(
                 &handle,
                 "g3",
@@ -603,5 +611,269 @@ mod offsets {
             Ok(())
         });
         cluster.run().unwrap();
+    }
+}
+
+/// The group timings the tests below rely on, whatever the defaults are.
+fn group_timings(config: &mut ClusterConfig) {
+    config.group_initial_rebalance_delay_ms = 100;
+    config.group_min_session_timeout_ms = 100;
+}
+
+/// Joins `group` alone (its first JoinGroup may only hand out the member
+/// id, KIP-394), as a static member if `group_instance_id`.
+async fn join_alone(
+    connection: &mut Connection,
+    group: &str,
+    group_instance_id: Option<&str>,
+) -> Joined {
+    let mut member_id = String::new();
+    for _ in 0..2 {
+        match call(connection, join_as(group, &member_id, group_instance_id)).await {
+            Response::JoinGroup(JoinGroupResponse {
+                error: Some(ErrorCode::Other(79)),
+                member_id: offered,
+                ..
+            }) => member_id = offered,
+            Response::JoinGroup(JoinGroupResponse {
+                error: None,
+                generation_id,
+                member_id,
+                leader,
+                members,
+                ..
+            }) => {
+                return Joined {
+                    generation: generation_id,
+                    member_id,
+                    leader,
+                    members: members.into_iter().map(|m| m.member_id).collect(),
+                };
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("{group}: no member id after two joins");
+}
+
+/// Who a commit says it is: (member id, generation, group instance id).
+type Identity = (String, i32, Option<&'static str>);
+
+/// TxnOffsetCommit as Kafka 3.8 checks it (`GroupCoordinator.
+/// validateOffsetCommit`, `validateCurrentMember`): once a generation, a
+/// member id or a group instance id is given, the group instance id must
+/// map to the member id (FENCED_INSTANCE_ID; unknown: UNKNOWN_MEMBER_ID),
+/// the member must be in the group (UNKNOWN_MEMBER_ID) and the generation
+/// the group's (ILLEGAL_GENERATION). With none of them the commit is not
+/// checked (older protocol versions send none).
+mod txn_offset_commit_validation {
+    use super::*;
+
+    const GROUP: &str = "g-txn";
+    const INSTANCE: &str = "instance-1";
+
+    /// A stable group of one static member, a transaction with the
+    /// group's offsets in it, and one TxnOffsetCommit from the identity
+    /// `shape` makes of the member's: its error, then what the group has
+    /// committed once the transaction commits.
+    fn txn_commit_case(seed: u64, shape: fn(&Joined) -> Identity, expected: Option<ErrorCode>) {
+        let mut cluster = cluster_with(seed, group_timings);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let tp = TopicPartition::new("in", 0);
+            let mut connection = coordinator(&handle, CoordinatorType::Group, GROUP).await;
+            let joined = join_alone(&mut connection, GROUP, Some(INSTANCE)).await;
+            let assignment = vec![(joined.member_id.clone(), vec![tp.clone()])];
+            sync(&mut connection, GROUP, &joined, assignment)
+                .await
+                .unwrap();
+            let producer = init_transactions(&handle, "tx-v", 60_000).await;
+            assert_eq!(add_offsets(&handle, "tx-v", producer, GROUP).await, None);
+            let (member_id, generation_id, group_instance_id) = shape(&joined);
+            let commit = TxnCommit {
+                transactional_id: "tx-v",
+                group_id: GROUP,
+                producer,
+                generation_id,
+                member_id: &member_id,
+                group_instance_id,
+            };
+            let error = txn_offset_commit(&handle, &commit, &tp, 8).await;
+            assert_eq!(
+                error, expected,
+                "member {member_id:?} generation {generation_id} instance \
+                 {group_instance_id:?} against member {:?} generation {}",
+                joined.member_id, joined.generation
+            );
+            assert_eq!(end_txn(&handle, "tx-v", producer, true).await, None);
+            let (committed, unstable) = fetch_stable(&handle, GROUP, &tp, 10_000).await;
+            assert_eq!(unstable, None);
+            let expected_offset = expected.is_none().then_some(8);
+            assert_eq!(committed.map(|o| o.offset), expected_offset);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_txn_offset_commit_from_the_member_in_its_generation_is_accepted() {
+        txn_commit_case(
+            71,
+            |joined| (joined.member_id.clone(), joined.generation, Some(INSTANCE)),
+            None,
+        );
+    }
+
+    #[test]
+    fn a_txn_offset_commit_without_member_generation_or_instance_is_accepted() {
+        txn_commit_case(72, |_| (String::new(), -1, None), None);
+    }
+
+    #[test]
+    fn a_txn_offset_commit_with_a_generation_but_no_member_id_is_unknown_member_id() {
+        txn_commit_case(
+            73,
+            |joined| (String::new(), joined.generation, None),
+            Some(ErrorCode::UnknownMemberId),
+        );
+    }
+
+    #[test]
+    fn a_txn_offset_commit_from_a_member_not_in_the_group_is_unknown_member_id() {
+        txn_commit_case(
+            74,
+            |joined| ("stranger".to_string(), joined.generation, None),
+            Some(ErrorCode::UnknownMemberId),
+        );
+    }
+
+    #[test]
+    fn a_txn_offset_commit_with_a_member_id_and_generation_minus_one_is_illegal_generation() {
+        txn_commit_case(
+            75,
+            |joined| (joined.member_id.clone(), -1, None),
+            Some(ErrorCode::IllegalGeneration),
+        );
+    }
+
+    #[test]
+    fn a_txn_offset_commit_from_another_generation_is_illegal_generation() {
+        txn_commit_case(
+            76,
+            |joined| (joined.member_id.clone(), joined.generation + 1, None),
+            Some(ErrorCode::IllegalGeneration),
+        );
+    }
+
+    #[test]
+    fn a_txn_offset_commit_whose_instance_id_maps_to_another_member_is_fenced_instance_id() {
+        txn_commit_case(
+            77,
+            |joined| {
+                (
+                    "replaced-member".to_string(),
+                    joined.generation,
+                    Some(INSTANCE),
+                )
+            },
+            Some(ErrorCode::FencedInstanceId),
+        );
+    }
+
+    #[test]
+    fn a_txn_offset_commit_with_an_unknown_group_instance_id_is_unknown_member_id() {
+        txn_commit_case(
+            78,
+            |joined| {
+                (
+                    joined.member_id.clone(),
+                    joined.generation,
+                    Some("instance-9"),
+                )
+            },
+            Some(ErrorCode::UnknownMemberId),
+        );
+    }
+}
+
+/// OffsetCommit while the group is in CompletingRebalance (the join is
+/// done, the leader's SyncGroup not yet): Kafka 3.8's
+/// `GroupCoordinator.doCommitOffsets` checks the member and the generation
+/// (`validateOffsetCommit`) before it answers REBALANCE_IN_PROGRESS.
+mod commit_in_completing_rebalance {
+    use super::*;
+
+    fn completing_rebalance_case(
+        seed: u64,
+        shape: fn(&Joined) -> (String, i32),
+        expected: Option<ErrorCode>,
+    ) {
+        let mut cluster = cluster_with(seed, group_timings);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let tp = TopicPartition::new("in", 0);
+            let mut connection = coordinator(&handle, CoordinatorType::Group, "g-cr").await;
+            // Joined, not synced: the group waits for its leader's SyncGroup.
+            let joined = join_alone(&mut connection, "g-cr", None).await;
+            assert_eq!(joined.leader, joined.member_id);
+            let (member_id, generation) = shape(&joined);
+            assert_eq!(
+                commit(&handle, "g-cr", generation, &member_id, &tp, 3).await,
+                expected,
+                "member {member_id:?} generation {generation} against member {:?} \
+                 generation {}",
+                joined.member_id,
+                joined.generation
+            );
+            // Once synced, the member commits.
+            let assignment = vec![(joined.member_id.clone(), vec![tp.clone()])];
+            sync(&mut connection, "g-cr", &joined, assignment)
+                .await
+                .unwrap();
+            assert_eq!(
+                commit(
+                    &handle,
+                    "g-cr",
+                    joined.generation,
+                    &joined.member_id,
+                    &tp,
+                    4
+                )
+                .await,
+                None
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn an_offset_commit_from_an_unknown_member_during_completing_rebalance_is_unknown_member_id() {
+        completing_rebalance_case(
+            81,
+            |joined| ("stranger".to_string(), joined.generation),
+            Some(ErrorCode::UnknownMemberId),
+        );
+    }
+
+    #[test]
+    fn an_offset_commit_from_another_generation_during_completing_rebalance_is_illegal_generation()
+    {
+        completing_rebalance_case(
+            82,
+            |joined| (joined.member_id.clone(), joined.generation - 1),
+            Some(ErrorCode::IllegalGeneration),
+        );
+    }
+
+    #[test]
+    fn an_offset_commit_from_the_member_during_completing_rebalance_is_rebalance_in_progress() {
+        completing_rebalance_case(
+            83,
+            |joined| (joined.member_id.clone(), joined.generation),
+            Some(ErrorCode::RebalanceInProgress),
+        );
     }
 }

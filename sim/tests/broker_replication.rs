@@ -239,6 +239,153 @@ mod effective_min_isr {
     }
 }
 
+/// Kafka 3.8's leader does not advance the high watermark while the ISR
+/// is smaller than the effective min ISR (`Partition.maybeIncrementLeaderHW`
+/// returns at once when `isUnderMinIsr`); an acks=all write appended before
+/// the ISR shrank waits in purgatory until its timeout
+/// (`Partition.checkEnoughReplicasReachOffset` sees the high watermark below
+/// it: REQUEST_TIMED_OUT), new ones are refused before the append
+/// (`appendRecordsToLeader`: NOT_ENOUGH_REPLICAS).
+mod high_watermark_under_min_isr {
+    use super::*;
+    use eddyline_engine::transport::NewTopic;
+    use eddyline_sim::cluster::ClusterHandle;
+    use eddyline_sim::protocol::{CreateTopicsRequest, CreateTopicsResponse, TopicError};
+
+    async fn create_two_replica_topic(handle: &ClusterHandle, tp: &TopicPartition) {
+        let response = call(
+            &mut connect(0),
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![NewTopic {
+                    name: tp.topic.clone(),
+                    partitions: 1,
+                    replication_factor: 2,
+                    configs: Vec::new(),
+                }],
+                timeout_ms: 5_000,
+            }),
+        )
+        .await;
+        assert_eq!(
+            response,
+            Response::CreateTopics(CreateTopicsResponse {
+                results: vec![TopicError {
+                    name: tp.topic.clone(),
+                    error: None
+                }]
+            })
+        );
+        wait_for(handle, |h| {
+            h.partition_state(tp)
+                .is_some_and(|p| p.leader.is_some() && p.isr.len() == 2)
+        })
+        .await;
+    }
+
+    async fn produce_waiting(
+        handle: &ClusterHandle,
+        batch: ProduceBatch,
+        timeout_ms: u32,
+    ) -> (Option<ErrorCode>, u64) {
+        let tp = TopicPartition::new(batch.topic.clone(), batch.partition);
+        let leader = handle.leader_of(&tp).expect("a leader");
+        let sent_ms = handle.now_ms();
+        match call(
+            &mut connect(leader),
+            Request::Produce(ProduceRequest {
+                transactional_id: None,
+                timeout_ms,
+                batches: vec![batch],
+            }),
+        )
+        .await
+        {
+            Response::Produce(ProduceResponse { results }) => {
+                (results[0].error, handle.now_ms() - sent_ms)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_high_watermark_stays_while_the_isr_is_under_min_insync_and_moves_once_it_is_back() {
+        let mut cluster = cluster_with(68, |config| {
+            config.min_insync_replicas = 2;
+            config.replica_lag_max_ms = 1_000;
+            config.broker_heartbeat_interval_ms = 100;
+            config.broker_session_timeout_ms = 600;
+        });
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let tp = TopicPartition::new("two", 0);
+            create_two_replica_topic(&handle, &tp).await;
+            assert_eq!(
+                ok(&produce(&handle, None, batch(&tp, -1, -1, -1, false, &["a"])).await),
+                0
+            );
+            let state = handle.partition_state(&tp).unwrap();
+            let leader = state.leader.unwrap();
+            let follower = *state.replicas.iter().find(|&&b| b != leader).unwrap();
+            handle.crash_broker(follower);
+            // Appended while the ISR still has both; waits for the follower.
+            let in_flight_timeout_ms = 20_000;
+            let in_flight = produce_waiting(
+                &handle,
+                batch(&tp, -1, -1, -1, false, &["b"]),
+                in_flight_timeout_ms,
+            );
+            let under_min_isr = async {
+                wait_for(&handle, |h| {
+                    h.partition_state(&tp).unwrap().isr == vec![leader]
+                })
+                .await;
+                for _ in 0..20 {
+                    let fetched = fetch(&handle, &tp, 0, Isolation::ReadUncommitted).await;
+                    assert_eq!(
+                        fetched.high_watermark,
+                        1,
+                        "the HW moved with the ISR at {:?}",
+                        handle.partition_state(&tp).unwrap().isr
+                    );
+                    sleep_ms(100).await;
+                }
+                let refused = produce(&handle, None, batch(&tp, -1, -1, -1, false, &["c"])).await;
+                assert_eq!(err(&refused), ErrorCode::NotEnoughReplicas);
+            };
+            let ((error, waited_ms), ()) = tokio::join!(in_flight, under_min_isr);
+            assert_eq!(error, Some(ErrorCode::RequestTimedOut));
+            assert!(
+                waited_ms >= u64::from(in_flight_timeout_ms),
+                "{waited_ms} ms"
+            );
+            // The follower returns, catches up and rejoins: the HW moves
+            // over the record whose produce timed out.
+            handle.restart_broker(follower);
+            wait_for(&handle, |h| h.partition_state(&tp).unwrap().isr.len() == 2).await;
+            let mut fetched = fetch(&handle, &tp, 0, Isolation::ReadUncommitted).await;
+            for _ in 0..200 {
+                if fetched.high_watermark == 2 {
+                    break;
+                }
+                sleep_ms(50).await;
+                fetched = fetch(&handle, &tp, 0, Isolation::ReadUncommitted).await;
+            }
+            assert_eq!(
+                values(&fetched),
+                vec![(0, "a".to_string()), (1, "b".to_string())]
+            );
+            assert_eq!(fetched.high_watermark, 2);
+            assert_eq!(
+                ok(&produce(&handle, None, batch(&tp, -1, -1, -1, false, &["d"])).await),
+                2
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
 mod truncation {
     use super::*;
 

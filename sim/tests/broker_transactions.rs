@@ -271,6 +271,200 @@ mod fencing {
     }
 }
 
+/// InitProducerId for a known transactional id, as Kafka 3.8 answers it
+/// (`TransactionCoordinator.handleInitProducerId`,
+/// `TransactionMetadata.prepareIncrementProducerEpoch` and
+/// `prepareFenceProducerEpoch`): a plain init forgets the previous epoch,
+/// so only the instance that made the last bump can repeat it (KIP-360).
+mod init_producer_id {
+    use super::*;
+
+    fn fenced() -> InitProducerIdResponse {
+        InitProducerIdResponse {
+            error: Some(ErrorCode::ProducerFenced),
+            producer_id: -1,
+            producer_epoch: -1,
+        }
+    }
+
+    fn granted((producer_id, producer_epoch): (i64, i16)) -> InitProducerIdResponse {
+        InitProducerIdResponse {
+            error: None,
+            producer_id,
+            producer_epoch,
+        }
+    }
+
+    #[test]
+    fn a_zombies_stale_epoch_bump_is_fenced_and_the_live_instance_keeps_producing() {
+        let mut cluster = cluster(25);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let zombie = init_transactions(&handle, "tx-z", 60_000).await;
+            let live = init_transactions(&handle, "tx-z", 60_000).await;
+            assert_eq!(live, (zombie.0, zombie.1 + 1));
+            // The zombie asks for a bump with the epoch it still holds.
+            assert_eq!(
+                init_producer_id(&handle, "tx-z", 60_000, zombie).await,
+                fenced()
+            );
+            // The live instance was not fenced by it.
+            assert_eq!(
+                add_partitions(&handle, "tx-z", live, std::slice::from_ref(&tp)).await,
+                vec![None]
+            );
+            ok(&produce(
+                &handle,
+                Some("tx-z"),
+                batch(&tp, live.0, live.1, 0, true, &["live"]),
+            )
+            .await);
+            assert_eq!(end_txn(&handle, "tx-z", live, true).await, None);
+            let result = wait_for_lso(&handle, &tp, 2).await;
+            assert_eq!(values(&result), vec![(0, "live".to_string())]);
+            assert!(result.aborted_transactions.is_empty());
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_retried_epoch_bump_gets_the_epoch_of_the_bump_it_repeats() {
+        let mut cluster = cluster(26);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let first = init_transactions(&handle, "tx-r", 60_000).await;
+            let bumped = init_producer_id(&handle, "tx-r", 60_000, first).await;
+            assert_eq!(bumped, granted((first.0, first.1 + 1)));
+            // The answer was lost: the producer asks again with the same
+            // id and epoch, and gets the same new epoch.
+            let retried = init_producer_id(&handle, "tx-r", 60_000, first).await;
+            assert_eq!(retried, bumped);
+            let current = (first.0, first.1 + 1);
+            assert_eq!(
+                add_partitions(&handle, "tx-r", current, std::slice::from_ref(&tp)).await,
+                vec![None]
+            );
+            assert_eq!(end_txn(&handle, "tx-r", current, false).await, None);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn after_a_timeout_abort_a_bump_with_the_epoch_before_the_fence_is_fenced() {
+        let mut cluster = cluster_with(27, |config| {
+            config.transaction_abort_check_interval_ms = 200;
+        });
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let producer = init_transactions(&handle, "tx-to", 1_000).await;
+            add_partitions(&handle, "tx-to", producer, std::slice::from_ref(&tp)).await;
+            ok(&produce(
+                &handle,
+                Some("tx-to"),
+                batch(&tp, producer.0, producer.1, 0, true, &["slow"]),
+            )
+            .await);
+            // The coordinator aborts it once its timeout passed: the abort
+            // marker at offset 1 moves the LSO to 2.
+            let result = wait_for_lso(&handle, &tp, 2).await;
+            assert_eq!(result.aborted_transactions.len(), 1);
+            // The fence bumped the epoch and forgot the one before it.
+            assert_eq!(
+                init_producer_id(&handle, "tx-to", 1_000, producer).await,
+                fenced()
+            );
+            // A new incarnation gets the epoch after the fence's.
+            assert_eq!(
+                init_transactions(&handle, "tx-to", 1_000).await,
+                (producer.0, producer.1 + 2)
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn an_init_with_a_stale_epoch_while_a_transaction_is_open_aborts_it_first() {
+        let mut cluster = cluster(28);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "out", 1).await;
+            let tp = TopicPartition::new("out", 0);
+            let stale = init_transactions(&handle, "tx-o", 60_000).await;
+            init_transactions(&handle, "tx-o", 60_000).await;
+            let live = init_transactions(&handle, "tx-o", 60_000).await;
+            assert_eq!(live, (stale.0, stale.1 + 2));
+            add_partitions(&handle, "tx-o", live, std::slice::from_ref(&tp)).await;
+            ok(&produce(
+                &handle,
+                Some("tx-o"),
+                batch(&tp, live.0, live.1, 0, true, &["open"]),
+            )
+            .await);
+            // In Ongoing only the producer id is checked: the open
+            // transaction is fenced and aborted first.
+            let first = init_producer_id_once(&handle, "tx-o", 60_000, stale).await;
+            assert_eq!(first.error, Some(ErrorCode::ConcurrentTransactions));
+            let result = wait_for_lso(&handle, &tp, 2).await;
+            assert_eq!(
+                result.aborted_transactions,
+                vec![AbortedTransaction {
+                    producer_id: live.0,
+                    first_offset: 0
+                }]
+            );
+            assert_eq!(
+                end_txn(&handle, "tx-o", live, true).await,
+                Some(ErrorCode::ProducerFenced)
+            );
+            // Its retry finds the abort done, with an epoch it never had.
+            assert_eq!(
+                init_producer_id(&handle, "tx-o", 60_000, stale).await,
+                fenced()
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn an_init_with_a_producer_id_but_no_epoch_is_an_invalid_request() {
+        let mut cluster = cluster(29);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let producer = init_transactions(&handle, "tx-i", 60_000).await;
+            // KafkaApis.handleInitProducerIdRequest: both or neither.
+            for half in [(producer.0, -1), (-1, producer.1)] {
+                let answer = init_producer_id(&handle, "tx-i", 60_000, half).await;
+                assert_eq!(
+                    answer.error,
+                    Some(eddyline_sim::protocol::codes::INVALID_REQUEST)
+                );
+            }
+            // Nothing changed.
+            assert_eq!(
+                init_producer_id(&handle, "tx-i", 60_000, producer).await,
+                granted((producer.0, producer.1 + 1))
+            );
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
 mod offsets {
     use super::*;
 
@@ -378,6 +572,94 @@ mod offsets {
                 // Round 1 committed 10; round 2 aborted, so 10 remains.
                 assert_eq!(stable, (Some(offset(10, "checkpoint-1")), None));
             }
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    /// KIP-890 for TxnOffsetCommit (Kafka 3.8:
+    /// `GroupCoordinator.handleTxnCommitOffsets` verifies with the
+    /// transaction coordinator before appending): a commit that arrives
+    /// after the transaction ended cannot open a new one in
+    /// `__consumer_offsets` that nothing would ever end.
+    #[test]
+    fn a_late_txn_offset_commit_after_end_txn_is_refused_and_stable_fetches_do_not_hang() {
+        let mut cluster = cluster(32);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let input = TopicPartition::new("in", 0);
+            let producer = init_transactions(&handle, "tx-late", 60_000).await;
+            assert_eq!(
+                add_offsets(&handle, "tx-late", producer, "g-late").await,
+                None
+            );
+            let commit = TxnCommit {
+                transactional_id: "tx-late",
+                group_id: "g-late",
+                producer,
+                generation_id: -1,
+                member_id: "",
+                group_instance_id: None,
+            };
+            assert_eq!(txn_offset_commit(&handle, &commit, &input, 10).await, None);
+            assert_eq!(end_txn(&handle, "tx-late", producer, true).await, None);
+            let (committed, error) = fetch_stable(&handle, "g-late", &input, 10_000).await;
+            assert_eq!((committed.map(|o| o.offset), error), (Some(10), None));
+            // The same producer id and epoch, after the commit completed.
+            let late = txn_offset_commit(&handle, &commit, &input, 20).await;
+            let (committed, error) = fetch_stable(&handle, "g-late", &input, 10_000).await;
+            assert_eq!(
+                (committed.map(|o| o.offset), error),
+                (Some(10), None),
+                "require_stable fetches hang on the late commit"
+            );
+            assert_eq!(late, Some(ErrorCode::InvalidTxnState));
+            // No transaction is left open in the group's partition.
+            let shard = TopicPartition::new(
+                "__consumer_offsets",
+                eddyline_sim::broker::coordinator_partition("g-late", 4),
+            );
+            let log = fetch(&handle, &shard, 0, Isolation::ReadCommitted).await;
+            assert_eq!(log.last_stable_offset, log.high_watermark);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    /// The verification's answer for an old epoch: the coordinator says
+    /// PRODUCER_FENCED and the leader reports INVALID_PRODUCER_EPOCH
+    /// (`AddPartitionsToTxnManager`, returned as is by
+    /// `GroupMetadataManager.maybeConvertOffsetCommitError`).
+    #[test]
+    fn a_txn_offset_commit_from_a_fenced_epoch_is_refused_with_invalid_producer_epoch() {
+        let mut cluster = cluster(33);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let input = TopicPartition::new("in", 0);
+            let old = init_transactions(&handle, "tx-old", 60_000).await;
+            assert_eq!(add_offsets(&handle, "tx-old", old, "g-old").await, None);
+            let commit = TxnCommit {
+                transactional_id: "tx-old",
+                group_id: "g-old",
+                producer: old,
+                generation_id: -1,
+                member_id: "",
+                group_instance_id: None,
+            };
+            assert_eq!(txn_offset_commit(&handle, &commit, &input, 5).await, None);
+            assert_eq!(end_txn(&handle, "tx-old", old, true).await, None);
+            let new = init_transactions(&handle, "tx-old", 60_000).await;
+            assert_eq!(new, (old.0, old.1 + 1));
+            let (committed, _) = fetch_stable(&handle, "g-old", &input, 10_000).await;
+            assert_eq!(committed.map(|o| o.offset), Some(5));
+            assert_eq!(
+                txn_offset_commit(&handle, &commit, &input, 6).await,
+                Some(ErrorCode::InvalidProducerEpoch)
+            );
+            let (committed, error) = fetch_stable(&handle, "g-old", &input, 10_000).await;
+            assert_eq!((committed.map(|o| o.offset), error), (Some(5), None));
             Ok(())
         });
         cluster.run().unwrap();

@@ -29,6 +29,7 @@
 //! membership, KIP-345) is stored but gives no special treatment.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -39,7 +40,9 @@ use crate::broker::Broker;
 use crate::broker::coordinator_shards::{
     CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic,
 };
-use crate::broker::leader_write::{Appended, append_to_leader, await_replicated};
+use crate::broker::leader_write::{
+    Appended, VerificationGuard, append_to_leader, await_replicated,
+};
 use crate::config::OFFSETS_TOPIC;
 use crate::protocol::{
     ControlType, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
@@ -174,6 +177,18 @@ impl Group {
             sync_deadline_ms: 0,
             needs_store: false,
         }
+    }
+
+    /// The member a static member's `group_instance_id` maps to (Kafka's
+    /// `GroupMetadata.currentStaticMemberId`). Members are not replaced by
+    /// instance id here (static membership is otherwise not modelled): the
+    /// latest to join with it.
+    fn static_member_id(&self, group_instance_id: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .filter(|(_, member)| member.group_instance_id.as_deref() == Some(group_instance_id))
+            .max_by_key(|(_, member)| member.join_order)
+            .map(|(member_id, _)| member_id.as_str())
     }
 
     /// Moves the group to `next`, which must be a legal successor of its
@@ -726,26 +741,8 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             partitions,
             require_stable,
         }) => offset_fetch(broker, &group_id, partitions, require_stable),
-        Request::TxnOffsetCommit(TxnOffsetCommitRequest {
-            group_id,
-            producer_id,
-            producer_epoch,
-            generation_id,
-            member_id,
-            offsets,
-            ..
-        }) => {
-            txn_offset_commit(
-                broker,
-                group_id,
-                producer_id,
-                producer_epoch,
-                generation_id,
-                member_id,
-                offsets,
-            )
-            .await
-        }
+        // Verified with the transaction coordinator first: see
+        // `txn_offset_commit`, which the server calls.
         other => unreachable!("not a group request: {other:?}"),
     }
 }
@@ -1039,10 +1036,12 @@ fn sync_error(error: ErrorCode) -> Response {
     })
 }
 
-/// Maps a coordinator write failure to what Kafka's group coordinator
-/// answers.
+/// Maps a coordinator write failure (or a failed transaction
+/// verification) to what Kafka's group coordinator answers
+/// (`GroupMetadataManager.maybeConvertOffsetCommitError`).
 fn write_error(error: ErrorCode) -> ErrorCode {
     match error {
+        ErrorCode::NetworkException => ErrorCode::CoordinatorLoadInProgress,
         ErrorCode::UnknownTopicOrPartition
         | ErrorCode::NotEnoughReplicas
         | ErrorCode::NotEnoughReplicasAfterAppend => ErrorCode::CoordinatorNotAvailable,
@@ -1389,38 +1388,76 @@ fn leave_group(broker: &Broker, group_id: &str, member_id: &str) -> Result<(), E
 
 type OffsetResults = Vec<PartitionError>;
 
-fn all_failed(offsets: &[(TopicPartition, OffsetAndMetadata)], error: ErrorCode) -> OffsetResults {
+/// One answer for every offset of a commit.
+fn offset_results(
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+    error: Option<ErrorCode>,
+) -> OffsetResults {
     offsets
         .iter()
         .map(|(tp, _)| PartitionError {
             topic_partition: tp.clone(),
-            error: Some(error),
+            error,
         })
         .collect()
 }
 
-/// The fencing of a commit by group membership: a member id that is not
-/// in the group is UNKNOWN_MEMBER_ID, then a generation that is not the
-/// group's is ILLEGAL_GENERATION. `None` skips a check.
-fn check_member<'a>(
-    group: &'a mut Group,
-    member_id: Option<&str>,
-    generation_id: Option<i32>,
-) -> Result<Option<&'a mut Member>, ErrorCode> {
-    let generation = group.generation;
-    let member = match member_id {
-        Some(member_id) => Some(
-            group
-                .members
-                .get_mut(member_id)
-                .ok_or(ErrorCode::UnknownMemberId)?,
-        ),
-        None => None,
-    };
-    if generation_id.is_some_and(|generation_id| generation_id != generation) {
-        return Err(ErrorCode::IllegalGeneration);
+fn all_failed(offsets: &[(TopicPartition, OffsetAndMetadata)], error: ErrorCode) -> OffsetResults {
+    offset_results(offsets, Some(error))
+}
+
+/// Whether a commit may be written for the member it names, as Kafka
+/// 3.8's `GroupCoordinator.validateOffsetCommit` decides for both kinds:
+/// a negative generation commits into an empty group from outside; once
+/// a generation, a member id or a group instance id is given, the member
+/// must be current ([`validate_current_member`]) and the generation the
+/// group's (ILLEGAL_GENERATION); with none of them only a transactional
+/// commit (older versions carry none) or one into an empty group goes
+/// through, else UNKNOWN_MEMBER_ID.
+fn validate_offset_commit(
+    group: &Group,
+    request: &CommitRequest<'_>,
+    transactional: bool,
+) -> Result<(), ErrorCode> {
+    if request.generation_id < 0 && group.state == GroupState::Empty {
+        return Ok(());
     }
-    Ok(member)
+    if request.generation_id >= 0
+        || !request.member_id.is_empty()
+        || request.group_instance_id.is_some()
+    {
+        validate_current_member(group, request.member_id, request.group_instance_id)?;
+        if request.generation_id != group.generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        return Ok(());
+    }
+    if !transactional && group.state != GroupState::Empty {
+        return Err(ErrorCode::UnknownMemberId);
+    }
+    Ok(())
+}
+
+/// Kafka 3.8's `GroupCoordinator.validateCurrentMember`: a group instance
+/// id must map to the member id (FENCED_INSTANCE_ID if it maps to another,
+/// UNKNOWN_MEMBER_ID if to none), and the member must be in the group
+/// (UNKNOWN_MEMBER_ID).
+fn validate_current_member(
+    group: &Group,
+    member_id: &str,
+    group_instance_id: Option<&str>,
+) -> Result<(), ErrorCode> {
+    if let Some(instance_id) = group_instance_id {
+        match group.static_member_id(instance_id) {
+            Some(current) if current != member_id => return Err(ErrorCode::FencedInstanceId),
+            Some(_) => {}
+            None => return Err(ErrorCode::UnknownMemberId),
+        }
+    }
+    if !group.members.contains_key(member_id) {
+        return Err(ErrorCode::UnknownMemberId);
+    }
+    Ok(())
 }
 
 /// Runs a commit's checks on the group's shard: the coordinator epoch and
@@ -1476,30 +1513,37 @@ fn trace_offsets_committed(
     );
 }
 
-/// A consumer's commit: admitted for a member of the current generation
-/// (or, with a negative generation, for an empty group: a standalone
-/// consumer), written, then applied.
+/// A consumer's commit, as Kafka 3.8's `GroupCoordinator.
+/// handleCommitOffsets` / `doCommitOffsets` admit it: an unknown group
+/// only from outside (negative generation, else ILLEGAL_GENERATION); then
+/// [`validate_offset_commit`]; then by state: Empty writes, Stable and
+/// PreparingRebalance also count as the member's heartbeat,
+/// CompletingRebalance answers REBALANCE_IN_PROGRESS (the member and its
+/// generation are valid, it must wait for its assignment).
 fn check_offset_commit(
     shard: &mut Shard,
     request: &CommitRequest<'_>,
     now: u64,
 ) -> Result<(), ErrorCode> {
-    let generation_id = request.generation_id;
     let group = match shard.groups.get_mut(request.group_id) {
         Some(group) => group,
-        None if generation_id < 0 => shard
+        None if request.generation_id < 0 => shard
             .groups
             .entry(request.group_id.to_string())
             .or_insert_with(Group::new),
         None => return Err(ErrorCode::IllegalGeneration),
     };
-    if !(generation_id < 0 && group.state == GroupState::Empty) {
-        if group.state == GroupState::CompletingRebalance {
-            return Err(ErrorCode::RebalanceInProgress);
+    validate_offset_commit(group, request, false)?;
+    match group.state {
+        GroupState::Empty => {}
+        GroupState::Stable | GroupState::PreparingRebalance => {
+            let member = group
+                .members
+                .get_mut(request.member_id)
+                .expect("a non-empty group only takes commits from its members");
+            member.last_heartbeat_ms = now;
         }
-        let member = check_member(group, Some(request.member_id), Some(generation_id))?
-            .expect("a member was asked for");
-        member.last_heartbeat_ms = now;
+        GroupState::CompletingRebalance => return Err(ErrorCode::RebalanceInProgress),
     }
     for (tp, _) in request.offsets {
         *group.pending_commits.entry(tp.clone()).or_insert(0) += 1;
@@ -1507,11 +1551,13 @@ fn check_offset_commit(
     Ok(())
 }
 
-/// What both kinds of offset commit carry.
+/// What both kinds of offset commit carry (OffsetCommit has no group
+/// instance id in this protocol).
 struct CommitRequest<'a> {
     group_id: &'a str,
     generation_id: i32,
     member_id: &'a str,
+    group_instance_id: Option<&'a str>,
     offsets: &'a [(TopicPartition, OffsetAndMetadata)],
 }
 
@@ -1527,6 +1573,7 @@ async fn offset_commit(
         group_id: &group_id,
         generation_id,
         member_id: &member_id,
+        group_instance_id: None,
         offsets: &offsets,
     };
     let admitted = admit_commit(broker, &group_id, &offsets, |shard| {
@@ -1623,80 +1670,111 @@ fn offset_fetch(
     }
 }
 
-/// A transactional commit (KIP-447: fenced by group membership when the
-/// producer names its member and generation): written as part of the
-/// producer's transaction, pending until its marker lands.
-async fn txn_offset_commit(
+/// A transactional commit, as Kafka 3.8's `GroupCoordinator.
+/// handleTxnCommitOffsets` takes it: the group must be here
+/// (`validateGroupStatus`; a new group id gets an empty group), the
+/// transaction is verified with the transaction coordinator before
+/// anything else (KIP-890: `verify`, given the group's `__consumer_offsets`
+/// partition; its errors are answered as `GroupMetadataManager.
+/// maybeConvertOffsetCommitError` maps them), then the member
+/// ([`validate_offset_commit`], KIP-447), then the offsets are written as
+/// part of the producer's transaction, pending until its marker lands.
+pub(crate) async fn txn_offset_commit<V, F>(
     broker: &Rc<Broker>,
-    group_id: String,
-    producer_id: ProducerId,
-    producer_epoch: ProducerEpoch,
-    generation_id: i32,
-    member_id: String,
-    offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
-) -> Response {
-    let admitted = admit_commit(broker, &group_id, &offsets, |shard| {
+    request: TxnOffsetCommitRequest,
+    verify: V,
+) -> Response
+where
+    V: FnOnce(TopicPartition) -> F,
+    F: Future<Output = Result<VerificationGuard, ErrorCode>>,
+{
+    let answer = |error: Option<ErrorCode>| {
+        Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+            results: offset_results(&request.offsets, error),
+        })
+    };
+    let group_id = &request.group_id;
+    let located = GROUP_SHARDS.with_key(broker, group_id, |shard, partition| {
+        shard
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(Group::new);
+        partition
+    });
+    let partition = match located {
+        Ok(partition) => partition,
+        Err(error) => return answer(Some(error)),
+    };
+    let guard = match verify(TopicPartition::new(OFFSETS_TOPIC, partition)).await {
+        Ok(guard) => guard,
+        Err(error) => return answer(Some(write_error(error))),
+    };
+    let commit = CommitRequest {
+        group_id,
+        generation_id: request.generation_id,
+        member_id: &request.member_id,
+        group_instance_id: request.group_instance_id.as_deref(),
+        offsets: &request.offsets,
+    };
+    let admitted = admit_commit(broker, group_id, &request.offsets, |shard| {
         let group = shard
             .groups
             .entry(group_id.clone())
             .or_insert_with(Group::new);
-        let member = (!member_id.is_empty()).then_some(member_id.as_str());
-        let generation = (generation_id >= 0).then_some(generation_id);
-        check_member(group, member, generation).map(|_| ())
+        validate_offset_commit(group, &commit, true)
     });
     let (coordinator_epoch, partition) = match admitted {
         Err(results) => return Response::TxnOffsetCommit(TxnOffsetCommitResponse { results }),
         Ok(admitted) => admitted,
     };
-    let records = offset_records(&group_id, &offsets);
-    // The offsets are pending (blocking require_stable fetches) from the
-    // moment the write is issued until the transaction completes.
-    let stored = match append_records(
-        broker,
-        partition,
-        Some((producer_id, producer_epoch)),
-        records,
-    ) {
-        Err(error) => Err(error),
-        Ok(appended) => {
-            let _ = GROUP_SHARDS.with_key(broker, &group_id, |shard, _| {
-                if shard.ownership.coordinator_epoch != coordinator_epoch {
-                    return;
-                }
-                let pending = shard.pending_txn.entry(producer_id).or_default();
-                for (index, (tp, offset)) in offsets.iter().enumerate() {
-                    pending.insert(
-                        (group_id.clone(), tp.clone()),
-                        PendingTxnOffset {
-                            offset: offset.clone(),
-                            log_offset: appended.base_offset + index as i64,
-                        },
-                    );
-                }
-            });
-            await_records(broker, &appended).await
+    let stored = store_txn_offsets(broker, &request, coordinator_epoch, partition, guard).await;
+    if stored.is_ok() {
+        trace_offsets_committed(
+            broker,
+            group_id,
+            request.offsets.len(),
+            request.generation_id,
+            request.producer_id,
+        );
+    }
+    answer(stored.err())
+}
+
+/// Appends a TxnOffsetCommit's offsets to `__consumer_offsets-<partition>`
+/// as part of the producer's transaction, if the verification still holds
+/// (`guard`, checked with the append: no await in between), and waits for
+/// acks=all. The offsets are pending (they make require_stable fetches
+/// unstable) from the append until the transaction's marker lands.
+async fn store_txn_offsets(
+    broker: &Broker,
+    request: &TxnOffsetCommitRequest,
+    coordinator_epoch: i32,
+    partition: i32,
+    guard: VerificationGuard,
+) -> Result<(), ErrorCode> {
+    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+    if let Some(log) = broker.disk.borrow().logs.get(&tp) {
+        guard.check(log, request.producer_id)?;
+    }
+    let records = offset_records(&request.group_id, &request.offsets);
+    let producer = (request.producer_id, request.producer_epoch);
+    let appended = append_records(broker, partition, Some(producer), records)?;
+    let _ = GROUP_SHARDS.with_key(broker, &request.group_id, |shard, _| {
+        if shard.ownership.coordinator_epoch != coordinator_epoch {
+            return;
         }
-    };
-    let error = match stored {
-        Ok(()) => {
-            trace_offsets_committed(broker, &group_id, offsets.len(), generation_id, producer_id);
-            None
+        let pending = shard.pending_txn.entry(request.producer_id).or_default();
+        for (index, (tp, offset)) in request.offsets.iter().enumerate() {
+            pending.insert(
+                (request.group_id.clone(), tp.clone()),
+                PendingTxnOffset {
+                    offset: offset.clone(),
+                    log_offset: appended.base_offset + index as i64,
+                },
+            );
         }
-        Err(error) => Some(match error {
-            // A fenced producer, as Kafka's coordinator reports it.
-            ErrorCode::InvalidProducerEpoch => ErrorCode::ProducerFenced,
-            other => other,
-        }),
-    };
-    Response::TxnOffsetCommit(TxnOffsetCommitResponse {
-        results: offsets
-            .iter()
-            .map(|(tp, _)| PartitionError {
-                topic_partition: tp.clone(),
-                error,
-            })
-            .collect(),
-    })
+    });
+    await_records(broker, &appended).await
 }
 
 /// A transaction marker landed on a `__consumer_offsets` partition this

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use eddyline_engine::transport::{ErrorCode, TopicPartition};
 
-use crate::broker::log::batch_size_bytes;
+use crate::broker::log::{PartitionLog, batch_size_bytes};
 use crate::broker::producer_state::AppendCheck;
 use crate::broker::{Broker, BrokerState, error_code_for_trace};
-use crate::protocol::{ProduceBatch, codes};
+use crate::protocol::{ProduceBatch, ProducerId, codes};
 use crate::trace::EventKind;
 
 /// Checks that this broker leads `tp` in the requester's epoch.
@@ -52,6 +52,50 @@ pub(crate) struct PendingWrite {
     pub tp: TopicPartition,
     pub leader_epoch: i32,
     pub required_offset: i64,
+}
+
+/// What KIP-890 verification found before a transactional append, checked
+/// again at the append (Kafka 3.8's `VerificationGuard`; the check is
+/// `UnifiedLog.append`'s: a transactional batch of a producer with no open
+/// transaction on the partition needs a guard that is still valid, else
+/// INVALID_TXN_STATE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VerificationGuard {
+    /// Nothing to check: verification is off, or this broker does not lead
+    /// the partition (the append reports that).
+    Unchecked,
+    /// The producer had a transaction open on the partition, so the
+    /// coordinator was not asked (Kafka's `VerificationGuard.SENTINEL`):
+    /// it must still be open.
+    OpenTransaction,
+    /// The coordinator said the partition is in the producer's ongoing
+    /// transaction when the producer had written `markers` markers here; a
+    /// marker since then ended that transaction (Kafka clears the guard at
+    /// the producer's next transactional append,
+    /// `UnifiedLog.updateProducers`).
+    Verified { markers: u64 },
+}
+
+impl VerificationGuard {
+    /// Whether a transactional append of `producer_id` may go ahead now.
+    pub(crate) fn check(
+        self,
+        log: &PartitionLog,
+        producer_id: ProducerId,
+    ) -> Result<(), ErrorCode> {
+        let holds = match self {
+            VerificationGuard::Unchecked => true,
+            VerificationGuard::OpenTransaction => log.has_open_transaction(producer_id),
+            VerificationGuard::Verified { markers } => {
+                log.has_open_transaction(producer_id) || log.marker_count(producer_id) == markers
+            }
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(ErrorCode::InvalidTxnState)
+        }
+    }
 }
 
 /// What a leader append produced.
@@ -178,8 +222,13 @@ fn write_outcome(broker: &Broker, pending: &PendingWrite) -> Option<Option<Error
         // Truncated under us (cannot happen while we lead in this epoch).
         return Some(Some(ErrorCode::NotLeaderOrFollower));
     }
+    // Kafka 3.8's `Partition.checkEnoughReplicasReachOffset`: done once
+    // the HW passed the write, refused if the maximal ISR shrank under the
+    // effective min ISR meanwhile. The HW does not move while the ISR is
+    // under it (`maybeIncrementLeaderHW`), so a write appended before the
+    // ISR shrank waits here until its timeout: REQUEST_TIMED_OUT.
     if log.high_watermark >= pending.required_offset {
-        if replica.is_under_min_isr() {
+        if replica.is_maximal_isr_under_min() {
             return Some(Some(ErrorCode::NotEnoughReplicasAfterAppend));
         }
         return Some(None);

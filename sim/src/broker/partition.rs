@@ -71,6 +71,15 @@ impl Replica {
         self.isr.len() < self.effective_min_isr()
     }
 
+    /// Whether the maximal ISR is smaller than the effective min ISR: an
+    /// acks=all write the high watermark passed is then answered
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND (Kafka 3.8's
+    /// `Partition.checkEnoughReplicasReachOffset` compares
+    /// `partitionState.maximalIsr.size` with `effectiveMinIsr`).
+    pub(crate) fn is_maximal_isr_under_min(&self) -> bool {
+        self.maximal_isr().count() < self.effective_min_isr()
+    }
+
     pub(crate) fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
@@ -105,6 +114,12 @@ impl Replica {
 
     /// Raises the leader's high watermark to the lowest log end offset of
     /// the maximal ISR; returns `(from, to)` if it moved. Never lowers it.
+    ///
+    /// Not while the (committed) ISR is under the effective min ISR: Kafka
+    /// 3.8's `Partition.maybeIncrementLeaderHW` returns at once when
+    /// `isUnderMinIsr` (`partitionState.isr.size < effectiveMinIsr`), so a
+    /// leader left alone in the ISR does not commit what only it has; the
+    /// HW moves again once a follower rejoins.
     pub(crate) fn maybe_advance_high_watermark(
         &self,
         me: BrokerId,
@@ -113,6 +128,9 @@ impl Replica {
         let Role::Leader(state) = &self.role else {
             return None;
         };
+        if self.is_under_min_isr() {
+            return None;
+        }
         let mut candidate = log.log_end_offset();
         for id in self.maximal_isr() {
             if id == me {

@@ -26,8 +26,8 @@ use crate::protocol::{
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsResponse, ListOffsetsResult, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetSpec,
-    PartitionMetadata, ProduceBatch, ProduceRequest, ProduceResponse, ProduceResult, Request,
-    Response, SyncGroupRequest, SyncGroupResponse, TopicError, TopicMetadata,
+    PartitionMetadata, ProduceBatch, ProduceRequest, ProduceResponse, ProduceResult, ProducerEpoch,
+    ProducerId, Request, Response, SyncGroupRequest, SyncGroupResponse, TopicError, TopicMetadata,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse, codes, read_frame_buffered,
     write_frame_buffered, write_started_frame,
 };
@@ -210,8 +210,10 @@ async fn handle(
         }
         Request::InitProducerId(InitProducerIdRequest {
             transactional_id: None,
+            producer_id,
+            producer_epoch,
             ..
-        }) => handle_init_idempotent_producer(broker).await,
+        }) => handle_init_idempotent_producer(broker, producer_id, producer_epoch).await,
         request @ (Request::InitProducerId(InitProducerIdRequest { .. })
         | Request::AddPartitionsToTxn(AddPartitionsToTxnRequest { .. })
         | Request::AddOffsetsToTxn(AddOffsetsToTxnRequest { .. })
@@ -221,9 +223,23 @@ async fn handle(
         | Request::Heartbeat(HeartbeatRequest { .. })
         | Request::LeaveGroup(LeaveGroupRequest { .. })
         | Request::OffsetCommit(OffsetCommitRequest { .. })
-        | Request::OffsetFetch(OffsetFetchRequest { .. })
-        | Request::TxnOffsetCommit(TxnOffsetCommitRequest { .. })) => {
+        | Request::OffsetFetch(OffsetFetchRequest { .. })) => {
             group_coordinator::handle(broker, request).await
+        }
+        Request::TxnOffsetCommit(request) => {
+            // KIP-890: the group coordinator has the transaction verified
+            // (Kafka's `ReplicaManager` and `AddPartitionsToTxnManager`).
+            let transactional_id = request.transactional_id.clone();
+            let producer = (request.producer_id, request.producer_epoch);
+            group_coordinator::txn_offset_commit(broker, request, |offsets_partition| {
+                txn_coordinator::verify_offsets_append(
+                    broker,
+                    transactional_id,
+                    producer,
+                    offsets_partition,
+                )
+            })
+            .await
         }
         Request::Internal(request) => Response::Internal(handle_internal(broker, request).await),
     };
@@ -501,8 +517,20 @@ fn handle_find_coordinator(broker: &Broker, key_type: CoordinatorType, key: &str
     }
 }
 
-async fn handle_init_idempotent_producer(broker: &Broker) -> Response {
-    match allocate_producer_id(broker).await {
+/// InitProducerId without a transactional id: a fresh producer id at
+/// epoch 0, whatever id and epoch are named (Kafka 3.8's
+/// `TransactionCoordinator.handleInitProducerId`), once they are both
+/// named or neither (`KafkaApis.handleInitProducerIdRequest`).
+async fn handle_init_idempotent_producer(
+    broker: &Broker,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+) -> Response {
+    let allocated = match txn_coordinator::expected_producer(producer_id, producer_epoch) {
+        Ok(_) => allocate_producer_id(broker).await,
+        Err(error) => Err(error),
+    };
+    match allocated {
         Ok(producer_id) => Response::InitProducerId(InitProducerIdResponse {
             error: None,
             producer_id,

@@ -20,6 +20,14 @@
 //! gets the next epoch). A transaction open longer than its timeout is
 //! aborted the same way (the producer is then fenced).
 //!
+//! The epoch before the last bump (`last_producer_epoch`, KIP-360) is
+//! remembered only when the bump itself named the epoch it replaced (an
+//! InitProducerId with the caller's producer id and epoch): a plain init
+//! and a fence forget it, so a zombie cannot pass for the instance that
+//! made the last bump. Kafka 3.8 does not write it to
+//! `__transaction_state` (`TransactionLog.valueToBytes`): a new
+//! coordinator starts without it.
+//!
 //! Simplification: transactional ids never expire.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +41,7 @@ use crate::broker::coordinator_shards::{
     CoordinatorShard, CoordinatorShards, ShardOwnership, ShardedTopic, coordinator_for,
 };
 use crate::broker::leader_write::{
-    PendingWrite, append_to_leader, await_replicated, wait_for_replication,
+    PendingWrite, VerificationGuard, append_to_leader, await_replicated, wait_for_replication,
 };
 use crate::broker::producer_ids::allocate_producer_id;
 use crate::broker::{Broker, broker_host, coordinator_partition, group_coordinator};
@@ -95,30 +103,82 @@ struct TxnMetadata {
     transactional_id: String,
     producer_id: ProducerId,
     producer_epoch: ProducerEpoch,
-    /// The epoch before the last bump (KIP-360 retries of InitProducerId).
+    /// The epoch a KIP-360 bump replaced, so that its retry gets the same
+    /// answer; -1 after a plain init or a fence. In memory only (cleared
+    /// on load, as Kafka's `TransactionLog.readTxnRecordValue` does).
     last_producer_epoch: ProducerEpoch,
+    /// The producer id before the last init (differs from `producer_id`
+    /// after an epoch exhaustion rotated it); in memory only, like
+    /// `last_producer_epoch`.
+    last_producer_id: ProducerId,
     timeout_ms: u32,
     state: TxnState,
     partitions: BTreeSet<TopicPartition>,
     txn_start_ms: u64,
 }
 
+/// Kafka's `TransactionMetadata.isEpochExhausted`: the last epochs are
+/// kept so that the coordinator can always fence a producer.
+fn epoch_exhausted(epoch: ProducerEpoch) -> bool {
+    epoch >= ProducerEpoch::MAX - 1
+}
+
 impl TxnMetadata {
     /// The open transaction aborted with a bumped epoch, which fences the
-    /// producer (unless the epoch is about to overflow: then it stays).
-    fn fenced_for_abort(&self) -> TxnMetadata {
+    /// producer; the epoch before is forgotten. Kafka 3.8's
+    /// `TransactionMetadata.prepareFenceProducerEpoch` (epoch + 1, not
+    /// again after a fence whose write failed: `hasFailedEpochFence`), then
+    /// `TransactionCoordinator.endTransaction` for the epoch fence
+    /// (`lastProducerEpoch = NO_PRODUCER_EPOCH`, PrepareAbort).
+    fn fenced_for_abort(&self, after_failed_fence: bool) -> TxnMetadata {
         assert_eq!(
             self.state,
             TxnState::Ongoing,
             "only an open transaction is fenced"
         );
+        // Producers never get the last epoch (`isEpochExhausted` rotates
+        // the id first): only a fence reaches it, and the next does not bump.
+        assert!(
+            self.producer_epoch < ProducerEpoch::MAX || after_failed_fence,
+            "transactional id {}: fencing epoch {} would overflow (seed {})",
+            self.transactional_id,
+            self.producer_epoch,
+            crate::seed_context::current_seed()
+        );
         let mut fenced = self.clone();
-        if fenced.producer_epoch < ProducerEpoch::MAX - 1 {
-            fenced.last_producer_epoch = fenced.producer_epoch;
+        if !after_failed_fence {
             fenced.producer_epoch += 1;
         }
+        fenced.last_producer_epoch = -1;
         fenced.state = TxnState::PrepareAbort;
         fenced
+    }
+
+    /// The epoch after an InitProducerId in Empty or Complete*, and the
+    /// epoch to remember as the last one: Kafka 3.8's
+    /// `TransactionMetadata.prepareIncrementProducerEpoch`. A plain init
+    /// bumps and forgets; a KIP-360 bump naming the current epoch bumps and
+    /// remembers it; one naming the remembered epoch is a retry of that
+    /// bump and gets the current epoch again; any other epoch is fenced.
+    fn next_epoch(
+        &self,
+        expected_epoch: Option<ProducerEpoch>,
+    ) -> Result<(ProducerEpoch, ProducerEpoch), ErrorCode> {
+        if epoch_exhausted(self.producer_epoch) {
+            // Kafka throws an IllegalStateException here (an exhausted
+            // epoch with another expected epoch than the current one).
+            return Err(codes::UNKNOWN_SERVER_ERROR);
+        }
+        match expected_epoch {
+            None => Ok((self.producer_epoch + 1, -1)),
+            Some(epoch) if epoch == self.producer_epoch => {
+                Ok((self.producer_epoch + 1, self.producer_epoch))
+            }
+            Some(epoch) if epoch == self.last_producer_epoch => {
+                Ok((self.producer_epoch, self.last_producer_epoch))
+            }
+            Some(_) => Err(ErrorCode::ProducerFenced),
+        }
     }
 
     /// Asserts that `self` may replace `previous`: a legal transition, and
@@ -150,6 +210,19 @@ struct TxnEntry {
     /// A state write is in flight: other requests get
     /// CONCURRENT_TRANSACTIONS (Kafka's `pendingState`).
     pending: bool,
+    /// The write of a fence failed: the epoch is bumped in memory and the
+    /// next fence does not bump it again (Kafka's `hasFailedEpochFence`).
+    failed_epoch_fence: bool,
+}
+
+impl TxnEntry {
+    fn new(metadata: TxnMetadata, pending: bool) -> TxnEntry {
+        TxnEntry {
+            metadata,
+            pending,
+            failed_epoch_fence: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -253,18 +326,15 @@ async fn write_transition(
                     metadata.assert_follows(&entry.metadata);
                     trace_txn(broker, &metadata);
                     entry.metadata = metadata;
+                    entry.failed_epoch_fence = false;
                 }
             }
             None => {
                 if written.is_ok() {
                     trace_txn(broker, &metadata);
-                    shard.txns.insert(
-                        transactional_id.clone(),
-                        TxnEntry {
-                            metadata,
-                            pending: false,
-                        },
-                    );
+                    shard
+                        .txns
+                        .insert(transactional_id.clone(), TxnEntry::new(metadata, false));
                 }
             }
         }
@@ -285,13 +355,17 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
             producer_id,
             producer_epoch,
         }) => {
-            let request = InitRequest {
-                transactional_id,
-                timeout_ms: transaction_timeout_ms,
-                producer_id,
-                producer_epoch,
+            let result = match expected_producer(producer_id, producer_epoch) {
+                Ok(expected) => {
+                    let request = InitRequest {
+                        transactional_id,
+                        timeout_ms: transaction_timeout_ms,
+                        expected,
+                    };
+                    init_producer_id(broker, request).await
+                }
+                Err(error) => Err(error),
             };
-            let result = init_producer_id(broker, request).await;
             match result {
                 Ok((producer_id, producer_epoch)) => {
                     Response::InitProducerId(InitProducerIdResponse {
@@ -370,13 +444,26 @@ pub(crate) async fn handle(broker: &Rc<Broker>, request: Request) -> Response {
     }
 }
 
+/// The producer id and epoch an InitProducerId names (KIP-360): both -1
+/// for none, both set, or INVALID_REQUEST (Kafka 3.8's
+/// `KafkaApis.handleInitProducerIdRequest`).
+pub(crate) fn expected_producer(
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+) -> Result<Option<(ProducerId, ProducerEpoch)>, ErrorCode> {
+    match (producer_id, producer_epoch) {
+        (-1, -1) => Ok(None),
+        (-1, _) | (_, -1) => Err(codes::INVALID_REQUEST),
+        named => Ok(Some(named)),
+    }
+}
+
 /// An InitProducerId request for a transactional id.
 struct InitRequest {
     transactional_id: String,
     timeout_ms: u32,
-    /// The caller's current id and epoch (KIP-360), -1 if it has none.
-    producer_id: ProducerId,
-    producer_epoch: ProducerEpoch,
+    /// The caller's current id and epoch (KIP-360), if it has them.
+    expected: Option<(ProducerId, ProducerEpoch)>,
 }
 
 /// A transition decided under the shard, its entry marked pending: to be
@@ -419,6 +506,20 @@ enum InitStep {
     },
     /// Abort the open transaction first (with this fenced metadata).
     Fence(Transition),
+    /// A fresh producer id is needed first (a new transactional id, or an
+    /// exhausted epoch).
+    NeedsProducerId,
+}
+
+/// What an InitProducerId does to a known transactional id.
+#[derive(Debug, PartialEq)]
+enum InitTransition {
+    /// Write this Empty state and answer with its id and epoch.
+    Init(TxnMetadata),
+    /// Abort the open transaction with this fenced state first.
+    Fence(TxnMetadata),
+    /// The epoch is exhausted: a fresh producer id is needed.
+    NeedsProducerId,
 }
 
 async fn init_producer_id(
@@ -432,23 +533,22 @@ async fn init_producer_id(
     if request.timeout_ms == 0 || request.timeout_ms > broker.config.transaction_max_timeout_ms {
         return Err(ErrorCode::InvalidTransactionTimeout);
     }
-    let known = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
-        shard.txns.get(transactional_id).map(|e| e.metadata.clone())
-    })?;
-    // A new id, or an epoch about to overflow, needs a fresh producer id.
-    let needs_new_id = match &known {
-        None => true,
-        Some(metadata) => metadata.producer_epoch >= ProducerEpoch::MAX - 1,
+    // Kafka allocates a producer id only when it needs one (a new
+    // transactional id, or a rotation): ask, allocate, ask again.
+    let mut fresh_id = None;
+    let step = loop {
+        let now = now_ms();
+        let step = TXN_SHARDS.with_key(broker, transactional_id, |shard, partition| {
+            init_step(shard, partition, &request, fresh_id, now)
+        })??;
+        match step {
+            InitStep::NeedsProducerId => {
+                assert!(fresh_id.is_none(), "a fresh producer id is always used");
+                fresh_id = Some(allocate_producer_id(broker).await?);
+            }
+            step => break step,
+        }
     };
-    let fresh_id = if needs_new_id {
-        Some(allocate_producer_id(broker).await?)
-    } else {
-        None
-    };
-    let now = now_ms();
-    let step = TXN_SHARDS.with_key(broker, transactional_id, |shard, partition| {
-        init_step(shard, partition, &request, fresh_id, now)
-    })??;
     match step {
         InitStep::Write { transition, new_id } => {
             let metadata = transition.next.clone();
@@ -468,21 +568,52 @@ async fn init_producer_id(
             written.map(|()| (metadata.producer_id, metadata.producer_epoch))
         }
         InitStep::Fence(transition) => {
-            let (partition, coordinator_epoch) =
-                (transition.partition, transition.coordinator_epoch);
-            let fenced_id = transition.next.transactional_id.clone();
-            let written = transition.write(broker).await;
-            if written.is_ok() {
-                spawn_completion(broker, partition, coordinator_epoch, fenced_id);
-            }
-            written?;
+            fence_and_abort(broker, transition).await?;
             Err(ErrorCode::ConcurrentTransactions)
+        }
+        InitStep::NeedsProducerId => unreachable!("allocated above"),
+    }
+}
+
+/// Writes a fence (PrepareAbort with the bumped epoch), then the markers
+/// in the background. If the write fails the bump stays in memory and
+/// the next fence does not bump again (Kafka's
+/// `TransactionCoordinator.endTransaction`, `hasFailedEpochFence`).
+async fn fence_and_abort(broker: &Rc<Broker>, transition: Transition) -> Result<(), ErrorCode> {
+    let (partition, coordinator_epoch) = (transition.partition, transition.coordinator_epoch);
+    let fenced = transition.next.clone();
+    match transition.write(broker).await {
+        Ok(()) => {
+            spawn_completion(
+                broker,
+                partition,
+                coordinator_epoch,
+                fenced.transactional_id,
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let transactional_id = &fenced.transactional_id;
+            let _ = TXN_SHARDS.with_key(broker, transactional_id, |shard, _| {
+                if shard.ownership.coordinator_epoch != coordinator_epoch {
+                    return;
+                }
+                if let Some(entry) = shard.txns.get_mut(transactional_id) {
+                    let open = &mut entry.metadata;
+                    if !entry.pending && open.state == TxnState::Ongoing {
+                        open.producer_epoch = fenced.producer_epoch;
+                        open.last_producer_epoch = fenced.last_producer_epoch;
+                        entry.failed_epoch_fence = true;
+                    }
+                }
+            });
+            Err(error)
         }
     }
 }
 
-/// Decides an InitProducerId under the shard: a new id's first state, the
-/// next epoch of a known id, or fencing its open transaction first.
+/// Decides an InitProducerId under the shard: a new id's first state, or
+/// what [`init_transition`] makes of a known one.
 fn init_step(
     shard: &mut TxnShard,
     partition: i32,
@@ -492,12 +623,17 @@ fn init_step(
 ) -> Result<InitStep, ErrorCode> {
     let transactional_id = &request.transactional_id;
     let Some(entry) = shard.txns.get(transactional_id) else {
-        let producer_id = fresh_id.ok_or(ErrorCode::ConcurrentTransactions)?;
+        let Some(producer_id) = fresh_id else {
+            return Ok(InitStep::NeedsProducerId);
+        };
+        // Kafka creates it with epoch -1 and bumps it: epoch 0, whatever
+        // the request names (`prepareIncrementProducerEpoch`).
         let metadata = TxnMetadata {
             transactional_id: transactional_id.clone(),
             producer_id,
             producer_epoch: 0,
             last_producer_epoch: -1,
+            last_producer_id: producer_id,
             timeout_ms: request.timeout_ms,
             state: TxnState::Empty,
             partitions: BTreeSet::new(),
@@ -505,10 +641,7 @@ fn init_step(
         };
         shard.txns.insert(
             transactional_id.clone(),
-            TxnEntry {
-                metadata: metadata.clone(),
-                pending: true,
-            },
+            TxnEntry::new(metadata.clone(), true),
         );
         let transition = Transition {
             partition,
@@ -523,42 +656,83 @@ fn init_step(
     if entry.pending {
         return Err(ErrorCode::ConcurrentTransactions);
     }
-    let current = &entry.metadata;
-    if request.producer_id >= 0
-        && (request.producer_id != current.producer_id
-            || (request.producer_epoch != current.producer_epoch
-                && request.producer_epoch != current.last_producer_epoch))
-    {
-        return Err(ErrorCode::ProducerFenced);
+    let decided = init_transition(
+        &entry.metadata,
+        entry.failed_epoch_fence,
+        request,
+        fresh_id,
+        now,
+    )?;
+    Ok(match decided {
+        InitTransition::NeedsProducerId => InitStep::NeedsProducerId,
+        InitTransition::Fence(fenced) => {
+            InitStep::Fence(Transition::claim(shard, partition, fenced))
+        }
+        InitTransition::Init(next) => InitStep::Write {
+            transition: Transition::claim(shard, partition, next),
+            new_id: false,
+        },
+    })
+}
+
+/// An InitProducerId for a known transactional id, as Kafka 3.8's
+/// `TransactionCoordinator.prepareInitProducerIdTransit` decides it: a
+/// named producer id must be the current one (or the one an exhausted
+/// epoch rotated away, for a retry), else PRODUCER_FENCED; while markers
+/// are written, CONCURRENT_TRANSACTIONS; an open transaction is fenced and
+/// aborted whatever epoch is named; otherwise the next epoch
+/// ([`TxnMetadata::next_epoch`]), or a fresh producer id at epoch 0 when
+/// the epoch is exhausted and the request names no other epoch
+/// (`prepareProducerIdRotation`, remembering the old epoch only for a
+/// KIP-360 request).
+fn init_transition(
+    current: &TxnMetadata,
+    after_failed_fence: bool,
+    request: &InitRequest,
+    fresh_id: Option<ProducerId>,
+    now: u64,
+) -> Result<InitTransition, ErrorCode> {
+    if let Some((producer_id, producer_epoch)) = request.expected {
+        let known = producer_id == current.producer_id
+            || (producer_id == current.last_producer_id && epoch_exhausted(producer_epoch));
+        if !known {
+            return Err(ErrorCode::ProducerFenced);
+        }
     }
     match current.state {
         TxnState::PrepareCommit | TxnState::PrepareAbort => Err(ErrorCode::ConcurrentTransactions),
-        TxnState::Ongoing => {
-            let fenced = current.fenced_for_abort();
-            Ok(InitStep::Fence(Transition::claim(shard, partition, fenced)))
-        }
+        TxnState::Ongoing => Ok(InitTransition::Fence(
+            current.fenced_for_abort(after_failed_fence),
+        )),
         TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-            let mut next = current.clone();
-            match fresh_id {
-                Some(fresh) => {
-                    next.producer_id = fresh;
-                    next.producer_epoch = 0;
-                    next.last_producer_epoch = -1;
-                }
-                None => {
-                    next.last_producer_epoch = next.producer_epoch;
-                    next.producer_epoch += 1;
-                }
-            }
-            next.timeout_ms = request.timeout_ms;
-            next.state = TxnState::Empty;
-            next.partitions.clear();
-            next.txn_start_ms = now;
-            let transition = Transition::claim(shard, partition, next);
-            Ok(InitStep::Write {
-                transition,
-                new_id: false,
-            })
+            let expected_epoch = request.expected.map(|(_, epoch)| epoch);
+            let rotate = epoch_exhausted(current.producer_epoch)
+                && expected_epoch.is_none_or(|epoch| epoch == current.producer_epoch);
+            let (producer_id, producer_epoch, last_producer_epoch) = if rotate {
+                let Some(fresh) = fresh_id else {
+                    return Ok(InitTransition::NeedsProducerId);
+                };
+                let last = if expected_epoch.is_some() {
+                    current.producer_epoch
+                } else {
+                    -1
+                };
+                (fresh, 0, last)
+            } else {
+                let (epoch, last) = current.next_epoch(expected_epoch)?;
+                (current.producer_id, epoch, last)
+            };
+            Ok(InitTransition::Init(TxnMetadata {
+                transactional_id: current.transactional_id.clone(),
+                producer_id,
+                producer_epoch,
+                last_producer_epoch,
+                last_producer_id: current.producer_id,
+                timeout_ms: request.timeout_ms,
+                state: TxnState::Empty,
+                partitions: BTreeSet::new(),
+                txn_start_ms: now,
+            }))
         }
     }
 }
@@ -969,7 +1143,13 @@ fn append_marker(
 }
 
 /// KIP-890 at the coordinator: is each partition in the producer's ongoing
-/// transaction?
+/// transaction? Kafka 3.8's `TransactionCoordinator.
+/// handleVerifyPartitionsInTransaction`: another producer id is
+/// INVALID_PRODUCER_ID_MAPPING, another epoch PRODUCER_FENCED, markers
+/// being written CONCURRENT_TRANSACTIONS, a partition not in the
+/// transaction TRANSACTION_ABORTABLE, which the leader reports to clients
+/// of the versions modelled here as INVALID_TXN_STATE
+/// (`AddPartitionsToTxnManager`, `defaultError`).
 pub(crate) fn handle_verify(
     broker: &Rc<Broker>,
     transactional_id: &str,
@@ -987,13 +1167,20 @@ pub(crate) fn handle_verify(
             return Err(ErrorCode::InvalidProducerIdMapping);
         }
         if metadata.producer_epoch != producer_epoch {
-            return Err(ErrorCode::InvalidProducerEpoch);
+            return Err(ErrorCode::ProducerFenced);
         }
+        if matches!(
+            metadata.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        // Partitions are in the set from their AddPartitionsToTxn until the
+        // transaction completes (the set is empty outside Ongoing).
         Ok(partitions
             .iter()
             .map(|tp| {
-                let member =
-                    metadata.state == TxnState::Ongoing && metadata.partitions.contains(tp);
+                let member = metadata.partitions.contains(tp);
                 PartitionError {
                     topic_partition: tp.clone(),
                     error: (!member).then_some(ErrorCode::InvalidTxnState),
@@ -1054,12 +1241,14 @@ pub(crate) async fn verify_produce(
                 (markers_now != verifying.markers_before).then_some(ErrorCode::InvalidTxnState)
             }
             // Coordinator trouble is retriable for the producer (Kafka
-            // answers NOT_ENOUGH_REPLICAS so that old clients retry).
+            // answers NOT_ENOUGH_REPLICAS so that old clients retry:
+            // `ReplicaManager.appendRecordsWithTransactionVerification`).
             Some(Some(
                 ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
                 | ErrorCode::CoordinatorLoadInProgress
-                | ErrorCode::ConcurrentTransactions,
+                | ErrorCode::ConcurrentTransactions
+                | ErrorCode::NetworkException,
             )) => Some(ErrorCode::NotEnoughReplicas),
             Some(Some(error)) => Some(error),
         };
@@ -1067,6 +1256,49 @@ pub(crate) async fn verify_produce(
     }
     drop(disk);
     verdicts
+}
+
+/// KIP-890 for a TxnOffsetCommit: before the group coordinator appends the
+/// offsets to `tp` (its `__consumer_offsets` partition), the transaction
+/// coordinator must confirm that `tp` is in the producer's ongoing
+/// transaction, unless the producer already has a transaction open there.
+/// Kafka 3.8's `GroupCoordinator.handleTxnCommitOffsets` through
+/// `ReplicaManager.maybeStartTransactionVerificationForPartition`
+/// (`UnifiedLog.maybeStartTransactionVerification`). The guard is checked
+/// again at the append.
+pub(crate) async fn verify_offsets_append(
+    broker: &Rc<Broker>,
+    transactional_id: String,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+    tp: TopicPartition,
+) -> Result<VerificationGuard, ErrorCode> {
+    if !broker.config.transaction_partition_verification {
+        return Ok(VerificationGuard::Unchecked);
+    }
+    let markers = {
+        let state = broker.state.borrow();
+        let disk = broker.disk.borrow();
+        let leads = state.replicas.get(&tp).is_some_and(|r| r.is_leader());
+        match disk.logs.get(&tp).filter(|_| leads) {
+            None => return Ok(VerificationGuard::Unchecked),
+            Some(log) if log.has_open_transaction(producer_id) => {
+                return Ok(VerificationGuard::OpenTransaction);
+            }
+            Some(log) => log.marker_count(producer_id),
+        }
+    };
+    let results = ask_coordinator_to_verify(
+        broker,
+        &transactional_id,
+        (producer_id, producer_epoch),
+        vec![tp.clone()],
+    )
+    .await;
+    match results.get(&tp).copied() {
+        Some(None) => Ok(VerificationGuard::Verified { markers }),
+        Some(Some(error)) => Err(error),
+        None => Err(ErrorCode::NetworkException),
+    }
 }
 
 /// A batch whose partition must be verified with the coordinator.
@@ -1149,14 +1381,24 @@ async fn ask_coordinator_to_verify(
                 .await
             {
                 Ok(Response::Internal(response)) => Ok(response),
-                _ => Err(ErrorCode::CoordinatorNotAvailable),
+                // Kafka's `AddPartitionsToTxnManager`: a disconnect or a
+                // timeout is NETWORK_EXCEPTION.
+                _ => Err(ErrorCode::NetworkException),
             }
         }
     };
     match response {
+        // `AddPartitionsToTxnManager`: producers expect INVALID_PRODUCER_EPOCH
+        // for an old epoch.
         Ok(InternalResponse::VerifyTxnPartitions { results }) => results
             .into_iter()
-            .map(|outcome| (outcome.topic_partition, outcome.error))
+            .map(|outcome| {
+                let error = match outcome.error {
+                    Some(ErrorCode::ProducerFenced) => Some(ErrorCode::InvalidProducerEpoch),
+                    other => other,
+                };
+                (outcome.topic_partition, error)
+            })
             .collect(),
         Ok(_) => BTreeMap::new(),
         Err(error) => partitions
@@ -1190,21 +1432,29 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
             for (partition, shard) in state.txns.shards.loaded_iter_mut() {
                 let coordinator_epoch = shard.ownership.coordinator_epoch;
                 for entry in shard.txns.values_mut() {
+                    // Kafka's `TransactionStateManager.timedOutTransactions`
+                    // (Ongoing, no transition pending, start + timeout < now),
+                    // then `TransactionCoordinator.abortTimedOutTransactions`.
                     let metadata = &entry.metadata;
-                    let overdue = now >= metadata.txn_start_ms + u64::from(metadata.timeout_ms);
+                    let overdue = now > metadata.txn_start_ms + u64::from(metadata.timeout_ms);
                     if entry.pending
                         || metadata.state != TxnState::Ongoing
                         || !(overdue || expire_all)
                     {
                         continue;
                     }
-                    let fenced = metadata.fenced_for_abort();
+                    let fenced = metadata.fenced_for_abort(entry.failed_epoch_fence);
                     entry.pending = true;
-                    expired.push((partition, coordinator_epoch, fenced));
+                    expired.push(Transition {
+                        partition,
+                        coordinator_epoch,
+                        next: fenced,
+                    });
                 }
             }
         }
-        for (partition, coordinator_epoch, fenced) in expired {
+        for fence in expired {
+            let fenced = &fence.next;
             broker.trace.record(
                 broker.node(),
                 EventKind::TxnTimedOut,
@@ -1213,13 +1463,7 @@ pub(crate) async fn timeout_checker(broker: Rc<Broker>) {
             );
             let broker = broker.clone();
             tokio::task::spawn_local(async move {
-                let transactional_id = fenced.transactional_id.clone();
-                if write_transition(&broker, partition, coordinator_epoch, fenced)
-                    .await
-                    .is_ok()
-                {
-                    complete(&broker, partition, coordinator_epoch, transactional_id).await;
-                }
+                let _ = fence_and_abort(&broker, fence).await;
             });
         }
     }
@@ -1251,19 +1495,20 @@ fn load(broker: &Broker, partition: i32, leader_epoch: i32) -> Vec<String> {
                 let Some(value) = &record.value else {
                     continue;
                 };
-                let metadata: TxnMetadata = postcard::from_bytes(value).unwrap_or_else(|e| {
+                let mut metadata: TxnMetadata = postcard::from_bytes(value).unwrap_or_else(|e| {
                     panic!(
                         "undecodable record in {tp} at {}: {e} (seed {})",
                         batch.base_offset,
                         crate::seed_context::current_seed()
                     )
                 });
+                // Kafka 3.8 does not store them: `TransactionLog.
+                // readTxnRecordValue` loads NO_PRODUCER_ID / NO_PRODUCER_EPOCH.
+                metadata.last_producer_id = -1;
+                metadata.last_producer_epoch = -1;
                 shard.txns.insert(
                     metadata.transactional_id.clone(),
-                    TxnEntry {
-                        metadata,
-                        pending: false,
-                    },
+                    TxnEntry::new(metadata, false),
                 );
             }
         }
@@ -1323,29 +1568,123 @@ mod tests {
         });
     }
 
-    #[test]
-    fn fencing_an_open_transaction_bumps_the_epoch_until_it_would_overflow() {
-        let metadata = TxnMetadata {
+    fn metadata(epoch: ProducerEpoch, last_epoch: ProducerEpoch, state: TxnState) -> TxnMetadata {
+        TxnMetadata {
             transactional_id: "t".into(),
             producer_id: 4,
-            producer_epoch: 7,
-            last_producer_epoch: 6,
+            producer_epoch: epoch,
+            last_producer_epoch: last_epoch,
+            last_producer_id: 4,
             timeout_ms: 100,
-            state: TxnState::Ongoing,
+            state,
             partitions: BTreeSet::new(),
             txn_start_ms: 0,
-        };
-        let fenced = metadata.fenced_for_abort();
+        }
+    }
+
+    fn init(expected: Option<(ProducerId, ProducerEpoch)>) -> InitRequest {
+        InitRequest {
+            transactional_id: "t".into(),
+            timeout_ms: 100,
+            expected,
+        }
+    }
+
+    #[test]
+    fn a_fence_bumps_the_epoch_once_and_forgets_the_one_before() {
+        let open = metadata(7, 6, TxnState::Ongoing);
+        let fenced = open.fenced_for_abort(false);
         assert_eq!(fenced.state, TxnState::PrepareAbort);
-        assert_eq!((fenced.producer_epoch, fenced.last_producer_epoch), (8, 7));
-        fenced.assert_follows(&metadata);
-        let at_limit = TxnMetadata {
-            producer_epoch: ProducerEpoch::MAX - 1,
-            ..metadata
-        };
+        assert_eq!((fenced.producer_epoch, fenced.last_producer_epoch), (8, -1));
+        fenced.assert_follows(&open);
+        // After a fence whose write failed (epoch bumped in memory), the
+        // next fence does not bump again (`hasFailedEpochFence`).
+        let bumped_in_memory = metadata(8, -1, TxnState::Ongoing);
+        assert_eq!(bumped_in_memory.fenced_for_abort(true).producer_epoch, 8);
+        // Only a fence reaches the last epoch.
+        let at_limit = metadata(ProducerEpoch::MAX - 1, -1, TxnState::Ongoing);
         assert_eq!(
-            at_limit.fenced_for_abort().producer_epoch,
-            ProducerEpoch::MAX - 1
+            at_limit.fenced_for_abort(false).producer_epoch,
+            ProducerEpoch::MAX
         );
+    }
+
+    #[test]
+    fn an_init_bumps_forgets_or_repeats_the_epoch_as_kafka_does() {
+        let done = metadata(7, 6, TxnState::CompleteCommit);
+        let next = |expected| match init_transition(&done, false, &init(expected), None, 0) {
+            Ok(InitTransition::Init(next)) => Ok((next.producer_epoch, next.last_producer_epoch)),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(error) => Err(error),
+        };
+        assert_eq!(next(None), Ok((8, -1)));
+        assert_eq!(next(Some((4, 7))), Ok((8, 7)));
+        // A retry of the bump that replaced epoch 6.
+        assert_eq!(next(Some((4, 6))), Ok((7, 6)));
+        assert_eq!(next(Some((4, 5))), Err(ErrorCode::ProducerFenced));
+        assert_eq!(next(Some((5, 7))), Err(ErrorCode::ProducerFenced));
+        // While markers are written: retry later, whatever the epoch.
+        let prepared = metadata(7, 6, TxnState::PrepareCommit);
+        assert_eq!(
+            init_transition(&prepared, false, &init(Some((4, 1))), None, 0),
+            Err(ErrorCode::ConcurrentTransactions)
+        );
+        // An open transaction is fenced whatever the epoch named.
+        let open = metadata(7, -1, TxnState::Ongoing);
+        assert_eq!(
+            init_transition(&open, false, &init(Some((4, 1))), None, 0),
+            Ok(InitTransition::Fence(open.fenced_for_abort(false)))
+        );
+    }
+
+    #[test]
+    fn an_exhausted_epoch_rotates_the_producer_id_and_a_retry_of_the_rotation_gets_it_again() {
+        let exhausted = metadata(ProducerEpoch::MAX - 1, -1, TxnState::CompleteCommit);
+        let plain = init(None);
+        assert_eq!(
+            init_transition(&exhausted, false, &plain, None, 0),
+            Ok(InitTransition::NeedsProducerId)
+        );
+        let identity = |next: &TxnMetadata| {
+            (
+                next.producer_id,
+                next.producer_epoch,
+                next.last_producer_id,
+                next.last_producer_epoch,
+            )
+        };
+        let Ok(InitTransition::Init(rotated)) =
+            init_transition(&exhausted, false, &plain, Some(9), 0)
+        else {
+            panic!("a plain init rotates an exhausted epoch");
+        };
+        assert_eq!(identity(&rotated), (9, 0, 4, -1));
+        // A KIP-360 bump naming the exhausted epoch rotates and remembers it.
+        let bump = init(Some((4, ProducerEpoch::MAX - 1)));
+        let Ok(InitTransition::Init(rotated)) =
+            init_transition(&exhausted, false, &bump, Some(9), 0)
+        else {
+            panic!("a bump rotates an exhausted epoch");
+        };
+        assert_eq!(identity(&rotated), (9, 0, 4, ProducerEpoch::MAX - 1));
+        // Its retry names the old id: it gets the new id and epoch again.
+        let Ok(InitTransition::Init(again)) = init_transition(&rotated, false, &bump, None, 0)
+        else {
+            panic!("the retry of a rotation is answered");
+        };
+        assert_eq!((again.producer_id, again.producer_epoch), (9, 0));
+        // The old id with an epoch that is not exhausted is another producer.
+        assert_eq!(
+            init_transition(&rotated, false, &init(Some((4, 3))), None, 0),
+            Err(ErrorCode::ProducerFenced)
+        );
+    }
+
+    #[test]
+    fn a_named_producer_id_and_epoch_are_both_given_or_neither() {
+        assert_eq!(expected_producer(-1, -1), Ok(None));
+        assert_eq!(expected_producer(4, 7), Ok(Some((4, 7))));
+        assert_eq!(expected_producer(4, -1), Err(codes::INVALID_REQUEST));
+        assert_eq!(expected_producer(-1, 7), Err(codes::INVALID_REQUEST));
     }
 }

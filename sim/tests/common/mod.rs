@@ -13,18 +13,19 @@ use std::time::Duration;
 
 use eddyline_engine::transport::{
     Admin, Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, Isolation, Message, NewTopic,
-    ProducerConfig, ProducerRecord, TopicPartition, Transport,
+    OffsetAndMetadata, ProducerConfig, ProducerRecord, TopicPartition, Transport,
 };
 use eddyline_sim::Seed;
 use eddyline_sim::SimTransport;
 use eddyline_sim::cluster::{BROKER_PORT, ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::protocol::{
-    AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
-    CreateTopicsRequest, CreateTopicsResponse, EndTxnRequest, EndTxnResponse, FetchPartition,
-    FetchRequest, FetchResponse, FetchResult, FindCoordinatorRequest, FindCoordinatorResponse,
-    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, LeaveGroupResponse,
-    OffsetCommitResponse, OffsetFetchResponse, ProduceBatch, ProduceRequest, ProduceResponse,
-    ProduceResult, ProducerEpoch, ProducerId, RecordData, Request, Response, TopicError,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, CreateTopicsRequest, CreateTopicsResponse, EndTxnRequest,
+    EndTxnResponse, FetchPartition, FetchRequest, FetchResponse, FetchResult,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatResponse, InitProducerIdRequest,
+    InitProducerIdResponse, LeaveGroupResponse, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ProduceBatch, ProduceRequest, ProduceResponse, ProduceResult,
+    ProducerEpoch, ProducerId, RecordData, Request, Response, TopicError, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
 use eddyline_sim::rpc::Connection;
@@ -638,4 +639,194 @@ pub async fn read_for<C: Consumer>(consumer: &mut C, duration_ms: u64) -> Vec<Me
 
 pub fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, partition)
+}
+
+// ---- broker tests: settings and KIP-360 / KIP-447 calls ---------------
+
+/// A cluster with [`config_from_env`] changed by `configure`: a test sets
+/// the timings it relies on, whatever the defaults are.
+pub fn cluster_with(seed: u64, configure: impl FnOnce(&mut ClusterConfig)) -> SimCluster {
+    let mut config = config_from_env();
+    configure(&mut config);
+    SimCluster::new(seed_or(seed), config).expect("valid config")
+}
+
+fn init_producer_id_request(
+    transactional_id: &str,
+    timeout_ms: u32,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+) -> Request {
+    Request::InitProducerId(InitProducerIdRequest {
+        transactional_id: Some(transactional_id.to_string()),
+        transaction_timeout_ms: timeout_ms,
+        producer_id,
+        producer_epoch,
+    })
+}
+
+/// InitProducerId with the caller's producer id and epoch (KIP-360),
+/// retried through coordinator errors and CONCURRENT_TRANSACTIONS as a
+/// client does: the final answer.
+pub async fn init_producer_id(
+    handle: &ClusterHandle,
+    transactional_id: &str,
+    timeout_ms: u32,
+    producer: (ProducerId, ProducerEpoch),
+) -> InitProducerIdResponse {
+    let request = init_producer_id_request(transactional_id, timeout_ms, producer);
+    match txn_call(handle, transactional_id, request).await {
+        Response::InitProducerId(response) => response,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// InitProducerId with the caller's producer id and epoch, retried only
+/// while the coordinator is not there: its first real answer (a
+/// CONCURRENT_TRANSACTIONS is returned, not retried).
+pub async fn init_producer_id_once(
+    handle: &ClusterHandle,
+    transactional_id: &str,
+    timeout_ms: u32,
+    producer: (ProducerId, ProducerEpoch),
+) -> InitProducerIdResponse {
+    let request = init_producer_id_request(transactional_id, timeout_ms, producer);
+    for _ in 0..1_000 {
+        let mut connection = coordinator(
+            handle,
+            eddyline_sim::protocol::CoordinatorType::Transaction,
+            transactional_id,
+        )
+        .await;
+        match connection.call(request.clone(), 2_000).await {
+            Ok(Response::InitProducerId(InitProducerIdResponse {
+                error:
+                    Some(
+                        ErrorCode::NotCoordinator
+                        | ErrorCode::CoordinatorLoadInProgress
+                        | ErrorCode::CoordinatorNotAvailable,
+                    ),
+                ..
+            }))
+            | Err(_) => sleep_ms(10).await,
+            Ok(Response::InitProducerId(response)) => return response,
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no transaction coordinator answered for {transactional_id}");
+}
+
+/// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the
+/// transaction.
+pub async fn add_offsets(
+    handle: &ClusterHandle,
+    transactional_id: &str,
+    (producer_id, producer_epoch): (ProducerId, ProducerEpoch),
+    group_id: &str,
+) -> Option<ErrorCode> {
+    match txn_call(
+        handle,
+        transactional_id,
+        Request::AddOffsetsToTxn(AddOffsetsToTxnRequest {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            group_id: group_id.to_string(),
+        }),
+    )
+    .await
+    {
+        Response::AddOffsetsToTxn(AddOffsetsToTxnResponse { error }) => error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// What a TxnOffsetCommit carries besides its offsets.
+#[derive(Clone, Debug)]
+pub struct TxnCommit<'a> {
+    pub transactional_id: &'a str,
+    pub group_id: &'a str,
+    pub producer: (ProducerId, ProducerEpoch),
+    pub generation_id: i32,
+    pub member_id: &'a str,
+    pub group_instance_id: Option<&'a str>,
+}
+
+/// A TxnOffsetCommit of one offset, retried through coordinator errors:
+/// the partition's error.
+pub async fn txn_offset_commit(
+    handle: &ClusterHandle,
+    commit: &TxnCommit<'_>,
+    tp: &TopicPartition,
+    offset: i64,
+) -> Option<ErrorCode> {
+    let request = Request::TxnOffsetCommit(TxnOffsetCommitRequest {
+        transactional_id: commit.transactional_id.to_string(),
+        group_id: commit.group_id.to_string(),
+        producer_id: commit.producer.0,
+        producer_epoch: commit.producer.1,
+        generation_id: commit.generation_id,
+        member_id: commit.member_id.to_string(),
+        group_instance_id: commit.group_instance_id.map(str::to_string),
+        offsets: vec![(
+            tp.clone(),
+            OffsetAndMetadata {
+                offset,
+                metadata: format!("txn={offset}"),
+            },
+        )],
+    });
+    match group_call(handle, commit.group_id, request).await {
+        Response::TxnOffsetCommit(TxnOffsetCommitResponse { results }) => {
+            assert_eq!(results.len(), 1, "{results:?}");
+            results[0].error
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// OffsetFetch of one partition: its committed offset and its error.
+pub async fn fetch_committed(
+    handle: &ClusterHandle,
+    group_id: &str,
+    tp: &TopicPartition,
+    require_stable: bool,
+) -> (Option<OffsetAndMetadata>, Option<ErrorCode>) {
+    match group_call(
+        handle,
+        group_id,
+        Request::OffsetFetch(OffsetFetchRequest {
+            group_id: group_id.to_string(),
+            partitions: vec![tp.clone()],
+            require_stable,
+        }),
+    )
+    .await
+    {
+        Response::OffsetFetch(OffsetFetchResponse {
+            error: None,
+            mut offsets,
+        }) => {
+            let answer = offsets.remove(0);
+            (answer.offset, answer.error)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Fetches with `require_stable` until the answer is stable, for at most
+/// `patience_ms` of simulated time: the last answer.
+pub async fn fetch_stable(
+    handle: &ClusterHandle,
+    group_id: &str,
+    tp: &TopicPartition,
+    patience_ms: u64,
+) -> (Option<OffsetAndMetadata>, Option<ErrorCode>) {
+    let deadline = handle.now_ms() + patience_ms;
+    loop {
+        let answer = fetch_committed(handle, group_id, tp, true).await;
+        if answer.1.is_none() || handle.now_ms() >= deadline {
+            return answer;
+        }
+        sleep_ms(20).await;
+    }
 }
