@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use eddyline_engine::transport::{
-    Consumer, ConsumerEvent, ErrorCode, ErrorKind, GroupMetadata, Isolation, Message,
-    OffsetAndMetadata, Producer, TopicPartition, TransportError,
+    Consumer, ConsumerEvent, GroupMetadata, Isolation, Message, OffsetAndMetadata, Producer,
+    TopicPartition, TransportError,
 };
 
 use super::support::{
@@ -20,14 +20,6 @@ use super::{ConformanceEnv, Cx, Failure};
 /// broker too (the broker's minimum session timeout is 6 s).
 const HEARTBEAT_INTERVAL_MS: u32 = 300;
 const SESSION_TIMEOUT_MS: u32 = 10_000;
-
-/// How Kafka rejects a transactional offset commit from a member that is
-/// still in the group but at an older generation (KIP-447): the group
-/// coordinator answers TxnOffsetCommit with ILLEGAL_GENERATION, which
-/// `send_offsets_to_transaction` reports as abortable (measured on Kafka 3.8
-/// with librdkafka 2.12; see CONFORMANCE-NOTES.md).
-pub(crate) const STALE_GENERATION: (ErrorKind, ErrorCode) =
-    (ErrorKind::Abortable, ErrorCode::IllegalGeneration);
 
 /// One member's group event, as the ownership model sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -672,12 +664,11 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
 
     let mut producer = cx.transactional_producer().await?;
     let error = refusal_of_stale_offsets(&mut producer, &partition, &stale, &current).await?;
+    let (kind, code) = cx.expect.stale_generation;
     ensure!(
-        (error.kind, error.code) == STALE_GENERATION,
-        "the stale offsets were rejected with {}, expected {:?}/{:?}",
-        describe(&error),
-        STALE_GENERATION.0,
-        STALE_GENERATION.1
+        (error.kind, error.code) == (kind, code),
+        "the stale offsets were rejected with {}, expected {kind:?}/{code:?}",
+        describe(&error)
     );
     // Abortable: abort, then carry on with the same producer.
     producer

@@ -37,19 +37,34 @@ mod log;
 mod offsets;
 mod transactions;
 
+use eddyline_engine::transport::{ErrorCode, ErrorKind};
+
 pub use env::{BrokerControl, ConformanceEnv, ReplicaState, RunNames};
 pub use report::{CheckReport, Outcome, Report};
 pub use support::{Cx, Failure};
 
-/// What the checks expect of Kafka where a number is involved. The defaults
-/// are Apache Kafka's behaviour; the tests change them on purpose to see
-/// checks fail (a check that cannot fail proves nothing).
+/// What the checks expect of Kafka where a number or a code is involved.
+/// The defaults are Apache Kafka's behaviour; the tests change them on
+/// purpose to see checks fail (a check that cannot fail proves nothing).
 #[derive(Clone, Debug)]
 pub struct Expectations {
     /// How many offsets a transaction marker (commit or abort) takes.
     pub control_marker_offsets: i64,
     /// The partitioner the suite predicts keyed records with.
     pub partition_for_key: fn(&[u8], i32) -> i32,
+    /// What a producer whose epoch was bumped (by a newer incarnation's
+    /// `init_transactions`, or by the coordinator aborting its timed-out
+    /// transaction) fails with when it commits. Older brokers answered
+    /// INVALID_PRODUCER_EPOCH; Kafka 3.8 with librdkafka 2.12 gives
+    /// PRODUCER_FENCED in both cases (measured, see CONFORMANCE-NOTES.md).
+    pub fenced_code: ErrorCode,
+    /// How Kafka rejects a transactional offset commit from a member that
+    /// is still in the group but at an older generation (KIP-447): the
+    /// group coordinator answers TxnOffsetCommit with ILLEGAL_GENERATION
+    /// (`GroupCoordinator.validateOffsetCommit`), which
+    /// `send_offsets_to_transaction` reports as abortable (measured on
+    /// Kafka 3.8 with librdkafka 2.12).
+    pub stale_generation: (ErrorKind, ErrorCode),
 }
 
 impl Default for Expectations {
@@ -57,6 +72,8 @@ impl Default for Expectations {
         Self {
             control_marker_offsets: 1,
             partition_for_key: eddyline_engine::transport::partition_for_key,
+            fenced_code: ErrorCode::ProducerFenced,
+            stale_generation: (ErrorKind::Abortable, ErrorCode::IllegalGeneration),
         }
     }
 }
