@@ -45,6 +45,12 @@ fn run(seed: Seed, options: &SuiteOptions) -> Report {
 /// check must pass.
 const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[];
 
+fn known_divergence(check: &str) -> bool {
+    KNOWN_SIM_DIVERGENCES
+        .iter()
+        .any(|(divergent, _)| *divergent == check)
+}
+
 fn label(check: &CheckReport) -> String {
     format!("{}: {}", check.area, check.name)
 }
@@ -156,6 +162,39 @@ mod wrong_expectations {
         report
     }
 
+    /// Runs the one check `name` names with the right expectations (it
+    /// must pass, or fail if it is a known divergence of the simulator, for
+    /// another reason than `because`) and with `wrong` ones: it must fail,
+    /// and its reason must contain `because`, so that what failed it is the
+    /// wrong expectation and nothing else.
+    fn fails_when_wrong_because(name: &str, wrong: Expectations, because: &str) {
+        let only = |expectations: Expectations| SuiteOptions {
+            expectations,
+            filter: Some(name.to_string()),
+        };
+        let right = run(Seed::new(1), &only(Expectations::default()));
+        assert_eq!(right.checks.len(), 1, "{name:?} must select one check");
+        let check = &right.checks[0];
+        match (&check.outcome, known_divergence(&label(check))) {
+            (Outcome::Passed, false) => {}
+            (Outcome::Failed(reason), true) => assert!(
+                !reason.contains(because),
+                "{name}: with the right expectations it already fails because {because:?}: {reason}"
+            ),
+            (outcome, divergent) => panic!(
+                "{name} with the right expectations (known divergence: {divergent}): {outcome:?}"
+            ),
+        }
+        let report = run(Seed::new(1), &only(wrong));
+        match &report.checks[0].outcome {
+            Outcome::Failed(reason) => assert!(
+                reason.contains(because),
+                "{name} failed with a wrong expectation, but not because {because:?}: {reason}"
+            ),
+            outcome => panic!("{name} did not fail with a wrong expectation: {outcome:?}"),
+        }
+    }
+
     #[test]
     fn expecting_markers_to_take_no_offset_fails_every_transaction_check() {
         let report = fails_only_when_wrong(
@@ -165,7 +204,7 @@ mod wrong_expectations {
                 ..Expectations::default()
             },
         );
-        assert_eq!(report.checks.len(), 4);
+        assert_eq!(report.checks.len(), 5);
     }
 
     #[test]
@@ -188,6 +227,22 @@ mod wrong_expectations {
             matches!(&report.checks[0].outcome, Outcome::Failed(reason) if reason.contains("went to")),
             "{:?}",
             report.checks[0].outcome
+        );
+    }
+
+    fn markers_take_no_offset() -> Expectations {
+        Expectations {
+            control_marker_offsets: 0,
+            ..Expectations::default()
+        }
+    }
+
+    #[test]
+    fn expecting_no_commit_marker_fails_the_transaction_spanning_a_leader_failure() {
+        fails_when_wrong_because(
+            "a transaction spanning a leader failure is committed exactly once or aborted whole",
+            markers_take_no_offset(),
+            "records and the commit marker",
         );
     }
 }

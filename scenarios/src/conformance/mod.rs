@@ -124,6 +124,7 @@ checks! {
     ("transactions", "an aborted transaction is hidden from read_committed but not from read_uncommitted", 1, transactions::an_aborted_transaction_is_hidden_from_read_committed),
     ("transactions", "an open transaction holds read_committed readers at the last stable offset", 1, transactions::an_open_transaction_holds_read_committed_readers_at_the_lso),
     ("transactions", "a transaction left open past its timeout is aborted by the coordinator", 1, transactions::a_transaction_left_open_past_its_timeout_is_aborted),
+    ("transactions", "a transaction spanning a leader failure is committed exactly once or aborted whole", 1, failover::a_transaction_spanning_a_leader_failure_commits_once_or_aborts_whole),
     ("fencing", "a second init_transactions fences the first producer, whose transaction is aborted", 1, transactions::a_second_init_transactions_fences_the_first_producer),
     ("fencing", "a transactional offset commit with a stale generation is rejected", 1, groups::a_transactional_offset_commit_with_a_stale_generation_is_rejected),
     ("offsets", "a committed offset reads back with its metadata", 1, offsets::a_committed_offset_reads_back_with_its_metadata),

@@ -326,6 +326,31 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         consumer.close().await.or_fail("closing a consumer")
     }
 
+    /// The offsets ranges of `partition` under read_committed and under
+    /// read_uncommitted, once the last stable offset has caught up with the
+    /// high watermark (no transaction open, its marker replicated), or as
+    /// last read when the env's patience ran out (the caller judges them).
+    pub async fn settled_ranges(
+        &mut self,
+        partition: &TopicPartition,
+    ) -> Result<((i64, i64), (i64, i64)), Failure> {
+        let mut committed = self.consumer(None, Isolation::ReadCommitted).await?;
+        let mut uncommitted = self.consumer(None, Isolation::ReadUncommitted).await?;
+        let doing = format!("reading the offsets of {partition}");
+        let deadline = self.deadline();
+        let ranges = loop {
+            let stable = committed.offsets_range(partition).await.or_fail(&doing)?;
+            let all = uncommitted.offsets_range(partition).await.or_fail(&doing)?;
+            if stable.1 == all.1 || self.env.elapsed() >= deadline {
+                break (stable, all);
+            }
+            self.env.sleep(Duration::from_millis(20)).await;
+        };
+        committed.close().await.or_fail("closing a consumer")?;
+        uncommitted.close().await.or_fail("closing a consumer")?;
+        Ok(ranges)
+    }
+
     /// The first and end offsets of `partition` under `isolation`.
     pub async fn range(
         &mut self,
@@ -535,6 +560,26 @@ pub(crate) async fn send_all<P: Producer>(
         );
     }
     await_deliveries(pending).await
+}
+
+/// Sends every record and waits for each acknowledgement in send order,
+/// keeping every outcome (a refusal at `send` is that record's outcome).
+pub(crate) async fn send_each<P: Producer>(
+    producer: &mut P,
+    records: &[ProducerRecord],
+) -> Vec<TransportResult<Delivered>> {
+    let mut pending = Vec::with_capacity(records.len());
+    for record in records {
+        pending.push(producer.send(record.clone()));
+    }
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for sent in pending {
+        outcomes.push(match sent {
+            Ok(delivery) => delivery.await,
+            Err(error) => Err(error),
+        });
+    }
+    outcomes
 }
 
 /// Waits for each acknowledgement, in send order.

@@ -60,7 +60,7 @@ pub(crate) fn verify_timeout_abort(
 
 /// `n` records to `partition` whose keys and values are `{prefix}0`,
 /// `{prefix}1`, ...
-fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
+pub(crate) fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
     (0..n)
         .map(|i| {
             let text = format!("{prefix}{i}");
@@ -70,7 +70,7 @@ fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRe
 }
 
 /// Offsets `first, first + 1, ...` for `n` records.
-fn offsets_from(first: i64, n: usize) -> Vec<i64> {
+pub(crate) fn offsets_from(first: i64, n: usize) -> Vec<i64> {
     (first..first + n as i64).collect()
 }
 
