@@ -4,6 +4,7 @@
 //!
 //! `EDDY_CONFORMANCE_SEEDS=N` runs seeds 1..=N (default 2).
 
+use eddyline_engine::transport::ErrorCode;
 use eddyline_scenarios::conformance::sim_env::{SimOutput, run_on_simulator};
 use eddyline_scenarios::conformance::{
     CHECKS, CheckReport, Expectations, Outcome, Report, SuiteOptions,
@@ -243,6 +244,18 @@ mod wrong_expectations {
             "a transaction spanning a leader failure is committed exactly once or aborted whole",
             markers_take_no_offset(),
             "records and the commit marker",
+        );
+    }
+
+    #[test]
+    fn expecting_invalid_producer_epoch_fails_the_timeout_abort_offsets_check() {
+        fails_when_wrong_because(
+            "a coordinator's timeout abort releases the transaction's offsets",
+            Expectations {
+                fenced_code: ErrorCode::InvalidProducerEpoch,
+                ..Expectations::default()
+            },
+            "expected Fenced/InvalidProducerEpoch",
         );
     }
 }

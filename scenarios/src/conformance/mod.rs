@@ -130,6 +130,7 @@ checks! {
     ("offsets", "a committed offset reads back with its metadata", 1, offsets::a_committed_offset_reads_back_with_its_metadata),
     ("offsets", "offsets sent in a transaction appear on commit and are discarded on abort", 1, offsets::offsets_sent_in_a_transaction_appear_on_commit_only),
     ("offsets", "committed() under read_committed waits for a transaction's pending offsets", 1, offsets::committed_waits_for_pending_transactional_offsets),
+    ("offsets", "a coordinator's timeout abort releases the transaction's offsets", 1, offsets::a_timeout_abort_releases_the_transactions_offsets),
     ("groups", "a joining member makes the group revoke everything before anything is assigned", 1, groups::a_joining_member_makes_the_group_revoke_before_assigning),
     ("groups", "a member that leaves hands its partitions to the remaining member", 1, groups::a_member_that_leaves_hands_its_partitions_over),
     ("groups", "the range assignor orders members by member id, which begins with the client id", 1, groups::the_range_assignor_orders_members_by_client_id),
