@@ -258,4 +258,22 @@ mod wrong_expectations {
             "expected Fenced/InvalidProducerEpoch",
         );
     }
+
+    #[test]
+    fn expecting_no_abort_marker_fails_the_late_sends_check() {
+        fails_when_wrong_because(
+            "a fenced producer's late sends never reach the log",
+            markers_take_no_offset(),
+            "after the coordinator's timeout abort, ",
+        );
+    }
+
+    #[test]
+    fn expecting_no_commit_marker_fails_the_commit_then_init_check() {
+        fails_when_wrong_because(
+            "a commit followed at once by a new instance's init_transactions stays committed",
+            markers_take_no_offset(),
+            "after the commit and the new init",
+        );
+    }
 }

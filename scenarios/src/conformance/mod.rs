@@ -32,6 +32,7 @@ mod support;
 
 mod errors;
 mod failover;
+mod fencing;
 mod groups;
 mod log;
 mod offsets;
@@ -126,6 +127,8 @@ checks! {
     ("transactions", "a transaction left open past its timeout is aborted by the coordinator", 1, transactions::a_transaction_left_open_past_its_timeout_is_aborted),
     ("transactions", "a transaction spanning a leader failure is committed exactly once or aborted whole", 1, failover::a_transaction_spanning_a_leader_failure_commits_once_or_aborts_whole),
     ("fencing", "a second init_transactions fences the first producer, whose transaction is aborted", 1, transactions::a_second_init_transactions_fences_the_first_producer),
+    ("fencing", "a fenced producer's late sends never reach the log", 1, fencing::a_fenced_producers_late_sends_never_reach_the_log),
+    ("fencing", "a commit followed at once by a new instance's init_transactions stays committed", 1, fencing::a_commit_followed_at_once_by_a_new_init_stays_committed),
     ("fencing", "a transactional offset commit with a stale generation is rejected", 1, groups::a_transactional_offset_commit_with_a_stale_generation_is_rejected),
     ("offsets", "a committed offset reads back with its metadata", 1, offsets::a_committed_offset_reads_back_with_its_metadata),
     ("offsets", "offsets sent in a transaction appear on commit and are discarded on abort", 1, offsets::offsets_sent_in_a_transaction_appear_on_commit_only),

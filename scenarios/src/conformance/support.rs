@@ -175,18 +175,7 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         transactional_id: Option<&str>,
         tweak: impl FnOnce(&mut ProducerConfig),
     ) -> Result<ProducerOf<E>, Failure> {
-        let mut config =
-            ProducerConfig::new(self.name("producer"), transactional_id.map(str::to_string));
-        config.linger_ms = 5;
-        config.request_timeout_ms = 10_000;
-        config.delivery_timeout_ms = 90_000;
-        tweak(&mut config);
-        let mut producer = self
-            .env
-            .transport()
-            .producer(&config)
-            .await
-            .or_fail("creating a producer")?;
+        let mut producer = self.uninitialized_producer(transactional_id, tweak).await?;
         if transactional_id.is_some() {
             producer
                 .init_transactions()
@@ -194,6 +183,26 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
                 .or_fail("init_transactions")?;
         }
         Ok(producer)
+    }
+
+    /// A producer as [`Self::producer_with`] makes it, but without calling
+    /// `init_transactions`: for checks that time that call.
+    pub async fn uninitialized_producer(
+        &mut self,
+        transactional_id: Option<&str>,
+        tweak: impl FnOnce(&mut ProducerConfig),
+    ) -> Result<ProducerOf<E>, Failure> {
+        let mut config =
+            ProducerConfig::new(self.name("producer"), transactional_id.map(str::to_string));
+        config.linger_ms = 5;
+        config.request_timeout_ms = 10_000;
+        config.delivery_timeout_ms = 90_000;
+        tweak(&mut config);
+        self.env
+            .transport()
+            .producer(&config)
+            .await
+            .or_fail("creating a producer")
     }
 
     /// A consumer, in a group or (with `None`) for assigned partitions only.
