@@ -4,7 +4,7 @@
 //!
 //! `EDDY_CONFORMANCE_SEEDS=N` runs seeds 1..=N (default 2).
 
-use eddyline_engine::transport::ErrorCode;
+use eddyline_engine::transport::{ErrorCode, ErrorKind};
 use eddyline_scenarios::conformance::sim_env::{SimOutput, run_on_simulator};
 use eddyline_scenarios::conformance::{
     CHECKS, CheckReport, Expectations, Outcome, Report, SuiteOptions,
@@ -274,6 +274,18 @@ mod wrong_expectations {
             "a commit followed at once by a new instance's init_transactions stays committed",
             markers_take_no_offset(),
             "after the commit and the new init",
+        );
+    }
+
+    #[test]
+    fn expecting_unknown_member_id_for_a_revoked_generation_fails_the_handover_check() {
+        fails_when_wrong_because(
+            "in one rebalance the old owner's transaction hands each input to the new owner exactly once",
+            Expectations {
+                stale_generation: (ErrorKind::Abortable, ErrorCode::UnknownMemberId),
+                ..Expectations::default()
+            },
+            "expected Abortable/UnknownMemberId",
         );
     }
 }

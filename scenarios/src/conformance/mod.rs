@@ -34,6 +34,7 @@ mod errors;
 mod failover;
 mod fencing;
 mod groups;
+mod handover;
 mod log;
 mod offsets;
 mod transactions;
@@ -137,6 +138,7 @@ checks! {
     ("groups", "a joining member makes the group revoke everything before anything is assigned", 1, groups::a_joining_member_makes_the_group_revoke_before_assigning),
     ("groups", "a member that leaves hands its partitions to the remaining member", 1, groups::a_member_that_leaves_hands_its_partitions_over),
     ("groups", "the range assignor orders members by member id, which begins with the client id", 1, groups::the_range_assignor_orders_members_by_client_id),
+    ("groups", "in one rebalance the old owner's transaction hands each input to the new owner exactly once (KIP-447)", 1, handover::in_one_rebalance_the_old_owners_transaction_hands_each_input_over_once),
     ("failover", "no acknowledged acks=all write is lost when the partition leader fails", 1, failover::no_acknowledged_write_is_lost_when_the_leader_fails),
     ("failover", "committed offsets survive the loss of the group coordinator", 1, failover::committed_offsets_survive_the_loss_of_the_group_coordinator),
     ("errors", "creating a topic that exists fails with TopicAlreadyExists", 1, errors::creating_a_topic_that_exists_fails),
