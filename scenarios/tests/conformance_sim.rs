@@ -44,7 +44,10 @@ fn run(seed: Seed, options: &SuiteOptions) -> Report {
 /// and how to fix the simulator. While listed, a check must still fail (a
 /// fix is noticed at once: then remove it from this list); every other
 /// check must pass.
-const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[];
+const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[(
+    "replication: a partition under min.insync.replicas holds its high watermark and refuses acks=all writes until the follower returns",
+    "disagreement 5: the high watermark moves while the ISR is below min.insync.replicas",
+)];
 
 fn known_divergence(check: &str) -> bool {
     KNOWN_SIM_DIVERGENCES
@@ -260,6 +263,18 @@ mod wrong_expectations {
     }
 
     #[test]
+    fn expecting_unknown_member_id_for_a_revoked_generation_fails_the_handover_check() {
+        fails_when_wrong_because(
+            "in one rebalance the old owner's transaction hands each input to the new owner exactly once",
+            Expectations {
+                stale_generation: (ErrorKind::Abortable, ErrorCode::UnknownMemberId),
+                ..Expectations::default()
+            },
+            "expected Abortable/UnknownMemberId",
+        );
+    }
+
+    #[test]
     fn expecting_no_abort_marker_fails_the_late_sends_check() {
         fails_when_wrong_because(
             "a fenced producer's late sends never reach the log",
@@ -278,14 +293,26 @@ mod wrong_expectations {
     }
 
     #[test]
-    fn expecting_unknown_member_id_for_a_revoked_generation_fails_the_handover_check() {
+    fn a_min_isr_that_ignores_the_replication_factor_fails_the_replication_factor_1_check() {
         fails_when_wrong_because(
-            "in one rebalance the old owner's transaction hands each input to the new owner exactly once",
+            "a replication-factor-1 topic with min.insync.replicas=2 accepts acks=all writes",
             Expectations {
-                stale_generation: (ErrorKind::Abortable, ErrorCode::UnknownMemberId),
+                effective_min_isr: |min_insync_replicas, _| min_insync_replicas,
                 ..Expectations::default()
             },
-            "expected Abortable/UnknownMemberId",
+            "expected every write refused (NOT_ENOUGH_REPLICAS)",
+        );
+    }
+
+    #[test]
+    fn expecting_a_lone_leader_to_take_acks_all_writes_fails_the_under_min_isr_check() {
+        fails_when_wrong_because(
+            "a partition under min.insync.replicas holds its high watermark",
+            Expectations {
+                effective_min_isr: |_, _| 1,
+                ..Expectations::default()
+            },
+            "expected it acknowledged",
         );
     }
 }

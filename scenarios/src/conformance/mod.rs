@@ -37,6 +37,7 @@ mod groups;
 mod handover;
 mod log;
 mod offsets;
+mod replication;
 mod transactions;
 
 use eddyline_engine::transport::{ErrorCode, ErrorKind};
@@ -67,6 +68,15 @@ pub struct Expectations {
     /// `send_offsets_to_transaction` reports as abortable (measured on
     /// Kafka 3.8 with librdkafka 2.12).
     pub stale_generation: (ErrorKind, ErrorCode),
+    /// The number of in-sync replicas an acks=all write needs, from the
+    /// topic's `min.insync.replicas` and its replication factor: Kafka
+    /// takes the smaller (`Partition.effectiveMinIsr`).
+    pub effective_min_isr: fn(i16, i16) -> i16,
+}
+
+/// Kafka's effective min ISR: `min(min.insync.replicas, replication factor)`.
+pub fn kafka_effective_min_isr(min_insync_replicas: i16, replication_factor: i16) -> i16 {
+    min_insync_replicas.min(replication_factor)
 }
 
 impl Default for Expectations {
@@ -76,6 +86,7 @@ impl Default for Expectations {
             partition_for_key: eddyline_engine::transport::partition_for_key,
             fenced_code: ErrorCode::ProducerFenced,
             stale_generation: (ErrorKind::Abortable, ErrorCode::IllegalGeneration),
+            effective_min_isr: kafka_effective_min_isr,
         }
     }
 }
@@ -141,6 +152,8 @@ checks! {
     ("groups", "in one rebalance the old owner's transaction hands each input to the new owner exactly once (KIP-447)", 1, handover::in_one_rebalance_the_old_owners_transaction_hands_each_input_over_once),
     ("failover", "no acknowledged acks=all write is lost when the partition leader fails", 1, failover::no_acknowledged_write_is_lost_when_the_leader_fails),
     ("failover", "committed offsets survive the loss of the group coordinator", 1, failover::committed_offsets_survive_the_loss_of_the_group_coordinator),
+    ("replication", "a replication-factor-1 topic with min.insync.replicas=2 accepts acks=all writes", 1, replication::a_replication_factor_1_topic_with_min_insync_2_accepts_acks_all_writes),
+    ("replication", "a partition under min.insync.replicas holds its high watermark and refuses acks=all writes until the follower returns", 3, replication::a_partition_under_min_isr_holds_its_high_watermark_until_the_follower_returns),
     ("errors", "creating a topic that exists fails with TopicAlreadyExists", 1, errors::creating_a_topic_that_exists_fails),
     ("errors", "asking for a missing topic fails with UnknownTopicOrPartition", 1, errors::asking_for_a_missing_topic_fails),
     ("errors", "committing without a transaction fails with InvalidState", 1, errors::committing_without_a_transaction_fails),

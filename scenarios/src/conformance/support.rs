@@ -114,14 +114,29 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
             .or_fail("opening an admin client")
     }
 
-    /// Creates a fresh topic and waits until it reports its partitions.
+    /// Creates a fresh topic, replicated as the env replicates the suite's
+    /// topics, and waits until it reports its partitions.
     pub async fn topic(&mut self, what: &str, partitions: i32) -> Result<String, Failure> {
-        let name = self.name(what);
         let (replication_factor, min_insync) = self.env.replication();
         let mut configs = Vec::new();
         if let Some(min_insync) = min_insync {
             configs.push(("min.insync.replicas".to_string(), min_insync.to_string()));
         }
+        self.topic_with(what, partitions, replication_factor, configs)
+            .await
+    }
+
+    /// Creates a fresh topic with this replication factor and these topic
+    /// configs (`min.insync.replicas`, ...), whatever the env's own
+    /// replication, and waits until it reports its partitions.
+    pub async fn topic_with(
+        &mut self,
+        what: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+    ) -> Result<String, Failure> {
+        let name = self.name(what);
         let admin = self.admin().await?;
         admin
             .create_topic(&NewTopic {
