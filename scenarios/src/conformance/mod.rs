@@ -17,12 +17,17 @@
 //! partition's contents, dense offsets, read-back records, committed
 //! offsets, group ownership over a timeline, where a new owner starts, a
 //! refusal's code, a fenced error, the coordinator's timeout abort, a wait
-//! for stable offsets) a pure `verify_*` function makes it, and the unit
-//! tests feed those functions tampered observations to show that they can
-//! fail; plain equalities (an offsets range, a generation that moved, a
-//! member id's prefix) are checked inline with `ensure!`. The
-//! wrong-expectation controls in `tests/conformance_sim.rs` show that the
-//! checks as a whole fail when told something false about Kafka.
+//! for stable offsets, how a transaction across a leader failure ended,
+//! offsets released by an abort, late sends of a fenced producer, each
+//! input once in the output, writes against the effective min ISR, a
+//! partition's timeline under min ISR) a pure `verify_*` function makes
+//! it, and the unit tests feed those functions tampered observations to
+//! show that they can fail; plain equalities (an offsets range, a
+//! generation that moved, a member id's prefix) are checked inline with
+//! `ensure!`. The wrong-expectation controls in `tests/conformance_sim.rs`
+//! show that the checks as a whole fail when told something false about
+//! Kafka: each field of [`Expectations`] is a fact of Kafka's that some
+//! check depends on.
 
 mod env;
 pub mod kafka_env;
