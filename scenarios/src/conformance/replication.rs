@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Delivered, ErrorCode, ErrorKind, Isolation, Producer, ProducerConfig, ProducerRecord,
+    Consumer, Delivered, ErrorCode, ErrorKind, Isolation, Producer, ProducerConfig, ProducerRecord,
     TopicPartition, TransportError, TransportResult,
 };
 
 use super::support::{
-    OrFail, delivered_pairs, describe, ensure, fail, read_pairs, record_to, send_all, send_each,
-    send_one, verdict, verify_partition_contents,
+    ConsumerOf, OrFail, ProducerOf, SETTLE, delivered_pairs, describe, ensure, fail, read_for,
+    read_into, read_pairs, record_to, send_all, send_each, send_one, verdict,
+    verify_partition_contents,
 };
 use super::transactions::records;
 use super::{ConformanceEnv, Cx, Failure, ReplicaState};
@@ -29,7 +30,7 @@ fn min_insync(replicas: i16) -> Vec<(String, String)> {
 /// An idempotent producer whose sends give up after [`REFUSAL_TIMEOUT_MS`].
 async fn impatient_producer<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
-) -> Result<super::support::ProducerOf<E>, Failure> {
+) -> Result<ProducerOf<E>, Failure> {
     cx.producer_with(None, |config: &mut ProducerConfig| {
         config.delivery_timeout_ms = REFUSAL_TIMEOUT_MS;
         config.request_timeout_ms = REFUSAL_TIMEOUT_MS / 2;
@@ -276,34 +277,99 @@ pub(crate) fn verify_min_isr_timeline(t: &MinIsrTimeline, held: bool) -> Result<
     Ok(())
 }
 
-/// Under min ISR: a write of another producer (retried until its delivery
-/// timeout), the ranges, and what a reader gets from the start.
+/// The clients that look at the partition under min ISR, made (and
+/// pointed at the partition's leader) while every broker is up: a client
+/// made while one is stopped may ask the stopped broker first and wait out
+/// its request timeout, as the simulator's clients do (a stopped broker
+/// never answers there, as a dead machine does not).
+struct Watchers<P, C> {
+    /// An idempotent producer with a delivery timeout of
+    /// [`REFUSAL_TIMEOUT_MS`], which wrote the last record before the stop.
+    producer: P,
+    /// A read_committed consumer, for the last stable offset.
+    stable: C,
+    /// A read_uncommitted reader of the partition from its start.
+    reader: C,
+    read: Vec<eddyline_engine::transport::Message>,
+}
+
+/// Writes the records before the stop (all but the last with `producer`,
+/// the last with the watchers' own producer) and makes the watchers, whose
+/// reader has read them all. Returns the records' `(offset, value)` pairs.
+async fn write_before<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+    partition: &TopicPartition,
+    producer: &mut ProducerOf<E>,
+    count: usize,
+) -> Result<(Vec<(i64, String)>, Watchers<ProducerOf<E>, ConsumerOf<E>>), Failure> {
+    let before = records(partition, "before-", count);
+    let (first, last) = before.split_at(count - 1);
+    let mut pairs = delivered_pairs(first, &send_all(producer, first).await?);
+    let mut watcher = impatient_producer(cx).await?;
+    pairs.extend(delivered_pairs(last, &send_all(&mut watcher, last).await?));
+    let mut stable = cx.consumer(None, Isolation::ReadCommitted).await?;
+    stable
+        .offsets_range(partition)
+        .await
+        .or_fail(&format!("reading the offsets of {partition}"))?;
+    let partitions = std::slice::from_ref(partition);
+    let mut reader = cx
+        .assigned_reader(partitions, Isolation::ReadUncommitted)
+        .await?;
+    let mut read = Vec::new();
+    read_into(cx, &mut reader, &mut read, count).await?;
+    let watchers = Watchers {
+        producer: watcher,
+        stable,
+        reader,
+        read,
+    };
+    Ok((pairs, watchers))
+}
+
+/// Under min ISR: a write of the watchers' producer (retried until its
+/// delivery timeout), the ranges, and everything the reader has got from
+/// the start. Closes the watchers' consumers.
 async fn observe_under_min_isr<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
     partition: &TopicPartition,
-    before: usize,
-) -> Result<
-    (
-        TransportResult<Delivered>,
-        ((i64, i64), (i64, i64)),
-        Vec<(i64, String)>,
-    ),
-    Failure,
-> {
-    let mut producer = impatient_producer(cx).await?;
-    let refused = send_one(&mut producer, record_to(partition, "k", REFUSED)).await;
-    let ranges = (
-        cx.range(partition, Isolation::ReadCommitted).await?,
-        cx.range(partition, Isolation::ReadUncommitted).await?,
-    );
-    let read = cx
-        .read(
-            std::slice::from_ref(partition),
-            Isolation::ReadUncommitted,
-            before,
-        )
-        .await?;
-    Ok((refused, ranges, read_pairs(&read)))
+    mut watchers: Watchers<ProducerOf<E>, ConsumerOf<E>>,
+) -> Result<UnderMinIsr, Failure> {
+    let refused = send_one(&mut watchers.producer, record_to(partition, "k", REFUSED)).await;
+    let doing = format!("reading the offsets of {partition} under min ISR");
+    let committed = watchers
+        .stable
+        .offsets_range(partition)
+        .await
+        .or_fail(&doing)?;
+    let uncommitted = watchers
+        .reader
+        .offsets_range(partition)
+        .await
+        .or_fail(&doing)?;
+    read_for(cx, &mut watchers.reader, &mut watchers.read, SETTLE).await?;
+    watchers
+        .stable
+        .close()
+        .await
+        .or_fail("closing a consumer")?;
+    watchers
+        .reader
+        .close()
+        .await
+        .or_fail("closing a consumer")?;
+    Ok(UnderMinIsr {
+        refused,
+        ranges: (committed, uncommitted),
+        read: read_pairs(&watchers.read),
+    })
+}
+
+/// What [`observe_under_min_isr`] saw.
+struct UnderMinIsr {
+    refused: TransportResult<Delivered>,
+    ranges: ((i64, i64), (i64, i64)),
+    read: Vec<(i64, String)>,
 }
 
 pub(super) async fn a_partition_under_min_isr_holds_its_high_watermark_until_the_follower_returns<
@@ -326,8 +392,7 @@ pub(super) async fn a_partition_under_min_isr_holds_its_high_watermark_until_the
     // The ISR will be the leader alone.
     let held = 1 < (cx.expect.effective_min_isr)(REPLICAS, REPLICAS);
     let mut producer = cx.producer(None).await?;
-    let before = records(&p0, "before-", BEFORE);
-    let before = delivered_pairs(&before, &send_all(&mut producer, &before).await?);
+    let (before, watchers) = write_before(cx, &p0, &mut producer, BEFORE).await?;
 
     let stopped = cx.env.stop_broker(follower).await.map_err(Failure::Fail)?;
     let in_flight = producer
@@ -337,27 +402,26 @@ pub(super) async fn a_partition_under_min_isr_holds_its_high_watermark_until_the
     let stopped_at = cx.env.elapsed();
     await_replicas(cx, &p0, "the ISR to shrink to the leader", alone).await?;
     let shrink_took = cx.env.elapsed().saturating_sub(stopped_at);
-    let (refused, under_ranges, under_read) = observe_under_min_isr(cx, &p0, BEFORE).await?;
+    let under = observe_under_min_isr(cx, &p0, watchers).await?;
 
     let started = cx.env.start_broker(follower).await.map_err(Failure::Fail)?;
     let back = |s: &ReplicaState| s.isr.contains(&follower);
+    let started_at = cx.env.elapsed();
     await_replicas(cx, &p0, "the follower back in the ISR", back).await?;
+    let rejoin_took = cx.env.elapsed().saturating_sub(started_at);
     let in_flight = in_flight.await;
     let after = send_one(&mut producer, record_to(&p0, "k", AFTER)).await;
     let after_ranges = cx.settled_ranges(&p0).await?;
+    let partitions = std::slice::from_ref(&p0);
     let after_read = cx
-        .read(
-            std::slice::from_ref(&p0),
-            Isolation::ReadUncommitted,
-            BEFORE + 2,
-        )
+        .read(partitions, Isolation::ReadUncommitted, BEFORE + 2)
         .await?;
     let timeline = MinIsrTimeline {
         before,
-        under_ranges,
-        under_read,
+        under_ranges: under.ranges,
+        under_read: under.read,
         in_flight,
-        refused,
+        refused: under.refused,
         after,
         after_ranges,
         after_read: read_pairs(&after_read),
@@ -374,7 +438,8 @@ pub(super) async fn a_partition_under_min_isr_holds_its_high_watermark_until_the
         outcome_text(&timeline.refused)
     ));
     cx.note(format!(
-        "{started}; the in-flight record: {}; the next: {}; ranges {:?}",
+        "{started}; back in the ISR {} ms later; the in-flight record: {}; the next: {}; ranges {:?}",
+        rejoin_took.as_millis(),
         outcome_text(&timeline.in_flight),
         outcome_text(&timeline.after),
         timeline.after_ranges
