@@ -35,7 +35,7 @@ pub(crate) enum GroupStep {
 /// A group member under test: its consumer and what it has seen.
 pub(super) struct Member<C> {
     pub(super) label: &'static str,
-    pub(super) consumer: Option<C>,
+    consumer: Option<C>,
     pub(super) owned: BTreeSet<i32>,
     pub(super) revoke_pending: bool,
     /// How many assignments it has seen; messages are tagged with it.
@@ -164,12 +164,12 @@ async fn poll_member<C: Consumer>(
 /// A group under test: its topic, its members in the order they joined, and
 /// one timeline of all their group events.
 pub(super) struct Group<C> {
-    pub(super) name: String,
+    name: String,
     pub(super) topic: String,
     /// Every partition of the topic.
-    pub(super) all: BTreeSet<i32>,
+    all: BTreeSet<i32>,
     pub(super) members: Vec<Member<C>>,
-    pub(super) steps: Vec<(usize, GroupStep)>,
+    steps: Vec<(usize, GroupStep)>,
 }
 
 impl<C: Consumer> Group<C> {
@@ -366,7 +366,7 @@ pub(crate) fn verify_exclusive_ownership(
 }
 
 /// Produces `per_partition` records to every partition of `topic`.
-pub(super) async fn fill<E: ConformanceEnv>(
+async fn fill<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
     topic: &str,
     partitions: i32,
