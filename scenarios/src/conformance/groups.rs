@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use eddyline_engine::transport::{
-    Consumer, ConsumerEvent, ErrorCode, ErrorKind, GroupMetadata, Isolation, Message,
-    OffsetAndMetadata, Producer, TopicPartition, TransportError,
+    Consumer, ConsumerEvent, GroupMetadata, Isolation, Message, OffsetAndMetadata, Producer,
+    ProducerRecord, TopicPartition, TransportError,
 };
 
 use super::support::{
@@ -21,14 +21,6 @@ use super::{ConformanceEnv, Cx, Failure};
 const HEARTBEAT_INTERVAL_MS: u32 = 300;
 const SESSION_TIMEOUT_MS: u32 = 10_000;
 
-/// How Kafka rejects a transactional offset commit from a member that is
-/// still in the group but at an older generation (KIP-447): the group
-/// coordinator answers TxnOffsetCommit with ILLEGAL_GENERATION, which
-/// `send_offsets_to_transaction` reports as abortable (measured on Kafka 3.8
-/// with librdkafka 2.12; see CONFORMANCE-NOTES.md).
-pub(crate) const STALE_GENERATION: (ErrorKind, ErrorCode) =
-    (ErrorKind::Abortable, ErrorCode::IllegalGeneration);
-
 /// One member's group event, as the ownership model sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum GroupStep {
@@ -41,14 +33,14 @@ pub(crate) enum GroupStep {
 }
 
 /// A group member under test: its consumer and what it has seen.
-struct Member<C> {
-    label: &'static str,
+pub(super) struct Member<C> {
+    pub(super) label: &'static str,
     consumer: Option<C>,
-    owned: BTreeSet<i32>,
-    revoke_pending: bool,
+    pub(super) owned: BTreeSet<i32>,
+    pub(super) revoke_pending: bool,
     /// How many assignments it has seen; messages are tagged with it.
-    assignments: usize,
-    messages: Vec<(usize, Message)>,
+    pub(super) assignments: usize,
+    pub(super) messages: Vec<(usize, Message)>,
 }
 
 impl<C: Consumer> Member<C> {
@@ -64,7 +56,7 @@ impl<C: Consumer> Member<C> {
     }
 
     /// Offsets this member read per partition under its current assignment.
-    fn current_offsets(&self) -> BTreeMap<i32, Vec<i64>> {
+    pub(super) fn current_offsets(&self) -> BTreeMap<i32, Vec<i64>> {
         let mut offsets: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         for (assignment, message) in &self.messages {
             if *assignment == self.assignments {
@@ -78,7 +70,7 @@ impl<C: Consumer> Member<C> {
     }
 
     /// Has read up to `last_offset` in every partition it owns now.
-    fn caught_up(&self, last_offset: i64) -> bool {
+    pub(super) fn caught_up(&self, last_offset: i64) -> bool {
         let offsets = self.current_offsets();
         self.owned
             .iter()
@@ -86,7 +78,7 @@ impl<C: Consumer> Member<C> {
     }
 
     /// The member's consumer; it must not have left.
-    fn open_consumer(&mut self) -> &mut C {
+    pub(super) fn open_consumer(&mut self) -> &mut C {
         let label = self.label;
         self.consumer
             .as_mut()
@@ -94,7 +86,7 @@ impl<C: Consumer> Member<C> {
     }
 
     /// The member's group metadata, which it has once it owns partitions.
-    fn metadata(&self) -> Result<GroupMetadata, Failure> {
+    pub(super) fn metadata(&self) -> Result<GroupMetadata, Failure> {
         let consumer = self.consumer.as_ref();
         let Some(metadata) = consumer.expect("the member is open").group_metadata() else {
             fail!("group_metadata() was None for a member that owns partitions");
@@ -171,19 +163,19 @@ async fn poll_member<C: Consumer>(
 
 /// A group under test: its topic, its members in the order they joined, and
 /// one timeline of all their group events.
-struct Group<C> {
+pub(super) struct Group<C> {
     name: String,
-    topic: String,
+    pub(super) topic: String,
     /// Every partition of the topic.
     all: BTreeSet<i32>,
-    members: Vec<Member<C>>,
+    pub(super) members: Vec<Member<C>>,
     steps: Vec<(usize, GroupStep)>,
 }
 
 impl<C: Consumer> Group<C> {
     /// A group with a fresh name, no members yet, on `topic` of
     /// `partitions` partitions.
-    fn new<E: ConformanceEnv>(cx: &Cx<'_, E>, topic: String, partitions: i32) -> Self {
+    pub(super) fn new<E: ConformanceEnv>(cx: &Cx<'_, E>, topic: String, partitions: i32) -> Self {
         Self {
             name: cx.name("group"),
             topic,
@@ -198,13 +190,13 @@ impl<C: Consumer> Group<C> {
         self.members.iter().map(|m| m.label).collect()
     }
 
-    fn timeline(&self) -> String {
+    pub(super) fn timeline(&self) -> String {
         render_timeline(&self.labels(), &self.steps)
     }
 
     /// Every open member owns something and has no revoke pending, and
     /// together they own every partition exactly once.
-    fn stable(&self) -> bool {
+    pub(super) fn stable(&self) -> bool {
         let mut union = BTreeSet::new();
         let mut total = 0;
         for m in self.members.iter().filter(|m| m.consumer.is_some()) {
@@ -218,7 +210,7 @@ impl<C: Consumer> Group<C> {
     }
 
     /// The eager protocol's promises held over the whole timeline.
-    fn verify_ownership(&self) -> Result<(), Failure> {
+    pub(super) fn verify_ownership(&self) -> Result<(), Failure> {
         verdict(verify_exclusive_ownership(&self.labels(), &self.steps))
     }
 
@@ -237,7 +229,7 @@ impl<C: Consumer> Group<C> {
     }
 
     /// Closes every member that is still open, in join order.
-    async fn close(mut self) -> Result<(), Failure> {
+    pub(super) async fn close(mut self) -> Result<(), Failure> {
         for m in &mut self.members {
             if let Some(consumer) = m.consumer.take() {
                 consumer.close().await.or_fail("closing")?;
@@ -249,7 +241,24 @@ impl<C: Consumer> Group<C> {
 
 /// Polls every member in turn until `done` holds (then for [`SETTLE`] more),
 /// or fails when the env's patience runs out.
-async fn drive<E: ConformanceEnv>(
+pub(super) async fn drive<E: ConformanceEnv>(
+    cx: &Cx<'_, E>,
+    group: &mut Group<ConsumerOf<E>>,
+    what: &str,
+    done: impl Fn(&Group<ConsumerOf<E>>) -> bool,
+) -> Result<(), Failure> {
+    drive_until(cx, group, what, done).await?;
+    let settle_until = cx.env.elapsed() + SETTLE;
+    while cx.env.elapsed() < settle_until {
+        group.poll_all().await?;
+    }
+    Ok(())
+}
+
+/// Polls every member in turn until `done` holds, and not once more (a
+/// member told to revoke still owns its partitions then), or fails when
+/// the env's patience runs out.
+pub(super) async fn drive_until<E: ConformanceEnv>(
     cx: &Cx<'_, E>,
     group: &mut Group<ConsumerOf<E>>,
     what: &str,
@@ -264,10 +273,6 @@ async fn drive<E: ConformanceEnv>(
                 group.timeline()
             );
         }
-        group.poll_all().await?;
-    }
-    let settle_until = cx.env.elapsed() + SETTLE;
-    while cx.env.elapsed() < settle_until {
         group.poll_all().await?;
     }
     Ok(())
@@ -379,7 +384,7 @@ async fn fill<E: ConformanceEnv>(
 
 /// Subscribes a new member, `label`, to the group's topic; `client_id`:
 /// `None` for a fresh run-unique one.
-async fn join<E: ConformanceEnv>(
+pub(super) async fn join<E: ConformanceEnv>(
     cx: &mut Cx<'_, E>,
     group: &mut Group<ConsumerOf<E>>,
     label: &'static str,
@@ -609,23 +614,19 @@ pub(super) async fn the_range_assignor_orders_members_by_client_id<E: Conformanc
     group.close().await
 }
 
-/// Sends offsets of the `stale` generation in a new transaction and returns
-/// the error they were refused with; if they are accepted, commits (to say
-/// how that ended) and fails.
-async fn refusal_of_stale_offsets<P: Producer>(
+/// Sends `output` and `offsets` with the `stale` generation in a new
+/// transaction and returns the error the offsets were refused with; if they
+/// are accepted, commits (to say how that ended) and fails.
+pub(super) async fn refusal_of_stale_offsets<P: Producer>(
     producer: &mut P,
-    partition: &TopicPartition,
+    output: ProducerRecord,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
     stale: &GroupMetadata,
     current: &GroupMetadata,
 ) -> Result<TransportError, Failure> {
     producer.begin("begin_transaction").await?;
-    let output = record_to(partition, "k", "output");
     send_all(producer, &[output]).await?;
-    let stale_offsets = [(partition.clone(), at(1, "stale"))];
-    match producer
-        .send_offsets_to_transaction(&stale_offsets, stale)
-        .await
-    {
+    match producer.send_offsets_to_transaction(offsets, stale).await {
         Err(error) => Ok(error),
         Ok(()) => {
             let outcome = match producer.commit_transaction().await {
@@ -671,13 +672,15 @@ pub(super) async fn a_transactional_offset_commit_with_a_stale_generation_is_rej
     );
 
     let mut producer = cx.transactional_producer().await?;
-    let error = refusal_of_stale_offsets(&mut producer, &partition, &stale, &current).await?;
+    let output = record_to(&partition, "k", "output");
+    let stale_offsets = [(partition.clone(), at(1, "stale"))];
+    let error =
+        refusal_of_stale_offsets(&mut producer, output, &stale_offsets, &stale, &current).await?;
+    let (kind, code) = cx.expect.stale_generation;
     ensure!(
-        (error.kind, error.code) == STALE_GENERATION,
-        "the stale offsets were rejected with {}, expected {:?}/{:?}",
-        describe(&error),
-        STALE_GENERATION.0,
-        STALE_GENERATION.1
+        (error.kind, error.code) == (kind, code),
+        "the stale offsets were rejected with {}, expected {kind:?}/{code:?}",
+        describe(&error)
     );
     // Abortable: abort, then carry on with the same producer.
     producer

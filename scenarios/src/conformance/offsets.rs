@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use eddyline_engine::transport::{
-    Consumer, Isolation, OffsetAndMetadata, Producer, TopicPartition,
+    Consumer, Isolation, OffsetAndMetadata, Producer, ProducerConfig, TopicPartition,
 };
 
 use super::support::{
-    OrFail, TransactionSteps, at, committed_offsets, fail, outside_the_group, record_to,
-    transaction_with_offsets, verdict,
+    OrFail, TransactionSteps, at, committed_offsets, describe, fail, outside_the_group, record_to,
+    send_all, transaction_with_offsets, verdict,
 };
+use super::transactions::verify_fenced;
 use super::{ConformanceEnv, Cx, Failure};
 
 /// Compares what `committed` returned with what is expected, per partition.
@@ -61,6 +62,127 @@ pub(crate) fn verify_waited_for_stable_offsets(
             answered_after.as_millis()
         ));
     }
+    Ok(())
+}
+
+/// After the coordinator aborted a transaction that held offsets, the
+/// group's committed offset is the one committed before it (`previous`),
+/// never the aborted transaction's (`aborted`): Kafka's group coordinator
+/// drops a transaction's pending offsets when its abort marker reaches
+/// `__consumer_offsets` (`GroupMetadataManager.handleTxnCompletion`).
+pub(crate) fn verify_offsets_released(
+    read: &[Option<OffsetAndMetadata>],
+    previous: &OffsetAndMetadata,
+    aborted: &OffsetAndMetadata,
+) -> Result<(), String> {
+    match read {
+        [Some(offset)] if offset == previous => Ok(()),
+        [Some(offset)] if offset == aborted => Err(format!(
+            "committed() answered the aborted transaction's offset {} {:?}: the coordinator's abort must discard it",
+            offset.offset, offset.metadata
+        )),
+        other => Err(format!(
+            "committed() answered {other:?} after the coordinator's abort, expected the offset committed before it: {} {:?}",
+            previous.offset, previous.metadata
+        )),
+    }
+}
+
+/// Waits until the coordinator has aborted the transaction whose first
+/// record is at `open_at`: the read_committed end (the LSO) moves past it.
+/// Returns how long after `since` that was seen.
+async fn await_coordinator_abort<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+    partition: &TopicPartition,
+    open_at: i64,
+    since: Duration,
+) -> Result<Duration, Failure> {
+    let deadline = cx.deadline();
+    loop {
+        let (_, end) = cx.range(partition, Isolation::ReadCommitted).await?;
+        if end > open_at {
+            return Ok(cx.env.elapsed().saturating_sub(since));
+        }
+        if cx.env.elapsed() >= deadline {
+            fail!(
+                "the transaction at offset {open_at} of {partition} was still open {} ms after it began",
+                cx.env.elapsed().saturating_sub(since).as_millis()
+            );
+        }
+        cx.env.sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(super) async fn a_timeout_abort_releases_the_transactions_offsets<E: ConformanceEnv>(
+    cx: &mut Cx<'_, E>,
+) -> Result<(), Failure> {
+    const TIMEOUT_MS: u32 = 2_000;
+    let p0 = cx.single_partition_topic("abort-offsets").await?;
+    let group = cx.name("group");
+    let outside = outside_the_group(&group);
+    let id = cx.name("txn");
+    let short_timeout = |config: &mut ProducerConfig| config.transaction_timeout_ms = TIMEOUT_MS;
+    let mut producer = cx.producer_with(Some(&id), short_timeout).await?;
+    let previous = at(5, "committed-before");
+    let offsets = [(p0.clone(), previous.clone())];
+    let output = record_to(&p0, "k", "committed-output");
+    transaction_with_offsets(&mut producer, output, &offsets, &outside, "").await?;
+    producer.commit("commit_transaction").await?;
+
+    // The next transaction holds offset 9 and is left open past its timeout.
+    let aborted = at(9, "aborted");
+    let offsets = [(p0.clone(), aborted.clone())];
+    let opened_at = cx.env.elapsed();
+    producer.begin("begin_transaction (left open)").await?;
+    let abandoned = send_all(&mut producer, &[record_to(&p0, "k", "abandoned")]).await?;
+    producer
+        .send_offsets_to_transaction(&offsets, &outside)
+        .await
+        .or_fail("send_offsets_to_transaction (left open)")?;
+    let aborted_after = await_coordinator_abort(cx, &p0, abandoned[0].offset, opened_at).await?;
+
+    let mut reader = cx.consumer(Some(&group), Isolation::ReadCommitted).await?;
+    let read = committed_offsets(&mut reader, std::slice::from_ref(&p0)).await?;
+    verdict(verify_offsets_released(&read, &previous, &aborted))?;
+    let call = "the late commit of the transaction the coordinator aborted";
+    let fenced = verdict(verify_fenced(
+        producer.commit_transaction().await,
+        call,
+        cx.expect.fenced_code,
+    ))?;
+    let read = committed_offsets(&mut reader, std::slice::from_ref(&p0)).await?;
+    verdict(
+        verify_offsets_released(&read, &previous, &aborted)
+            .map_err(|e| format!("after the late commit: {e}")),
+    )?;
+
+    // A new incarnation of the transactional id commits offsets of its own.
+    let mut successor = cx.producer(Some(&id)).await?;
+    let next = at(11, "committed-after");
+    let offsets = [(p0.clone(), next.clone())];
+    let output = record_to(&p0, "k", "successor-output");
+    transaction_with_offsets(
+        &mut successor,
+        output,
+        &offsets,
+        &outside,
+        " (new producer)",
+    )
+    .await?;
+    successor
+        .commit("commit_transaction (new producer)")
+        .await?;
+    let read = committed_offsets(&mut reader, std::slice::from_ref(&p0)).await?;
+    verdict(
+        verify_committed(std::slice::from_ref(&p0), &read, &[Some(next)])
+            .map_err(|e| format!("after the new producer's commit: {e}")),
+    )?;
+    reader.close().await.or_fail("closing")?;
+    cx.note(format!(
+        "aborted by the coordinator {} ms after it began (timeout {TIMEOUT_MS} ms); committed() then read offset 5, not 9; the late commit failed with {}; the new producer's offset 11 read back",
+        aborted_after.as_millis(),
+        describe(&fenced)
+    ));
     Ok(())
 }
 
@@ -234,6 +356,29 @@ mod tests {
             assert!(
                 verify_waited_for_stable_offsets(&wrong, &expected, after, committed, hold)
                     .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn an_aborted_transactions_offset_or_none_fails_the_release_check() {
+        let previous = at(5, "committed-before");
+        let aborted = at(9, "aborted");
+        let read = vec![Some(previous.clone())];
+        assert_eq!(verify_offsets_released(&read, &previous, &aborted), Ok(()));
+        let error =
+            verify_offsets_released(&[Some(aborted.clone())], &previous, &aborted).unwrap_err();
+        assert!(error.contains("aborted transaction's offset 9"), "{error}");
+        for wrong in [
+            vec![None],
+            vec![Some(at(5, ""))],
+            vec![],
+            vec![read[0].clone(), None],
+        ] {
+            let error = verify_offsets_released(&wrong, &previous, &aborted).unwrap_err();
+            assert!(
+                error.contains("expected the offset committed before"),
+                "{error}"
             );
         }
     }

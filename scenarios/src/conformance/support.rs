@@ -114,14 +114,29 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
             .or_fail("opening an admin client")
     }
 
-    /// Creates a fresh topic and waits until it reports its partitions.
+    /// Creates a fresh topic, replicated as the env replicates the suite's
+    /// topics, and waits until it reports its partitions.
     pub async fn topic(&mut self, what: &str, partitions: i32) -> Result<String, Failure> {
-        let name = self.name(what);
         let (replication_factor, min_insync) = self.env.replication();
         let mut configs = Vec::new();
         if let Some(min_insync) = min_insync {
             configs.push(("min.insync.replicas".to_string(), min_insync.to_string()));
         }
+        self.topic_with(what, partitions, replication_factor, configs)
+            .await
+    }
+
+    /// Creates a fresh topic with this replication factor and these topic
+    /// configs (`min.insync.replicas`, ...), whatever the env's own
+    /// replication, and waits until it reports its partitions.
+    pub async fn topic_with(
+        &mut self,
+        what: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+    ) -> Result<String, Failure> {
+        let name = self.name(what);
         let admin = self.admin().await?;
         admin
             .create_topic(&NewTopic {
@@ -175,18 +190,7 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
         transactional_id: Option<&str>,
         tweak: impl FnOnce(&mut ProducerConfig),
     ) -> Result<ProducerOf<E>, Failure> {
-        let mut config =
-            ProducerConfig::new(self.name("producer"), transactional_id.map(str::to_string));
-        config.linger_ms = 5;
-        config.request_timeout_ms = 10_000;
-        config.delivery_timeout_ms = 90_000;
-        tweak(&mut config);
-        let mut producer = self
-            .env
-            .transport()
-            .producer(&config)
-            .await
-            .or_fail("creating a producer")?;
+        let mut producer = self.uninitialized_producer(transactional_id, tweak).await?;
         if transactional_id.is_some() {
             producer
                 .init_transactions()
@@ -194,6 +198,26 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
                 .or_fail("init_transactions")?;
         }
         Ok(producer)
+    }
+
+    /// A producer as [`Self::producer_with`] makes it, but without calling
+    /// `init_transactions`: for checks that time that call.
+    pub async fn uninitialized_producer(
+        &mut self,
+        transactional_id: Option<&str>,
+        tweak: impl FnOnce(&mut ProducerConfig),
+    ) -> Result<ProducerOf<E>, Failure> {
+        let mut config =
+            ProducerConfig::new(self.name("producer"), transactional_id.map(str::to_string));
+        config.linger_ms = 5;
+        config.request_timeout_ms = 10_000;
+        config.delivery_timeout_ms = 90_000;
+        tweak(&mut config);
+        self.env
+            .transport()
+            .producer(&config)
+            .await
+            .or_fail("creating a producer")
     }
 
     /// A consumer, in a group or (with `None`) for assigned partitions only.
@@ -324,6 +348,31 @@ impl<'a, E: ConformanceEnv> Cx<'a, E> {
             self.env.sleep(Duration::from_millis(20)).await;
         }
         consumer.close().await.or_fail("closing a consumer")
+    }
+
+    /// The offsets ranges of `partition` under read_committed and under
+    /// read_uncommitted, once the last stable offset has caught up with the
+    /// high watermark (no transaction open, its marker replicated), or as
+    /// last read when the env's patience ran out (the caller judges them).
+    pub async fn settled_ranges(
+        &mut self,
+        partition: &TopicPartition,
+    ) -> Result<((i64, i64), (i64, i64)), Failure> {
+        let mut committed = self.consumer(None, Isolation::ReadCommitted).await?;
+        let mut uncommitted = self.consumer(None, Isolation::ReadUncommitted).await?;
+        let doing = format!("reading the offsets of {partition}");
+        let deadline = self.deadline();
+        let ranges = loop {
+            let stable = committed.offsets_range(partition).await.or_fail(&doing)?;
+            let all = uncommitted.offsets_range(partition).await.or_fail(&doing)?;
+            if stable.1 == all.1 || self.env.elapsed() >= deadline {
+                break (stable, all);
+            }
+            self.env.sleep(Duration::from_millis(20)).await;
+        };
+        committed.close().await.or_fail("closing a consumer")?;
+        uncommitted.close().await.or_fail("closing a consumer")?;
+        Ok(ranges)
     }
 
     /// The first and end offsets of `partition` under `isolation`.
@@ -535,6 +584,26 @@ pub(crate) async fn send_all<P: Producer>(
         );
     }
     await_deliveries(pending).await
+}
+
+/// Sends every record and waits for each acknowledgement in send order,
+/// keeping every outcome (a refusal at `send` is that record's outcome).
+pub(crate) async fn send_each<P: Producer>(
+    producer: &mut P,
+    records: &[ProducerRecord],
+) -> Vec<TransportResult<Delivered>> {
+    let mut pending = Vec::with_capacity(records.len());
+    for record in records {
+        pending.push(producer.send(record.clone()));
+    }
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for sent in pending {
+        outcomes.push(match sent {
+            Ok(delivery) => delivery.await,
+            Err(error) => Err(error),
+        });
+    }
+    outcomes
 }
 
 /// Waits for each acknowledgement, in send order.

@@ -14,28 +14,21 @@ use super::support::{
 };
 use super::{ConformanceEnv, Cx, Failure};
 
-/// What a producer whose epoch was bumped (by a newer incarnation's
-/// `init_transactions`, or by the coordinator aborting its timed-out
-/// transaction) fails with when it commits. Older brokers answered
-/// INVALID_PRODUCER_EPOCH; Kafka 3.8 with librdkafka 2.12 gives
-/// PRODUCER_FENCED in both cases (measured, see CONFORMANCE-NOTES.md).
-pub(crate) const FENCED_CODE: ErrorCode = ErrorCode::ProducerFenced;
-
-/// `n` records to `partition` whose keys and values are `{prefix}0`,
-/// `{prefix}1`, ...
 /// A producer whose epoch was bumped is told so when it calls `call`: the
-/// call fails with a `Fenced` error with [`FENCED_CODE`], which is returned.
+/// call fails with a `Fenced` error with `code` (Kafka's is
+/// [`super::Expectations::fenced_code`]), which is returned.
 pub(crate) fn verify_fenced(
     result: Result<(), TransportError>,
     call: &str,
+    code: ErrorCode,
 ) -> Result<TransportError, String> {
     match result {
         Ok(()) => Err(format!(
             "{call} succeeded; a producer whose epoch was bumped must be fenced"
         )),
-        Err(error) if error.kind == ErrorKind::Fenced && error.code == FENCED_CODE => Ok(error),
+        Err(error) if error.kind == ErrorKind::Fenced && error.code == code => Ok(error),
         Err(error) => Err(format!(
-            "{call} failed with {}, expected Fenced/{FENCED_CODE:?}",
+            "{call} failed with {}, expected Fenced/{code:?}",
             describe(&error)
         )),
     }
@@ -65,7 +58,9 @@ pub(crate) fn verify_timeout_abort(
     Ok(())
 }
 
-fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
+/// `n` records to `partition` whose keys and values are `{prefix}0`,
+/// `{prefix}1`, ...
+pub(crate) fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRecord> {
     (0..n)
         .map(|i| {
             let text = format!("{prefix}{i}");
@@ -75,7 +70,7 @@ fn records(partition: &TopicPartition, prefix: &str, n: usize) -> Vec<ProducerRe
 }
 
 /// Offsets `first, first + 1, ...` for `n` records.
-fn offsets_from(first: i64, n: usize) -> Vec<i64> {
+pub(crate) fn offsets_from(first: i64, n: usize) -> Vec<i64> {
     (first..first + n as i64).collect()
 }
 
@@ -322,7 +317,11 @@ pub(super) async fn a_transaction_left_open_past_its_timeout_is_aborted<E: Confo
     // The producer learns of it when it tries to commit.
     // The abort bumped the producer epoch.
     let call = "the late commit of a transaction the coordinator aborted";
-    let error = verdict(verify_fenced(producer.commit_transaction().await, call))?;
+    let error = verdict(verify_fenced(
+        producer.commit_transaction().await,
+        call,
+        cx.expect.fenced_code,
+    ))?;
     let visible = cx
         .read(std::slice::from_ref(&p0), Isolation::ReadCommitted, 0)
         .await?;
@@ -351,7 +350,11 @@ pub(super) async fn a_second_init_transactions_fences_the_first_producer<E: Conf
     // The new incarnation's init bumps the epoch and aborts the open transaction.
     let mut second = cx.producer(Some(&id)).await?;
     let call = "the fenced producer's commit";
-    let error = verdict(verify_fenced(first.commit_transaction().await, call))?;
+    let error = verdict(verify_fenced(
+        first.commit_transaction().await,
+        call,
+        cx.expect.fenced_code,
+    ))?;
     let again = match first.begin_transaction().await {
         Ok(()) => fail!("the fenced producer began a new transaction"),
         Err(again) => again,
@@ -390,16 +393,20 @@ mod tests {
 
     #[test]
     fn a_fenced_error_with_another_kind_or_code_fails() {
-        let fenced = TransportError::new(ErrorKind::Fenced, FENCED_CODE, "fenced");
-        assert_eq!(verify_fenced(Err(fenced.clone()), "commit"), Ok(fenced));
+        let code = ErrorCode::ProducerFenced;
+        let fenced = TransportError::new(ErrorKind::Fenced, code, "fenced");
+        assert_eq!(
+            verify_fenced(Err(fenced.clone()), "commit", code),
+            Ok(fenced)
+        );
         for wrong in [
             TransportError::new(ErrorKind::Fenced, ErrorCode::InvalidProducerEpoch, "old"),
-            TransportError::new(ErrorKind::Abortable, FENCED_CODE, "abortable"),
+            TransportError::new(ErrorKind::Abortable, code, "abortable"),
         ] {
-            let error = verify_fenced(Err(wrong), "commit").unwrap_err();
+            let error = verify_fenced(Err(wrong), "commit", code).unwrap_err();
             assert!(error.starts_with("commit failed with"), "{error}");
         }
-        let error = verify_fenced(Ok(()), "commit").unwrap_err();
+        let error = verify_fenced(Ok(()), "commit", code).unwrap_err();
         assert!(error.starts_with("commit succeeded"), "{error}");
     }
 
