@@ -44,10 +44,7 @@ fn run(seed: Seed, options: &SuiteOptions) -> Report {
 /// and how to fix the simulator. While listed, a check must still fail (a
 /// fix is noticed at once: then remove it from this list); every other
 /// check must pass.
-const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[(
-    "replication: a partition under min.insync.replicas holds its high watermark and refuses acks=all writes until the follower returns",
-    "disagreement 5: the high watermark moves while the ISR is below min.insync.replicas",
-)];
+const KNOWN_SIM_DIVERGENCES: &[(&str, &str)] = &[];
 
 fn known_divergence(check: &str) -> bool {
     KNOWN_SIM_DIVERGENCES
