@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::KafkaAdmin;
 use super::config::KafkaConfig;
 use super::context::ClientShared;
-use crate::transport::{Admin, ErrorCode};
+use super::{KafkaAdmin, KafkaTransport};
+use crate::transport::{Admin, ErrorCode, NewTopic, Transport};
 
 mod secrets {
     use super::*;
@@ -43,5 +43,70 @@ mod secrets {
         for line in &logs {
             assert!(!line.contains(password), "{line}");
         }
+    }
+}
+
+mod metadata {
+    use super::*;
+
+    /// A new topic's partitions each have a live leader among their
+    /// replicas, all of them in sync; the cluster lists its live brokers;
+    /// a topic that does not exist is an error naming it.
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore = "needs a Kafka broker: scripts/test runs it"]
+    async fn cluster_metadata_names_each_partitions_leader_replicas_and_isr() {
+        let bootstrap = std::env::var("EDDY_KAFKA_BOOTSTRAP")
+            .expect("EDDY_KAFKA_BOOTSTRAP is set by scripts/test");
+        let transport = KafkaTransport::connect(KafkaConfig::new(bootstrap))
+            .await
+            .unwrap();
+        let cluster = transport.cluster_metadata(None).await.unwrap();
+        assert!(!cluster.brokers.is_empty(), "{cluster:?}");
+        assert!(cluster.partitions.is_empty(), "{cluster:?}");
+        let factor = cluster.brokers.len().min(3);
+        let topic = format!("eddy-metadata-{}", std::process::id());
+        let admin = transport.admin().await.unwrap();
+        admin
+            .create_topic(&NewTopic {
+                name: topic.clone(),
+                partitions: 2,
+                replication_factor: i16::try_from(factor).unwrap(),
+                configs: Vec::new(),
+            })
+            .await
+            .unwrap();
+        // A new topic's leaders are elected as it is created; the broker
+        // that answers may learn of them a moment later.
+        let mut read = transport.cluster_metadata(Some(&topic)).await;
+        for _ in 0..50 {
+            if matches!(&read, Ok(m) if m.partitions.iter().all(|p| p.leader.is_some())) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            read = transport.cluster_metadata(Some(&topic)).await;
+        }
+        let metadata = read.unwrap();
+        assert_eq!(
+            metadata.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        for p in &metadata.partitions {
+            let leader = p.leader.expect("a leader");
+            assert_eq!(p.replicas.len(), factor, "{p:?}");
+            assert!(p.replicas.contains(&leader), "{p:?}");
+            assert!(metadata.brokers.contains(&leader), "{p:?}");
+            let mut isr = p.isr.clone();
+            let mut replicas = p.replicas.clone();
+            isr.sort_unstable();
+            replicas.sort_unstable();
+            assert_eq!(isr, replicas, "{p:?}");
+        }
+        let missing = format!("{topic}-missing");
+        let error = transport
+            .cluster_metadata(Some(&missing))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::UnknownTopicOrPartition, "{error}");
+        assert!(error.message.contains(&missing), "{error}");
     }
 }
