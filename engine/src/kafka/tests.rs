@@ -87,7 +87,11 @@ mod metadata {
         }
         let metadata = read.unwrap();
         assert_eq!(
-            metadata.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+            metadata
+                .partitions
+                .iter()
+                .map(|p| p.partition)
+                .collect::<Vec<_>>(),
             vec![0, 1]
         );
         for p in &metadata.partitions {
