@@ -114,3 +114,52 @@ mod metadata {
         assert!(error.message.contains(&missing), "{error}");
     }
 }
+
+mod propagation {
+    use super::*;
+
+    /// CreateTopics answers once the controller has the topic; each broker
+    /// learns of it later, on its own. `create_topic` returns only once every
+    /// broker lists it: asked right after, each broker alone knows it.
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore = "needs a three-node Kafka cluster: scripts/test runs it"]
+    async fn on_three_brokers_every_broker_knows_a_topic_once_create_topic_returns() {
+        let bootstrap = std::env::var("EDDY_KAFKA_TEST_CLUSTER_BOOTSTRAP")
+            .expect("EDDY_KAFKA_TEST_CLUSTER_BOOTSTRAP is set by scripts/test");
+        let addresses: Vec<&str> = bootstrap.split(',').collect();
+        assert_eq!(addresses.len(), 3, "{bootstrap}");
+        let cluster = KafkaTransport::connect(KafkaConfig::new(bootstrap.clone()))
+            .await
+            .unwrap();
+        let admin = cluster.admin().await.unwrap();
+        // One transport per broker, each bootstrapped to that broker alone
+        // (a client's first Metadata request goes to its bootstrap broker).
+        let mut each = Vec::new();
+        for address in &addresses {
+            each.push(KafkaTransport::new(KafkaConfig::new(*address)));
+        }
+        for round in 0..10 {
+            let topic = format!("eddy-propagation-{}-{round}", std::process::id());
+            admin
+                .create_topic(&NewTopic {
+                    name: topic.clone(),
+                    partitions: 3,
+                    replication_factor: 3,
+                    configs: Vec::new(),
+                })
+                .await
+                .unwrap();
+            for (broker, address) in each.iter().zip(&addresses) {
+                let metadata = broker.cluster_metadata(Some(&topic)).await;
+                let metadata = metadata.unwrap_or_else(|e| {
+                    panic!("round {round}: {address} right after create_topic: {e}")
+                });
+                assert_eq!(metadata.partitions.len(), 3, "{address}: {metadata:?}");
+                assert!(
+                    metadata.partitions.iter().all(|p| p.leader.is_some()),
+                    "round {round}: {address}: {metadata:?}"
+                );
+            }
+        }
+    }
+}
