@@ -246,3 +246,24 @@ async fn on_three_brokers_a_stopped_follower_leaves_the_isr_and_rejoins_it_after
     .await;
     assert_eq!(back.isr.len(), 3, "{back:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs a three-node Kafka cluster: scripts/test runs it"]
+async fn on_three_brokers_a_broker_command_without_the_node_placeholder_is_refused() {
+    let bootstrap = std::env::var("EDDY_KAFKA_TEST_CLUSTER_BOOTSTRAP")
+        .expect("EDDY_KAFKA_TEST_CLUSTER_BOOTSTRAP is set by scripts/test");
+    let commands = BrokerCommands {
+        restart: None,
+        stop: Some("scripts/kafka --brokers 3 kill-node 1".to_string()),
+        start: Some("scripts/kafka --brokers 3 start-node {node}".to_string()),
+    };
+    let Err(reason) = KafkaEnv::connect(broker_config(&bootstrap), commands).await else {
+        panic!("a stop command that cannot say which broker was accepted on three brokers");
+    };
+    assert!(
+        reason.starts_with(
+            "the stop command \"scripts/kafka --brokers 3 kill-node 1\" has no {node} placeholder"
+        ),
+        "{reason}"
+    );
+}
