@@ -13,6 +13,7 @@ use rdkafka::producer::{Producer as _, ThreadedProducer};
 use super::call::{bounded, create_client, explain, topic_metadata};
 use super::context::{BasicContext, ClientShared, ProducerCtx};
 use super::error::{code_of, default_kind, error, from_kafka_error};
+use super::metadata::await_topic_everywhere;
 use crate::transport::{Admin, ErrorCode, ErrorKind, NewTopic, TransportResult};
 
 /// Creates topics and reads their partition counts.
@@ -118,7 +119,9 @@ impl Admin for KafkaAdmin {
                 return Err(explain(&self.shared, &what, timeout_ms, failure));
             }
         }
-        Ok(())
+        // Returned once every broker knows the topic, so that a consumer or
+        // a metadata read right after it, whichever broker answers, finds it.
+        await_topic_everywhere(&self.config, &self.shared, &topic.name, topic.partitions).await
     }
 
     async fn partition_count(&self, topic: &str) -> TransportResult<i32> {

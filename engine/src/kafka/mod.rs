@@ -39,6 +39,13 @@
 //!   end is the last stable offset under read_committed, the high watermark
 //!   under read_uncommitted.
 //!
+//! # Cluster metadata
+//!
+//! Outside the seam, [`KafkaTransport::cluster_metadata`] reports what a
+//! Metadata answer lists: the live brokers and a topic's leader, replicas and
+//! in-sync replicas per partition (the conformance suite watches failovers
+//! on a three-node cluster with it).
+//!
 //! # Errors a user meets
 //!
 //! Connecting, metadata and admin calls are bounded by the configuration's
@@ -55,6 +62,7 @@ mod ffi;
 
 mod admin;
 mod consumer;
+mod metadata;
 mod producer;
 
 use std::sync::Arc;
@@ -65,6 +73,7 @@ use rdkafka::producer::{Producer as _, ThreadedProducer};
 pub use admin::KafkaAdmin;
 pub use config::{KafkaConfig, Redactor};
 pub use consumer::KafkaConsumer;
+pub use metadata::{ClusterMetadata, PartitionReplicas};
 pub use producer::{KafkaDelivery, KafkaProducer};
 
 use call::{blocking, bounded, create_client};
