@@ -11,7 +11,8 @@ use eddyline_engine::transport::{TopicPartition, Transport};
 pub enum BrokerControl {
     /// A cluster of several brokers: the env crashes the broker that leads a
     /// partition, waits until another replica is elected, and brings the
-    /// crashed broker back as a follower (the simulator).
+    /// crashed broker back as a follower (the simulator; a real cluster of
+    /// three nodes with stop and start commands).
     CrashLeader,
     /// A single broker: the env kills it with SIGKILL and starts it again
     /// with the same data (real Kafka with a restart command).
@@ -98,9 +99,9 @@ pub trait ConformanceEnv {
     /// their acknowledgements are lost, so that the producer retries
     /// batches the broker already has; returns once the partition is
     /// reachable again, with a one-line description. The simulator drops
-    /// the leader's answers to this host for a while; a single real broker
-    /// is killed and restarted (the connections die with requests in
-    /// flight).
+    /// the leader's answers to this host for a while; a real leader is
+    /// killed (a single broker is restarted, a cluster fails over), and the
+    /// connections die with requests in flight.
     async fn lose_acknowledgements(&self, partition: &TopicPartition) -> Result<String, String>;
 }
 
