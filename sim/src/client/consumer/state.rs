@@ -423,7 +423,9 @@ mod tests {
             ..GroupState::new("g".into(), vec!["t".into()], crate::client::now())
         });
         let owned = vec![TopicPartition::new("t", 0)];
-        state.events.push_back(ConsumerEvent::Assigned(owned.clone()));
+        state
+            .events
+            .push_back(ConsumerEvent::Assigned(owned.clone()));
         let error = TransportError::new(
             eddyline_engine::transport::ErrorKind::Retriable,
             eddyline_engine::transport::ErrorCode::MaxPollExceeded,
@@ -432,7 +434,10 @@ mod tests {
         state.poll_error = Some((1, error.clone()));
         state.events.push_back(ConsumerEvent::Lost(owned.clone()));
         assert!(state.take_poll_error().is_none(), "an event comes first");
-        assert_eq!(state.take_events(10), vec![ConsumerEvent::Assigned(owned.clone())]);
+        assert_eq!(
+            state.take_events(10),
+            vec![ConsumerEvent::Assigned(owned.clone())]
+        );
         assert_eq!(state.take_poll_error(), Some(error));
         assert!(state.take_poll_error().is_none(), "reported once");
         assert_eq!(state.take_events(10), vec![ConsumerEvent::Lost(owned)]);
