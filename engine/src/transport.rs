@@ -202,6 +202,13 @@ pub struct ConsumerConfig {
     /// Upper bound on how long one request may take before it fails with
     /// [`ErrorKind::Timeout`].
     pub request_timeout_ms: u32,
+    /// librdkafka's `max.poll.interval.ms`: a group member that does not
+    /// call [`Consumer::poll`] for longer leaves its group (its partitions
+    /// go to the others); its next poll fails once with
+    /// [`ErrorCode::MaxPollExceeded`], then it rejoins as a new member. Also
+    /// the rebalance timeout the member announces. At least
+    /// `session_timeout_ms`.
+    pub max_poll_interval_ms: u32,
 }
 
 impl ConsumerConfig {
@@ -214,6 +221,7 @@ impl ConsumerConfig {
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             request_timeout_ms: 30_000,
+            max_poll_interval_ms: 300_000,
         }
     }
 }
@@ -322,6 +330,12 @@ pub enum ErrorCode {
     SaslAuthenticationFailed,
     /// Any other Kafka error, by wire number (negative: client-local).
     Other(i32),
+    // New variants go here, at the end: serde encodes a variant by its
+    // index (the simulator's protocol carries these codes, and its golden
+    // test pins the bytes).
+    /// The group member did not poll within `max_poll_interval_ms` and left
+    /// its group (librdkafka's local `_MAX_POLL_EXCEEDED`, -147).
+    MaxPollExceeded,
 }
 
 /// Writes the one table of Kafka wire numbers: [`ErrorCode::kafka_code`],
@@ -341,7 +355,8 @@ macro_rules! wire_codes {
                     ErrorCode::BrokerNotAvailable
                     | ErrorCode::TimedOut
                     | ErrorCode::InvalidRecord
-                    | ErrorCode::InvalidState => return None,
+                    | ErrorCode::InvalidState
+                    | ErrorCode::MaxPollExceeded => return None,
                 })
             }
 

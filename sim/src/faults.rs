@@ -32,6 +32,14 @@ pub enum Fault {
     /// held (its code keeps running, its clock keeps moving), then
     /// everything held is delivered at once.
     PauseHost { host: String, duration_ms: u64 },
+    /// A worker host stops whole for `duration_ms`, as a process under
+    /// SIGSTOP or a stop-the-world GC pause: none of its code runs (no
+    /// heartbeats, no timers, no request or response handling) while its
+    /// clock and its network stack go on; on resume every timer that expired
+    /// fires at once and it acts on its stale state (a zombie that outlived
+    /// its session and its transaction). Ended early by a crash or restart
+    /// of the host. See `cluster/freeze.rs` for exactly what is modelled.
+    FreezeHost { host: String, duration_ms: u64 },
     /// A controlled leader move (as a reassignment or preferred-leader
     /// election does); `to: None` picks the next live in-sync replica.
     MoveLeader {
@@ -71,6 +79,9 @@ impl fmt::Display for Fault {
             Fault::CrashHost(host) => write!(f, "crash {host}"),
             Fault::RestartHost(host) => write!(f, "restart {host}"),
             Fault::PauseHost { host, duration_ms } => write!(f, "pause {host} for {duration_ms}ms"),
+            Fault::FreezeHost { host, duration_ms } => {
+                write!(f, "freeze {host} for {duration_ms}ms")
+            }
             Fault::MoveLeader { partition, to } => match to {
                 Some(to) => write!(f, "move leader of {partition} to broker-{to}"),
                 None => write!(f, "move leader of {partition}"),
@@ -112,6 +123,11 @@ pub struct FaultRates {
     pub host_down_ms: (u64, u64),
     pub host_pause_per_s: f64,
     pub host_pause_ms: (u64, u64),
+    /// Freezes ([`Fault::FreezeHost`]). Drawn last in each slot and only
+    /// when positive, so a zero rate draws exactly the schedules drawn
+    /// before freezes existed.
+    pub host_freeze_per_s: f64,
+    pub host_freeze_ms: (u64, u64),
     pub leader_move_per_s: f64,
     pub network_partition_per_s: f64,
     pub network_partition_ms: (u64, u64),
@@ -131,6 +147,10 @@ impl Default for FaultRates {
             host_down_ms: (100, 1_500),
             host_pause_per_s: 0.05,
             host_pause_ms: (100, 3_000),
+            // Off by default: a rate here would change every seed's drawn
+            // schedule; turn it on where zombies are wanted.
+            host_freeze_per_s: 0.0,
+            host_freeze_ms: (1_000, 15_000),
             leader_move_per_s: 0.1,
             network_partition_per_s: 0.05,
             network_partition_ms: (200, 2_000),
@@ -149,6 +169,7 @@ impl FaultRates {
             broker_crash_per_s: 0.0,
             host_crash_per_s: 0.0,
             host_pause_per_s: 0.0,
+            host_freeze_per_s: 0.0,
             leader_move_per_s: 0.0,
             network_partition_per_s: 0.0,
             latency_spike_per_s: 0.0,
@@ -239,6 +260,7 @@ impl FaultSchedule {
             draw.network_partition();
             draw.latency_spike();
             draw.transaction_expiry();
+            draw.host_freeze();
             draw.slot_start_ms = draw.slot_end_ms;
         }
         Self::listed(draw.events)
@@ -373,6 +395,29 @@ impl Draw<'_> {
                 Fault::PauseHost {
                     host,
                     duration_ms: pause_ms,
+                },
+            ));
+        }
+    }
+
+    /// A worker host frozen for a while (no repair event: the freeze ends
+    /// by itself, as a pause does). Draws nothing at a zero rate.
+    fn host_freeze(&mut self) {
+        let rates = self.rates;
+        if rates.host_freeze_per_s <= 0.0 {
+            return;
+        }
+        let Some((host, at_ms, freeze_ms)) =
+            self.host_fault(rates.host_freeze_per_s, rates.host_freeze_ms)
+        else {
+            return;
+        };
+        if self.claim(&host, at_ms, at_ms + freeze_ms) {
+            self.events.push((
+                at_ms,
+                Fault::FreezeHost {
+                    host,
+                    duration_ms: freeze_ms,
                 },
             ));
         }
@@ -537,6 +582,68 @@ mod tests {
         }
         assert!(down.is_empty());
         assert!(crashes > 10, "{crashes}");
+    }
+
+    #[test]
+    fn freezes_are_drawn_for_worker_hosts_without_overlapping_other_host_faults() {
+        let schedule = FaultSchedule::draw(
+            &mut Seed::new(6).rng(),
+            &FaultRates {
+                host_crash_per_s: 0.5,
+                host_freeze_per_s: 1.0,
+                ..FaultRates::none()
+            },
+            &targets(),
+            0,
+            60_000,
+        );
+        let mut busy_until: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut freezes = 0;
+        for (at_ms, fault) in schedule.events() {
+            match fault {
+                Fault::FreezeHost { host, duration_ms } => {
+                    assert!(targets().hosts.contains(host), "{host}");
+                    assert!(
+                        busy_until
+                            .get(host.as_str())
+                            .is_none_or(|&end| end <= *at_ms)
+                    );
+                    busy_until.insert(host, at_ms + duration_ms);
+                    freezes += 1;
+                }
+                Fault::CrashHost(host) => {
+                    assert!(
+                        busy_until
+                            .get(host.as_str())
+                            .is_none_or(|&end| end <= *at_ms)
+                    );
+                    busy_until.insert(host, u64::MAX);
+                }
+                Fault::RestartHost(host) => {
+                    busy_until.insert(host, *at_ms);
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert!(freezes > 5, "{freezes}");
+    }
+
+    #[test]
+    fn the_default_rates_draw_no_freezes() {
+        let schedule = FaultSchedule::draw(
+            &mut Seed::new(3).rng(),
+            &FaultRates::default(),
+            &targets(),
+            0,
+            60_000,
+        );
+        assert!(!schedule.is_empty());
+        assert!(
+            !schedule
+                .events()
+                .iter()
+                .any(|(_, fault)| matches!(fault, Fault::FreezeHost { .. }))
+        );
     }
 
     #[test]

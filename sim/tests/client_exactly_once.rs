@@ -6,7 +6,9 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use common::*;
@@ -15,7 +17,7 @@ use eddyline_engine::transport::{
     TopicPartition, Transport, TransportResult,
 };
 use eddyline_sim::SimTransport;
-use eddyline_sim::cluster::ClusterHandle;
+use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 
 const INPUT_PARTITIONS: i32 = 4;
 
@@ -132,6 +134,18 @@ async fn run_worker_until(
     name: &'static str,
     stop_at: tokio::time::Instant,
 ) -> TransportResult<()> {
+    run_logged_worker(transport, name, stop_at, Rc::default()).await
+}
+
+/// Every assignment the worker got: (simulated ms, partitions).
+type AssignmentLog = Rc<RefCell<Vec<(u64, Vec<TopicPartition>)>>>;
+
+async fn run_logged_worker(
+    transport: SimTransport,
+    name: &'static str,
+    stop_at: tokio::time::Instant,
+    assignments: AssignmentLog,
+) -> TransportResult<()> {
     let mut consumer = transport
         .consumer(&consumer_config(name, Some("eos-group")))
         .await?;
@@ -153,6 +167,9 @@ async fn run_worker_until(
         for event in events {
             match event {
                 ConsumerEvent::Assigned(partitions) => {
+                    assignments
+                        .borrow_mut()
+                        .push((eddyline_sim::world::now_ms(), partitions.clone()));
                     worker.positions.clear();
                     for tp in partitions {
                         worker.positions.insert(tp, -1);
@@ -358,7 +375,8 @@ fn faults_over_several_seeds_keep_the_output_exactly_once() {
 }
 
 /// Random faults, worker crashes and restarts (a restarted worker fences
-/// its previous incarnation with `init_transactions`), zombie pauses:
+/// its previous incarnation with `init_transactions`), zombie pauses and
+/// freezes:
 /// `EDDY_CLIENT_SEEDS=N` (default 2).
 #[test]
 fn random_faults_with_worker_crashes_keep_the_output_exactly_once() {
@@ -378,8 +396,8 @@ fn random_faults_with_worker_crashes_keep_the_output_exactly_once() {
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
-/// Faults stop by about 10 s (the last one is undone at most 3.2 s after
-/// 7 s); the workers then have 30 s to catch up before they stop: with
+/// Faults stop by about 11 s (the last one is undone at most 4 s after
+/// 7 s); the workers then have 29 s to catch up before they stop: with
 /// Kafka's timings a failover alone can stall them for 9 s (the broker
 /// session), and a group needs a session timeout (6 s) to drop a crashed
 /// member.
@@ -416,7 +434,7 @@ fn chaos_pipeline(seed: u64, records: usize) {
             let undo_after_ms = rng.range_u64(200, 2_000);
             let worker = *rng.choose(&["w1", "w2"]).unwrap();
             let broker = rng.range_u64(0, 3) as i32;
-            match rng.below(5) {
+            match rng.below(6) {
                 0 => {
                     handle.crash_host(worker);
                     sleep_ms(undo_after_ms).await;
@@ -437,11 +455,216 @@ fn chaos_pipeline(seed: u64, records: usize) {
                     let topic = *rng.choose(&["in", "out"]).unwrap();
                     handle.move_leader(&tp(topic, rng.range_u64(0, 3) as i32), None);
                 }
-                _ => handle.pause_host(worker, undo_after_ms),
+                4 => handle.pause_host(worker, undo_after_ms),
+                // A stop-the-world pause, up to past the 3 s session.
+                _ => handle.freeze_host(worker, 2 * undo_after_ms),
             }
         }
         Ok(())
     });
     add_checker(&mut cluster, seed, records, CHAOS_STOP_MS + 3_000);
     cluster.run().unwrap();
+}
+
+/// What the frozen worker saw.
+#[derive(Default)]
+struct ZombieReport {
+    /// Input values it wrote to the output in the transaction it was frozen
+    /// in.
+    frozen_values: Vec<String>,
+    frozen_at_ms: Option<u64>,
+    resumed_at_ms: Option<u64>,
+    send_offsets: Option<TransportResult<()>>,
+    commit: Option<TransportResult<()>>,
+}
+
+/// The zombie: the worker loop, which on its first transaction with a few
+/// records after the group split the input (the other member joined)
+/// flushes them, queues one more record, freezes (a stop-the-world pause),
+/// and after the pause carries on with its stale state: it sends its
+/// offsets and commits.
+async fn run_freezing_worker(
+    handle: ClusterHandle,
+    report: Rc<RefCell<ZombieReport>>,
+) -> TransportResult<()> {
+    let transport = transport(&handle);
+    let mut consumer = transport
+        .consumer(&consumer_config("zombie", Some("eos-group")))
+        .await?;
+    consumer.subscribe(&["in".to_string()]).await?;
+    let mut config = producer_config("zombie", Some("txn-zombie"));
+    config.transaction_timeout_ms = ZOMBIE_TRANSACTION_TIMEOUT_MS;
+    let mut producer = transport.producer(&config).await?;
+    producer.init_transactions().await?;
+    let mut worker = Worker {
+        consumer,
+        producer,
+        positions: BTreeMap::new(),
+        in_transaction: false,
+        uncommitted: 0,
+        began: tokio::time::Instant::now(),
+    };
+    let mut written = Vec::new();
+    loop {
+        let events = worker.consumer.poll(50, Duration::from_millis(100)).await?;
+        for event in events {
+            match event {
+                ConsumerEvent::Assigned(partitions) => {
+                    worker.positions = partitions.into_iter().map(|tp| (tp, -1)).collect();
+                    worker.rewind().await?;
+                }
+                ConsumerEvent::Revoked(_) | ConsumerEvent::Lost(_) => {
+                    worker.abort().await?;
+                    worker.positions.clear();
+                    written.clear();
+                }
+                ConsumerEvent::Message(message) => {
+                    worker.begin_if_needed().await?;
+                    worker.producer.send(output_of(&message))?;
+                    worker
+                        .positions
+                        .insert(message.topic_partition(), message.offset + 1);
+                    written.push(text(&message));
+                }
+            }
+        }
+        let shared_input = worker.positions.len() < INPUT_PARTITIONS as usize;
+        if shared_input && written.len() >= 3 {
+            break;
+        }
+    }
+    // Its output is in the log and its transaction open at the coordinator;
+    // one more record is queued (a copy of the last: visible, it would be a
+    // duplicate), then the process stops before its linger ends.
+    worker.producer.flush().await?;
+    let last = written.last().expect("written").clone();
+    worker
+        .producer
+        .send(keyed_output(&format!("k{last}"), &last))?;
+    report.borrow_mut().frozen_values = written;
+    report.borrow_mut().frozen_at_ms = Some(handle.now_ms());
+    handle.freeze_host("zombie", ZOMBIE_FREEZE_MS);
+    // "Processing": the freeze lands at the next step, long before this ends.
+    sleep_ms(100).await;
+    report.borrow_mut().resumed_at_ms = Some(handle.now_ms());
+    let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = worker
+        .positions
+        .iter()
+        .map(|(tp, offset)| {
+            let committed = OffsetAndMetadata {
+                offset: *offset,
+                metadata: "zombie".into(),
+            };
+            (tp.clone(), committed)
+        })
+        .collect();
+    let group = worker.consumer.group_metadata().expect("a member");
+    let sent = worker
+        .producer
+        .send_offsets_to_transaction(&offsets, &group)
+        .await;
+    report.borrow_mut().send_offsets = Some(sent);
+    let committed = worker.producer.commit_transaction().await;
+    report.borrow_mut().commit = Some(committed);
+    Ok(())
+}
+
+fn output_of(message: &eddyline_engine::transport::Message) -> ProducerRecord {
+    ProducerRecord {
+        topic: "out".into(),
+        partition: None,
+        key: message.key.clone(),
+        value: message.value.clone(),
+        timestamp_ms: Some(message.timestamp_ms),
+        headers: vec![],
+    }
+}
+
+fn keyed_output(key: &str, value: &str) -> ProducerRecord {
+    ProducerRecord {
+        topic: "out".into(),
+        partition: None,
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec()),
+        timestamp_ms: None,
+        headers: vec![],
+    }
+}
+
+/// Longer than the group session (3 s) and than the transaction timeout
+/// plus the coordinator's abort check interval (10 s + 10 s).
+const ZOMBIE_FREEZE_MS: u64 = 30_000;
+const ZOMBIE_TRANSACTION_TIMEOUT_MS: u32 = 10_000;
+
+#[test]
+fn a_worker_frozen_past_its_session_and_transaction_timeouts_is_fenced_when_it_resumes() {
+    // The timings the test relies on, set rather than taken from the
+    // defaults: sessions of 3 s are allowed, the coordinator looks for
+    // expired transactions every 10 s (Kafka's default).
+    let config = ClusterConfig {
+        group_min_session_timeout_ms: 3_000,
+        group_initial_rebalance_delay_ms: 3_000,
+        transaction_abort_check_interval_ms: 10_000,
+        ..config_from_env()
+    };
+    let mut cluster = SimCluster::new(seed_or(76), config).expect("valid config");
+    let records = 200;
+    add_feeder(&mut cluster, records);
+    let report = Rc::new(RefCell::new(ZombieReport::default()));
+    let zombie_handle = cluster.handle();
+    let zombie_report = Rc::clone(&report);
+    cluster.host("zombie", move || {
+        let (handle, report) = (zombie_handle.clone(), Rc::clone(&zombie_report));
+        async move {
+            wait_ready(&handle).await;
+            sleep_ms(200).await;
+            run_freezing_worker(handle, report)
+                .await
+                .map_err(|e| format!("zombie: {e}").into())
+        }
+    });
+    let healthy_handle = cluster.handle();
+    let assignments = AssignmentLog::default();
+    let healthy_assignments = Rc::clone(&assignments);
+    cluster.client("healthy", async move {
+        let handle = healthy_handle;
+        wait_ready(&handle).await;
+        sleep_ms(200).await;
+        let stop_at = tokio::time::Instant::now() + Duration::from_millis(45_000);
+        run_logged_worker(transport(&handle), "healthy", stop_at, healthy_assignments)
+            .await
+            .map_err(|e| format!("healthy: {e}").into())
+    });
+    add_checker(&mut cluster, 76, records, 47_000);
+    cluster.run().unwrap();
+
+    let report = report.borrow();
+    let frozen_at = report.frozen_at_ms.expect("the zombie froze");
+    let resumed_at = report.resumed_at_ms.expect("the zombie resumed");
+    assert!(!report.frozen_values.is_empty());
+    assert!(
+        resumed_at >= frozen_at + ZOMBIE_FREEZE_MS,
+        "{frozen_at} -> {resumed_at}"
+    );
+    // The other member owned every input partition while the zombie was
+    // frozen.
+    let all_inputs: Vec<TopicPartition> = (0..INPUT_PARTITIONS).map(|p| tp("in", p)).collect();
+    let assignments = assignments.borrow();
+    let took_over = assignments
+        .iter()
+        .find(|(at_ms, partitions)| *at_ms > frozen_at && *partitions == all_inputs)
+        .map(|(at_ms, _)| *at_ms);
+    let took_over = took_over.unwrap_or_else(|| panic!("never took over: {assignments:?}"));
+    assert!(
+        took_over < frozen_at + ZOMBIE_FREEZE_MS,
+        "took over at {took_over}, frozen {frozen_at}..{resumed_at}"
+    );
+    // Its transaction was aborted by the coordinator (epoch bump): the
+    // zombie is fenced, and nothing it wrote in it is visible (the checker
+    // found every input exactly once).
+    let commit = report.commit.clone().expect("it tried to commit");
+    let error = commit.expect_err("a zombie's commit fails");
+    assert_eq!(error.kind, ErrorKind::Fenced, "{error}");
+    let sent = report.send_offsets.clone().expect("it sent offsets");
+    assert!(sent.is_err(), "its offsets were refused");
 }

@@ -361,3 +361,167 @@ mod committed_offsets {
         cluster.run().unwrap();
     }
 }
+
+/// librdkafka's `max.poll.interval.ms` (`rd_kafka_cgrp_max_poll_interval_check_tmr_cb`).
+mod max_poll_interval {
+    use super::*;
+    use eddyline_sim::cluster::{ClusterConfig, SimCluster};
+
+    /// Kafka's group timings, set here rather than taken from the defaults.
+    fn group_cluster(seed: u64) -> SimCluster {
+        let config = ClusterConfig {
+            group_min_session_timeout_ms: 6_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            ..config_from_env()
+        };
+        SimCluster::new(seed_or(seed), config).expect("valid config")
+    }
+
+    fn member_config(name: &str) -> eddyline_engine::transport::ConsumerConfig {
+        let mut config = consumer_config(name, Some("g-poll"));
+        config.session_timeout_ms = 6_000;
+        config.heartbeat_interval_ms = 1_000;
+        config.max_poll_interval_ms = 10_000;
+        config
+    }
+
+    /// The member's events until `done`, from a consumer polled in the
+    /// background until `stop` is set.
+    async fn keep_polling(
+        mut consumer: impl Consumer,
+        events: Rc<RefCell<Vec<ConsumerEvent>>>,
+        stop: Rc<std::cell::Cell<bool>>,
+    ) {
+        while !stop.get() {
+            let batch = consumer
+                .poll(100, std::time::Duration::from_millis(100))
+                .await
+                .expect("the steady member polls without errors");
+            events.borrow_mut().extend(batch);
+        }
+    }
+
+    async fn wait_until(what: &str, timeout_ms: u64, condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {timeout_ms} ms"
+            );
+            sleep_ms(50).await;
+        }
+    }
+
+    #[test]
+    fn a_member_that_stops_polling_loses_its_partitions_and_its_next_poll_says_so_then_it_rejoins()
+    {
+        let mut cluster = group_cluster(61);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            admin_create_topic(&transport, "t", 4).await;
+            let mut slow = transport.consumer(&member_config("slow")).await?;
+            slow.subscribe(&["t".to_string()]).await?;
+            poll_until(&mut slow, 60_000, |e| {
+                assigned(e).last() == Some(&all_partitions("t", 4))
+            })
+            .await;
+            // A second member joins; both get two partitions.
+            let mut steady = transport.consumer(&member_config("steady")).await?;
+            steady.subscribe(&["t".to_string()]).await?;
+            let steady_events = Rc::new(RefCell::new(Vec::new()));
+            let stop = Rc::new(std::cell::Cell::new(false));
+            let background = tokio::task::spawn_local(keep_polling(
+                steady,
+                Rc::clone(&steady_events),
+                Rc::clone(&stop),
+            ));
+            let events = poll_until(&mut slow, 60_000, |e| {
+                assigned(e).last().is_some_and(|mine| mine.len() == 2)
+            })
+            .await;
+            let last_poll_ms = handle.now_ms();
+            let mine = assigned(&events).pop().expect("assigned");
+            let before = slow.group_metadata().expect("assigned");
+            {
+                let steady_events = Rc::clone(&steady_events);
+                wait_until("the steady member's two partitions", 60_000, move || {
+                    assigned(&steady_events.borrow())
+                        .last()
+                        .is_some_and(|theirs| theirs.len() == 2)
+                })
+                .await;
+            }
+
+            // The slow member stops polling for longer than the interval:
+            // it leaves, and the steady member takes over every partition
+            // (well before the slow member's 6 s session could expire on
+            // its own: its heartbeats went on until it left).
+            {
+                let steady_events = Rc::clone(&steady_events);
+                wait_until("the steady member owning everything", 30_000, move || {
+                    assigned(&steady_events.borrow()).last() == Some(&all_partitions("t", 4))
+                })
+                .await;
+            }
+            let taken_over_after_ms = handle.now_ms() - last_poll_ms;
+            assert!(
+                (10_000..14_000).contains(&taken_over_after_ms),
+                "taken over {taken_over_after_ms} ms after the last poll"
+            );
+
+            // Its next poll says so, once.
+            let error = slow
+                .poll(100, std::time::Duration::from_millis(100))
+                .await
+                .unwrap_err();
+            assert_eq!(error.code, ErrorCode::MaxPollExceeded, "{error}");
+            assert_eq!(error.kind, ErrorKind::Retriable, "{error}");
+            // Then it hands out the loss and rejoins, as a new member.
+            let events = poll_until(&mut slow, 60_000, |e| {
+                assigned(e).last().is_some_and(|mine| mine.len() == 2)
+            })
+            .await;
+            assert_eq!(group_events(&events)[0], ConsumerEvent::Lost(mine));
+            let after = slow.group_metadata().expect("assigned again");
+            assert_ne!(after.member_id, before.member_id);
+            assert!(after.generation_id > before.generation_id + 1);
+            {
+                let steady_events = Rc::clone(&steady_events);
+                wait_until(
+                    "the steady member back to two partitions",
+                    60_000,
+                    move || {
+                        assigned(&steady_events.borrow())
+                            .last()
+                            .is_some_and(|theirs| theirs.len() == 2)
+                    },
+                )
+                .await;
+            }
+            stop.set(true);
+            background.await?;
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn a_poll_interval_shorter_than_the_session_timeout_is_refused() {
+        let mut cluster = cluster(62);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            let mut config = member_config("c");
+            config.max_poll_interval_ms = config.session_timeout_ms - 1;
+            let error = transport(&handle)
+                .consumer(&config)
+                .await
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}

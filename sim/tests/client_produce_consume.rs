@@ -492,3 +492,52 @@ mod determinism {
         assert_eq!(workload_trace(31), workload_trace(31));
     }
 }
+
+/// What the idempotent producer does when a broker answers
+/// OUT_OF_ORDER_SEQUENCE_NUMBER, as librdkafka 2.x does
+/// (`rd_kafka_handle_idempotent_Produce_error`).
+mod sequence_errors {
+    use super::*;
+
+    #[test]
+    fn out_of_order_for_the_oldest_unacknowledged_batch_is_fatal_for_an_idempotent_producer() {
+        let mut cluster = cluster(403);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            admin_create_topic(&transport, "seq", 1).await;
+            let mut producer = transport.producer(&producer_config("p", None)).await?;
+            producer.send(to_partition("seq", 0, "x"))?.await?;
+            // Someone else writes sequences 1..=2 as this producer.
+            let written = last_data_batch(&handle, &tp("seq", 0));
+            let impostor = batch(
+                &tp("seq", 0),
+                written.producer_id,
+                written.producer_epoch,
+                written.base_sequence + 1,
+                false,
+                &["i1", "i2"],
+            );
+            let result = produce(&handle, None, impostor).await;
+            assert_eq!(result.error, None, "{result:?}");
+            // Sequence 1 is the next the producer expects to be acknowledged:
+            // the broker refusing it means producer and broker disagree, a
+            // fatal error (`rd_kafka_idemp_set_fatal_error`).
+            let error = producer
+                .send(to_partition("seq", 0, "y"))?
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+            assert_eq!(error.code, ErrorCode::OutOfOrderSequenceNumber, "{error}");
+            let error = producer
+                .send(to_partition("seq", 0, "z"))
+                .err()
+                .expect("a producer with a fatal error refuses records");
+            assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+            assert_eq!(error.code, ErrorCode::OutOfOrderSequenceNumber, "{error}");
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}

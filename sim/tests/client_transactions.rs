@@ -447,3 +447,140 @@ mod coordinator_timeout {
         cluster.run().unwrap();
     }
 }
+
+/// What the producer does when a broker answers OUT_OF_ORDER_SEQUENCE_NUMBER,
+/// as librdkafka 2.x does (`rd_kafka_handle_idempotent_Produce_error`).
+mod sequence_errors {
+    use super::*;
+    use eddyline_sim::cluster::{ClusterConfig, SimCluster};
+    use eddyline_sim::protocol::CoordinatorType;
+
+    /// A cluster whose timings the test relies on are set here, not taken
+    /// from the defaults: the inter-broker timeout bounds the leader's KIP-890
+    /// verification call; replicas never drop out of the ISR during the test;
+    /// TCP holds what a partition cuts off; the transaction state has one
+    /// replica (its coordinator), so that cutting the data partition's
+    /// leader from the coordinator blocks nothing but the verification.
+    fn verification_cluster(seed: u64) -> SimCluster {
+        let config = ClusterConfig {
+            transaction_partition_verification: true,
+            inter_broker_request_timeout_ms: 1_000,
+            replica_lag_max_ms: 60_000,
+            tcp_give_up_ms: 127_000,
+            internal_topic_replication_factor: 1,
+            ..config_from_env()
+        };
+        SimCluster::new(seed_or(seed), config).expect("valid config")
+    }
+
+    #[test]
+    fn a_batch_refused_out_of_order_behind_a_failed_one_makes_the_transaction_abortable() {
+        let mut cluster = verification_cluster(401);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            admin_create_topic(&transport, "seq", 3).await;
+            let coordinator =
+                coordinator_id(&handle, CoordinatorType::Transaction, "txn-oos").await;
+            let partition = (0..3)
+                .find(|&p| handle.leader_of(&tp("seq", p)) != Some(coordinator))
+                .expect("a partition led by another broker than the coordinator");
+            let leader = handle.leader_of(&tp("seq", partition)).expect("a leader");
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-oos")))
+                .await?;
+            producer.init_transactions().await?;
+            // The producer's state on the partition: sequence 0 written.
+            producer.begin_transaction().await?;
+            producer.send(to_partition("seq", partition, "x"))?;
+            producer.commit_transaction().await?;
+            // The commit marker (offset 1) is written before the cut.
+            wait_for_lso(&handle, &tp("seq", partition), 2).await;
+
+            // A is the transaction's first write to the partition: its leader
+            // verifies it with the coordinator (KIP-890), across a cut link,
+            // and answers NOT_ENOUGH_REPLICAS after the 1 s inter-broker
+            // timeout. B, sent meanwhile on the same connection, waits behind
+            // A; its own verification goes through once the link is healed,
+            // and its sequence (2) does not follow the last one written (0):
+            // OUT_OF_ORDER_SEQUENCE_NUMBER behind the unacknowledged A.
+            producer.begin_transaction().await?;
+            let (leader_host, coordinator_host) =
+                (format!("broker-{leader}"), format!("broker-{coordinator}"));
+            handle.partition(&[leader_host.as_str()], &[coordinator_host.as_str()]);
+            let sent_at = handle.now_ms();
+            let _a = producer.send(to_partition("seq", partition, "a"))?;
+            sleep_ms(300).await;
+            let _b = producer.send(to_partition("seq", partition, "b"))?;
+            sleep_ms(1_500 - (handle.now_ms() - sent_at)).await;
+            handle.heal(&[leader_host.as_str()], &[coordinator_host.as_str()]);
+
+            let error = producer.commit_transaction().await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Abortable, "{error}");
+            assert_eq!(error.code, ErrorCode::OutOfOrderSequenceNumber, "{error}");
+            producer.abort_transaction().await?;
+            // The abort bumped the epoch (KIP-360): sequences start again.
+            producer.begin_transaction().await?;
+            producer.send(to_partition("seq", partition, "y"))?;
+            producer.commit_transaction().await?;
+            let last = last_data_batch(&handle, &tp("seq", partition));
+            assert_eq!(last.base_sequence, 0, "{last:?}");
+
+            let mut reader = transport.consumer(&consumer_config("rc", None)).await?;
+            reader.assign(&[tp("seq", partition)]).await?;
+            let read = read_messages(&mut reader, 2, 10_000).await;
+            assert_eq!(read.iter().map(text).collect::<Vec<_>>(), ["x", "y"]);
+            assert!(read_for(&mut reader, 500).await.is_empty());
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
+    #[test]
+    fn out_of_order_for_the_oldest_unacknowledged_batch_is_fatal_for_a_transactional_producer() {
+        let mut cluster = cluster(402);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            admin_create_topic(&transport, "seq", 1).await;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-hol")))
+                .await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            producer.send(to_partition("seq", 0, "y1"))?.await?;
+            // Someone else writes sequences 1..=2 as this producer (its id and
+            // epoch), inside its transaction: the broker's state moves on
+            // without the producer knowing.
+            let written = last_data_batch(&handle, &tp("seq", 0));
+            let impostor = batch(
+                &tp("seq", 0),
+                written.producer_id,
+                written.producer_epoch,
+                written.base_sequence + 1,
+                true,
+                &["i1", "i2"],
+            );
+            let result = produce(&handle, Some("txn-hol"), impostor).await;
+            assert_eq!(result.error, None, "{result:?}");
+            // The producer's next batch starts at sequence 1, the next one it
+            // expects the broker to acknowledge: the broker refuses it out of
+            // order. librdkafka calls that a desynchronization and raises a
+            // fatal error (`rd_kafka_idemp_set_fatal_error`).
+            let error = producer
+                .send(to_partition("seq", 0, "y2"))?
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+            assert_eq!(error.code, ErrorCode::OutOfOrderSequenceNumber, "{error}");
+            let error = producer.commit_transaction().await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+            let error = producer.abort_transaction().await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Fatal, "{error}");
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}

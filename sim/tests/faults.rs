@@ -353,3 +353,179 @@ fn a_broker_partitioned_for_minutes_rejoins_after_the_heal() {
         cluster.run().unwrap();
     }
 }
+
+/// A worker that records the simulated time every `period_ms`, from its
+/// main future and from a task it spawned.
+fn add_ticking_worker(
+    cluster: &mut SimCluster,
+    name: &str,
+    ticks: Rc<RefCell<Vec<(&'static str, u64)>>>,
+    starts: Rc<Cell<u32>>,
+) {
+    let handle = cluster.handle();
+    cluster.host(name, move || {
+        let (ticks, handle) = (ticks.clone(), handle.clone());
+        starts.set(starts.get() + 1);
+        async move {
+            let (spawned_ticks, spawned_handle) = (ticks.clone(), handle.clone());
+            tokio::task::spawn_local(async move {
+                loop {
+                    spawned_ticks
+                        .borrow_mut()
+                        .push(("spawned", spawned_handle.now_ms()));
+                    sleep_ms(7).await;
+                }
+            });
+            loop {
+                ticks.borrow_mut().push(("main", handle.now_ms()));
+                sleep_ms(20).await;
+            }
+        }
+    });
+}
+
+#[test]
+fn a_frozen_worker_runs_nothing_and_its_expired_timers_fire_at_once_on_resume() {
+    let mut cluster = cluster(74);
+    let ticks = Rc::new(RefCell::new(Vec::new()));
+    add_ticking_worker(&mut cluster, "worker", ticks.clone(), Rc::new(Cell::new(0)));
+    let handle = cluster.handle();
+    let seen = ticks.clone();
+    cluster.client("test", async move {
+        sleep_ms(200).await;
+        let frozen_at = handle.now_ms();
+        handle.freeze_host("worker", 1_000);
+        sleep_ms(1_500).await;
+        let ticks = seen.borrow().clone();
+        for task in ["main", "spawned"] {
+            let times: Vec<u64> = ticks
+                .iter()
+                .filter(|(name, _)| *name == task)
+                .map(|(_, at)| *at)
+                .collect();
+            let before = times.iter().filter(|&&t| t <= frozen_at).count();
+            // The freeze lands at the next step.
+            let during: Vec<&u64> = times
+                .iter()
+                .filter(|&&t| t > frozen_at + 1 && t < frozen_at + 1_000)
+                .collect();
+            let first_after = times.iter().find(|&&t| t >= frozen_at + 1_000).copied();
+            assert!(before > 5, "{task}: {times:?}");
+            assert!(during.is_empty(), "{task} ran while frozen: {during:?}");
+            // Its timer expired during the freeze: it fires at the resume,
+            // not a period later.
+            let first_after = first_after.expect("it runs again");
+            assert!(
+                first_after <= frozen_at + 1_002,
+                "{task} resumed at {first_after} (frozen at {frozen_at})"
+            );
+            assert!(
+                times.iter().filter(|&&t| t > frozen_at + 1_000).count() > 5,
+                "{task}: {times:?}"
+            );
+        }
+        Ok(())
+    });
+    cluster.run().unwrap();
+    let excerpt = cluster.trace().excerpt.join("\n");
+    assert!(
+        excerpt.contains("fault freeze worker for 1000ms"),
+        "{excerpt}"
+    );
+    assert!(excerpt.contains("fault thaw worker"), "{excerpt}");
+}
+
+#[test]
+fn a_crash_ends_a_freeze_and_the_restarted_worker_runs_at_once() {
+    let mut cluster = cluster(75);
+    let ticks = Rc::new(RefCell::new(Vec::new()));
+    let starts = Rc::new(Cell::new(0));
+    add_ticking_worker(&mut cluster, "worker", ticks.clone(), starts.clone());
+    cluster.schedule(FaultSchedule::listed(vec![
+        (
+            100,
+            Fault::FreezeHost {
+                host: "worker".into(),
+                duration_ms: 60_000,
+            },
+        ),
+        (300, Fault::CrashHost("worker".into())),
+        (400, Fault::RestartHost("worker".into())),
+        // Freezing a host that is not a worker is skipped.
+        (
+            500,
+            Fault::FreezeHost {
+                host: "broker-0".into(),
+                duration_ms: 1_000,
+            },
+        ),
+    ]));
+    let (seen, seen_starts) = (ticks.clone(), starts.clone());
+    cluster.client("test", async move {
+        sleep_ms(1_000).await;
+        assert_eq!(seen_starts.get(), 2);
+        let ticks = seen.borrow().clone();
+        let main: Vec<u64> = ticks
+            .iter()
+            .filter(|(name, _)| *name == "main")
+            .map(|(_, at)| *at)
+            .collect();
+        assert!(
+            !main.iter().any(|&t| t > 101 && t < 400),
+            "ran while frozen or down: {main:?}"
+        );
+        assert!(main.iter().filter(|&&t| t >= 400).count() > 20, "{main:?}");
+        Ok(())
+    });
+    cluster.run().unwrap();
+    let excerpt = cluster.trace().excerpt.join("\n");
+    assert!(
+        excerpt.contains("fault thaw worker (crashed or restarted)"),
+        "{excerpt}"
+    );
+    assert!(
+        excerpt.contains("fault-skipped freeze broker-0 for 1000ms"),
+        "{excerpt}"
+    );
+}
+
+#[test]
+fn a_panic_in_a_task_a_worker_spawned_fails_the_run() {
+    // A worker's software runs on a LocalSet of its own (so that it can be
+    // frozen); a panic there must still stop the run, as on the host's own.
+    let result = std::panic::catch_unwind(|| {
+        let mut cluster = cluster(77);
+        cluster.host("worker", || async {
+            tokio::task::spawn_local(async {
+                sleep_ms(50).await;
+                panic!("deliberate panic in a spawned task");
+            });
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        cluster.client("test", async {
+            sleep_ms(1_000).await;
+            Ok(())
+        });
+        cluster.run()
+    });
+    assert!(result.is_err(), "the run went on: {result:?}");
+}
+
+#[test]
+fn a_worker_whose_software_returns_an_error_fails_the_run() {
+    let mut cluster = cluster(78);
+    cluster.host("worker", || async {
+        sleep_ms(50).await;
+        Err("deliberate worker failure".into())
+    });
+    cluster.client("test", async {
+        sleep_ms(1_000).await;
+        Ok(())
+    });
+    let error = cluster.run().unwrap_err();
+    assert!(
+        error.to_string().contains("deliberate worker failure"),
+        "{error}"
+    );
+}

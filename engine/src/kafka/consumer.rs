@@ -90,6 +90,10 @@ impl KafkaConsumer {
                 config.heartbeat_interval_ms.to_string(),
             )
             .set(
+                "max.poll.interval.ms",
+                config.max_poll_interval_ms.to_string(),
+            )
+            .set(
                 "socket.timeout.ms",
                 config.request_timeout_ms.max(10).to_string(),
             );

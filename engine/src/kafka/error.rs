@@ -40,6 +40,7 @@ pub(crate) fn code_of(code: RDKafkaErrorCode) -> ErrorCode {
         R::UnknownTopic | R::UnknownPartition => ErrorCode::UnknownTopicOrPartition,
         R::BadMessage | R::InvalidRecord => ErrorCode::InvalidRecord,
         R::MessageSizeTooLarge => ErrorCode::MessageTooLarge,
+        R::PollExceeded => ErrorCode::MaxPollExceeded,
         other => {
             let number = other as i32;
             if number >= 0 {

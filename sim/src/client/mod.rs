@@ -93,9 +93,6 @@ pub struct SimClientOptions {
     /// with UnknownTopicOrPartition. 10 s, as the rdkafka transport sets it
     /// (librdkafka's default is 30 s).
     pub topic_missing_timeout_ms: u32,
-    /// The rebalance timeout a member announces in JoinGroup (librdkafka
-    /// uses `max.poll.interval.ms`, 300 s).
-    pub rebalance_timeout_ms: u32,
     /// librdkafka's `queue.buffering.max.messages`: the records a producer
     /// holds (waiting for metadata, queued, batched or in flight, until
     /// their delivery is reported) before `send` refuses more with
@@ -130,7 +127,6 @@ impl Default for SimClientOptions {
             batch_max_records: 1_000,
             max_record_bytes: 1_048_576,
             topic_missing_timeout_ms: 10_000,
-            rebalance_timeout_ms: 300_000,
             // librdkafka's default.
             queue_buffering_max_messages: 100_000,
             // librdkafka's default.
@@ -223,6 +219,17 @@ impl Transport for SimTransport {
                 ErrorKind::Fatal,
                 ErrorCode::Other(-1),
                 "heartbeat_interval_ms must be lower than session_timeout_ms",
+            ));
+        }
+        // librdkafka's range for `max.poll.interval.ms` (1 .. 86400000) and
+        // its check in `rd_kafka_conf_finalize` for the classic protocol.
+        if !(1..=86_400_000).contains(&config.max_poll_interval_ms)
+            || config.max_poll_interval_ms < config.session_timeout_ms
+        {
+            return Err(TransportError::new(
+                ErrorKind::Fatal,
+                ErrorCode::Other(-1),
+                "max_poll_interval_ms must be within 1..=86400000 and at least session_timeout_ms",
             ));
         }
         if config.group_id.as_deref() == Some("") {

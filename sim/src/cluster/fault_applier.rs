@@ -1,6 +1,6 @@
 //! The fault applier: between two steps the run loop applies the scheduled
 //! faults that are due, then the faults requested through handles, then
-//! lets long partitions give up and ends due pauses. Each kind of fault has
+//! lets long partitions give up and ends due pauses and freezes. Each kind of fault has
 //! its own function here; each says whether it applied (a fault on an
 //! unknown target, or one that does not fit the cluster's state, is skipped
 //! and traced as such).
@@ -37,6 +37,7 @@ impl SimCluster {
             .give_up_partitions(&mut self.sim, &self.trace, now);
         self.links
             .end_due_pauses(&mut self.sim, &self.nodes, &self.trace, now);
+        self.freezes.end_due(&self.trace, now);
         assert!(
             self.schedule
                 .first_key_value()
@@ -52,6 +53,9 @@ impl SimCluster {
             Fault::CrashHost(host) => self.crash_host(host),
             Fault::RestartHost(host) => self.restart_host(host),
             Fault::PauseHost { host, duration_ms } => self.pause_host(host, now + duration_ms),
+            Fault::FreezeHost { host, duration_ms } => {
+                self.worker_hosts.contains(host) && self.freezes.start(host, now + duration_ms)
+            }
             Fault::MoveLeader { partition, to } => self.move_leader(partition, *to),
             Fault::Partition { a, b } => self.partition(a, b, now),
             Fault::Heal { a, b } => self.heal(a, b),
@@ -112,6 +116,7 @@ impl SimCluster {
 
     fn crash_host(&mut self, host: &str) -> bool {
         if self.worker_hosts.contains(host) && self.sim.is_host_running(host) {
+            self.freezes.end_for_restart(&self.trace, host);
             self.sim.crash(host);
             true
         } else {
@@ -121,6 +126,7 @@ impl SimCluster {
 
     fn restart_host(&mut self, host: &str) -> bool {
         if self.worker_hosts.contains(host) {
+            self.freezes.end_for_restart(&self.trace, host);
             self.sim.bounce(host);
             true
         } else {

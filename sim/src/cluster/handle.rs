@@ -115,6 +115,15 @@ impl ClusterHandle {
         });
     }
 
+    /// Stops a worker host whole for `duration_ms`: its code and timers
+    /// (see [`Fault::FreezeHost`]).
+    pub fn freeze_host(&self, host: &str, duration_ms: u64) {
+        self.apply(Fault::FreezeHost {
+            host: host.to_string(),
+            duration_ms,
+        });
+    }
+
     /// Every open transaction is aborted by its coordinator, as if its
     /// timeout had expired.
     pub fn expire_transactions(&self) {

@@ -19,6 +19,7 @@
 //! ```
 
 mod fault_applier;
+mod freeze;
 mod handle;
 mod links;
 
@@ -37,6 +38,7 @@ use crate::seed::Seed;
 use crate::seed_context;
 use crate::trace::{Trace, TraceSummary};
 use crate::world;
+use freeze::Freezes;
 use handle::ControlShared;
 use links::Links;
 
@@ -77,6 +79,8 @@ pub struct SimCluster {
     nodes: Vec<String>,
     /// Partitions, pauses and tuned latencies of the links between nodes.
     links: Links,
+    /// The worker hosts' freeze gates and the freezes to end.
+    freezes: Freezes,
     /// The child seeds derived from `seed`, by name, for the settings.
     derived: Vec<(String, Seed)>,
 }
@@ -145,6 +149,7 @@ impl SimCluster {
         Ok(Self {
             seed,
             links: Links::new(config.tcp_give_up_ms),
+            freezes: Freezes::default(),
             config,
             sim,
             shared,
@@ -188,14 +193,16 @@ impl SimCluster {
     }
 
     /// Adds a restartable worker host: `factory` builds its software at
-    /// start and at every restart. It can be crashed, restarted and paused
-    /// (faults), and never ends the run by itself.
+    /// start and at every restart. It can be crashed, restarted, paused and
+    /// frozen (faults), and never ends the run by itself.
     pub fn host<F, Fut>(&mut self, name: &str, factory: F)
     where
         F: Fn() -> Fut + 'static,
         Fut: Future<Output = turmoil::Result> + 'static,
     {
-        self.sim.host(name, factory);
+        let gate = self.freezes.register(name);
+        self.sim
+            .host(name, move || freeze::freezable(Rc::clone(&gate), factory()));
         self.worker_hosts.insert(name.to_string());
         self.nodes.push(name.to_string());
     }

@@ -830,3 +830,50 @@ pub async fn fetch_stable(
         sleep_ms(20).await;
     }
 }
+
+// ---- sequence checks: what a producer wrote, as the brokers store it ----
+
+/// The id of the broker that coordinates `key` (FindCoordinator, retried
+/// while there is none).
+pub async fn coordinator_id(
+    handle: &ClusterHandle,
+    key_type: eddyline_sim::protocol::CoordinatorType,
+    key: &str,
+) -> i32 {
+    for attempt in 0..1_000 {
+        let response = connect(live_broker(handle, attempt))
+            .call(
+                Request::FindCoordinator(FindCoordinatorRequest {
+                    key_type,
+                    key: key.to_string(),
+                }),
+                500,
+            )
+            .await;
+        if let Ok(Response::FindCoordinator(FindCoordinatorResponse {
+            error: None,
+            node: Some(node),
+        })) = response
+        {
+            return node.id;
+        }
+        sleep_ms(10).await;
+    }
+    panic!("no coordinator for {key}");
+}
+
+/// The last data batch (not a marker) in the leader's log of `tp`: whose
+/// producer id, epoch and sequences a test can reuse to write as that
+/// producer.
+pub fn last_data_batch(
+    handle: &ClusterHandle,
+    tp: &TopicPartition,
+) -> eddyline_sim::records::RecordBatch {
+    let leader = handle.leader_of(tp).expect("a leader");
+    let (batches, _) = handle.replica_log(leader, tp).expect("the leader hosts it");
+    batches
+        .into_iter()
+        .rev()
+        .find(|batch| batch.control.is_none())
+        .unwrap_or_else(|| panic!("no data batch in {tp}"))
+}

@@ -11,6 +11,14 @@
 //! (librdkafka's local session check), means the session is gone: the
 //! partitions are dropped at once, `Lost(..)` is queued, and the member
 //! rejoins.
+//!
+//! `max.poll.interval.ms` as librdkafka enforces it
+//! (`rd_kafka_cgrp_max_poll_interval_check_tmr_cb`, checked twice a second
+//! from the assignment): a member whose application has not called `poll`
+//! for longer leaves the group (LeaveGroup), stops heartbeating, forgets its
+//! member id and loses its partitions; its next `poll` fails once with
+//! `_MAX_POLL_EXCEEDED` (queued after the events already waiting), the one
+//! after hands out `Lost(..)`, and only then does it rejoin, as a new member.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -20,7 +28,7 @@ use eddyline_engine::transport::{
 };
 
 use super::Shared;
-use super::state::{Mode, Phase};
+use super::state::{Mode, Phase, PollClock};
 use crate::client::assignor::{RANGE, decode_subscription, encode_subscription, range_assign};
 use crate::client::connection::Endpoint;
 use crate::client::errors::{self, MEMBER_ID_REQUIRED};
@@ -37,6 +45,10 @@ const CONSUMER_PROTOCOL: &str = "consumer";
 /// How much longer than the rebalance timeout a JoinGroup may take (the
 /// Java client's margin).
 const JOIN_MARGIN_MS: u32 = 5_000;
+/// librdkafka checks `max.poll.interval.ms` on a 500 ms timer
+/// (`rd_kafka_cgrp_start_max_poll_interval_timer`: "The timer interval is
+/// 2 hz").
+const MAX_POLL_CHECK_INTERVAL_MS: u64 = 500;
 
 /// What ended a join attempt that did not produce an assignment.
 enum JoinEnd {
@@ -60,6 +72,14 @@ pub(crate) async fn run(shared: Rc<Shared>) {
             return;
         }
         match phase {
+            Phase::Joining if waits_for_poll(&shared) => {
+                // Left for exceeding max.poll.interval.ms: no rejoin before
+                // the application polls (`rd_kafka_cgrp_join`).
+                let seen = shared.signal.generation();
+                if waits_for_poll(&shared) {
+                    shared.signal.changed_since(seen).await;
+                }
+            }
             Phase::Joining => match join(&shared).await {
                 Ok(()) => backoff.reset(shared.net.options()),
                 Err(JoinEnd::RetryNow) => {}
@@ -82,6 +102,15 @@ pub(crate) async fn run(shared: Rc<Shared>) {
             }
         }
     }
+}
+
+fn waits_for_poll(shared: &Shared) -> bool {
+    shared
+        .state
+        .borrow()
+        .group
+        .as_ref()
+        .is_some_and(|group| group.left_for_max_poll)
 }
 
 async fn coordinator(shared: &Shared) -> Result<Endpoint, JoinEnd> {
@@ -157,11 +186,12 @@ async fn join_group(
     member_id: String,
     subscription: &[String],
 ) -> Result<Joined, JoinEnd> {
-    let options = shared.net.options().clone();
+    // librdkafka announces `max.poll.interval.ms` as the rebalance timeout.
+    let rebalance_timeout_ms = shared.config.max_poll_interval_ms;
     let request = JoinGroupRequest {
         group_id: group_id.to_string(),
         session_timeout_ms: shared.config.session_timeout_ms,
-        rebalance_timeout_ms: options.rebalance_timeout_ms,
+        rebalance_timeout_ms,
         member_id,
         group_instance_id: None,
         protocol_type: CONSUMER_PROTOCOL.to_string(),
@@ -181,7 +211,7 @@ async fn join_group(
         .config
         .request_timeout_ms
         .max(shared.config.session_timeout_ms)
-        .min(options.rebalance_timeout_ms.saturating_add(JOIN_MARGIN_MS)));
+        .min(rebalance_timeout_ms.saturating_add(JOIN_MARGIN_MS)));
     let response = shared
         .net
         .call(coordinator, Lane::Group, request, join_timeout)
@@ -284,6 +314,7 @@ fn install_assignment(
         group.phase = Phase::Stable;
         group.assigned_once = true;
         group.last_heartbeat_ok = now();
+        group.poll_check_since = Some(now());
         let resubscribed = group.subscription != subscription;
         state.set_partitions(&assignment);
         state
@@ -539,7 +570,7 @@ fn session_lost(shared: &Shared, _why: &str) {
 /// SyncGroup the broker is still parking, and a broker serves one request
 /// of a connection at a time.
 pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
-    let (group_id, member_id, coordinator) = {
+    let membership = {
         let state = shared.state.borrow();
         let Some(group) = state.group.as_ref() else {
             return Ok(());
@@ -550,6 +581,14 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
             group.coordinator.clone(),
         )
     };
+    send_leave(shared, membership).await
+}
+
+/// LeaveGroup for (group, member id, known coordinator).
+async fn send_leave(
+    shared: &Shared,
+    (group_id, member_id, coordinator): (String, String, Option<Endpoint>),
+) -> Result<(), TransportError> {
     if member_id.is_empty() {
         return Ok(());
     }
@@ -587,4 +626,116 @@ pub(crate) async fn leave(shared: &Shared) -> Result<(), TransportError> {
         }
         Err(error) => Err(errors::from_net(&error, "LeaveGroup")),
     }
+}
+
+/// Enforces `max.poll.interval.ms` while the consumer is subscribed: wakes
+/// at librdkafka's next 500 ms check after the interval could have passed,
+/// and makes the member leave if it did.
+pub(crate) async fn watch_max_poll(shared: Rc<Shared>) {
+    let interval_ms = u64::from(shared.config.max_poll_interval_ms);
+    loop {
+        let seen = shared.signal.generation();
+        match next_max_poll_check(&shared, interval_ms) {
+            Some(at) => tokio::time::sleep_until(at).await,
+            // Not assigned (or already left): wait for a change.
+            None => shared.signal.changed_since(seen).await,
+        }
+        if let Some(exceeded_by_ms) = max_poll_exceeded_by(&shared, interval_ms) {
+            leave_for_max_poll(&shared, interval_ms, exceeded_by_ms).await;
+        }
+    }
+}
+
+/// When the check timer next fires at or after the earliest moment the
+/// interval could be exceeded; `None` while no check is due (no
+/// assignment yet, or the member already left).
+fn next_max_poll_check(shared: &Shared, interval_ms: u64) -> Option<tokio::time::Instant> {
+    let state = shared.state.borrow();
+    let group = state.group.as_ref()?;
+    let since = group.poll_check_since?;
+    if group.left_for_max_poll
+        || !matches!(group.phase, Phase::Stable | Phase::RevokePending { .. })
+    {
+        return None;
+    }
+    let earliest = match state.poll_clock {
+        PollClock::Since(polled) => polled + ms_u64(interval_ms + 1),
+        PollClock::Polling => now() + ms_u64(interval_ms),
+    };
+    let waited_ms = u64::try_from(earliest.saturating_duration_since(since).as_millis())
+        .expect("ms fit in u64");
+    let ticks = waited_ms.div_ceil(MAX_POLL_CHECK_INTERVAL_MS).max(1);
+    Some(since + ms_u64(ticks * MAX_POLL_CHECK_INTERVAL_MS))
+}
+
+/// By how many ms the application exceeded `max.poll.interval.ms`, if it
+/// did (librdkafka's `rd_kafka_max_poll_exceeded`: not while it waits in a
+/// poll).
+fn max_poll_exceeded_by(shared: &Shared, interval_ms: u64) -> Option<u64> {
+    let state = shared.state.borrow();
+    let group = state.group.as_ref()?;
+    if group.left_for_max_poll
+        || !matches!(group.phase, Phase::Stable | Phase::RevokePending { .. })
+    {
+        return None;
+    }
+    let PollClock::Since(polled) = state.poll_clock else {
+        return None;
+    };
+    let idle_ms = u64::try_from(now().duration_since(polled).as_millis()).expect("ms fit in u64");
+    idle_ms.checked_sub(interval_ms).filter(|by| *by > 0)
+}
+
+/// `rd_kafka_cgrp_max_poll_interval_check_tmr_cb` for the classic
+/// protocol: the `_MAX_POLL_EXCEEDED` error is queued, heartbeats stop, the
+/// member leaves the group (LeaveGroup; a static member would not, and the
+/// simulated consumer has none), forgets its member id and loses its
+/// partitions (`rd_kafka_cgrp_revoke_all_rejoin_maybe` with `lost`).
+async fn leave_for_max_poll(shared: &Shared, interval_ms: u64, exceeded_by_ms: u64) {
+    let membership = {
+        let mut state = shared.state.borrow_mut();
+        state
+            .events
+            .retain(|event| !matches!(event, ConsumerEvent::Revoked(_)));
+        for partition in state.partitions.values_mut() {
+            partition.buffered.clear();
+            partition.buffer_end = None;
+        }
+        let owned = state.owned();
+        let error = TransportError::new(
+            ErrorKind::Retriable,
+            ErrorCode::MaxPollExceeded,
+            format!(
+                "application maximum poll interval ({interval_ms}ms) exceeded by {exceeded_by_ms}ms: the member left its group"
+            ),
+        );
+        state.poll_error = Some((state.events.len(), error));
+        let group = state.group.as_mut().expect("group member");
+        let membership = (
+            group.group_id.clone(),
+            group.member_id.clone(),
+            group.coordinator.clone(),
+        );
+        group.left_for_max_poll = true;
+        group.poll_check_since = None;
+        if owned.is_empty() {
+            group.phase = Phase::Joining;
+            group.generation_id = -1;
+            group.member_id.clear();
+        } else {
+            // As after a lost session: the stale generation stays visible
+            // until `Lost` is handed out, and commits with it are refused.
+            group.phase = Phase::LostPending;
+            state.events.push_back(ConsumerEvent::Lost(owned));
+        }
+        membership
+    };
+    shared.signal.raise();
+    // Best effort, as librdkafka's `rd_kafka_cgrp_leave`: without an answer
+    // the session expires at the coordinator.
+    let _ = send_leave(shared, membership).await;
+}
+
+fn ms_u64(value: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(value)
 }

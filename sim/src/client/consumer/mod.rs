@@ -24,7 +24,7 @@ use eddyline_engine::transport::{
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use self::state::{GroupState, Mode, Phase, State};
+use self::state::{GroupState, Mode, Phase, PollClock, State};
 use super::errors::{self, OFFSET_OUT_OF_RANGE};
 use super::fetch_filter::filter_fetch_owned;
 use super::metadata::Leader;
@@ -49,7 +49,31 @@ pub(crate) struct Shared {
 pub struct SimConsumer {
     shared: Rc<Shared>,
     group_task: Option<JoinHandle<()>>,
+    /// Enforces `max.poll.interval.ms` while subscribed.
+    poll_watch: Option<JoinHandle<()>>,
     tasks: JoinSet<()>,
+}
+
+/// Marks a running `poll` for `max.poll.interval.ms`: the interval is not
+/// enforced while the application waits in `poll`, and counts again from
+/// when it returns (also when the poll future is dropped).
+struct PollClockGuard {
+    shared: Rc<Shared>,
+}
+
+impl PollClockGuard {
+    fn start(shared: &Rc<Shared>) -> Self {
+        shared.state.borrow_mut().poll_clock = PollClock::Polling;
+        Self {
+            shared: Rc::clone(shared),
+        }
+    }
+}
+
+impl Drop for PollClockGuard {
+    fn drop(&mut self) {
+        self.shared.state.borrow_mut().poll_clock = PollClock::Since(now());
+    }
 }
 
 impl SimConsumer {
@@ -62,6 +86,7 @@ impl SimConsumer {
                 signal: Signal::default(),
             }),
             group_task: None,
+            poll_watch: None,
             tasks: JoinSet::new(),
         }
     }
@@ -215,6 +240,9 @@ impl SimConsumer {
 impl Drop for SimConsumer {
     fn drop(&mut self) {
         if let Some(task) = self.group_task.take() {
+            task.abort();
+        }
+        if let Some(task) = self.poll_watch.take() {
             task.abort();
         }
         self.tasks.abort_all();
@@ -651,21 +679,15 @@ impl Consumer for SimConsumer {
                 }
                 Mode::Idle => {
                     state.mode = Mode::Group;
-                    state.group = Some(GroupState {
-                        group_id,
-                        subscription,
-                        member_id: String::new(),
-                        generation_id: -1,
-                        phase: Phase::Joining,
-                        coordinator: None,
-                        assigned_once: false,
-                        last_heartbeat_ok: now(),
-                    });
+                    state.group = Some(GroupState::new(group_id, subscription, now()));
                 }
             }
         }
         if self.group_task.is_none() {
             self.group_task = Some(tokio::task::spawn_local(group::run(Rc::clone(
+                &self.shared,
+            ))));
+            self.poll_watch = Some(tokio::task::spawn_local(group::watch_max_poll(Rc::clone(
                 &self.shared,
             ))));
         }
@@ -705,6 +727,7 @@ impl Consumer for SimConsumer {
         if let Some(fatal) = self.shared.state.borrow().fatal.clone() {
             return Err(fatal);
         }
+        let _polling = PollClockGuard::start(&self.shared);
         self.complete_revoke();
         if max_events == 0 {
             return Ok(Vec::new());
@@ -713,6 +736,12 @@ impl Consumer for SimConsumer {
         loop {
             let seen = self.shared.signal.generation();
             self.maintain();
+            let error = self.shared.state.borrow_mut().take_poll_error();
+            if let Some(error) = error {
+                // The member may rejoin now that the application polled.
+                self.shared.signal.raise();
+                return Err(error);
+            }
             let events = self.shared.state.borrow_mut().take_events(max_events);
             if !events.is_empty() {
                 // Handing out `Lost` moves the member on: wake the group task.
@@ -833,6 +862,9 @@ impl Consumer for SimConsumer {
     /// says the client is misconfigured is returned.
     async fn close(mut self) -> TransportResult<()> {
         if let Some(task) = self.group_task.take() {
+            task.abort();
+        }
+        if let Some(task) = self.poll_watch.take() {
             task.abort();
         }
         self.tasks.abort_all();

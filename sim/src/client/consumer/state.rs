@@ -81,6 +81,42 @@ pub(crate) struct GroupState {
     /// Whether an assignment was ever received (`group_metadata`).
     pub assigned_once: bool,
     pub last_heartbeat_ok: Instant,
+    /// When the `max.poll.interval.ms` check timer started (the last
+    /// assignment): librdkafka checks every 500 ms from then.
+    pub poll_check_since: Option<Instant>,
+    /// The member left its group because it did not poll in time: it
+    /// rejoins as a new member (empty member id), and not before the
+    /// application polled again (librdkafka's
+    /// `RD_KAFKA_CGRP_F_MAX_POLL_EXCEEDED`).
+    pub left_for_max_poll: bool,
+}
+
+impl GroupState {
+    pub(crate) fn new(group_id: String, subscription: Vec<String>, now: Instant) -> Self {
+        Self {
+            group_id,
+            subscription,
+            member_id: String::new(),
+            generation_id: -1,
+            phase: Phase::Joining,
+            coordinator: None,
+            assigned_once: false,
+            last_heartbeat_ok: now,
+            poll_check_since: None,
+            left_for_max_poll: false,
+        }
+    }
+}
+
+/// When the application last called `poll`, for `max.poll.interval.ms`
+/// (librdkafka's `rk_ts_last_poll`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PollClock {
+    /// A poll is running: the interval is not enforced (librdkafka's
+    /// `rd_kafka_app_poll_start` with a blocking poll).
+    Polling,
+    /// The last poll returned then (or the consumer was created then).
+    Since(Instant),
 }
 
 #[derive(Debug)]
@@ -92,6 +128,11 @@ pub(crate) struct State {
     pub group: Option<GroupState>,
     /// An error `poll` must report (the group cannot go on).
     pub fatal: Option<TransportError>,
+    /// An error the next `poll` reports once, after the `after_events`
+    /// events queued before it (librdkafka's consumer error op in the
+    /// queue: `_MAX_POLL_EXCEEDED`).
+    pub poll_error: Option<(usize, TransportError)>,
+    pub poll_clock: PollClock,
     pub fetch_brokers: BTreeSet<BrokerId>,
     pub metadata_in_flight: bool,
     pub metadata_not_before: Option<Instant>,
@@ -109,6 +150,8 @@ impl State {
             events: VecDeque::new(),
             group: None,
             fatal: None,
+            poll_error: None,
+            poll_clock: PollClock::Since(crate::client::now()),
             fetch_brokers: BTreeSet::new(),
             metadata_in_flight: false,
             metadata_not_before: None,
@@ -164,9 +207,30 @@ impl State {
         )
     }
 
+    /// The error `poll` reports now, if one is due: once every event queued
+    /// before it was handed out. The application polled, so a member that
+    /// left for exceeding `max.poll.interval.ms` may rejoin.
+    pub(crate) fn take_poll_error(&mut self) -> Option<TransportError> {
+        match &self.poll_error {
+            Some((0, _)) => {
+                let (_, error) = self.poll_error.take().expect("matched");
+                if let Some(group) = self.group.as_mut() {
+                    group.left_for_max_poll = group.phase == Phase::LostPending;
+                }
+                Some(error)
+            }
+            _ => None,
+        }
+    }
+
     /// Hands out at most `max` events: group events first (in order), then
-    /// messages, round-robin over partitions, advancing positions.
+    /// messages, round-robin over partitions, advancing positions. Events
+    /// queued after a pending poll error wait until it is handed out.
     pub(crate) fn take_events(&mut self, max: usize) -> Vec<ConsumerEvent> {
+        let max = match &self.poll_error {
+            Some((before, _)) => max.min(*before),
+            None => max,
+        };
         let mut out = Vec::new();
         while out.len() < max {
             let Some(event) = self.events.pop_front() else {
@@ -175,11 +239,19 @@ impl State {
             let revoked = matches!(event, ConsumerEvent::Revoked(_));
             let lost = matches!(event, ConsumerEvent::Lost(_));
             out.push(event);
+            if let Some((before, _)) = self.poll_error.as_mut() {
+                *before -= 1;
+            }
             if lost {
                 if let Some(group) = self.group.as_mut() {
                     if group.phase == Phase::LostPending {
                         group.phase = Phase::Joining;
                         group.generation_id = -1;
+                    }
+                    if group.left_for_max_poll {
+                        // It left the group: it joins again as a new member.
+                        group.member_id.clear();
+                        group.left_for_max_poll = false;
                     }
                 }
                 self.partitions.clear();
@@ -195,7 +267,7 @@ impl State {
                 return out;
             }
         }
-        if !self.events.is_empty() || !self.messages_allowed() {
+        if !self.events.is_empty() || !self.messages_allowed() || self.poll_error.is_some() {
             return out;
         }
         let keys: Vec<TopicPartition> = self
@@ -280,14 +352,11 @@ mod tests {
         let mut state = State::new();
         with_buffer(&mut state, 0, &[0, 1], 2);
         state.group = Some(GroupState {
-            group_id: "g".into(),
-            subscription: vec!["t".into()],
             member_id: "m".into(),
             generation_id: 1,
             phase: Phase::RevokePending { delivered: false },
-            coordinator: None,
             assigned_once: true,
-            last_heartbeat_ok: crate::client::now(),
+            ..GroupState::new("g".into(), vec!["t".into()], crate::client::now())
         });
         state
             .events
@@ -318,14 +387,11 @@ mod tests {
             .buffered
             .clear();
         state.group = Some(GroupState {
-            group_id: "g".into(),
-            subscription: vec!["t".into()],
             member_id: "m".into(),
             generation_id: 4,
             phase: Phase::LostPending,
-            coordinator: None,
             assigned_once: true,
-            last_heartbeat_ok: crate::client::now(),
+            ..GroupState::new("g".into(), vec!["t".into()], crate::client::now())
         });
         state
             .events
@@ -342,6 +408,43 @@ mod tests {
             (group.phase.clone(), group.generation_id),
             (Phase::Joining, -1)
         );
+    }
+
+    #[test]
+    fn a_poll_error_comes_after_the_events_queued_before_it_and_before_the_loss() {
+        let mut state = State::new();
+        with_buffer(&mut state, 0, &[0], 1);
+        state.group = Some(GroupState {
+            member_id: "m".into(),
+            generation_id: 2,
+            phase: Phase::LostPending,
+            assigned_once: true,
+            left_for_max_poll: true,
+            ..GroupState::new("g".into(), vec!["t".into()], crate::client::now())
+        });
+        let owned = vec![TopicPartition::new("t", 0)];
+        state
+            .events
+            .push_back(ConsumerEvent::Assigned(owned.clone()));
+        let error = TransportError::new(
+            eddyline_engine::transport::ErrorKind::Retriable,
+            eddyline_engine::transport::ErrorCode::MaxPollExceeded,
+            "late",
+        );
+        state.poll_error = Some((1, error.clone()));
+        state.events.push_back(ConsumerEvent::Lost(owned.clone()));
+        assert!(state.take_poll_error().is_none(), "an event comes first");
+        assert_eq!(
+            state.take_events(10),
+            vec![ConsumerEvent::Assigned(owned.clone())]
+        );
+        assert_eq!(state.take_poll_error(), Some(error));
+        assert!(state.take_poll_error().is_none(), "reported once");
+        assert_eq!(state.take_events(10), vec![ConsumerEvent::Lost(owned)]);
+        let group = state.group.as_ref().unwrap();
+        assert_eq!(group.phase, Phase::Joining);
+        assert!(group.member_id.is_empty(), "rejoins as a new member");
+        assert!(!group.left_for_max_poll, "free to rejoin");
     }
 
     #[test]

@@ -12,9 +12,21 @@
 //!   sequence numbers (the broker de-duplicates); while one is waiting for
 //!   a retry, only the oldest unacknowledged batch of the partition may be
 //!   (re)sent, so the broker sees sequences in order;
-//! - OUT_OF_ORDER_SEQUENCE_NUMBER for a batch behind an unacknowledged one
-//!   is expected (its predecessor failed) and retried; for the oldest one it
-//!   means the broker lost the producer's state: the batch fails;
+//! - a batch to retry waits until nothing else of its partition is in
+//!   flight (librdkafka's `rd_kafka_idemp_drain_toppar`, "drain before
+//!   retrying");
+//! - OUT_OF_ORDER_SEQUENCE_NUMBER is judged as librdkafka 2.x judges it
+//!   (`rd_kafka_handle_idempotent_Produce_error`): for the batch whose first
+//!   sequence is the next one the producer expects to be acknowledged (the
+//!   head of line) producer and broker disagree, a fatal error for both
+//!   kinds of producer (`rd_kafka_idemp_set_fatal_error`); for a batch
+//!   behind an unacknowledged one, an earlier batch may have failed: a
+//!   transactional producer's transaction becomes abortable and its epoch is
+//!   bumped after the abort (`rd_kafka_idemp_drain_epoch_bump` ->
+//!   `rd_kafka_txn_set_abortable_error_with_bump`), an idempotent producer
+//!   stops sending, waits for what is in flight, bumps its epoch itself and
+//!   sends the unacknowledged batches again with sequences from 0
+//!   (`rd_kafka_idemp_drain_epoch_bump` -> `rd_kafka_idemp_drain_done`);
 //! - a batch that fails for good leaves a gap in the sequence: every later
 //!   batch of the partition fails too (one whose answer is still out is
 //!   resolved by that answer if it was appended), and the producer gets a
@@ -115,6 +127,11 @@ struct Batch {
 struct PartitionQueue {
     pending: VecDeque<PendingRecord>,
     next_sequence: i32,
+    /// The first sequence not acknowledged yet (librdkafka's
+    /// `rktp_eos.next_ack_seq`): a batch starting here is the head of line.
+    /// Moves only with acknowledgements, so a batch behind one that failed
+    /// for good is still behind.
+    next_ack_sequence: i32,
     /// Sequenced, unacknowledged batches in sequence order.
     batches: VecDeque<Batch>,
 }
@@ -155,6 +172,11 @@ pub(crate) struct ProducerCore {
     identity_reset_pending: bool,
     /// Transactional producer: bump the epoch when the transaction aborts.
     epoch_bump_needed: bool,
+    /// Idempotent producer: a batch was refused out of order behind an
+    /// unacknowledged one; nothing is sent until nothing is in flight, then
+    /// the epoch is bumped and every unacknowledged batch renumbered
+    /// (librdkafka's DRAIN_BUMP state).
+    epoch_bump_draining: bool,
     fatal: Option<TransportError>,
     txn: TxnState,
     txn_partitions: BTreeSet<TopicPartition>,
@@ -202,6 +224,7 @@ impl ProducerCore {
             identity: None,
             identity_reset_pending: false,
             epoch_bump_needed: false,
+            epoch_bump_draining: false,
             fatal: None,
             txn,
             txn_partitions: BTreeSet::new(),
@@ -240,8 +263,10 @@ impl ProducerCore {
         self.identity = Some(identity);
         self.identity_reset_pending = false;
         self.epoch_bump_needed = false;
+        self.epoch_bump_draining = false;
         for queue in self.partitions.values_mut() {
             queue.next_sequence = 0;
+            queue.next_ack_sequence = 0;
         }
     }
 
@@ -626,7 +651,7 @@ impl ProducerCore {
         now_ms: u64,
         leader_of: &dyn Fn(&TopicPartition) -> Option<BrokerId>,
     ) -> Vec<ProducePlan> {
-        if !self.sending_allowed() {
+        if !self.sending_allowed() || !self.epoch_bump_drained() {
             return Vec::new();
         }
         let identity = self.identity.expect("sending requires an identity");
@@ -646,12 +671,18 @@ impl ProducerCore {
                 .batches
                 .iter()
                 .any(|batch| matches!(batch.state, BatchState::Retry { .. }));
+            let in_flight = queue
+                .batches
+                .iter()
+                .any(|batch| batch.state == BatchState::InFlight);
             // Whether the loops below would plan anything (the leader is
-            // looked up only then).
+            // looked up only then). A retry waits for the partition's
+            // requests in flight to be answered first.
             let sendable = if retry_waiting {
-                queue.batches.front().is_some_and(|head| {
-                    matches!(head.state, BatchState::Retry { not_before_ms } if not_before_ms <= now_ms)
-                })
+                !in_flight
+                    && queue.batches.front().is_some_and(|head| {
+                        matches!(head.state, BatchState::Retry { not_before_ms } if not_before_ms <= now_ms)
+                    })
             } else {
                 new_batches_allowed
                     && queue.batches.len() < settings.max_in_flight
@@ -747,15 +778,14 @@ impl ProducerCore {
             return FollowUp::default();
         }
         if errors::is_fencing_error(code) {
-            self.set_fatal(TransportError::new(
-                ErrorKind::Fenced,
-                code,
-                format!("producer fenced while producing to {partition}: {code:?}"),
-            ));
+            self.fenced_while_producing(partition, index, code);
             return FollowUp::default();
         }
-        let expected_out_of_order = code == ErrorCode::OutOfOrderSequenceNumber && index > 0;
-        if errors::is_retriable(code) || expected_out_of_order {
+        if code == ErrorCode::OutOfOrderSequenceNumber {
+            self.out_of_order(partition, index, now_ms);
+            return FollowUp::default();
+        }
+        if errors::is_retriable(code) {
             let follow_up = FollowUp {
                 refresh_leader: errors::is_leadership_error(code),
             };
@@ -798,6 +828,132 @@ impl ProducerCore {
         FollowUp::default()
     }
 
+    /// INVALID_PRODUCER_EPOCH (or another fencing code) for a batch: the
+    /// batch fails with it and the producer is fenced. For a transactional
+    /// producer librdkafka reports the fencing itself as `_FENCED`
+    /// (`rd_kafka_handle_Produce_error`: `rd_kafka_txn_set_fatal_error(..,
+    /// RD_KAFKA_RESP_ERR__FENCED, ..)`), which the rdkafka transport maps to
+    /// PRODUCER_FENCED: later calls fail with that code.
+    fn fenced_while_producing(
+        &mut self,
+        partition: &TopicPartition,
+        index: usize,
+        code: ErrorCode,
+    ) {
+        let queue = self.partitions.get_mut(partition).expect("queue exists");
+        let batch = queue.batches.remove(index).expect("index is valid");
+        let batch_error = TransportError::new(
+            ErrorKind::Fenced,
+            code,
+            format!("producer fenced while producing to {partition}: {code:?}"),
+        );
+        for slot in batch.slots {
+            let _ = slot.send(Err(batch_error.clone()));
+        }
+        let fatal_code = if self.settings.transactional && code == ErrorCode::InvalidProducerEpoch {
+            ErrorCode::ProducerFenced
+        } else {
+            code
+        };
+        self.set_fatal(TransportError::new(
+            ErrorKind::Fenced,
+            fatal_code,
+            format!(
+                "the producer was fenced by a newer instance: producing to {partition} got {code:?}"
+            ),
+        ));
+    }
+
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER for the batch at `index`, as librdkafka
+    /// 2.x judges it in `rd_kafka_handle_idempotent_Produce_error`: by where
+    /// the batch starts relative to the next sequence the producer expects
+    /// to be acknowledged.
+    fn out_of_order(&mut self, partition: &TopicPartition, index: usize, now_ms: u64) {
+        let queue = self.partitions.get(partition).expect("queue exists");
+        let batch = &queue.batches[index];
+        let (base_sequence, deadline_ms) = (batch.base_sequence, batch.deadline_ms);
+        let code = ErrorCode::OutOfOrderSequenceNumber;
+        if base_sequence == queue.next_ack_sequence {
+            // The head of line: the broker lost or rewrote what this
+            // producer wrote. Ordering and exactly-once can no longer be
+            // reasoned about (`rd_kafka_idemp_set_fatal_error`: a fatal
+            // error, for a transactional producer through
+            // `rd_kafka_txn_set_fatal_error`).
+            self.set_fatal(TransportError::new(
+                ErrorKind::Fatal,
+                code,
+                format!(
+                    "producing to {partition} failed: the broker refused sequence {base_sequence}, the next one it should accept (sequence desynchronization)"
+                ),
+            ));
+        } else if self.settings.transactional {
+            // Behind an unacknowledged batch, which may have failed: the
+            // transaction cannot commit and the epoch is bumped after the
+            // abort (`rd_kafka_idemp_drain_epoch_bump` with a transaction:
+            // `rd_kafka_txn_set_abortable_error_with_bump`).
+            let error = TransportError::new(
+                ErrorKind::Abortable,
+                code,
+                format!(
+                    "producing to {partition} failed: sequence {base_sequence} refused behind an unacknowledged batch (skipped sequence numbers)"
+                ),
+            );
+            self.fail_for_good(partition, index, error);
+        } else if deadline_ms <= now_ms {
+            let error = errors::timed_out(format!(
+                "delivery to {partition} timed out (last error {code:?})"
+            ));
+            self.fail_for_good(partition, index, error);
+        } else {
+            // Idempotent: sent again, without counting an attempt, once
+            // the epoch is bumped (`rd_kafka_idemp_drain_epoch_bump`).
+            let queue = self.partitions.get_mut(partition).expect("queue exists");
+            queue.batches[index].state = BatchState::Retry {
+                not_before_ms: now_ms,
+            };
+            self.epoch_bump_draining = true;
+        }
+    }
+
+    /// Idempotent producer: whether sending may go on. During an epoch-bump
+    /// drain nothing is sent; once no batch is in flight the producer bumps
+    /// its own epoch (`rd_kafka_idemp_drain_done`: `rd_kafka_pid_bump`, the
+    /// epoch + 1 wrapping at `i16::MAX` like librdkafka) and renumbers every
+    /// unacknowledged batch from sequence 0, partition by partition.
+    fn epoch_bump_drained(&mut self) -> bool {
+        if !self.epoch_bump_draining {
+            return true;
+        }
+        let in_flight = self.partitions.values().any(|queue| {
+            queue
+                .batches
+                .iter()
+                .any(|batch| batch.state == BatchState::InFlight)
+        });
+        if in_flight {
+            return false;
+        }
+        let identity = self.identity.expect("batches were sent with an identity");
+        let bumped = Identity {
+            id: identity.id,
+            epoch: ((i32::from(identity.epoch) + 1) & i32::from(i16::MAX)) as ProducerEpoch,
+        };
+        self.identity = Some(bumped);
+        for queue in self.partitions.values_mut() {
+            let mut sequence = 0;
+            for batch in queue.batches.iter_mut() {
+                batch.identity = bumped;
+                batch.base_sequence = sequence;
+                let count = i32::try_from(batch.records.len()).expect("batch size fits in i32");
+                sequence = increment_sequence(sequence, count);
+            }
+            queue.next_sequence = sequence;
+            queue.next_ack_sequence = 0;
+        }
+        self.epoch_bump_draining = false;
+        true
+    }
+
     fn retry_backoff_ms(&self, attempts: u32) -> u64 {
         let shift = attempts.saturating_sub(1).min(16);
         (self.settings.retry_backoff_ms << shift).min(self.settings.retry_backoff_max_ms)
@@ -816,6 +972,8 @@ impl ProducerCore {
     fn complete_appended(&mut self, partition: &TopicPartition, index: usize, base_offset: i64) {
         let queue = self.partitions.get_mut(partition).expect("queue exists");
         let batch = queue.batches.remove(index).expect("index is valid");
+        let count = i32::try_from(batch.slots.len()).expect("batch size fits in i32");
+        queue.next_ack_sequence = increment_sequence(batch.base_sequence, count);
         for (offset_in_batch, slot) in batch.slots.into_iter().enumerate() {
             let offset = if base_offset >= 0 {
                 base_offset + offset_in_batch as i64

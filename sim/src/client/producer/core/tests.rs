@@ -241,7 +241,7 @@ mod retries {
     }
 
     #[test]
-    fn out_of_order_behind_a_failed_batch_is_retried_after_it_in_sequence_order() {
+    fn out_of_order_behind_a_failed_batch_bumps_the_epoch_and_renumbers_from_zero() {
         let mut core = idempotent();
         let mut outcomes: Vec<Outcome> = (0..6)
             .map(|i| send(&mut core, 0, &i.to_string(), 0))
@@ -261,9 +261,16 @@ mod retries {
             BatchOutcome::Failed(ErrorCode::OutOfOrderSequenceNumber),
             21,
         );
-        // Only the oldest goes out again.
+        assert!(
+            delivered(&mut outcomes[3]).is_none(),
+            "sent again, not failed"
+        );
+        // Nothing is in flight: the epoch goes from 0 to 1 and the oldest
+        // batch goes out again from sequence 0.
         let plans = core.drain(500, &leader_zero);
         assert_eq!(sequences(&plans), vec![(0, 0, 3)]);
+        assert_eq!(plans[0].batches[0].batch.producer_epoch, 1);
+        assert_eq!(plans[0].batches[0].batch.producer_id, 7);
         assert!(core.drain(500, &leader_zero).is_empty());
         core.on_batch_outcome(
             &tp(0),
@@ -273,6 +280,7 @@ mod retries {
         );
         let plans = core.drain(510, &leader_zero);
         assert_eq!(sequences(&plans), vec![(0, 3, 3)]);
+        assert_eq!(plans[0].batches[0].batch.producer_epoch, 1);
         core.on_batch_outcome(
             &tp(0),
             second,
@@ -284,6 +292,75 @@ mod retries {
             .map(|o| delivered(o).unwrap().unwrap().offset)
             .collect();
         assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
+        // Later batches carry on in the new epoch.
+        let _later = send(&mut core, 0, "later", 520);
+        let plans = core.drain(600, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 6, 1)]);
+        assert_eq!(plans[0].batches[0].batch.producer_epoch, 1);
+    }
+
+    #[test]
+    fn the_epoch_bump_waits_for_every_batch_in_flight_on_every_partition() {
+        let mut core = idempotent();
+        let _a = send(&mut core, 0, "a", 0);
+        let _b = send(&mut core, 1, "b", 0);
+        let plans = core.drain(10, &leader_zero);
+        let first_p0 = plans[0].batches[0].batch_id;
+        let p1 = plans[0].batches[1].batch_id;
+        let _c = send(&mut core, 0, "c", 11);
+        let plans = core.drain(20, &leader_zero);
+        let second_p0 = plans[0].batches[0].batch_id;
+        core.on_batch_outcome(
+            &tp(0),
+            second_p0,
+            BatchOutcome::Failed(ErrorCode::OutOfOrderSequenceNumber),
+            30,
+        );
+        let _d = send(&mut core, 1, "d", 31);
+        assert!(core.drain(100, &leader_zero).is_empty(), "draining");
+        core.on_batch_outcome(&tp(1), p1, BatchOutcome::Appended { base_offset: 0 }, 110);
+        core.on_batch_outcome(
+            &tp(0),
+            first_p0,
+            BatchOutcome::Appended { base_offset: 0 },
+            111,
+        );
+        let plans = core.drain(120, &leader_zero);
+        // Every partition restarts at 0 in epoch 1.
+        assert_eq!(sequences(&plans), vec![(0, 0, 1), (1, 0, 1)]);
+        assert!(
+            plans
+                .iter()
+                .flat_map(|plan| &plan.batches)
+                .all(|planned| planned.batch.producer_epoch == 1)
+        );
+    }
+
+    #[test]
+    fn a_retry_waits_until_nothing_else_of_its_partition_is_in_flight() {
+        let mut core = idempotent();
+        let _a = send(&mut core, 0, "a", 0);
+        let first = core.drain(10, &leader_zero)[0].batches[0].batch_id;
+        let _b = send(&mut core, 0, "b", 11);
+        let second = core.drain(20, &leader_zero)[0].batches[0].batch_id;
+        core.on_batch_outcome(
+            &tp(0),
+            first,
+            BatchOutcome::Failed(ErrorCode::NotLeaderOrFollower),
+            30,
+        );
+        assert!(
+            core.drain(1_000, &leader_zero).is_empty(),
+            "the second is in flight"
+        );
+        core.on_batch_outcome(
+            &tp(0),
+            second,
+            BatchOutcome::Failed(ErrorCode::NotLeaderOrFollower),
+            1_001,
+        );
+        let plans = core.drain(1_001, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 0, 1)]);
     }
 
     #[test]
@@ -336,24 +413,39 @@ mod retries {
     }
 
     #[test]
-    fn out_of_order_for_the_oldest_batch_fails_it_and_the_producer_gets_a_new_id() {
+    fn out_of_order_for_the_oldest_unacknowledged_batch_is_a_fatal_error() {
         let mut core = idempotent();
         let mut a = send(&mut core, 0, "a", 0);
         let plans = core.drain(10, &leader_zero);
         core.on_batch_outcome(
             &tp(0),
             plans[0].batches[0].batch_id,
-            BatchOutcome::Failed(ErrorCode::OutOfOrderSequenceNumber),
+            BatchOutcome::Appended { base_offset: 0 },
             20,
         );
-        let error = delivered(&mut a).unwrap().unwrap_err();
-        assert_eq!(error.code, ErrorCode::OutOfOrderSequenceNumber);
-        assert_eq!(error.kind, ErrorKind::Fatal);
-        assert!(core.wants_identity());
-        core.begin_flush();
+        let mut b = send(&mut core, 0, "b", 20);
+        let plans = core.drain(30, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 1, 1)]);
+        let mut c = send(&mut core, 0, "c", 31);
+        core.on_batch_outcome(
+            &tp(0),
+            plans[0].batches[0].batch_id,
+            BatchOutcome::Failed(ErrorCode::OutOfOrderSequenceNumber),
+            40,
+        );
+        assert!(delivered(&mut a).unwrap().is_ok());
+        for outcome in [&mut b, &mut c] {
+            let error = delivered(outcome).unwrap().unwrap_err();
+            assert_eq!(
+                (error.kind, error.code),
+                (ErrorKind::Fatal, ErrorCode::OutOfOrderSequenceNumber)
+            );
+        }
+        assert!(!core.wants_identity(), "no way on after a fatal error");
+        let error = core.check_can_send().unwrap_err();
         assert_eq!(
-            core.end_flush().map(|e| e.code),
-            Some(ErrorCode::OutOfOrderSequenceNumber)
+            (error.kind, error.code),
+            (ErrorKind::Fatal, ErrorCode::OutOfOrderSequenceNumber)
         );
     }
 
@@ -422,6 +514,36 @@ mod fencing {
         assert_eq!(core.start_commit().unwrap_err().kind, ErrorKind::Fenced);
         assert_eq!(core.start_abort().unwrap_err().kind, ErrorKind::Fenced);
         assert!(core.is_idle());
+    }
+
+    #[test]
+    fn an_old_epoch_on_produce_fences_a_transactional_producer_as_producer_fenced() {
+        let mut core = in_transaction();
+        core.partition_added(&tp(0), None);
+        let mut a = send(&mut core, 0, "a", 0);
+        let plans = core.drain(10, &leader_zero);
+        let mut b = send(&mut core, 0, "b", 11);
+        core.on_batch_outcome(
+            &tp(0),
+            plans[0].batches[0].batch_id,
+            BatchOutcome::Failed(ErrorCode::InvalidProducerEpoch),
+            20,
+        );
+        let error = delivered(&mut a).unwrap().unwrap_err();
+        assert_eq!(
+            (error.kind, error.code),
+            (ErrorKind::Fenced, ErrorCode::InvalidProducerEpoch)
+        );
+        let error = delivered(&mut b).unwrap().unwrap_err();
+        assert_eq!(
+            (error.kind, error.code),
+            (ErrorKind::Fenced, ErrorCode::ProducerFenced)
+        );
+        let error = core.start_commit().unwrap_err();
+        assert_eq!(
+            (error.kind, error.code),
+            (ErrorKind::Fenced, ErrorCode::ProducerFenced)
+        );
     }
 }
 
@@ -528,6 +650,66 @@ mod transactions {
         );
         assert!(core.is_idle(), "nothing left to wait for");
         assert!(core.epoch_bump_needed(), "the batch may have been appended");
+    }
+
+    #[test]
+    fn out_of_order_behind_an_unacknowledged_batch_makes_the_transaction_abortable_with_a_bump() {
+        let mut core = in_transaction();
+        core.partition_added(&tp(0), None);
+        let mut a = send(&mut core, 0, "a", 0);
+        let first = core.drain(10, &leader_zero)[0].batches[0].batch_id;
+        let mut b = send(&mut core, 0, "b", 11);
+        let second = core.drain(20, &leader_zero)[0].batches[0].batch_id;
+        let mut c = send(&mut core, 0, "c", 21);
+        core.on_batch_outcome(
+            &tp(0),
+            second,
+            BatchOutcome::Failed(ErrorCode::OutOfOrderSequenceNumber),
+            30,
+        );
+        let error = delivered(&mut b).unwrap().unwrap_err();
+        assert_eq!(
+            (error.kind, error.code),
+            (ErrorKind::Abortable, ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            delivered(&mut c).unwrap().unwrap_err().kind,
+            ErrorKind::Abortable
+        );
+        assert!(
+            matches!(core.txn_state(), TxnState::Abortable(e) if e.code == ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert!(core.fatal().is_none());
+        // The first batch is still in flight and resolved by its answer.
+        core.on_batch_outcome(&tp(0), first, BatchOutcome::Appended { base_offset: 0 }, 40);
+        assert!(delivered(&mut a).unwrap().is_ok());
+        core.start_abort().unwrap();
+        assert!(core.is_idle());
+        assert!(
+            core.epoch_bump_needed(),
+            "KIP-360: the epoch is bumped after the abort"
+        );
+    }
+
+    #[test]
+    fn out_of_order_for_the_head_of_line_is_fatal_for_a_transactional_producer() {
+        let mut core = in_transaction();
+        core.partition_added(&tp(0), None);
+        let mut a = send(&mut core, 0, "a", 0);
+        let plans = core.drain(10, &leader_zero);
+        core.on_batch_outcome(
+            &tp(0),
+            plans[0].batches[0].batch_id,
+            BatchOutcome::Failed(ErrorCode::OutOfOrderSequenceNumber),
+            20,
+        );
+        let error = delivered(&mut a).unwrap().unwrap_err();
+        assert_eq!(
+            (error.kind, error.code),
+            (ErrorKind::Fatal, ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(core.start_commit().unwrap_err().kind, ErrorKind::Fatal);
+        assert_eq!(core.start_abort().unwrap_err().kind, ErrorKind::Fatal);
     }
 
     #[test]
