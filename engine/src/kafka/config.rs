@@ -74,6 +74,7 @@ const PROTECTED: &[&str] = &[
     "partition.assignment.strategy",
     "session.timeout.ms",
     "heartbeat.interval.ms",
+    "max.poll.interval.ms",
     "enable.partition.eof",
     "enable.idempotence",
     "acks",

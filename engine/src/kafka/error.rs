@@ -228,6 +228,7 @@ mod tests {
             (R::Fenced, ErrorCode::ProducerFenced),
             (R::Authentication, ErrorCode::SaslAuthenticationFailed),
             (R::QueueFull, ErrorCode::Other(-184)),
+            (R::PollExceeded, ErrorCode::MaxPollExceeded),
         ] {
             assert_eq!(code_of(librdkafka), seam, "{librdkafka:?}");
         }
