@@ -425,11 +425,17 @@ async fn poll_messages<C: Consumer>(
     consumer: &mut C,
     messages: &mut Vec<Message>,
 ) -> Result<(), Failure> {
-    for event in consumer
-        .poll(POLL_MAX_EVENTS, POLL)
-        .await
-        .or_fail("polling")?
-    {
+    let events = match consumer.poll(POLL_MAX_EVENTS, POLL).await {
+        Ok(events) => events,
+        // A retriable error (a broker's connection died, as when a check
+        // stops a broker) says "poll again": a reader rides it out.
+        Err(error) if error.is_retriable() => {
+            tokio::time::sleep(POLL).await;
+            return Ok(());
+        }
+        Err(error) => return Err(error).or_fail("polling"),
+    };
+    for event in events {
         match event {
             ConsumerEvent::Message(message) => messages.push(message),
             other => fail!("a consumer of assigned partitions got a group event: {other:?}"),
