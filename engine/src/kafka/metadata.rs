@@ -191,6 +191,8 @@ pub(crate) async fn await_topic_everywhere(
     partitions: i32,
 ) -> TransportResult<()> {
     let timeout_ms = config.timeout_ms();
+    // Real time is right here: the rdkafka transport talks to real brokers
+    // and never runs inside the simulator.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
     let what = format!("reading the brokers at {}", config.bootstrap());
     let probe = client_of_broker(config, shared, config.bootstrap())?;
