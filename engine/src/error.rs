@@ -13,6 +13,18 @@ pub enum Error {
     /// A snapshot that cannot be decoded (bad version, checksum or contents).
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(String),
+    /// A snapshot that a commit names and the checkpoint store does not
+    /// have: the task stops; it never starts empty.
+    #[error("missing snapshot: {0}")]
+    MissingSnapshot(String),
+    /// The checkpoint store could not read or write (I/O, a full disk, a
+    /// transport failure of the topic store); the worker may try again.
+    #[error("checkpoint store: {0}")]
+    Store(String),
+    /// A bad input record under `on_bad_record = "fail"`: its topic,
+    /// partition, offset and what is wrong with it.
+    #[error("bad record: {0}")]
+    BadRecord(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,10 +11,14 @@
 //!   process-window functions;
 //! - [`spec`]: the JSON window spec of `eddy window`;
 //! - [`snapshot`]: the versioned encoding of operator state;
+//! - [`checkpoint`]: the checkpoint store trait and its implementations;
+//! - [`worker`]: the worker that runs a job's tasks over a transport, with
+//!   checkpoints and exactly-once output;
 //! - `kafka`: the seam over real Apache Kafka (rdkafka), behind the
 //!   default `kafka` feature;
 
 pub mod aggregate;
+pub mod checkpoint;
 pub mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -25,6 +29,7 @@ pub mod time;
 pub mod transport;
 pub mod watermark;
 pub mod window;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use record::{Key, Record};
