@@ -1,12 +1,15 @@
 //! The worker: runs a job's tasks over any `Transport` with checkpoints and
 //! exactly-once (or at-least-once) output.
 //!
+//! - [`core`]: the I/O-free state machine (every decision of the protocol);
 //! - [`logic`]: what the worker runs (`JobLogic`, `TaskLogic`);
 //! - [`mutant`]: test-only switches that break the protocol on purpose.
 
+pub mod core;
 pub mod logic;
 pub mod mutant;
 
+pub use core::{Command, Delivery, Stopped, WorkerConfig, WorkerCore};
 pub use logic::{JobLogic, TaskLogic};
 pub use mutant::{Faithful, Mutant, Mutants, Selected};
 
