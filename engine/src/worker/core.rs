@@ -378,6 +378,15 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             .collect()
     }
 
+    /// Makes the run bounded from now on: the end offset of every input
+    /// partition (the end of a finite input, known once it is written).
+    pub fn set_end_offsets(&mut self, ends: BTreeMap<TopicPartition, i64>) {
+        if let Some(known) = &self.config.end_offsets {
+            assert_eq!(known, &ends, "the end of the input changed");
+        }
+        self.config.end_offsets = Some(ends);
+    }
+
     /// Asks for a graceful stop: a last checkpoint, then [`Stopped::Requested`].
     pub fn request_stop(&mut self) {
         self.stop_requested = true;

@@ -779,7 +779,10 @@ fn retries_a_timed_out_commit_is_called_again_then_the_worker_stops() {
     test.now = Duration::from_secs(2);
     let mut sent = Vec::new();
     let command = test.poll(vec![message("in", 0, 0)]);
-    assert!(matches!(test.after_sends(command, &mut sent), Command::WriteSnapshot(..)));
+    assert!(matches!(
+        test.after_sends(command, &mut sent),
+        Command::WriteSnapshot(..)
+    ));
     test.core.on_snapshot_written(test.now, Ok(Vec::new()));
     assert_eq!(test.ok(), Command::CommitTransaction);
     assert_eq!(

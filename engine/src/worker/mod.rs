@@ -2,10 +2,13 @@
 //! exactly-once (or at-least-once) output.
 //!
 //! - [`core`]: the I/O-free state machine (every decision of the protocol);
+//! - [`driver`]: the one async driver that runs the core over any transport
+//!   and checkpoint store;
 //! - [`logic`]: what the worker runs (`JobLogic`, `TaskLogic`);
 //! - [`mutant`]: test-only switches that break the protocol on purpose.
 
 pub mod core;
+pub mod driver;
 pub mod logic;
 pub mod mutant;
 

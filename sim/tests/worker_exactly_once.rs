@@ -1,0 +1,775 @@
+//! The worker (engine/src/worker) on the simulated cluster: a windowed job
+//! with several workers under crashes, restarts, pauses, freezes, broker
+//! failover, network partitions and checkpoint-store failures must commit
+//! exactly the output of an uninterrupted run over the same input.
+//!
+//! Each run: a feeder writes a seeded workload (out-of-order and late
+//! records included); three workers run the job in bounded mode as
+//! restartable hosts (a failed or fenced worker restarts with a new
+//! incarnation, as a supervisor would); faults are drawn from the seed;
+//! when the group's committed offsets reach the end of every partition the
+//! workers are told to stop. The committed output (read_committed) is then
+//! compared, key by key and in order, with the job's tasks run directly
+//! over each partition's input in offset order.
+//!
+//! Seeds: `EDDY_WORKER_SEEDS=N` (default below), from `EDDY_WORKER_SEED_FROM`.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::*;
+use eddyline_engine::aggregate::{Summary, SummaryResult};
+use eddyline_engine::checkpoint::{CheckpointStore, SnapshotId};
+use eddyline_engine::transport::{
+    Consumer, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition, Transport,
+};
+use eddyline_engine::watermark::WatermarkConfig;
+use eddyline_engine::window::{Output, WindowConfig, WindowKind, WindowTask};
+use eddyline_engine::worker::driver::{self, Clients};
+use eddyline_engine::worker::{
+    Delivery, JobLogic, Mutants, Selected, Stopped, TaskLogic, WorkerConfig, WorkerCore,
+};
+use eddyline_engine::{Error, EventTime, Record, Result};
+use eddyline_sim::Seed;
+use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
+
+const INPUT: &str = "in";
+const OUTPUT: &str = "out";
+const LATE: &str = "late";
+const PARTITIONS: i32 = 4;
+const WINDOW_MS: i64 = 1_000;
+const OUT_OF_ORDERNESS_MS: i64 = 300;
+const LATENESS_MS: i64 = 500;
+
+// ---------------------------------------------------------------------------
+// The job: per key, tumbling 1 s windows of count and sum, late records to
+// a side topic.
+
+struct WindowJob {
+    inputs: Vec<String>,
+}
+
+struct WindowJobTask {
+    task: i32,
+    inner: WindowTask<String, i64, Summary>,
+    fired: Vec<Output<i64, SummaryResult>>,
+}
+
+fn window_config() -> WindowConfig {
+    let kind = WindowKind::Tumbling {
+        size_ms: WINDOW_MS,
+        offset_ms: 0,
+    };
+    WindowConfig::new(kind, LATENESS_MS).expect("a valid window")
+}
+
+fn watermark_config() -> WatermarkConfig {
+    WatermarkConfig::new(OUT_OF_ORDERNESS_MS, None).expect("a valid bound")
+}
+
+impl JobLogic for WindowJob {
+    type Task = WindowJobTask;
+
+    fn name(&self) -> &str {
+        "window-counts"
+    }
+
+    fn input_topics(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn new_task(&self, task: i32, now: Duration, _mutants: impl Mutants) -> Result<WindowJobTask> {
+        let inputs = self.inputs.clone();
+        let inner = WindowTask::new(watermark_config(), window_config(), Summary, inputs, now)?;
+        Ok(WindowJobTask {
+            task,
+            inner,
+            fired: Vec::new(),
+        })
+    }
+
+    fn restore_task(
+        &self,
+        task: i32,
+        snapshot: &[u8],
+        now: Duration,
+        _mutants: impl Mutants,
+    ) -> Result<WindowJobTask> {
+        let (owner, bytes) = snapshot
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Error::CorruptSnapshot("shorter than its task number".into()))?;
+        if i32::from_le_bytes(*owner) != task {
+            return Err(Error::CorruptSnapshot(format!(
+                "a snapshot of task {owner:?}"
+            )));
+        }
+        let inner = WindowTask::restore(watermark_config(), window_config(), Summary, bytes, now)?;
+        Ok(WindowJobTask {
+            task,
+            inner,
+            fired: Vec::new(),
+        })
+    }
+}
+
+impl WindowJobTask {
+    fn emit(&mut self, out: &mut Vec<ProducerRecord>) {
+        for output in self.fired.drain(..) {
+            out.push(output_record(&output));
+        }
+    }
+}
+
+impl TaskLogic for WindowJobTask {
+    fn process(
+        &mut self,
+        message: &Message,
+        now: Duration,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<()> {
+        let key = String::from_utf8(message.key.clone().unwrap_or_default())
+            .map_err(|_| Error::BadRecord("key is not UTF-8".into()))?;
+        let value: i64 = text(message)
+            .parse()
+            .map_err(|_| Error::BadRecord("value is not a number".into()))?;
+        let record = Record::new(key, message.timestamp_ms, value);
+        self.inner
+            .process(&message.topic, record, now, &mut self.fired)?;
+        self.emit(out);
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, now: Duration, out: &mut Vec<ProducerRecord>) -> Result<()> {
+        self.inner.on_processing_time(now, &mut self.fired)?;
+        self.emit(out);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<ProducerRecord>) -> Result<()> {
+        self.inner.finish(&mut self.fired)?;
+        self.emit(out);
+        Ok(())
+    }
+
+    fn snapshot(&self, now: Duration) -> Result<Vec<u8>> {
+        let mut bytes = self.task.to_le_bytes().to_vec();
+        bytes.extend(self.inner.snapshot(now)?);
+        Ok(bytes)
+    }
+
+    fn watermark(&self) -> EventTime {
+        self.inner.watermark()
+    }
+}
+
+/// A firing as `key start end count sum kind`; a late record as
+/// `key ts value late`.
+fn output_record(output: &Output<i64, SummaryResult>) -> ProducerRecord {
+    let (topic, key, line, timestamp_ms) = match output {
+        Output::Fire(firing) => {
+            let r = &firing.result;
+            let line = format!(
+                "{} {} {} {} {} {}",
+                firing.key,
+                firing.window.start,
+                firing.window.end,
+                r.count,
+                r.sum,
+                firing.kind.as_str()
+            );
+            (OUTPUT, firing.key.clone(), line, firing.window.end - 1)
+        }
+        Output::Late(late) => {
+            let record = &late.record;
+            let line = format!("{} {} {} late", record.key, record.ts, record.value);
+            (LATE, record.key.clone(), line, record.ts)
+        }
+    };
+    ProducerRecord {
+        topic: topic.into(),
+        partition: None,
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(line.into_bytes()),
+        timestamp_ms: Some(timestamp_ms),
+        headers: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A shared in-memory checkpoint store that fails some writes.
+
+#[derive(Clone, Default)]
+struct MemoryStore {
+    snapshots: Rc<RefCell<BTreeMap<SnapshotId, Vec<u8>>>>,
+    /// Fail every n-th write (0: never), counted over the whole run.
+    fail_every: u64,
+    writes: Rc<Cell<u64>>,
+    failed: Rc<Cell<u64>>,
+}
+
+impl CheckpointStore for MemoryStore {
+    async fn write(&mut self, id: &SnapshotId, bytes: &[u8]) -> Result<Vec<ProducerRecord>> {
+        sleep_ms(2).await;
+        let n = self.writes.get() + 1;
+        self.writes.set(n);
+        if self.fail_every > 0 && n % self.fail_every == 0 {
+            self.failed.set(self.failed.get() + 1);
+            return Err(Error::Store(format!("write {n} of {id} failed (injected)")));
+        }
+        self.snapshots
+            .borrow_mut()
+            .insert(id.clone(), bytes.to_vec());
+        Ok(Vec::new())
+    }
+
+    async fn read(&mut self, id: &SnapshotId) -> Result<Vec<u8>> {
+        sleep_ms(1).await;
+        let snapshots = self.snapshots.borrow();
+        snapshots
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::MissingSnapshot(id.to_string()))
+    }
+
+    async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize> {
+        let mut snapshots = self.snapshots.borrow_mut();
+        let before = snapshots.len();
+        snapshots.retain(|id, _| !(id.job == job && id.task == task && id.checkpoint < below));
+        Ok(before - snapshots.len())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The workload: keyed records with out-of-order and late timestamps.
+
+struct Workload {
+    /// (key, timestamp, value), in send order.
+    records: Vec<(String, i64, i64)>,
+}
+
+fn workload(seed: Seed, count: usize) -> Workload {
+    let mut rng = seed.derive("workload").rng();
+    let mut records = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = format!("k{}", rng.below(12));
+        let base = (i as i64) * 40;
+        // Mostly in order; some within the bound; some late; a few beyond
+        // the allowed lateness (the late side output).
+        let ts = match rng.below(20) {
+            0 => base - OUT_OF_ORDERNESS_MS - LATENESS_MS - 1_000,
+            1 | 2 => base - OUT_OF_ORDERNESS_MS - rng.range_u64(1, 400) as i64,
+            3..=6 => base - rng.range_u64(0, OUT_OF_ORDERNESS_MS as u64) as i64,
+            _ => base,
+        };
+        records.push((key, 10_000 + ts, i as i64));
+    }
+    Workload { records }
+}
+
+/// What the feeder leaves for the workers: the end offset of every input
+/// partition once everything is written.
+type Ends = Rc<RefCell<Option<BTreeMap<TopicPartition, i64>>>>;
+
+fn add_feeder(cluster: &mut SimCluster, workload: Workload, ends: Ends) {
+    let handle = cluster.handle();
+    cluster.client("feeder", async move {
+        wait_ready(&handle).await;
+        let transport = transport(&handle);
+        admin_create_topic(&transport, INPUT, PARTITIONS).await;
+        admin_create_topic(&transport, OUTPUT, PARTITIONS).await;
+        admin_create_topic(&transport, LATE, PARTITIONS).await;
+        let mut producer = transport.producer(&producer_config("feeder", None)).await?;
+        for (i, (key, ts, value)) in workload.records.iter().enumerate() {
+            producer.send(ProducerRecord {
+                topic: INPUT.into(),
+                partition: None,
+                key: Some(key.as_bytes().to_vec()),
+                value: Some(value.to_string().into_bytes()),
+                timestamp_ms: Some(*ts),
+                headers: Vec::new(),
+            })?;
+            // Spread over the faults: 10 records every 250 ms.
+            if i % 10 == 9 {
+                sleep_ms(250).await;
+            }
+        }
+        producer.flush().await?;
+        let mut reader = transport.consumer(&consumer_config("ends", None)).await?;
+        let mut found = BTreeMap::new();
+        for partition in 0..PARTITIONS {
+            let input = tp(INPUT, partition);
+            let (_, end) = reader.offsets_range(&input).await?;
+            found.insert(input, end);
+        }
+        *ends.borrow_mut() = Some(found);
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Workers
+
+#[derive(Clone)]
+struct WorkerSetup {
+    seed: Seed,
+    delivery: Delivery,
+    mutant: Selected,
+    store: MemoryStore,
+    ends: Ends,
+    /// Set once the group committed the end of every partition.
+    done: Rc<Cell<bool>>,
+    /// Why each incarnation of each worker stopped.
+    stops: Rc<RefCell<Vec<(String, String)>>>,
+}
+
+fn worker_config(setup: &WorkerSetup, name: &str, incarnation: u64) -> WorkerConfig {
+    let mut config = WorkerConfig::new(name, incarnation, setup.delivery);
+    config.checkpoint_interval = Duration::from_millis(500);
+    config.transaction_timeout = Duration::from_secs(20);
+    config.restart_budget = Duration::from_secs(10);
+    config.poll_max_events = 100;
+    config.end_offsets = setup.ends.borrow().clone();
+    config
+}
+
+fn clients(name: &str) -> Clients {
+    Clients {
+        consumer: consumer_config(name, None),
+        producer: producer_config(name, None),
+    }
+}
+
+/// One worker host: runs the worker; a failed or fenced incarnation is
+/// started again (new incarnation, same worker id), as a supervisor would.
+fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) {
+    let handle = cluster.handle();
+    let starts = Rc::new(Cell::new(0_u64));
+    cluster.host(name, move || {
+        let (handle, setup, starts) = (handle.clone(), setup.clone(), Rc::clone(&starts));
+        async move {
+            wait_ready(&handle).await;
+            // The input topics exist before the workers subscribe.
+            sleep_ms(500).await;
+            loop {
+                starts.set(starts.get() + 1);
+                let incarnation = incarnation(setup.seed, name, starts.get());
+                let job = WindowJob {
+                    inputs: vec![INPUT.to_string()],
+                };
+                let config = worker_config(&setup, name, incarnation);
+                let core = WorkerCore::new(job, config, setup.mutant)?;
+                let mut store = setup.store.clone();
+                let (done, ends) = (Rc::clone(&setup.done), Rc::clone(&setup.ends));
+                let control = move |core: &mut WorkerCore<WindowJob, Selected>| {
+                    if done.get() {
+                        core.request_stop();
+                    }
+                    if core.config().end_offsets.is_none() {
+                        if let Some(ends) = ends.borrow().clone() {
+                            core.set_end_offsets(ends);
+                        }
+                    }
+                };
+                let stopped = driver::run(
+                    &transport(&handle),
+                    &mut store,
+                    core,
+                    clients(name),
+                    control,
+                )
+                .await;
+                let stopped = match stopped {
+                    Ok(stopped) => stopped,
+                    Err(error) => Stopped::Failed(format!("client: {error}")),
+                };
+                let finished = matches!(stopped, Stopped::Finished | Stopped::Requested);
+                setup
+                    .stops
+                    .borrow_mut()
+                    .push((name.to_string(), format!("{stopped:?}")));
+                if finished {
+                    // Stay up (a stopped member left the group); the run ends
+                    // when the checker returns.
+                    std::future::pending::<()>().await;
+                }
+                sleep_ms(500).await;
+            }
+        }
+    });
+}
+
+fn incarnation(seed: Seed, name: &str, start: u64) -> u64 {
+    let mut rng = seed.derive(&format!("incarnation-{name}-{start}")).rng();
+    rng.below(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------
+// Faults
+
+/// Faults from the seed until `until_ms`; every one is undone by then.
+fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64) {
+    let handle = cluster.handle();
+    cluster.client("chaos", async move {
+        wait_ready(&handle).await;
+        let mut rng = seed.derive("worker-chaos").rng();
+        while handle.now_ms() + 3_000 < until_ms {
+            sleep_ms(rng.range_u64(300, 1_500)).await;
+            let undo_after_ms = rng.range_u64(200, 2_500);
+            let worker = *rng.choose(&["w1", "w2", "w3"]).unwrap();
+            let broker = rng.range_u64(0, 3) as i32;
+            match rng.below(7) {
+                0 | 1 => {
+                    handle.crash_host(worker);
+                    sleep_ms(undo_after_ms).await;
+                    handle.restart_host(worker);
+                }
+                2 => {
+                    handle.crash_broker(broker);
+                    sleep_ms(undo_after_ms).await;
+                    handle.restart_broker(broker);
+                }
+                3 => {
+                    let target = format!("broker-{broker}");
+                    handle.partition(&[worker], &[&target]);
+                    sleep_ms(undo_after_ms).await;
+                    handle.heal(&[worker], &[&target]);
+                }
+                4 => {
+                    let topic = *rng.choose(&[INPUT, OUTPUT]).unwrap();
+                    handle
+                        .move_leader(&tp(topic, rng.range_u64(0, PARTITIONS as u64) as i32), None);
+                }
+                5 => handle.pause_host(worker, undo_after_ms),
+                // Stop-the-world, up to past the session timeout: a zombie.
+                _ => handle.freeze_host(worker, 4 * undo_after_ms),
+            }
+        }
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The check
+
+/// Every committed output line, per key, in log order; and the input per
+/// partition in offset order.
+#[derive(Debug, Default, PartialEq)]
+struct Observed {
+    outputs: BTreeMap<String, Vec<String>>,
+    late: BTreeMap<String, Vec<String>>,
+    input: BTreeMap<i32, Vec<Message>>,
+}
+
+async fn read_all(handle: &ClusterHandle, topic: &str, name: &str) -> Vec<Message> {
+    let transport = transport(handle);
+    let mut reader = transport
+        .consumer(&consumer_config(name, None))
+        .await
+        .expect("reader");
+    let partitions: Vec<TopicPartition> = (0..PARTITIONS).map(|p| tp(topic, p)).collect();
+    let mut ends = BTreeMap::new();
+    for partition in &partitions {
+        let (_, end) = reader.offsets_range(partition).await.expect("offsets");
+        ends.insert(partition.clone(), end);
+    }
+    reader.assign(&partitions).await.expect("assign");
+    let mut read: Vec<Message> = Vec::new();
+    let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for _ in 0..400 {
+        let all_read = ends
+            .iter()
+            .all(|(tp, end)| positions.get(tp).copied().unwrap_or(0) >= *end - 1 || *end == 0);
+        if all_read && !read.is_empty() || ends.values().all(|end| *end == 0) {
+            // Control markers take the last offsets; read a little longer.
+            read.extend(read_for(&mut reader, 300).await);
+            break;
+        }
+        for event in reader
+            .poll(500, Duration::from_millis(100))
+            .await
+            .expect("poll")
+        {
+            if let ConsumerEvent::Message(message) = event {
+                positions.insert(message.topic_partition(), message.offset + 1);
+                read.push(message);
+            }
+        }
+    }
+    read
+}
+
+fn by_key(messages: &[Message]) -> BTreeMap<String, Vec<String>> {
+    let mut by_key: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
+    for message in messages {
+        let key = String::from_utf8(message.key.clone().unwrap_or_default()).expect("utf-8");
+        by_key
+            .entry(key)
+            .or_default()
+            .push((message.partition, message.offset, text(message)));
+    }
+    by_key
+        .into_iter()
+        .map(|(key, mut lines)| {
+            lines.sort();
+            (key, lines.into_iter().map(|(_, _, line)| line).collect())
+        })
+        .collect()
+}
+
+/// Waits until the group committed every partition's end, says so to the
+/// workers, then reads what was committed.
+fn add_checker(
+    cluster: &mut SimCluster,
+    setup: WorkerSetup,
+    deadline_ms: u64,
+    observed: Rc<RefCell<Option<Observed>>>,
+) {
+    let handle = cluster.handle();
+    cluster.client("checker", async move {
+        wait_ready(&handle).await;
+        while setup.ends.borrow().is_none() {
+            sleep_ms(100).await;
+        }
+        let ends = setup.ends.borrow().clone().expect("ends");
+        let transport = transport(&handle);
+        let mut group = transport
+            .consumer(&consumer_config("inspector", Some("window-counts")))
+            .await?;
+        let partitions: Vec<TopicPartition> = ends.keys().cloned().collect();
+        let mut caught_up = false;
+        while handle.now_ms() < deadline_ms {
+            sleep_ms(500).await;
+            let Ok(committed) = group.committed(&partitions).await else {
+                continue;
+            };
+            caught_up = partitions.iter().zip(&committed).all(|(tp, committed)| {
+                committed.as_ref().map_or(0, |c| c.offset) >= ends[tp]
+            });
+            if caught_up {
+                break;
+            }
+        }
+        setup.done.set(true);
+        assert!(
+            caught_up,
+            "seed {}: liveness: the group did not commit the end of the input by {deadline_ms} ms; stops: {:?}",
+            setup.seed,
+            setup.stops.borrow()
+        );
+        // Let the workers stop (a last, empty checkpoint).
+        sleep_ms(3_000).await;
+        let outputs = by_key(&read_all(&handle, OUTPUT, "out-reader").await);
+        let late = by_key(&read_all(&handle, LATE, "late-reader").await);
+        let mut input: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
+        for message in read_all(&handle, INPUT, "in-reader").await {
+            input.entry(message.partition).or_default().push(message);
+        }
+        *observed.borrow_mut() = Some(Observed {
+            outputs,
+            late,
+            input,
+        });
+        Ok(())
+    });
+}
+
+/// The job's tasks run directly over each partition's input, in offset
+/// order, to the end: the output an uninterrupted run commits.
+fn expected(
+    input: &BTreeMap<i32, Vec<Message>>,
+) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>) {
+    let job = WindowJob {
+        inputs: vec![INPUT.to_string()],
+    };
+    let mut produced = Vec::new();
+    for (partition, messages) in input {
+        let mut task = job
+            .new_task(*partition, Duration::ZERO, Selected(None))
+            .unwrap();
+        let mut out = Vec::new();
+        for message in messages {
+            task.process(message, Duration::ZERO, &mut out).unwrap();
+        }
+        task.finish(&mut out).unwrap();
+        produced.extend(out);
+    }
+    let mut outputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut late: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in produced {
+        let key = String::from_utf8(record.key.unwrap()).unwrap();
+        let line = String::from_utf8(record.value.unwrap()).unwrap();
+        let target = if record.topic == OUTPUT {
+            &mut outputs
+        } else {
+            &mut late
+        };
+        target.entry(key).or_default().push(line);
+    }
+    (outputs, late)
+}
+
+struct Run {
+    observed: Observed,
+    store_failures: u64,
+    stops: Vec<(String, String)>,
+}
+
+fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: bool) -> Run {
+    let seed = Seed::new(seed);
+    let config = ClusterConfig {
+        ..config_from_env()
+    }
+    .with_fast_timings();
+    let mut cluster = SimCluster::new(seed, config).expect("valid config");
+    let ends = Ends::default();
+    add_feeder(&mut cluster, workload(seed, records), Rc::clone(&ends));
+    let setup = WorkerSetup {
+        seed,
+        delivery,
+        mutant,
+        store: MemoryStore {
+            fail_every: if faults { 7 } else { 0 },
+            ..MemoryStore::default()
+        },
+        ends,
+        done: Rc::default(),
+        stops: Rc::default(),
+    };
+    for name in ["w1", "w2", "w3"] {
+        add_worker(&mut cluster, name, setup.clone());
+    }
+    let chaos_until_ms = 15_000;
+    if faults {
+        add_chaos(&mut cluster, seed, chaos_until_ms);
+    }
+    let observed = Rc::new(RefCell::new(None));
+    add_checker(
+        &mut cluster,
+        setup.clone(),
+        chaos_until_ms + 60_000,
+        Rc::clone(&observed),
+    );
+    cluster.run().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    let observed = observed
+        .borrow_mut()
+        .take()
+        .expect("the checker read the output");
+    Run {
+        observed,
+        store_failures: setup.store.failed.get(),
+        stops: setup.stops.borrow().clone(),
+    }
+}
+
+fn assert_exactly_once(seed: u64, run: &Run) {
+    let (outputs, late) = expected(&run.observed.input);
+    let total: usize = run.observed.input.values().map(Vec::len).sum();
+    assert!(total > 0, "seed {seed}: no input");
+    for (key, want) in &outputs {
+        let got = run.observed.outputs.get(key).cloned().unwrap_or_default();
+        assert_eq!(
+            &got, want,
+            "seed {seed}: key {key}: committed output differs from the uninterrupted run; stops {:?}",
+            run.stops
+        );
+    }
+    assert_eq!(
+        run.observed.outputs.keys().collect::<Vec<_>>(),
+        outputs.keys().collect::<Vec<_>>(),
+        "seed {seed}: output keys"
+    );
+    assert_eq!(run.observed.late, late, "seed {seed}: late side output");
+}
+
+fn seeds(default: u64) -> std::ops::Range<u64> {
+    let count: u64 = std::env::var("EDDY_WORKER_SEEDS")
+        .ok()
+        .map_or(default, |text| {
+            text.parse().expect("EDDY_WORKER_SEEDS must be a number")
+        });
+    let first: u64 = std::env::var("EDDY_WORKER_SEED_FROM")
+        .ok()
+        .map_or(1, |text| {
+            text.parse()
+                .expect("EDDY_WORKER_SEED_FROM must be a number")
+        });
+    first..first + count
+}
+
+#[test]
+fn worker_without_faults_commits_the_output_of_an_uninterrupted_run() {
+    let run = run(1, 400, Delivery::ExactlyOnce, Selected(None), false);
+    assert_exactly_once(1, &run);
+    assert!(
+        !run.observed.late.is_empty(),
+        "the workload has records beyond the allowed lateness"
+    );
+}
+
+#[test]
+fn worker_under_crashes_freezes_failover_and_store_failures_commits_exactly_once() {
+    let mut failed = Vec::new();
+    let mut store_failures = 0;
+    for seed in seeds(4) {
+        let result = std::panic::catch_unwind(|| {
+            let run = run(seed, 400, Delivery::ExactlyOnce, Selected(None), true);
+            assert_exactly_once(seed, &run);
+            run.store_failures
+        });
+        match result {
+            Ok(failures) => store_failures += failures,
+            Err(_) => failed.push(seed),
+        }
+    }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    assert!(store_failures > 0, "the store failed some writes");
+}
+
+/// The first seed in `seeds` whose run breaks exactly-once, if any.
+fn first_detecting(
+    seeds: std::ops::Range<u64>,
+    delivery: Delivery,
+    mutant: Selected,
+) -> Option<u64> {
+    seeds.into_iter().find(|&seed| {
+        std::panic::catch_unwind(|| {
+            let run = run(seed, 400, delivery, mutant, true);
+            assert_exactly_once(seed, &run);
+        })
+        .is_err()
+    })
+}
+
+#[test]
+fn worker_at_least_once_under_crashes_repeats_outputs_that_the_check_finds() {
+    let found = first_detecting(1..41, Delivery::AtLeastOnce, Selected(None));
+    assert!(
+        found.is_some(),
+        "at-least-once never repeated an output in 40 seeds"
+    );
+}
+
+#[test]
+fn worker_mutants_each_break_the_committed_output_for_some_seed() {
+    use eddyline_engine::worker::Mutant;
+    let mut undetected = Vec::new();
+    for mutant in [
+        Mutant::CommitBeforeSnapshot,
+        Mutant::SkipFencing,
+        Mutant::RestoreEmpty,
+        Mutant::OffsetsOutsideTransaction,
+    ] {
+        match first_detecting(1..41, Delivery::ExactlyOnce, Selected(Some(mutant))) {
+            Some(seed) => eprintln!("{mutant}: detected at seed {seed}"),
+            None => undetected.push(mutant),
+        }
+    }
+    assert!(
+        undetected.is_empty(),
+        "never detected in 40 seeds: {undetected:?}"
+    );
+}
