@@ -31,7 +31,8 @@ use eddyline_engine::watermark::WatermarkConfig;
 use eddyline_engine::window::{Output, WindowConfig, WindowKind, WindowTask};
 use eddyline_engine::worker::driver::{self, Clients};
 use eddyline_engine::worker::{
-    Delivery, JobLogic, Mutants, Selected, Stopped, TaskLogic, WorkerConfig, WorkerCore,
+    Command, Delivery, JobLogic, Mutants, Selected, Stopped, TaskLogic, WorkerConfig, WorkerCore,
+    WorkerStats,
 };
 use eddyline_engine::{Error, EventTime, Record, Result};
 use eddyline_sim::Seed;
@@ -324,6 +325,29 @@ struct WorkerSetup {
     done: Rc<Cell<bool>>,
     /// Why each incarnation of each worker stopped.
     stops: Rc<RefCell<Vec<(String, String)>>>,
+    /// Crash a worker at one of its protocol steps (before a snapshot
+    /// write, the offsets, the commit) with this chance per step, until
+    /// `crash_until_ms`.
+    crash_chance: f64,
+    crash_until_ms: u64,
+    /// Workers crashed at a protocol step, for the restarter.
+    crashed: Rc<RefCell<Vec<String>>>,
+    protocol_crashes: Rc<Cell<usize>>,
+    /// The latest stats of every incarnation: (worker, start) → stats.
+    stats: Rc<RefCell<BTreeMap<(String, u64), WorkerStats>>>,
+}
+
+/// Whether `command` is a step of the exactly-once protocol, where a crash
+/// tests recovery most (between snapshot, offsets and commit).
+fn is_protocol_step(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::WriteSnapshot(..)
+            | Command::SendOffsets { .. }
+            | Command::CommitTransaction
+            | Command::CommitOffsets(_)
+            | Command::Flush
+    )
 }
 
 fn worker_config(setup: &WorkerSetup, name: &str, incarnation: u64) -> WorkerConfig {
@@ -336,9 +360,14 @@ fn worker_config(setup: &WorkerSetup, name: &str, incarnation: u64) -> WorkerCon
     config
 }
 
+/// Sessions of 2 s: a freeze or partition of a few seconds moves the
+/// worker's partitions to the others.
 fn clients(name: &str) -> Clients {
+    let mut consumer = consumer_config(name, None);
+    consumer.session_timeout_ms = 2_000;
+    consumer.heartbeat_interval_ms = 200;
     Clients {
-        consumer: consumer_config(name, None),
+        consumer,
         producer: producer_config(name, None),
     }
 }
@@ -364,7 +393,12 @@ fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) 
                 let core = WorkerCore::new(job, config, setup.mutant)?;
                 let mut store = setup.store.clone();
                 let (done, ends) = (Rc::clone(&setup.done), Rc::clone(&setup.ends));
-                let control = move |core: &mut WorkerCore<WindowJob, Selected>| {
+                let start = starts.get();
+                let mut rng = setup.seed.derive(&format!("crash-{name}-{start}")).rng();
+                let (crash_handle, crash_setup) = (handle.clone(), setup.clone());
+                let mut crashed = false;
+                let control = move |core: &mut WorkerCore<WindowJob, Selected>,
+                                    command: &Command| {
                     if done.get() {
                         core.request_stop();
                     }
@@ -372,6 +406,24 @@ fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) 
                         if let Some(ends) = ends.borrow().clone() {
                             core.set_end_offsets(ends);
                         }
+                    }
+                    let incarnation_key = (name.to_string(), start);
+                    crash_setup
+                        .stats
+                        .borrow_mut()
+                        .insert(incarnation_key, core.stats());
+                    let may_crash = crash_handle.now_ms() < crash_setup.crash_until_ms;
+                    if !crashed
+                        && may_crash
+                        && is_protocol_step(command)
+                        && rng.chance(crash_setup.crash_chance)
+                    {
+                        // The crash lands while this step is in flight.
+                        crashed = true;
+                        crash_handle.crash_host(name);
+                        crash_setup.crashed.borrow_mut().push(name.to_string());
+                        let crashes = &crash_setup.protocol_crashes;
+                        crashes.set(crashes.get() + 1);
                     }
                 };
                 let stopped = driver::run(
@@ -410,43 +462,85 @@ fn incarnation(seed: Seed, name: &str, start: u64) -> u64 {
 // ---------------------------------------------------------------------------
 // Faults
 
-/// Faults from the seed until `until_ms`; every one is undone by then.
+/// Faults from the seed until `until_ms`, several at a time (each its own
+/// task); every one is undone by then.
 fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64) {
     let handle = cluster.handle();
     cluster.client("chaos", async move {
         wait_ready(&handle).await;
         let mut rng = seed.derive("worker-chaos").rng();
+        let mut faults = Vec::new();
         while handle.now_ms() + 3_000 < until_ms {
-            sleep_ms(rng.range_u64(300, 1_500)).await;
+            sleep_ms(rng.range_u64(200, 900)).await;
             let undo_after_ms = rng.range_u64(200, 2_500);
             let worker = *rng.choose(&["w1", "w2", "w3"]).unwrap();
             let broker = rng.range_u64(0, 3) as i32;
-            match rng.below(7) {
-                0 | 1 => {
-                    handle.crash_host(worker);
-                    sleep_ms(undo_after_ms).await;
-                    handle.restart_host(worker);
-                }
-                2 => {
-                    handle.crash_broker(broker);
-                    sleep_ms(undo_after_ms).await;
-                    handle.restart_broker(broker);
-                }
-                3 => {
-                    let target = format!("broker-{broker}");
-                    handle.partition(&[worker], &[&target]);
-                    sleep_ms(undo_after_ms).await;
-                    handle.heal(&[worker], &[&target]);
-                }
-                4 => {
-                    let topic = *rng.choose(&[INPUT, OUTPUT]).unwrap();
-                    handle
-                        .move_leader(&tp(topic, rng.range_u64(0, PARTITIONS as u64) as i32), None);
-                }
-                5 => handle.pause_host(worker, undo_after_ms),
-                // Stop-the-world, up to past the session timeout: a zombie.
-                _ => handle.freeze_host(worker, 4 * undo_after_ms),
+            let kind = rng.below(7);
+            if std::env::var_os("EDDY_WORKER_VERBOSE").is_some() {
+                eprintln!(
+                    "{} ms: fault {kind} on {worker}/broker {broker} for {undo_after_ms} ms",
+                    handle.now_ms()
+                );
             }
+            let handle = handle.clone();
+            let moved = tp(
+                *rng.choose(&[INPUT, OUTPUT]).unwrap(),
+                rng.range_u64(0, PARTITIONS as u64) as i32,
+            );
+            faults.push(tokio::task::spawn_local(async move {
+                match kind {
+                    0 | 1 => {
+                        handle.crash_host(worker);
+                        sleep_ms(undo_after_ms).await;
+                        handle.restart_host(worker);
+                    }
+                    2 => {
+                        handle.crash_broker(broker);
+                        sleep_ms(undo_after_ms).await;
+                        handle.restart_broker(broker);
+                    }
+                    3 => {
+                        let target = format!("broker-{broker}");
+                        handle.partition(&[worker], &[&target]);
+                        sleep_ms(undo_after_ms).await;
+                        handle.heal(&[worker], &[&target]);
+                    }
+                    4 => handle.move_leader(&moved, None),
+                    5 => handle.pause_host(worker, undo_after_ms),
+                    // Stop-the-world, often past the session timeout: a zombie.
+                    _ => handle.freeze_host(worker, 3 * undo_after_ms),
+                }
+            }));
+        }
+        for fault in faults {
+            fault.await?;
+        }
+        Ok(())
+    });
+}
+
+/// Restarts the workers that crashed at a protocol step, after a while;
+/// every one is back by `until_ms`.
+fn add_restarter(cluster: &mut SimCluster, setup: WorkerSetup, until_ms: u64) {
+    let handle = cluster.handle();
+    cluster.client("restarter", async move {
+        wait_ready(&handle).await;
+        let mut rng = setup.seed.derive("restarter").rng();
+        let mut pending: Vec<(u64, String)> = Vec::new();
+        while handle.now_ms() < until_ms || !pending.is_empty() {
+            sleep_ms(100).await;
+            for name in setup.crashed.borrow_mut().drain(..) {
+                let down_ms = rng.range_u64(100, 2_000);
+                pending.push((handle.now_ms() + down_ms, name));
+            }
+            let now = handle.now_ms();
+            pending.retain(|(at_ms, name)| {
+                let due = *at_ms <= now || now >= until_ms;
+                if due {
+                    handle.restart_host(name);
+                }
+                !due
+            });
         }
         Ok(())
     });
@@ -616,6 +710,15 @@ struct Run {
     observed: Observed,
     store_failures: u64,
     stops: Vec<(String, String)>,
+    /// Summed over every incarnation of every worker.
+    stats: WorkerStats,
+    crashes_at_protocol_steps: usize,
+}
+
+fn sum(stats: &BTreeMap<(String, u64), WorkerStats>) -> WorkerStats {
+    let mut total = WorkerStats::default();
+    stats.values().for_each(|stats| total.add(stats));
+    total
 }
 
 fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: bool) -> Run {
@@ -638,6 +741,11 @@ fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: 
         ends,
         done: Rc::default(),
         stops: Rc::default(),
+        crash_chance: if faults { 0.04 } else { 0.0 },
+        crash_until_ms: 14_000,
+        crashed: Rc::default(),
+        protocol_crashes: Rc::default(),
+        stats: Rc::default(),
     };
     for name in ["w1", "w2", "w3"] {
         add_worker(&mut cluster, name, setup.clone());
@@ -645,6 +753,7 @@ fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: 
     let chaos_until_ms = 15_000;
     if faults {
         add_chaos(&mut cluster, seed, chaos_until_ms);
+        add_restarter(&mut cluster, setup.clone(), chaos_until_ms);
     }
     let observed = Rc::new(RefCell::new(None));
     add_checker(
@@ -658,10 +767,24 @@ fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: 
         .borrow_mut()
         .take()
         .expect("the checker read the output");
+    let crashes_at_protocol_steps = setup.protocol_crashes.get();
+    let stats = sum(&setup.stats.borrow());
+    if std::env::var_os("EDDY_WORKER_VERBOSE").is_some() {
+        for (incarnation, stats) in setup.stats.borrow().iter() {
+            eprintln!("  {incarnation:?}: {stats:?}");
+        }
+        eprintln!(
+            "seed {seed}: {stats:?}; store failures {}; crashes at protocol steps {}",
+            setup.store.failed.get(),
+            crashes_at_protocol_steps
+        );
+    }
     Run {
         observed,
         store_failures: setup.store.failed.get(),
         stops: setup.stops.borrow().clone(),
+        stats,
+        crashes_at_protocol_steps,
     }
 }
 
@@ -713,20 +836,35 @@ fn worker_without_faults_commits_the_output_of_an_uninterrupted_run() {
 #[test]
 fn worker_under_crashes_freezes_failover_and_store_failures_commits_exactly_once() {
     let mut failed = Vec::new();
-    let mut store_failures = 0;
-    for seed in seeds(4) {
+    let mut runs = Vec::new();
+    for seed in seeds(20) {
         let result = std::panic::catch_unwind(|| {
             let run = run(seed, 400, Delivery::ExactlyOnce, Selected(None), true);
             assert_exactly_once(seed, &run);
-            run.store_failures
+            run
         });
         match result {
-            Ok(failures) => store_failures += failures,
+            Ok(run) => runs.push(run),
             Err(_) => failed.push(seed),
         }
     }
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
-    assert!(store_failures > 0, "the store failed some writes");
+    // The faults did what they are for, somewhere in the sweep.
+    let total: u64 = runs.iter().map(|run| run.store_failures).sum();
+    assert!(total > 0, "the store failed some writes");
+    let crashes: usize = runs.iter().map(|run| run.crashes_at_protocol_steps).sum();
+    assert!(crashes > 0, "some worker crashed at a protocol step");
+    let aborted: u64 = runs.iter().map(|run| run.stats.transactions_aborted).sum();
+    let restored: u64 = runs.iter().map(|run| run.stats.tasks_restored).sum();
+    let rewinds: u64 = runs.iter().map(|run| run.stats.rewinds).sum();
+    assert!(
+        aborted > 0 && rewinds > 0,
+        "transactions aborted ({aborted}) and rewound ({rewinds})"
+    );
+    assert!(
+        restored > 0,
+        "tasks restored from snapshots on another incarnation or worker"
+    );
 }
 
 /// The first seed in `seeds` whose run breaks exactly-once, if any.

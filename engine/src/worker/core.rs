@@ -169,6 +169,54 @@ pub enum Stopped {
     Failed(String),
 }
 
+/// What the worker did so far (for tests, logs and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub checkpoints_committed: u64,
+    pub transactions_aborted: u64,
+    /// Times every task went back to its last committed checkpoint.
+    pub rewinds: u64,
+    /// Tasks restored from a snapshot named by committed offsets.
+    pub tasks_restored: u64,
+    /// Tasks started empty (no committed offsets).
+    pub tasks_started_empty: u64,
+    pub snapshot_bytes_written: u64,
+    /// Assignments received (each rebalance ends in one).
+    pub rebalances: u64,
+    /// Times the worker lost its partitions without a revoke.
+    pub partitions_lost: u64,
+}
+
+impl WorkerStats {
+    /// Adds another worker's (or incarnation's) counts to these.
+    pub fn add(&mut self, other: &WorkerStats) {
+        let WorkerStats {
+            records_in,
+            records_out,
+            checkpoints_committed,
+            transactions_aborted,
+            rewinds,
+            tasks_restored,
+            tasks_started_empty,
+            snapshot_bytes_written,
+            rebalances,
+            partitions_lost,
+        } = other;
+        self.records_in += records_in;
+        self.records_out += records_out;
+        self.checkpoints_committed += checkpoints_committed;
+        self.transactions_aborted += transactions_aborted;
+        self.rewinds += rewinds;
+        self.tasks_restored += tasks_restored;
+        self.tasks_started_empty += tasks_started_empty;
+        self.snapshot_bytes_written += snapshot_bytes_written;
+        self.rebalances += rebalances;
+        self.partitions_lost += partitions_lost;
+    }
+}
+
 /// What a committed checkpoint left for a task to come back to.
 #[derive(Clone, Debug, Default)]
 struct Committed {
@@ -285,6 +333,7 @@ pub struct WorkerCore<J: JobLogic, M: Mutants> {
     failure: Option<String>,
     /// A bounded task finished: checkpoint without waiting for the interval.
     checkpoint_now: bool,
+    stats: WorkerStats,
 }
 
 /// The offset metadata of a checkpoint: `eddy checkpoint=N incarnation=X`.
@@ -336,6 +385,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             committed_watermarks: BTreeMap::new(),
             failure: None,
             checkpoint_now: false,
+            stats: WorkerStats::default(),
         })
     }
 
@@ -368,6 +418,10 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             .iter()
             .map(|(task, slot)| (*task, slot.logic.watermark()))
             .collect()
+    }
+
+    pub fn stats(&self) -> WorkerStats {
+        self.stats
     }
 
     /// Each task's last committed checkpoint: (number, incarnation).
@@ -657,6 +711,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         };
         match restored {
             Ok(logic) => {
+                self.stats.tasks_restored += 1;
                 self.install_task(
                     task,
                     logic,
@@ -777,13 +832,17 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             return Some(self.call(Call::Begin, Command::BeginTransaction));
         }
         let records = std::mem::take(&mut self.outbox);
+        self.stats.records_out += records.len() as u64;
         Some(self.call(Call::Send, Command::Send(records)))
     }
 
     fn handle_event(&mut self, now: Duration, event: ConsumerEvent) -> Option<Command> {
         match event {
             ConsumerEvent::Message(message) => self.process(now, &message),
-            ConsumerEvent::Assigned(partitions) => Some(self.assigned(now, partitions)),
+            ConsumerEvent::Assigned(partitions) => {
+                self.stats.rebalances += 1;
+                Some(self.assigned(now, partitions))
+            }
             ConsumerEvent::Revoked(_) => {
                 if self.tasks.is_empty() {
                     return None;
@@ -812,6 +871,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         }
         task.positions.insert(tp, message.offset + 1);
         task.dirty = true;
+        self.stats.records_in += 1;
         None
     }
 
@@ -1005,7 +1065,10 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         }
         for task in fresh {
             match self.job.new_task(task, now, self.mutants) {
-                Ok(logic) => self.install_task(task, logic, None, None),
+                Ok(logic) => {
+                    self.stats.tasks_started_empty += 1;
+                    self.install_task(task, logic, None, None);
+                }
                 Err(error) => return self.fail(format!("task {task}: {error}")),
             }
         }
@@ -1083,6 +1146,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
     }
 
     fn partitions_lost(&mut self, now: Duration) -> Command {
+        self.stats.partitions_lost += 1;
         if self.mutants.active(Mutant::SkipFencing) {
             return self.advance(now);
         }
@@ -1149,6 +1213,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                 if let Some(task) = checkpoint.to_write.front().copied() {
                     let bytes = checkpoint.snapshots[&task].clone();
                     let id = self.snapshot_id(task, number);
+                    self.stats.snapshot_bytes_written += bytes.len() as u64;
                     return self.call(Call::WriteSnapshot, Command::WriteSnapshot(id, bytes));
                 }
                 if checkpoint.snapshots_last {
@@ -1262,6 +1327,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         }
         self.last_commit_at = now;
         self.checkpoint_now = false;
+        self.stats.checkpoints_committed += 1;
         let tasks: VecDeque<i32> = self.tasks.keys().copied().collect();
         let checkpoint = self.checkpoint();
         checkpoint.to_collect = tasks;
@@ -1308,6 +1374,9 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
     }
 
     fn aborted(&mut self, now: Duration) -> Command {
+        if self.in_transaction {
+            self.stats.transactions_aborted += 1;
+        }
         self.in_transaction = false;
         let Work::Abort { then } = self.work else {
             unreachable!("aborted without an abort in progress")
@@ -1327,6 +1396,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
     fn rewind(&mut self, now: Duration) -> Command {
         self.events
             .retain(|event| !matches!(event, ConsumerEvent::Message(_)));
+        self.stats.rewinds += 1;
         let mut seeks = Vec::new();
         for (task, slot) in &mut self.tasks {
             let restored = match &slot.committed.snapshot {

@@ -35,7 +35,8 @@ impl Clients {
 }
 
 /// Runs the worker until it stops, on processing time measured from now.
-/// `control` sees the core between commands: it may ask for a stop
+/// `control` sees the core and its next command before the command is
+/// carried out: it may ask for a stop
 /// ([`WorkerCore::request_stop`]: a last checkpoint, then
 /// [`Stopped::Requested`]) or bound the input
 /// ([`WorkerCore::set_end_offsets`]). Returns why
@@ -46,7 +47,7 @@ pub async fn run<T, S, J, M>(
     store: &mut S,
     mut core: WorkerCore<J, M>,
     clients: Clients,
-    mut control: impl FnMut(&mut WorkerCore<J, M>),
+    mut control: impl FnMut(&mut WorkerCore<J, M>, &Command),
 ) -> TransportResult<Stopped>
 where
     T: Transport,
@@ -69,7 +70,7 @@ where
     let now = || started.elapsed();
     let mut command = core.start(now());
     loop {
-        control(&mut core);
+        control(&mut core, &command);
         command = match command {
             Command::InitTransactions => {
                 let result = producer.init_transactions().await;

@@ -12,7 +12,7 @@ pub mod driver;
 pub mod logic;
 pub mod mutant;
 
-pub use core::{Command, Delivery, Stopped, WorkerConfig, WorkerCore};
+pub use core::{Command, Delivery, Stopped, WorkerConfig, WorkerCore, WorkerStats};
 pub use logic::{JobLogic, TaskLogic};
 pub use mutant::{Faithful, Mutant, Mutants, Selected};
 
