@@ -484,7 +484,7 @@ fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64) {
             }
             let handle = handle.clone();
             let moved = tp(
-                *rng.choose(&[INPUT, OUTPUT]).unwrap(),
+                rng.choose(&[INPUT, OUTPUT]).unwrap(),
                 rng.range_u64(0, PARTITIONS as u64) as i32,
             );
             faults.push(tokio::task::spawn_local(async move {
