@@ -37,6 +37,7 @@ use eddyline_engine::worker::{
 use eddyline_engine::{Error, EventTime, Record, Result};
 use eddyline_sim::Seed;
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
+use eddyline_sim::faults::{Fault, FaultSchedule};
 
 const INPUT: &str = "in";
 const OUTPUT: &str = "out";
@@ -372,12 +373,33 @@ fn clients(name: &str) -> Clients {
     }
 }
 
-/// One worker host: runs the worker; a failed or fenced incarnation is
-/// started again (new incarnation, same worker id), as a supervisor would.
-fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) {
+/// A worker host named `host` running worker `worker_id`.
+#[derive(Clone, Copy)]
+struct WorkerHost {
+    host: &'static str,
+    worker_id: &'static str,
+    /// Starts stopped: it first runs when restarted (a member that joins
+    /// later, or a second process with the same worker id).
+    starts_stopped: bool,
+}
+
+impl WorkerHost {
+    fn named(name: &'static str) -> Self {
+        Self {
+            host: name,
+            worker_id: name,
+            starts_stopped: false,
+        }
+    }
+}
+
+/// One worker host: runs the worker; an incarnation that failed is started
+/// again (new incarnation, same worker id), as a supervisor would. A fenced
+/// one is not: a newer process with its worker id runs.
+fn add_worker(cluster: &mut SimCluster, worker: WorkerHost, setup: WorkerSetup) {
     let handle = cluster.handle();
     let starts = Rc::new(Cell::new(0_u64));
-    cluster.host(name, move || {
+    let factory = move || {
         let (handle, setup, starts) = (handle.clone(), setup.clone(), Rc::clone(&starts));
         async move {
             wait_ready(&handle).await;
@@ -385,52 +407,20 @@ fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) 
             sleep_ms(500).await;
             loop {
                 starts.set(starts.get() + 1);
-                let incarnation = incarnation(setup.seed, name, starts.get());
+                let start = starts.get();
+                let incarnation = incarnation(setup.seed, worker.host, start);
                 let job = WindowJob {
                     inputs: vec![INPUT.to_string()],
                 };
-                let config = worker_config(&setup, name, incarnation);
+                let config = worker_config(&setup, worker.worker_id, incarnation);
                 let core = WorkerCore::new(job, config, setup.mutant)?;
                 let mut store = setup.store.clone();
-                let (done, ends) = (Rc::clone(&setup.done), Rc::clone(&setup.ends));
-                let start = starts.get();
-                let mut rng = setup.seed.derive(&format!("crash-{name}-{start}")).rng();
-                let (crash_handle, crash_setup) = (handle.clone(), setup.clone());
-                let mut crashed = false;
-                let control = move |core: &mut WorkerCore<WindowJob, Selected>,
-                                    command: &Command| {
-                    if done.get() {
-                        core.request_stop();
-                    }
-                    if core.config().end_offsets.is_none() {
-                        if let Some(ends) = ends.borrow().clone() {
-                            core.set_end_offsets(ends);
-                        }
-                    }
-                    let incarnation_key = (name.to_string(), start);
-                    crash_setup
-                        .stats
-                        .borrow_mut()
-                        .insert(incarnation_key, core.stats());
-                    let may_crash = crash_handle.now_ms() < crash_setup.crash_until_ms;
-                    if !crashed
-                        && may_crash
-                        && is_protocol_step(command)
-                        && rng.chance(crash_setup.crash_chance)
-                    {
-                        // The crash lands while this step is in flight.
-                        crashed = true;
-                        crash_handle.crash_host(name);
-                        crash_setup.crashed.borrow_mut().push(name.to_string());
-                        let crashes = &crash_setup.protocol_crashes;
-                        crashes.set(crashes.get() + 1);
-                    }
-                };
+                let control = worker_control(&handle, &setup, worker.host, start);
                 let stopped = driver::run(
                     &transport(&handle),
                     &mut store,
                     core,
-                    clients(name),
+                    clients(worker.worker_id),
                     control,
                 )
                 .await;
@@ -438,12 +428,12 @@ fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) 
                     Ok(stopped) => stopped,
                     Err(error) => Stopped::Failed(format!("client: {error}")),
                 };
-                let finished = matches!(stopped, Stopped::Finished | Stopped::Requested);
+                let failed = matches!(stopped, Stopped::Failed(_));
                 setup
                     .stops
                     .borrow_mut()
-                    .push((name.to_string(), format!("{stopped:?}")));
-                if finished {
+                    .push((worker.host.to_string(), format!("{stopped:?}")));
+                if !failed {
                     // Stay up (a stopped member left the group); the run ends
                     // when the checker returns.
                     std::future::pending::<()>().await;
@@ -451,7 +441,49 @@ fn add_worker(cluster: &mut SimCluster, name: &'static str, setup: WorkerSetup) 
                 sleep_ms(500).await;
             }
         }
-    });
+    };
+    if worker.starts_stopped {
+        cluster.stopped_host(worker.host, factory);
+    } else {
+        cluster.host(worker.host, factory);
+    }
+}
+
+/// What the driver calls between commands: the stop and the end of the
+/// input from the checker and the feeder, stats, and crashes at protocol
+/// steps.
+fn worker_control(
+    handle: &ClusterHandle,
+    setup: &WorkerSetup,
+    host: &'static str,
+    start: u64,
+) -> impl FnMut(&mut WorkerCore<WindowJob, Selected>, &Command) + 'static {
+    let mut rng = setup.seed.derive(&format!("crash-{host}-{start}")).rng();
+    let (handle, setup) = (handle.clone(), setup.clone());
+    let mut crashed = false;
+    move |core, command| {
+        if setup.done.get() {
+            core.request_stop();
+        }
+        if core.config().end_offsets.is_none() {
+            if let Some(ends) = setup.ends.borrow().clone() {
+                core.set_end_offsets(ends);
+            }
+        }
+        let incarnation_key = (host.to_string(), start);
+        setup
+            .stats
+            .borrow_mut()
+            .insert(incarnation_key, core.stats());
+        let may_crash = handle.now_ms() < setup.crash_until_ms;
+        if !crashed && may_crash && is_protocol_step(command) && rng.chance(setup.crash_chance) {
+            // The crash lands while this step is in flight.
+            crashed = true;
+            handle.crash_host(host);
+            setup.crashed.borrow_mut().push(host.to_string());
+            setup.protocol_crashes.set(setup.protocol_crashes.get() + 1);
+        }
+    }
 }
 
 fn incarnation(seed: Seed, name: &str, start: u64) -> u64 {
@@ -722,6 +754,43 @@ fn sum(stats: &BTreeMap<(String, u64), WorkerStats>) -> WorkerStats {
 }
 
 fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: bool) -> Run {
+    let workers = ["w1", "w2", "w3"].map(WorkerHost::named).to_vec();
+    let scenario = Scenario {
+        seed,
+        records,
+        delivery,
+        mutant,
+        chaos: faults,
+        workers,
+        schedule: FaultSchedule::default(),
+    };
+    run_scenario(scenario)
+}
+
+/// One run's setting.
+struct Scenario {
+    seed: u64,
+    records: usize,
+    delivery: Delivery,
+    mutant: Selected,
+    /// Drawn faults: crashes (also at protocol steps), freezes, pauses,
+    /// failover, partitions, store failures.
+    chaos: bool,
+    workers: Vec<WorkerHost>,
+    /// Faults at listed instants.
+    schedule: FaultSchedule,
+}
+
+fn run_scenario(scenario: Scenario) -> Run {
+    let Scenario {
+        seed,
+        records,
+        delivery,
+        mutant,
+        chaos: faults,
+        workers,
+        schedule,
+    } = scenario;
     let seed = Seed::new(seed);
     let config = ClusterConfig {
         ..config_from_env()
@@ -747,9 +816,10 @@ fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: 
         protocol_crashes: Rc::default(),
         stats: Rc::default(),
     };
-    for name in ["w1", "w2", "w3"] {
-        add_worker(&mut cluster, name, setup.clone());
+    for worker in workers {
+        add_worker(&mut cluster, worker, setup.clone());
     }
+    cluster.schedule(schedule);
     let chaos_until_ms = 15_000;
     if faults {
         add_chaos(&mut cluster, seed, chaos_until_ms);
@@ -909,5 +979,48 @@ fn worker_mutants_each_break_the_committed_output_for_some_seed() {
     assert!(
         undetected.is_empty(),
         "never detected in 40 seeds: {undetected:?}"
+    );
+}
+
+#[test]
+fn worker_a_second_process_with_the_same_worker_id_fences_the_frozen_first() {
+    // w1 freezes at 3 s for 7 s (past its 2 s session, within its 20 s
+    // transaction timeout: its transaction stays open); at 4 s a second
+    // process starts with worker id w1: its init_transactions fences the
+    // first and aborts what it left open. The first resumes as a zombie.
+    let twin = WorkerHost {
+        host: "w1-twin",
+        worker_id: "w1",
+        starts_stopped: true,
+    };
+    let freeze = Fault::FreezeHost {
+        host: "w1".into(),
+        duration_ms: 7_000,
+    };
+    let schedule = FaultSchedule::listed(vec![
+        (3_000, freeze),
+        (4_000, Fault::RestartHost("w1-twin".into())),
+    ]);
+    let scenario = Scenario {
+        seed: 5,
+        records: 400,
+        delivery: Delivery::ExactlyOnce,
+        mutant: Selected(None),
+        chaos: false,
+        workers: vec![WorkerHost::named("w1"), WorkerHost::named("w2"), twin],
+        schedule,
+    };
+    let run = run_scenario(scenario);
+    assert_exactly_once(5, &run);
+    let zombie: Vec<&String> = run
+        .stops
+        .iter()
+        .filter(|(host, _)| host == "w1")
+        .map(|(_, stopped)| stopped)
+        .collect();
+    assert!(
+        zombie.iter().any(|stopped| stopped.starts_with("Fenced")),
+        "the first process was fenced: {:?}",
+        run.stops
     );
 }
