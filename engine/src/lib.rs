@@ -14,6 +14,8 @@
 //! - [`checkpoint`]: the checkpoint store trait and its implementations;
 //! - [`worker`]: the worker that runs a job's tasks over a transport, with
 //!   checkpoints and exactly-once output;
+//! - [`memory`]: the seam over logs in memory (one process): benchmarks,
+//!   property tests, and the base of replays;
 //! - `kafka`: the seam over real Apache Kafka (rdkafka), behind the
 //!   default `kafka` feature;
 
@@ -22,6 +24,7 @@ pub mod checkpoint;
 pub mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod memory;
 pub mod record;
 pub mod snapshot;
 pub mod spec;

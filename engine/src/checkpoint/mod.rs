@@ -22,6 +22,10 @@
 //! snapshot a newer owner committed.
 #![allow(async_fn_in_trait)]
 
+mod memory;
+
+pub use memory::MemoryStore;
+
 use std::fmt;
 
 use crate::error::Result;
