@@ -202,7 +202,10 @@ fn collect_removes_exactly_the_task_snapshots_below_the_checkpoint() {
         for checkpoint in 1..=5 {
             store.write(&id(checkpoint, 1), b"s").await.unwrap();
         }
-        let other_task = SnapshotId { task: 3, ..id(1, 1) };
+        let other_task = SnapshotId {
+            task: 3,
+            ..id(1, 1)
+        };
         store.write(&other_task, b"t").await.unwrap();
         let dir = store.snapshot_path(&id(1, 1)).unwrap();
         let dir = dir.parent().unwrap().to_path_buf();
@@ -277,6 +280,9 @@ fn a_write_into_an_unwritable_root_is_a_store_error() {
     let mut store = root.store();
     block_on(async {
         let error = store.write(&id(1, 1), b"x").await.unwrap_err();
-        assert!(matches!(&error, Error::Store(m) if m.contains("orders")), "{error:?}");
+        assert!(
+            matches!(&error, Error::Store(m) if m.contains("orders")),
+            "{error:?}"
+        );
     });
 }

@@ -101,7 +101,10 @@ impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Damage::BadMagic(found) => {
-                write!(f, "bad magic {found:02x?} (expected {MAGIC:02x?}, \"EDCK\")")
+                write!(
+                    f,
+                    "bad magic {found:02x?} (expected {MAGIC:02x?}, \"EDCK\")"
+                )
             }
             Damage::UnknownVersion(version) => write!(
                 f,

@@ -60,13 +60,22 @@ mod envelope_format {
         let good = seal(&sample(), b"payload");
         let mut magic = good.clone();
         magic[0] = b'X';
-        assert!(matches!(inspect(&sample(), &magic), Err(Damage::BadMagic(_))));
+        assert!(matches!(
+            inspect(&sample(), &magic),
+            Err(Damage::BadMagic(_))
+        ));
         let mut version = good.clone();
         version[4] = 2;
         assert_eq!(inspect(&sample(), &version), Err(Damage::UnknownVersion(2)));
         let short = &good[..good.len() - 1];
-        assert!(matches!(inspect(&sample(), short), Err(Damage::Truncated(..))));
-        assert!(matches!(inspect(&sample(), &good[..3]), Err(Damage::Truncated(3, 8))));
+        assert!(matches!(
+            inspect(&sample(), short),
+            Err(Damage::Truncated(..))
+        ));
+        assert!(matches!(
+            inspect(&sample(), &good[..3]),
+            Err(Damage::Truncated(3, 8))
+        ));
         let mut long = good.clone();
         long.extend_from_slice(b"!!");
         assert_eq!(inspect(&sample(), &long), Err(Damage::TrailingBytes(2)));
@@ -190,7 +199,12 @@ mod topic_records {
         assert_eq!(parse_chunk_key(key.as_bytes(), "orders", 1), None);
         assert_eq!(parse_chunk_key(key.as_bytes(), "order", 12), None);
         assert_eq!(parse_chunk_key(b"orders/12/3/4", "orders", 12), None);
-        for other in [&b"orders/12/"[..], b"orders/12/x", b"orders/12/03", b"orders/12/-1"] {
+        for other in [
+            &b"orders/12/"[..],
+            b"orders/12/x",
+            b"orders/12/03",
+            b"orders/12/-1",
+        ] {
             assert_eq!(parse_chunk_key(other, "orders", 12), None, "{other:?}");
         }
         assert_eq!(parse_chunk_key(b"orders/12/0", "orders", 12), Some(0));
