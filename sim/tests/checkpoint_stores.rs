@@ -568,10 +568,12 @@ mod sim_store {
                 Crash::RestartOf(host) => handle.restart_host(host),
             }
             sleep_ms(10_000).await;
+            let first = host.read(&id("orders", 0, 1, 1)).await;
+            let second = host.read(&id("orders", 0, 2, 1)).await;
             let mut seen = seen.borrow_mut();
             seen.before_crash = Some(visible);
-            seen.first = Some(host.read(&id("orders", 0, 1, 1)).await);
-            seen.second = Some(host.read(&id("orders", 0, 2, 1)).await);
+            seen.first = Some(first);
+            seen.second = Some(second);
             Ok(())
         });
         cluster.run().unwrap();
