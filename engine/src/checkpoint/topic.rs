@@ -15,7 +15,12 @@
 //! that the task's previous snapshot used, as far as this store instance
 //! knows. The worker produces all of them in the checkpoint's transaction,
 //! so chunks and tombstones become visible exactly when the checkpoint
-//! commits, and never if it aborts.
+//! commits, and never if it aborts. Nor do aborted chunks ever replace
+//! committed ones in compaction: Kafka's log cleaner leaves aborted batches
+//! out of the key map it compacts by (`Cleaner.buildOffsetMapForSegment`
+//! in `kafka.log.LogCleaner`, 3.8), and it cleans only below the last
+//! stable offset, so the chunks of an open transaction take no part
+//! (`LogCleanerManager.cleanableOffsets`).
 //!
 //! **Reading.** [`CheckpointStore::read`] opens a read_committed consumer
 //! without a group, assigns the task's partition, seeks to its first
@@ -269,7 +274,7 @@ impl<T: Transport> TopicStore<T> {
         let _ = consumer.close().await;
         let scan = scan?;
         let known = self.tasks.entry((id.job.clone(), id.task)).or_default();
-        known.live_max = known.live_max.max(scan.live_max);
+        known.live_max = known.live_max.max(scan.live_max());
         scan.assemble(id, &tp)
     }
 
@@ -365,8 +370,6 @@ struct Scan {
     conflict: Option<String>,
     /// Per chunk index of the task: whether its latest record has a value.
     live: BTreeMap<u32, bool>,
-    /// One past the highest chunk index whose latest record has a value.
-    live_max: u32,
 }
 
 impl Scan {
@@ -379,8 +382,17 @@ impl Scan {
             malformed: 0,
             conflict: None,
             live: BTreeMap::new(),
-            live_max: 0,
         }
+    }
+
+    /// One past the highest chunk index of the task whose latest record
+    /// read has a value.
+    fn live_max(&self) -> u32 {
+        self.live
+            .iter()
+            .rev()
+            .find(|(_, live)| **live)
+            .map_or(0, |(index, _)| index + 1)
     }
 
     /// Takes the records of one poll; whether any was below the end offset.
@@ -415,12 +427,6 @@ impl Scan {
             return;
         };
         self.live.insert(index, message.value.is_some());
-        self.live_max = self
-            .live
-            .iter()
-            .rev()
-            .find(|(_, live)| **live)
-            .map_or(0, |(index, _)| index + 1);
         let Some(value) = message.value else {
             return;
         };
