@@ -17,7 +17,9 @@
 //!   number generator; [`seed_context`]: the seed a panic names;
 //! - [`rpc`]: a request/response connection (brokers' and tests' raw client);
 //! - [`client`]: [`client::SimTransport`], the engine's `Transport` over the
-//!   simulated brokers (producer, consumer, admin).
+//!   simulated brokers (producer, consumer, admin);
+//! - [`checkpoint_store`]: the checkpoint store the worker hosts of a run
+//!   share, with seeded write and read failures and lost unsynced writes.
 //!
 //! Determinism: a run is a function of its seed. No wall clock, no OS
 //! randomness, no threads, no hash-order iteration, no environment reads:
@@ -26,6 +28,7 @@
 //! for what would break this).
 
 pub mod broker;
+pub mod checkpoint_store;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -20,11 +20,31 @@
 //! Snapshot ids are never reused for other bytes: the id carries the
 //! writer's incarnation, so a zombie's late write cannot replace the
 //! snapshot a newer owner committed.
+//!
+//! # The implementations
+//!
+//! - [`envelope`]: what every store keeps for a snapshot (magic, version,
+//!   the id, the length, CRC-32), and the name checks all stores share;
+//! - [`DirStore`]: one file per snapshot in a directory tree, written to
+//!   a temporary file, synced and renamed into place;
+//! - [`TopicStore`]: snapshots as chunk records of a compacted Kafka topic,
+//!   produced by the worker inside its transaction; generic over the
+//!   `Transport`, so it runs on the simulator and on real Kafka;
+//! - [`MemoryStore`]: a map in memory, for one process (benchmarks,
+//!   tests);
+//! - the simulator's store (`eddyline_sim::checkpoint_store`): shared by
+//!   the worker hosts of a run, with seeded write and read failures and
+//!   lost unsynced writes.
 #![allow(async_fn_in_trait)]
 
+mod dir;
+pub mod envelope;
 mod memory;
+mod topic;
 
+pub use dir::DirStore;
 pub use memory::MemoryStore;
+pub use topic::{TopicStore, TopicStoreOptions, ensure_topic};
 
 use std::fmt;
 
@@ -72,3 +92,6 @@ pub trait CheckpointStore {
     /// (compaction) may return 0.
     async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -118,6 +118,7 @@ impl SimCluster {
         if self.worker_hosts.contains(host) && self.sim.is_host_running(host) {
             self.freezes.end_for_restart(&self.trace, host);
             self.sim.crash(host);
+            self.note_host_crash(host);
             true
         } else {
             false
@@ -127,11 +128,26 @@ impl SimCluster {
     fn restart_host(&mut self, host: &str) -> bool {
         if self.worker_hosts.contains(host) {
             self.freezes.end_for_restart(&self.trace, host);
+            let running = self.sim.is_host_running(host);
             self.sim.bounce(host);
+            if running {
+                self.note_host_crash(host);
+            }
             true
         } else {
             false
         }
+    }
+
+    /// A running worker host's software ended now (crash or restart).
+    fn note_host_crash(&self, host: &str) {
+        let now = self.elapsed_ms();
+        self.shared
+            .host_crashes
+            .borrow_mut()
+            .entry(host.to_string())
+            .or_default()
+            .push(now);
     }
 
     fn pause_host(&mut self, host: &str, until_ms: u64) -> bool {

@@ -3,7 +3,7 @@
 //! brokers' disks to Kafka's replication safety property.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use eddyline_engine::transport::TopicPartition;
@@ -16,7 +16,7 @@ use crate::faults::Fault;
 use crate::internal::PartitionImage;
 use crate::protocol::{BrokerId, RecordBatch};
 use crate::seed::Seed;
-use crate::trace::{Trace, TraceSummary};
+use crate::trace::{EventKind, Node, Trace, TraceSummary};
 use crate::world;
 
 /// What the run loop and every handle share.
@@ -30,6 +30,10 @@ pub(super) struct ControlShared {
     pub(super) brokers_down: RefCell<BTreeSet<BrokerId>>,
     /// Every broker's disk, by broker id (crashed brokers' too).
     pub(super) disks: Vec<Rc<RefCell<BrokerDisk>>>,
+    /// When each worker host crashed (a restart of a running host
+    /// included), oldest first: what the simulated checkpoint store needs
+    /// to lose a crashed writer's unsynced writes.
+    pub(super) host_crashes: RefCell<BTreeMap<String, Vec<u64>>>,
 }
 
 /// Control of the cluster usable from inside hosts (cheap to clone, not
@@ -214,6 +218,26 @@ impl ClusterHandle {
 
     pub fn trace(&self) -> TraceSummary {
         self.shared.trace.summary(64)
+    }
+
+    /// The simulated times (ms) at which worker host `host` crashed, a
+    /// restart of a running host included, oldest first; empty for a host
+    /// that never did (and for client hosts, which cannot).
+    pub fn host_crash_times(&self, host: &str) -> Vec<u64> {
+        self.shared
+            .host_crashes
+            .borrow()
+            .get(host)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Records a fault injected by something other than the run loop (the
+    /// simulated checkpoint store) in the run's trace.
+    pub fn trace_fault(&self, description: &str) {
+        self.shared
+            .trace
+            .record_name(Node::Cluster, EventKind::Fault, description, [0; 4]);
     }
 }
 

@@ -125,6 +125,7 @@ impl SimCluster {
             requests: RefCell::new(Vec::new()),
             brokers_down: RefCell::new(BTreeSet::new()),
             disks: brokers.disks,
+            host_crashes: RefCell::new(BTreeMap::new()),
         });
         let derived: Vec<(String, Seed)> = [
             ("network".to_string(), network_seed),
