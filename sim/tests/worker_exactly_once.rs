@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use common::*;
 use eddyline_engine::aggregate::{Summary, SummaryResult};
-use eddyline_engine::checkpoint::{CheckpointStore, SnapshotId};
 use eddyline_engine::transport::{
     Consumer, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition, Transport,
 };
@@ -36,6 +35,7 @@ use eddyline_engine::worker::{
 };
 use eddyline_engine::{Error, EventTime, Record, Result};
 use eddyline_sim::Seed;
+use eddyline_sim::checkpoint_store::{SimCheckpointStore, SimStoreConfig};
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
 
@@ -202,50 +202,6 @@ fn output_record(output: &Output<i64, SummaryResult>) -> ProducerRecord {
 }
 
 // ---------------------------------------------------------------------------
-// A shared in-memory checkpoint store that fails some writes.
-
-#[derive(Clone, Default)]
-struct MemoryStore {
-    snapshots: Rc<RefCell<BTreeMap<SnapshotId, Vec<u8>>>>,
-    /// Fail every n-th write (0: never), counted over the whole run.
-    fail_every: u64,
-    writes: Rc<Cell<u64>>,
-    failed: Rc<Cell<u64>>,
-}
-
-impl CheckpointStore for MemoryStore {
-    async fn write(&mut self, id: &SnapshotId, bytes: &[u8]) -> Result<Vec<ProducerRecord>> {
-        sleep_ms(2).await;
-        let n = self.writes.get() + 1;
-        self.writes.set(n);
-        if self.fail_every > 0 && n % self.fail_every == 0 {
-            self.failed.set(self.failed.get() + 1);
-            return Err(Error::Store(format!("write {n} of {id} failed (injected)")));
-        }
-        self.snapshots
-            .borrow_mut()
-            .insert(id.clone(), bytes.to_vec());
-        Ok(Vec::new())
-    }
-
-    async fn read(&mut self, id: &SnapshotId) -> Result<Vec<u8>> {
-        sleep_ms(1).await;
-        let snapshots = self.snapshots.borrow();
-        snapshots
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::MissingSnapshot(id.to_string()))
-    }
-
-    async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize> {
-        let mut snapshots = self.snapshots.borrow_mut();
-        let before = snapshots.len();
-        snapshots.retain(|id, _| !(id.job == job && id.task == task && id.checkpoint < below));
-        Ok(before - snapshots.len())
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The workload: keyed records with out-of-order and late timestamps.
 
 struct Workload {
@@ -320,7 +276,7 @@ struct WorkerSetup {
     seed: Seed,
     delivery: Delivery,
     mutant: Selected,
-    store: MemoryStore,
+    store: SimCheckpointStore,
     ends: Ends,
     /// Set once the group committed the end of every partition.
     done: Rc<Cell<bool>>,
@@ -414,7 +370,7 @@ fn add_worker(cluster: &mut SimCluster, worker: WorkerHost, setup: WorkerSetup) 
                 };
                 let config = worker_config(&setup, worker.worker_id, incarnation);
                 let core = WorkerCore::new(job, config, setup.mutant)?;
-                let mut store = setup.store.clone();
+                let mut store = setup.store.on_host(worker.host);
                 let control = worker_control(&handle, &setup, worker.host, start);
                 let stopped = driver::run(
                     &transport(&handle),
@@ -585,6 +541,8 @@ fn add_restarter(cluster: &mut SimCluster, setup: WorkerSetup, until_ms: u64) {
 /// partition in offset order.
 #[derive(Debug, Default, PartialEq)]
 struct Observed {
+    /// The group committed the end of every input partition in time.
+    caught_up: bool,
     outputs: BTreeMap<String, Vec<String>>,
     late: BTreeMap<String, Vec<String>>,
     input: BTreeMap<i32, Vec<Message>>,
@@ -672,20 +630,15 @@ fn add_checker(
             let Ok(committed) = group.committed(&partitions).await else {
                 continue;
             };
-            caught_up = partitions.iter().zip(&committed).all(|(tp, committed)| {
-                committed.as_ref().map_or(0, |c| c.offset) >= ends[tp]
-            });
+            caught_up = partitions
+                .iter()
+                .zip(&committed)
+                .all(|(tp, committed)| committed.as_ref().map_or(0, |c| c.offset) >= ends[tp]);
             if caught_up {
                 break;
             }
         }
         setup.done.set(true);
-        assert!(
-            caught_up,
-            "seed {}: liveness: the group did not commit the end of the input by {deadline_ms} ms; stops: {:?}",
-            setup.seed,
-            setup.stops.borrow()
-        );
         // Let the workers stop (a last, empty checkpoint).
         sleep_ms(3_000).await;
         let outputs = by_key(&read_all(&handle, OUTPUT, "out-reader").await);
@@ -695,6 +648,7 @@ fn add_checker(
             input.entry(message.partition).or_default().push(message);
         }
         *observed.borrow_mut() = Some(Observed {
+            caught_up,
             outputs,
             late,
             input,
@@ -763,6 +717,7 @@ fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: 
         chaos: faults,
         workers,
         schedule: FaultSchedule::default(),
+        store: None,
     };
     run_scenario(scenario)
 }
@@ -779,6 +734,8 @@ struct Scenario {
     workers: Vec<WorkerHost>,
     /// Faults at listed instants.
     schedule: FaultSchedule,
+    /// `None`: the default (failures with `chaos`, durable acknowledgements).
+    store: Option<SimStoreConfig>,
 }
 
 fn run_scenario(scenario: Scenario) -> Run {
@@ -790,6 +747,7 @@ fn run_scenario(scenario: Scenario) -> Run {
         chaos: faults,
         workers,
         schedule,
+        store,
     } = scenario;
     let seed = Seed::new(seed);
     let config = ClusterConfig {
@@ -798,15 +756,18 @@ fn run_scenario(scenario: Scenario) -> Run {
     .with_fast_timings();
     let mut cluster = SimCluster::new(seed, config).expect("valid config");
     let ends = Ends::default();
+    let store_config = store.unwrap_or(SimStoreConfig {
+        write_failure_rate: if faults { 0.1 } else { 0.0 },
+        read_failure_rate: if faults { 0.05 } else { 0.0 },
+        ..SimStoreConfig::none()
+    });
+    let store = SimCheckpointStore::new(&cluster.handle(), store_config).expect("a valid store");
     add_feeder(&mut cluster, workload(seed, records), Rc::clone(&ends));
     let setup = WorkerSetup {
         seed,
         delivery,
         mutant,
-        store: MemoryStore {
-            fail_every: if faults { 7 } else { 0 },
-            ..MemoryStore::default()
-        },
+        store: store.clone(),
         ends,
         done: Rc::default(),
         stops: Rc::default(),
@@ -845,13 +806,13 @@ fn run_scenario(scenario: Scenario) -> Run {
         }
         eprintln!(
             "seed {seed}: {stats:?}; store failures {}; crashes at protocol steps {}",
-            setup.store.failed.get(),
+            store.stats().write_failures,
             crashes_at_protocol_steps
         );
     }
     Run {
         observed,
-        store_failures: setup.store.failed.get(),
+        store_failures: store.stats().write_failures + store.stats().read_failures,
         stops: setup.stops.borrow().clone(),
         stats,
         crashes_at_protocol_steps,
@@ -859,6 +820,11 @@ fn run_scenario(scenario: Scenario) -> Run {
 }
 
 fn assert_exactly_once(seed: u64, run: &Run) {
+    assert!(
+        run.observed.caught_up,
+        "seed {seed}: liveness: the group did not commit the end of the input in time; stops: {:?}",
+        run.stops
+    );
     let (outputs, late) = expected(&run.observed.input);
     let total: usize = run.observed.input.values().map(Vec::len).sum();
     assert!(total > 0, "seed {seed}: no input");
@@ -1009,6 +975,7 @@ fn worker_a_second_process_with_the_same_worker_id_fences_the_frozen_first() {
         chaos: false,
         workers: vec![WorkerHost::named("w1"), WorkerHost::named("w2"), twin],
         schedule,
+        store: None,
     };
     let run = run_scenario(scenario);
     assert_exactly_once(5, &run);
@@ -1022,5 +989,55 @@ fn worker_a_second_process_with_the_same_worker_id_fences_the_frozen_first() {
         zombie.iter().any(|stopped| stopped.starts_with("Fenced")),
         "the first process was fenced: {:?}",
         run.stops
+    );
+}
+
+#[test]
+fn worker_a_store_that_loses_acknowledged_snapshots_stops_the_task_loudly_never_restarts_it_empty()
+{
+    // The store acknowledges writes 5 s before they are durable; w1 (the
+    // only worker until 8 s) crashes at 6 s, losing the snapshots its
+    // last commits name. Whoever owns those tasks next must refuse to
+    // start them.
+    let late = WorkerHost {
+        starts_stopped: true,
+        ..WorkerHost::named("w2")
+    };
+    let schedule = FaultSchedule::listed(vec![
+        (6_000, Fault::CrashHost("w1".into())),
+        (8_000, Fault::RestartHost("w2".into())),
+    ]);
+    let store = SimStoreConfig {
+        ack_before_sync_ms: Some(5_000),
+        ..SimStoreConfig::none()
+    };
+    let scenario = Scenario {
+        seed: 9,
+        records: 400,
+        delivery: Delivery::ExactlyOnce,
+        mutant: Selected(None),
+        chaos: false,
+        workers: vec![WorkerHost::named("w1"), late],
+        schedule,
+        store: Some(store),
+    };
+    let run = run_scenario(scenario);
+    assert!(
+        !run.observed.caught_up,
+        "the lost state cannot be recovered"
+    );
+    let refusals: Vec<&(String, String)> = run
+        .stops
+        .iter()
+        .filter(|(_, stopped)| stopped.contains("missing snapshot"))
+        .collect();
+    assert!(
+        !refusals.is_empty(),
+        "a task refused to start: {:?}",
+        run.stops
+    );
+    assert_eq!(
+        run.stats.tasks_started_empty, PARTITIONS as u64,
+        "only w1's first start (alone, every partition) started tasks empty"
     );
 }
