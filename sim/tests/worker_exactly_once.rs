@@ -17,12 +17,15 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
 use common::*;
 use eddyline_engine::aggregate::{Summary, SummaryResult};
+use eddyline_engine::checkpoint::{
+    CheckpointStore, SnapshotId, TopicStore, TopicStoreOptions, ensure_topic,
+};
 use eddyline_engine::transport::{
     Consumer, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition, Transport,
 };
@@ -35,7 +38,8 @@ use eddyline_engine::worker::{
 };
 use eddyline_engine::{Error, EventTime, Record, Result};
 use eddyline_sim::Seed;
-use eddyline_sim::checkpoint_store::{SimCheckpointStore, SimStoreConfig};
+use eddyline_sim::SimTransport;
+use eddyline_sim::checkpoint_store::{HostStore, SimCheckpointStore, SimStoreConfig};
 use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
 
@@ -202,6 +206,65 @@ fn output_record(output: &Output<i64, SummaryResult>) -> ProducerRecord {
 }
 
 // ---------------------------------------------------------------------------
+// Checkpoint stores: the simulator's (shared, seeded faults) or the Kafka
+// topic store (chunks inside the worker's transaction).
+
+const CHECKPOINT_TOPIC: &str = "checkpoints";
+
+/// Which store a run's workers use.
+#[derive(Clone)]
+enum Stores {
+    Sim(SimCheckpointStore),
+    Topic,
+}
+
+/// One worker's store.
+enum WorkerStore {
+    Sim(HostStore),
+    Topic(Box<TopicStore<SimTransport>>),
+}
+
+impl Stores {
+    fn for_host(&self, handle: &ClusterHandle, host: &str) -> WorkerStore {
+        match self {
+            Stores::Sim(store) => WorkerStore::Sim(store.on_host(host)),
+            Stores::Topic => {
+                let options = TopicStoreOptions {
+                    chunk_bytes: 4_096,
+                    ..TopicStoreOptions::default()
+                };
+                let store = TopicStore::new(transport(handle), CHECKPOINT_TOPIC, 2, options)
+                    .expect("a valid topic store");
+                WorkerStore::Topic(Box::new(store))
+            }
+        }
+    }
+}
+
+impl CheckpointStore for WorkerStore {
+    async fn write(&mut self, id: &SnapshotId, bytes: &[u8]) -> Result<Vec<ProducerRecord>> {
+        match self {
+            WorkerStore::Sim(store) => store.write(id, bytes).await,
+            WorkerStore::Topic(store) => store.write(id, bytes).await,
+        }
+    }
+
+    async fn read(&mut self, id: &SnapshotId) -> Result<Vec<u8>> {
+        match self {
+            WorkerStore::Sim(store) => store.read(id).await,
+            WorkerStore::Topic(store) => store.read(id).await,
+        }
+    }
+
+    async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize> {
+        match self {
+            WorkerStore::Sim(store) => store.collect(job, task, below).await,
+            WorkerStore::Topic(store) => store.collect(job, task, below).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The workload: keyed records with out-of-order and late timestamps.
 
 struct Workload {
@@ -240,6 +303,8 @@ fn add_feeder(cluster: &mut SimCluster, workload: Workload, ends: Ends) {
         admin_create_topic(&transport, INPUT, PARTITIONS).await;
         admin_create_topic(&transport, OUTPUT, PARTITIONS).await;
         admin_create_topic(&transport, LATE, PARTITIONS).await;
+        let admin = transport.admin().await?;
+        ensure_topic(&admin, CHECKPOINT_TOPIC, 2, 3).await?;
         let mut producer = transport.producer(&producer_config("feeder", None)).await?;
         for (i, (key, ts, value)) in workload.records.iter().enumerate() {
             producer.send(ProducerRecord {
@@ -276,10 +341,13 @@ struct WorkerSetup {
     seed: Seed,
     delivery: Delivery,
     mutant: Selected,
-    store: SimCheckpointStore,
+    store: Stores,
     ends: Ends,
-    /// Set once the group committed the end of every partition.
+    /// Set once every task committed the end of its input.
     done: Rc<Cell<bool>>,
+    /// The tasks that committed a checkpoint after the end of their input
+    /// (as their owners report them).
+    finished: Rc<RefCell<BTreeSet<i32>>>,
     /// Why each incarnation of each worker stopped.
     stops: Rc<RefCell<Vec<(String, String)>>>,
     /// Crash a worker at one of its protocol steps (before a snapshot
@@ -370,7 +438,7 @@ fn add_worker(cluster: &mut SimCluster, worker: WorkerHost, setup: WorkerSetup) 
                 };
                 let config = worker_config(&setup, worker.worker_id, incarnation);
                 let core = WorkerCore::new(job, config, setup.mutant)?;
-                let mut store = setup.store.on_host(worker.host);
+                let mut store = setup.store.for_host(&handle, worker.host);
                 let control = worker_control(&handle, &setup, worker.host, start);
                 let stopped = driver::run(
                     &transport(&handle),
@@ -426,6 +494,7 @@ fn worker_control(
                 core.set_end_offsets(ends);
             }
         }
+        setup.finished.borrow_mut().extend(core.finished_tasks());
         let incarnation_key = (host.to_string(), start);
         setup
             .stats
@@ -627,13 +696,17 @@ fn add_checker(
         let mut caught_up = false;
         while handle.now_ms() < deadline_ms {
             sleep_ms(500).await;
+            // Every task committed after the end of its input, and the
+            // group's offsets say so.
+            let finished = setup.finished.borrow().len() == partitions.len();
             let Ok(committed) = group.committed(&partitions).await else {
                 continue;
             };
-            caught_up = partitions
+            let at_end = partitions
                 .iter()
                 .zip(&committed)
                 .all(|(tp, committed)| committed.as_ref().map_or(0, |c| c.offset) >= ends[tp]);
+            caught_up = finished && at_end;
             if caught_up {
                 break;
             }
@@ -718,6 +791,7 @@ fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: 
         workers,
         schedule: FaultSchedule::default(),
         store: None,
+        topic_store: false,
     };
     run_scenario(scenario)
 }
@@ -734,8 +808,11 @@ struct Scenario {
     workers: Vec<WorkerHost>,
     /// Faults at listed instants.
     schedule: FaultSchedule,
-    /// `None`: the default (failures with `chaos`, durable acknowledgements).
+    /// `None`: the simulator's store, with failures under `chaos` and
+    /// durable acknowledgements.
     store: Option<SimStoreConfig>,
+    /// The Kafka topic store instead of the simulator's.
+    topic_store: bool,
 }
 
 fn run_scenario(scenario: Scenario) -> Run {
@@ -748,6 +825,7 @@ fn run_scenario(scenario: Scenario) -> Run {
         workers,
         schedule,
         store,
+        topic_store,
     } = scenario;
     let seed = Seed::new(seed);
     let config = ClusterConfig {
@@ -767,9 +845,14 @@ fn run_scenario(scenario: Scenario) -> Run {
         seed,
         delivery,
         mutant,
-        store: store.clone(),
+        store: if topic_store {
+            Stores::Topic
+        } else {
+            Stores::Sim(store.clone())
+        },
         ends,
         done: Rc::default(),
+        finished: Rc::default(),
         stops: Rc::default(),
         crash_chance: if faults { 0.04 } else { 0.0 },
         crash_until_ms: 14_000,
@@ -976,6 +1059,7 @@ fn worker_a_second_process_with_the_same_worker_id_fences_the_frozen_first() {
         workers: vec![WorkerHost::named("w1"), WorkerHost::named("w2"), twin],
         schedule,
         store: None,
+        topic_store: false,
     };
     let run = run_scenario(scenario);
     assert_exactly_once(5, &run);
@@ -1020,6 +1104,7 @@ fn worker_a_store_that_loses_acknowledged_snapshots_stops_the_task_loudly_never_
         workers: vec![WorkerHost::named("w1"), late],
         schedule,
         store: Some(store),
+        topic_store: false,
     };
     let run = run_scenario(scenario);
     assert!(
@@ -1040,4 +1125,35 @@ fn worker_a_store_that_loses_acknowledged_snapshots_stops_the_task_loudly_never_
         run.stats.tasks_started_empty, PARTITIONS as u64,
         "only w1's first start (alone, every partition) started tasks empty"
     );
+}
+
+#[test]
+fn worker_with_the_kafka_topic_store_under_faults_commits_exactly_once() {
+    let mut failed = Vec::new();
+    let mut restored = 0;
+    for seed in seeds(6) {
+        let result = std::panic::catch_unwind(|| {
+            let workers = ["w1", "w2", "w3"].map(WorkerHost::named).to_vec();
+            let scenario = Scenario {
+                seed,
+                records: 400,
+                delivery: Delivery::ExactlyOnce,
+                mutant: Selected(None),
+                chaos: true,
+                workers,
+                schedule: FaultSchedule::default(),
+                store: None,
+                topic_store: true,
+            };
+            let run = run_scenario(scenario);
+            assert_exactly_once(seed, &run);
+            run.stats.tasks_restored
+        });
+        match result {
+            Ok(count) => restored += count,
+            Err(_) => failed.push(seed),
+        }
+    }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    assert!(restored > 0, "tasks were restored from the topic");
 }

@@ -232,6 +232,9 @@ struct Task<T> {
     /// Processed something (or finished) since the last commit.
     dirty: bool,
     finished: bool,
+    /// Its last committed checkpoint came after the end of its bounded
+    /// input: everything it will ever output is committed.
+    committed_finished: bool,
 }
 
 /// Which call is outstanding (one at a time).
@@ -429,6 +432,16 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         self.tasks
             .iter()
             .map(|(task, slot)| (*task, slot.committed.checkpoint))
+            .collect()
+    }
+
+    /// The tasks whose bounded input ended and whose last committed
+    /// checkpoint came after that: all their output is committed.
+    pub fn finished_tasks(&self) -> BTreeSet<i32> {
+        self.tasks
+            .iter()
+            .filter(|(_, slot)| slot.committed_finished)
+            .map(|(task, _)| *task)
             .collect()
     }
 
@@ -1141,6 +1154,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                 },
                 dirty: false,
                 finished: false,
+                committed_finished: false,
             },
         );
     }
@@ -1317,6 +1331,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         let incarnation = self.config.incarnation;
         for (task, slot) in &mut self.tasks {
             slot.dirty = false;
+            slot.committed_finished = slot.finished;
             slot.committed = Committed {
                 checkpoint: Some((number, incarnation)),
                 snapshot: snapshots.get(task).cloned(),
