@@ -27,7 +27,8 @@ use eddyline_engine::checkpoint::{
     CheckpointStore, SnapshotId, TopicStore, TopicStoreOptions, ensure_topic,
 };
 use eddyline_engine::transport::{
-    Consumer, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition, Transport,
+    Consumer, ConsumerConfig, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition,
+    Transport,
 };
 use eddyline_engine::watermark::WatermarkConfig;
 use eddyline_engine::window::{Output, WindowConfig, WindowKind, WindowTask};
@@ -649,6 +650,39 @@ async fn read_all(handle: &ClusterHandle, topic: &str, name: &str) -> Vec<Messag
             if let ConsumerEvent::Message(message) = event {
                 positions.insert(message.topic_partition(), message.offset + 1);
                 read.push(message);
+            }
+        }
+    }
+    if std::env::var_os("EDDY_WORKER_VERBOSE").is_some() {
+        let mut uncommitted = transport
+            .consumer(&ConsumerConfig {
+                isolation: eddyline_engine::transport::Isolation::ReadUncommitted,
+                ..consumer_config("hw", None)
+            })
+            .await
+            .expect("reader");
+        for partition in &partitions {
+            let (_, hw) = uncommitted.offsets_range(partition).await.expect("hw");
+            let count = read
+                .iter()
+                .filter(|m| m.topic_partition() == *partition)
+                .count();
+            eprintln!(
+                "read {partition}: lso at start {}, hw now {hw}, read {count} up to {:?}",
+                ends[partition],
+                positions.get(partition)
+            );
+            if let Some((batches, _)) = handle.replica_log(0, partition) {
+                for batch in batches.iter().filter(|b| b.transactional) {
+                    eprintln!(
+                        "  batch @{} pid {:?} epoch {:?} control {:?} records {}",
+                        batch.base_offset,
+                        batch.producer_id,
+                        batch.producer_epoch,
+                        batch.control,
+                        batch.records.len()
+                    );
+                }
             }
         }
     }
