@@ -203,6 +203,8 @@ enum Compiled {
 pub struct AggregatePlan {
     pub slots: Vec<Slot>,
     pub output_fields: Vec<String>,
+    /// For each output field, the index of the aggregate that writes it.
+    pub output_origins: Vec<usize>,
     /// A canonical text of the aggregates (functions, fields, types,
     /// outputs): part of the job's snapshot fingerprint.
     pub canonical: String,
@@ -221,6 +223,7 @@ impl AggregatePlan {
         let mut plan = AggregatePlan {
             slots: Vec::new(),
             output_fields: Vec::new(),
+            output_origins: Vec::new(),
             canonical: String::new(),
             aggregator: JobAggregator {
                 aggregates: Vec::new(),
@@ -233,6 +236,7 @@ impl AggregatePlan {
                 None => plan.add_builtin(spec, &at)?,
             };
             plan.aggregator.aggregates.push(compiled);
+            plan.output_origins.resize(plan.output_fields.len(), index);
         }
         Ok(plan)
     }
@@ -617,14 +621,20 @@ fn add_decimal_avg(
 }
 
 /// `sum / count`, exact when it terminates within the decimal's 28 digits,
-/// else rounded there; `null` for no values.
+/// else rounded there, with no trailing zeros beyond the sum's own scale
+/// (`30.00 / 3` is `10.00`, `0.3 / 2` is `0.15`); `null` for no values.
 fn decimal_mean(sum: Decimal, count: u64) -> OutputValue {
     if count == 0 {
         return OutputValue::Null;
     }
-    let mean = sum
+    let mut mean = sum
         .checked_div(Decimal::from(count))
-        .expect("a decimal divided by a count >= 1 does not overflow");
+        .expect("a decimal divided by a count >= 1 does not overflow")
+        .normalize();
+    if mean.scale() < sum.scale() {
+        // |mean| <= |sum|, which fits at that scale.
+        mean.rescale(sum.scale());
+    }
     OutputValue::Decimal(mean)
 }
 

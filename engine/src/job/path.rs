@@ -53,7 +53,7 @@ impl FieldPath {
                 Member::NotAnObject(kind) => return Found::Inside(kind),
             }
         }
-        if current.get().trim_start().starts_with('n') {
+        if JsonKind::of(current) == JsonKind::Null {
             Found::Null
         } else {
             Found::Value(current)
@@ -114,6 +114,16 @@ impl JsonKind {
             JsonKind::Array => "an array",
             JsonKind::Object => "an object",
         }
+    }
+}
+
+/// The member `key` of the object `raw` (one key, no dots).
+pub fn member_of<'a>(raw: &'a RawValue, key: &str) -> Found<'a> {
+    match member(raw, key) {
+        Member::Found(value) if JsonKind::of(value) == JsonKind::Null => Found::Null,
+        Member::Found(value) => Found::Value(value),
+        Member::Absent => Found::Missing,
+        Member::NotAnObject(kind) => Found::Inside(kind),
     }
 }
 

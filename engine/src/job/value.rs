@@ -82,11 +82,6 @@ impl Scalar {
     pub fn from_json(raw: &RawValue, field_type: FieldType) -> Result<Scalar, String> {
         let text = raw.get();
         let kind = JsonKind::of(raw);
-        let found = || match kind {
-            JsonKind::Number | JsonKind::Boolean => format!("{} ({text})", kind.name()),
-            JsonKind::String if text.len() <= 40 => format!("{} ({text})", kind.name()),
-            _ => kind.name().to_string(),
-        };
         let scalar = match (field_type, kind) {
             (FieldType::String, JsonKind::String) => Some(Scalar::String(json_string(raw))),
             (FieldType::Boolean, JsonKind::Boolean) => Some(Scalar::Boolean(text == "true")),
@@ -99,7 +94,13 @@ impl Scalar {
             }
             _ => None,
         };
-        scalar.ok_or_else(|| format!("expected {}, found {}", expected(field_type), found()))
+        scalar.ok_or_else(|| {
+            format!(
+                "expected {}, found {}",
+                expected(field_type),
+                describe_json(raw)
+            )
+        })
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -139,6 +140,17 @@ impl From<Scalar> for OutputValue {
             Scalar::Decimal(value) => OutputValue::Decimal(value),
             Scalar::String(value) => OutputValue::String(value),
         }
+    }
+}
+
+/// A JSON value for a message: its kind, with its text when short.
+pub fn describe_json(raw: &RawValue) -> String {
+    let text = raw.get();
+    let kind = JsonKind::of(raw);
+    match kind {
+        JsonKind::Number | JsonKind::Boolean => format!("{} ({text})", kind.name()),
+        JsonKind::String if text.len() <= 40 => format!("{} ({text})", kind.name()),
+        _ => kind.name().to_string(),
     }
 }
 
