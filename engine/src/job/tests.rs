@@ -806,3 +806,57 @@ mod rust_api {
         );
     }
 }
+
+mod tasks {
+    use super::*;
+
+    fn two_topics() -> Job {
+        let text = json_job(COUNT, "")
+            .replace("topics = [\"clicks\"]", "topics = [\"clicks\", \"views\"]")
+            .replace("field = \"ts\"", "field = \"ts\"\nidle_timeout_ms = 60000");
+        job(&text)
+    }
+
+    fn on_topic(topic: &str, partition: i32, offset: i64, ts: i64) -> Message {
+        Message {
+            topic: topic.to_string(),
+            partition,
+            ..json(offset, &format!(r#"{{"user": "u", "ts": {ts}}}"#))
+        }
+    }
+
+    #[test]
+    fn a_task_reads_its_partition_of_every_input_and_the_slowest_input_holds_the_watermark() {
+        let job = two_topics();
+        let mut task = job.new_task(2, Duration::ZERO, Faithful).unwrap();
+        let mut out = Vec::new();
+        let second = Duration::from_secs(1);
+        task.process(&on_topic("clicks", 2, 0, 25_000), second, &mut out)
+            .unwrap();
+        assert_eq!(task.watermark(), i64::MIN, "views has said nothing yet");
+        task.process(&on_topic("views", 2, 0, 5_000), second, &mut out)
+            .unwrap();
+        assert_eq!(task.watermark(), 4_999);
+        assert!(out.is_empty());
+        // views goes idle: the watermark follows clicks alone.
+        task.on_processing_time(Duration::from_secs(61), &mut out)
+            .unwrap();
+        assert_eq!(task.watermark(), 24_999);
+        assert_eq!(
+            on("out", &out),
+            [r#"{"user":"u","window_start":0,"window_end":10000,"n":1,"kind":"on_time"}"#]
+        );
+    }
+
+    #[test]
+    fn a_negative_task_number_is_refused() {
+        let error = two_topics()
+            .new_task(-1, Duration::ZERO, Faithful)
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("task number -1 is negative"),
+            "{error}"
+        );
+    }
+}
