@@ -418,7 +418,7 @@ mod aggregating {
                 json(5, r#"{"user": "c", "ts": 4, "amount": "20.00"}"#),
             ],
         );
-        assert_eq!(0.1_f64 + 0.2_f64 == 0.3_f64, false, "floats would not do");
+        assert_ne!(0.1_f64 + 0.2_f64, 0.3_f64, "floats would not do");
         assert_eq!(
             on("out", &out),
             [
@@ -522,10 +522,21 @@ mod validation {
             .to_string()
     }
 
+    fn check_refusals(cases: &[(String, &str)]) {
+        for (text, expected) in cases {
+            let error = refused(text);
+            assert!(
+                error.starts_with(expected),
+                "{error:?} does not start with {expected:?}"
+            );
+            assert!(!error.contains('\n'), "{error:?}");
+        }
+    }
+
     #[test]
-    fn semantic_errors_name_the_file_and_the_path() {
+    fn window_event_time_and_topic_errors_name_the_file_and_the_path() {
         let base = json_job(COUNT, "");
-        let cases = [
+        check_refusals(&[
             (
                 base.replace("size_ms = 10000", "gap_ms = 5"),
                 "jobs/bad.toml: window.size_ms: a tumbling window needs `size_ms`",
@@ -580,6 +591,13 @@ mod validation {
                 base.replace("name = \"test-job\"", "name = \"\""),
                 "jobs/bad.toml: name: a job name is 1 to 200 characters",
             ),
+        ]);
+    }
+
+    #[test]
+    fn aggregate_and_checkpoint_errors_name_the_file_and_the_path() {
+        let base = json_job(COUNT, "");
+        check_refusals(&[
             (
                 base.replace("name = \"n\"", "name = \"kind\""),
                 "jobs/bad.toml: aggregates[0]: output field \"kind\" is already a field",
@@ -636,15 +654,7 @@ mod validation {
                 format!("{base}\n[checkpoint]\nstore = {{ kafka = \"out\" }}\n"),
                 "jobs/bad.toml: checkpoint.store.kafka: topic \"out\" is already used by output.topic",
             ),
-        ];
-        for (text, expected) in cases {
-            let error = refused(&text);
-            assert!(
-                error.starts_with(expected),
-                "{error:?} does not start with {expected:?}"
-            );
-            assert!(!error.contains('\n'), "{error:?}");
-        }
+        ]);
     }
 
     #[test]
