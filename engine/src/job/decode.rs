@@ -21,7 +21,7 @@ use super::aggregates::{JobValue, Slot};
 use super::filter::Filter;
 use super::path::{FieldPath, Found, JsonKind, member_of};
 use super::spec::{Format, TimeUnit};
-use super::value::{FieldType, Scalar, describe_json};
+use super::value::{FieldType, Scalar, describe_json, string_text};
 use crate::record::Record;
 use crate::time::EventTime;
 use crate::transport::Message;
@@ -115,7 +115,11 @@ impl Decoder {
     fn key_of(&self, document: &RawValue) -> Result<String, String> {
         let raw = present(document, &self.key, "key field")?;
         let key = match JsonKind::of(raw) {
-            JsonKind::String => Scalar::from_json(raw, FieldType::String).ok(),
+            JsonKind::String => {
+                Some(Scalar::String(string_text(raw).map_err(|reason| {
+                    format!("key field {}: {reason}", self.key)
+                })?))
+            }
             JsonKind::Number => Scalar::from_json(raw, FieldType::Integer).ok(),
             _ => None,
         };
@@ -166,6 +170,7 @@ fn present<'a>(
             "{what} {path} is missing (its path crosses {})",
             kind.name()
         )),
+        Found::Invalid(reason) => Err(format!("{what} {path}: {reason}")),
     }
 }
 
@@ -176,7 +181,7 @@ fn read_slot(document: &RawValue, slot: &Slot) -> Result<Option<Scalar>, String>
         Found::Value(raw) => Scalar::from_json(raw, slot.field_type)
             .map(Some)
             .map_err(|reason| format!("aggregate field {path}: {reason}")),
-        Found::Missing | Found::Inside(_) => {
+        Found::Missing | Found::Inside(_) | Found::Invalid(_) => {
             present(document, path, "aggregate field").map(|_| None)
         }
     }
@@ -190,6 +195,7 @@ fn change_event(root: &RawValue) -> Result<&RawValue, String> {
         (Found::Value(_) | Found::Null, Found::Null) => {
             return Err("not a Debezium change event: the payload is null".to_string());
         }
+        (Found::Invalid(reason), _) | (_, Found::Invalid(reason)) => return Err(reason),
         _ => root,
     };
     let not_event = |why: String| format!("not a Debezium change event: {why}");
@@ -202,7 +208,10 @@ fn change_event(root: &RawValue) -> Result<&RawValue, String> {
     let op = match member_of(event, "op") {
         Found::Value(raw) => Scalar::from_json(raw, FieldType::String)
             .map_err(|reason| not_event(format!("op: {reason}")))?,
-        _ => return Err(not_event("it has no `op`".to_string())),
+        Found::Invalid(reason) => return Err(reason),
+        Found::Null | Found::Missing | Found::Inside(_) => {
+            return Err(not_event("it has no `op`".to_string()));
+        }
     };
     let op = op.as_str().expect("a string");
     if !DEBEZIUM_OPS.contains(&op) {

@@ -461,6 +461,7 @@ fn compare(
     let raw = match path.lookup(document) {
         Found::Value(raw) => raw,
         Found::Null | Found::Missing | Found::Inside(_) => return Ok(false),
+        Found::Invalid(reason) => return Err(format!("filter field {path}: {reason}")),
     };
     let field = Scalar::from_json(raw, field_type)
         .map_err(|reason| format!("filter field {path}: {reason}"))?;

@@ -51,6 +51,7 @@ impl FieldPath {
                 Member::Found(value) => current = value,
                 Member::Absent => return Found::Missing,
                 Member::NotAnObject(kind) => return Found::Inside(kind),
+                Member::Invalid(reason) => return Found::Invalid(reason),
             }
         }
         if JsonKind::of(current) == JsonKind::Null {
@@ -68,7 +69,7 @@ impl fmt::Display for FieldPath {
 }
 
 /// What a path names in a document.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Found<'a> {
     /// The field's JSON text (not `null`).
     Value(&'a RawValue),
@@ -79,6 +80,9 @@ pub enum Found<'a> {
     /// A value on the way is not an object (`null`, a string, ...): named
     /// by its JSON kind.
     Inside(JsonKind),
+    /// An object on the way has a key that is JSON by its grammar but not
+    /// text (an escaped lone surrogate, `"\ud800"`): why.
+    Invalid(String),
 }
 
 /// The kind of a JSON value, for messages.
@@ -124,6 +128,7 @@ pub fn member_of<'a>(raw: &'a RawValue, key: &str) -> Found<'a> {
         Member::Found(value) => Found::Value(value),
         Member::Absent => Found::Missing,
         Member::NotAnObject(kind) => Found::Inside(kind),
+        Member::Invalid(reason) => Found::Invalid(reason),
     }
 }
 
@@ -131,6 +136,7 @@ enum Member<'a> {
     Found(&'a RawValue),
     Absent,
     NotAnObject(JsonKind),
+    Invalid(String),
 }
 
 /// The value of `key` in the object `raw` (the last one if the key is
@@ -144,8 +150,9 @@ fn member<'a>(raw: &'a RawValue, key: &str) -> Member<'a> {
     match (MemberSeed { key }).deserialize(&mut deserializer) {
         Ok(Some(value)) => Member::Found(value),
         Ok(None) => Member::Absent,
-        // The document was parsed whole before any lookup: its parts parse.
-        Err(error) => panic!("a part of a valid JSON document does not parse: {error}"),
+        // The document's grammar was checked whole before any lookup, but
+        // not its strings: a key can still be an escaped lone surrogate.
+        Err(error) => Member::Invalid(format!("the value is not valid JSON text: {error}")),
     }
 }
 
@@ -255,6 +262,15 @@ mod tests {
         };
         assert_eq!(lookup("a"), "2");
         assert_eq!(lookup("key"), "3");
+    }
+
+    #[test]
+    fn a_key_that_is_no_text_makes_the_lookup_invalid_not_a_panic() {
+        let document = raw(r#"{"\ud800": 1, "a": 2}"#);
+        match FieldPath::parse("a").unwrap().lookup(&document) {
+            Found::Invalid(reason) => assert!(reason.contains("hex escape"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

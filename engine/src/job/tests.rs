@@ -273,6 +273,40 @@ mod bad_records {
     }
 
     #[test]
+    fn a_string_escaping_a_lone_surrogate_is_a_bad_record_not_a_panic() {
+        let job = job(&json_job(COUNT, ""));
+        for (value, reason) in [
+            (
+                r#"{"user": "\ud800", "ts": 1}"#,
+                "key field user: a string that is not valid JSON text",
+            ),
+            (
+                r#"{"\udc00": 0, "user": "u", "ts": 1}"#,
+                "key field user: the value is not valid JSON text",
+            ),
+        ] {
+            match job.decode(&json(0, value)) {
+                Decoded::Bad(found) => assert!(found.starts_with(reason), "{value}: {found}"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        let debezium = json_job(COUNT, "").replace(
+            "key = \"user\"",
+            "key = \"user\"\nformat = \"debezium-json\"",
+        );
+        let job = super::job(&debezium);
+        for value in [
+            r#"{"op": "c", "\ud800": 1}"#,
+            r#"{"schema": {}, "payload": {"op": "\ud800"}}"#,
+        ] {
+            assert!(
+                matches!(job.decode(&json(0, value)), Decoded::Bad(_)),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
     fn a_value_that_is_no_debezium_change_event_is_a_dead_letter() {
         let job = job(&debezium_text());
         for (value, reason) in [

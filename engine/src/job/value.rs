@@ -82,16 +82,20 @@ impl Scalar {
     pub fn from_json(raw: &RawValue, field_type: FieldType) -> Result<Scalar, String> {
         let text = raw.get();
         let kind = JsonKind::of(raw);
+        if kind == JsonKind::String {
+            string_text(raw)?;
+        }
         let scalar = match (field_type, kind) {
-            (FieldType::String, JsonKind::String) => Some(Scalar::String(json_string(raw))),
+            (FieldType::String, JsonKind::String) => json_string(raw).ok().map(Scalar::String),
             (FieldType::Boolean, JsonKind::Boolean) => Some(Scalar::Boolean(text == "true")),
             (FieldType::Integer, JsonKind::Number) => parse_integer(text).map(Scalar::Integer),
             (FieldType::Decimal, JsonKind::Number) => {
                 parse_decimal_number(text).map(Scalar::Decimal)
             }
-            (FieldType::Decimal, JsonKind::String) => {
-                parse_decimal_text(&json_string(raw)).map(Scalar::Decimal)
-            }
+            (FieldType::Decimal, JsonKind::String) => json_string(raw)
+                .ok()
+                .and_then(|text| parse_decimal_text(&text))
+                .map(Scalar::Decimal),
             _ => None,
         };
         scalar.ok_or_else(|| {
@@ -165,8 +169,15 @@ fn expected(field_type: FieldType) -> &'static str {
     }
 }
 
-fn json_string(raw: &RawValue) -> String {
-    serde_json::from_str(raw.get()).expect("a JSON string of a valid document decodes")
+/// A JSON string's text, or why it has none.
+pub fn string_text(raw: &RawValue) -> Result<String, String> {
+    json_string(raw).map_err(|error| format!("a string that is not valid JSON text: {error}"))
+}
+
+/// A JSON string's text; an error for an escaped lone surrogate, which the
+/// grammar allows and text does not.
+fn json_string(raw: &RawValue) -> Result<String, serde_json::Error> {
+    serde_json::from_str(raw.get())
 }
 
 /// A JSON number without fraction or exponent, in the `i64` range.
@@ -346,6 +357,11 @@ mod tests {
             ("5", FieldType::String, "found a number (5)"),
             ("{}", FieldType::String, "found an object"),
             ("[1]", FieldType::Boolean, "found an array"),
+            (
+                r#""\ud800""#,
+                FieldType::String,
+                "a string that is not valid JSON text",
+            ),
         ] {
             let error = read(text, field_type).expect_err(text);
             assert!(error.contains(found), "{text}: {error}");
