@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::aggregates::{JobValue, Slot};
 use super::filter::Filter;
-use super::path::{FieldPath, Found, JsonKind, member_of};
+use super::path::{Document, FieldPath, Found, JsonKind};
 use super::spec::{Format, TimeUnit};
 use super::value::{FieldType, Scalar, describe_json, string_text};
 use crate::record::Record;
@@ -93,10 +93,15 @@ impl Decoder {
                 kind.name()
             ));
         }
+        let document = Document::new(root);
         let document = match self.format {
-            Format::Json => root,
-            Format::DebeziumJson => change_event(root)?,
+            Format::Json => document,
+            Format::DebeziumJson => {
+                let event = change_event(&document)?;
+                document.rooted_at(event)
+            }
         };
+        let document = &document;
         if let Some(filter) = &self.filter {
             if !filter.matches(document)? {
                 return Ok(None);
@@ -112,7 +117,7 @@ impl Decoder {
         Ok(Some(Record::new(key, ts, JobValue { slots })))
     }
 
-    fn key_of(&self, document: &RawValue) -> Result<String, String> {
+    fn key_of(&self, document: &Document<'_>) -> Result<String, String> {
         let raw = present(document, &self.key, "key field")?;
         let key = match JsonKind::of(raw) {
             JsonKind::String => {
@@ -134,7 +139,7 @@ impl Decoder {
         }
     }
 
-    fn event_time_of(&self, document: &RawValue) -> Result<EventTime, String> {
+    fn event_time_of(&self, document: &Document<'_>) -> Result<EventTime, String> {
         let path = &self.time;
         let raw = present(document, path, "event-time field")?;
         let value = Scalar::from_json(raw, FieldType::Integer)
@@ -158,11 +163,11 @@ impl Decoder {
 
 /// The field's JSON (not `null`), or why it is absent.
 fn present<'a>(
-    document: &'a RawValue,
+    document: &Document<'a>,
     path: &FieldPath,
     what: &str,
 ) -> Result<&'a RawValue, String> {
-    match path.lookup(document) {
+    match document.lookup(path) {
         Found::Value(raw) => Ok(raw),
         Found::Null => Err(format!("{what} {path} is null")),
         Found::Missing => Err(format!("{what} {path} is missing")),
@@ -174,9 +179,9 @@ fn present<'a>(
     }
 }
 
-fn read_slot(document: &RawValue, slot: &Slot) -> Result<Option<Scalar>, String> {
+fn read_slot(document: &Document<'_>, slot: &Slot) -> Result<Option<Scalar>, String> {
     let path = &slot.path;
-    match path.lookup(document) {
+    match document.lookup(path) {
         Found::Null => Ok(None),
         Found::Value(raw) => Scalar::from_json(raw, slot.field_type)
             .map(Some)
@@ -189,7 +194,9 @@ fn read_slot(document: &RawValue, slot: &Slot) -> Result<Option<Scalar>, String>
 
 /// The change event inside a Debezium message: the message itself, or its
 /// `payload` when the JSON converter wrapped it with its `schema`.
-fn change_event(root: &RawValue) -> Result<&RawValue, String> {
+fn change_event<'a>(document: &Document<'a>) -> Result<&'a RawValue, String> {
+    let root = document.root();
+    let member_of = |object, key| document.member(object, key);
     let event = match (member_of(root, "schema"), member_of(root, "payload")) {
         (Found::Value(_) | Found::Null, Found::Value(payload)) => payload,
         (Found::Value(_) | Found::Null, Found::Null) => {

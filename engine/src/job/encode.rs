@@ -12,6 +12,8 @@
 //!   partition 0 (Kafka needs a key or a partition, and Eddyline never
 //!   relies on sticky partitioning).
 
+use std::fmt::Write;
+
 use crate::time::EventTime;
 use crate::transport::{Header, Message, ProducerRecord};
 use crate::window::Firing;
@@ -53,10 +55,12 @@ impl Outputs {
         write_json_string(&self.key_field, &mut json);
         json.push(':');
         write_json_string(&firing.key, &mut json);
-        json.push_str(&format!(
+        write!(
+            json,
             r#","window_start":{},"window_end":{}"#,
             firing.window.start, firing.window.end
-        ));
+        )
+        .expect("writing to a String");
         for (name, value) in self.fields.iter().zip(&firing.result) {
             json.push(',');
             write_json_string(name, &mut json);

@@ -21,9 +21,8 @@ use std::fmt;
 use rust_decimal::Decimal;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use super::path::{FieldPath, Found};
+use super::path::{Document, FieldPath, Found};
 use super::problem::{Problem, join};
 use super::value::{FieldType, Scalar, parse_decimal_text};
 
@@ -340,7 +339,7 @@ impl Filter {
 
     /// Whether the document passes. `Err` is the reason the record is bad
     /// (a compared field of another type).
-    pub fn matches(&self, document: &RawValue) -> Result<bool, String> {
+    pub fn matches(&self, document: &Document<'_>) -> Result<bool, String> {
         match self {
             Filter::All(filters) => {
                 for filter in filters {
@@ -452,13 +451,13 @@ fn compile_comparison(spec: &FilterSpec, at: &str) -> Result<Filter, Problem> {
 }
 
 fn compare(
-    document: &RawValue,
+    document: &Document<'_>,
     path: &FieldPath,
     field_type: FieldType,
     op: Op,
     values: &[Scalar],
 ) -> Result<bool, String> {
-    let raw = match path.lookup(document) {
+    let raw = match document.lookup(path) {
         Found::Value(raw) => raw,
         Found::Null | Found::Missing | Found::Inside(_) => return Ok(false),
         Found::Invalid(reason) => return Err(format!("filter field {path}: {reason}")),
@@ -479,6 +478,8 @@ fn compare(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
     fn filter(spec: FilterSpec) -> Filter {
@@ -490,7 +491,7 @@ mod tests {
     }
 
     fn passes(filter: &Filter, text: &str) -> bool {
-        filter.matches(&document(text)).unwrap()
+        filter.matches(&Document::new(&document(text))).unwrap()
     }
 
     #[test]
@@ -563,7 +564,9 @@ mod tests {
         let not_b = filter(FilterSpec::ne("s", "b"));
         assert!(!passes(&not_b, r#"{}"#));
         assert!(!passes(&not_b, r#"{"s": null}"#));
-        let error = not_b.matches(&document(r#"{"s": 5}"#)).unwrap_err();
+        let error = not_b
+            .matches(&Document::new(&document(r#"{"s": 5}"#)))
+            .unwrap_err();
         assert_eq!(
             error,
             "filter field s: expected a string, found a number (5)"

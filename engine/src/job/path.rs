@@ -3,9 +3,11 @@
 //! so a number is read from exactly what the producer wrote (a decimal
 //! never passes through `f64`).
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A path of object keys, written with dots: `after.user_id`. A key that
@@ -45,20 +47,7 @@ impl FieldPath {
 
     /// The field in `root` (a JSON document already known to be valid).
     pub fn lookup<'a>(&self, root: &'a RawValue) -> Found<'a> {
-        let mut current = root;
-        for segment in &self.segments {
-            match member(current, segment) {
-                Member::Found(value) => current = value,
-                Member::Absent => return Found::Missing,
-                Member::NotAnObject(kind) => return Found::Inside(kind),
-                Member::Invalid(reason) => return Found::Invalid(reason),
-            }
-        }
-        if JsonKind::of(current) == JsonKind::Null {
-            Found::Null
-        } else {
-            Found::Value(current)
-        }
+        Document::new(root).lookup(self)
     }
 }
 
@@ -121,101 +110,130 @@ impl JsonKind {
     }
 }
 
-/// The member `key` of the object `raw` (one key, no dots).
-pub fn member_of<'a>(raw: &'a RawValue, key: &str) -> Found<'a> {
-    match member(raw, key) {
-        Member::Found(value) if JsonKind::of(value) == JsonKind::Null => Found::Null,
-        Member::Found(value) => Found::Value(value),
-        Member::Absent => Found::Missing,
-        Member::NotAnObject(kind) => Found::Inside(kind),
-        Member::Invalid(reason) => Found::Invalid(reason),
+/// A JSON document (its grammar already checked) whose objects are each
+/// parsed once, when a lookup first goes into them: a record's fields are
+/// found in one pass over each object on their paths.
+pub struct Document<'a> {
+    root: &'a RawValue,
+    /// The objects parsed so far, by the address of their text (a record
+    /// has few: a list is enough, and its order is the lookups' order).
+    objects: RefCell<Vec<(usize, Members<'a>)>>,
+}
+
+/// An object's members in document order, or why it has none: a key that
+/// is JSON by its grammar but not text (an escaped lone surrogate).
+type Members<'a> = Result<Vec<(Cow<'a, str>, &'a RawValue)>, String>;
+
+impl<'a> Document<'a> {
+    pub fn new(root: &'a RawValue) -> Self {
+        Self {
+            root,
+            objects: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn root(&self) -> &'a RawValue {
+        self.root
+    }
+
+    /// The same document, its paths starting at `root` (a value inside it).
+    pub fn rooted_at(self, root: &'a RawValue) -> Self {
+        Self { root, ..self }
+    }
+
+    /// The field at `path` from the root.
+    pub fn lookup(&self, path: &FieldPath) -> Found<'a> {
+        let mut current = self.root;
+        let last = path.segments().len() - 1;
+        for (index, segment) in path.segments().iter().enumerate() {
+            match self.member(current, segment) {
+                Found::Value(value) => current = value,
+                // A null on the way: the path crosses it.
+                Found::Null if index < last => return Found::Inside(JsonKind::Null),
+                other => return other,
+            }
+        }
+        Found::Value(current)
+    }
+
+    /// The member `key` of `object` (the last one if the key is repeated,
+    /// as most JSON readers do).
+    pub fn member(&self, object: &'a RawValue, key: &str) -> Found<'a> {
+        let kind = JsonKind::of(object);
+        if kind != JsonKind::Object {
+            return Found::Inside(kind);
+        }
+        let address = object.get().as_ptr() as usize;
+        let mut objects = self.objects.borrow_mut();
+        let index = match objects.iter().position(|(at, _)| *at == address) {
+            Some(index) => index,
+            None => {
+                objects.push((address, members(object)));
+                objects.len() - 1
+            }
+        };
+        let members = match &objects[index].1 {
+            Ok(members) => members,
+            Err(reason) => return Found::Invalid(reason.clone()),
+        };
+        match members.iter().rev().find(|(name, _)| name == key) {
+            Some((_, value)) if JsonKind::of(value) == JsonKind::Null => Found::Null,
+            Some((_, value)) => Found::Value(value),
+            None => Found::Missing,
+        }
     }
 }
 
-enum Member<'a> {
-    Found(&'a RawValue),
-    Absent,
-    NotAnObject(JsonKind),
-    Invalid(String),
+fn members(object: &RawValue) -> Members<'_> {
+    let mut deserializer = serde_json::Deserializer::from_str(object.get());
+    deserializer
+        .deserialize_map(MembersVisitor)
+        // The grammar was checked before any lookup, but not the strings.
+        .map_err(|error| format!("the value is not valid JSON text: {error}"))
 }
 
-/// The value of `key` in the object `raw` (the last one if the key is
-/// repeated, as most JSON readers do).
-fn member<'a>(raw: &'a RawValue, key: &str) -> Member<'a> {
-    let kind = JsonKind::of(raw);
-    if kind != JsonKind::Object {
-        return Member::NotAnObject(kind);
-    }
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    match (MemberSeed { key }).deserialize(&mut deserializer) {
-        Ok(Some(value)) => Member::Found(value),
-        Ok(None) => Member::Absent,
-        // The document's grammar was checked whole before any lookup, but
-        // not its strings: a key can still be an escaped lone surrogate.
-        Err(error) => Member::Invalid(format!("the value is not valid JSON text: {error}")),
-    }
-}
+struct MembersVisitor;
 
-struct MemberSeed<'k> {
-    key: &'k str,
-}
-
-impl<'de> DeserializeSeed<'de> for MemberSeed<'_> {
-    type Value = Option<&'de RawValue>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MemberSeed<'_> {
-    type Value = Option<&'de RawValue>;
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(matches) = map.next_key_seed(KeyIs { key: self.key })? {
-            if matches {
-                found = Some(map.next_value::<&'de RawValue>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key_seed(KeyText)? {
+            members.push((key, map.next_value::<&'de RawValue>()?));
         }
-        Ok(found)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(members)
     }
 }
 
-/// Deserializes a key into whether it equals `key`, without allocating for
-/// keys without escapes.
-struct KeyIs<'k> {
-    key: &'k str,
-}
+/// A key, borrowed from the document unless it has escapes.
+struct KeyText;
 
-impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
+impl<'de> DeserializeSeed<'de> for KeyText {
+    type Value = Cow<'de, str>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeyIs<'_> {
-    type Value = bool;
+impl<'de> Visitor<'de> for KeyText {
+    type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<bool, E> {
-        Ok(value == self.key)
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value.to_string()))
     }
 }
 

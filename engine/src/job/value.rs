@@ -258,17 +258,21 @@ pub enum OutputValue {
 impl OutputValue {
     /// Appends the value as JSON.
     pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
         match self {
             OutputValue::Null => out.push_str("null"),
             OutputValue::Boolean(value) => out.push_str(if *value { "true" } else { "false" }),
-            OutputValue::Integer(value) => out.push_str(&value.to_string()),
-            OutputValue::Unsigned(value) => out.push_str(&value.to_string()),
+            OutputValue::Integer(value) => write!(out, "{value}").expect("writing to a String"),
+            OutputValue::Unsigned(value) => write!(out, "{value}").expect("writing to a String"),
             OutputValue::Float(value) => match serde_json::Number::from_f64(*value) {
-                Some(number) => out.push_str(&number.to_string()),
+                Some(number) => write!(out, "{number}").expect("writing to a String"),
                 // NaN or infinity: JSON has no such number.
                 None => out.push_str("null"),
             },
-            OutputValue::Decimal(value) => write_json_string(&value.to_string(), out),
+            OutputValue::Decimal(value) => {
+                // Digits, a sign and a point: nothing to escape.
+                write!(out, "\"{value}\"").expect("writing to a String")
+            }
             OutputValue::String(value) => write_json_string(value, out),
         }
     }
@@ -276,7 +280,16 @@ impl OutputValue {
 
 /// Appends `text` as a JSON string (quoted and escaped).
 pub fn write_json_string(text: &str, out: &mut String) {
-    out.push_str(&serde_json::to_string(text).expect("a string serializes to JSON"));
+    let plain = text
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(text).expect("a string serializes to JSON"));
+    }
 }
 
 /// Adds two decimals exactly: `None` when the exact sum does not fit
@@ -304,10 +317,14 @@ mod tests {
         out.push(',');
         OutputValue::String("a\"b".to_string()).write_json(&mut out);
         out.push(',');
+        OutputValue::String("é\n\\".to_string()).write_json(&mut out);
+        out.push(',');
+        OutputValue::Integer(-3).write_json(&mut out);
+        out.push(',');
         OutputValue::Float(2.5).write_json(&mut out);
         out.push(',');
         OutputValue::Null.write_json(&mut out);
-        assert_eq!(out, r#""30.10","a\"b",2.5,null"#);
+        assert_eq!(out, r#""30.10","a\"b","é\n\\",-3,2.5,null"#);
     }
 
     fn read(text: &str, field_type: FieldType) -> Result<Scalar, String> {
