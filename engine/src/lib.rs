@@ -10,6 +10,7 @@
 //! - [`aggregate`]: the `Aggregator` trait, built-in aggregates and
 //!   process-window functions;
 //! - [`spec`]: the JSON window spec of `eddy window`;
+//! - [`job`]: jobs (a TOML file or the Rust API) and the task logic they run;
 //! - [`snapshot`]: the versioned encoding of operator state;
 //! - [`checkpoint`]: the checkpoint store trait and its implementations;
 //! - [`worker`]: the worker that runs a job's tasks over a transport, with
@@ -22,6 +23,7 @@
 pub mod aggregate;
 pub mod checkpoint;
 pub mod error;
+pub mod job;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
