@@ -115,9 +115,14 @@ fn read(path: &Path) -> Result<Vec<u8>, CliError> {
 /// for what the input cannot cause, an internal failure.
 fn engine_error(error: Error, at: String) -> CliError {
     match error {
-        Error::Invalid(_) | Error::Overflow(_) => CliError::BadInput(format!("{at}: {error}")),
-        // No snapshot is read here: a corrupt one is a broken invariant.
-        Error::CorruptSnapshot(_) => CliError::Internal(format!("{at}: {error}")),
+        Error::Invalid(_) | Error::Overflow(_) | Error::BadRecord(_) => {
+            CliError::BadInput(format!("{at}: {error}"))
+        }
+        // No snapshot or store is used here: such an error is a broken
+        // invariant.
+        Error::CorruptSnapshot(_) | Error::MissingSnapshot(_) | Error::Store(_) => {
+            CliError::Internal(format!("{at}: {error}"))
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use eddyline_engine::record::Record;
 use eddyline_engine::spec::WindowSpec;
 use eddyline_engine::transport::{Message, ProducerRecord};
 use eddyline_engine::window::{Output, WindowTask};
-use eddyline_engine::worker::{Faithful, JobLogic, Mutant, Selected, TaskLogic};
+use eddyline_engine::worker::{JobLogic, Mutant, Selected, TaskLogic};
 use serde_json::Value;
 
 fn jobs_dir() -> PathBuf {
@@ -53,12 +53,7 @@ fn feed(task: &mut impl TaskLogic, messages: &[Message], out: &mut Vec<ProducerR
 
 /// Task 0 of `job` over all `messages`, then the end of input.
 fn run(job: &impl JobLogic, messages: &[Message]) -> Vec<ProducerRecord> {
-    run_with(job, Selected(None), messages)
-}
-
-/// [`run`], the worker passing `mutants`.
-fn run_with(job: &impl JobLogic, mutants: Selected, messages: &[Message]) -> Vec<ProducerRecord> {
-    let mut task = job.new_task(0, Duration::ZERO, mutants).unwrap();
+    let mut task = job.new_task(0, Duration::ZERO).unwrap();
     let mut out = Vec::new();
     feed(&mut task, messages, &mut out);
     task.finish(&mut out).unwrap();
@@ -526,13 +521,13 @@ mod snapshots {
             let whole = run(&job, &input);
             assert!(!whole.is_empty());
             for split in 0..=input.len() {
-                let mut task = job.new_task(0, Duration::ZERO, Faithful).unwrap();
+                let mut task = job.new_task(0, Duration::ZERO).unwrap();
                 let mut out = Vec::new();
                 feed(&mut task, &input[..split], &mut out);
                 let now = Duration::from_secs(split as u64);
                 let snapshot = task.snapshot(now).unwrap();
                 drop(task);
-                let mut restored = job.restore_task(0, &snapshot, now, Faithful).unwrap();
+                let mut restored = job.restore_task(0, &snapshot, now).unwrap();
                 assert_eq!(
                     restored.snapshot(now).unwrap(),
                     snapshot,
@@ -549,7 +544,7 @@ mod snapshots {
     #[test]
     fn a_snapshot_restored_into_another_job_task_or_configuration_is_refused() {
         let job = shipped("window-stats");
-        let mut task = job.new_task(0, Duration::ZERO, Faithful).unwrap();
+        let mut task = job.new_task(0, Duration::ZERO).unwrap();
         let mut out = Vec::new();
         let values = [r#"{"key": "a", "ts": 1, "value": 1}"#.to_string()];
         feed(&mut task, &messages("events", &values), &mut out);
@@ -558,7 +553,6 @@ mod snapshots {
             task,
             bytes,
             Duration::ZERO,
-            Faithful,
         ) {
             Err(Error::CorruptSnapshot(reason)) => reason,
             Err(other) => panic!("{other:?}"),
@@ -634,11 +628,7 @@ mod mutants {
             ]
         );
         let fire_early = Selected(Some(Mutant::FireEarly));
-        let early = counts(&run_with(
-            &job.with_mutants(fire_early),
-            fire_early,
-            &input(),
-        ));
+        let early = counts(&run(&job.with_mutants(fire_early), &input()));
         assert_eq!(
             early,
             [
@@ -659,7 +649,7 @@ mod mutants {
             [serde_json::json!({"user_id": "u1", "page_url": "/p", "timestamp_ms": 4_000})]
         );
         let drop_late = Selected(Some(Mutant::DropLate));
-        let dropped = run_with(&job.with_mutants(drop_late), drop_late, &input());
+        let dropped = run(&job.with_mutants(drop_late), &input());
         assert!(late(&dropped).is_empty());
         assert_eq!(
             counts(&dropped),
@@ -667,14 +657,7 @@ mod mutants {
             "only the late output differs"
         );
         let skip_fencing = Selected(Some(Mutant::SkipFencing));
-        let other = run_with(&job.with_mutants(skip_fencing), skip_fencing, &input());
+        let other = run(&job.with_mutants(skip_fencing), &input());
         assert_eq!(other, faithful, "a worker mutant leaves the task as it is");
-    }
-
-    #[test]
-    #[should_panic(expected = "mutant fire-early: the worker asks")]
-    fn a_job_without_mutants_refuses_to_run_a_mutated_task_silently_faithful() {
-        let job = shipped("click-counts");
-        let _task = job.new_task(0, Duration::ZERO, Selected(Some(Mutant::FireEarly)));
     }
 }

@@ -22,188 +22,158 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::*;
-use eddyline_engine::aggregate::{Summary, SummaryResult};
+use eddyline_engine::Result;
 use eddyline_engine::checkpoint::{
     CheckpointStore, SnapshotId, TopicStore, TopicStoreOptions, ensure_topic,
 };
+use eddyline_engine::job::{Job, MutatedJob};
 use eddyline_engine::transport::{
     Consumer, ConsumerConfig, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition,
     Transport,
 };
-use eddyline_engine::watermark::WatermarkConfig;
-use eddyline_engine::window::{Output, WindowConfig, WindowKind, WindowTask};
 use eddyline_engine::worker::driver::{self, Clients};
 use eddyline_engine::worker::{
-    Command, Delivery, JobLogic, Mutants, Selected, Stopped, TaskLogic, WorkerConfig, WorkerCore,
+    Command, Delivery, JobLogic, Mutant, Selected, Stopped, TaskLogic, WorkerConfig, WorkerCore,
     WorkerStats,
 };
-use eddyline_engine::{Error, EventTime, Record, Result};
 use eddyline_sim::Seed;
 use eddyline_sim::SimTransport;
 use eddyline_sim::checkpoint_store::{HostStore, SimCheckpointStore, SimStoreConfig};
-use eddyline_sim::cluster::{ClusterConfig, ClusterHandle, SimCluster};
+use eddyline_sim::cluster::{ClusterHandle, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
+use eddyline_sim::seed::DetRng;
 
-const INPUT: &str = "in";
-const OUTPUT: &str = "out";
-const LATE: &str = "late";
 const PARTITIONS: i32 = 4;
-const WINDOW_MS: i64 = 1_000;
-const OUT_OF_ORDERNESS_MS: i64 = 300;
-const LATENESS_MS: i64 = 500;
 
 // ---------------------------------------------------------------------------
-// The job: per key, tumbling 1 s windows of count and sum, late records to
-// a side topic.
+// The jobs under test: the shipped ones, each with a workload of its own
+// (out-of-order records within the bound, late ones within and beyond the
+// allowed lateness, and a few records that do not decode).
 
-struct WindowJob {
-    inputs: Vec<String>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobCase {
+    WindowStats,
+    ClickCounts,
+    ClickSessions,
+    OrderRevenue,
 }
 
-struct WindowJobTask {
-    task: i32,
-    inner: WindowTask<String, i64, Summary>,
-    fired: Vec<Output<i64, SummaryResult>>,
-}
+impl JobCase {
+    const ALL: [JobCase; 4] = [
+        JobCase::WindowStats,
+        JobCase::ClickCounts,
+        JobCase::ClickSessions,
+        JobCase::OrderRevenue,
+    ];
 
-fn window_config() -> WindowConfig {
-    let kind = WindowKind::Tumbling {
-        size_ms: WINDOW_MS,
-        offset_ms: 0,
-    };
-    WindowConfig::new(kind, LATENESS_MS).expect("a valid window")
-}
-
-fn watermark_config() -> WatermarkConfig {
-    WatermarkConfig::new(OUT_OF_ORDERNESS_MS, None).expect("a valid bound")
-}
-
-impl JobLogic for WindowJob {
-    type Task = WindowJobTask;
-
-    fn name(&self) -> &str {
-        "window-counts"
-    }
-
-    fn input_topics(&self) -> &[String] {
-        &self.inputs
-    }
-
-    fn new_task(&self, task: i32, now: Duration, _mutants: impl Mutants) -> Result<WindowJobTask> {
-        let inputs = self.inputs.clone();
-        let inner = WindowTask::new(watermark_config(), window_config(), Summary, inputs, now)?;
-        Ok(WindowJobTask {
-            task,
-            inner,
-            fired: Vec::new(),
-        })
-    }
-
-    fn restore_task(
-        &self,
-        task: i32,
-        snapshot: &[u8],
-        now: Duration,
-        _mutants: impl Mutants,
-    ) -> Result<WindowJobTask> {
-        let (owner, bytes) = snapshot
-            .split_first_chunk::<4>()
-            .ok_or_else(|| Error::CorruptSnapshot("shorter than its task number".into()))?;
-        if i32::from_le_bytes(*owner) != task {
-            return Err(Error::CorruptSnapshot(format!(
-                "a snapshot of task {owner:?}"
-            )));
-        }
-        let inner = WindowTask::restore(watermark_config(), window_config(), Summary, bytes, now)?;
-        Ok(WindowJobTask {
-            task,
-            inner,
-            fired: Vec::new(),
-        })
-    }
-}
-
-impl WindowJobTask {
-    fn emit(&mut self, out: &mut Vec<ProducerRecord>) {
-        for output in self.fired.drain(..) {
-            out.push(output_record(&output));
+    fn file(self) -> &'static str {
+        match self {
+            JobCase::WindowStats => "window-stats",
+            JobCase::ClickCounts => "click-counts",
+            JobCase::ClickSessions => "click-sessions",
+            JobCase::OrderRevenue => "order-revenue",
         }
     }
+
+    fn job(self) -> Job {
+        let path = format!(
+            "{}/../jobs/{}.toml",
+            env!("CARGO_MANIFEST_DIR"),
+            self.file()
+        );
+        Job::from_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Event-time step per record, the disorder bound and the lateness the
+    /// workload plays with (the job's own `D` and `L`).
+    fn times(self) -> (i64, i64, i64) {
+        match self {
+            JobCase::WindowStats => (400, 5_000, 2_000),
+            JobCase::ClickCounts => (15_000, 10_000, 120_000),
+            JobCase::ClickSessions => (20_000, 10_000, 0),
+            JobCase::OrderRevenue => (30_000, 60_000, 0),
+        }
+    }
+
+    /// One input record: key, value, event time.
+    fn record(self, rng: &mut DetRng, i: usize, ts: i64) -> (String, String) {
+        let user = format!("u{}", rng.below(12));
+        let value = match self {
+            JobCase::WindowStats => {
+                serde_json::json!({"key": user, "ts": ts, "value": rng.range_u64(1, 100)})
+            }
+            JobCase::ClickCounts | JobCase::ClickSessions => {
+                let pages = [
+                    "/",
+                    "/search",
+                    "/item/1",
+                    "/item/2",
+                    "/checkout",
+                    "/checkout/done",
+                ];
+                serde_json::json!({
+                    "user_id": user,
+                    "session_id": format!("s{}", i / 40),
+                    "page_url": rng.choose(&pages).unwrap(),
+                    "timestamp_ms": ts,
+                    "referrer": if rng.chance(0.5) { serde_json::Value::Null } else { "ad".into() },
+                })
+            }
+            JobCase::OrderRevenue => {
+                let op = *rng.choose(&["c", "c", "c", "r", "u", "d"]).unwrap();
+                let status = *rng.choose(&["completed", "completed", "pending"]).unwrap();
+                let row = serde_json::json!({
+                    "id": i,
+                    "user_id": user,
+                    "status": status,
+                    "amount": format!("{}.{:02}", rng.range_u64(1, 500), rng.below(100)),
+                    "created_at": ts,
+                });
+                let (before, after) = match op {
+                    "d" => (row, serde_json::Value::Null),
+                    _ => (serde_json::Value::Null, row),
+                };
+                let envelope =
+                    serde_json::json!({"before": before, "after": after, "op": op, "ts_ms": ts});
+                if rng.chance(0.5) {
+                    serde_json::json!({"schema": {"type": "struct"}, "payload": envelope})
+                } else {
+                    envelope
+                }
+            }
+        };
+        (user, value.to_string())
+    }
 }
 
-impl TaskLogic for WindowJobTask {
-    fn process(
-        &mut self,
-        message: &Message,
-        now: Duration,
-        out: &mut Vec<ProducerRecord>,
-    ) -> Result<()> {
-        let key = String::from_utf8(message.key.clone().unwrap_or_default())
-            .map_err(|_| Error::BadRecord("key is not UTF-8".into()))?;
-        let value: i64 = text(message)
-            .parse()
-            .map_err(|_| Error::BadRecord("value is not a number".into()))?;
-        let record = Record::new(key, message.timestamp_ms, value);
-        self.inner
-            .process(&message.topic, record, now, &mut self.fired)?;
-        self.emit(out);
-        Ok(())
-    }
-
-    fn on_processing_time(&mut self, now: Duration, out: &mut Vec<ProducerRecord>) -> Result<()> {
-        self.inner.on_processing_time(now, &mut self.fired)?;
-        self.emit(out);
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Vec<ProducerRecord>) -> Result<()> {
-        self.inner.finish(&mut self.fired)?;
-        self.emit(out);
-        Ok(())
-    }
-
-    fn snapshot(&self, now: Duration) -> Result<Vec<u8>> {
-        let mut bytes = self.task.to_le_bytes().to_vec();
-        bytes.extend(self.inner.snapshot(now)?);
-        Ok(bytes)
-    }
-
-    fn watermark(&self) -> EventTime {
-        self.inner.watermark()
-    }
-}
-
-/// A firing as `key start end count sum kind`; a late record as
-/// `key ts value late`.
-fn output_record(output: &Output<i64, SummaryResult>) -> ProducerRecord {
-    let (topic, key, line, timestamp_ms) = match output {
-        Output::Fire(firing) => {
-            let r = &firing.result;
-            let line = format!(
-                "{} {} {} {} {} {}",
-                firing.key,
-                firing.window.start,
-                firing.window.end,
-                r.count,
-                r.sum,
-                firing.kind.as_str()
-            );
-            (OUTPUT, firing.key.clone(), line, firing.window.end - 1)
+/// The input records in send order: key, value, event time.
+fn workload(case: JobCase, seed: Seed, count: usize) -> Vec<(String, String, i64)> {
+    let mut rng = seed.derive("workload").rng();
+    let (step_ms, bound_ms, lateness_ms) = case.times();
+    let mut clock_ms = 1_700_000_000_000_i64;
+    let mut records = Vec::with_capacity(count);
+    for i in 0..count {
+        clock_ms += step_ms;
+        // Sessions end: now and then a user-wide pause past the gap.
+        if case == JobCase::ClickSessions && rng.chance(0.03) {
+            clock_ms += 2_400_000;
         }
-        Output::Late(late) => {
-            let record = &late.record;
-            let line = format!("{} {} {} late", record.key, record.ts, record.value);
-            (LATE, record.key.clone(), line, record.ts)
-        }
-    };
-    ProducerRecord {
-        topic: topic.into(),
-        partition: None,
-        key: Some(key.as_bytes().to_vec()),
-        value: Some(line.into_bytes()),
-        timestamp_ms: Some(timestamp_ms),
-        headers: Vec::new(),
+        // Mostly in order; some within the bound; some late within the
+        // allowed lateness; a few beyond it (the late side output).
+        let ts = match rng.below(25) {
+            0 => clock_ms - bound_ms - lateness_ms - 5 * step_ms - 1,
+            1 | 2 => clock_ms - bound_ms - rng.range_i64(1, lateness_ms.max(step_ms) + 1),
+            3..=7 => clock_ms - rng.range_i64(0, bound_ms + 1),
+            _ => clock_ms,
+        };
+        let (key, value) = if rng.chance(0.01) {
+            ("u0".to_string(), "not json {".to_string())
+        } else {
+            case.record(&mut rng, i, ts)
+        };
+        records.push((key, value, ts));
     }
+    records
 }
 
 // ---------------------------------------------------------------------------
@@ -265,55 +235,37 @@ impl CheckpointStore for WorkerStore {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The workload: keyed records with out-of-order and late timestamps.
-
-struct Workload {
-    /// (key, timestamp, value), in send order.
-    records: Vec<(String, i64, i64)>,
-}
-
-fn workload(seed: Seed, count: usize) -> Workload {
-    let mut rng = seed.derive("workload").rng();
-    let mut records = Vec::with_capacity(count);
-    for i in 0..count {
-        let key = format!("k{}", rng.below(12));
-        let base = (i as i64) * 40;
-        // Mostly in order; some within the bound; some late; a few beyond
-        // the allowed lateness (the late side output).
-        let ts = match rng.below(20) {
-            0 => base - OUT_OF_ORDERNESS_MS - LATENESS_MS - 1_000,
-            1 | 2 => base - OUT_OF_ORDERNESS_MS - rng.range_u64(1, 400) as i64,
-            3..=6 => base - rng.range_u64(0, OUT_OF_ORDERNESS_MS as u64) as i64,
-            _ => base,
-        };
-        records.push((key, 10_000 + ts, i as i64));
-    }
-    Workload { records }
-}
-
 /// What the feeder leaves for the workers: the end offset of every input
 /// partition once everything is written.
 type Ends = Rc<RefCell<Option<BTreeMap<TopicPartition, i64>>>>;
 
-fn add_feeder(cluster: &mut SimCluster, workload: Workload, ends: Ends) {
+fn add_feeder(
+    cluster: &mut SimCluster,
+    job: &Job,
+    records: Vec<(String, String, i64)>,
+    ends: Ends,
+) {
     let handle = cluster.handle();
+    let input = job.input_topics()[0].clone();
+    let mut outputs = vec![job.output_topic().to_string(), job.late_topic().to_string()];
+    outputs.extend(job.dead_letter_topic().map(str::to_string));
     cluster.client("feeder", async move {
         wait_ready(&handle).await;
         let transport = transport(&handle);
-        admin_create_topic(&transport, INPUT, PARTITIONS).await;
-        admin_create_topic(&transport, OUTPUT, PARTITIONS).await;
-        admin_create_topic(&transport, LATE, PARTITIONS).await;
+        admin_create_topic(&transport, &input, PARTITIONS).await;
+        for topic in &outputs {
+            admin_create_topic(&transport, topic, PARTITIONS).await;
+        }
         let admin = transport.admin().await?;
         ensure_topic(&admin, CHECKPOINT_TOPIC, 2, 3).await?;
         let mut producer = transport.producer(&producer_config("feeder", None)).await?;
-        for (i, (key, ts, value)) in workload.records.iter().enumerate() {
+        for (i, (key, value, ts)) in records.into_iter().enumerate() {
             producer.send(ProducerRecord {
-                topic: INPUT.into(),
+                topic: input.clone(),
                 partition: None,
-                key: Some(key.as_bytes().to_vec()),
-                value: Some(value.to_string().into_bytes()),
-                timestamp_ms: Some(*ts),
+                key: Some(key.into_bytes()),
+                value: Some(value.into_bytes()),
+                timestamp_ms: Some(ts),
                 headers: Vec::new(),
             })?;
             // Spread over the faults: 10 records every 250 ms.
@@ -325,7 +277,7 @@ fn add_feeder(cluster: &mut SimCluster, workload: Workload, ends: Ends) {
         let mut reader = transport.consumer(&consumer_config("ends", None)).await?;
         let mut found = BTreeMap::new();
         for partition in 0..PARTITIONS {
-            let input = tp(INPUT, partition);
+            let input = tp(&input, partition);
             let (_, end) = reader.offsets_range(&input).await?;
             found.insert(input, end);
         }
@@ -342,6 +294,8 @@ struct WorkerSetup {
     seed: Seed,
     delivery: Delivery,
     mutant: Selected,
+    /// The job, its task mutants switched on as `mutant` says.
+    job: MutatedJob<Selected>,
     store: Stores,
     ends: Ends,
     /// Set once every task committed the end of its input.
@@ -434,11 +388,8 @@ fn add_worker(cluster: &mut SimCluster, worker: WorkerHost, setup: WorkerSetup) 
                 starts.set(starts.get() + 1);
                 let start = starts.get();
                 let incarnation = incarnation(setup.seed, worker.host, start);
-                let job = WindowJob {
-                    inputs: vec![INPUT.to_string()],
-                };
                 let config = worker_config(&setup, worker.worker_id, incarnation);
-                let core = WorkerCore::new(job, config, setup.mutant)?;
+                let core = WorkerCore::new(setup.job.clone(), config, setup.mutant)?;
                 let mut store = setup.store.for_host(&handle, worker.host);
                 let control = worker_control(&handle, &setup, worker.host, start);
                 let stopped = driver::run(
@@ -482,7 +433,7 @@ fn worker_control(
     setup: &WorkerSetup,
     host: &'static str,
     start: u64,
-) -> impl FnMut(&mut WorkerCore<WindowJob, Selected>, &Command) + 'static {
+) -> impl FnMut(&mut WorkerCore<MutatedJob<Selected>, Selected>, &Command) + 'static {
     let mut rng = setup.seed.derive(&format!("crash-{host}-{start}")).rng();
     let (handle, setup) = (handle.clone(), setup.clone());
     let mut crashed = false;
@@ -522,7 +473,7 @@ fn incarnation(seed: Seed, name: &str, start: u64) -> u64 {
 
 /// Faults from the seed until `until_ms`, several at a time (each its own
 /// task); every one is undone by then.
-fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64) {
+fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64, topics: [String; 2]) {
     let handle = cluster.handle();
     cluster.client("chaos", async move {
         wait_ready(&handle).await;
@@ -542,7 +493,7 @@ fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64) {
             }
             let handle = handle.clone();
             let moved = tp(
-                rng.choose(&[INPUT, OUTPUT]).unwrap(),
+                rng.choose(&topics).unwrap(),
                 rng.range_u64(0, PARTITIONS as u64) as i32,
             );
             faults.push(tokio::task::spawn_local(async move {
@@ -613,8 +564,10 @@ fn add_restarter(cluster: &mut SimCluster, setup: WorkerSetup, until_ms: u64) {
 struct Observed {
     /// The group committed the end of every input partition in time.
     caught_up: bool,
+    /// Output, late and dead-letter lines per key.
     outputs: BTreeMap<String, Vec<String>>,
     late: BTreeMap<String, Vec<String>>,
+    dead: BTreeMap<String, Vec<String>>,
     input: BTreeMap<i32, Vec<Message>>,
 }
 
@@ -723,8 +676,9 @@ fn add_checker(
         }
         let ends = setup.ends.borrow().clone().expect("ends");
         let transport = transport(&handle);
+        let group_id = setup.job.job().name().to_string();
         let mut group = transport
-            .consumer(&consumer_config("inspector", Some("window-counts")))
+            .consumer(&consumer_config("inspector", Some(&group_id)))
             .await?;
         let partitions: Vec<TopicPartition> = ends.keys().cloned().collect();
         let mut caught_up = false;
@@ -748,16 +702,22 @@ fn add_checker(
         setup.done.set(true);
         // Let the workers stop (a last, empty checkpoint).
         sleep_ms(3_000).await;
-        let outputs = by_key(&read_all(&handle, OUTPUT, "out-reader").await);
-        let late = by_key(&read_all(&handle, LATE, "late-reader").await);
+        let job = setup.job.job();
+        let outputs = by_key(&read_all(&handle, job.output_topic(), "out-reader").await);
+        let late = by_key(&read_all(&handle, job.late_topic(), "late-reader").await);
+        let dead = match job.dead_letter_topic() {
+            Some(topic) => by_key(&read_all(&handle, topic, "dead-reader").await),
+            None => BTreeMap::new(),
+        };
         let mut input: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
-        for message in read_all(&handle, INPUT, "in-reader").await {
+        for message in read_all(&handle, &job.input_topics()[0], "in-reader").await {
             input.entry(message.partition).or_default().push(message);
         }
         *observed.borrow_mut() = Some(Observed {
             caught_up,
             outputs,
             late,
+            dead,
             input,
         });
         Ok(())
@@ -765,18 +725,13 @@ fn add_checker(
 }
 
 /// The job's tasks run directly over each partition's input, in offset
-/// order, to the end: the output an uninterrupted run commits.
-fn expected(
-    input: &BTreeMap<i32, Vec<Message>>,
-) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>) {
-    let job = WindowJob {
-        inputs: vec![INPUT.to_string()],
-    };
+/// order, to the end: what an uninterrupted run commits, per topic and key.
+type ByTopic = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+fn expected(job: &Job, input: &BTreeMap<i32, Vec<Message>>) -> ByTopic {
     let mut produced = Vec::new();
     for (partition, messages) in input {
-        let mut task = job
-            .new_task(*partition, Duration::ZERO, Selected(None))
-            .unwrap();
+        let mut task = job.new_task(*partition, Duration::ZERO).unwrap();
         let mut out = Vec::new();
         for message in messages {
             task.process(message, Duration::ZERO, &mut out).unwrap();
@@ -784,22 +739,19 @@ fn expected(
         task.finish(&mut out).unwrap();
         produced.extend(out);
     }
-    let mut outputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut late: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_topic = ByTopic::new();
     for record in produced {
-        let key = String::from_utf8(record.key.unwrap()).unwrap();
-        let line = String::from_utf8(record.value.unwrap()).unwrap();
-        let target = if record.topic == OUTPUT {
-            &mut outputs
-        } else {
-            &mut late
-        };
-        target.entry(key).or_default().push(line);
+        let key = String::from_utf8(record.key.unwrap_or_default()).unwrap();
+        let line = String::from_utf8(record.value.unwrap_or_default()).unwrap();
+        let topic = by_topic.entry(record.topic).or_default();
+        topic.entry(key).or_default().push(line);
     }
-    (outputs, late)
+    by_topic
 }
 
 struct Run {
+    case: JobCase,
+    seed: u64,
     observed: Observed,
     store_failures: u64,
     stops: Vec<(String, String)>,
@@ -814,24 +766,9 @@ fn sum(stats: &BTreeMap<(String, u64), WorkerStats>) -> WorkerStats {
     total
 }
 
-fn run(seed: u64, records: usize, delivery: Delivery, mutant: Selected, faults: bool) -> Run {
-    let workers = ["w1", "w2", "w3"].map(WorkerHost::named).to_vec();
-    let scenario = Scenario {
-        seed,
-        records,
-        delivery,
-        mutant,
-        chaos: faults,
-        workers,
-        schedule: FaultSchedule::default(),
-        store: None,
-        topic_store: false,
-    };
-    run_scenario(scenario)
-}
-
 /// One run's setting.
 struct Scenario {
+    case: JobCase,
     seed: u64,
     records: usize,
     delivery: Delivery,
@@ -849,9 +786,28 @@ struct Scenario {
     topic_store: bool,
 }
 
+impl Scenario {
+    /// Three workers, drawn faults or none, the simulator's store.
+    fn new(case: JobCase, seed: u64, delivery: Delivery, mutant: Selected, chaos: bool) -> Self {
+        Scenario {
+            case,
+            seed,
+            records: 400,
+            delivery,
+            mutant,
+            chaos,
+            workers: ["w1", "w2", "w3"].map(WorkerHost::named).to_vec(),
+            schedule: FaultSchedule::default(),
+            store: None,
+            topic_store: false,
+        }
+    }
+}
+
 fn run_scenario(scenario: Scenario) -> Run {
     let Scenario {
-        seed,
+        case,
+        seed: seed_number,
         records,
         delivery,
         mutant,
@@ -861,11 +817,8 @@ fn run_scenario(scenario: Scenario) -> Run {
         store,
         topic_store,
     } = scenario;
-    let seed = Seed::new(seed);
-    let config = ClusterConfig {
-        ..config_from_env()
-    }
-    .with_fast_timings();
+    let seed = Seed::new(seed_number);
+    let config = config_from_env().with_fast_timings();
     let mut cluster = SimCluster::new(seed, config).expect("valid config");
     let ends = Ends::default();
     let store_config = store.unwrap_or(SimStoreConfig {
@@ -874,11 +827,22 @@ fn run_scenario(scenario: Scenario) -> Run {
         ..SimStoreConfig::none()
     });
     let store = SimCheckpointStore::new(&cluster.handle(), store_config).expect("a valid store");
-    add_feeder(&mut cluster, workload(seed, records), Rc::clone(&ends));
+    let job = case.job();
+    add_feeder(
+        &mut cluster,
+        &job,
+        workload(case, seed, records),
+        Rc::clone(&ends),
+    );
+    let topics = [
+        job.input_topics()[0].clone(),
+        job.output_topic().to_string(),
+    ];
     let setup = WorkerSetup {
         seed,
         delivery,
         mutant,
+        job: job.with_mutants(mutant),
         store: if topic_store {
             Stores::Topic
         } else {
@@ -900,7 +864,7 @@ fn run_scenario(scenario: Scenario) -> Run {
     cluster.schedule(schedule);
     let chaos_until_ms = 15_000;
     if faults {
-        add_chaos(&mut cluster, seed, chaos_until_ms);
+        add_chaos(&mut cluster, seed, chaos_until_ms, topics);
         add_restarter(&mut cluster, setup.clone(), chaos_until_ms);
     }
     let observed = Rc::new(RefCell::new(None));
@@ -910,7 +874,9 @@ fn run_scenario(scenario: Scenario) -> Run {
         chaos_until_ms + 60_000,
         Rc::clone(&observed),
     );
-    cluster.run().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    cluster
+        .run()
+        .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", case.file()));
     let observed = observed
         .borrow_mut()
         .take()
@@ -922,12 +888,15 @@ fn run_scenario(scenario: Scenario) -> Run {
             eprintln!("  {incarnation:?}: {stats:?}");
         }
         eprintln!(
-            "seed {seed}: {stats:?}; store failures {}; crashes at protocol steps {}",
+            "{} seed {seed}: {stats:?}; store failures {}; crashes at protocol steps {}",
+            case.file(),
             store.stats().write_failures,
             crashes_at_protocol_steps
         );
     }
     Run {
+        case,
+        seed: seed_number,
         observed,
         store_failures: store.stats().write_failures + store.stats().read_failures,
         stops: setup.stops.borrow().clone(),
@@ -936,29 +905,41 @@ fn run_scenario(scenario: Scenario) -> Run {
     }
 }
 
-fn assert_exactly_once(seed: u64, run: &Run) {
+/// The committed output equals the uninterrupted run's, key by key and in
+/// order, for the output, the late output and the dead letters.
+fn assert_exactly_once(run: &Run) {
+    let (case, seed) = (run.case.file(), run.seed);
     assert!(
         run.observed.caught_up,
-        "seed {seed}: liveness: the group did not commit the end of the input in time; stops: {:?}",
+        "{case} seed {seed}: liveness: not every task committed the end of its input in time; stops: {:?}",
         run.stops
     );
-    let (outputs, late) = expected(&run.observed.input);
+    let job = run.case.job();
+    let want = expected(&job, &run.observed.input);
     let total: usize = run.observed.input.values().map(Vec::len).sum();
-    assert!(total > 0, "seed {seed}: no input");
-    for (key, want) in &outputs {
-        let got = run.observed.outputs.get(key).cloned().unwrap_or_default();
+    assert!(total > 0, "{case} seed {seed}: no input");
+    let observed = [
+        (job.output_topic(), &run.observed.outputs),
+        (job.late_topic(), &run.observed.late),
+        (job.dead_letter_topic().unwrap_or("-"), &run.observed.dead),
+    ];
+    for (topic, got) in observed {
+        let empty = BTreeMap::new();
+        let want = want.get(topic).unwrap_or(&empty);
+        for (key, lines) in want {
+            let got = got.get(key).cloned().unwrap_or_default();
+            assert_eq!(
+                &got, lines,
+                "{case} seed {seed}: {topic}: key {key}: committed output differs from the uninterrupted run; stops {:?}",
+                run.stops
+            );
+        }
         assert_eq!(
-            &got, want,
-            "seed {seed}: key {key}: committed output differs from the uninterrupted run; stops {:?}",
-            run.stops
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{case} seed {seed}: {topic}: keys"
         );
     }
-    assert_eq!(
-        run.observed.outputs.keys().collect::<Vec<_>>(),
-        outputs.keys().collect::<Vec<_>>(),
-        "seed {seed}: output keys"
-    );
-    assert_eq!(run.observed.late, late, "seed {seed}: late side output");
 }
 
 fn seeds(default: u64) -> std::ops::Range<u64> {
@@ -976,60 +957,125 @@ fn seeds(default: u64) -> std::ops::Range<u64> {
     first..first + count
 }
 
-#[test]
-fn worker_without_faults_commits_the_output_of_an_uninterrupted_run() {
-    let run = run(1, 400, Delivery::ExactlyOnce, Selected(None), false);
-    assert_exactly_once(1, &run);
-    assert!(
-        !run.observed.late.is_empty(),
-        "the workload has records beyond the allowed lateness"
-    );
-}
-
-#[test]
-fn worker_under_crashes_freezes_failover_and_store_failures_commits_exactly_once() {
+/// Runs every seed; returns the runs, or panics naming the failing seeds.
+fn sweep(
+    case: JobCase,
+    seeds: std::ops::Range<u64>,
+    scenario: impl Fn(u64) -> Scenario,
+) -> Vec<Run> {
     let mut failed = Vec::new();
     let mut runs = Vec::new();
-    for seed in seeds(20) {
-        let result = std::panic::catch_unwind(|| {
-            let run = run(seed, 400, Delivery::ExactlyOnce, Selected(None), true);
-            assert_exactly_once(seed, &run);
+    for seed in seeds {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let run = run_scenario(scenario(seed));
+            assert_exactly_once(&run);
             run
-        });
+        }));
         match result {
             Ok(run) => runs.push(run),
             Err(_) => failed.push(seed),
         }
     }
-    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "{}: failing seeds: {failed:?}",
+        case.file()
+    );
+    runs
+}
+
+#[test]
+fn worker_without_faults_commits_the_output_of_an_uninterrupted_run_for_every_shipped_job() {
+    for case in JobCase::ALL {
+        let run = run_scenario(Scenario::new(
+            case,
+            1,
+            Delivery::ExactlyOnce,
+            Selected(None),
+            false,
+        ));
+        assert_exactly_once(&run);
+        let lines =
+            |by_key: &BTreeMap<String, Vec<String>>| by_key.values().map(Vec::len).sum::<usize>();
+        assert!(lines(&run.observed.outputs) > 10, "{case:?}: outputs");
+        assert!(
+            lines(&run.observed.dead) > 0,
+            "{case:?}: the undecodable records went to the dead letters"
+        );
+        if case != JobCase::OrderRevenue && case != JobCase::ClickSessions {
+            assert!(
+                lines(&run.observed.late) > 0,
+                "{case:?}: records beyond the allowed lateness"
+            );
+        }
+    }
+}
+
+/// The default sweep per job (`EDDY_WORKER_SEEDS` for more).
+const SEEDS_PER_JOB: u64 = 25;
+
+fn faults_sweep(case: JobCase) {
+    let runs = sweep(case, seeds(SEEDS_PER_JOB), |seed| {
+        Scenario::new(case, seed, Delivery::ExactlyOnce, Selected(None), true)
+    });
     // The faults did what they are for, somewhere in the sweep.
-    let total: u64 = runs.iter().map(|run| run.store_failures).sum();
-    assert!(total > 0, "the store failed some writes");
-    let crashes: usize = runs.iter().map(|run| run.crashes_at_protocol_steps).sum();
-    assert!(crashes > 0, "some worker crashed at a protocol step");
-    let aborted: u64 = runs.iter().map(|run| run.stats.transactions_aborted).sum();
-    let restored: u64 = runs.iter().map(|run| run.stats.tasks_restored).sum();
-    let rewinds: u64 = runs.iter().map(|run| run.stats.rewinds).sum();
+    let total = |f: fn(&Run) -> u64| runs.iter().map(f).sum::<u64>();
+    assert!(
+        total(|run| run.store_failures) > 0,
+        "the store failed some calls"
+    );
+    assert!(
+        total(|run| run.crashes_at_protocol_steps as u64) > 0,
+        "crashes at protocol steps"
+    );
+    let aborted = total(|run| run.stats.transactions_aborted);
+    let rewinds = total(|run| run.stats.rewinds);
     assert!(
         aborted > 0 && rewinds > 0,
         "transactions aborted ({aborted}) and rewound ({rewinds})"
     );
     assert!(
-        restored > 0,
-        "tasks restored from snapshots on another incarnation or worker"
+        total(|run| run.stats.tasks_restored) > 0,
+        "tasks restored from snapshots"
     );
+    assert!(
+        total(|run| run.stats.partitions_lost) > 0,
+        "partitions lost by frozen members"
+    );
+}
+
+#[test]
+fn worker_under_faults_commits_exactly_once_window_stats() {
+    faults_sweep(JobCase::WindowStats);
+}
+
+#[test]
+fn worker_under_faults_commits_exactly_once_click_counts() {
+    faults_sweep(JobCase::ClickCounts);
+}
+
+#[test]
+fn worker_under_faults_commits_exactly_once_click_sessions() {
+    faults_sweep(JobCase::ClickSessions);
+}
+
+#[test]
+fn worker_under_faults_commits_exactly_once_order_revenue() {
+    faults_sweep(JobCase::OrderRevenue);
 }
 
 /// The first seed in `seeds` whose run breaks exactly-once, if any.
 fn first_detecting(
+    case: JobCase,
     seeds: std::ops::Range<u64>,
     delivery: Delivery,
     mutant: Selected,
 ) -> Option<u64> {
     seeds.into_iter().find(|&seed| {
         std::panic::catch_unwind(|| {
-            let run = run(seed, 400, delivery, mutant, true);
-            assert_exactly_once(seed, &run);
+            assert_exactly_once(&run_scenario(Scenario::new(
+                case, seed, delivery, mutant, true,
+            )));
         })
         .is_err()
     })
@@ -1037,7 +1083,12 @@ fn first_detecting(
 
 #[test]
 fn worker_at_least_once_under_crashes_repeats_outputs_that_the_check_finds() {
-    let found = first_detecting(1..41, Delivery::AtLeastOnce, Selected(None));
+    let found = first_detecting(
+        JobCase::ClickCounts,
+        1..41,
+        Delivery::AtLeastOnce,
+        Selected(None),
+    );
     assert!(
         found.is_some(),
         "at-least-once never repeated an output in 40 seeds"
@@ -1045,23 +1096,24 @@ fn worker_at_least_once_under_crashes_repeats_outputs_that_the_check_finds() {
 }
 
 #[test]
-fn worker_mutants_each_break_the_committed_output_for_some_seed() {
-    use eddyline_engine::worker::Mutant;
+fn worker_mutants_each_break_the_committed_output_within_200_seeds() {
     let mut undetected = Vec::new();
-    for mutant in [
-        Mutant::CommitBeforeSnapshot,
-        Mutant::SkipFencing,
-        Mutant::RestoreEmpty,
-        Mutant::OffsetsOutsideTransaction,
-    ] {
-        match first_detecting(1..41, Delivery::ExactlyOnce, Selected(Some(mutant))) {
+    for mutant in Mutant::ALL {
+        // fire-early needs records within the out-of-orderness bound of a
+        // window with lateness: click-counts has both.
+        match first_detecting(
+            JobCase::ClickCounts,
+            1..201,
+            Delivery::ExactlyOnce,
+            Selected(Some(mutant)),
+        ) {
             Some(seed) => eprintln!("{mutant}: detected at seed {seed}"),
             None => undetected.push(mutant),
         }
     }
     assert!(
         undetected.is_empty(),
-        "never detected in 40 seeds: {undetected:?}"
+        "never detected in 200 seeds: {undetected:?}"
     );
 }
 
@@ -1080,23 +1132,20 @@ fn worker_a_second_process_with_the_same_worker_id_fences_the_frozen_first() {
         host: "w1".into(),
         duration_ms: 7_000,
     };
-    let schedule = FaultSchedule::listed(vec![
+    let mut scenario = Scenario::new(
+        JobCase::WindowStats,
+        5,
+        Delivery::ExactlyOnce,
+        Selected(None),
+        false,
+    );
+    scenario.workers = vec![WorkerHost::named("w1"), WorkerHost::named("w2"), twin];
+    scenario.schedule = FaultSchedule::listed(vec![
         (3_000, freeze),
         (4_000, Fault::RestartHost("w1-twin".into())),
     ]);
-    let scenario = Scenario {
-        seed: 5,
-        records: 400,
-        delivery: Delivery::ExactlyOnce,
-        mutant: Selected(None),
-        chaos: false,
-        workers: vec![WorkerHost::named("w1"), WorkerHost::named("w2"), twin],
-        schedule,
-        store: None,
-        topic_store: false,
-    };
     let run = run_scenario(scenario);
-    assert_exactly_once(5, &run);
+    assert_exactly_once(&run);
     let zombie: Vec<&String> = run
         .stops
         .iter()
@@ -1121,25 +1170,22 @@ fn worker_a_store_that_loses_acknowledged_snapshots_stops_the_task_loudly_never_
         starts_stopped: true,
         ..WorkerHost::named("w2")
     };
-    let schedule = FaultSchedule::listed(vec![
+    let mut scenario = Scenario::new(
+        JobCase::WindowStats,
+        9,
+        Delivery::ExactlyOnce,
+        Selected(None),
+        false,
+    );
+    scenario.workers = vec![WorkerHost::named("w1"), late];
+    scenario.schedule = FaultSchedule::listed(vec![
         (6_000, Fault::CrashHost("w1".into())),
         (8_000, Fault::RestartHost("w2".into())),
     ]);
-    let store = SimStoreConfig {
+    scenario.store = Some(SimStoreConfig {
         ack_before_sync_ms: Some(5_000),
         ..SimStoreConfig::none()
-    };
-    let scenario = Scenario {
-        seed: 9,
-        records: 400,
-        delivery: Delivery::ExactlyOnce,
-        mutant: Selected(None),
-        chaos: false,
-        workers: vec![WorkerHost::named("w1"), late],
-        schedule,
-        store: Some(store),
-        topic_store: false,
-    };
+    });
     let run = run_scenario(scenario);
     assert!(
         !run.observed.caught_up,
@@ -1163,31 +1209,16 @@ fn worker_a_store_that_loses_acknowledged_snapshots_stops_the_task_loudly_never_
 
 #[test]
 fn worker_with_the_kafka_topic_store_under_faults_commits_exactly_once() {
-    let mut failed = Vec::new();
-    let mut restored = 0;
-    for seed in seeds(6) {
-        let result = std::panic::catch_unwind(|| {
-            let workers = ["w1", "w2", "w3"].map(WorkerHost::named).to_vec();
-            let scenario = Scenario {
-                seed,
-                records: 400,
-                delivery: Delivery::ExactlyOnce,
-                mutant: Selected(None),
-                chaos: true,
-                workers,
-                schedule: FaultSchedule::default(),
-                store: None,
-                topic_store: true,
-            };
-            let run = run_scenario(scenario);
-            assert_exactly_once(seed, &run);
-            run.stats.tasks_restored
-        });
-        match result {
-            Ok(count) => restored += count,
-            Err(_) => failed.push(seed),
-        }
-    }
-    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    let runs = sweep(JobCase::ClickSessions, seeds(6), |seed| Scenario {
+        topic_store: true,
+        ..Scenario::new(
+            JobCase::ClickSessions,
+            seed,
+            Delivery::ExactlyOnce,
+            Selected(None),
+            true,
+        )
+    });
+    let restored: u64 = runs.iter().map(|run| run.stats.tasks_restored).sum();
     assert!(restored > 0, "tasks were restored from the topic");
 }

@@ -47,9 +47,6 @@ use crate::worker::{Faithful, JobLogic, Mutant, Mutants, TaskLogic};
 const SNAPSHOT_MAGIC: [u8; 4] = *b"EDJT";
 const SNAPSHOT_VERSION: u16 = 1;
 
-/// The mutants a job's tasks obey.
-const TASK_MUTANTS: [Mutant; 2] = [Mutant::FireEarly, Mutant::DropLate];
-
 #[derive(Serialize, Deserialize)]
 struct TaskSnapshot {
     job: String,
@@ -203,20 +200,6 @@ fn decode_snapshot(bytes: &[u8]) -> Result<TaskSnapshot> {
     }
 }
 
-/// Panics if the worker asks a task for a mutant that `obeyed` does not
-/// switch on (or the reverse): a positive control that silently ran
-/// faithful would prove nothing.
-fn check_mutants(asked: impl Mutants, obeyed: impl Mutants) {
-    for mutant in TASK_MUTANTS {
-        assert_eq!(
-            asked.active(mutant),
-            obeyed.active(mutant),
-            "mutant {mutant}: the worker asks {asked:?} of a job whose tasks obey {obeyed:?} \
-             (run `Job::with_mutants` for mutated tasks)"
-        );
-    }
-}
-
 impl JobLogic for Job {
     type Task = JobTask<Faithful>;
 
@@ -228,19 +211,11 @@ impl JobLogic for Job {
         Job::input_topics(self)
     }
 
-    fn new_task(&self, task: i32, now: Duration, mutants: impl Mutants) -> Result<Self::Task> {
-        check_mutants(mutants, Faithful);
+    fn new_task(&self, task: i32, now: Duration) -> Result<Self::Task> {
         self.new_task_with(task, now, Faithful)
     }
 
-    fn restore_task(
-        &self,
-        task: i32,
-        snapshot: &[u8],
-        now: Duration,
-        mutants: impl Mutants,
-    ) -> Result<Self::Task> {
-        check_mutants(mutants, Faithful);
+    fn restore_task(&self, task: i32, snapshot: &[u8], now: Duration) -> Result<Self::Task> {
         self.restore_task_with(task, snapshot, now, Faithful)
     }
 }
@@ -269,19 +244,11 @@ impl<M: Mutants> JobLogic for MutatedJob<M> {
         self.job.input_topics()
     }
 
-    fn new_task(&self, task: i32, now: Duration, mutants: impl Mutants) -> Result<Self::Task> {
-        check_mutants(mutants, self.mutants);
+    fn new_task(&self, task: i32, now: Duration) -> Result<Self::Task> {
         self.job.new_task_with(task, now, self.mutants)
     }
 
-    fn restore_task(
-        &self,
-        task: i32,
-        snapshot: &[u8],
-        now: Duration,
-        mutants: impl Mutants,
-    ) -> Result<Self::Task> {
-        check_mutants(mutants, self.mutants);
+    fn restore_task(&self, task: i32, snapshot: &[u8], now: Duration) -> Result<Self::Task> {
         self.job
             .restore_task_with(task, snapshot, now, self.mutants)
     }

@@ -298,16 +298,8 @@ fn transaction_timeout_ms_default() -> u64 {
     TRANSACTION_TIMEOUT_MS_DEFAULT
 }
 
-/// The delivery guarantee of the job's outputs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// Outputs, input offsets and the checkpoint commit in one transaction.
-    #[default]
-    ExactlyOnce,
-    /// Offsets committed after outputs are flushed: duplicates after a crash.
-    AtLeastOnce,
-}
+/// The delivery guarantee of the job's outputs: the worker's own.
+pub use crate::worker::Delivery;
 
 /// What a bad record does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::error::Error;
 use crate::transport::{Message, ProducerRecord};
-use crate::worker::{Faithful, JobLogic, TaskLogic};
+use crate::worker::{JobLogic, TaskLogic};
 
 /// A JSON job over `clicks` (key `user`, time `ts`), tumbling 10 s windows,
 /// `D = 0`, `L = 0`, with `aggregates` (TOML) and `extra` top-level lines.
@@ -62,7 +62,7 @@ fn json(offset: i64, value: &str) -> Message {
 
 /// Runs task 0 of `job` over `messages`, then to the end of input.
 fn run(job: &Job, messages: &[Message]) -> Vec<ProducerRecord> {
-    let mut task = job.new_task(0, Duration::ZERO, Faithful).unwrap();
+    let mut task = job.new_task(0, Duration::ZERO).unwrap();
     let mut out = Vec::new();
     for message in messages {
         task.process(message, Duration::ZERO, &mut out)
@@ -362,7 +362,7 @@ mod bad_records {
     #[test]
     fn on_bad_record_fail_stops_the_task_naming_topic_partition_and_offset() {
         let job = job(&json_job(COUNT, "on_bad_record = \"fail\""));
-        let mut task = job.new_task(0, Duration::ZERO, Faithful).unwrap();
+        let mut task = job.new_task(0, Duration::ZERO).unwrap();
         let mut out = Vec::new();
         let bad = Message {
             partition: 0,
@@ -381,7 +381,7 @@ mod bad_records {
     #[test]
     fn a_message_from_a_partition_the_task_does_not_own_is_refused() {
         let job = job(&json_job(COUNT, ""));
-        let mut task = job.new_task(1, Duration::ZERO, Faithful).unwrap();
+        let mut task = job.new_task(1, Duration::ZERO).unwrap();
         let mut out = Vec::new();
         let error = task
             .process(
@@ -469,7 +469,7 @@ mod aggregating {
             &aggregates(&[("revenue", "sum", "amount", "decimal")]),
             "",
         ));
-        let mut task = job.new_task(0, Duration::ZERO, Faithful).unwrap();
+        let mut task = job.new_task(0, Duration::ZERO).unwrap();
         let mut out = Vec::new();
         let big = json(
             0,
@@ -872,7 +872,7 @@ mod tasks {
     #[test]
     fn a_task_reads_its_partition_of_every_input_and_the_slowest_input_holds_the_watermark() {
         let job = two_topics();
-        let mut task = job.new_task(2, Duration::ZERO, Faithful).unwrap();
+        let mut task = job.new_task(2, Duration::ZERO).unwrap();
         let mut out = Vec::new();
         let second = Duration::from_secs(1);
         task.process(&on_topic("clicks", 2, 0, 25_000), second, &mut out)
@@ -894,10 +894,7 @@ mod tasks {
 
     #[test]
     fn a_negative_task_number_is_refused() {
-        let error = two_topics()
-            .new_task(-1, Duration::ZERO, Faithful)
-            .err()
-            .unwrap();
+        let error = two_topics().new_task(-1, Duration::ZERO).err().unwrap();
         assert!(
             error.to_string().contains("task number -1 is negative"),
             "{error}"

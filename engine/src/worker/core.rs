@@ -68,10 +68,12 @@ use crate::transport::{
 use super::logic::{JobLogic, TaskLogic};
 use super::mutant::{Mutant, Mutants};
 
-/// How outputs and offsets are committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How outputs and offsets are committed (a job's `delivery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Delivery {
     /// Outputs, offsets and checkpoint ids commit in one transaction.
+    #[default]
     ExactlyOnce,
     /// No transaction: outputs are flushed, then offsets committed.
     AtLeastOnce,
@@ -718,9 +720,9 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         self.retries = 0;
         restore.to_read.pop_front();
         let restored = if self.mutants.active(Mutant::RestoreEmpty) {
-            self.job.new_task(task, now, self.mutants)
+            self.job.new_task(task, now)
         } else {
-            self.job.restore_task(task, &bytes, now, self.mutants)
+            self.job.restore_task(task, &bytes, now)
         };
         match restored {
             Ok(logic) => {
@@ -1077,7 +1079,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             }
         }
         for task in fresh {
-            match self.job.new_task(task, now, self.mutants) {
+            match self.job.new_task(task, now) {
                 Ok(logic) => {
                     self.stats.tasks_started_empty += 1;
                     self.install_task(task, logic, None, None);
@@ -1415,8 +1417,8 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         let mut seeks = Vec::new();
         for (task, slot) in &mut self.tasks {
             let restored = match &slot.committed.snapshot {
-                Some(bytes) => self.job.restore_task(*task, bytes, now, self.mutants),
-                None => self.job.new_task(*task, now, self.mutants),
+                Some(bytes) => self.job.restore_task(*task, bytes, now),
+                None => self.job.new_task(*task, now),
             };
             match restored {
                 Ok(logic) => slot.logic = logic,

@@ -38,7 +38,7 @@ impl JobLogic for EchoJob {
         &self.inputs
     }
 
-    fn new_task(&self, task: i32, _now: Duration, _mutants: impl Mutants) -> Result<EchoTask> {
+    fn new_task(&self, task: i32, _now: Duration) -> Result<EchoTask> {
         Ok(EchoTask {
             task,
             seen: Vec::new(),
@@ -47,13 +47,7 @@ impl JobLogic for EchoJob {
         })
     }
 
-    fn restore_task(
-        &self,
-        task: i32,
-        snapshot: &[u8],
-        _now: Duration,
-        _mutants: impl Mutants,
-    ) -> Result<EchoTask> {
+    fn restore_task(&self, task: i32, snapshot: &[u8], _now: Duration) -> Result<EchoTask> {
         let (snapshot_task, seen, finished): (i32, Vec<(String, i64)>, bool) =
             serde_json::from_slice(snapshot).map_err(|e| Error::CorruptSnapshot(e.to_string()))?;
         if snapshot_task != task {

@@ -29,10 +29,10 @@ use crate::error::Result;
 use crate::time::EventTime;
 use crate::transport::{Message, ProducerRecord};
 
-use super::mutant::Mutants;
-
 /// A job as the worker sees it: its inputs, and how to make and restore the
-/// task of one partition number.
+/// task of one partition number. Mutants of the tasks' own logic
+/// (`fire-early`, `drop-late`) belong to the job value (a job built with
+/// them switched on); the worker's core has its own.
 pub trait JobLogic {
     type Task: TaskLogic;
 
@@ -46,18 +46,12 @@ pub trait JobLogic {
 
     /// A fresh task for partition number `task` (no state, watermarks at
     /// `i64::MIN`), at processing time `now`.
-    fn new_task(&self, task: i32, now: Duration, mutants: impl Mutants) -> Result<Self::Task>;
+    fn new_task(&self, task: i32, now: Duration) -> Result<Self::Task>;
 
     /// The task that took `snapshot`, continuing at processing time `now`.
     /// A snapshot that does not decode, or was taken by another job or
     /// task, is [`crate::Error::CorruptSnapshot`].
-    fn restore_task(
-        &self,
-        task: i32,
-        snapshot: &[u8],
-        now: Duration,
-        mutants: impl Mutants,
-    ) -> Result<Self::Task>;
+    fn restore_task(&self, task: i32, snapshot: &[u8], now: Duration) -> Result<Self::Task>;
 }
 
 /// The processing logic of one task.
