@@ -13,7 +13,8 @@
 //!
 //! What it leaves out, on purpose: networks, brokers, replication, time
 //! (timestamps default to 0; nothing expires, so a transaction is never
-//! aborted by a timeout and a member never leaves by a session timeout),
+//! aborted by a timeout; a consumer dropped without closing leaves its
+//! group at once, where Kafka would wait for its session to expire),
 //! and the wait of [`Consumer::committed`] for open transactions (it
 //! returns the offsets committed so far).
 
@@ -320,6 +321,30 @@ impl MemoryConsumer {
     }
 }
 
+impl MemoryConsumer {
+    /// Leaves the group (its partitions go to the others).
+    fn leave(&mut self) {
+        if let Some(member_id) = self.member_id.take() {
+            let group_id = self.group_id().to_string();
+            let mut state = self.state.borrow_mut();
+            if let Some(group) = state.groups.get_mut(&group_id) {
+                group.members.remove(&member_id);
+                if !group.members.is_empty() {
+                    state.rebalance(&group_id);
+                }
+            }
+        }
+    }
+}
+
+/// A consumer dropped without `close` (a crashed process) leaves at once:
+/// nothing here expires a session.
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
 impl Consumer for MemoryConsumer {
     async fn subscribe(&mut self, topics: &[String]) -> TransportResult<()> {
         let Some(group_id) = self.config.group_id.clone() else {
@@ -424,16 +449,7 @@ impl Consumer for MemoryConsumer {
     }
 
     async fn close(mut self) -> TransportResult<()> {
-        if let Some(member_id) = self.member_id.take() {
-            let group_id = self.group_id().to_string();
-            let mut state = self.state.borrow_mut();
-            if let Some(group) = state.groups.get_mut(&group_id) {
-                group.members.remove(&member_id);
-                if !group.members.is_empty() {
-                    state.rebalance(&group_id);
-                }
-            }
-        }
+        self.leave();
         Ok(())
     }
 }

@@ -516,8 +516,12 @@ fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64, topics: [Strin
                     }
                     4 => handle.move_leader(&moved, None),
                     5 => handle.pause_host(worker, undo_after_ms),
-                    // Stop-the-world, often past the session timeout: a zombie.
-                    _ => handle.freeze_host(worker, 3 * undo_after_ms),
+                    // Stop-the-world, often past the session timeout (a
+                    // zombie), over by the end of the faults.
+                    _ => {
+                        let left_ms = until_ms.saturating_sub(handle.now_ms());
+                        handle.freeze_host(worker, (3 * undo_after_ms).min(left_ms));
+                    }
                 }
             }));
         }
@@ -564,6 +568,9 @@ fn add_restarter(cluster: &mut SimCluster, setup: WorkerSetup, until_ms: u64) {
 struct Observed {
     /// The group committed the end of every input partition in time.
     caught_up: bool,
+    /// Output partitions whose last stable offset had not reached the high
+    /// watermark when the checker gave up waiting: a transaction hangs.
+    unstable: Vec<TopicPartition>,
     /// Output, late and dead-letter lines per key.
     outputs: BTreeMap<String, Vec<String>>,
     late: BTreeMap<String, Vec<String>>,
@@ -642,6 +649,47 @@ async fn read_all(handle: &ClusterHandle, topic: &str, name: &str) -> Vec<Messag
     read
 }
 
+/// Waits up to `patience_ms` until every partition of `topics` has its
+/// last stable offset at its high watermark (no transaction open); returns
+/// those that still do not.
+async fn wait_until_stable(
+    handle: &ClusterHandle,
+    topics: &[String],
+    patience_ms: u64,
+) -> Vec<TopicPartition> {
+    let transport = transport(handle);
+    let mut committed = transport
+        .consumer(&consumer_config("lso", None))
+        .await
+        .expect("reader");
+    let uncommitted_config = ConsumerConfig {
+        isolation: eddyline_engine::transport::Isolation::ReadUncommitted,
+        ..consumer_config("hw", None)
+    };
+    let mut uncommitted = transport
+        .consumer(&uncommitted_config)
+        .await
+        .expect("reader");
+    let deadline_ms = handle.now_ms() + patience_ms;
+    loop {
+        let mut unstable = Vec::new();
+        for topic in topics {
+            for partition in 0..PARTITIONS {
+                let tp = tp(topic, partition);
+                let lso = committed.offsets_range(&tp).await.map(|(_, end)| end);
+                let hw = uncommitted.offsets_range(&tp).await.map(|(_, end)| end);
+                if !matches!((lso, hw), (Ok(lso), Ok(hw)) if lso == hw) {
+                    unstable.push(tp);
+                }
+            }
+        }
+        if unstable.is_empty() || handle.now_ms() >= deadline_ms {
+            return unstable;
+        }
+        sleep_ms(500).await;
+    }
+}
+
 fn by_key(messages: &[Message]) -> BTreeMap<String, Vec<String>> {
     let mut by_key: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
     for message in messages {
@@ -700,9 +748,15 @@ fn add_checker(
             }
         }
         setup.done.set(true);
-        // Let the workers stop (a last, empty checkpoint).
+        // Let the workers stop (a last, empty checkpoint), then wait until
+        // every transaction is finished: a worker that crashed or froze with
+        // one open is fenced by its next incarnation or aborted at its
+        // timeout (20 s, plus the coordinator's abort check).
         sleep_ms(3_000).await;
         let job = setup.job.job();
+        let mut outputs_topics = vec![job.output_topic().to_string(), job.late_topic().to_string()];
+        outputs_topics.extend(job.dead_letter_topic().map(str::to_string));
+        let unstable = wait_until_stable(&handle, &outputs_topics, 35_000).await;
         let outputs = by_key(&read_all(&handle, job.output_topic(), "out-reader").await);
         let late = by_key(&read_all(&handle, job.late_topic(), "late-reader").await);
         let dead = match job.dead_letter_topic() {
@@ -715,6 +769,7 @@ fn add_checker(
         }
         *observed.borrow_mut() = Some(Observed {
             caught_up,
+            unstable,
             outputs,
             late,
             dead,
@@ -912,6 +967,12 @@ fn assert_exactly_once(run: &Run) {
     assert!(
         run.observed.caught_up,
         "{case} seed {seed}: liveness: not every task committed the end of its input in time; stops: {:?}",
+        run.stops
+    );
+    assert!(
+        run.observed.unstable.is_empty(),
+        "{case} seed {seed}: hanging transaction: a transaction is still open on {:?} long after the run; stops: {:?}",
+        run.observed.unstable,
         run.stops
     );
     let job = run.case.job();

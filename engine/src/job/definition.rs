@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::worker::WorkerConfig;
+
 use super::aggregates::{AggregatePlan, JobAggregator};
 use super::decode::{Decoded, Decoder};
 use super::encode::Outputs;
@@ -142,6 +144,16 @@ impl Job {
 
     pub fn transaction_timeout_ms(&self) -> u64 {
         self.inner.spec.delivery.transaction_timeout_ms
+    }
+
+    /// The worker settings this job asks for: delivery, checkpoint
+    /// interval, restart budget and transaction timeout.
+    pub fn worker_config(&self, worker_id: &str, incarnation: u64) -> WorkerConfig {
+        let mut config = WorkerConfig::new(worker_id, incarnation, self.delivery());
+        config.checkpoint_interval = self.checkpoint_interval();
+        config.restart_budget = self.restart_budget();
+        config.transaction_timeout = Duration::from_millis(self.transaction_timeout_ms());
+        config
     }
 
     pub fn on_bad_record(&self) -> OnBadRecord {

@@ -70,6 +70,10 @@ where
     let now = || started.elapsed();
     let mut command = core.start(now());
     loop {
+        // A turn for the runtime's other tasks between commands: calls that
+        // complete at once (the in-memory transport) would otherwise never
+        // let a signal handler, a supervisor or a timer run.
+        tokio::task::yield_now().await;
         control(&mut core, &command);
         command = match command {
             Command::InitTransactions => {

@@ -1,0 +1,203 @@
+//! The worker's cost of checkpoints: the same job over the same input with
+//! a checkpoint every second of processing time, and with checkpoints off
+//! (one at the end), through the real driver and worker core over the
+//! in-memory transport and checkpoint store.
+//!
+//! Workload (seeded): 2,000,000 JSON records `{"key", "ts", "value"}` on one
+//! partition, keys uniform over 100,000 users, event time advancing 1 ms
+//! every 1,000 records, so that all 100,000 keys stay in one open 1-hour
+//! tumbling window the whole run: every checkpoint snapshots 100k-key
+//! window state. The job counts and sums per key (exactly-once delivery,
+//! transactions on the in-memory transport).
+//!
+//! `cargo bench --bench worker -- --noplot`: the two runs interleaved
+//! round by round (median of `EDDY_BENCH_ROUNDS`, default 3), their
+//! throughput ratio, checkpoints taken, and the snapshot size and time of a
+//! 100k-key task. The figures go to BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use eddyline_engine::checkpoint::MemoryStore;
+use eddyline_engine::job::{AggregateFunction, AggregateSpec, Job, JobWindowSpec};
+use eddyline_engine::memory::MemoryKafka;
+use eddyline_engine::transport::{
+    Admin, NewTopic, Producer, ProducerConfig, ProducerRecord, TopicPartition, Transport,
+};
+use eddyline_engine::worker::driver::{self, Clients};
+use eddyline_engine::worker::{Faithful, JobLogic, Stopped, TaskLogic, WorkerCore, WorkerStats};
+use eddyline_sim::Seed;
+
+const RECORDS: usize = 2_000_000;
+const KEYS: u64 = 100_000;
+const INPUT: &str = "events";
+
+fn job(checkpoint_interval_ms: u64) -> Job {
+    Job::builder("bench-window")
+        .input([INPUT])
+        .key("key")
+        .event_time("ts")
+        .window(JobWindowSpec::tumbling(3_600_000))
+        .aggregate(AggregateSpec::count("count"))
+        .aggregate(AggregateSpec::of("sum", AggregateFunction::Sum, "value"))
+        .output("out")
+        .late_topic("late")
+        .checkpoint_interval_ms(checkpoint_interval_ms)
+        .transaction_timeout_ms(checkpoint_interval_ms.saturating_mul(2).max(120_000))
+        .build()
+        .expect("a valid job")
+}
+
+fn workload() -> Vec<ProducerRecord> {
+    let mut rng = Seed::new(0x5eed).derive("bench/worker").rng();
+    let base_ms = 1_700_000_000_000_i64;
+    (0..RECORDS)
+        .map(|i| {
+            let key = format!("user-{}", rng.below(KEYS));
+            let ts = base_ms + (i / 1_000) as i64;
+            let value = format!(r#"{{"key":"{key}","ts":{ts},"value":{}}}"#, rng.below(100));
+            ProducerRecord {
+                topic: INPUT.into(),
+                partition: Some(0),
+                key: Some(key.into_bytes()),
+                value: Some(value.into_bytes()),
+                timestamp_ms: Some(ts),
+                headers: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+}
+
+async fn loaded(records: &[ProducerRecord]) -> MemoryKafka {
+    let kafka = MemoryKafka::new();
+    let admin = kafka.admin().await.expect("admin");
+    for topic in [INPUT, "out", "late"] {
+        let new = NewTopic {
+            name: topic.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        };
+        admin.create_topic(&new).await.expect("create");
+    }
+    let config = ProducerConfig::new("feeder", None);
+    let mut producer = kafka.producer(&config).await.expect("producer");
+    for record in records {
+        drop(producer.send(record.clone()).expect("send"));
+    }
+    kafka
+}
+
+/// One bounded run of the job over the loaded input: wall time and stats.
+fn run(records: &[ProducerRecord], checkpoint_interval_ms: u64) -> (Duration, WorkerStats) {
+    runtime().block_on(async {
+        let kafka = loaded(records).await;
+        let job = job(checkpoint_interval_ms);
+        let config = job.worker_config("bench", 1);
+        let mut core = WorkerCore::new(job, config, Faithful).expect("a worker");
+        core.set_end_offsets([(TopicPartition::new(INPUT, 0), records.len() as i64)].into());
+        let mut store = MemoryStore::new();
+        let mut stats = WorkerStats::default();
+        let started = Instant::now();
+        let stopped = driver::run(
+            &kafka,
+            &mut store,
+            core,
+            Clients::new("bench"),
+            |core, _| {
+                stats = core.stats();
+            },
+        )
+        .await
+        .expect("the run");
+        let wall = started.elapsed();
+        assert_eq!(stopped, Stopped::Finished);
+        assert_eq!(
+            stats.records_in,
+            records.len() as u64,
+            "every record processed"
+        );
+        (wall, stats)
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Snapshot size and time of one task holding `KEYS` keys' windows.
+fn snapshot_figures(records: &[ProducerRecord]) -> (usize, Duration) {
+    let job = job(1_000);
+    let mut task = job.new_task(0, Duration::ZERO).expect("a task");
+    let mut out = Vec::new();
+    for (offset, record) in records.iter().take(1_000_000).enumerate() {
+        let message = eddyline_engine::transport::Message {
+            topic: INPUT.into(),
+            partition: 0,
+            offset: offset as i64,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            timestamp_ms: record.timestamp_ms.unwrap_or(0),
+            headers: Vec::new(),
+        };
+        task.process(&message, Duration::ZERO, &mut out)
+            .expect("process");
+        out.clear();
+    }
+    let rounds = 5;
+    let started = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..rounds {
+        bytes = black_box(task.snapshot(Duration::ZERO).expect("snapshot")).len();
+    }
+    (bytes, started.elapsed() / rounds)
+}
+
+fn main() {
+    let rounds: usize = std::env::var("EDDY_BENCH_ROUNDS").ok().map_or(3, |text| {
+        text.parse().expect("EDDY_BENCH_ROUNDS must be a number")
+    });
+    let records = workload();
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let (mut checkpoints_with, mut checkpoints_without) = (0, 0);
+    for round in 0..rounds {
+        let (wall_on, stats_on) = run(&records, 1_000);
+        let (wall_off, stats_off) = run(&records, 24 * 3_600_000);
+        checkpoints_with = stats_on.checkpoints_committed;
+        checkpoints_without = stats_off.checkpoints_committed;
+        eprintln!(
+            "round {round}: 1 s checkpoints {:.0} ms ({} checkpoints, {} MB of snapshots), off {:.0} ms",
+            wall_on.as_secs_f64() * 1e3,
+            stats_on.checkpoints_committed,
+            stats_on.snapshot_bytes_written / 1_000_000,
+            wall_off.as_secs_f64() * 1e3
+        );
+        with.push(RECORDS as f64 / wall_on.as_secs_f64());
+        without.push(RECORDS as f64 / wall_off.as_secs_f64());
+    }
+    let (with, without) = (median(with), median(without));
+    let (bytes, time) = snapshot_figures(&records);
+    println!("| run | records/s | checkpoints |");
+    println!("| --- | ---: | ---: |");
+    println!("| checkpoints every 1 s | {with:.0} | {checkpoints_with} |");
+    println!("| checkpoints off (one at the end) | {without:.0} | {checkpoints_without} |");
+    println!(
+        "| **ratio** (target ≥ 0.95) | **{:.3}** | |",
+        with / without
+    );
+    println!();
+    println!(
+        "snapshot of a task with {KEYS} keys' windows: {:.1} MB, {:.1} ms",
+        bytes as f64 / 1e6,
+        time.as_secs_f64() * 1e3
+    );
+}
