@@ -209,6 +209,76 @@ mod refusals {
     }
 }
 
+/// Records near the broker's `message.max.bytes` (1 048 588): the producer
+/// bounds a batch in bytes, as librdkafka bounds a MessageSet by
+/// `min(message.max.bytes, batch.size)`, so records that each fit are never
+/// refused together.
+mod large_records {
+    use super::*;
+
+    const CHUNK_BYTES: usize = 512 * 1024;
+
+    fn chunk(index: u8) -> ProducerRecord {
+        let mut record = to_partition("chunks", 0, "");
+        record.value = Some(vec![index; CHUNK_BYTES]);
+        record
+    }
+
+    #[test]
+    fn three_512_kib_records_in_one_transaction_commit_and_read_back_under_read_committed() {
+        let mut cluster = cluster(71);
+        let handle = cluster.handle();
+        cluster.client("worker", async move {
+            wait_ready(&handle).await;
+            let transport = transport(&handle);
+            admin_create_topic(&transport, "chunks", 1).await;
+            let mut producer = transport
+                .producer(&producer_config("p", Some("txn-chunks")))
+                .await?;
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+            let mut deliveries = Vec::new();
+            for index in 0..3u8 {
+                deliveries.push(producer.send(chunk(index))?);
+            }
+            producer.commit_transaction().await?;
+            let mut offsets = Vec::new();
+            for delivery in deliveries {
+                offsets.push(delivery.await?.offset);
+            }
+            assert_eq!(offsets, vec![0, 1, 2]);
+            // Two chunks (2 x 524 308 bytes in a batch) exceed the 1 000 000
+            // bytes of a batch: each went in a batch of its own.
+            let leader = handle.leader_of(&tp("chunks", 0)).expect("a leader");
+            let (batches, _) = handle
+                .replica_log(leader, &tp("chunks", 0))
+                .expect("the leader hosts it");
+            let data_batch_sizes: Vec<usize> = batches
+                .iter()
+                .filter(|batch| batch.control.is_none())
+                .map(|batch| batch.records.len())
+                .collect();
+            assert_eq!(data_batch_sizes, vec![1, 1, 1]);
+
+            let mut config = consumer_config("rc", None);
+            config.isolation = eddyline_engine::transport::Isolation::ReadCommitted;
+            let mut consumer = transport.consumer(&config).await?;
+            consumer.assign(&[tp("chunks", 0)]).await?;
+            let read = read_messages(&mut consumer, 3, 30_000).await;
+            let values: Vec<(i64, Option<Vec<u8>>)> = read
+                .into_iter()
+                .map(|message| (message.offset, message.value))
+                .collect();
+            let expected: Vec<(i64, Option<Vec<u8>>)> = (0..3u8)
+                .map(|index| (i64::from(index), Some(vec![index; CHUNK_BYTES])))
+                .collect();
+            assert!(values == expected, "the three chunks, in order, whole");
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+}
+
 pub(crate) mod faults {
     use super::*;
 

@@ -86,6 +86,14 @@ pub struct SimClientOptions {
     pub max_in_flight_per_partition: usize,
     /// Bound on records in one produced batch.
     pub batch_max_records: usize,
+    /// Bound on the bytes of one produced batch, counted as the simulated
+    /// broker counts a batch against its `message.max.bytes` (1 048 588 by
+    /// default): a batch takes no record that would take it past this
+    /// bound, but its first record goes in whatever its size. librdkafka's
+    /// `min(message.max.bytes, batch.size)`, both 1 000 000 by default
+    /// (`rd_kafka_msgset_writer_write_msgq`); a queue holding this many
+    /// bytes also ends the linger, as `batch.size` does in librdkafka.
+    pub batch_max_bytes: usize,
     /// `max.request.size`: a larger record is refused at send.
     pub max_record_bytes: usize,
     /// librdkafka's `topic.metadata.propagation.max.ms`: how long a record
@@ -125,6 +133,8 @@ impl Default for SimClientOptions {
             fetch_max_records: 500,
             max_in_flight_per_partition: 5,
             batch_max_records: 1_000,
+            // librdkafka's `batch.size` and `message.max.bytes` defaults.
+            batch_max_bytes: 1_000_000,
             max_record_bytes: 1_048_576,
             topic_missing_timeout_ms: 10_000,
             // librdkafka's default.

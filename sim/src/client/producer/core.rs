@@ -81,6 +81,10 @@ pub(crate) struct CoreSettings {
     pub topic_missing_timeout_ms: u64,
     pub max_in_flight: usize,
     pub batch_max_records: usize,
+    /// A batch takes no further record once it would exceed this many bytes
+    /// (see `SimClientOptions::batch_max_bytes`); its first record always
+    /// goes in, however large.
+    pub batch_max_bytes: usize,
     /// librdkafka's `queue.buffering.max.messages` (see
     /// `SimClientOptions::queue_buffering_max_messages`).
     pub buffered_records_max: usize,
@@ -92,6 +96,33 @@ struct PendingRecord {
     record: RecordData,
     slot: DeliverySlot,
     enqueued_ms: u64,
+    /// What the record adds to a batch ([`record_batch_bytes`]).
+    batch_bytes: usize,
+}
+
+/// A RecordBatch v2's header (Kafka's `DefaultRecordBatch.RECORD_BATCH_OVERHEAD`).
+const BATCH_HEADER_BYTES: usize = 61;
+/// What a record takes in a batch beyond its key, value and headers, and a
+/// header beyond its name and value: the simulated broker's estimate
+/// (`broker::log::batch_size_bytes`), which it compares with
+/// `message.max.bytes`.
+const BATCH_RECORD_OVERHEAD_BYTES: usize = 20;
+const RECORD_HEADER_OVERHEAD_BYTES: usize = 2;
+
+/// The bytes a record adds to a batch, counted as the simulated broker
+/// counts them when it checks a batch against `message.max.bytes`
+/// (`broker::log::batch_size_bytes`; a unit test holds the two equal), so a
+/// batch the producer bounds is never refused for its size unless one
+/// record alone is too large.
+fn record_batch_bytes(record: &RecordData) -> usize {
+    BATCH_RECORD_OVERHEAD_BYTES
+        + record.key.as_ref().map_or(0, Vec::len)
+        + record.value.as_ref().map_or(0, Vec::len)
+        + record
+            .headers
+            .iter()
+            .map(|(name, value)| RECORD_HEADER_OVERHEAD_BYTES + name.len() + value.len())
+            .sum::<usize>()
 }
 
 struct UnassignedRecord {
@@ -125,7 +156,11 @@ struct Batch {
 
 #[derive(Default)]
 struct PartitionQueue {
+    /// Changed only through `push_pending`, `pop_pending` and
+    /// `take_pending`, which keep `pending_bytes`.
     pending: VecDeque<PendingRecord>,
+    /// The sum of the pending records' `batch_bytes`.
+    pending_bytes: usize,
     next_sequence: i32,
     /// The first sequence not acknowledged yet (librdkafka's
     /// `rktp_eos.next_ack_seq`): a batch starting here is the head of line.
@@ -134,6 +169,24 @@ struct PartitionQueue {
     next_ack_sequence: i32,
     /// Sequenced, unacknowledged batches in sequence order.
     batches: VecDeque<Batch>,
+}
+
+impl PartitionQueue {
+    fn push_pending(&mut self, pending: PendingRecord) {
+        self.pending_bytes += pending.batch_bytes;
+        self.pending.push_back(pending);
+    }
+
+    fn pop_pending(&mut self) -> Option<PendingRecord> {
+        let pending = self.pending.pop_front()?;
+        self.pending_bytes -= pending.batch_bytes;
+        Some(pending)
+    }
+
+    fn take_pending(&mut self) -> VecDeque<PendingRecord> {
+        self.pending_bytes = 0;
+        std::mem::take(&mut self.pending)
+    }
 }
 
 /// One batch to put in a Produce request.
@@ -213,6 +266,10 @@ impl ProducerCore {
         assert!(
             settings.batch_max_records > 0,
             "batch_max_records must be positive"
+        );
+        assert!(
+            settings.batch_max_bytes > 0,
+            "batch_max_bytes must be positive"
         );
         let txn = if settings.transactional {
             TxnState::Uninitialized
@@ -327,6 +384,7 @@ impl ProducerCore {
             "records without key and partition are refused before queueing"
         );
         let pending = PendingRecord {
+            batch_bytes: record_batch_bytes(&record),
             record,
             slot,
             enqueued_ms: now_ms,
@@ -339,16 +397,10 @@ impl ProducerCore {
                     (0..count).contains(&chosen),
                     "partition {chosen} checked against count {count} before queueing"
                 );
-                let key = TopicPartition::new(topic, chosen);
-                match self.partitions.get_mut(&key) {
-                    Some(queue) => queue.pending.push_back(pending),
-                    None => self
-                        .partitions
-                        .entry(key)
-                        .or_default()
-                        .pending
-                        .push_back(pending),
-                }
+                self.partitions
+                    .entry(TopicPartition::new(topic, chosen))
+                    .or_default()
+                    .push_pending(pending);
             }
             _ => {
                 self.unassigned
@@ -430,8 +482,7 @@ impl ProducerCore {
                 self.partitions
                     .entry(TopicPartition::new(topic, chosen))
                     .or_default()
-                    .pending
-                    .push_back(waiting.pending);
+                    .push_pending(waiting.pending);
             } else {
                 let error = TransportError::new(
                     ErrorKind::Retriable,
@@ -1057,7 +1108,7 @@ impl ProducerCore {
         }
         let mut broke_sequence = false;
         for queue in self.partitions.values_mut() {
-            for pending in queue.pending.drain(..) {
+            for pending in queue.take_pending() {
                 let _ = pending.slot.send(Err(error.clone()));
             }
             // Batches behind the first one waiting for a retry can no longer
@@ -1106,7 +1157,7 @@ impl ProducerCore {
             }
         }
         for queue in self.partitions.values_mut() {
-            for pending in queue.pending.drain(..) {
+            for pending in queue.take_pending() {
                 let _ = pending.slot.send(Err(error.clone()));
             }
             for batch in queue.batches.drain(..) {
@@ -1162,7 +1213,7 @@ impl ProducerCore {
                 .front()
                 .is_some_and(|pending| pending.enqueued_ms + timeout_ms <= now_ms)
             {
-                let pending = queue.pending.pop_front().expect("front exists");
+                let pending = queue.pop_pending().expect("front exists");
                 let error = errors::timed_out(format!(
                     "record for {partition} not sent within {timeout_ms} ms (no leader or no producer id)"
                 ));
@@ -1260,7 +1311,9 @@ impl ProducerCore {
 }
 
 /// Whether the partition's oldest pending record starts a batch now: when
-/// flushing, when a full batch waits, or when it lingered long enough.
+/// flushing, when a full batch waits (by records, or by bytes: librdkafka's
+/// `rd_kafka_msgq_allow_wakeup_at` ends the linger once the queued bytes
+/// reach `batch.size`), or when it lingered long enough.
 fn front_ready(
     queue: &PartitionQueue,
     settings: &CoreSettings,
@@ -1270,24 +1323,54 @@ fn front_ready(
     queue.pending.front().is_some_and(|front| {
         flushing
             || queue.pending.len() >= settings.batch_max_records
+            || BATCH_HEADER_BYTES + queue.pending_bytes >= settings.batch_max_bytes
             || front.enqueued_ms + settings.linger_ms <= now_ms
     })
 }
 
-/// Seals up to `batch_max_records` of the partition's pending records into
-/// batch `id`, in flight, with the next sequence numbers.
+/// How many of the partition's pending records the next batch takes: at
+/// most `batch_max_records`, and no record that would take the batch past
+/// `batch_max_bytes` — except the first, which goes in whatever its size (a
+/// record larger than the broker's `message.max.bytes` is then refused
+/// alone, with MESSAGE_TOO_LARGE). As librdkafka fills a MessageSet in
+/// `rd_kafka_msgset_writer_write_msgq` (`rdkafka_msgset_writer.c`): it stops
+/// before a message once `msgcnt > 0` and the set would exceed
+/// `min(message.max.bytes, batch.size)`, or at `batch.num.messages`
+/// (`rd_kafka_msgset_writer_init`'s `msetw_msgcntmax`).
+fn batch_record_count(queue: &PartitionQueue, settings: &CoreSettings) -> usize {
+    let mut count = 0;
+    let mut batch_bytes = BATCH_HEADER_BYTES;
+    for pending in queue.pending.iter().take(settings.batch_max_records) {
+        if count > 0 && batch_bytes + pending.batch_bytes > settings.batch_max_bytes {
+            break;
+        }
+        batch_bytes += pending.batch_bytes;
+        count += 1;
+    }
+    assert!(
+        count == 1 || batch_bytes <= settings.batch_max_bytes,
+        "a batch of {count} records and {batch_bytes} bytes exceeds batch_max_bytes {}",
+        settings.batch_max_bytes
+    );
+    count
+}
+
+/// Seals the next batch of the partition's pending records
+/// ([`batch_record_count`]) as batch `id`, in flight, with the next
+/// sequence numbers.
 fn seal_batch(
     queue: &mut PartitionQueue,
     settings: &CoreSettings,
     identity: Identity,
     id: u64,
 ) -> Batch {
-    let count = queue.pending.len().min(settings.batch_max_records);
+    let count = batch_record_count(queue, settings);
     assert!(count > 0, "a batch without records");
     let mut records = Vec::with_capacity(count);
     let mut slots = Vec::with_capacity(count);
     let mut deadline_ms = u64::MAX;
-    for pending in queue.pending.drain(..count) {
+    for _ in 0..count {
+        let pending = queue.pop_pending().expect("counted among the pending");
         deadline_ms = deadline_ms.min(pending.enqueued_ms + settings.delivery_timeout_ms);
         records.push(pending.record);
         slots.push(pending.slot);

@@ -179,6 +179,7 @@ impl SimProducer {
             topic_missing_timeout_ms: u64::from(options.topic_missing_timeout_ms),
             max_in_flight: options.max_in_flight_per_partition,
             batch_max_records: options.batch_max_records,
+            batch_max_bytes: options.batch_max_bytes,
             buffered_records_max: options.queue_buffering_max_messages,
             retry_backoff_ms: u64::from(options.retry_backoff_ms.max(1)),
             retry_backoff_max_ms: u64::from(options.retry_backoff_max_ms.max(1)),

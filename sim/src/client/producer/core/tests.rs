@@ -11,6 +11,7 @@ fn settings(transactional: bool) -> CoreSettings {
         topic_missing_timeout_ms: 3_000,
         max_in_flight: 5,
         batch_max_records: 3,
+        batch_max_bytes: 1_000_000,
         buffered_records_max: 4,
         retry_backoff_ms: 100,
         retry_backoff_max_ms: 1_000,
@@ -143,6 +144,139 @@ mod batching {
         assert_eq!(increment_sequence(i32::MAX - 1, 1), i32::MAX);
         assert_eq!(increment_sequence(i32::MAX, 1), 0);
         assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+    }
+}
+
+/// Batches bounded in bytes, as librdkafka bounds a MessageSet by
+/// `min(message.max.bytes, batch.size)`.
+mod batch_bytes {
+    use super::*;
+    use crate::broker::log::batch_size_bytes;
+
+    /// A record of `value_bytes` takes 20 more in a batch; a batch adds 61.
+    const RECORD_OF_300_BYTES: usize = 320;
+
+    fn bounded_by(batch_max_bytes: usize) -> ProducerCore {
+        let mut core = ProducerCore::new(CoreSettings {
+            batch_max_records: 10,
+            batch_max_bytes,
+            buffered_records_max: 100,
+            ..settings(false)
+        });
+        core.set_identity(Identity { id: 7, epoch: 0 });
+        core
+    }
+
+    fn send_sized(core: &mut ProducerCore, value_bytes: usize, now_ms: u64) -> Outcome {
+        let (slot, outcome) = oneshot::channel();
+        let record = RecordData {
+            key: None,
+            value: Some(vec![b'x'; value_bytes]),
+            timestamp_ms: 0,
+            headers: vec![],
+        };
+        core.enqueue("t", Some(0), record, slot, now_ms, Some(4));
+        outcome
+    }
+
+    fn batch_bytes_of(plans: &[ProducePlan]) -> Vec<usize> {
+        plans
+            .iter()
+            .flat_map(|plan| plan.batches.iter())
+            .map(|planned| batch_size_bytes(&planned.batch.records))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_closes_before_its_byte_bound_and_the_rest_waits_for_the_linger() {
+        let mut core = bounded_by(1_000);
+        let _outcomes: Vec<Outcome> = (0..3).map(|_| send_sized(&mut core, 300, 0)).collect();
+        // 61 + 3 x 320 = 1 021 bytes queued: a full batch waits, before the
+        // linger; it takes two records (701 bytes), a third would pass 1 000.
+        let plans = core.drain(0, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 0, 2)]);
+        assert_eq!(batch_bytes_of(&plans), vec![61 + 2 * RECORD_OF_300_BYTES]);
+        assert!(core.drain(4, &leader_zero).is_empty(), "linger not over");
+        let plans = core.drain(5, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 2, 1)]);
+    }
+
+    #[test]
+    fn a_batch_exactly_at_its_byte_bound_takes_every_record() {
+        let mut core = bounded_by(61 + 3 * RECORD_OF_300_BYTES);
+        let _outcomes: Vec<Outcome> = (0..3).map(|_| send_sized(&mut core, 300, 0)).collect();
+        let plans = core.drain(0, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 0, 3)]);
+        assert_eq!(batch_bytes_of(&plans), vec![1_021]);
+    }
+
+    #[test]
+    fn a_record_alone_larger_than_the_byte_bound_goes_in_a_batch_of_its_own() {
+        let mut core = bounded_by(1_000);
+        let _small = send_sized(&mut core, 300, 0);
+        let _large = send_sized(&mut core, 2_000, 0);
+        let _after = send_sized(&mut core, 300, 0);
+        core.begin_flush();
+        let plans = core.drain(0, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 0, 1), (0, 1, 1), (0, 2, 1)]);
+        assert_eq!(
+            batch_bytes_of(&plans),
+            vec![381, 61 + 20 + 2_000, 381],
+            "the large record's batch passes the bound: it could not be split"
+        );
+        // Alone in the queue, it fills a batch: no linger.
+        let mut core = bounded_by(1_000);
+        let _large = send_sized(&mut core, 2_000, 0);
+        assert_eq!(sequences(&core.drain(0, &leader_zero)), vec![(0, 0, 1)]);
+    }
+
+    #[test]
+    fn records_that_leave_the_queue_no_longer_count_toward_a_full_batch() {
+        let mut core = bounded_by(1_000);
+        let _expired: Vec<Outcome> = (0..2).map(|_| send_sized(&mut core, 300, 0)).collect();
+        // No leader until their delivery timeout (10 s) fails them.
+        assert!(core.drain(10, &|_| None).is_empty());
+        core.expire(10_000, &|_| None);
+        assert!(core.partitions_with_data().is_empty());
+        // 61 + 2 x 320 bytes queued now: not full, so they linger.
+        let _fresh: Vec<Outcome> = (0..2).map(|_| send_sized(&mut core, 300, 10_000)).collect();
+        assert!(
+            core.drain(10_000, &leader_zero).is_empty(),
+            "not a full batch"
+        );
+        let plans = core.drain(10_005, &leader_zero);
+        assert_eq!(sequences(&plans), vec![(0, 0, 2)]);
+    }
+
+    #[test]
+    fn the_producer_counts_a_batchs_bytes_as_the_broker_does() {
+        let records = vec![
+            RecordData {
+                key: Some(b"key".to_vec()),
+                value: Some(vec![7; 1_000]),
+                timestamp_ms: 5,
+                headers: vec![("trace".into(), vec![1; 16]), ("h".into(), vec![])],
+            },
+            RecordData {
+                key: None,
+                value: None,
+                timestamp_ms: 0,
+                headers: vec![],
+            },
+            RecordData {
+                key: Some(vec![]),
+                value: Some(b"v".to_vec()),
+                timestamp_ms: -1,
+                headers: vec![("".into(), b"x".to_vec())],
+            },
+        ];
+        let producer_bytes =
+            BATCH_HEADER_BYTES + records.iter().map(record_batch_bytes).sum::<usize>();
+        assert_eq!(producer_bytes, batch_size_bytes(&records));
+        assert_eq!(
+            producer_bytes,
+            61 + (20 + 3 + 1_000 + 2 + 5 + 16 + 2 + 1) + 20 + 24
+        );
     }
 }
 
