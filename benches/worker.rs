@@ -42,6 +42,7 @@ fn job(checkpoint_interval_ms: u64) -> Job {
         .aggregate(AggregateSpec::of("sum", AggregateFunction::Sum, "value"))
         .output("out")
         .late_topic("late")
+        .dead_letter_topic("dead")
         .checkpoint_interval_ms(checkpoint_interval_ms)
         .transaction_timeout_ms(checkpoint_interval_ms.saturating_mul(2).max(120_000))
         .build()
@@ -78,7 +79,7 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn loaded(records: &[ProducerRecord]) -> MemoryKafka {
     let kafka = MemoryKafka::new();
     let admin = kafka.admin().await.expect("admin");
-    for topic in [INPUT, "out", "late"] {
+    for topic in [INPUT, "out", "late", "dead"] {
         let new = NewTopic {
             name: topic.into(),
             partitions: 1,

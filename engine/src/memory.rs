@@ -57,7 +57,8 @@ struct Txn {
     status: Option<TxnStatus>,
     /// Offsets to commit with it: (group, partition) → offset.
     offsets: BTreeMap<(String, TopicPartition), OffsetAndMetadata>,
-    partitions: BTreeSet<TopicPartition>,
+    /// Each partition it wrote to, with the offset of its first record there.
+    partitions: BTreeMap<TopicPartition, i64>,
 }
 
 #[derive(Default)]
@@ -80,6 +81,9 @@ struct State {
     topics: BTreeMap<String, Vec<Vec<Slot>>>,
     groups: BTreeMap<String, Group>,
     txns: BTreeMap<u64, Txn>,
+    /// The transactions not yet ended (read_committed stops at their first
+    /// records).
+    open: BTreeSet<u64>,
     next_txn: u64,
     /// The current epoch of every transactional id.
     epochs: BTreeMap<String, u32>,
@@ -110,14 +114,16 @@ impl State {
     /// The end offset a reader with `isolation` may read up to.
     fn end(&self, tp: &TopicPartition, isolation: Isolation) -> TransportResult<i64> {
         let log = self.log(tp)?;
-        let end = match isolation {
-            Isolation::ReadUncommitted => log.len(),
-            Isolation::ReadCommitted => log
+        let end = log.len() as i64;
+        Ok(match isolation {
+            Isolation::ReadUncommitted => end,
+            Isolation::ReadCommitted => self
+                .open
                 .iter()
-                .position(|slot| self.status(slot) == TxnStatus::Open)
-                .unwrap_or(log.len()),
-        };
-        Ok(end as i64)
+                .filter_map(|txn| self.txns[txn].partitions.get(tp).copied())
+                .min()
+                .unwrap_or(end),
+        })
     }
 
     /// Range assignment over the group's members, every member told to
@@ -511,7 +517,8 @@ impl MemoryProducer {
 fn end_txn(state: &mut State, txn: u64, status: TxnStatus) {
     let record = state.txns.get_mut(&txn).expect("a known transaction");
     record.status = Some(status);
-    let partitions: Vec<TopicPartition> = record.partitions.iter().cloned().collect();
+    let partitions: Vec<TopicPartition> = record.partitions.keys().cloned().collect();
+    state.open.remove(&txn);
     let offsets = std::mem::take(&mut record.offsets);
     for tp in partitions {
         let log = &mut state.topics.get_mut(&tp.topic).expect("a topic")[tp.partition as usize];
@@ -544,10 +551,10 @@ impl Producer for MemoryProducer {
         state.epochs.insert(id.clone(), epoch);
         // What the previous incarnation left open is aborted.
         let open: Vec<u64> = state
-            .txns
+            .open
             .iter()
-            .filter(|(_, txn)| txn.status.is_none() && txn.owner == id)
-            .map(|(txn, _)| *txn)
+            .filter(|txn| state.txns[*txn].owner == id)
+            .copied()
             .collect();
         for txn in open {
             end_txn(&mut state, txn, TxnStatus::Aborted);
@@ -576,6 +583,7 @@ impl Producer for MemoryProducer {
                 ..Txn::default()
             },
         );
+        state.open.insert(txn);
         self.txn = Some(txn);
         Ok(())
     }
@@ -625,12 +633,8 @@ impl Producer for MemoryProducer {
         });
         if let Some(txn) = txn {
             let tp = TopicPartition::new(record.topic.clone(), partition);
-            state
-                .txns
-                .get_mut(&txn)
-                .expect("open")
-                .partitions
-                .insert(tp);
+            let partitions = &mut state.txns.get_mut(&txn).expect("open").partitions;
+            partitions.entry(tp).or_insert(offset);
         }
         let delivered = Delivered {
             topic: record.topic,
