@@ -244,6 +244,7 @@ fn add_feeder(
     job: &Job,
     records: Vec<(String, String, i64)>,
     ends: Ends,
+    topics_ready: Rc<Cell<bool>>,
 ) {
     let handle = cluster.handle();
     let input = job.input_topics()[0].clone();
@@ -258,6 +259,9 @@ fn add_feeder(
         }
         let admin = transport.admin().await?;
         ensure_topic(&admin, CHECKPOINT_TOPIC, 2, 3).await?;
+        // Faults start once the topics exist (creating one with three
+        // replicas needs three live brokers, as in Kafka).
+        topics_ready.set(true);
         let mut producer = transport.producer(&producer_config("feeder", None)).await?;
         for (i, (key, value, ts)) in records.into_iter().enumerate() {
             producer.send(ProducerRecord {
@@ -473,10 +477,19 @@ fn incarnation(seed: Seed, name: &str, start: u64) -> u64 {
 
 /// Faults from the seed until `until_ms`, several at a time (each its own
 /// task); every one is undone by then.
-fn add_chaos(cluster: &mut SimCluster, seed: Seed, until_ms: u64, topics: [String; 2]) {
+fn add_chaos(
+    cluster: &mut SimCluster,
+    seed: Seed,
+    until_ms: u64,
+    topics: [String; 2],
+    topics_ready: Rc<Cell<bool>>,
+) {
     let handle = cluster.handle();
     cluster.client("chaos", async move {
         wait_ready(&handle).await;
+        while !topics_ready.get() {
+            sleep_ms(50).await;
+        }
         let mut rng = seed.derive("worker-chaos").rng();
         let mut faults = Vec::new();
         while handle.now_ms() + 3_000 < until_ms {
@@ -883,11 +896,13 @@ fn run_scenario(scenario: Scenario) -> Run {
     });
     let store = SimCheckpointStore::new(&cluster.handle(), store_config).expect("a valid store");
     let job = case.job();
+    let topics_ready = Rc::new(Cell::new(false));
     add_feeder(
         &mut cluster,
         &job,
         workload(case, seed, records),
         Rc::clone(&ends),
+        Rc::clone(&topics_ready),
     );
     let topics = [
         job.input_topics()[0].clone(),
@@ -919,7 +934,7 @@ fn run_scenario(scenario: Scenario) -> Run {
     cluster.schedule(schedule);
     let chaos_until_ms = 15_000;
     if faults {
-        add_chaos(&mut cluster, seed, chaos_until_ms, topics);
+        add_chaos(&mut cluster, seed, chaos_until_ms, topics, topics_ready);
         add_restarter(&mut cluster, setup.clone(), chaos_until_ms);
     }
     let observed = Rc::new(RefCell::new(None));
@@ -1073,7 +1088,7 @@ fn worker_without_faults_commits_the_output_of_an_uninterrupted_run_for_every_sh
 }
 
 /// The default sweep per job (`EDDY_WORKER_SEEDS` for more).
-const SEEDS_PER_JOB: u64 = 25;
+const SEEDS_PER_JOB: u64 = 50;
 
 fn faults_sweep(case: JobCase) {
     let runs = sweep(case, seeds(SEEDS_PER_JOB), |seed| {
