@@ -105,13 +105,17 @@ impl Job {
             inputs,
             now,
         )?;
-        Ok(JobTask {
+        Ok(self.task_over(task, window, mutants))
+    }
+
+    fn task_over<M: Mutants>(&self, task: i32, window: JobWindowTask, mutants: M) -> JobTask<M> {
+        JobTask {
             job: self.clone(),
             task,
             window,
             scratch: Vec::new(),
             mutants,
-        })
+        }
     }
 
     /// The task that took `snapshot`, continuing at `now`, obeying `mutants`.
@@ -152,13 +156,7 @@ impl Job {
             &state.window_task,
             now,
         )?;
-        Ok(JobTask {
-            job: self.clone(),
-            task,
-            window,
-            scratch: Vec::new(),
-            mutants,
-        })
+        Ok(self.task_over(task, window, mutants))
     }
 
     /// This job with `mutants` switched on in its tasks (the simulator and

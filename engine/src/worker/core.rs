@@ -612,15 +612,9 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                 }
             }
             Call::CommitTransaction => match error.kind {
-                // librdkafka: a timed-out commit may be called again; it
-                // resumes the commit in progress.
-                ErrorKind::Retriable | ErrorKind::Timeout
-                    if self.retries < self.config.retries_max =>
-                {
-                    self.retries += 1;
-                    self.call(Call::CommitTransaction, Command::CommitTransaction)
-                }
                 ErrorKind::Abortable => self.abort_checkpoint(now),
+                // librdkafka: a timed-out commit may be called again; it
+                // resumes the commit in progress (on_error retries it).
                 _ => self.on_error(now, error, Command::CommitTransaction, call),
             },
             Call::Abort => match error.kind {
@@ -706,9 +700,8 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             .expect("a snapshot being read");
         let bytes = match result {
             Ok(bytes) => bytes,
-            Err(Error::Store(reason)) if self.retries < self.config.retries_max => {
+            Err(Error::Store(_)) if self.retries < self.config.retries_max => {
                 self.retries += 1;
-                let _ = reason;
                 return self.call(Call::ReadSnapshot, Command::ReadSnapshot(id));
             }
             Err(error) => {
@@ -733,7 +726,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                     Some((id.checkpoint, id.incarnation)),
                     Some(bytes),
                 );
-                self.next_snapshot_read(now)
+                self.next_snapshot_read()
             }
             Err(error) => self.fail(format!("task {task}: snapshot {id}: {error}")),
         }
@@ -1091,10 +1084,10 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             unreachable!()
         };
         restore.to_read = plan;
-        self.next_snapshot_read(now)
+        self.next_snapshot_read()
     }
 
-    fn next_snapshot_read(&mut self, now: Duration) -> Command {
+    fn next_snapshot_read(&mut self) -> Command {
         let Work::Restore(restore) = &self.work else {
             unreachable!()
         };
@@ -1102,7 +1095,6 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             let id = id.clone();
             return self.call(Call::ReadSnapshot, Command::ReadSnapshot(id));
         }
-        let _ = now;
         let seeks: Vec<(TopicPartition, i64)> = restore
             .tasks
             .iter()

@@ -431,8 +431,9 @@ fn recovery_offsets_without_checkpoint_metadata_stop_the_worker() {
     );
 }
 
-#[test]
-fn recovery_inputs_of_one_task_naming_different_checkpoints_stop_the_worker() {
+/// A started worker (init and subscribe answered) of a job reading `a`
+/// and `b`.
+fn started_on_two_inputs() -> (WorkerCore<EchoJob, Faithful>, Duration) {
     let job = EchoJob {
         inputs: vec!["a".into(), "b".into()],
         fail_at: None,
@@ -442,6 +443,12 @@ fn recovery_inputs_of_one_task_naming_different_checkpoints_stop_the_worker() {
     core.start(now);
     core.on_done(now, Ok(()));
     core.on_done(now, Ok(()));
+    (core, now)
+}
+
+#[test]
+fn recovery_inputs_of_one_task_naming_different_checkpoints_stop_the_worker() {
+    let (mut core, now) = started_on_two_inputs();
     let command = core.on_polled(
         now,
         Ok(vec![ConsumerEvent::Assigned(vec![tp("a", 0), tp("b", 0)])]),
@@ -456,15 +463,7 @@ fn recovery_inputs_of_one_task_naming_different_checkpoints_stop_the_worker() {
 
 #[test]
 fn tasks_an_assignment_that_splits_a_co_partitioned_task_stops_the_worker() {
-    let job = EchoJob {
-        inputs: vec!["a".into(), "b".into()],
-        fail_at: None,
-    };
-    let mut core = WorkerCore::new(job, config(Delivery::ExactlyOnce), Faithful).unwrap();
-    let now = Duration::ZERO;
-    core.start(now);
-    core.on_done(now, Ok(()));
-    core.on_done(now, Ok(()));
+    let (mut core, now) = started_on_two_inputs();
     let command = core.on_polled(
         now,
         Ok(vec![ConsumerEvent::Assigned(vec![tp("a", 0), tp("b", 1)])]),

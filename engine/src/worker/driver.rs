@@ -65,7 +65,8 @@ where
     let mut producer = transport.producer(&producer_config).await?;
     let group_id = core.group_id();
     let exactly_once = core.config().delivery == Delivery::ExactlyOnce;
-    // The simulated clock inside a turmoil host, the real one live.
+    // Processing time: tokio's clock, which turmoil simulates inside a
+    // host (the determinism scan lists this site), the real one live.
     let started = tokio::time::Instant::now();
     let now = || started.elapsed();
     let mut command = core.start(now());
