@@ -1,3 +1,6 @@
-//! Eddyline scenarios.
+//! Eddyline scenarios: the Kafka-semantics conformance suite, and the
+//! scenario runs with their checker.
 
+pub mod checker;
 pub mod conformance;
+pub mod observation;
