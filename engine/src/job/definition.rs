@@ -166,6 +166,17 @@ impl Job {
         self.inner.decoder.decode(message)
     }
 
+    /// The job's aggregates, folded together (value-level code: a
+    /// reference model may fold a window's records with it).
+    pub fn aggregator(&self) -> &JobAggregator {
+        &self.inner.aggregator
+    }
+
+    /// How the job's records are encoded and where they go.
+    pub fn outputs(&self) -> &Outputs {
+        &self.inner.outputs
+    }
+
     /// The snapshot fingerprint (see [`Definition::fingerprint`]).
     pub fn fingerprint(&self) -> u64 {
         self.inner.fingerprint

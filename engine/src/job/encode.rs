@@ -3,7 +3,9 @@
 //! - A **firing**, to the output topic: key = the key's bytes, value = a
 //!   JSON object `{<key_field>, "window_start", "window_end", <aggregate
 //!   fields in order>, "kind"}` (decimals as strings), timestamp
-//!   `window_end - 1`; the key picks the partition.
+//!   `window_end - 1`; the key picks the partition; headers `eddy.watermark`
+//!   (the task's watermark at emission) and `eddy.task` (the task number,
+//!   which is the input partition number), both decimal.
 //! - A **late record** (all of its windows were late), to the late topic,
 //!   and a **bad record**, to the dead-letter topic: the message as it was
 //!   read (key, value, timestamp, headers), with headers added: the source
@@ -28,8 +30,12 @@ pub const HEADER_SOURCE_TOPIC: &str = "eddy.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "eddy.source.partition";
 /// Its offset, in decimal.
 pub const HEADER_SOURCE_OFFSET: &str = "eddy.source.offset";
-/// The watermark a late record was judged against, in decimal ms.
+/// The watermark a late record was judged against, or the task's
+/// watermark when it emitted a firing, in decimal ms.
 pub const HEADER_WATERMARK: &str = "eddy.watermark";
+/// The number of the task that emitted a firing (its input partition
+/// number), in decimal.
+pub const HEADER_TASK: &str = "eddy.task";
 
 /// Where and how a job writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +49,14 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// The output record of one firing.
-    pub fn firing(&self, firing: &Firing<Vec<OutputValue>>) -> ProducerRecord {
+    /// The output record of one firing, emitted by task `task` while its
+    /// watermark was `watermark`.
+    pub fn firing(
+        &self,
+        firing: &Firing<Vec<OutputValue>>,
+        watermark: EventTime,
+        task: i32,
+    ) -> ProducerRecord {
         assert_eq!(
             firing.result.len(),
             self.fields.len(),
@@ -76,7 +88,13 @@ impl Outputs {
             key: Some(firing.key.as_bytes().to_vec()),
             value: Some(json.into_bytes()),
             timestamp_ms: Some(firing.window.max_timestamp()),
-            headers: Vec::new(),
+            headers: vec![
+                (
+                    HEADER_WATERMARK.to_string(),
+                    watermark.to_string().into_bytes(),
+                ),
+                (HEADER_TASK.to_string(), task.to_string().into_bytes()),
+            ],
         }
     }
 
@@ -176,7 +194,7 @@ mod tests {
             ],
             watermark: 7_200_000,
         };
-        let record = outputs().firing(&firing);
+        let record = outputs().firing(&firing, 7_200_000, 3);
         assert_eq!(
             String::from_utf8(record.value.unwrap()).unwrap(),
             r#"{"user_id":"u\"1","window_start":3600000,"window_end":7200000,"order_count":2,"total_revenue":"0.30","kind":"late_update"}"#
@@ -184,6 +202,13 @@ mod tests {
         assert_eq!(record.key.as_deref(), Some(&b"u\"1"[..]));
         assert_eq!(record.timestamp_ms, Some(7_199_999));
         assert_eq!((record.topic.as_str(), record.partition), ("out", None));
+        assert_eq!(
+            record.headers,
+            [
+                ("eddy.watermark".to_string(), b"7200000".to_vec()),
+                ("eddy.task".to_string(), b"3".to_vec()),
+            ]
+        );
     }
 
     #[test]

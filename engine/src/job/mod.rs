@@ -27,7 +27,7 @@ pub use builder::JobBuilder;
 pub use decode::{Decoded, EVENT_TIME_MAX_MS, Skip};
 pub use definition::Job;
 pub use encode::{
-    HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
+    HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, HEADER_TASK,
     HEADER_WATERMARK,
 };
 pub use filter::{FilterSpec, Literal};

@@ -22,7 +22,11 @@
 //!   were out of order by less than `D` come after the firing (as
 //!   late updates, or late records beyond the allowed lateness). A job
 //!   with `D = 0` is unchanged by it: scenarios that must catch it use
-//!   out-of-order input and `D > 0`.
+//!   out-of-order input and `D > 0`. The task's watermark itself is still
+//!   the job's (`max_ts - D - 1`): only the windows fire by the other one.
+//!   So a firing's `eddy.watermark` header carries the job's watermark
+//!   (the firing's, minus `D`), and an early `on_time` firing shows a
+//!   watermark below its window's `window_end - 1`.
 //! - [`Mutant::DropLate`]: late records are not written to the late topic.
 //!
 //! Both are asked through the task's `M: Mutants`; with [`Faithful`] the
@@ -283,9 +287,13 @@ impl<M: Mutants> JobTask<M> {
     /// being processed (the only one that can be late).
     fn emit(&mut self, message: Option<&Message>, out: &mut Vec<ProducerRecord>) {
         let outputs = &self.job.definition().outputs;
+        let ahead_by = self.windows_ahead_by();
         for output in self.scratch.drain(..) {
             match output {
-                Output::Fire(firing) => out.push(outputs.firing(&firing)),
+                Output::Fire(firing) => {
+                    let watermark = task_watermark(firing.watermark, ahead_by);
+                    out.push(outputs.firing(&firing, watermark, self.task));
+                }
                 Output::Late(late) => {
                     if self.mutants.active(Mutant::DropLate) {
                         continue;
@@ -300,6 +308,15 @@ impl<M: Mutants> JobTask<M> {
                 }
             }
         }
+    }
+
+    /// How far the windows' watermark runs ahead of the task's (the
+    /// job's): `D` under [`Mutant::FireEarly`], else 0.
+    fn windows_ahead_by(&self) -> i64 {
+        if self.mutants.active(Mutant::FireEarly) {
+            return self.job.watermark_config().out_of_orderness_ms;
+        }
+        0
     }
 
     /// A bad record: a dead letter, or the task stops (`fail`).
@@ -320,6 +337,17 @@ impl<M: Mutants> JobTask<M> {
         out.push(self.job.definition().outputs.dead_letter(message, reason));
         Ok(())
     }
+}
+
+/// The task's watermark for the header of a firing that the windows fired
+/// at `fired`, running `ahead_by` ms ahead of it. With one watermark rule
+/// per input, subtracting gives exactly the task's watermark (the end of
+/// input, `i64::MAX`, stays).
+fn task_watermark(fired: EventTime, ahead_by: i64) -> EventTime {
+    if fired == EventTime::MAX {
+        return fired;
+    }
+    fired.saturating_sub(ahead_by)
 }
 
 /// The event time the job decodes from `message` (for an assertion).

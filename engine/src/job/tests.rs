@@ -892,6 +892,68 @@ mod tasks {
         );
     }
 
+    /// Window-stats-like: tumbling 10 s, `D = 5 s`, records of key `u` at
+    /// `times` (ms), run by task 3 with `mutants`: the firings.
+    fn firings_with(mutants: crate::worker::Selected, times: &[i64]) -> Vec<ProducerRecord> {
+        let text = json_job(COUNT, "").replace(
+            "field = \"ts\"",
+            "field = \"ts\"\nout_of_orderness_ms = 5000",
+        );
+        let job = job(&text).with_mutants(mutants);
+        let mut task = job.new_task(3, Duration::ZERO).unwrap();
+        let mut out = Vec::new();
+        for (offset, ts) in (0..).zip(times) {
+            let message = Message {
+                partition: 3,
+                ..json(offset, &format!(r#"{{"user": "u", "ts": {ts}}}"#))
+            };
+            task.process(&message, Duration::ZERO, &mut out).unwrap();
+        }
+        task.finish(&mut out).unwrap();
+        out.retain(|record| record.topic == "out");
+        out
+    }
+
+    fn watermark_and_task(record: &ProducerRecord) -> (i64, i32) {
+        (
+            header(record, HEADER_WATERMARK).unwrap().parse().unwrap(),
+            header(record, HEADER_TASK).unwrap().parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn every_firing_carries_the_tasks_watermark_at_emission_and_the_task_number() {
+        let out = firings_with(crate::worker::Selected(None), &[1_000, 16_000]);
+        let headers: Vec<(i64, i32)> = out.iter().map(watermark_and_task).collect();
+        // [0, 10 s) waits for 16 s - 5 s - 1 ms; [10 s, 20 s) for the end.
+        assert_eq!(headers, [(10_999, 3), (i64::MAX, 3)]);
+    }
+
+    #[test]
+    fn a_fire_early_firing_shows_a_watermark_below_its_windows_max_timestamp() {
+        // 12 s moves the job's watermark to 6 999 only: [0, 10 s) must wait
+        // (8 s is still to come, on time). The mutant fires it at once.
+        let times = [1_000, 12_000, 8_000];
+        let faithful = firings_with(crate::worker::Selected(None), &times);
+        let headers: Vec<(i64, i32)> = faithful.iter().map(watermark_and_task).collect();
+        assert_eq!(headers, [(i64::MAX, 3), (i64::MAX, 3)]);
+        let early = firings_with(
+            crate::worker::Selected(Some(crate::worker::Mutant::FireEarly)),
+            &times,
+        );
+        let value = String::from_utf8(early[0].value.clone().unwrap()).unwrap();
+        assert_eq!(
+            value,
+            r#"{"user":"u","window_start":0,"window_end":10000,"n":1,"kind":"on_time"}"#
+        );
+        let (watermark, task) = watermark_and_task(&early[0]);
+        assert_eq!((watermark, task), (6_999, 3));
+        assert!(watermark < 10_000 - 1, "premature: below window_end - 1");
+        // The end of input is the end for the mutant too.
+        let last = early.last().unwrap();
+        assert_eq!(watermark_and_task(last), (i64::MAX, 3));
+    }
+
     #[test]
     fn a_negative_task_number_is_refused() {
         let error = two_topics().new_task(-1, Duration::ZERO).err().unwrap();
