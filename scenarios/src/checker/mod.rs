@@ -4,5 +4,6 @@
 //! It shares no window, watermark or worker code with the engine.
 
 pub mod anomaly;
+pub mod reference;
 
 pub use anomaly::{Anomaly, AnomalyKind};
