@@ -10,8 +10,10 @@ use std::str::FromStr;
 /// `--json` output and scripts use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AnomalyKind {
-    /// A firing the reference model emits for (key, window) has no equal
-    /// record among the committed output of that (key, window).
+    /// An `on_time` firing the reference model emits for (key, window) has
+    /// no equal record among the committed output of that (key, window),
+    /// and no other committed `on_time` firing of that window stands in for
+    /// it (that would be a wrong result, or a premature fire).
     LostOutput,
     /// A committed output record equal to another committed output record
     /// (same key, window, values and kind) more often than the reference
@@ -22,9 +24,12 @@ pub enum AnomalyKind {
     /// partition's log places in a transactional batch whose producer
     /// wrote an ABORT marker for it.
     AbortedRead,
-    /// A committed firing for (key, window) whose position among that
-    /// window's committed firings has a reference firing of the same kind
-    /// but different aggregate values.
+    /// A committed firing for (key, window) that the reference model never
+    /// emits for that window (other aggregate values, or another kind), and
+    /// that is not a premature fire; or a committed output record that is
+    /// no firing at all. When a reference firing of the same kind is
+    /// missing from the window, the wrong one stands in for it (it is not
+    /// also lost).
     WrongResult,
     /// A committed `on_time` firing emitted while the watermark it carries
     /// (header `eddy.watermark`) was below the window's max timestamp
@@ -32,15 +37,19 @@ pub enum AnomalyKind {
     PrematureFire,
     /// A `late_update` the reference model emits has no committed
     /// counterpart (a late record within the allowed lateness that did not
-    /// update its window).
+    /// update its window), and no other committed `late_update` of that
+    /// window stands in for it.
     MissingLateUpdate,
     /// An input record that the reference model sends to the late output
-    /// or to the dead letters is in neither committed topic, and no
-    /// committed firing accounts for it: dropped without a trace.
+    /// or to the dead letters is in neither committed topic (no committed
+    /// late record or dead letter names its source partition and offset):
+    /// dropped without a trace.
     SilentDrop,
     /// A committed late-output record that the reference model does not
-    /// send to the late output (it belonged in a window), or sends there
-    /// fewer times.
+    /// send to the late output as it is (source, key, value and headers,
+    /// the watermark included: it belonged in a window, or was judged
+    /// against another watermark), or sends there fewer times; likewise a
+    /// committed dead letter the reference model does not write.
     WrongLateOutput,
     /// The group's committed offset of an input partition went backwards
     /// between two samples of the run.
