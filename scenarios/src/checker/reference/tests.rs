@@ -129,29 +129,56 @@ const JOBS: [&str; 4] = [
     "order-revenue",
 ];
 
-#[test]
-fn the_reference_emits_what_the_engines_tasks_emit_for_every_shipped_job() {
-    let mut kinds = BTreeMap::<&str, usize>::new();
-    for name in JOBS {
-        let job = shipped(name);
-        for seed in 0..12 {
-            let partition = (seed % 3) as i32;
-            let input = workload(&job, name, seed, partition, 150);
-            let expected = engine(&job, partition, &input);
-            let actual = reference(&job, partition, &input);
-            assert_eq!(actual, expected, "job {name}, seed {seed}");
-            for emitted in evaluate_task(&job, partition, &input).unwrap() {
-                let kind = match emitted {
-                    Emitted::Firing { on_time: true, .. } => "on_time",
-                    Emitted::Firing { .. } => "late_update",
-                    Emitted::Late { .. } => "late",
-                    Emitted::DeadLetter { .. } => "dead letter",
-                };
-                *kinds.entry(kind).or_default() += 1;
-            }
+/// Runs the engine's task and the reference over seeded workloads of
+/// `job` (made for the shipped job `name`), asserting equal records in
+/// equal order; counts what the reference emitted, by kind.
+fn compare(job: &Job, name: &str, seeds: u64, kinds: &mut BTreeMap<&'static str, usize>) {
+    for seed in 0..seeds {
+        let partition = (seed % 3) as i32;
+        let input = workload(job, name, seed, partition, 150);
+        let expected = engine(job, partition, &input);
+        let actual = reference(job, partition, &input);
+        assert_eq!(actual, expected, "job {}, seed {seed}", job.name());
+        for emitted in evaluate_task(job, partition, &input).unwrap() {
+            let kind = match emitted {
+                Emitted::Firing { on_time: true, .. } => "on_time",
+                Emitted::Firing { .. } => "late_update",
+                Emitted::Late { .. } => "late",
+                Emitted::DeadLetter { .. } => "dead letter",
+            };
+            *kinds.entry(kind).or_default() += 1;
         }
     }
+}
+
+#[test]
+fn the_reference_emits_what_the_engines_tasks_emit_for_every_shipped_job() {
+    let mut kinds = BTreeMap::new();
+    for name in JOBS {
+        compare(&shipped(name), name, 16, &mut kinds);
+    }
     // The workloads reach every rule.
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+}
+
+#[test]
+fn the_reference_emits_what_the_engines_tasks_emit_for_sliding_and_session_windows_with_lateness() {
+    let text = std::fs::read_to_string(format!(
+        "{}/../jobs/window-stats.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let tumbling = "kind = \"tumbling\"\nsize_ms = 10_000\noffset_ms = 0\n";
+    assert!(text.contains(tumbling));
+    let mut kinds = BTreeMap::new();
+    for window in [
+        "kind = \"sliding\"\nsize_ms = 10_000\nslide_ms = 700\noffset_ms = 500\n",
+        "kind = \"sliding\"\nsize_ms = 4_000\nslide_ms = 4_000\n",
+        "kind = \"session\"\ngap_ms = 3_000\n",
+    ] {
+        let job = Job::from_toml_str(&text.replace(tumbling, window), "variant.toml").unwrap();
+        compare(&job, "window-stats", 16, &mut kinds);
+    }
     assert_eq!(kinds.len(), 4, "{kinds:?}");
 }
 
