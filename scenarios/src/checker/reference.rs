@@ -26,6 +26,12 @@
 //! Idleness is ignored: with one input per task an idle input can only
 //! raise the task watermark to its own watermark, which changes nothing.
 //!
+//! The model stops with an error where the engine's task would stop (an
+//! aggregate overflows; a bad record with `on_bad_record = "fail"`), and
+//! also for a record whose windows would end outside `i64`, which the
+//! engine dead-letters with its own wording (event times end in the year
+//! 9999, so only a window of nearly `i64::MAX` ms gets there).
+//!
 //! The model keeps each window's records as a list (no panes, no timers)
 //! and shares no window, watermark or worker code with the engine. It uses
 //! the job's value-level code: `Job::decode`, the aggregate accumulators

@@ -150,6 +150,37 @@ mod faithful_runs {
     }
 
     #[test]
+    fn two_tasks_firings_interleaved_in_one_output_partition_are_judged_per_task() {
+        // Task 1 reads the same events on partition 1; all of task 0's
+        // records come first, so task 1's first watermark is below task
+        // 0's last: no regression, as each task's own go forward.
+        let job = job();
+        let second: Vec<Message> = input()
+            .into_iter()
+            .map(|message| Message {
+                partition: 1,
+                ..message
+            })
+            .collect();
+        let both = BTreeMap::from([(0, input()), (1, second.clone())]);
+        let reference = evaluate(&job, &both).unwrap();
+        let records: Vec<ProducerRecord> = reference
+            .values()
+            .flatten()
+            .map(|emitted| emitted.record().clone())
+            .collect();
+        let mut observation = observe(&job, input(), &records);
+        observation.input.insert(1, second);
+        assert_eq!(check(&job, &observation).unwrap(), []);
+        // Each task's records count once: dropping task 1's late record
+        // is found.
+        let late = observation.late.get_mut(&0).unwrap();
+        assert_eq!(late.len(), 2);
+        late.pop();
+        assert_eq!(kinds(&observation), [AnomalyKind::SilentDrop]);
+    }
+
+    #[test]
     fn a_job_with_two_input_topics_is_an_error_not_a_verdict() {
         let text = std::fs::read_to_string(format!(
             "{}/../jobs/window-stats.toml",
