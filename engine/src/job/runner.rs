@@ -22,11 +22,13 @@
 //!   were out of order by less than `D` come after the firing (as
 //!   late updates, or late records beyond the allowed lateness). A job
 //!   with `D = 0` is unchanged by it: scenarios that must catch it use
-//!   out-of-order input and `D > 0`. The task's watermark itself is still
-//!   the job's (`max_ts - D - 1`): only the windows fire by the other one.
-//!   So a firing's `eddy.watermark` header carries the job's watermark
-//!   (the firing's, minus `D`), and an early `on_time` firing shows a
-//!   watermark below its window's `window_end - 1`.
+//!   out-of-order input and `D > 0`. The bug it stands for: the windows
+//!   fire ahead of the task's watermark, which is still the job's
+//!   (`max_ts - D - 1`). So a firing's `eddy.watermark` header carries the
+//!   job's watermark (the one the windows fired at, minus `D`), and an
+//!   early `on_time` firing shows a watermark below its window's
+//!   `window_end - 1`. (A late record's header keeps the watermark it was
+//!   judged against, the windows'.)
 //! - [`Mutant::DropLate`]: late records are not written to the late topic.
 //!
 //! Both are asked through the task's `M: Mutants`; with [`Faithful`] the
