@@ -478,23 +478,42 @@ pub struct ListedFault {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
     /// `crash`: the worker host crashes.
-    Crash { host: String },
+    Crash {
+        host: String,
+    },
     /// `restart`: the worker host starts (again): a crashed worker comes
     /// back, a stopped or left one joins.
-    Restart { host: String },
+    Restart {
+        host: String,
+    },
     /// `crash-at-step`: the host crashes at its first protocol step `step`
     /// at or after `at_ms`, while the step is in flight.
-    CrashAtStep { host: String, step: Step },
+    CrashAtStep {
+        host: String,
+        step: Step,
+    },
     /// `leave`: the worker stops and leaves its group (a `restart` brings
     /// it back).
-    Leave { host: String },
+    Leave {
+        host: String,
+    },
     /// `pause`: messages to and from the host are held.
-    Pause { host: String, duration_ms: u64 },
+    Pause {
+        host: String,
+        duration_ms: u64,
+    },
     /// `freeze`: the host's code stops whole (a zombie when it resumes).
-    Freeze { host: String, duration_ms: u64 },
+    Freeze {
+        host: String,
+        duration_ms: u64,
+    },
     /// `crash-broker` / `restart-broker`.
-    CrashBroker { broker: i32 },
-    RestartBroker { broker: i32 },
+    CrashBroker {
+        broker: i32,
+    },
+    RestartBroker {
+        broker: i32,
+    },
     /// `move-leader`: of `topic`-`partition`, to `to` (none: the next live
     /// in-sync replica).
     MoveLeader {
@@ -503,12 +522,20 @@ pub enum FaultKind {
         to: Option<i32>,
     },
     /// `partition` / `heal`: no message passes between `a` and `b`.
-    Partition { a: Vec<String>, b: Vec<String> },
-    Heal { a: Vec<String>, b: Vec<String> },
+    Partition {
+        a: Vec<String>,
+        b: Vec<String>,
+    },
+    Heal {
+        a: Vec<String>,
+        b: Vec<String>,
+    },
     /// `heal-all`.
     HealAll,
     /// `max-latency`: every link's maximum latency.
-    MaxLatency { max_ms: u64 },
+    MaxLatency {
+        max_ms: u64,
+    },
     /// `latency`: both bounds of the links between `a` and `b`.
     Latency {
         a: Vec<String>,
@@ -694,7 +721,12 @@ impl TryFrom<FaultRepr> for ListedFault {
         let kind = r.kind.as_str();
         let host = || needs(r.host.clone(), kind, "host");
         let duration = || needs(r.duration_ms, kind, "duration_ms");
-        let sides = || Ok::<_, String>((needs(r.a.clone(), kind, "a")?, needs(r.b.clone(), kind, "b")?));
+        let sides = || {
+            Ok::<_, String>((
+                needs(r.a.clone(), kind, "a")?,
+                needs(r.b.clone(), kind, "b")?,
+            ))
+        };
         let fault = match kind {
             "crash" => FaultKind::Crash { host: host()? },
             "restart" => FaultKind::Restart { host: host()? },
@@ -767,9 +799,9 @@ impl From<ListedFault> for FaultRepr {
             ..FaultRepr::default()
         };
         match listed.fault {
-            FaultKind::Crash { host }
-            | FaultKind::Restart { host }
-            | FaultKind::Leave { host } => r.host = Some(host),
+            FaultKind::Crash { host } | FaultKind::Restart { host } | FaultKind::Leave { host } => {
+                r.host = Some(host)
+            }
             FaultKind::CrashAtStep { host, step } => {
                 r.host = Some(host);
                 r.step = Some(step);
@@ -916,7 +948,10 @@ impl Scenario {
             return Err(problem("workload.rate_per_s", "must be a positive number"));
         }
         if !(w.key_skew >= 0.0 && w.key_skew.is_finite()) {
-            return Err(problem("workload.key_skew", "must be 0 or a positive exponent"));
+            return Err(problem(
+                "workload.key_skew",
+                "must be 0 or a positive exponent",
+            ));
         }
         if w.idle_partitions < 0 || w.idle_partitions >= w.partitions {
             return Err(problem(
@@ -965,7 +1000,10 @@ impl Scenario {
         let f = &self.faults;
         for (key, rate) in f.rates() {
             if !(rate >= 0.0 && rate.is_finite()) {
-                return Err(problem(&format!("faults.{key}"), "must be a rate >= 0 per second"));
+                return Err(problem(
+                    &format!("faults.{key}"),
+                    "must be a rate >= 0 per second",
+                ));
             }
         }
         let shares = [
@@ -1009,12 +1047,17 @@ impl Scenario {
             if !self.cluster.worker_hosts().iter().any(|h| h == host) {
                 return Err(problem(
                     "faults.at.host",
-                    format!("`{listed}`: no worker host {host:?} (the workers are w1..w{})", self.cluster.workers),
+                    format!(
+                        "`{listed}`: no worker host {host:?} (the workers are w1..w{})",
+                        self.cluster.workers
+                    ),
                 ));
             }
         }
         let broker = match &listed.fault {
-            FaultKind::CrashBroker { broker } | FaultKind::RestartBroker { broker } => Some(*broker),
+            FaultKind::CrashBroker { broker } | FaultKind::RestartBroker { broker } => {
+                Some(*broker)
+            }
             FaultKind::MoveLeader { to, .. } => *to,
             _ => None,
         };
@@ -1070,7 +1113,10 @@ fn lines_with_keys(text: &str) -> impl Iterator<Item = (usize, String)> + '_ {
     text.lines().enumerate().filter_map(move |(index, line)| {
         let line = line.trim();
         if line.starts_with('[') {
-            table = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
             return Some((index + 1, table.clone()));
         }
         let (key, _) = line.split_once('=')?;

@@ -149,16 +149,27 @@ impl EventTimes {
             _ => {
                 let period = self.period_ms();
                 let end = self.last_window_end(at);
-                if end <= at { end } else { end - period * ((end - at + period - 1) / period) }
+                if end <= at {
+                    end
+                } else {
+                    end - period * ((end - at + period - 1) / period)
+                }
             }
         }
     }
 }
 
 /// The records of a workload, in send order.
-pub fn generate(spec: &WorkloadSpec, kind: WorkloadKind, job: &Job, seed: Seed) -> Vec<InputRecord> {
+pub fn generate(
+    spec: &WorkloadSpec,
+    kind: WorkloadKind,
+    job: &Job,
+    seed: Seed,
+) -> Vec<InputRecord> {
     let mut generator = Generator::new(spec, kind, EventTimes::of_job(job), seed);
-    (0..spec.records).map(|index| generator.next(index)).collect()
+    (0..spec.records)
+        .map(|index| generator.next(index))
+        .collect()
 }
 
 /// A click user's state: their last click and session.
@@ -421,7 +432,12 @@ impl<'a> Generator<'a> {
     }
 
     fn undecodable_value(&mut self) -> String {
-        let broken = ["not json {", "{\"truncated\": ", "\u{1}\u{2}binary", "[1, 2"];
+        let broken = [
+            "not json {",
+            "{\"truncated\": ",
+            "\u{1}\u{2}binary",
+            "[1, 2",
+        ];
         self.rng.choose(&broken).expect("non-empty").to_string()
     }
 
@@ -437,7 +453,11 @@ impl<'a> Generator<'a> {
 
     fn click(&mut self, user: &str, ts: i64) -> String {
         let pages = ["/", "/search", "/item/1", "/item/2", "/item/3", "/cart"];
-        let referrers = ["https://www.google.com/", "https://news.example/", "https://mail.example/"];
+        let referrers = [
+            "https://www.google.com/",
+            "https://news.example/",
+            "https://mail.example/",
+        ];
         let state = self.users.entry(user.to_string()).or_default();
         let new_session = state.last_ts.is_none_or(|last| ts - last > SESSION_GAP_MS);
         if new_session && state.last_ts.is_some() {
@@ -501,8 +521,16 @@ impl<'a> Generator<'a> {
         let (op, before, after) = if changes_existing {
             self.order_change(ts)
         } else {
-            let op = if index < ORDER_SNAPSHOT_RECORDS { "r" } else { "c" };
-            let status = if class == RecordClass::Filtered { "pending" } else { "completed" };
+            let op = if index < ORDER_SNAPSHOT_RECORDS {
+                "r"
+            } else {
+                "c"
+            };
+            let status = if class == RecordClass::Filtered {
+                "pending"
+            } else {
+                "completed"
+            };
             let order = Order {
                 id: self.next_order,
                 user: user.to_string(),
@@ -542,7 +570,11 @@ impl<'a> Generator<'a> {
             return ("d", before, Value::Null);
         }
         let order = &mut self.orders[at];
-        order.status = if order.status == "pending" { "completed" } else { "shipped" };
+        order.status = if order.status == "pending" {
+            "completed"
+        } else {
+            "shipped"
+        };
         ("u", before, order_row(order))
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use eddyline_engine::job::Job;
-use eddyline_engine::worker::Mutant;
+use eddyline_engine::worker::{JobLogic, Mutant, TaskLogic};
 use eddyline_scenarios::checker::AnomalyKind;
 use eddyline_scenarios::run::{RunOptions, RunReport, run};
 use eddyline_scenarios::scenario::{
@@ -165,10 +165,18 @@ fn a_bad_scenario_file_is_refused_in_one_line_naming_the_file_the_key_and_the_li
     assert!(missing.contains("no-such-job"), "{missing}");
     let no_job = error_of("[workload]\nrecords = 10\n");
     assert!(no_job.contains("job"), "{no_job}");
-    let short = error_of(&format!("{job}[faults]\nuntil_ms = 500\nworker_crash_per_s = 1.0\n"));
-    assert!(short.contains("faults.until_ms") && short.contains(":3"), "{short}");
+    let short = error_of(&format!(
+        "{job}[faults]\nuntil_ms = 500\nworker_crash_per_s = 1.0\n"
+    ));
+    assert!(
+        short.contains("faults.until_ms") && short.contains(":3"),
+        "{short}"
+    );
     let anomaly = error_of(&format!("{job}expect = {{ detect = \"lost\" }}\n"));
-    assert!(anomaly.contains("expect") && anomaly.contains("lost-output"), "{anomaly}");
+    assert!(
+        anomaly.contains("expect") && anomaly.contains("lost-output"),
+        "{anomaly}"
+    );
     let fault = error_of(&format!(
         "{job}[[faults.at]]\nat_ms = 2000\nkind = \"pause\"\nhost = \"w1\"\n"
     ));
@@ -199,7 +207,11 @@ fn a_workload_is_prefix_stable() {
         let short = workload_of(name, kind, 250, 7);
         assert_eq!(long.len(), 600);
         assert_eq!(&long[..250], &short[..], "{name}");
-        assert_ne!(workload_of(name, kind, 250, 8), short, "{name}: seeds differ");
+        assert_ne!(
+            workload_of(name, kind, 250, 8),
+            short,
+            "{name}: seeds differ"
+        );
     }
 }
 
@@ -210,7 +222,10 @@ fn classes_seen(times: &EventTimes, records: &[InputRecord]) -> Vec<RecordClass>
     records
         .iter()
         .map(|record| {
-            if matches!(record.class, RecordClass::Undecodable | RecordClass::Filtered) {
+            if matches!(
+                record.class,
+                RecordClass::Undecodable | RecordClass::Filtered
+            ) {
                 return record.class;
             }
             let ts = record.event_time_ms;
@@ -246,10 +261,22 @@ fn a_workload_has_what_its_fractions_say_and_late_records_really_are_late() {
         }
         // Defaults: out of order 0.2, late 0.08, beyond 0.04, undecodable 0.01.
         let share = |class| counts.get(&class).copied().unwrap_or(0) as f64 / 2_000.0;
-        assert!((0.15..0.25).contains(&share(RecordClass::OutOfOrder)), "{name}: {counts:?}");
-        assert!((0.05..0.11).contains(&share(RecordClass::Late)), "{name}: {counts:?}");
-        assert!((0.025..0.06).contains(&share(RecordClass::BeyondLateness)), "{name}: {counts:?}");
-        assert!((0.003..0.02).contains(&share(RecordClass::Undecodable)), "{name}: {counts:?}");
+        assert!(
+            (0.15..0.25).contains(&share(RecordClass::OutOfOrder)),
+            "{name}: {counts:?}"
+        );
+        assert!(
+            (0.05..0.11).contains(&share(RecordClass::Late)),
+            "{name}: {counts:?}"
+        );
+        assert!(
+            (0.025..0.06).contains(&share(RecordClass::BeyondLateness)),
+            "{name}: {counts:?}"
+        );
+        assert!(
+            (0.003..0.02).contains(&share(RecordClass::Undecodable)),
+            "{name}: {counts:?}"
+        );
     }
 }
 
@@ -284,7 +311,11 @@ fn a_fault_free_run_drains_and_observes_output() {
     let observation = &report.observation;
     assert!(observation.drained, "stops: {:?}", report.stops);
     assert!(observation.drained_at_ms.unwrap() >= 6_000);
-    assert!(observation.unstable.is_empty(), "{:?}", observation.unstable);
+    assert!(
+        observation.unstable.is_empty(),
+        "{:?}",
+        observation.unstable
+    );
     assert_eq!(lines(&observation.input), 200);
     assert!(lines(&observation.output) > 10);
     assert!(lines(&observation.dead_letter) > 0);
@@ -369,4 +400,87 @@ fn one_seed_of_every_shipped_scenario_runs() {
             lines(&report.observation.output)
         );
     }
+}
+
+/// What an uninterrupted run commits, per topic and key: the job's tasks
+/// run directly over each input partition in offset order.
+fn uninterrupted(
+    job: &Job,
+    input: &BTreeMap<i32, Vec<eddyline_engine::transport::Message>>,
+) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut by_topic: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (partition, messages) in input {
+        let mut task = job.new_task(*partition, std::time::Duration::ZERO).unwrap();
+        let mut out = Vec::new();
+        for message in messages {
+            task.process(message, std::time::Duration::ZERO, &mut out)
+                .unwrap();
+        }
+        task.finish(&mut out).unwrap();
+        for record in out {
+            let key = String::from_utf8(record.key.unwrap_or_default()).unwrap();
+            let line = String::from_utf8(record.value.unwrap_or_default()).unwrap();
+            let topic = by_topic.entry(record.topic).or_default();
+            topic.entry(key).or_default().push(line);
+        }
+    }
+    by_topic
+}
+
+/// The committed lines of a topic per key, in log order per partition.
+fn committed_by_key(
+    by_partition: &BTreeMap<i32, Vec<eddyline_engine::transport::Message>>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for message in by_partition.values().flatten() {
+        let key = String::from_utf8(message.key.clone().unwrap_or_default()).unwrap();
+        let line = String::from_utf8(message.value.clone().unwrap_or_default()).unwrap();
+        by_key.entry(key).or_default().push(line);
+    }
+    by_key
+}
+
+/// Whether a run committed exactly the uninterrupted run's output.
+fn exactly_once(scenario: &Scenario, report: &RunReport) -> bool {
+    let job = scenario.load_job().unwrap();
+    let want = uninterrupted(&job, &report.observation.input);
+    let o = &report.observation;
+    let topics = [
+        (job.output_topic().to_string(), &o.output),
+        (job.late_topic().to_string(), &o.late),
+        (
+            job.dead_letter_topic().unwrap_or("-").to_string(),
+            &o.dead_letter,
+        ),
+    ];
+    o.drained
+        && o.unstable.is_empty()
+        && topics.iter().all(|(topic, got)| {
+            want.get(topic).cloned().unwrap_or_default() == committed_by_key(got)
+        })
+}
+
+/// A sweep of the shipped scenarios against the uninterrupted run
+/// (`EDDY_SCENARIO_SEEDS`, default 5; `--ignored`): pass scenarios hold,
+/// controls break it somewhere.
+#[test]
+#[ignore]
+fn shipped_scenarios_hold_or_break_exactly_once_as_expected() {
+    let seeds: u64 = std::env::var("EDDY_SCENARIO_SEEDS")
+        .ok()
+        .map_or(5, |text| text.parse().unwrap());
+    let mut wrong = Vec::new();
+    for file in shipped() {
+        let scenario = Scenario::from_file(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let failing: Vec<u64> = (1..=seeds)
+            .filter(|&seed| !exactly_once(&scenario, &run_seed(&scenario, seed)))
+            .collect();
+        eprintln!("{name}: seeds breaking exactly-once: {failing:?}");
+        let pass = scenario.expect == Expect::Pass;
+        if pass != failing.is_empty() {
+            wrong.push(name);
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:?}");
 }

@@ -108,9 +108,15 @@ fn join_leave(seed: Seed, spec: &FaultsSpec, hosts: &[String], end_ms: u64) -> V
             if free {
                 busy_until.insert(host.clone(), back_ms);
                 let leave = FaultKind::Leave { host: host.clone() };
-                faults.push(ListedFault { at_ms, fault: leave });
+                faults.push(ListedFault {
+                    at_ms,
+                    fault: leave,
+                });
                 let join = FaultKind::Restart { host };
-                faults.push(ListedFault { at_ms: back_ms, fault: join });
+                faults.push(ListedFault {
+                    at_ms: back_ms,
+                    fault: join,
+                });
             }
         }
         slot += JOIN_LEAVE_SLOT_MS;
@@ -199,6 +205,7 @@ pub(super) fn add_restarter(cluster: &mut SimCluster, seed: Seed, shared: Rc<Sha
 pub(super) fn heal(handle: &ClusterHandle, shared: &Shared) {
     handle.heal_all();
     let config = handle.config();
+    handle.set_max_latency(config.latency_max_ms);
     handle.set_latency(&[], &[], config.latency_min_ms, config.latency_max_ms);
     for broker in 0..config.brokers as i32 {
         if handle.is_broker_down(broker) {

@@ -143,7 +143,11 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunEr
     let topics = topics(&job, workload.partitions);
     let records = workload::generate(&workload, scenario.workload_kind(&job), &job, seed);
     let record_count = records.len();
-    feeder::add_feeder(&mut cluster, feeder_plan(scenario, &topics, records), Rc::clone(&shared));
+    feeder::add_feeder(
+        &mut cluster,
+        feeder_plan(scenario, &topics, records),
+        Rc::clone(&shared),
+    );
     let setup = WorkerSetup {
         seed,
         delivery: scenario.delivery(&job),
@@ -163,7 +167,12 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunEr
     }
     faults::add_restarter(&mut cluster, seed, Rc::clone(&shared));
     let observed = Rc::new(RefCell::new(None));
-    observe::add_observer(&mut cluster, topics.clone(), Rc::clone(&shared), Rc::clone(&observed));
+    observe::add_observer(
+        &mut cluster,
+        topics.clone(),
+        Rc::clone(&shared),
+        Rc::clone(&observed),
+    );
     let leader_partitions = fault_partitions(&topics);
     let plan = faults::plan(&cluster, &scenario.faults, &hosts, leader_partitions);
     faults::arm(&shared, &plan);
@@ -275,38 +284,90 @@ fn run_settings(
         pair("job", scenario.job.display().to_string()),
         pair("job.name", setup.job.job().name().to_string()),
         pair("delivery", format!("{:?}", setup.delivery)),
-        pair("mutant", setup.mutant.0.map_or("none".into(), |m| m.to_string())),
-        pair("seed.workload", seed.derive(workload::SEED_NAME).to_string()),
+        pair(
+            "mutant",
+            setup.mutant.0.map_or("none".into(), |m| m.to_string()),
+        ),
+        pair(
+            "seed.workload",
+            seed.derive(workload::SEED_NAME).to_string(),
+        ),
         pair("seed.join-leave", seed.derive("join-leave").to_string()),
         pair("seed.restarter", seed.derive("restarter").to_string()),
-        pair("seed.checkpoint-store", seed.derive(checkpoint_store::SEED_NAME).to_string()),
+        pair(
+            "seed.checkpoint-store",
+            seed.derive(checkpoint_store::SEED_NAME).to_string(),
+        ),
         pair("workload.records", records.to_string()),
         pair("workload.partitions", w.partitions.to_string()),
         pair("workload.keys", w.keys.to_string()),
         pair("workload.key_skew", w.key_skew.to_string()),
         pair("workload.rate_per_s", w.rate_per_s.to_string()),
-        pair("workload.fractions", format!(
-            "out_of_order {} late {} beyond_lateness {} undecodable {}",
-            w.out_of_order, w.late, w.beyond_lateness, w.undecodable
-        )),
+        pair(
+            "workload.fractions",
+            format!(
+                "out_of_order {} late {} beyond_lateness {} undecodable {}",
+                w.out_of_order, w.late, w.beyond_lateness, w.undecodable
+            ),
+        ),
         pair("workers", scenario.cluster.worker_hosts().join(",")),
-        pair("worker.session_timeout_ms", setup.session_timeout_ms.to_string()),
-        pair("worker.checkpoint_interval_ms", worker::CHECKPOINT_INTERVAL_MS.to_string()),
-        pair("worker.transaction_timeout_ms", worker::TRANSACTION_TIMEOUT_MS.to_string()),
-        pair("worker.restart_budget_ms", worker::RESTART_BUDGET_MS.to_string()),
-        pair("worker.poll_max_events", worker::POLL_MAX_EVENTS.to_string()),
-        pair("checkpoint_store", format!("{:?}", scenario.cluster.checkpoint_store)),
-        pair("store.write_failure_rate", store.write_failure_rate.to_string()),
-        pair("store.read_failure_rate", store.read_failure_rate.to_string()),
-        pair("store.ack_before_sync_ms", format!("{:?}", store.ack_before_sync_ms)),
+        pair(
+            "worker.session_timeout_ms",
+            setup.session_timeout_ms.to_string(),
+        ),
+        pair(
+            "worker.checkpoint_interval_ms",
+            worker::CHECKPOINT_INTERVAL_MS.to_string(),
+        ),
+        pair(
+            "worker.transaction_timeout_ms",
+            worker::TRANSACTION_TIMEOUT_MS.to_string(),
+        ),
+        pair(
+            "worker.restart_budget_ms",
+            worker::RESTART_BUDGET_MS.to_string(),
+        ),
+        pair(
+            "worker.poll_max_events",
+            worker::POLL_MAX_EVENTS.to_string(),
+        ),
+        pair(
+            "checkpoint_store",
+            format!("{:?}", scenario.cluster.checkpoint_store),
+        ),
+        pair(
+            "store.write_failure_rate",
+            store.write_failure_rate.to_string(),
+        ),
+        pair(
+            "store.read_failure_rate",
+            store.read_failure_rate.to_string(),
+        ),
+        pair(
+            "store.ack_before_sync_ms",
+            format!("{:?}", store.ack_before_sync_ms),
+        ),
         pair("faults.until_ms", f.until_ms.to_string()),
-        pair("faults.from_ms", crate::scenario::FAULTS_FROM_MS.to_string()),
+        pair(
+            "faults.from_ms",
+            crate::scenario::FAULTS_FROM_MS.to_string(),
+        ),
         pair("faults.down_ms", format!("{:?}", faults::DOWN_MS)),
         pair("faults.freeze_ms", format!("{:?}", faults::FREEZE_MS)),
         pair("faults.leave_ms", format!("{:?}", faults::LEAVE_MS)),
-        pair("faults.crash_at_step_chance", f.crash_at_step_chance.to_string()),
-        pair("checker.liveness_ms", scenario.checker.liveness_ms.to_string()),
+        pair(
+            "faults.crash_at_step_chance",
+            f.crash_at_step_chance.to_string(),
+        ),
+        pair(
+            "checker.liveness_ms",
+            scenario.checker.liveness_ms.to_string(),
+        ),
     ];
-    settings.extend(f.rates().iter().map(|(key, rate)| pair(&format!("faults.{key}"), rate.to_string())));
+    settings.extend(
+        f.rates()
+            .iter()
+            .map(|(key, rate)| pair(&format!("faults.{key}"), rate.to_string())),
+    );
     settings
 }

@@ -129,9 +129,8 @@ async fn drain(handle: &ClusterHandle, shared: &Shared, samples: &mut Samples) -
         };
         let finished = shared.finished.borrow().len() >= ends.len();
         let at_end = committed.is_some_and(|committed| {
-            ends.iter().all(|(tp, end)| {
-                committed.get(&tp.partition).copied().unwrap_or(0) >= *end
-            })
+            ends.iter()
+                .all(|(tp, end)| committed.get(&tp.partition).copied().unwrap_or(0) >= *end)
         });
         if finished && at_end {
             return Some(handle.now_ms());
@@ -232,7 +231,11 @@ async fn read_topic(
                 _ => None,
             })
             .collect();
-        empty_polls = if messages.is_empty() { empty_polls + 1 } else { 0 };
+        empty_polls = if messages.is_empty() {
+            empty_polls + 1
+        } else {
+            0
+        };
         for message in messages {
             by_partition
                 .entry(message.partition)
