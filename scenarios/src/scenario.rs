@@ -891,7 +891,9 @@ impl Scenario {
     /// The scenario as a file that parses back to an equal value (the job
     /// path as held: absolute once read from a file).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a scenario is always representable in TOML")
+        let text = toml::to_string(self).expect("a scenario is always representable in TOML");
+        // A blank line before each table, as people write them.
+        text.replace("\n[", "\n\n[")
     }
 
     /// Loads the scenario's job.
@@ -914,8 +916,7 @@ impl Scenario {
 
     /// Checks what serde cannot: `(key, why)` of the first problem.
     pub fn check(&self) -> Result<(), (String, String)> {
-        self.load_job()
-            .map_err(|error| ("job".to_string(), error.0))?;
+        Job::from_file(&self.job).map_err(|error| ("job".to_string(), error.to_string()))?;
         self.check_workload()?;
         self.check_cluster()?;
         self.check_faults()?;
@@ -1101,10 +1102,23 @@ fn parse_error(text: &str, origin: &str, error: &toml::de::Error) -> ScenarioErr
         return ScenarioError(format!("{origin}: {message}"));
     };
     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    if let Some(field) = missing_field(&message) {
+        // The span is the table that lacks the field.
+        return match key_at_line(text, line).filter(|_| span.start > 0) {
+            Some(table) => ScenarioError(format!("{origin}:{line}: `{table}.{field}`: {message}")),
+            None => ScenarioError(format!("{origin}: `{field}`: {message}")),
+        };
+    }
     match key_at_line(text, line) {
         Some(key) => ScenarioError(format!("{origin}:{line}: `{key}`: {message}")),
         None => ScenarioError(format!("{origin}:{line}: {message}")),
     }
+}
+
+/// The field a "missing field `x`" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next()
 }
 
 /// The table header in force at each line, and the key a line sets.

@@ -161,10 +161,15 @@ fn a_bad_scenario_file_is_refused_in_one_line_naming_the_file_the_key_and_the_li
     assert!(fraction.contains("workload.beyond_lateness"), "{fraction}");
     assert!(fraction.contains("[0, 1]"), "{fraction}");
     let missing = error_of("job = \"../jobs/no-such-job.toml\"\n");
-    assert!(missing.contains("`job`"), "{missing}");
+    assert!(
+        missing.starts_with("bad.toml:1: `job`: cannot read"),
+        "{missing}"
+    );
     assert!(missing.contains("no-such-job"), "{missing}");
     let no_job = error_of("[workload]\nrecords = 10\n");
-    assert!(no_job.contains("job"), "{no_job}");
+    assert!(no_job.contains("`job`: missing field"), "{no_job}");
+    let no_time = error_of(&format!("{job}[[faults.at]]\nkind = \"heal-all\"\n"));
+    assert!(no_time.contains("faults.at.at_ms"), "{no_time}");
     let short = error_of(&format!(
         "{job}[faults]\nuntil_ms = 500\nworker_crash_per_s = 1.0\n"
     ));
@@ -390,12 +395,15 @@ fn one_seed_of_every_shipped_scenario_runs() {
         let scenario = Scenario::from_file(&file).unwrap();
         let started = std::time::Instant::now();
         let report = run_seed(&scenario, 1);
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for listed in &report.faults {
+            *kinds.entry(listed.fault.name()).or_default() += 1;
+        }
         eprintln!(
-            "{}: {:?} wall, {} ms simulated, {} faults, drained {}, output {}",
+            "{}: {:?} wall, {} ms simulated, drained {}, output {}, faults {kinds:?}",
             file.file_name().unwrap().to_string_lossy(),
             started.elapsed(),
             report.elapsed_ms,
-            report.faults.len(),
             report.observation.drained,
             lines(&report.observation.output)
         );
@@ -483,4 +491,17 @@ fn shipped_scenarios_hold_or_break_exactly_once_as_expected() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:?}");
+}
+
+#[test]
+fn a_run_with_kafkas_own_timings_drains_too() {
+    let mut scenario = quiet("window-stats");
+    scenario.cluster.timings = eddyline_scenarios::scenario::TimingsName::Kafka38;
+    scenario.cluster.session_timeout_ms = 6_000;
+    scenario.cluster.checkpoint_store = eddyline_scenarios::scenario::StoreKind::Topic;
+    let report = run_seed(&scenario, 4);
+    assert!(report.observation.drained, "stops: {:?}", report.stops);
+    assert!(lines(&report.observation.output) > 10);
+    let settings: BTreeMap<_, _> = report.settings.iter().cloned().collect();
+    assert_eq!(settings["timings"], "kafka-3.8");
 }
