@@ -120,15 +120,53 @@ const DURATION_SLACK_MS: u64 = 120_000;
 
 /// Runs `scenario` once with `options`.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    let mut built = build(scenario, options)?;
+    let mut settings = built.cluster.settings();
+    built
+        .cluster
+        .run()
+        .map_err(|error| RunError::Simulation(error.to_string()))?;
+    let seed = options.seed;
+    let observation = built
+        .observed
+        .borrow_mut()
+        .take()
+        .ok_or(RunError::NoObservation(seed))?;
+    settings.extend(run_settings(
+        scenario,
+        &built.setup,
+        &built.store,
+        built.records,
+    ));
+    let shared = &built.shared;
+    Ok(RunReport {
+        seed,
+        mutant: built.setup.mutant.0,
+        observation,
+        trace: built.cluster.trace(),
+        settings,
+        faults: shared.applied.borrow().clone(),
+        stats: summed(&shared.stats.borrow()),
+        stops: shared.stops.borrow().clone(),
+        elapsed_ms: built.cluster.elapsed_ms(),
+    })
+}
+
+/// A run ready to start: the cluster with its hosts, and what they share.
+struct Built {
+    cluster: SimCluster,
+    shared: Rc<Shared>,
+    setup: WorkerSetup,
+    store: SimStoreConfig,
+    /// How many input records the feeder writes.
+    records: usize,
+    observed: Rc<RefCell<Option<Observation>>>,
+}
+
+/// Builds the cluster and adds the feeder, the workers, the restarter, the
+/// observer and the chaos host with the planned faults.
+fn build(scenario: &Scenario, options: &RunOptions) -> Result<Built, RunError> {
     let job = scenario.load_job()?;
-    let mutant = options.mutant.or(match scenario.expect {
-        Expect::Detect { mutant, .. } => mutant,
-        Expect::Pass => None,
-    });
-    let workload = WorkloadSpec {
-        records: options.records.unwrap_or(scenario.workload.records),
-        ..scenario.workload.clone()
-    };
     let seed = options.seed;
     let mut cluster = SimCluster::new(seed, cluster_config(scenario, options))
         .map_err(|error| RunError::Config(error.to_string()))?;
@@ -137,66 +175,76 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunEr
         deadline_ms: scenario.faults.until_ms + scenario.checker.liveness_ms,
         ..Shared::default()
     });
-    let store_config = store_config(scenario);
-    let store = SimCheckpointStore::new(&cluster.handle(), store_config.clone())
+    let store = store_config(scenario);
+    let sim_store = SimCheckpointStore::new(&cluster.handle(), store.clone())
         .map_err(|error| RunError::Config(error.to_string()))?;
+    let workload = WorkloadSpec {
+        records: options.records.unwrap_or(scenario.workload.records),
+        ..scenario.workload.clone()
+    };
     let topics = topics(&job, workload.partitions);
     let records = workload::generate(&workload, scenario.workload_kind(&job), &job, seed);
     let record_count = records.len();
-    feeder::add_feeder(
-        &mut cluster,
-        feeder_plan(scenario, &topics, records),
-        Rc::clone(&shared),
-    );
-    let setup = WorkerSetup {
-        seed,
-        delivery: scenario.delivery(&job),
-        mutant: Selected(mutant),
-        job: job.with_mutants(Selected(mutant)),
-        store: match scenario.cluster.checkpoint_store {
-            StoreKind::Sim => Stores::Sim(store.clone()),
-            StoreKind::Topic => Stores::Topic,
-        },
-        session_timeout_ms: scenario.cluster.session_timeout_ms,
-        crash_at_step_chance: scenario.faults.crash_at_step_chance,
-        shared: Rc::clone(&shared),
-    };
+    let plan = feeder_plan(scenario, &topics, records);
+    feeder::add_feeder(&mut cluster, plan, Rc::clone(&shared));
+    let setup = worker_setup(scenario, options, &job, sim_store, &shared);
     let hosts = scenario.cluster.worker_hosts();
     for host in &hosts {
         worker::add_worker(&mut cluster, host.clone(), setup.clone());
     }
     faults::add_restarter(&mut cluster, seed, Rc::clone(&shared));
     let observed = Rc::new(RefCell::new(None));
+    let observer_shared = Rc::clone(&shared);
     observe::add_observer(
         &mut cluster,
         topics.clone(),
-        Rc::clone(&shared),
+        observer_shared,
         Rc::clone(&observed),
     );
-    let leader_partitions = fault_partitions(&topics);
-    let plan = faults::plan(&cluster, &scenario.faults, &hosts, leader_partitions);
+    let plan = faults::plan(
+        &cluster,
+        &scenario.faults,
+        &hosts,
+        fault_partitions(&topics),
+    );
     faults::arm(&shared, &plan);
     faults::add_chaos(&mut cluster, plan, Rc::clone(&shared));
-    let mut settings = cluster.settings();
-    cluster
-        .run()
-        .map_err(|error| RunError::Simulation(error.to_string()))?;
-    let observation = observed
-        .borrow_mut()
-        .take()
-        .ok_or(RunError::NoObservation(seed))?;
-    settings.extend(run_settings(scenario, &setup, &store_config, record_count));
-    Ok(RunReport {
-        seed,
-        mutant,
-        observation,
-        trace: cluster.trace(),
-        settings,
-        faults: shared.applied.borrow().clone(),
-        stats: summed(&shared.stats.borrow()),
-        stops: shared.stops.borrow().clone(),
-        elapsed_ms: cluster.elapsed_ms(),
+    Ok(Built {
+        cluster,
+        shared,
+        setup,
+        store,
+        records: record_count,
+        observed,
     })
+}
+
+/// What every worker host shares: the job with the run's mutant, the
+/// delivery, the store, the crash chance.
+fn worker_setup(
+    scenario: &Scenario,
+    options: &RunOptions,
+    job: &Job,
+    store: SimCheckpointStore,
+    shared: &Rc<Shared>,
+) -> WorkerSetup {
+    let mutant = Selected(options.mutant.or(match scenario.expect {
+        Expect::Detect { mutant, .. } => mutant,
+        Expect::Pass => None,
+    }));
+    WorkerSetup {
+        seed: options.seed,
+        delivery: scenario.delivery(job),
+        mutant,
+        job: job.with_mutants(mutant),
+        store: match scenario.cluster.checkpoint_store {
+            StoreKind::Sim => Stores::Sim(store),
+            StoreKind::Topic => Stores::Topic,
+        },
+        session_timeout_ms: scenario.cluster.session_timeout_ms,
+        crash_at_step_chance: scenario.faults.crash_at_step_chance,
+        shared: Rc::clone(shared),
+    }
 }
 
 fn cluster_config(scenario: &Scenario, options: &RunOptions) -> ClusterConfig {
