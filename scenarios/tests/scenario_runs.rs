@@ -372,17 +372,76 @@ fn a_listed_faults_scenario_applies_exactly_its_faults() {
 }
 
 #[test]
-fn a_runs_reported_faults_replayed_as_a_listed_scenario_apply_the_same_faults() {
-    let mut scenario = load("click-counts-faults.toml");
+fn every_kind_of_listed_fault_is_applied_at_its_time_and_a_crash_at_a_step_at_that_step() {
+    let mut scenario = rich_scenario();
+    scenario.delivery = None;
+    scenario.expect = Expect::Pass;
     scenario.workload.records = 200;
-    let drawn = run_seed(&scenario, 5);
-    assert!(drawn.faults.len() > 5, "{:?}", drawn.faults);
-    let replay = drawn.replay(&scenario);
+    // Without the leave: a worker that left stays out until the heal.
+    scenario
+        .faults
+        .at
+        .retain(|f| !matches!(f.fault, FaultKind::Leave { .. }));
+    let report = run_seed(&scenario, 6);
+    let (at_step, others): (Vec<_>, Vec<_>) = report
+        .faults
+        .iter()
+        .partition(|f| matches!(f.fault, FaultKind::CrashAtStep { .. }));
+    let listed: Vec<&ListedFault> = scenario
+        .faults
+        .at
+        .iter()
+        .filter(|f| !matches!(f.fault, FaultKind::CrashAtStep { .. }))
+        .collect();
+    assert_eq!(others, listed);
+    assert_eq!(at_step.len(), 1, "{:?}", report.faults);
+    assert!(at_step[0].at_ms >= 2_200, "{:?}", at_step[0]);
+    assert!(report.observation.drained, "stops: {:?}", report.stops);
+}
+
+/// Runs `scenario` with `seed`, then its reported faults as a listed
+/// scenario (through its file); both runs' faults and observations.
+fn drawn_and_replayed(scenario: &Scenario, seed: u64) -> (RunReport, RunReport) {
+    let drawn = run_seed(scenario, seed);
+    let replay = drawn.replay(scenario);
     assert!(!replay.faults.draws());
     let text = replay.to_toml();
     let replay = Scenario::from_toml_str(&text, "replay.toml", Path::new("/"))
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let replayed = run_seed(&replay, 5);
+    let replayed = run_seed(&replay, seed);
+    (drawn, replayed)
+}
+
+/// More seeds and scenarios of the replay (`--ignored`).
+#[test]
+#[ignore]
+fn replays_of_reported_faults_apply_the_same_faults_over_many_seeds() {
+    for file in shipped() {
+        let scenario = Scenario::from_file(&file).unwrap();
+        for seed in 1..=5 {
+            let (drawn, replayed) = drawn_and_replayed(&scenario, seed);
+            assert_eq!(replayed.faults, drawn.faults, "{file:?} seed {seed}");
+            assert_eq!(
+                replayed.observation, drawn.observation,
+                "{file:?} seed {seed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_runs_reported_faults_replayed_as_a_listed_scenario_apply_the_same_faults() {
+    let scenario = load("click-counts-faults.toml");
+    let (drawn, replayed) = drawn_and_replayed(&scenario, 1);
+    assert!(drawn.faults.len() > 5, "{:?}", drawn.faults);
+    assert!(
+        drawn
+            .faults
+            .iter()
+            .any(|f| matches!(f.fault, FaultKind::CrashAtStep { .. })),
+        "{:?}",
+        drawn.faults
+    );
     assert_eq!(replayed.faults, drawn.faults);
     assert_eq!(replayed.observation, drawn.observation);
 }
