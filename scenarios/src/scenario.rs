@@ -1,32 +1,68 @@
 //! Scenario files: a job, a workload, a cluster, faults and what the
-//! checker is to find, in TOML.
+//! checker is to find, in TOML. Every key but `job` has a default (shown):
 //!
 //! ```toml
-//! job = "../jobs/click-counts.toml"      # relative to this file
-//! delivery = "exactly_once"              # default: the job's
-//! seeds = "1..200"                       # the default sweep
-//! expect = "pass"                        # or { detect = "lost-output", mutant = "restore-empty" }
+//! job = "../jobs/click-counts.toml"   # relative to this file
+//! delivery = "exactly_once"           # or "at_least_once"; default: the job's
+//! seeds = "1..200"                    # the sweep's seeds (end excluded)
+//! expect = "pass"                     # or { detect = "<anomaly>", mutant = "<mutant>" }
 //!
 //! [workload]
-//! kind = "clicks"                        # window-stats | clicks | orders
+//! kind = "clicks"          # window-stats | clicks | orders; default: by the job's input topic
 //! records = 400
+//! partitions = 4           # of the input and output topics
+//! keys = 12
+//! key_skew = 0.0           # 0: uniform; else key k weighs 1 / (k + 1)^key_skew
+//! rate_per_s = 40.0        # records sent per simulated second
+//! burst_chance = 0.0       # per record: the next burst_records go at once
+//! burst_records = 20
+//! idle_partitions = 0      # partitions without records from 2 s to 10 s of sending
+//! out_of_order = 0.2       # fractions: within the job's D ...
+//! late = 0.08              # ... late within its allowed lateness L ...
+//! beyond_lateness = 0.04   # ... beyond L (the late output) ...
+//! undecodable = 0.01       # ... and not decodable (the dead letters)
 //!
 //! [cluster]
-//! workers = 3
+//! brokers = 3
+//! replication = 3
+//! min_insync = 2
+//! timings = "fast"         # or "kafka-3.8"
+//! workers = 3              # worker hosts w1..w3
+//! session_timeout_ms = 2000
+//! checkpoint_store = "sim" # or "topic" (the Kafka topic store)
 //!
 //! [faults]
-//! until_ms = 15_000
-//! worker_crash_per_s = 0.5
+//! until_ms = 15000                 # the safety phase: every fault is undone by then
+//! worker_crash_per_s = 0.0         # drawn faults: mean per simulated second
+//! pause_per_s = 0.0
+//! freeze_per_s = 0.0
+//! broker_crash_per_s = 0.0
+//! leader_move_per_s = 0.0
+//! network_partition_per_s = 0.0
+//! latency_spike_per_s = 0.0
+//! transaction_expiry_per_s = 0.0
+//! consumer_join_leave_per_s = 0.0  # a worker leaves its group and joins later
+//! crash_at_step_chance = 0.0       # per protocol step (snapshot, offsets, commit)
+//! store_write_failure = 0.0        # checkpoint store: shares of failing calls
+//! store_read_failure = 0.0
+//! # store_ack_before_sync_ms = 500 # writes lost if the writer crashes this soon
 //!
-//! [[faults.at]]
-//! at_ms = 3_000
-//! kind = "crash-at-step"
+//! [[faults.at]]                    # listed faults, any number
+//! at_ms = 3000
+//! kind = "crash-at-step"           # crash the host at its first such step from at_ms
 //! host = "w1"
-//! step = "commit"
+//! step = "commit"                  # snapshot | offsets | commit
 //!
 //! [checker]
-//! liveness_ms = 60_000
+//! liveness_ms = 60000              # the drain must finish this long after until_ms
 //! ```
+//!
+//! Listed fault kinds and their keys: `crash`, `restart`, `leave` (`host`);
+//! `crash-at-step` (`host`, `step`); `pause`, `freeze` (`host`,
+//! `duration_ms`); `crash-broker`, `restart-broker` (`broker`);
+//! `move-leader` (`topic`, `partition`, optional `to`); `partition`, `heal`
+//! (`a`, `b`: host lists); `heal-all`; `max-latency` (`max_ms`); `latency`
+//! (`a`, `b`, `min_ms`, `max_ms`); `expire-transactions`.
 //!
 //! Every key is checked: an unknown key, a value of the wrong type, a
 //! fraction outside `[0, 1]`, a job file that does not load or a fault

@@ -58,6 +58,27 @@ fn every_shipped_scenario_file_parses_and_each_mutant_has_a_control() {
     assert_eq!(mutants, Mutant::ALL.to_vec());
 }
 
+#[test]
+fn the_example_in_the_format_documentation_parses() {
+    let source = std::fs::read_to_string(scenarios_dir().join("src/scenario.rs")).unwrap();
+    let example: String = source
+        .lines()
+        .skip_while(|line| *line != "//! ```toml")
+        .skip(1)
+        .take_while(|line| *line != "//! ```")
+        .map(|line| {
+            format!(
+                "{}\n",
+                line.trim_start_matches("//!").trim_start_matches(' ')
+            )
+        })
+        .collect();
+    let scenario = Scenario::from_toml_str(&example, "example.toml", &scenarios_dir())
+        .unwrap_or_else(|e| panic!("{e}\n{example}"));
+    assert_eq!(scenario.faults.at.len(), 1);
+    assert_eq!(scenario.workload.kind, Some(WorkloadKind::Clicks));
+}
+
 /// A scenario built in code with every kind of listed fault.
 fn rich_scenario() -> Scenario {
     let mut scenario = Scenario::new(std::fs::canonicalize(job_path("window-stats")).unwrap());
@@ -459,11 +480,11 @@ fn one_seed_of_every_shipped_scenario_runs() {
             *kinds.entry(listed.fault.name()).or_default() += 1;
         }
         eprintln!(
-            "{}: {:?} wall, {} ms simulated, drained {}, output {}, faults {kinds:?}",
+            "{}: {:?} wall, {} ms simulated, drained at {:?}, output {}, faults {kinds:?}",
             file.file_name().unwrap().to_string_lossy(),
             started.elapsed(),
             report.elapsed_ms,
-            report.observation.drained,
+            report.observation.drained_at_ms,
             lines(&report.observation.output)
         );
     }
