@@ -1,6 +1,9 @@
-//! Eddyline scenarios: the Kafka-semantics conformance suite, and the
-//! scenario runs with their checker.
+//! Eddyline scenarios: the Kafka-semantics conformance suite, the scenario
+//! files with their workloads and runs, and the checker.
 
 pub mod checker;
 pub mod conformance;
 pub mod observation;
+pub mod run;
+pub mod scenario;
+pub mod workload;
