@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod conformance_cmd;
+mod sim_cmd;
 mod window_cmd;
 
 #[derive(Parser, Debug)]
@@ -30,6 +31,9 @@ enum Command {
     Window(window_cmd::WindowArgs),
     /// The Kafka-semantics conformance suite, against the simulator (default) or a real broker.
     Conformance(conformance_cmd::ConformanceArgs),
+    /// Scenarios on the simulated cluster: one seed (run), many (sweep), or
+    /// the minimal failing scenario (shrink).
+    Sim(sim_cmd::SimArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
     let result: Result<Outcome, CliError> = match cli.command {
         Command::Window(args) => window_cmd::run(&args),
         Command::Conformance(args) => conformance_cmd::run(args),
+        Command::Sim(args) => sim_cmd::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -6,4 +6,6 @@ pub mod conformance;
 pub mod observation;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
+pub mod verdict;
 pub mod workload;

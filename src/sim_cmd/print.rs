@@ -1,0 +1,84 @@
+//! What `eddy sim run` prints for one seed.
+
+use eddyline_scenarios::verdict::{SeedVerdict, repro_command};
+
+use super::Loaded;
+
+/// How many records of one anomaly are printed.
+const RECORDS_PER_ANOMALY: usize = 8;
+/// How many trace events end the report.
+const TRACE_LINES: usize = 30;
+
+/// The whole report of one seed, on stdout.
+pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
+    let report = &verdict.report;
+    let mutant = verdict
+        .mutant
+        .map_or(String::new(), |m| format!(", mutant {m}"));
+    println!("scenario {}, seed {}{mutant}", loaded.path, verdict.seed);
+    println!("settings:");
+    for (name, value) in &report.settings {
+        println!("  {name} = {value}");
+    }
+    println!("faults applied: {}", report.faults.len());
+    for fault in &report.faults {
+        println!("  {}", super::shrink_cmd::fault_line(fault));
+    }
+    println!(
+        "run: {} ms simulated, {} trace events, trace hash {:#018x}{}",
+        report.elapsed_ms,
+        report.trace.events,
+        report.trace.hash,
+        if verdict.determinism_checked {
+            " (run twice: hashes checked)"
+        } else {
+            ""
+        }
+    );
+    println!("worker: {:?}", report.stats);
+    print_verdict(verdict);
+    if !verdict.clean() {
+        println!(
+            "trace (last {} events):",
+            report.trace.excerpt.len().min(TRACE_LINES)
+        );
+        let skip = report.trace.excerpt.len().saturating_sub(TRACE_LINES);
+        for line in report.trace.excerpt.iter().skip(skip) {
+            println!("  {line}");
+        }
+    }
+    println!(
+        "repro: {}",
+        repro_command(&loaded.path, verdict.seed, verdict.mutant)
+    );
+}
+
+fn print_verdict(verdict: &SeedVerdict) {
+    if verdict.clean() {
+        println!("verdict: pass");
+        return;
+    }
+    let kinds: Vec<String> = verdict.kinds().iter().map(|k| k.to_string()).collect();
+    println!(
+        "verdict: FAIL: {} anomal{} ({})",
+        verdict.anomalies.len(),
+        if verdict.anomalies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        kinds.join(", ")
+    );
+    for anomaly in &verdict.anomalies {
+        println!("  {anomaly}");
+        for record in anomaly.records.iter().take(RECORDS_PER_ANOMALY) {
+            println!("      {record}");
+        }
+        if anomaly.records.len() > RECORDS_PER_ANOMALY {
+            println!(
+                "      ... {} more",
+                anomaly.records.len() - RECORDS_PER_ANOMALY
+            );
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `eddy sim shrink SCENARIO --seed N [--mutant NAME]`: the smallest
+//! scenario that still fails the same way, printed as a scenario file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use eddyline_scenarios::run::RunOptions;
+use eddyline_scenarios::scenario::{ListedFault, Scenario, SeedRange};
+use eddyline_scenarios::shrink;
+use eddyline_scenarios::verdict::judge;
+use eddyline_sim::Seed;
+
+use super::{load, parse_mutant, parse_seed};
+use crate::{CliError, Outcome};
+
+#[derive(Args, Debug)]
+pub struct ShrinkArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The failing seed (also read from EDDY_SEED).
+    #[arg(long)]
+    seed: Option<String>,
+    /// The mutant the failing run had switched on (overrides the
+    /// scenario's).
+    #[arg(long)]
+    mutant: Option<String>,
+}
+
+/// One listed fault on one line: `at 1200 ms: freeze host=w1 ...`.
+pub fn fault_line(fault: &ListedFault) -> String {
+    let text = toml::to_string(fault).unwrap_or_default();
+    let fields: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("at_ms"))
+        .collect();
+    format!("at {} ms: {}", fault.at_ms, fields.join(", "))
+}
+
+pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
+    let loaded = load(&args.scenario)?;
+    let seed = parse_seed(args.seed.as_deref(), Seed::new(loaded.scenario.seeds.start))?;
+    let mut options = RunOptions::new(seed);
+    options.mutant = parse_mutant(args.mutant.as_deref())?;
+    let internal = |e: &dyn std::fmt::Display| {
+        CliError::Internal(format!("{}: seed {seed}: {e}", loaded.path))
+    };
+    let first = judge(&loaded.scenario, &loaded.job, &options, false).map_err(|e| internal(&e))?;
+    let Some(target) = first.anomalies.first().map(|a| a.kind) else {
+        return Err(CliError::BadInput(format!(
+            "{}: seed {seed} passes: there is nothing to shrink",
+            loaded.path
+        )));
+    };
+    eprintln!(
+        "shrinking {} seed {seed}: {target} with {} faults and {} records",
+        loaded.path,
+        first.report.faults.len(),
+        loaded.scenario.workload.records
+    );
+    let mut failure = None;
+    let still_fails = |candidate: &Scenario| match judge(candidate, &loaded.job, &options, false) {
+        Ok(verdict) => verdict.found(target),
+        Err(error) => {
+            failure.get_or_insert_with(|| error.to_string());
+            false
+        }
+    };
+    let shrunk = shrink::shrink(first.report.replay(&loaded.scenario), still_fails)
+        .map_err(|e| CliError::Internal(format!("{}: seed {seed}: {e}", loaded.path)))?;
+    if let Some(error) = failure {
+        eprintln!("note: a candidate run failed to run and counted as passing: {error}");
+    }
+    eprintln!(
+        "shrunk in {} runs: {} → {} faults, {} → {} records; still {target} at seed {seed}",
+        shrunk.runs,
+        shrunk.faults_before,
+        shrunk.scenario.faults.at.len(),
+        shrunk.records_before,
+        shrunk.scenario.workload.records
+    );
+    let mut minimal = shrunk.scenario;
+    // A sweep of the file runs the failing seed.
+    if let Some(end) = seed.value().checked_add(1) {
+        minimal.seeds = SeedRange {
+            start: seed.value(),
+            end,
+        };
+    }
+    let mutant = first
+        .mutant
+        .map_or(String::new(), |m| format!(" --mutant {m}"));
+    println!(
+        "# The minimal scenario shrunk from {} seed {seed}: it fails with {target}.\n\
+         # Save it and run: eddy sim run FILE --seed {seed}{mutant}\n",
+        loaded.path
+    );
+    print!("{}", minimal.to_toml());
+    Ok(Outcome::Success)
+}
