@@ -256,6 +256,24 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    /// The name a scenario file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::WindowStats => "window-stats",
+            WorkloadKind::Clicks => "clicks",
+            WorkloadKind::Orders => "orders",
+        }
+    }
+
+    /// The field of a record's value that holds its key.
+    pub fn key_field(self) -> &'static str {
+        match self {
+            WorkloadKind::WindowStats => "key",
+            WorkloadKind::Clicks => "user_id",
+            WorkloadKind::Orders => "after.user_id",
+        }
+    }
+
     /// The kind that fits a job reading `topic`, for scenarios that name
     /// none.
     pub fn for_input_topic(topic: &str) -> WorkloadKind {
@@ -952,11 +970,32 @@ impl Scenario {
 
     /// Checks what serde cannot: `(key, why)` of the first problem.
     pub fn check(&self) -> Result<(), (String, String)> {
-        Job::from_file(&self.job).map_err(|error| ("job".to_string(), error.to_string()))?;
+        let job =
+            Job::from_file(&self.job).map_err(|error| ("job".to_string(), error.to_string()))?;
+        self.check_workload_fits(&job)?;
         self.check_workload()?;
         self.check_cluster()?;
         self.check_faults()?;
         Ok(())
+    }
+
+    /// The workload writes the fields the job reads its key from.
+    fn check_workload_fits(&self, job: &Job) -> Result<(), (String, String)> {
+        let kind = self.workload_kind(job);
+        let key = &job.spec().input.key;
+        if *key == kind.key_field() {
+            return Ok(());
+        }
+        Err(problem(
+            "workload.kind",
+            format!(
+                "a {:?} workload keys its records by `{}`, but job {:?} reads its key from \
+                 `{key}`",
+                kind.name(),
+                kind.key_field(),
+                job.name()
+            ),
+        ))
     }
 
     fn check_workload(&self) -> Result<(), (String, String)> {

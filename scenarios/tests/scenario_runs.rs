@@ -187,6 +187,8 @@ fn a_bad_scenario_file_is_refused_in_one_line_naming_the_file_the_key_and_the_li
         "{missing}"
     );
     assert!(missing.contains("no-such-job"), "{missing}");
+    let unfit = error_of(&format!("{job}[workload]\nkind = \"orders\"\n"));
+    assert!(unfit.contains("bad.toml:3: `workload.kind`"), "{unfit}");
     let no_job = error_of("[workload]\nrecords = 10\n");
     assert!(no_job.contains("`job`: missing field"), "{no_job}");
     let no_time = error_of(&format!("{job}[[faults.at]]\nkind = \"heal-all\"\n"));

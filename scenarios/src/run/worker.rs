@@ -28,6 +28,9 @@ pub(super) const RESTART_BUDGET_MS: u64 = 10_000;
 pub(super) const POLL_MAX_EVENTS: usize = 100;
 /// A failed incarnation is started again after this long.
 pub(super) const RESTART_AFTER_FAILURE_MS: u64 = 500;
+/// A supervisor gives up on a worker that failed this often since its host
+/// (re)started.
+const RESTARTS_AFTER_FAILURE_MAX: usize = 1_000;
 /// Drawn crashes at protocol steps stop this long before `until_ms`, so
 /// the restarter brings every one back in the safety phase.
 pub(super) const STEP_CRASHES_END_BEFORE_MS: u64 = 1_500;
@@ -157,19 +160,21 @@ pub(super) fn add_worker(cluster: &mut SimCluster, host: String, setup: WorkerSe
             setup.shared.leaving.borrow_mut().remove(&host);
             // The input topics exist before the workers subscribe.
             sleep_ms(500).await;
-            loop {
+            for _ in 0..RESTARTS_AFTER_FAILURE_MAX {
                 starts.set(starts.get() + 1);
                 let stopped = run_incarnation(&handle, &setup, &host, starts.get()).await;
                 let failed = matches!(stopped, Stopped::Failed(_));
                 let line = format!("{stopped:?}");
                 setup.shared.stops.borrow_mut().push((host.clone(), line));
                 if !failed {
-                    // A stopped member left its group; a restart of the
-                    // host brings it back.
-                    std::future::pending::<()>().await;
+                    break;
                 }
                 sleep_ms(RESTART_AFTER_FAILURE_MS).await;
             }
+            // A stopped member left its group; a restart of the host brings
+            // it back.
+            std::future::pending::<()>().await;
+            Ok(())
         }
     };
     cluster.host(&name, factory);
