@@ -946,8 +946,9 @@ impl Scenario {
     /// path as held: absolute once read from a file).
     pub fn to_toml(&self) -> String {
         let text = toml::to_string(self).expect("a scenario is always representable in TOML");
-        // A blank line before each table, as people write them.
-        text.replace("\n[", "\n\n[")
+        // One blank line before each table, as people write them (whether
+        // or not the serializer already put one there).
+        text.replace("\n[", "\n\n[").replace("\n\n\n[", "\n\n[")
     }
 
     /// Loads the scenario's job.

@@ -4,6 +4,8 @@ use eddyline_scenarios::verdict::{SeedVerdict, repro_command};
 
 use super::Loaded;
 
+/// How many anomalies of one kind are printed.
+const ANOMALIES_PER_KIND: usize = 3;
 /// How many records of one anomaly are printed.
 const RECORDS_PER_ANOMALY: usize = 8;
 /// How many trace events end the report.
@@ -22,7 +24,7 @@ pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
     }
     println!("faults applied: {}", report.faults.len());
     for fault in &report.faults {
-        println!("  {}", super::shrink_cmd::fault_line(fault));
+        println!("  at {fault}");
     }
     println!(
         "run: {} ms simulated, {} trace events, trace hash {:#018x}{}",
@@ -69,16 +71,26 @@ fn print_verdict(verdict: &SeedVerdict) {
         },
         kinds.join(", ")
     );
-    for anomaly in &verdict.anomalies {
-        println!("  {anomaly}");
-        for record in anomaly.records.iter().take(RECORDS_PER_ANOMALY) {
-            println!("      {record}");
+    for kind in verdict.kinds() {
+        let of_kind: Vec<_> = verdict
+            .anomalies
+            .iter()
+            .filter(|a| a.kind == kind)
+            .collect();
+        for anomaly in of_kind.iter().take(ANOMALIES_PER_KIND) {
+            println!("  {anomaly}");
+            for record in anomaly.records.iter().take(RECORDS_PER_ANOMALY) {
+                println!("      {record}");
+            }
+            if anomaly.records.len() > RECORDS_PER_ANOMALY {
+                println!(
+                    "      ... {} more",
+                    anomaly.records.len() - RECORDS_PER_ANOMALY
+                );
+            }
         }
-        if anomaly.records.len() > RECORDS_PER_ANOMALY {
-            println!(
-                "      ... {} more",
-                anomaly.records.len() - RECORDS_PER_ANOMALY
-            );
+        if of_kind.len() > ANOMALIES_PER_KIND {
+            println!("  ... {} more {kind}", of_kind.len() - ANOMALIES_PER_KIND);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use eddyline_scenarios::run::RunOptions;
-use eddyline_scenarios::scenario::{ListedFault, Scenario, SeedRange};
+use eddyline_scenarios::scenario::{Scenario, SeedRange};
 use eddyline_scenarios::shrink;
 use eddyline_scenarios::verdict::judge;
 use eddyline_sim::Seed;
@@ -24,16 +24,6 @@ pub struct ShrinkArgs {
     /// scenario's).
     #[arg(long)]
     mutant: Option<String>,
-}
-
-/// One listed fault on one line: `at 1200 ms: freeze host=w1 ...`.
-pub fn fault_line(fault: &ListedFault) -> String {
-    let text = toml::to_string(fault).unwrap_or_default();
-    let fields: Vec<&str> = text
-        .lines()
-        .filter(|line| !line.starts_with("at_ms"))
-        .collect();
-    format!("at {} ms: {}", fault.at_ms, fields.join(", "))
 }
 
 pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
