@@ -5,8 +5,8 @@
 //! first seed of each scenario runs twice and must give the same trace
 //! hash.
 //!
-//! `EDDY_SCENARIO_SEEDS=N` sweeps N seeds per `pass` scenario (default
-//! below), from `EDDY_SCENARIO_SEED_FROM` (default: the scenario's first);
+//! `EDDY_SCENARIO_SEEDS=N` sweeps N seeds per `pass` scenario (default:
+//! the count beside each file below), from `EDDY_SCENARIO_SEED_FROM` (default: the scenario's first);
 //! `EDDY_SCENARIO_DETERMINISM=1` runs every seed twice.
 
 use std::path::{Path, PathBuf};
@@ -15,9 +15,6 @@ use eddyline_scenarios::run::RunOptions;
 use eddyline_scenarios::scenario::{Expect, Scenario};
 use eddyline_scenarios::verdict::{SeedVerdict, judge, repro_command};
 use eddyline_sim::Seed;
-
-/// Seeds per `pass` scenario in the default test run.
-const PASS_SEEDS: u64 = 150;
 
 fn scenario_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,7 +40,7 @@ fn judged(path: &Path, scenario: &Scenario, seed: u64, twice: bool) -> SeedVerdi
 }
 
 /// Sweeps one shipped scenario file.
-fn sweep(file: &str) {
+fn sweep(file: &str, default_seeds: u64) {
     let path = scenario_dir().join(file);
     let scenario = Scenario::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
     let every_seed_twice = env_number("EDDY_SCENARIO_DETERMINISM") == Some(1);
@@ -51,7 +48,7 @@ fn sweep(file: &str) {
     match scenario.expect {
         Expect::Pass => {
             let first = env_number("EDDY_SCENARIO_SEED_FROM").unwrap_or(scenario.seeds.start);
-            let count = env_number("EDDY_SCENARIO_SEEDS").unwrap_or(PASS_SEEDS);
+            let count = env_number("EDDY_SCENARIO_SEEDS").unwrap_or(default_seeds);
             let mut failing = Vec::new();
             for seed in first..first + count {
                 let verdict = judged(&path, &scenario, seed, every_seed_twice || seed == first);
@@ -92,31 +89,66 @@ fn sweep(file: &str) {
     }
 }
 
+/// One test per scenario file, in modules that make the names read as
+/// sentences ("faults::a_worker_crashes_at_any_instant"), and the list of
+/// swept files. `$seeds`: the default sweep of a `pass` scenario.
 macro_rules! scenarios {
-    ($($test:ident => $file:literal),* $(,)?) => {
+    ($($area:ident { $($test:ident => $file:literal, $seeds:literal;)* })*) => {
         $(
-            #[test]
-            fn $test() {
-                sweep($file);
+            mod $area {
+                $(
+                    #[test]
+                    fn $test() {
+                        super::sweep($file, $seeds);
+                    }
+                )*
             }
         )*
 
-        const SWEPT: &[&str] = &[$($file),*];
+        const SWEPT: &[&str] = &[$($($file),*),*];
+        const SEEDS: &[u64] = &[$($($seeds),*),*];
     };
 }
 
 scenarios! {
-    scenario_window_stats_under_faults_passes => "window-stats-faults.toml",
-    scenario_click_counts_under_faults_passes => "click-counts-faults.toml",
-    scenario_click_sessions_under_faults_passes => "click-sessions-faults.toml",
-    scenario_order_revenue_under_faults_passes => "order-revenue-faults.toml",
-    scenario_at_least_once_under_crashes_is_caught_duplicating => "at-least-once-crashes.toml",
-    scenario_mutant_commit_before_snapshot_is_caught => "mutant-commit-before-snapshot.toml",
-    scenario_mutant_skip_fencing_is_caught => "mutant-skip-fencing.toml",
-    scenario_mutant_restore_empty_is_caught => "mutant-restore-empty.toml",
-    scenario_mutant_fire_early_is_caught => "mutant-fire-early.toml",
-    scenario_mutant_drop_late_is_caught => "mutant-drop-late.toml",
-    scenario_mutant_offsets_outside_transaction_is_caught => "mutant-offsets-outside-transaction.toml",
+    exactly_once {
+        window_stats_under_a_mix_of_every_fault => "window-stats-faults.toml", 150;
+        click_counts_under_a_mix_of_every_fault => "click-counts-faults.toml", 150;
+        click_sessions_under_a_mix_of_every_fault => "click-sessions-faults.toml", 150;
+        order_revenue_under_a_mix_of_every_fault => "order-revenue-faults.toml", 150;
+    }
+    faults {
+        a_worker_crashes_at_any_instant => "fault-worker-crash.toml", 100;
+        a_worker_crashes_between_snapshot_offsets_and_commit => "fault-crash-at-step.toml", 100;
+        a_worker_pauses => "fault-pause.toml", 100;
+        a_worker_freezes_and_resumes_as_a_zombie => "fault-freeze.toml", 100;
+        a_broker_crashes_and_leaders_fail_over => "fault-broker-crash.toml", 100;
+        partition_leaders_move => "fault-leader-move.toml", 100;
+        a_network_partition_cuts_a_worker_off => "fault-network-partition.toml", 100;
+        latency_spikes => "fault-latency.toml", 100;
+        open_transactions_expire => "fault-transaction-expiry.toml", 100;
+        workers_leave_and_join => "fault-join-leave.toml", 100;
+        the_checkpoint_store_fails_writes_and_reads => "fault-checkpoint-store.toml", 100;
+    }
+    combinations {
+        broker_failover_with_zombies_and_partitions => "combo-failover-and-zombies.toml", 150;
+        kafka_timings_with_the_topic_store_under_crashes => "combo-kafka-timings-topic-store.toml", 150;
+    }
+    controls {
+        at_least_once_under_crashes_duplicates_output => "at-least-once-crashes.toml", 0;
+        mutant_commit_before_snapshot_loses_output => "mutant-commit-before-snapshot.toml", 0;
+        mutant_skip_fencing_duplicates_output => "mutant-skip-fencing.toml", 0;
+        mutant_restore_empty_gives_wrong_results => "mutant-restore-empty.toml", 0;
+        mutant_fire_early_fires_prematurely => "mutant-fire-early.toml", 0;
+        mutant_drop_late_drops_silently => "mutant-drop-late.toml", 0;
+        mutant_offsets_outside_transaction_loses_output => "mutant-offsets-outside-transaction.toml", 0;
+    }
+}
+
+#[test]
+fn the_default_run_sweeps_at_least_two_thousand_scenario_seeds() {
+    let total: u64 = SEEDS.iter().sum();
+    assert!(total >= 2_000, "{total}");
 }
 
 #[test]

@@ -163,8 +163,11 @@ pub enum Stopped {
     Finished,
     /// A stop was requested; the last checkpoint committed.
     Requested,
-    /// A newer incarnation of this worker fenced it: nothing more may be
-    /// written; a restart recovers from the committed checkpoint.
+    /// Its producer was fenced: a newer incarnation of this worker took
+    /// over, or the coordinator aborted its transaction at the transaction
+    /// timeout (which bumps the producer's epoch; librdkafka reports that
+    /// as fencing too). Nothing more may be written by this incarnation; a
+    /// restart (a new incarnation) recovers from the committed checkpoint.
     Fenced(TransportError),
     /// It cannot go on: a transport or store failure past its retries, a
     /// missing or corrupt snapshot, a bad record under `fail`.

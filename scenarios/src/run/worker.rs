@@ -141,9 +141,14 @@ pub(super) fn incarnation(seed: Seed, host: &str, start: u64) -> u64 {
 }
 
 /// Adds worker host `host`: it runs the worker; an incarnation that failed
-/// is started again (same worker id, new incarnation). One that stopped
-/// otherwise (finished, stopped, left, fenced) stays stopped until the host
-/// is restarted.
+/// or was fenced is started again (same worker id, new incarnation), as a
+/// supervisor restarts a process that exits with an error. A fenced one
+/// matters: the coordinator's abort of a transaction at its timeout bumps
+/// the producer's epoch, and librdkafka reports that as fencing, so
+/// without a restart one expired transaction would stop the worker for
+/// good. (Scenario hosts each have their own worker id, so a restart
+/// never fences another live process.) One that stopped otherwise
+/// (finished, stopped, left) stays stopped until the host is restarted.
 pub(super) fn add_worker(cluster: &mut SimCluster, host: String, setup: WorkerSetup) {
     let handle = cluster.handle();
     let starts = Rc::new(Cell::new(0_u64));
@@ -163,7 +168,7 @@ pub(super) fn add_worker(cluster: &mut SimCluster, host: String, setup: WorkerSe
             for _ in 0..RESTARTS_AFTER_FAILURE_MAX {
                 starts.set(starts.get() + 1);
                 let stopped = run_incarnation(&handle, &setup, &host, starts.get()).await;
-                let failed = matches!(stopped, Stopped::Failed(_));
+                let failed = matches!(stopped, Stopped::Failed(_) | Stopped::Fenced(_));
                 let line = format!("{stopped:?}");
                 setup.shared.stops.borrow_mut().push((host.clone(), line));
                 if !failed {
