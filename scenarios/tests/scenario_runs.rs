@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use eddyline_engine::job::Job;
-use eddyline_engine::worker::{JobLogic, Mutant, TaskLogic};
+use eddyline_engine::worker::Mutant;
 use eddyline_scenarios::checker::AnomalyKind;
 use eddyline_scenarios::run::{RunOptions, RunReport, run};
 use eddyline_scenarios::scenario::{
@@ -435,23 +435,6 @@ fn drawn_and_replayed(scenario: &Scenario, seed: u64) -> (RunReport, RunReport) 
     (drawn, replayed)
 }
 
-/// More seeds and scenarios of the replay (`--ignored`).
-#[test]
-#[ignore]
-fn replays_of_reported_faults_apply_the_same_faults_over_many_seeds() {
-    for file in shipped() {
-        let scenario = Scenario::from_file(&file).unwrap();
-        for seed in 1..=5 {
-            let (drawn, replayed) = drawn_and_replayed(&scenario, seed);
-            assert_eq!(replayed.faults, drawn.faults, "{file:?} seed {seed}");
-            assert_eq!(
-                replayed.observation, drawn.observation,
-                "{file:?} seed {seed}"
-            );
-        }
-    }
-}
-
 #[test]
 fn a_runs_reported_faults_replayed_as_a_listed_scenario_apply_the_same_faults() {
     let scenario = load("click-counts-faults.toml");
@@ -467,112 +450,6 @@ fn a_runs_reported_faults_replayed_as_a_listed_scenario_apply_the_same_faults() 
     );
     assert_eq!(replayed.faults, drawn.faults);
     assert_eq!(replayed.observation, drawn.observation);
-}
-
-/// One seed of every shipped scenario, with its wall time (`--ignored`).
-#[test]
-#[ignore]
-fn one_seed_of_every_shipped_scenario_runs() {
-    for file in shipped() {
-        let scenario = Scenario::from_file(&file).unwrap();
-        let started = std::time::Instant::now();
-        let report = run_seed(&scenario, 1);
-        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-        for listed in &report.faults {
-            *kinds.entry(listed.fault.name()).or_default() += 1;
-        }
-        eprintln!(
-            "{}: {:?} wall, {} ms simulated, drained at {:?}, output {}, faults {kinds:?}",
-            file.file_name().unwrap().to_string_lossy(),
-            started.elapsed(),
-            report.elapsed_ms,
-            report.observation.drained_at_ms,
-            lines(&report.observation.output)
-        );
-    }
-}
-
-/// What an uninterrupted run commits, per topic and key: the job's tasks
-/// run directly over each input partition in offset order.
-fn uninterrupted(
-    job: &Job,
-    input: &BTreeMap<i32, Vec<eddyline_engine::transport::Message>>,
-) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
-    let mut by_topic: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    for (partition, messages) in input {
-        let mut task = job.new_task(*partition, std::time::Duration::ZERO).unwrap();
-        let mut out = Vec::new();
-        for message in messages {
-            task.process(message, std::time::Duration::ZERO, &mut out)
-                .unwrap();
-        }
-        task.finish(&mut out).unwrap();
-        for record in out {
-            let key = String::from_utf8(record.key.unwrap_or_default()).unwrap();
-            let line = String::from_utf8(record.value.unwrap_or_default()).unwrap();
-            let topic = by_topic.entry(record.topic).or_default();
-            topic.entry(key).or_default().push(line);
-        }
-    }
-    by_topic
-}
-
-/// The committed lines of a topic per key, in log order per partition.
-fn committed_by_key(
-    by_partition: &BTreeMap<i32, Vec<eddyline_engine::transport::Message>>,
-) -> BTreeMap<String, Vec<String>> {
-    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for message in by_partition.values().flatten() {
-        let key = String::from_utf8(message.key.clone().unwrap_or_default()).unwrap();
-        let line = String::from_utf8(message.value.clone().unwrap_or_default()).unwrap();
-        by_key.entry(key).or_default().push(line);
-    }
-    by_key
-}
-
-/// Whether a run committed exactly the uninterrupted run's output.
-fn exactly_once(scenario: &Scenario, report: &RunReport) -> bool {
-    let job = scenario.load_job().unwrap();
-    let want = uninterrupted(&job, &report.observation.input);
-    let o = &report.observation;
-    let topics = [
-        (job.output_topic().to_string(), &o.output),
-        (job.late_topic().to_string(), &o.late),
-        (
-            job.dead_letter_topic().unwrap_or("-").to_string(),
-            &o.dead_letter,
-        ),
-    ];
-    o.drained
-        && o.unstable.is_empty()
-        && topics.iter().all(|(topic, got)| {
-            want.get(topic).cloned().unwrap_or_default() == committed_by_key(got)
-        })
-}
-
-/// A sweep of the shipped scenarios against the uninterrupted run
-/// (`EDDY_SCENARIO_SEEDS`, default 5; `--ignored`): pass scenarios hold,
-/// controls break it somewhere.
-#[test]
-#[ignore]
-fn shipped_scenarios_hold_or_break_exactly_once_as_expected() {
-    let seeds: u64 = std::env::var("EDDY_SCENARIO_SEEDS")
-        .ok()
-        .map_or(5, |text| text.parse().unwrap());
-    let mut wrong = Vec::new();
-    for file in shipped() {
-        let scenario = Scenario::from_file(&file).unwrap();
-        let name = file.file_name().unwrap().to_string_lossy().to_string();
-        let failing: Vec<u64> = (1..=seeds)
-            .filter(|&seed| !exactly_once(&scenario, &run_seed(&scenario, seed)))
-            .collect();
-        eprintln!("{name}: seeds breaking exactly-once: {failing:?}");
-        let pass = scenario.expect == Expect::Pass;
-        if pass != failing.is_empty() {
-            wrong.push(name);
-        }
-    }
-    assert!(wrong.is_empty(), "{wrong:?}");
 }
 
 #[test]
