@@ -553,6 +553,18 @@ fn sim_run_with_a_bad_seed_or_an_unknown_mutant_exits_2() {
 }
 
 #[test]
+fn sim_run_with_a_bad_eddy_seed_exits_2_naming_the_variable() {
+    let dir = temp_dir("bad_env_seed");
+    let scenario = small_window_stats(&dir);
+    let output = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["sim", "run", &scenario])
+        .env("EDDY_SEED", "not-a-seed")
+        .output()
+        .expect("running eddy");
+    assert_bad_input(&output, &["EDDY_SEED", "not-a-seed"]);
+}
+
+#[test]
 fn sim_sweep_with_an_empty_seed_range_or_a_bad_shard_exits_2() {
     let dir = temp_dir("bad_sweep_flags");
     let scenario = small_window_stats(&dir);
@@ -894,6 +906,16 @@ fn sim_shrink_prints_a_smaller_scenario_that_still_fails_the_same_way() {
         "{faults_after} < {faults_before}"
     );
     assert!(listed < faults_before, "{listed} listed < {faults_before}");
+
+    // The file says what it shows: a sweep of it runs the failing seed
+    // with the mutant and detects the anomaly.
+    let sweep = eddy(&["sim", "sweep", &file, "--json", "--jobs", "1"]);
+    assert_eq!(sweep.status.code(), Some(0), "{}", both(&sweep));
+    let summary = sweep_json(&sweep);
+    let s = &summary["scenarios"][0];
+    assert_eq!(s["expect"], format!("detect {target}"), "{s}");
+    assert_eq!(s["mutant"], "fire-early", "{s}");
+    assert_eq!(u64s(&s["detected_seeds"]), vec![4], "{s}");
 }
 
 #[test]
