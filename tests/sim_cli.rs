@@ -808,6 +808,41 @@ fn sim_sweep_shards_together_cover_the_unsharded_seeds_exactly_once() {
     assert_eq!(both_shards, unsharded);
 }
 
+#[test]
+fn sim_sweep_shard_without_seeds_of_a_control_is_not_a_failure() {
+    let dir = temp_dir("sweep_empty_shard");
+    let scenario = small_click_counts(&dir);
+    let args = |json: bool| {
+        let mut args = vec![
+            "sim",
+            "sweep",
+            &scenario,
+            "--seeds",
+            "1..2",
+            "--shard",
+            "2/2",
+            "--mutant",
+            "drop-late",
+        ];
+        if json {
+            args.push("--json");
+        }
+        eddy(&args)
+    };
+    let output = args(true);
+    assert_eq!(output.status.code(), Some(0), "{}", both(&output));
+    let summary = sweep_json(&output);
+    assert_eq!(summary["scenarios"][0]["seeds"], 0, "{summary}");
+    assert_eq!(summary["ok"], true, "{summary}");
+    let output = args(false);
+    assert_eq!(output.status.code(), Some(0), "{}", both(&output));
+    assert!(
+        stdout(&output).contains("no seeds in this shard"),
+        "{}",
+        both(&output)
+    );
+}
+
 /// The failing seeds a sweep's table names (`PATH: seed N FAILED: ...`).
 fn failing_seeds(output: &Output) -> Vec<u64> {
     let text = stdout(output);
