@@ -809,6 +809,44 @@ fn sim_sweep_shards_together_cover_the_unsharded_seeds_exactly_once() {
 }
 
 #[test]
+fn sim_sweep_repro_of_a_failing_seed_reproduces_its_anomalies() {
+    let dir = temp_dir("sweep_repro");
+    let scenario = write(
+        &dir,
+        "at-least-once.toml",
+        &small_scenario(WINDOW_STATS_JOB, "window-stats")
+            .replace("seeds = ", "delivery = \"at_least_once\"\nseeds = ")
+            .replace("worker_crash_per_s = 0.3", "worker_crash_per_s = 1.0"),
+    );
+    let output = eddy(&[
+        "sim", "sweep", &scenario, "--seeds", "1..3", "--jobs", "2", "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", both(&output));
+    let summary = sweep_json(&output);
+    let failing = &summary["scenarios"][0]["failing"][0];
+    let repro = failing["repro"].as_str().expect("a repro command");
+    let seed = failing["seed"].as_u64().unwrap();
+    assert_eq!(repro, format!("eddy sim run {scenario} --seed {seed}"));
+    let kinds: Vec<String> = failing["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "duplicate-output"), "{failing}");
+    let words: Vec<&str> = repro.split_whitespace().collect();
+    let again = eddy(&words[1..]);
+    assert_eq!(again.status.code(), Some(1), "{}", both(&again));
+    assert_eq!(anomaly_kinds(&stdout(&again)), kinds, "{}", both(&again));
+    let first = failing["first"].as_str().unwrap();
+    assert!(
+        stdout(&again).lines().any(|l| l.trim() == first),
+        "the first anomaly {first:?}: {}",
+        both(&again)
+    );
+}
+
+#[test]
 fn sim_sweep_shard_without_seeds_of_a_control_is_not_a_failure() {
     let dir = temp_dir("sweep_empty_shard");
     let scenario = small_click_counts(&dir);
