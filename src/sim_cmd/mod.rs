@@ -147,15 +147,17 @@ pub fn parse_mutant(name: Option<&str>) -> Result<Option<Mutant>, CliError> {
     .transpose()
 }
 
-/// `--seed`, else `EDDY_SEED`, else `default`.
+/// `--seed`, else `EDDY_SEED`, else `default`. A bad seed is refused
+/// naming where it came from.
 pub fn parse_seed(given: Option<&str>, default: Seed) -> Result<Seed, CliError> {
     let from_env = std::env::var("EDDY_SEED").ok();
-    match given.or(from_env.as_deref()) {
-        Some(text) => text
-            .parse::<Seed>()
-            .map_err(|e| CliError::BadInput(format!("--seed: {e}"))),
-        None => Ok(default),
-    }
+    let (source, text) = match (given, from_env.as_deref()) {
+        (Some(text), _) => ("--seed", text),
+        (None, Some(text)) => ("EDDY_SEED", text),
+        (None, None) => return Ok(default),
+    };
+    text.parse::<Seed>()
+        .map_err(|e| CliError::BadInput(format!("{source}: {e}")))
 }
 
 fn run_one(args: &RunArgs) -> Result<Outcome, CliError> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use eddyline_scenarios::run::RunOptions;
-use eddyline_scenarios::scenario::{Scenario, SeedRange};
+use eddyline_scenarios::scenario::{Expect, Scenario, SeedRange};
 use eddyline_scenarios::shrink;
 use eddyline_scenarios::verdict::judge;
 use eddyline_sim::Seed;
@@ -69,6 +69,16 @@ pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
         shrunk.scenario.workload.records
     );
     let mut minimal = shrunk.scenario;
+    // The file says what it shows: the target anomaly, with the mutant the
+    // run had on (a sweep of it then switches the mutant on and expects the
+    // anomaly, as the run did). A `pass` scenario without a mutant stays
+    // `pass`: a sweep of it fails at the seed.
+    if first.mutant.is_some() || minimal.expect != Expect::Pass {
+        minimal.expect = Expect::Detect {
+            anomaly: target,
+            mutant: first.mutant,
+        };
+    }
     // A sweep of the file runs the failing seed.
     if let Some(end) = seed.value().checked_add(1) {
         minimal.seeds = SeedRange {

@@ -299,8 +299,12 @@ impl Summary {
         }
     }
 
+    /// No failing seed, and a positive control detected on some seed. A
+    /// scenario with no seeds in this shard (`--shard` with more shards
+    /// than seeds) has nothing to judge: it is not a control that failed.
     fn ok(&self) -> bool {
-        self.failing.is_empty() && (self.goal == Goal::Pass || !self.detected.is_empty())
+        self.failing.is_empty()
+            && (self.goal == Goal::Pass || self.seeds == 0 || !self.detected.is_empty())
     }
 }
 
@@ -332,7 +336,9 @@ fn print_table(summaries: &[Summary], seeds: usize, seconds: f64) {
         );
     }
     for s in summaries {
-        if s.goal != Goal::Pass {
+        if s.seeds == 0 {
+            println!("{}: no seeds in this shard", s.path);
+        } else if s.goal != Goal::Pass {
             match s.detected.first() {
                 Some(seed) => println!("{}: first detected at seed {seed}", s.path),
                 None => println!(
