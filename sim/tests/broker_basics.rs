@@ -135,6 +135,44 @@ mod produce_and_fetch {
 mod metadata {
     use super::*;
 
+    /// Kafka 3.8's `BrokerServer.startup` enables request processing only
+    /// once the broker has caught up with the metadata log; before this was
+    /// modelled, a restarted broker answered UNKNOWN_TOPIC_OR_PARTITION for
+    /// existing topics, and a consumer group's leader assigned nothing.
+    #[test]
+    fn a_restarted_broker_answers_metadata_only_once_it_knows_the_topics() {
+        let mut cluster = cluster(5);
+        let handle = cluster.handle();
+        cluster.client("test", async move {
+            wait_ready(&handle).await;
+            create_topic(&handle, "orders", 4).await;
+            handle.crash_broker(2);
+            sleep_ms(50).await;
+            handle.restart_broker(2);
+            // As a client does: retry while the broker refuses connections;
+            // the first answer it gives must know the topic.
+            let mut answer = None;
+            for _ in 0..500 {
+                let request = Request::Metadata(MetadataRequest {
+                    topics: Some(vec!["orders".into()]),
+                });
+                if let Ok(response) = connect(2).call(request, 1_000).await {
+                    answer = Some(response);
+                    break;
+                }
+                sleep_ms(2).await;
+            }
+            let response = answer.expect("the restarted broker answers");
+            let Response::Metadata(MetadataResponse { topics, .. }) = response else {
+                panic!("unexpected {response:?}");
+            };
+            assert_eq!(topics[0].error, None, "{topics:?}");
+            assert_eq!(topics[0].partitions.len(), 4);
+            Ok(())
+        });
+        cluster.run().unwrap();
+    }
+
     #[test]
     fn metadata_lists_live_brokers_and_partition_leaders() {
         let mut cluster = cluster(4);

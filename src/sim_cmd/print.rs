@@ -38,6 +38,10 @@ pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
         }
     );
     println!("worker: {:?}", report.stats);
+    println!("worker stops: {}", report.stops.len());
+    for (host, why) in &report.stops {
+        println!("  {host}: {why}");
+    }
     print_verdict(verdict);
     if !verdict.clean() {
         println!(

@@ -35,7 +35,13 @@ pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
         CliError::Internal(format!("{}: seed {seed}: {e}", loaded.path))
     };
     let first = judge(&loaded.scenario, &loaded.job, &options, false).map_err(|e| internal(&e))?;
-    let Some(target) = first.anomalies.first().map(|a| a.kind) else {
+    // A positive control shrinks towards the anomaly it expects, when the
+    // run shows it; any other run towards its first anomaly.
+    let expected = match loaded.scenario.expect {
+        Expect::Detect { anomaly, .. } if first.found(anomaly) => Some(anomaly),
+        _ => None,
+    };
+    let Some(target) = expected.or(first.anomalies.first().map(|a| a.kind)) else {
         return Err(CliError::BadInput(format!(
             "{}: seed {seed} passes: there is nothing to shrink",
             loaded.path

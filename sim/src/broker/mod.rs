@@ -457,15 +457,33 @@ pub(crate) async fn run(context: BrokerContext) -> turmoil::Result {
         [incarnation as i64, 0, 0, 0],
     );
     let broker = Rc::new(Broker::new(&context, incarnation));
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, BROKER_PORT)).await?;
     tokio::task::spawn_local(replication::controller_session(broker.clone()));
     tokio::task::spawn_local(replication::metadata_poller(broker.clone()));
     tokio::task::spawn_local(replication::isr_manager(broker.clone()));
     tokio::task::spawn_local(txn_coordinator::timeout_checker(broker.clone()));
     tokio::task::spawn_local(group_coordinator::session_checker(broker.clone()));
+    // Kafka 3.8 serves no client before the broker has caught up with the
+    // metadata log: `BrokerServer.startup` waits for the lifecycle
+    // manager's `initialCatchUpFuture` before
+    // `socketServer.enableRequestProcessing`. A restarted broker that
+    // answered from an empty image would call every topic unknown, and a
+    // consumer group's leader would then assign nothing.
+    caught_up_with_metadata(&broker).await;
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, BROKER_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::task::spawn_local(server::serve_connection(broker.clone(), stream));
+    }
+}
+
+/// Returns once the broker has applied a metadata image from the
+/// controller (the controller always sends its latest whole image).
+async fn caught_up_with_metadata(broker: &Broker) {
+    let mut changed = broker.changed.subscribe();
+    while broker.state.borrow().metadata.epoch == 0 {
+        if changed.changed().await.is_err() {
+            return;
+        }
     }
 }
 
