@@ -43,9 +43,10 @@ impl SnapshotKind {
     }
 }
 
-/// Encodes `state` as a snapshot of `kind`.
-pub fn encode<T: Serialize>(kind: SnapshotKind, state: &T) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + 64);
+/// Encodes `state` as a snapshot of `kind`, into a buffer first sized for
+/// `size_hint` bytes of state.
+pub fn encode<T: Serialize + ?Sized>(kind: SnapshotKind, state: &T, size_hint: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + size_hint);
     bytes.extend_from_slice(&MAGIC);
     bytes.push(kind as u8);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -113,7 +114,7 @@ mod tests {
             vec![i64::MIN, -1, i64::MAX],
             3i128,
         );
-        let bytes = encode(SnapshotKind::WindowOperator, &value);
+        let bytes = encode(SnapshotKind::WindowOperator, &value, 0);
         assert_eq!(&bytes[..4], b"EDDY");
         let back: (u64, String, Vec<i64>, i128) =
             decode(SnapshotKind::WindowOperator, &bytes).unwrap();
@@ -122,7 +123,7 @@ mod tests {
 
     #[test]
     fn another_magic_kind_or_version_is_refused() {
-        let bytes = encode(SnapshotKind::WindowOperator, &42u64);
+        let bytes = encode(SnapshotKind::WindowOperator, &42u64, 0);
         let mut bad_magic = bytes.clone();
         bad_magic[0] = b'X';
         assert!(decode::<u64>(SnapshotKind::WindowOperator, &bad_magic).is_err());
@@ -141,6 +142,7 @@ mod tests {
         let bytes = encode(
             SnapshotKind::WindowOperator,
             &(1u64, 2u64, "abc".to_string()),
+            0,
         );
         for len in 0..bytes.len() {
             assert!(
