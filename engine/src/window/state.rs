@@ -85,6 +85,14 @@ impl StateKey {
         }
     }
 
+    /// A key of at most 15 bytes, read from the order word (it holds all of
+    /// it): a buffer and the key's length.
+    #[inline]
+    pub(crate) fn inline_bytes(&self) -> Option<([u8; 16], usize)> {
+        let len = self.order as u8 as usize;
+        (len <= STATE_KEY_INLINE_BYTES).then(|| (self.order.to_be_bytes(), len))
+    }
+
     /// Whether the order word alone does not tell two keys with equal
     /// words apart (both are 16 bytes or longer).
     #[inline]
@@ -301,7 +309,16 @@ impl<Acc: Serialize> Serialize for StateEntryRef<'_, Acc> {
         use serde::ser::SerializeStruct;
         // Field for field the derived encoding of `StateEntry`.
         let mut entry = serializer.serialize_struct("StateEntry", 4)?;
-        entry.serialize_field("key", &*self.key.key)?;
+        match self.key.inline_bytes() {
+            // Read from the order word: the key's own bytes are elsewhere
+            // on the heap, one cache miss per key in a big state.
+            Some((bytes, len)) => {
+                let key = std::str::from_utf8(&bytes[..len])
+                    .expect("a whole key of under 16 bytes is its str's bytes");
+                entry.serialize_field("key", key)?;
+            }
+            None => entry.serialize_field("key", &*self.key.key)?,
+        }
         entry.serialize_field("start", &self.start)?;
         entry.serialize_field("end", &self.end)?;
         entry.serialize_field("acc", self.acc)?;
@@ -320,6 +337,29 @@ pub(crate) fn sort_entries<Acc>(entries: &mut [StateEntryRef<'_, Acc>]) {
     if !entries.is_sorted_by(|a, b| order(a, b).is_le()) {
         // `(key, start)` is unique: an unstable sort gives the one order.
         entries.sort_unstable_by(order);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_short_key_is_read_whole_from_its_order_word_and_a_long_one_is_not() {
+        for key in [
+            "",
+            "a",
+            "user-12345",
+            "ключ-7",
+            "fifteen-bytes-x",
+            "sixteen-bytes-xx",
+        ] {
+            let state_key = StateKey::new(Key::from(key));
+            match state_key.inline_bytes() {
+                Some((bytes, len)) => assert_eq!(&bytes[..len], key.as_bytes()),
+                None => assert!(key.len() > STATE_KEY_INLINE_BYTES, "{key}"),
+            }
+        }
     }
 }
 
