@@ -288,7 +288,7 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
             entries: state
                 .entries
                 .into_iter()
-                .map(|entry| entry.to_owned())
+                .map(|entry| entry.into_owned())
                 .collect(),
         })
     }

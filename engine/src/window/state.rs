@@ -270,7 +270,7 @@ pub(crate) struct StateEntry<Acc> {
 /// One window's state as a snapshot writes it: borrowed from the live
 /// state, so that taking a snapshot copies no key and no accumulator. It
 /// encodes exactly as the [`StateEntry`] it decodes to.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) struct StateEntryRef<'a, Acc> {
     pub(crate) key: &'a StateKey,
     pub(crate) start: EventTime,
@@ -291,7 +291,7 @@ impl<'a, Acc> StateEntryRef<'a, Acc> {
 
     /// The owned entry (tests build corrupt snapshots from it).
     #[cfg(test)]
-    pub(crate) fn to_owned(self) -> StateEntry<Acc>
+    pub(crate) fn into_owned(self) -> StateEntry<Acc>
     where
         Acc: Clone,
     {
@@ -340,6 +340,11 @@ pub(crate) fn sort_entries<Acc>(entries: &mut [StateEntryRef<'_, Acc>]) {
     }
 }
 
+/// A snapshot that decoded but describes state that cannot exist.
+pub(crate) fn corrupt(what: impl fmt::Display) -> Error {
+    Error::CorruptSnapshot(what.to_string())
+}
+
 #[cfg(test)]
 mod key_tests {
     use super::*;
@@ -361,9 +366,4 @@ mod key_tests {
             }
         }
     }
-}
-
-/// A snapshot that decoded but describes state that cannot exist.
-pub(crate) fn corrupt(what: impl fmt::Display) -> Error {
-    Error::CorruptSnapshot(what.to_string())
 }
