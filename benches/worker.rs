@@ -25,7 +25,9 @@ use eddyline_engine::transport::{
     Admin, NewTopic, Producer, ProducerConfig, ProducerRecord, TopicPartition, Transport,
 };
 use eddyline_engine::worker::driver::{self, Clients};
-use eddyline_engine::worker::{Faithful, JobLogic, Stopped, TaskLogic, WorkerCore, WorkerStats};
+use eddyline_engine::worker::{
+    Command, Faithful, JobLogic, Stopped, TaskLogic, WorkerCore, WorkerStats,
+};
 use eddyline_sim::Seed;
 
 const RECORDS: usize = 2_000_000;
@@ -96,8 +98,72 @@ async fn loaded(records: &[ProducerRecord]) -> MemoryKafka {
     kafka
 }
 
-/// One bounded run of the job over the loaded input: wall time and stats.
-fn run(records: &[ProducerRecord], checkpoint_interval_ms: u64) -> (Duration, WorkerStats) {
+/// The wall time of each checkpoint of a run, from the driver's commands:
+/// a command's time runs from the driver being handed it to the driver
+/// being handed the next one (its call, and the core's handling of the
+/// answer). A checkpoint's time is that of its commands (snapshot writes,
+/// the transaction's begin, sends, offsets and commit, collects) plus,
+/// for the poll whose answer began it (the snapshots are taken then), its
+/// time beyond the median poll's. The last checkpoint of a run also fires
+/// every window (end of input) and sends their results.
+#[derive(Clone, Debug, Default)]
+struct Spent {
+    checkpoints: Vec<Duration>,
+    /// The run's time on a CPU (see [`cpu_time`]).
+    cpu: Option<Duration>,
+}
+
+impl Spent {
+    /// Every checkpoint but the run's last, in ms.
+    fn before_last_ms(&self) -> Vec<f64> {
+        let before = &self.checkpoints[..self.checkpoints.len().saturating_sub(1)];
+        before
+            .iter()
+            .map(|spent| spent.as_secs_f64() * 1e3)
+            .collect()
+    }
+
+    fn last_ms(&self) -> f64 {
+        self.checkpoints
+            .last()
+            .map_or(0.0, |spent| spent.as_secs_f64() * 1e3)
+    }
+}
+
+/// What [`Spent`] counts a command as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Poll,
+    Checkpoint,
+    Other,
+}
+
+fn kind(command: &Command) -> Kind {
+    match command {
+        Command::Poll { .. } => Kind::Poll,
+        Command::WriteSnapshot(..)
+        | Command::BeginTransaction
+        | Command::Send(_)
+        | Command::SendOffsets { .. }
+        | Command::CommitTransaction
+        | Command::Collect { .. } => Kind::Checkpoint,
+        _ => Kind::Other,
+    }
+}
+
+/// The time this thread has spent on a CPU (Linux: the first field of
+/// `/proc/thread-self/schedstat`, in ns); `None` elsewhere. On a shared
+/// machine it leaves out the time the run waited for a CPU, which the wall
+/// time counts.
+fn cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// One bounded run of the job over the loaded input: wall time, stats and
+/// where the time went.
+fn run(records: &[ProducerRecord], checkpoint_interval_ms: u64) -> (Duration, WorkerStats, Spent) {
     runtime().block_on(async {
         let kafka = loaded(records).await;
         let job = job(checkpoint_interval_ms);
@@ -106,26 +172,60 @@ fn run(records: &[ProducerRecord], checkpoint_interval_ms: u64) -> (Duration, Wo
         core.set_end_offsets([(TopicPartition::new(INPUT, 0), records.len() as i64)].into());
         let mut store = MemoryStore::new();
         let mut stats = WorkerStats::default();
+        let mut previous: Option<(Instant, Kind)> = None;
+        let mut polls = Vec::new();
+        // Per checkpoint: the time of the poll that began it, of its
+        // commands.
+        let mut checkpoints: Vec<(Duration, Duration)> = Vec::new();
+        let cpu_started = cpu_time();
         let started = Instant::now();
         let stopped = driver::run(
             &kafka,
             &mut store,
             core,
             Clients::new("bench"),
-            |core, _| {
+            |core, command| {
+                let now = Instant::now();
+                let next = kind(command);
+                if let Some((then, was)) = previous {
+                    let spent = now - then;
+                    match was {
+                        Kind::Poll if next == Kind::Checkpoint => {
+                            checkpoints.push((spent, Duration::ZERO));
+                        }
+                        Kind::Poll => polls.push(spent),
+                        Kind::Checkpoint => {
+                            if let Some((_, commands)) = checkpoints.last_mut() {
+                                *commands += spent;
+                            }
+                        }
+                        Kind::Other => {}
+                    }
+                }
+                previous = Some((now, next));
                 stats = core.stats();
             },
         )
         .await
         .expect("the run");
         let wall = started.elapsed();
+        let cpu = cpu_time().zip(cpu_started).map(|(end, start)| end - start);
+        polls.sort();
+        let median_poll = polls.get(polls.len() / 2).copied().unwrap_or_default();
+        let spent = Spent {
+            checkpoints: checkpoints
+                .into_iter()
+                .map(|(poll, commands)| poll.saturating_sub(median_poll) + commands)
+                .collect(),
+            cpu,
+        };
         assert_eq!(stopped, Stopped::Finished);
         assert_eq!(
             stats.records_in,
             records.len() as u64,
             "every record processed"
         );
-        (wall, stats)
+        (wall, stats, spent)
     })
 }
 
@@ -170,18 +270,34 @@ fn main() {
     let mut with = Vec::new();
     let mut without = Vec::new();
     let (mut checkpoints_with, mut checkpoints_without) = (0, 0);
+    let mut checkpoint_ms = Vec::new();
+    let (mut cpu_with, mut cpu_without) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (wall_on, stats_on) = run(&records, 1_000);
-        let (wall_off, stats_off) = run(&records, 24 * 3_600_000);
+        let (wall_on, stats_on, spent_on) = run(&records, 1_000);
+        let (wall_off, stats_off, spent_off) = run(&records, 24 * 3_600_000);
         checkpoints_with = stats_on.checkpoints_committed;
         checkpoints_without = stats_off.checkpoints_committed;
+        let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
         eprintln!(
-            "round {round}: 1 s checkpoints {:.0} ms ({} checkpoints, {} MB of snapshots), off {:.0} ms",
-            wall_on.as_secs_f64() * 1e3,
+            "round {round}: 1 s checkpoints {:.0} ms ({} checkpoints, {} MB of snapshots; checkpoints {:.0?} ms, the last {:.0} ms), off {:.0} ms (its checkpoint {:.0} ms)",
+            ms(wall_on),
             stats_on.checkpoints_committed,
             stats_on.snapshot_bytes_written / 1_000_000,
-            wall_off.as_secs_f64() * 1e3
+            spent_on.before_last_ms(),
+            spent_on.last_ms(),
+            ms(wall_off),
+            spent_off.last_ms(),
         );
+        checkpoint_ms.extend(spent_on.before_last_ms());
+        if let (Some(on), Some(off)) = (spent_on.cpu, spent_off.cpu) {
+            eprintln!(
+                "round {round}: on a CPU: 1 s checkpoints {:.0} ms, off {:.0} ms",
+                ms(on),
+                ms(off)
+            );
+            cpu_with.push(RECORDS as f64 / on.as_secs_f64());
+            cpu_without.push(RECORDS as f64 / off.as_secs_f64());
+        }
         with.push(RECORDS as f64 / wall_on.as_secs_f64());
         without.push(RECORDS as f64 / wall_off.as_secs_f64());
     }
@@ -195,6 +311,21 @@ fn main() {
         "| **ratio** (target ≥ 0.95) | **{:.3}** | |",
         with / without
     );
+    if !cpu_with.is_empty() {
+        let (with, without) = (median(cpu_with), median(cpu_without));
+        println!(
+            "| on-CPU time: checkpoints every 1 s / off | {with:.0} / {without:.0} | ratio {:.3} |",
+            with / without
+        );
+    }
+    if !checkpoint_ms.is_empty() {
+        println!();
+        println!(
+            "a checkpoint of 100k-key state inside the run (1 s checkpoints, all rounds, the runs' last ones left out): median {:.1} ms over {}",
+            median(checkpoint_ms.clone()),
+            checkpoint_ms.len()
+        );
+    }
     println!();
     println!(
         "snapshot of a task with {KEYS} keys' windows: {:.1} MB, {:.1} ms",

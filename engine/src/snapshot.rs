@@ -19,7 +19,17 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 4] = *b"EDDY";
 
 /// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+///
+/// - 1: decimals in job accumulators as strings (`rust_decimal`'s
+///   `serde-str`).
+/// - 2: decimals as scale and mantissa
+///   (`crate::job::value::snapshot_decimal`); otherwise as version 1.
+///
+/// Older versions are refused, not migrated: a job restored from a
+/// version-1 checkpoint fails with [`Error::CorruptSnapshot`] naming the
+/// version, and must start over from its input (or be restored by the
+/// build that wrote it).
+pub const VERSION: u16 = 2;
 
 const HEADER_LEN: usize = MAGIC.len() + 1 + 2;
 
@@ -43,9 +53,10 @@ impl SnapshotKind {
     }
 }
 
-/// Encodes `state` as a snapshot of `kind`.
-pub fn encode<T: Serialize>(kind: SnapshotKind, state: &T) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + 64);
+/// Encodes `state` as a snapshot of `kind`, into a buffer first sized for
+/// `size_hint` bytes of state.
+pub fn encode<T: Serialize + ?Sized>(kind: SnapshotKind, state: &T, size_hint: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + size_hint);
     bytes.extend_from_slice(&MAGIC);
     bytes.push(kind as u8);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -113,7 +124,7 @@ mod tests {
             vec![i64::MIN, -1, i64::MAX],
             3i128,
         );
-        let bytes = encode(SnapshotKind::WindowOperator, &value);
+        let bytes = encode(SnapshotKind::WindowOperator, &value, 0);
         assert_eq!(&bytes[..4], b"EDDY");
         let back: (u64, String, Vec<i64>, i128) =
             decode(SnapshotKind::WindowOperator, &bytes).unwrap();
@@ -122,7 +133,7 @@ mod tests {
 
     #[test]
     fn another_magic_kind_or_version_is_refused() {
-        let bytes = encode(SnapshotKind::WindowOperator, &42u64);
+        let bytes = encode(SnapshotKind::WindowOperator, &42u64, 0);
         let mut bad_magic = bytes.clone();
         bad_magic[0] = b'X';
         assert!(decode::<u64>(SnapshotKind::WindowOperator, &bad_magic).is_err());
@@ -131,9 +142,22 @@ mod tests {
         bad_kind[4] = 99;
         assert!(decode::<u64>(SnapshotKind::WindowOperator, &bad_kind).is_err());
         let mut future = bytes.clone();
-        future[5] = 2;
+        future[5] = 3;
         let error = decode::<u64>(SnapshotKind::WindowOperator, &future).unwrap_err();
-        assert!(error.to_string().contains("version 2"), "{error}");
+        assert!(error.to_string().contains("version 3"), "{error}");
+    }
+
+    #[test]
+    fn version_1_is_refused_by_name() {
+        let mut old = encode(SnapshotKind::WindowTask, &42u64, 0);
+        assert_eq!(old[5..7], VERSION.to_le_bytes());
+        old[5..7].copy_from_slice(&1u16.to_le_bytes());
+        let error = decode::<u64>(SnapshotKind::WindowTask, &old).unwrap_err();
+        assert!(matches!(error, Error::CorruptSnapshot(_)), "{error}");
+        assert!(
+            error.to_string().contains("version 1 is not supported"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -141,6 +165,7 @@ mod tests {
         let bytes = encode(
             SnapshotKind::WindowOperator,
             &(1u64, 2u64, "abc".to_string()),
+            0,
         );
         for len in 0..bytes.len() {
             assert!(

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use super::functions::{Functions, ProcessWindow};
 use super::path::FieldPath;
 use super::problem::{Problem, join};
-use super::value::{FieldType, OutputValue, Row, Scalar, exact_decimal_add};
+use super::value::{FieldType, OutputValue, Row, Scalar, exact_decimal_add, snapshot_decimal};
 
 /// A built-in aggregate function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -373,14 +373,16 @@ impl AggregatePlan {
     }
 }
 
-/// The accumulator of one aggregate.
+/// The accumulator of one aggregate. In snapshots decimals are written as
+/// scale and mantissa ([`snapshot_decimal`]), not as strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AggAcc {
     Count(u64),
     SumInteger(i128),
-    SumDecimal(Decimal),
+    SumDecimal(#[serde(with = "snapshot_decimal")] Decimal),
     AvgInteger(AvgAcc),
     AvgDecimal {
+        #[serde(with = "snapshot_decimal")]
         sum: Decimal,
         count: u64,
     },

@@ -54,11 +54,40 @@ const SNAPSHOT_MAGIC: [u8; 4] = *b"EDJT";
 const SNAPSHOT_VERSION: u16 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct TaskSnapshot {
-    job: String,
+struct TaskSnapshot<'a> {
+    #[serde(borrow)]
+    job: &'a str,
     fingerprint: u64,
     task: i32,
-    window_task: Vec<u8>,
+    #[serde(borrow)]
+    window_task: Bytes<'a>,
+}
+
+/// Bytes that serde hands over whole: postcard writes them as a sequence
+/// of `u8` would be (a varint length, then the bytes), but in one copy
+/// instead of one call per byte, and reads them without a copy.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Bytes<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_borrowed_bytes<E>(self, bytes: &'de [u8]) -> Result<Bytes<'de>, E> {
+                Ok(Bytes(bytes))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
 }
 
 type JobWindowTask = WindowTask<u32, JobValue, JobAggregator>;
@@ -159,7 +188,7 @@ impl Job {
             self.task_watermarks(mutants),
             self.window_config(),
             self.definition().aggregator.clone(),
-            &state.window_task,
+            state.window_task.0,
             now,
         )?;
         Ok(self.task_over(task, window, mutants))
@@ -175,14 +204,18 @@ impl Job {
     }
 }
 
-fn encode_snapshot(state: &TaskSnapshot) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(6 + 32 + state.window_task.len());
+fn encode_snapshot(state: &TaskSnapshot<'_>) -> Vec<u8> {
+    // Magic and version, then at most: the name's varint length and
+    // bytes, 10 + 5 bytes of fingerprint and task, the window task's
+    // varint length (10) and bytes.
+    let mut bytes =
+        Vec::with_capacity(6 + 10 + state.job.len() + 15 + 10 + state.window_task.0.len());
     bytes.extend_from_slice(&SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     postcard::to_extend(state, bytes).expect("a task snapshot serializes with postcard")
 }
 
-fn decode_snapshot(bytes: &[u8]) -> Result<TaskSnapshot> {
+fn decode_snapshot(bytes: &[u8]) -> Result<TaskSnapshot<'_>> {
     let corrupt = |why: String| Error::CorruptSnapshot(format!("job task snapshot: {why}"));
     if bytes.len() < 6 || bytes[..4] != SNAPSHOT_MAGIC {
         return Err(corrupt(format!(
@@ -403,11 +436,12 @@ impl<M: Mutants> TaskLogic for JobTask<M> {
     }
 
     fn snapshot(&self, now: Duration) -> Result<Vec<u8>> {
+        let window_task = self.window.snapshot(now)?;
         Ok(encode_snapshot(&TaskSnapshot {
-            job: self.job.name().to_string(),
+            job: self.job.name(),
             fingerprint: self.job.fingerprint(),
             task: self.task,
-            window_task: self.window.snapshot(now)?,
+            window_task: Bytes(&window_task),
         }))
     }
 

@@ -63,8 +63,56 @@ impl fmt::Display for FieldType {
 pub enum Scalar {
     Boolean(bool),
     Integer(i64),
-    Decimal(Decimal),
+    Decimal(#[serde(with = "snapshot_decimal")] Decimal),
     String(String),
+}
+
+/// A decimal in a snapshot: one byte holding its sign (top bit) and scale
+/// (0 to 28), then the magnitude of its 96-bit mantissa (a `u128`, which
+/// postcard writes as a varint: a few bytes for everyday amounts). Exact,
+/// bit for bit (trailing zeros, `1.50` stays `1.50`, and the sign even of a
+/// zero), so a restored decimal re-encodes to the same bytes; and neither
+/// side allocates, unlike the decimal text of `rust_decimal`'s `serde-str`
+/// (snapshot format version 1).
+pub(crate) mod snapshot_decimal {
+    use rust_decimal::Decimal;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    const NEGATIVE: u8 = 0x80;
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Decimal,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        // `scale()` is at most 28: it fits below the sign bit.
+        let sign = if value.is_sign_negative() {
+            NEGATIVE
+        } else {
+            0
+        };
+        let head = sign | value.scale() as u8;
+        (head, value.mantissa().unsigned_abs()).serialize(serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Decimal, D::Error> {
+        let (head, magnitude) = <(u8, u128)>::deserialize(deserializer)?;
+        let scale = head & !NEGATIVE;
+        if u32::from(scale) > Decimal::MAX_SCALE || magnitude >> 96 != 0 {
+            return Err(D::Error::custom(format!(
+                "not a decimal: scale {scale}, mantissa {magnitude}"
+            )));
+        }
+        // `Decimal::serialize`'s layout: flags (scale in bits 16-23, the
+        // sign in bit 31), then the mantissa's low, middle and high words.
+        let flags = (u32::from(scale) << 16) | (u32::from(head & NEGATIVE) << 24);
+        let mut bytes = [0; 16];
+        bytes[..4].copy_from_slice(&flags.to_le_bytes());
+        bytes[4..].copy_from_slice(&magnitude.to_le_bytes()[..12]);
+        Ok(Decimal::deserialize(bytes))
+    }
 }
 
 impl Scalar {

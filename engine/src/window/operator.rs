@@ -9,7 +9,7 @@ use super::assigner::WindowKind;
 use super::output::Output;
 use super::session::SessionState;
 use super::sliding::SlidingState;
-use super::state::{Clock, Ctx, StateEntry, WindowCounters};
+use super::state::{Clock, Ctx, StateEntry, StateEntryRef, WindowCounters, sort_entries};
 use super::tumbling::TumblingState;
 use crate::aggregate::Aggregator;
 use crate::error::{Error, Result};
@@ -48,6 +48,27 @@ pub(crate) struct OperatorState<Acc> {
     pub(crate) counters: WindowCounters,
     /// Sorted by `(key, start)`.
     pub(crate) entries: Vec<StateEntry<Acc>>,
+}
+
+/// An [`OperatorState`] borrowed from the live operator: what a snapshot
+/// encodes (byte for byte the encoding of the owned state it decodes to).
+#[derive(Serialize)]
+pub(crate) struct OperatorStateRef<'a, Acc> {
+    pub(crate) config: WindowConfig,
+    pub(crate) watermark: EventTime,
+    pub(crate) arrival_next: u64,
+    pub(crate) counters: WindowCounters,
+    /// Sorted by `(key, start)`.
+    pub(crate) entries: Vec<StateEntryRef<'a, Acc>>,
+}
+
+impl<Acc> OperatorStateRef<'_, Acc> {
+    /// How many bytes its encoding takes at least: a buffer's first size.
+    pub(crate) fn size_hint(&self) -> usize {
+        // Per entry at least a key length, a start, an end and an
+        // accumulator byte; most take a few times that.
+        64 + self.entries.len() * 24
+    }
 }
 
 pub(super) enum KindState<Acc> {
@@ -236,20 +257,39 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
         Ok(())
     }
 
-    pub(crate) fn to_state(&self) -> Result<OperatorState<A::Acc>> {
+    /// The state a snapshot encodes, borrowed: no key or accumulator is
+    /// copied.
+    pub(crate) fn state_ref(&self) -> Result<OperatorStateRef<'_, A::Acc>> {
         self.check_usable()?;
         let mut entries = match &self.state {
             KindState::Tumbling(state) => state.entries(),
             KindState::Sliding(state) => state.entries(),
             KindState::Session(state) => state.entries(),
         };
-        entries.sort_by(|a, b| (&a.key, a.start).cmp(&(&b.key, b.start)));
-        Ok(OperatorState {
+        sort_entries(&mut entries);
+        Ok(OperatorStateRef {
             config: self.config,
             watermark: self.watermark,
             arrival_next: self.arrival_next,
             counters: self.counters,
             entries,
+        })
+    }
+
+    /// The owned state (tests edit it into snapshots that cannot exist).
+    #[cfg(test)]
+    pub(crate) fn to_state(&self) -> Result<OperatorState<A::Acc>> {
+        let state = self.state_ref()?;
+        Ok(OperatorState {
+            config: state.config,
+            watermark: state.watermark,
+            arrival_next: state.arrival_next,
+            counters: state.counters,
+            entries: state
+                .entries
+                .into_iter()
+                .map(|entry| entry.into_owned())
+                .collect(),
         })
     }
 
@@ -297,9 +337,11 @@ impl<V, A: Aggregator<V>> WindowOperator<V, A> {
     /// rebuilds them from the window contents.
     /// Fails only if the operator is unusable after an earlier error.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let state = self.state_ref()?;
         Ok(snapshot::encode(
             SnapshotKind::WindowOperator,
-            &self.to_state()?,
+            &state,
+            state.size_hint(),
         ))
     }
 

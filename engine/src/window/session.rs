@@ -80,7 +80,7 @@ use std::mem;
 use std::ops::Range;
 
 use super::output::FiringKind;
-use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
+use super::state::{Clock, Ctx, StateEntry, StateEntryRef, StateKey, corrupt};
 use super::timer_queue::TimerQueue;
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
@@ -659,13 +659,21 @@ impl<Acc: Clone> SessionState<Acc> {
     }
 
     /// Live sessions in `(key, start)` order.
-    pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
-        self.index
-            .iter()
-            .flat_map(|(key, sessions)| sessions.refs().iter().map(move |session| (key, session)))
-            .filter_map(|(key, &session)| Some((key, self.slots.get(session)?)))
-            .map(|(key, session)| StateEntry::of(key, session.start, session.end, &session.acc))
-            .collect()
+    /// Every live session's state, by key, in each key's session order.
+    pub(crate) fn entries(&self) -> Vec<StateEntryRef<'_, Acc>> {
+        let mut entries = Vec::with_capacity(self.len());
+        entries.extend(
+            self.index
+                .iter()
+                .flat_map(|(key, sessions)| {
+                    sessions.refs().iter().map(move |session| (key, session))
+                })
+                .filter_map(|(key, &session)| Some((key, self.slots.get(session)?)))
+                .map(|(key, session)| {
+                    StateEntryRef::of(key, session.start, session.end, &session.acc)
+                }),
+        );
+        entries
     }
 
     /// Entries come sorted by `(key, start)` (checked by the caller).

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::assigner::{align_down, align_down_i64, gcd, sliding_first_start};
 use super::output::FiringKind;
-use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
+use super::state::{Clock, Ctx, StateEntry, StateEntryRef, StateKey, corrupt};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
@@ -239,11 +239,15 @@ impl<Acc: Clone> SlidingState<Acc> {
         Ok(())
     }
 
-    pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
-        self.panes
-            .iter()
-            .map(|((key, start), acc)| StateEntry::of(key, *start, start + self.pane_ms, acc))
-            .collect()
+    /// Every pane's state, in `(key, start)` order.
+    pub(crate) fn entries(&self) -> Vec<StateEntryRef<'_, Acc>> {
+        let mut entries = Vec::with_capacity(self.len());
+        entries.extend(
+            self.panes.iter().map(|((key, start), acc)| {
+                StateEntryRef::of(key, *start, start + self.pane_ms, acc)
+            }),
+        );
+        entries
     }
 
     pub(crate) fn restore_entry(&mut self, clock: Clock, entry: StateEntry<Acc>) -> Result<()> {

@@ -85,6 +85,14 @@ impl StateKey {
         }
     }
 
+    /// A key of at most 15 bytes, read from the order word (it holds all of
+    /// it): a buffer and the key's length.
+    #[inline]
+    pub(crate) fn inline_bytes(&self) -> Option<([u8; 16], usize)> {
+        let len = self.order as u8 as usize;
+        (len <= STATE_KEY_INLINE_BYTES).then(|| (self.order.to_be_bytes(), len))
+    }
+
     /// Whether the order word alone does not tell two keys with equal
     /// words apart (both are 16 bytes or longer).
     #[inline]
@@ -249,7 +257,8 @@ impl<V, A: Aggregator<V>> Ctx<'_, V, A> {
     }
 }
 
-/// One window's (pane's, session's) state in a snapshot.
+/// One window's (pane's, session's) state in a snapshot, as restore reads
+/// it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StateEntry<Acc> {
     pub(crate) key: Key,
@@ -258,18 +267,103 @@ pub(crate) struct StateEntry<Acc> {
     pub(crate) acc: Acc,
 }
 
-impl<Acc: Clone> StateEntry<Acc> {
-    pub(crate) fn of(key: &StateKey, start: EventTime, end: EventTime, acc: &Acc) -> Self {
+/// One window's state as a snapshot writes it: borrowed from the live
+/// state, so that taking a snapshot copies no key and no accumulator. It
+/// encodes exactly as the [`StateEntry`] it decodes to.
+#[derive(Debug)]
+pub(crate) struct StateEntryRef<'a, Acc> {
+    pub(crate) key: &'a StateKey,
+    pub(crate) start: EventTime,
+    pub(crate) end: EventTime,
+    pub(crate) acc: &'a Acc,
+}
+
+impl<'a, Acc> StateEntryRef<'a, Acc> {
+    #[inline]
+    pub(crate) fn of(key: &'a StateKey, start: EventTime, end: EventTime, acc: &'a Acc) -> Self {
         Self {
-            key: key.key.clone(),
+            key,
             start,
             end,
-            acc: acc.clone(),
+            acc,
         }
+    }
+
+    /// The owned entry (tests build corrupt snapshots from it).
+    #[cfg(test)]
+    pub(crate) fn into_owned(self) -> StateEntry<Acc>
+    where
+        Acc: Clone,
+    {
+        StateEntry {
+            key: self.key.key.clone(),
+            start: self.start,
+            end: self.end,
+            acc: self.acc.clone(),
+        }
+    }
+}
+
+impl<Acc: Serialize> Serialize for StateEntryRef<'_, Acc> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // Field for field the derived encoding of `StateEntry`.
+        let mut entry = serializer.serialize_struct("StateEntry", 4)?;
+        match self.key.inline_bytes() {
+            // Read from the order word: the key's own bytes are elsewhere
+            // on the heap, one cache miss per key in a big state.
+            Some((bytes, len)) => {
+                let key = std::str::from_utf8(&bytes[..len])
+                    .expect("a whole key of under 16 bytes is its str's bytes");
+                entry.serialize_field("key", key)?;
+            }
+            None => entry.serialize_field("key", &*self.key.key)?,
+        }
+        entry.serialize_field("start", &self.start)?;
+        entry.serialize_field("end", &self.end)?;
+        entry.serialize_field("acc", self.acc)?;
+        entry.end()
+    }
+}
+
+/// Puts snapshot entries in their order, `(key, start)`: one integer
+/// comparison per pair for keys under 16 bytes ([`StateKey`]'s order is the
+/// key bytes' order). Entries that come in order already (one window end,
+/// as in a tumbling window holding every key) are only checked.
+pub(crate) fn sort_entries<Acc>(entries: &mut [StateEntryRef<'_, Acc>]) {
+    let order = |a: &StateEntryRef<'_, Acc>, b: &StateEntryRef<'_, Acc>| {
+        a.key.cmp(b.key).then(a.start.cmp(&b.start))
+    };
+    if !entries.is_sorted_by(|a, b| order(a, b).is_le()) {
+        // `(key, start)` is unique: an unstable sort gives the one order.
+        entries.sort_unstable_by(order);
     }
 }
 
 /// A snapshot that decoded but describes state that cannot exist.
 pub(crate) fn corrupt(what: impl fmt::Display) -> Error {
     Error::CorruptSnapshot(what.to_string())
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_short_key_is_read_whole_from_its_order_word_and_a_long_one_is_not() {
+        for key in [
+            "",
+            "a",
+            "user-12345",
+            "ключ-7",
+            "fifteen-bytes-x",
+            "sixteen-bytes-xx",
+        ] {
+            let state_key = StateKey::new(Key::from(key));
+            match state_key.inline_bytes() {
+                Some((bytes, len)) => assert_eq!(&bytes[..len], key.as_bytes()),
+                None => assert!(key.len() > STATE_KEY_INLINE_BYTES, "{key}"),
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::operator::{OperatorState, WindowConfig, WindowOperator};
+use super::operator::{OperatorState, OperatorStateRef, WindowConfig, WindowOperator};
 use super::output::Output;
 use super::state::corrupt;
 use crate::aggregate::Aggregator;
@@ -23,6 +23,13 @@ use crate::watermark::{TrackerState, WatermarkConfig, WatermarkTracker};
 struct TaskState<I, Acc> {
     watermarks: TrackerState<I>,
     operator: OperatorState<Acc>,
+}
+
+/// A [`TaskState`] borrowing the operator's state: what a snapshot encodes.
+#[derive(Serialize)]
+struct TaskStateRef<'a, I, Acc> {
+    watermarks: TrackerState<I>,
+    operator: OperatorStateRef<'a, Acc>,
 }
 
 /// Watermarks and windows of one task, over inputs named by `I` (for
@@ -121,11 +128,17 @@ where
     /// timers, counters) at processing time `now`, in the versioned
     /// snapshot encoding.
     pub fn snapshot(&self, now: Duration) -> Result<Vec<u8>> {
-        let state = TaskState {
+        let operator = self.operator.state_ref()?;
+        let size_hint = operator.size_hint();
+        let state = TaskStateRef {
             watermarks: self.tracker.to_state(now),
-            operator: self.operator.to_state()?,
+            operator,
         };
-        Ok(snapshot::encode(SnapshotKind::WindowTask, &state))
+        Ok(snapshot::encode(
+            SnapshotKind::WindowTask,
+            &state,
+            size_hint,
+        ))
     }
 
     /// A task continuing exactly where the snapshotted one stopped, at

@@ -904,11 +904,13 @@ mod snapshots {
         operator.process(Record::new("k", 5, 1), &mut out).unwrap();
         let mut state = operator.to_state().unwrap();
         state.entries[0].start = 3; // not on the window grid
-        let bytes = crate::snapshot::encode(crate::snapshot::SnapshotKind::WindowOperator, &state);
+        let bytes =
+            crate::snapshot::encode(crate::snapshot::SnapshotKind::WindowOperator, &state, 0);
         assert!(WindowOperator::restore(config, Summary, &bytes).is_err());
         let mut state = operator.to_state().unwrap();
         state.watermark = 100; // the window would be late: it cannot have state
-        let bytes = crate::snapshot::encode(crate::snapshot::SnapshotKind::WindowOperator, &state);
+        let bytes =
+            crate::snapshot::encode(crate::snapshot::SnapshotKind::WindowOperator, &state, 0);
         assert!(WindowOperator::restore(config, Summary, &bytes).is_err());
     }
 

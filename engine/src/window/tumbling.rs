@@ -5,7 +5,7 @@ use std::collections::btree_map::Entry;
 
 use super::assigner::{align_down_i64, tumbling_window};
 use super::output::FiringKind;
-use super::state::{Clock, Ctx, StateEntry, StateKey, corrupt};
+use super::state::{Clock, Ctx, StateEntry, StateEntryRef, StateKey, corrupt};
 use crate::aggregate::{Aggregator, Input};
 use crate::error::Result;
 use crate::record::Record;
@@ -127,12 +127,16 @@ impl<Acc: Clone> TumblingState<Acc> {
         Ok(())
     }
 
-    pub(crate) fn entries(&self) -> Vec<StateEntry<Acc>> {
-        self.pending
-            .iter()
-            .chain(self.fired.iter())
-            .map(|((end, key), acc)| StateEntry::of(key, end - self.size_ms, *end, acc))
-            .collect()
+    /// Every window's state, in `(end, key)` order (pending, then fired).
+    pub(crate) fn entries(&self) -> Vec<StateEntryRef<'_, Acc>> {
+        let mut entries = Vec::with_capacity(self.len());
+        entries.extend(
+            self.pending
+                .iter()
+                .chain(self.fired.iter())
+                .map(|((end, key), acc)| StateEntryRef::of(key, end - self.size_ms, *end, acc)),
+        );
+        entries
     }
 
     pub(crate) fn restore_entry(&mut self, clock: Clock, entry: StateEntry<Acc>) -> Result<()> {

@@ -55,6 +55,7 @@
 //!   when it owns and has committed every partition of the input, finished.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::SnapshotId;
@@ -134,7 +135,9 @@ pub enum Command {
     Seek(Vec<(TopicPartition, i64)>),
     BeginTransaction,
     Send(Vec<ProducerRecord>),
-    WriteSnapshot(SnapshotId, Vec<u8>),
+    /// The bytes are shared with the checkpoint in progress and, once it
+    /// commits, with the tasks' committed state: never copied in the core.
+    WriteSnapshot(SnapshotId, Arc<Vec<u8>>),
     /// `send_offsets_to_transaction` with the consumer's group metadata;
     /// without `generation_fencing` (a mutant only) with the group id
     /// alone, as clients did before KIP-447.
@@ -226,7 +229,7 @@ impl WorkerStats {
 #[derive(Clone, Debug, Default)]
 struct Committed {
     checkpoint: Option<(u64, u64)>,
-    snapshot: Option<Vec<u8>>,
+    snapshot: Option<Arc<Vec<u8>>>,
     positions: BTreeMap<TopicPartition, i64>,
 }
 
@@ -287,7 +290,7 @@ struct Checkpoint {
     number: u64,
     then: Then,
     /// Every task's snapshot `number`, taken when the checkpoint began.
-    snapshots: BTreeMap<i32, Vec<u8>>,
+    snapshots: BTreeMap<i32, Arc<Vec<u8>>>,
     /// Tasks whose snapshot is still to write.
     to_write: VecDeque<i32>,
     /// Tasks whose older snapshots are still to collect.
@@ -727,7 +730,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                     task,
                     logic,
                     Some((id.checkpoint, id.incarnation)),
-                    Some(bytes),
+                    Some(Arc::new(bytes)),
                 );
                 self.next_snapshot_read()
             }
@@ -1118,7 +1121,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         task: i32,
         logic: J::Task,
         checkpoint: Option<(u64, u64)>,
-        snapshot: Option<Vec<u8>>,
+        snapshot: Option<Arc<Vec<u8>>>,
     ) {
         let Work::Restore(restore) = &self.work else {
             unreachable!()
@@ -1187,7 +1190,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         let mut snapshots = BTreeMap::new();
         for (task, slot) in &self.tasks {
             match slot.logic.snapshot(now) {
-                Ok(bytes) => snapshots.insert(*task, bytes),
+                Ok(bytes) => snapshots.insert(*task, Arc::new(bytes)),
                 Err(error) => return self.fail(format!("task {task}: snapshot: {error}")),
             };
         }
@@ -1324,6 +1327,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
     fn committed(&mut self, now: Duration) -> Command {
         let checkpoint = self.checkpoint();
         let number = checkpoint.number;
+        // Shares the bytes (the snapshot writes may come after the commit).
         let snapshots = checkpoint.snapshots.clone();
         let incarnation = self.config.incarnation;
         for (task, slot) in &mut self.tasks {

@@ -516,7 +516,7 @@ fn checkpoint_every_snapshot_is_written_before_the_offsets_with_its_id_are_sent_
     };
     assert_eq!(id, snapshot_id(0, 1));
     assert_eq!(
-        bytes,
+        *bytes,
         serde_json::to_vec(&(0, vec![("in", 0)], false)).unwrap()
     );
     let Command::WriteSnapshot(id, _) = test.core.on_snapshot_written(test.now, Ok(Vec::new()))
