@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod conformance_cmd;
+mod live_cmd;
 mod window_cmd;
 
 #[derive(Parser, Debug)]
@@ -30,6 +31,7 @@ enum Command {
     Window(window_cmd::WindowArgs),
     /// The Kafka-semantics conformance suite, against the simulator (default) or a real broker.
     Conformance(conformance_cmd::ConformanceArgs),
+    Live(live_cmd::LiveArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
     let result: Result<Outcome, CliError> = match cli.command {
         Command::Window(args) => window_cmd::run(&args),
         Command::Conformance(args) => conformance_cmd::run(args),
+        Command::Live(args) => live_cmd::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
