@@ -126,12 +126,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn a_missing_job_file_exits_2_with_one_line_naming_it() {
-    let output = eddy(&[
-        "--job",
-        "no-such-job.toml",
-        "--bootstrap",
-        "127.0.0.1:1",
-    ]);
+    let output = eddy(&["--job", "no-such-job.toml", "--bootstrap", "127.0.0.1:1"]);
     assert_one_line_exit_2(&output, "no-such-job.toml");
 }
 
@@ -296,9 +291,17 @@ async fn read_committed(transport: &KafkaTransport, topic: &str, partitions: i32
 }
 
 /// The group's committed offsets of `topic`'s partitions.
-async fn committed_offsets(transport: &KafkaTransport, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+async fn committed_offsets(
+    transport: &KafkaTransport,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<i64>> {
     let mut consumer = transport
-        .consumer(&ConsumerConfig::new(unique("live-test-offsets"), Some(group.to_string())))
+        .consumer(&ConsumerConfig::new(
+            unique("live-test-offsets"),
+            Some(group.to_string()),
+        ))
         .await
         .expect("a consumer");
     let tps: Vec<TopicPartition> = (0..partitions)
@@ -339,8 +342,9 @@ fn python_with_prometheus_client() {
 }
 
 /// Scrapes `http://addr/metrics` and parses it with Prometheus' own Python
-/// parsers (text format and OpenMetrics); returns `name{labels} value`
-/// lines of every sample, or the parser's complaint.
+/// parsers: the text-format parser accepts it, and the OpenMetrics parser
+/// (the format served, with its types) gives `name{labels} value` lines of
+/// every sample; or the parsers' complaint.
 fn scrape(addr: &str) -> Result<Vec<String>, String> {
     const SCRIPT: &str = r#"
 import sys, urllib.request
@@ -348,8 +352,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 with urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=5) as response:
     text = response.read().decode()
-list(om_families(text))
-for family in text_string_to_metric_families(text):
+list(text_string_to_metric_families(text))
+families = list(om_families(text))
+types = {f.name: f.type for f in families}
+assert types.get("eddy_records_in") == "counter", types
+assert types.get("eddy_consumer_lag_records") == "gauge", types
+assert types.get("eddy_checkpoint_duration_seconds") == "histogram", types
+for family in families:
     for s in family.samples:
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}} {s.value}")
@@ -403,7 +412,10 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::proces
 fn a_missing_input_topic_exits_2_with_one_line_naming_it() {
     let dir = temp_dir("missing-input");
     let input = unique("live-missing-in");
-    let job = write_job(&dir, &job_toml(&unique("live-missing"), &input, "{ dir = \"s\" }", ""));
+    let job = write_job(
+        &dir,
+        &job_toml(&unique("live-missing"), &input, "{ dir = \"s\" }", ""),
+    );
     let started = Instant::now();
     let output = eddy(&["--job", &job, "--bootstrap", &bootstrap()]);
     assert_one_line_exit_2(&output, &input);
@@ -475,9 +487,8 @@ fn runs_a_job(store: &str) {
         std::thread::sleep(Duration::from_millis(500));
     };
     for partition in 0..PARTITIONS {
-        let series = format!(
-            r#"eddy_consumer_lag_records{{partition="{partition}",topic="{input}"}}"#
-        );
+        let series =
+            format!(r#"eddy_consumer_lag_records{{partition="{partition}",topic="{input}"}}"#);
         assert!(
             samples.iter().any(|s| s.starts_with(&series)),
             "{series} in {samples:#?}"
@@ -505,11 +516,18 @@ fn runs_a_job(store: &str) {
     let text = log_text();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("SIGTERM"), "{text}");
-    assert!(text.contains(&bootstrap()), "the bootstrap is logged: {text}");
+    assert!(
+        text.contains(&bootstrap()),
+        "the bootstrap is logged: {text}"
+    );
 
     rt.block_on(async {
         let offsets = committed_offsets(&transport, &name, &input, PARTITIONS).await;
-        assert_eq!(offsets, vec![Some(PER_PARTITION); PARTITIONS as usize], "{text}");
+        assert_eq!(
+            offsets,
+            vec![Some(PER_PARTITION); PARTITIONS as usize],
+            "{text}"
+        );
         let committed = read_committed(&transport, &format!("{name}-out"), PARTITIONS).await;
         assert!(committed > 0, "committed output: {text}");
     });

@@ -386,7 +386,12 @@ mod tests {
     #[test]
     fn late_and_dead_letter_records_are_counted_by_their_topic() {
         let (mut observer, metrics, _) = observer();
-        let send = Command::Send(vec![record("out"), record("late"), record("dead"), record("late")]);
+        let send = Command::Send(vec![
+            record("out"),
+            record("late"),
+            record("dead"),
+            record("late"),
+        ]);
         observer.on_command(Instant::now(), WorkerStats::default(), None, &send);
         assert_eq!(metrics.late_records.get(), 2);
         assert_eq!(metrics.dead_letter_records.get(), 1);
@@ -462,7 +467,10 @@ mod tests {
         let watermarks = BTreeMap::from([(0, 10_000), (1, EventTime::MIN)]);
         observer.set_watermarks(&watermarks, 12_500);
         let text = render(&registry);
-        assert!(text.contains(r#"eddy_watermark_ms{task="0"} 10000"#), "{text}");
+        assert!(
+            text.contains(r#"eddy_watermark_ms{task="0"} 10000"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"eddy_watermark_lag_seconds{task="0"} 2.5"#),
             "{text}"
