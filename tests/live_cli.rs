@@ -71,8 +71,19 @@ fn unique(name: &str) -> String {
 }
 
 /// A small job: counts per key in tumbling 1 s windows over JSON
-/// `{"key", "ts"}`, checkpointing every `interval_ms`.
+/// `{"key", "ts"}`, checkpointing every second (`extra_checkpoint` may
+/// say otherwise).
 fn job_toml(name: &str, input: &str, store: &str, extra_delivery: &str) -> String {
+    job_toml_with(name, input, store, "interval_ms = 1000", extra_delivery)
+}
+
+fn job_toml_with(
+    name: &str,
+    input: &str,
+    store: &str,
+    interval: &str,
+    extra_delivery: &str,
+) -> String {
     format!(
         r#"name = "{name}"
 
@@ -100,7 +111,7 @@ late_topic = "{name}-late"
 dead_letter_topic = "{name}-dead"
 
 [checkpoint]
-interval_ms = 1000
+{interval}
 restart_budget_ms = 5000
 store = {store}
 
@@ -422,9 +433,18 @@ fn a_missing_input_topic_exits_2_with_one_line_naming_it() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
-/// Runs a job end to end: input in, committed output out, metrics, and a
-/// SIGTERM that exits 0 with the offsets committed to the end of the input.
-fn runs_a_job(store: &str) {
+/// How `eddy live` reaches the broker in a test.
+enum Access {
+    Plaintext,
+    /// SCRAM over the SASL listener, credentials from EDDY_KAFKA_* only.
+    Sasl,
+}
+
+/// Runs a job end to end: input in, metrics, and a SIGTERM that exits 0
+/// after the one checkpoint of the run (its interval is a minute: nothing
+/// commits before the stop), with the offsets committed to the end of the
+/// input and output a read_committed consumer sees.
+fn runs_a_job(store: &str, access: Access) {
     python_with_prometheus_client();
     let rt = runtime();
     let transport = transport();
@@ -438,23 +458,52 @@ fn runs_a_job(store: &str) {
     });
     let dir = temp_dir("job");
     let store = store.replace("{name}", &name);
-    let job = write_job(&dir, &job_toml(&name, &input, &store, ""));
+    let job = write_job(
+        &dir,
+        &job_toml_with(
+            &name,
+            &input,
+            &store,
+            "interval_ms = 60000",
+            "transaction_timeout_ms = 120000",
+        ),
+    );
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let log = dir.join("stderr.log");
-    let mut child = eddy_command(&[
+    let (address, secret) = match access {
+        Access::Plaintext => (bootstrap(), None),
+        Access::Sasl => {
+            let address = std::env::var("EDDY_KAFKA_BOOTSTRAP_SASL")
+                .expect("EDDY_KAFKA_BOOTSTRAP_SASL (scripts/test sets it)");
+            let password = std::env::var("EDDY_KAFKA_TEST_SASL_PASSWORD")
+                .unwrap_or_else(|_| "eddy-test-secret".into());
+            (address, Some(password))
+        }
+    };
+    let mut command = eddy_command(&[
         "--job",
         &job,
         "--bootstrap",
-        &bootstrap(),
+        &address,
         "--metrics-addr",
         &metrics_addr,
-    ])
-    .env("EDDY_KAFKA_TIMEOUT_MS", "10000")
-    .current_dir(&dir)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).expect("a log file"))
-    .spawn()
-    .expect("eddy live starts");
+    ]);
+    if let Some(password) = &secret {
+        let username =
+            std::env::var("EDDY_KAFKA_TEST_SASL_USERNAME").unwrap_or_else(|_| "eddy-test".into());
+        command
+            .env("EDDY_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+            .env("EDDY_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+            .env("EDDY_KAFKA_SASL_USERNAME", username)
+            .env("EDDY_KAFKA_SASL_PASSWORD", password);
+    }
+    let mut child = command
+        .env("EDDY_KAFKA_TIMEOUT_MS", "10000")
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("eddy live starts");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Every input record processed, and lag known for both partitions.
@@ -471,7 +520,6 @@ fn runs_a_job(store: &str) {
                 .count();
             if records_in >= (PARTITIONS as i64 * PER_PARTITION) as f64
                 && lag_series == PARTITIONS as usize
-                && sample(&samples, "eddy_transactions_committed_total").unwrap_or(0.0) > 0.0
             {
                 break samples;
             }
@@ -508,6 +556,11 @@ fn runs_a_job(store: &str) {
         assert!(sample(&samples, name).is_some(), "{name} in {samples:#?}");
     }
 
+    assert_eq!(
+        sample(&samples, "eddy_transactions_committed_total"),
+        Some(0.0),
+        "the checkpoint interval is a minute: nothing committed before the stop"
+    );
     sigterm(&child);
     let status = wait_with_timeout(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
         let _ = child.kill();
@@ -517,9 +570,16 @@ fn runs_a_job(store: &str) {
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("SIGTERM"), "{text}");
     assert!(
-        text.contains(&bootstrap()),
-        "the bootstrap is logged: {text}"
+        text.contains("checkpoints=1"),
+        "the stop's checkpoint: {text}"
     );
+    assert!(text.contains(&address), "the bootstrap is logged: {text}");
+    if let Some(password) = &secret {
+        assert!(
+            !text.contains(password.as_str()),
+            "a secret in the log: {text}"
+        );
+    }
 
     rt.block_on(async {
         let offsets = committed_offsets(&transport, &name, &input, PARTITIONS).await;
@@ -536,11 +596,17 @@ fn runs_a_job(store: &str) {
 #[test]
 #[ignore = "needs a Kafka broker: scripts/test runs it"]
 fn live_runs_a_job_with_the_directory_store_and_stops_on_sigterm() {
-    runs_a_job("{ dir = \"snapshots\" }");
+    runs_a_job("{ dir = \"snapshots\" }", Access::Plaintext);
 }
 
 #[test]
 #[ignore = "needs a Kafka broker: scripts/test runs it"]
 fn live_runs_a_job_with_the_topic_store_and_stops_on_sigterm() {
-    runs_a_job("{ kafka = \"{name}-checkpoints\" }");
+    runs_a_job("{ kafka = \"{name}-checkpoints\" }", Access::Plaintext);
+}
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn live_runs_a_job_over_sasl_with_credentials_from_the_environment_only() {
+    runs_a_job("{ kafka = \"{name}-checkpoints\" }", Access::Sasl);
 }
