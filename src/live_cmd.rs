@@ -47,8 +47,9 @@ use metrics::{LAG_INTERVAL, Metrics, Observer};
 /// and from EDDY_KAFKA_* variables, never from the command line; an
 /// unreachable broker or a missing input topic is reported within
 /// EDDY_KAFKA_TIMEOUT_MS (default 10 s). Logs go to stderr, filtered by
-/// RUST_LOG (default "info"). Exit 0 after a graceful stop, 1 if the
-/// worker was fenced or failed, 2 on bad usage or input.
+/// RUST_LOG (default "info"). Exit 0 after a graceful stop (a second
+/// signal exits 1 at once, without the last checkpoint), 1 if the worker
+/// was fenced or failed, 2 on bad usage or input.
 #[derive(Args, Debug)]
 pub struct LiveArgs {
     /// The job file (TOML; see docs/jobs.md).
@@ -195,7 +196,7 @@ async fn prepare(job: &Job, config: KafkaConfig) -> Result<Ready, CliError> {
             configs: Vec::new(),
         };
         match admin.create_topic(&new_topic).await {
-            Ok(()) => eprintln_later(format!(
+            Ok(()) => note_for_log(format!(
                 "created output topic '{topic}' ({partitions} partitions, replication {replication})"
             )),
             Err(error) if error.code == ErrorCode::TopicAlreadyExists => {}
@@ -220,7 +221,7 @@ thread_local! {
     static STARTUP_NOTES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
-fn eprintln_later(note: String) {
+fn note_for_log(note: String) {
     STARTUP_NOTES.with(|notes| notes.borrow_mut().push(note));
 }
 
@@ -344,9 +345,16 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     }
 }
 
+/// The first signal asks for a graceful stop; a second one ends the process
+/// at once (exit 1): the open transaction is aborted by the coordinator or
+/// the next incarnation, and a restart recovers from the last checkpoint.
 fn note_stop(stop: &Cell<bool>, name: &str) {
     if stop.get() {
-        tracing::info!(signal = name, "already stopping");
+        tracing::warn!(
+            signal = name,
+            "second signal: exiting without a last checkpoint (a restart recovers from the last one)"
+        );
+        std::process::exit(1);
     } else {
         tracing::info!(signal = name, "stop requested");
         stop.set(true);
