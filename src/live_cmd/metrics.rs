@@ -189,9 +189,10 @@ pub struct Observer {
     late_topic: String,
     dead_letter_topic: Option<String>,
     last: WorkerStats,
-    /// The checkpoint being timed: its number, start and the snapshot
-    /// bytes written before it.
-    checkpoint: Option<(u64, Instant, u64)>,
+    /// The checkpoint being timed: its number and start.
+    checkpoint: Option<(u64, Instant)>,
+    /// The size of each task's snapshot in it (a retried write once).
+    snapshot_sizes: BTreeMap<i32, u64>,
     /// The last checkpoint number seen committed.
     done: u64,
     tasks_shown: BTreeSet<i32>,
@@ -211,6 +212,7 @@ impl Observer {
             dead_letter_topic: dead_letter_topic.map(str::to_string),
             last: WorkerStats::default(),
             checkpoint: None,
+            snapshot_sizes: BTreeMap::new(),
             done: 0,
             tasks_shown: BTreeSet::new(),
         }
@@ -250,12 +252,12 @@ impl Observer {
         m.partitions_lost
             .inc_by(grew(stats.partitions_lost, last.partitions_lost));
         if committed > 0 {
-            if let Some((number, started, bytes_before)) = self.checkpoint.take() {
+            if let Some((number, started)) = self.checkpoint.take() {
                 let duration = now.saturating_duration_since(started);
                 if let Some(histogram) = &m.checkpoint_duration_seconds {
                     histogram.observe(duration.as_secs_f64());
                 }
-                let bytes = stats.snapshot_bytes_written.saturating_sub(bytes_before);
+                let bytes: u64 = std::mem::take(&mut self.snapshot_sizes).values().sum();
                 m.checkpoint_size_bytes
                     .set(i64::try_from(bytes).unwrap_or(i64::MAX));
                 self.done = number;
@@ -266,12 +268,17 @@ impl Observer {
         if stats.transactions_aborted > last.transactions_aborted {
             // An aborted checkpoint is not timed; the next one starts anew.
             self.checkpoint = None;
+            self.snapshot_sizes.clear();
         }
         if let Some(number) = checkpoint_in_progress {
             // A committed checkpoint stays in progress while it collects.
             if self.checkpoint.is_none() && number > self.done {
-                self.checkpoint = Some((number, now, stats.snapshot_bytes_written));
+                self.checkpoint = Some((number, now));
+                self.snapshot_sizes.clear();
             }
+        }
+        if let (Some(_), Command::WriteSnapshot(id, bytes)) = (self.checkpoint, command) {
+            self.snapshot_sizes.insert(id.task, bytes.len() as u64);
         }
         self.last = stats;
     }
@@ -344,6 +351,7 @@ pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eddyline_engine::checkpoint::SnapshotId;
     use eddyline_engine::transport::ProducerRecord;
 
     fn record(topic: &str) -> ProducerRecord {
@@ -401,13 +409,21 @@ mod tests {
     fn a_checkpoint_is_timed_from_its_start_to_its_commit_with_the_bytes_it_wrote() {
         let (mut observer, metrics, registry) = observer();
         let start = Instant::now();
-        let mut stats = WorkerStats {
-            snapshot_bytes_written: 100,
-            ..WorkerStats::default()
+        let snapshot = |task: i32, len: usize| {
+            let id = SnapshotId {
+                job: "j".to_string(),
+                task,
+                checkpoint: 1,
+                incarnation: 7,
+            };
+            Command::WriteSnapshot(id, vec![0; len])
         };
+        let mut stats = WorkerStats::default();
         observer.on_command(start, stats, None, &Command::InitTransactions);
-        observer.on_command(start, stats, Some(1), &Command::BeginTransaction);
-        stats.snapshot_bytes_written = 140;
+        observer.on_command(start, stats, Some(1), &snapshot(0, 30));
+        // A retried write counts once.
+        observer.on_command(start, stats, Some(1), &snapshot(0, 30));
+        observer.on_command(start, stats, Some(1), &snapshot(1, 10));
         observer.on_command(
             start + Duration::from_millis(20),
             stats,
@@ -434,6 +450,17 @@ mod tests {
             text.contains("eddy_checkpoint_duration_seconds_sum 0.25"),
             "{text}"
         );
+        // The next checkpoint is timed on its own.
+        observer.on_command(
+            start + Duration::from_secs(2),
+            stats,
+            Some(2),
+            &snapshot(0, 5),
+        );
+        stats.checkpoints_committed = 2;
+        observer.on_command(start + Duration::from_secs(3), stats, None, &Command::Flush);
+        assert_eq!(metrics.checkpoint_size_bytes.get(), 5);
+        assert!(render(&registry).contains("eddy_checkpoint_duration_seconds_count 2"));
     }
 
     #[test]
