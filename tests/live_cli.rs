@@ -610,3 +610,98 @@ fn live_runs_a_job_with_the_topic_store_and_stops_on_sigterm() {
 fn live_runs_a_job_over_sasl_with_credentials_from_the_environment_only() {
     runs_a_job("{ kafka = \"{name}-checkpoints\" }", Access::Sasl);
 }
+
+/// Starts `eddy live` on `job` (in `dir`) with metrics; its stderr goes to
+/// `dir/<log>`.
+fn spawn_live(dir: &Path, job: &str, log: &str) -> (Child, String, PathBuf) {
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.join(log);
+    let child = eddy_command(&[
+        "--job",
+        job,
+        "--bootstrap",
+        &bootstrap(),
+        "--metrics-addr",
+        &metrics_addr,
+        "--worker-id",
+        "restarted",
+    ])
+    .env("EDDY_KAFKA_TIMEOUT_MS", "10000")
+    .current_dir(dir)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).expect("a log file"))
+    .spawn()
+    .expect("eddy live starts");
+    (child, metrics_addr, log)
+}
+
+/// Waits until `eddy_records_in_total` reaches `records`, then stops the
+/// worker with SIGTERM and expects exit 0.
+fn run_until_records_in(child: &mut Child, metrics_addr: &str, log: &Path, records: f64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "eddy live exited early ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let seen = scrape(metrics_addr)
+            .ok()
+            .and_then(|samples| sample(&samples, "eddy_records_in_total"));
+        if seen == Some(records) {
+            break;
+        }
+        assert!(
+            seen.is_none_or(|seen| seen < records),
+            "{seen:?} records in, expected {records}"
+        );
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{seen:?} of {records} records in after 90 s: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sigterm(child);
+    let status = wait_with_timeout(child, Duration::from_secs(60)).expect("an exit after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn a_restarted_worker_resumes_from_its_last_checkpoint() {
+    python_with_prometheus_client();
+    let rt = runtime();
+    let transport = transport();
+    let name = unique("live-restart");
+    let input = format!("{name}-in");
+    const PARTITIONS: i32 = 2;
+    rt.block_on(async {
+        create_topic(&transport, &input, PARTITIONS).await;
+        produce(&transport, &input, PARTITIONS, 10).await;
+    });
+    let dir = temp_dir("restart");
+    let store = format!("{{ kafka = \"{name}-checkpoints\" }}");
+    let job = write_job(&dir, &job_toml(&name, &input, &store, ""));
+
+    let (mut first, metrics_addr, log) = spawn_live(&dir, &job, "first.log");
+    run_until_records_in(&mut first, &metrics_addr, &log, 20.0);
+    rt.block_on(async {
+        produce(&transport, &input, PARTITIONS, 10).await;
+    });
+    // Only what came after the first run's last checkpoint is read again.
+    let (mut second, metrics_addr, log) = spawn_live(&dir, &job, "second.log");
+    run_until_records_in(&mut second, &metrics_addr, &log, 20.0);
+    rt.block_on(async {
+        let offsets = committed_offsets(&transport, &name, &input, PARTITIONS).await;
+        assert_eq!(offsets, vec![Some(20); PARTITIONS as usize]);
+    });
+}
