@@ -638,6 +638,29 @@ fn spawn_live(dir: &Path, job: &str, log: &str) -> (Child, String, PathBuf) {
 /// Waits until `eddy_records_in_total` reaches `records`, then stops the
 /// worker with SIGTERM and expects exit 0.
 fn run_until_records_in(child: &mut Child, metrics_addr: &str, log: &Path, records: f64) {
+    wait_for_records_in(child, metrics_addr, log, records);
+    stop_with_sigterm(child, log);
+}
+
+fn stop_with_sigterm(child: &mut Child, log: &Path) {
+    sigterm(child);
+    let status = wait_with_timeout(child, Duration::from_secs(60)).expect("an exit after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Waits until `eddy_records_in_total` reaches `records`; returns the
+/// samples then.
+fn wait_for_records_in(
+    child: &mut Child,
+    metrics_addr: &str,
+    log: &Path,
+    records: f64,
+) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -646,11 +669,10 @@ fn run_until_records_in(child: &mut Child, metrics_addr: &str, log: &Path, recor
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        let seen = scrape(metrics_addr)
-            .ok()
-            .and_then(|samples| sample(&samples, "eddy_records_in_total"));
+        let samples = scrape(metrics_addr).unwrap_or_default();
+        let seen = sample(&samples, "eddy_records_in_total");
         if seen == Some(records) {
-            break;
+            return samples;
         }
         assert!(
             seen.is_none_or(|seen| seen < records),
@@ -665,14 +687,6 @@ fn run_until_records_in(child: &mut Child, metrics_addr: &str, log: &Path, recor
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    sigterm(child);
-    let status = wait_with_timeout(child, Duration::from_secs(60)).expect("an exit after SIGTERM");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 #[test]
@@ -703,5 +717,59 @@ fn a_restarted_worker_resumes_from_its_last_checkpoint() {
     rt.block_on(async {
         let offsets = committed_offsets(&transport, &name, &input, PARTITIONS).await;
         assert_eq!(offsets, vec![Some(20); PARTITIONS as usize]);
+    });
+}
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn a_second_worker_with_the_same_id_fences_the_first_whose_output_never_commits() {
+    python_with_prometheus_client();
+    let rt = runtime();
+    let transport = transport();
+    let name = unique("live-fence");
+    let input = format!("{name}-in");
+    const PARTITIONS: i32 = 2;
+    rt.block_on(async {
+        create_topic(&transport, &input, PARTITIONS).await;
+        produce(&transport, &input, PARTITIONS, 20).await;
+    });
+    let dir = temp_dir("fence");
+    let store = format!("{{ kafka = \"{name}-checkpoints\" }}");
+    // A minute between checkpoints: the first worker's transaction is open
+    // when the second one starts.
+    let job = write_job(
+        &dir,
+        &job_toml_with(
+            &name,
+            &input,
+            &store,
+            "interval_ms = 60000",
+            "transaction_timeout_ms = 120000",
+        ),
+    );
+    let (mut first, metrics_addr, first_log) = spawn_live(&dir, &job, "first.log");
+    wait_for_records_in(&mut first, &metrics_addr, &first_log, 40.0);
+    let (mut second, metrics_addr, second_log) = spawn_live(&dir, &job, "second.log");
+    let status = wait_with_timeout(&mut first, Duration::from_secs(90)).unwrap_or_else(|| {
+        let _ = first.kill();
+        panic!(
+            "the first worker was not fenced: {}",
+            std::fs::read_to_string(&first_log).unwrap_or_default()
+        )
+    });
+    let first_text = std::fs::read_to_string(&first_log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{first_text}");
+    assert!(first_text.contains("fenced"), "{first_text}");
+    let samples = wait_for_records_in(&mut second, &metrics_addr, &second_log, 40.0);
+    let records_out = sample(&samples, "eddy_records_out_total").expect("records out");
+    stop_with_sigterm(&mut second, &second_log);
+    rt.block_on(async {
+        let offsets = committed_offsets(&transport, &name, &input, PARTITIONS).await;
+        assert_eq!(offsets, vec![Some(20); PARTITIONS as usize]);
+        let committed = read_committed(&transport, &format!("{name}-out"), PARTITIONS).await;
+        assert_eq!(
+            committed as f64, records_out,
+            "only the second worker's output is committed"
+        );
     });
 }
