@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod conformance_cmd;
 mod sim_cmd;
+mod live_cmd;
 mod window_cmd;
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,7 @@ enum Command {
     /// Scenarios on the simulated cluster: one seed (run), many (sweep), or
     /// the minimal failing scenario (shrink).
     Sim(sim_cmd::SimArgs),
+    Live(live_cmd::LiveArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Window(args) => window_cmd::run(&args),
         Command::Conformance(args) => conformance_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Live(args) => live_cmd::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

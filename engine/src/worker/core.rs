@@ -435,6 +435,28 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         self.stats
     }
 
+    /// The next offset to process of every input partition this worker's
+    /// tasks own now (for lag: an end offset minus this).
+    pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
+        self.tasks
+            .values()
+            .flat_map(|slot| {
+                slot.positions
+                    .iter()
+                    .map(|(tp, offset)| (tp.clone(), *offset))
+            })
+            .collect()
+    }
+
+    /// The number of the checkpoint being taken, from its snapshots to its
+    /// commit (or abort), if one is (for timing checkpoints).
+    pub fn checkpoint_in_progress(&self) -> Option<u64> {
+        match &self.work {
+            Work::Checkpoint(checkpoint) => Some(checkpoint.number),
+            _ => None,
+        }
+    }
+
     /// Each task's last committed checkpoint: (number, incarnation).
     pub fn task_checkpoints(&self) -> BTreeMap<i32, Option<(u64, u64)>> {
         self.tasks

@@ -1053,3 +1053,42 @@ fn metadata_checkpoint_ids_round_trip_and_foreign_metadata_is_not_read_as_one() 
         assert_eq!(parse_checkpoint_metadata(foreign), None, "{foreign:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Accessors for metrics
+
+#[test]
+fn metrics_positions_are_the_next_offsets_of_the_owned_partitions() {
+    let mut test = worker(Delivery::ExactlyOnce);
+    test.started();
+    assert!(test.core.positions().is_empty(), "no tasks, no positions");
+    test.assigned_fresh(&[0, 1]);
+    assert_eq!(
+        test.core.positions(),
+        BTreeMap::from([(tp("in", 0), 0), (tp("in", 1), 0)])
+    );
+    let mut sent = Vec::new();
+    let command = test.poll(vec![message("in", 1, 0), message("in", 1, 1)]);
+    assert_eq!(test.after_sends(command, &mut sent), POLL);
+    assert_eq!(
+        test.core.positions(),
+        BTreeMap::from([(tp("in", 0), 0), (tp("in", 1), 2)])
+    );
+}
+
+#[test]
+fn metrics_a_checkpoint_is_in_progress_from_its_snapshots_until_it_ends() {
+    let mut test = worker(Delivery::ExactlyOnce);
+    test.started();
+    test.assigned_fresh(&[0]);
+    assert_eq!(test.core.checkpoint_in_progress(), None);
+    test.now = Duration::from_millis(1_500);
+    let mut sent = Vec::new();
+    let command = test.poll(vec![message("in", 0, 0)]);
+    let command = test.after_sends(command, &mut sent);
+    assert!(matches!(command, Command::WriteSnapshot(..)), "{command:?}");
+    assert_eq!(test.core.checkpoint_in_progress(), Some(1));
+    let (_, _) = commit_checkpoint(&mut test, command);
+    assert_eq!(test.core.checkpoint_in_progress(), None);
+    assert_eq!(test.core.stats().checkpoints_committed, 1);
+}
