@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod conformance_cmd;
-mod sim_cmd;
 mod live_cmd;
+mod sim_cmd;
 mod window_cmd;
 
 #[derive(Parser, Debug)]

@@ -416,7 +416,7 @@ mod tests {
                 checkpoint: 1,
                 incarnation: 7,
             };
-            Command::WriteSnapshot(id, vec![0; len])
+            Command::WriteSnapshot(id, std::sync::Arc::new(vec![0; len]))
         };
         let mut stats = WorkerStats::default();
         observer.on_command(start, stats, None, &Command::InitTransactions);
