@@ -337,6 +337,13 @@ pub struct WorkerCore<J: JobLogic, M: Mutants> {
     stopped: bool,
     /// Consecutive retries of the outstanding kind of call.
     retries: u32,
+    /// Set by a rewind, cleared by the next answered poll: until then no
+    /// bounded task is finished and no checkpoint begins. The consumer hands
+    /// out what the group decided (a revoke, a lost session) only when
+    /// polled, so without this a worker whose generation the coordinator
+    /// refuses, with every task at the end of a bounded input, would finish,
+    /// checkpoint, be refused and rewind again forever.
+    poll_after_rewind: bool,
     /// Watermark each task committed last, to assert it never regresses.
     committed_watermarks: BTreeMap<i32, EventTime>,
     /// A task failed outside an answer (on processing time): stop at the
@@ -393,6 +400,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             stop_requested: false,
             stopped: false,
             retries: 0,
+            poll_after_rewind: false,
             committed_watermarks: BTreeMap::new(),
             failure: None,
             checkpoint_now: false,
@@ -675,6 +683,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         match result {
             Ok(events) => {
                 self.retries = 0;
+                self.poll_after_rewind = false;
                 self.events.extend(events);
                 self.on_processing_time(now);
                 self.advance(now)
@@ -845,11 +854,17 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                 }
                 continue;
             }
+            if self.poll_after_rewind {
+                break;
+            }
             match self.finish_bounded() {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(reason) => return self.fail(reason),
             }
+        }
+        if self.poll_after_rewind {
+            return self.call(Call::Poll, self.poll_command());
         }
         if let Some(then) = self.checkpoint_due(now) {
             return self.begin_checkpoint(now, then);
@@ -1435,6 +1450,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         self.events
             .retain(|event| !matches!(event, ConsumerEvent::Message(_)));
         self.stats.rewinds += 1;
+        self.poll_after_rewind = true;
         let mut seeks = Vec::new();
         for (task, slot) in &mut self.tasks {
             let restored = match &slot.committed.snapshot {

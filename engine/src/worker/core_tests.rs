@@ -885,6 +885,40 @@ fn bounded_a_task_at_its_end_offsets_finishes_commits_and_the_worker_stops() {
 }
 
 #[test]
+fn bounded_a_refused_generation_at_the_end_of_the_input_polls_before_it_finishes_again() {
+    // Every task is at its end; the coordinator refuses the generation (the
+    // member was removed while it was frozen). After the rewind the worker
+    // must poll, so that the consumer can hand out the lost session, before
+    // it finishes and checkpoints again: else it loops forever, refused.
+    let mut config = config(Delivery::ExactlyOnce);
+    config.end_offsets = Some(BTreeMap::from([(tp("in", 0), 1)]));
+    let mut test = worker_with(config, Faithful, None);
+    test.started();
+    test.assigned_fresh(&[0]);
+    let mut sent = Vec::new();
+    let command = test.poll(vec![message("in", 0, 0)]);
+    let mut command = test.after_sends(command, &mut sent);
+    loop {
+        command = match command {
+            Command::WriteSnapshot(..) => test.core.on_snapshot_written(test.now, Ok(Vec::new())),
+            Command::SendOffsets { .. } => break,
+            other => panic!("{other:?}"),
+        };
+    }
+    let command = test
+        .core
+        .on_done(test.now, Err(abortable(ErrorCode::UnknownMemberId)));
+    assert_eq!(command, Command::AbortTransaction);
+    assert_eq!(test.ok(), Command::Seek(vec![(tp("in", 0), 0)]));
+    assert_eq!(test.ok(), POLL, "a poll before anything is finished again");
+    let command = test.poll(vec![ConsumerEvent::Lost(vec![tp("in", 0)])]);
+    assert_eq!(
+        command, POLL,
+        "the lost task is dropped, never committed for"
+    );
+}
+
+#[test]
 fn bounded_a_task_whose_input_is_empty_finishes_as_soon_as_it_is_assigned() {
     let mut config = config(Delivery::ExactlyOnce);
     config.end_offsets = Some(BTreeMap::from([(tp("in", 0), 0)]));

@@ -29,9 +29,12 @@ const STOP_GRACE_MS: u64 = 3_000;
 /// the coordinator's abort check.
 pub(super) const STABLE_PATIENCE_MS: u64 = 35_000;
 /// Polls of a read-back, at most.
-const READ_POLLS_MAX: usize = 600;
-/// Empty polls in a row after which a read-back is complete.
-const READ_EMPTY_POLLS: usize = 5;
+const READ_POLLS_MAX: usize = 2_000;
+/// Empty polls in a row after which a read-back gives up (a safety net: a
+/// read-back normally ends once it has read the last visible record of
+/// every partition; long stretches of aborted transactions make many
+/// polls in a row empty before that).
+const READ_EMPTY_POLLS: usize = 300;
 
 /// The topics the observer reads.
 #[derive(Clone)]
@@ -218,6 +221,7 @@ async fn read_topic(
     if reader.assign(&all).await.is_err() {
         return by_partition;
     }
+    let last_visible = last_visible_offsets(handle, topic, partitions);
     let mut empty_polls = 0;
     for _ in 0..READ_POLLS_MAX {
         let events = reader
@@ -244,7 +248,12 @@ async fn read_topic(
         }
         let read_to_end = by_partition.iter().all(|(partition, messages)| {
             let end = ends.get(partition).copied().unwrap_or(0);
-            messages.last().map_or(end == 0, |m| m.offset + 1 >= end)
+            let last_seen = messages.last().map(|m| m.offset);
+            match last_visible.get(partition) {
+                Some(Some(last)) => last_seen.is_some_and(|seen| seen >= *last),
+                Some(None) => true,
+                None => last_seen.map_or(end == 0, |seen| seen + 1 >= end),
+            }
         });
         if read_to_end || empty_polls >= READ_EMPTY_POLLS {
             break;
@@ -255,6 +264,47 @@ async fn read_topic(
         messages.dedup_by_key(|m| m.offset);
     }
     by_partition
+}
+
+/// For each partition of `topic`, the offset of the last record a
+/// `read_committed` reader can see, from the leader's log below its high
+/// watermark: the last data record that is not transactional, or whose
+/// producer's next marker in that partition commits it (`None`: no such
+/// record). Absent for a partition without a live leader. A read-back is
+/// complete once it has read that record: only then, because a stretch of
+/// aborted transactions reads as empty polls.
+fn last_visible_offsets(
+    handle: &ClusterHandle,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
+    let mut found = BTreeMap::new();
+    for tp in partitions_of(topic, partitions) {
+        let Some(leader) = handle.leader_of(&tp) else {
+            continue;
+        };
+        let Some((log, high_watermark)) = handle.replica_log(leader, &tp) else {
+            continue;
+        };
+        // Backwards: the fate of a transactional batch is the first marker
+        // of its producer after it, the latest one met so far.
+        let mut fate: BTreeMap<i64, bool> = BTreeMap::new();
+        let mut last = None;
+        for batch in log.iter().rev().filter(|b| b.base_offset < high_watermark) {
+            if let Some(control) = batch.control {
+                fate.insert(batch.producer_id, control == ControlType::Commit);
+                continue;
+            }
+            let visible =
+                !batch.transactional || fate.get(&batch.producer_id).copied() == Some(true);
+            if visible && !batch.records.is_empty() {
+                last = Some(batch.next_offset() - 1);
+                break;
+            }
+        }
+        found.insert(tp.partition, last);
+    }
+    found
 }
 
 /// The output topic's data batches and transaction markers, from each
