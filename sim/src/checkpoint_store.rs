@@ -43,10 +43,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use eddyline_engine::checkpoint::envelope::{self, check_id, check_job, check_task};
-use eddyline_engine::checkpoint::{CheckpointStore, SnapshotId};
+use eddyline_engine::checkpoint::{CheckpointStore, SnapshotId, TopicStore};
 use eddyline_engine::transport::ProducerRecord;
 use eddyline_engine::{Error, Result};
 
+use crate::SimTransport;
 use crate::cluster::ClusterHandle;
 use crate::seed::{DetRng, Seed};
 use crate::world;
@@ -472,5 +473,36 @@ impl CheckpointStore for HostStore {
         check_job(job)?;
         check_task(task)?;
         Ok(self.store.state.borrow_mut().collect(job, task, below))
+    }
+}
+
+/// One worker host's checkpoint store in a simulated run: its handle on
+/// the simulator's shared store, or the Kafka topic store on the simulated
+/// cluster (chunks inside the worker's transaction).
+pub enum WorkerStore {
+    Sim(HostStore),
+    Topic(Box<TopicStore<SimTransport>>),
+}
+
+impl CheckpointStore for WorkerStore {
+    async fn write(&mut self, id: &SnapshotId, bytes: &[u8]) -> Result<Vec<ProducerRecord>> {
+        match self {
+            WorkerStore::Sim(store) => store.write(id, bytes).await,
+            WorkerStore::Topic(store) => store.write(id, bytes).await,
+        }
+    }
+
+    async fn read(&mut self, id: &SnapshotId) -> Result<Vec<u8>> {
+        match self {
+            WorkerStore::Sim(store) => store.read(id).await,
+            WorkerStore::Topic(store) => store.read(id).await,
+        }
+    }
+
+    async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize> {
+        match self {
+            WorkerStore::Sim(store) => store.collect(job, task, below).await,
+            WorkerStore::Topic(store) => store.collect(job, task, below).await,
+        }
     }
 }

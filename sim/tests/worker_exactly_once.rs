@@ -22,10 +22,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::*;
-use eddyline_engine::Result;
-use eddyline_engine::checkpoint::{
-    CheckpointStore, SnapshotId, TopicStore, TopicStoreOptions, ensure_topic,
-};
+use eddyline_engine::checkpoint::{TopicStore, TopicStoreOptions, ensure_topic};
 use eddyline_engine::job::{Job, MutatedJob};
 use eddyline_engine::transport::{
     Consumer, ConsumerConfig, ConsumerEvent, Message, Producer, ProducerRecord, TopicPartition,
@@ -37,8 +34,7 @@ use eddyline_engine::worker::{
     WorkerStats,
 };
 use eddyline_sim::Seed;
-use eddyline_sim::SimTransport;
-use eddyline_sim::checkpoint_store::{HostStore, SimCheckpointStore, SimStoreConfig};
+use eddyline_sim::checkpoint_store::{SimCheckpointStore, SimStoreConfig, WorkerStore};
 use eddyline_sim::cluster::{ClusterHandle, SimCluster};
 use eddyline_sim::faults::{Fault, FaultSchedule};
 use eddyline_sim::seed::DetRng;
@@ -189,12 +185,6 @@ enum Stores {
     Topic,
 }
 
-/// One worker's store.
-enum WorkerStore {
-    Sim(HostStore),
-    Topic(Box<TopicStore<SimTransport>>),
-}
-
 impl Stores {
     fn for_host(&self, handle: &ClusterHandle, host: &str) -> WorkerStore {
         match self {
@@ -208,29 +198,6 @@ impl Stores {
                     .expect("a valid topic store");
                 WorkerStore::Topic(Box::new(store))
             }
-        }
-    }
-}
-
-impl CheckpointStore for WorkerStore {
-    async fn write(&mut self, id: &SnapshotId, bytes: &[u8]) -> Result<Vec<ProducerRecord>> {
-        match self {
-            WorkerStore::Sim(store) => store.write(id, bytes).await,
-            WorkerStore::Topic(store) => store.write(id, bytes).await,
-        }
-    }
-
-    async fn read(&mut self, id: &SnapshotId) -> Result<Vec<u8>> {
-        match self {
-            WorkerStore::Sim(store) => store.read(id).await,
-            WorkerStore::Topic(store) => store.read(id).await,
-        }
-    }
-
-    async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize> {
-        match self {
-            WorkerStore::Sim(store) => store.collect(job, task, below).await,
-            WorkerStore::Topic(store) => store.collect(job, task, below).await,
         }
     }
 }

@@ -8,14 +8,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use eddyline_engine::Result;
-use eddyline_engine::checkpoint::{CheckpointStore, SnapshotId, TopicStore, TopicStoreOptions};
+use eddyline_engine::checkpoint::{TopicStore, TopicStoreOptions};
 use eddyline_engine::job::MutatedJob;
-use eddyline_engine::transport::ProducerRecord;
 use eddyline_engine::worker::driver::{self, Clients};
 use eddyline_engine::worker::{Command, Delivery, Selected, Stopped, WorkerConfig, WorkerCore};
-use eddyline_sim::checkpoint_store::{HostStore, SimCheckpointStore};
+use eddyline_sim::Seed;
+use eddyline_sim::checkpoint_store::{SimCheckpointStore, WorkerStore};
 use eddyline_sim::cluster::{ClusterHandle, SimCluster};
-use eddyline_sim::{Seed, SimTransport};
 
 use super::feeder::CHECKPOINT_TOPIC;
 use super::shared::{Shared, consumer_config, producer_config, sleep_ms, transport, wait_ready};
@@ -42,12 +41,6 @@ pub(super) enum Stores {
     Topic,
 }
 
-/// One worker's store.
-enum WorkerStore {
-    Sim(HostStore),
-    Topic(Box<TopicStore<SimTransport>>),
-}
-
 impl Stores {
     fn for_host(&self, handle: &ClusterHandle, host: &str) -> Result<WorkerStore> {
         Ok(match self {
@@ -61,29 +54,6 @@ impl Stores {
                 WorkerStore::Topic(Box::new(store))
             }
         })
-    }
-}
-
-impl CheckpointStore for WorkerStore {
-    async fn write(&mut self, id: &SnapshotId, bytes: &[u8]) -> Result<Vec<ProducerRecord>> {
-        match self {
-            WorkerStore::Sim(store) => store.write(id, bytes).await,
-            WorkerStore::Topic(store) => store.write(id, bytes).await,
-        }
-    }
-
-    async fn read(&mut self, id: &SnapshotId) -> Result<Vec<u8>> {
-        match self {
-            WorkerStore::Sim(store) => store.read(id).await,
-            WorkerStore::Topic(store) => store.read(id).await,
-        }
-    }
-
-    async fn collect(&mut self, job: &str, task: i32, below: u64) -> Result<usize> {
-        match self {
-            WorkerStore::Sim(store) => store.collect(job, task, below).await,
-            WorkerStore::Topic(store) => store.collect(job, task, below).await,
-        }
     }
 }
 
