@@ -405,7 +405,9 @@ fn every_kind_of_listed_fault_is_applied_at_its_time_and_a_crash_at_a_step_at_th
         .faults
         .at
         .retain(|f| !matches!(f.fault, FaultKind::Leave { .. }));
-    let report = run_seed(&scenario, 6);
+    // A seed in which w1 owns a partition after its restart, so it reaches
+    // the offsets step (in about half the seeds it owns none by then).
+    let report = run_seed(&scenario, 2);
     let (at_step, others): (Vec<_>, Vec<_>) = report
         .faults
         .iter()

@@ -45,7 +45,16 @@ pub struct ClusterConfig {
     /// Network latency bounds per message.
     pub latency_min_ms: u64,
     pub latency_max_ms: u64,
-    /// Simulated time per step.
+    /// Simulated time per step. Every host runs once per step; inside a
+    /// step its own timers fire at their exact instants (turmoil's hosts are
+    /// paused-clock tokio runtimes that jump from timer to timer), but a
+    /// message is handed to its destination only at the destination's next
+    /// step, so a message's latency is its drawn latency rounded up to a
+    /// step. The default, 5 ms, is the default maximum latency: a message
+    /// then takes one or two steps. 1 ms (the previous default) gives finer
+    /// interleavings at about 3x the cost of a run, since turmoil steps
+    /// every host on every tick whether or not anything is due
+    /// (BENCHMARKS.md, "scenario sweeps").
     pub tick_ms: u64,
     /// A run not finished after this much simulated time fails.
     pub duration_limit_ms: u64,
@@ -131,7 +140,7 @@ impl Default for ClusterConfig {
             default_partitions: 1,
             latency_min_ms: 1,
             latency_max_ms: 5,
-            tick_ms: 1,
+            tick_ms: 5,
             duration_limit_ms: 600_000,
             epoch_ms: DEFAULT_EPOCH_MS,
             tcp_capacity: 1024,

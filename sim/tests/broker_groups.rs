@@ -348,7 +348,10 @@ mod membership {
                 waited_ms >= u64::from(SESSION_MS) && waited_ms < 2 * u64::from(SESSION_MS),
                 "answered after {waited_ms} ms (session {SESSION_MS} ms, rebalance {REBALANCE_MS} ms)"
             );
-            // The follower rejoins alone and leads the next generation.
+            // The answer restarted the follower's session (Kafka's
+            // `propagateAssignment`): it may take half a session to rejoin,
+            // alone, and it leads the next generation.
+            sleep_ms(u64::from(SESSION_MS) / 2).await;
             let rejoined = join_group(follower_conn, "g7", &follower.member_id).await;
             assert_eq!(rejoined.generation, follower.generation + 1);
             assert_eq!(rejoined.leader, follower.member_id);

@@ -472,6 +472,12 @@ fn prepare_rebalance(broker: &Broker, group_id: &str, group: &mut Group, now: u6
             if member.awaiting_sync {
                 member.awaiting_sync = false;
                 member.sync_result = Some((group.generation, Err(ErrorCode::RebalanceInProgress)));
+                // Answering a parked SyncGroup restarts the member's session
+                // (Kafka 3.8 `GroupCoordinator.propagateAssignment` calls
+                // `completeAndScheduleNextHeartbeatExpiration` for every
+                // member whose sync callback it invokes), so it has a whole
+                // session to rejoin.
+                member.last_heartbeat_ms = now;
             }
         }
     }
@@ -1235,6 +1241,7 @@ async fn store_assignment(
         if group.state != GroupState::CompletingRebalance || group.generation != generation_id {
             return Err(ErrorCode::RebalanceInProgress);
         }
+        let stored_at = now_ms();
         match stored {
             Ok(_) => {
                 for (id, member) in group.members.iter_mut() {
@@ -1247,6 +1254,10 @@ async fn store_assignment(
                         crate::seed_context::current_seed()
                     );
                     member.assignment = assigned.get(id).cloned().unwrap_or_default();
+                    if member.awaiting_sync {
+                        // `propagateAssignment`: the answer restarts the session.
+                        member.last_heartbeat_ms = stored_at;
+                    }
                     member.awaiting_sync = false;
                     member.sync_result = Some((generation_id, Ok(member.assignment.clone())));
                 }
@@ -1260,10 +1271,14 @@ async fn store_assignment(
             }
             Err(error) => {
                 for member in group.members.values_mut() {
+                    if member.awaiting_sync {
+                        // `propagateAssignment`: the answer restarts the session.
+                        member.last_heartbeat_ms = stored_at;
+                    }
                     member.awaiting_sync = false;
                     member.sync_result = Some((generation_id, Err(error)));
                 }
-                prepare_rebalance(broker, group_id, group, now_ms());
+                prepare_rebalance(broker, group_id, group, stored_at);
                 Err(error)
             }
         }
