@@ -12,7 +12,9 @@
 //!   same anomaly, printed as a scenario file.
 //!
 //! A SCENARIO argument is a scenario file or a directory (every `*.toml`
-//! in it but `Cargo.toml`). Exit codes: 0 success; 1 a seed failed (`run`:
+//! in it but `Cargo.toml`); a file named `Cargo.toml` is never a scenario
+//! and is passed over, so `scenarios/*.toml` works as the shell expands
+//! it. Exit codes: 0 success; 1 a seed failed (`run`:
 //! an anomaly was found; `sweep`: a `pass` scenario had a failing seed, or
 //! a positive control detected nothing); 2 bad usage or a bad scenario.
 
@@ -105,12 +107,18 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
 }
 
 /// The scenario files named by the arguments: files as given, directories
-/// expanded to their `*.toml` files but `Cargo.toml`, in name order.
+/// expanded to their `*.toml` files, in name order. A `Cargo.toml` (the
+/// scenarios crate's manifest sits beside its scenario files) is passed
+/// over either way, so a shell glob such as `scenarios/*.toml` works; the
+/// arguments must name at least one scenario.
 pub fn scenario_paths(arguments: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let is_manifest = |path: &Path| path.file_name().is_some_and(|name| name == "Cargo.toml");
     let mut paths = Vec::new();
     for argument in arguments {
         if !argument.is_dir() {
-            paths.push(argument.clone());
+            if !is_manifest(argument) {
+                paths.push(argument.clone());
+            }
             continue;
         }
         let entries = std::fs::read_dir(argument).map_err(|e| {
@@ -121,10 +129,7 @@ pub fn scenario_paths(arguments: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
         })?;
         let mut found: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| {
-                path.extension().is_some_and(|ext| ext == "toml")
-                    && path.file_name().is_some_and(|name| name != "Cargo.toml")
-            })
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && !is_manifest(path))
             .collect();
         if found.is_empty() {
             return Err(CliError::BadInput(format!(
@@ -134,6 +139,11 @@ pub fn scenario_paths(arguments: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
         }
         found.sort();
         paths.extend(found);
+    }
+    if paths.is_empty() {
+        return Err(CliError::BadInput(
+            "no scenario files among the arguments (a Cargo.toml is not one)".to_string(),
+        ));
     }
     Ok(paths)
 }
@@ -187,4 +197,29 @@ fn run_one(args: &RunArgs) -> Result<Outcome, CliError> {
     } else {
         Outcome::CheckFailed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shell_glob_that_catches_the_crates_manifest_names_only_the_scenarios() {
+        let arguments: Vec<PathBuf> = ["scenarios/a.toml", "scenarios/Cargo.toml", "b.toml"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            scenario_paths(&arguments).unwrap(),
+            vec![PathBuf::from("scenarios/a.toml"), PathBuf::from("b.toml")]
+        );
+    }
+
+    #[test]
+    fn a_manifest_alone_is_bad_input() {
+        let error = scenario_paths(&[PathBuf::from("Cargo.toml")]).unwrap_err();
+        assert!(
+            matches!(error, CliError::BadInput(ref reason) if reason.contains("no scenario files"))
+        );
+    }
 }
