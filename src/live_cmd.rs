@@ -66,12 +66,21 @@ pub struct LiveArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// A bounded run: read each input partition up to its end offset at
+    /// start, fire every window as at the end of a backfill, commit, and
+    /// exit 0 once the job's group has committed those ends for every
+    /// input partition (with several workers, each one exits then).
+    #[arg(long)]
+    stop_at_end: bool,
 }
 
 /// The replication factor of the topics live mode creates, at most.
 const REPLICATION_MAX: usize = 3;
 /// How often the watermark gauges are refreshed, at most.
 const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often a bounded run (`--stop-at-end`) asks whether the group has
+/// committed the end of every input partition.
+const END_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub fn run(args: LiveArgs) -> Result<Outcome, CliError> {
     let job = Job::from_file(&args.job).map_err(|error| CliError::BadInput(error.to_string()))?;
@@ -97,7 +106,7 @@ pub fn run(args: LiveArgs) -> Result<Outcome, CliError> {
         .enable_all()
         .build()
         .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
-    runtime.block_on(live(job, worker_id, metrics_addr, config))
+    runtime.block_on(live(job, worker_id, metrics_addr, config, args.stop_at_end))
 }
 
 /// What was made ready before the worker starts.
@@ -105,6 +114,8 @@ struct Ready {
     transport: KafkaTransport,
     partitions: i32,
     replication: i16,
+    /// With `--stop-at-end`: each input partition's end offset at start.
+    ends: Option<BTreeMap<TopicPartition, i64>>,
 }
 
 async fn live(
@@ -112,8 +123,9 @@ async fn live(
     worker_id: String,
     metrics_addr: Option<SocketAddr>,
     config: KafkaConfig,
+    stop_at_end: bool,
 ) -> Result<Outcome, CliError> {
-    let ready = prepare(&job, config).await?;
+    let ready = prepare(&job, config, stop_at_end).await?;
     // Logs start once the checks that answer in one line have passed.
     init_logs();
     let bootstrap = ready.transport.config().bootstrap().to_string();
@@ -157,7 +169,7 @@ async fn live(
 }
 
 /// Connects, checks the inputs and creates the missing outputs.
-async fn prepare(job: &Job, config: KafkaConfig) -> Result<Ready, CliError> {
+async fn prepare(job: &Job, config: KafkaConfig, stop_at_end: bool) -> Result<Ready, CliError> {
     let bootstrap = config.bootstrap().to_string();
     let transport = KafkaTransport::connect(config)
         .await
@@ -208,11 +220,42 @@ async fn prepare(job: &Job, config: KafkaConfig) -> Result<Ready, CliError> {
             }
         }
     }
+    let ends = if stop_at_end {
+        Some(input_ends(&transport, job, partitions).await?)
+    } else {
+        None
+    };
     Ok(Ready {
         transport,
         partitions,
         replication,
+        ends,
     })
+}
+
+/// The end offset of every input partition now.
+async fn input_ends(
+    transport: &KafkaTransport,
+    job: &Job,
+    partitions: i32,
+) -> Result<BTreeMap<TopicPartition, i64>, CliError> {
+    let config = ConsumerConfig::new("eddy-live-ends", None);
+    let mut consumer = transport
+        .consumer(&config)
+        .await
+        .map_err(|error| CliError::BadInput(error.message))?;
+    let mut ends = BTreeMap::new();
+    for topic in job.input_topics() {
+        for partition in 0..partitions {
+            let tp = TopicPartition::new(topic.clone(), partition);
+            let (_, end) = consumer
+                .offsets_range(&tp)
+                .await
+                .map_err(|error| CliError::BadInput(error.message))?;
+            ends.insert(tp, end);
+        }
+    }
+    Ok(ends)
 }
 
 thread_local! {
@@ -233,7 +276,16 @@ async fn run_worker<S: CheckpointStore>(
     incarnation: u64,
     metrics: Metrics,
 ) -> Result<Outcome, CliError> {
-    let config = job.worker_config(worker_id, incarnation);
+    let mut config = job.worker_config(worker_id, incarnation);
+    config.end_offsets = ready.ends.clone();
+    if let Some(ends) = &ready.ends {
+        let total: i64 = ends.values().sum();
+        tracing::info!(
+            partitions = ends.len(),
+            records = total,
+            "bounded run: up to the end offsets at start"
+        );
+    }
     let exactly_once = config.delivery == Delivery::ExactlyOnce;
     let core = WorkerCore::new(job.clone(), config, Faithful)
         .map_err(|error| CliError::BadInput(error.to_string()))?;
@@ -267,7 +319,9 @@ async fn run_worker<S: CheckpointStore>(
         }
     };
     let worker = driver::run(transport, store, core, Clients::new(worker_id), control);
-    let side = side_tasks(transport, worker_id, &stop, &positions, &metrics);
+    let group = job.name().to_string();
+    let ends = ready.ends.as_ref().map(|ends| (group, ends.clone()));
+    let side = side_tasks(transport, worker_id, &stop, &positions, &metrics, ends);
     let stopped = tokio::select! {
         stopped = worker => stopped,
         never = side => match never {},
@@ -298,6 +352,7 @@ async fn side_tasks(
     stop: &Cell<bool>,
     positions: &RefCell<BTreeMap<TopicPartition, i64>>,
     metrics: &Metrics,
+    group_ends: Option<(String, BTreeMap<TopicPartition, i64>)>,
 ) -> std::convert::Infallible {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).ok();
@@ -306,8 +361,24 @@ async fn side_tasks(
     let mut lag_shown = BTreeSet::new();
     let mut tick = tokio::time::interval(LAG_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut end_tick = tokio::time::interval(END_CHECK_INTERVAL);
+    end_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut group_consumer = None;
     loop {
         tokio::select! {
+            _ = end_tick.tick(), if group_ends.is_some() && !stop.get() => {
+                let Some((group, ends)) = &group_ends else { continue };
+                if group_consumer.is_none() {
+                    let config = ConsumerConfig::new(format!("{worker_id}-ends"), Some(group.clone()));
+                    group_consumer = transport.consumer(&config).await.ok();
+                }
+                if let Some(consumer) = group_consumer.as_mut() {
+                    if group_at_end(consumer, ends).await {
+                        tracing::info!(%group, "the group committed the end of every input partition");
+                        stop.set(true);
+                    }
+                }
+            }
             Some(()) = recv(&mut terminate) => note_stop(stop, "SIGTERM"),
             Some(()) = recv(&mut interrupt) => note_stop(stop, "SIGINT"),
             _ = tick.tick() => {
@@ -334,6 +405,24 @@ async fn side_tasks(
                     metrics.set_lag(&owned, &ends, &mut lag_shown);
                 }
             }
+        }
+    }
+}
+
+/// Whether the group's committed offsets reached `ends` everywhere.
+async fn group_at_end(
+    consumer: &mut <KafkaTransport as Transport>::Consumer,
+    ends: &BTreeMap<TopicPartition, i64>,
+) -> bool {
+    let partitions: Vec<TopicPartition> = ends.keys().cloned().collect();
+    match consumer.committed(&partitions).await {
+        Ok(committed) => partitions
+            .iter()
+            .zip(committed)
+            .all(|(tp, committed)| committed.map_or(0, |c| c.offset) >= ends[tp]),
+        Err(error) => {
+            tracing::debug!(error = %error.message, "bounded run: no committed offsets");
+            false
         }
     }
 }
