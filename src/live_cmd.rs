@@ -72,6 +72,13 @@ pub struct LiveArgs {
     /// input partition (with several workers, each one exits then).
     #[arg(long)]
     stop_at_end: bool,
+    /// The consumer group session timeout: how long after this worker
+    /// dies (kill -9, a lost machine) its partitions move to the others.
+    /// The brokers refuse values outside group.min.session.timeout.ms
+    /// (6 s by default) .. group.max.session.timeout.ms.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=3_600_000))]
+    session_timeout_ms: u32,
 }
 
 /// The replication factor of the topics live mode creates, at most.
@@ -106,7 +113,21 @@ pub fn run(args: LiveArgs) -> Result<Outcome, CliError> {
         .enable_all()
         .build()
         .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
-    runtime.block_on(live(job, worker_id, metrics_addr, config, args.stop_at_end))
+    let options = Options {
+        worker_id,
+        metrics_addr,
+        stop_at_end: args.stop_at_end,
+        session_timeout_ms: args.session_timeout_ms,
+    };
+    runtime.block_on(live(job, options, config))
+}
+
+/// How this worker runs, from the command line.
+struct Options {
+    worker_id: String,
+    metrics_addr: Option<SocketAddr>,
+    stop_at_end: bool,
+    session_timeout_ms: u32,
 }
 
 /// What was made ready before the worker starts.
@@ -118,19 +139,14 @@ struct Ready {
     ends: Option<BTreeMap<TopicPartition, i64>>,
 }
 
-async fn live(
-    job: Job,
-    worker_id: String,
-    metrics_addr: Option<SocketAddr>,
-    config: KafkaConfig,
-    stop_at_end: bool,
-) -> Result<Outcome, CliError> {
-    let ready = prepare(&job, config, stop_at_end).await?;
+async fn live(job: Job, options: Options, config: KafkaConfig) -> Result<Outcome, CliError> {
+    let ready = prepare(&job, config, options.stop_at_end).await?;
+    let worker_id = options.worker_id.clone();
     // Logs start once the checks that answer in one line have passed.
     init_logs();
     let bootstrap = ready.transport.config().bootstrap().to_string();
     let (metrics, registry) = Metrics::registered();
-    if let Some(addr) = metrics_addr {
+    if let Some(addr) = options.metrics_addr {
         let local = metrics::serve(addr, Arc::new(registry)).map_err(CliError::BadInput)?;
         tracing::info!(addr = %local, "serving metrics at /metrics");
     }
@@ -147,7 +163,7 @@ async fn live(
         StoreSpec::Dir(dir) => {
             tracing::info!(dir = %dir.display(), "checkpoints in a directory");
             let mut store = DirStore::new(dir);
-            run_worker(&job, &ready, &mut store, &worker_id, incarnation, metrics).await
+            run_worker(&job, &ready, &mut store, &options, incarnation, metrics).await
         }
         StoreSpec::Kafka(topic) => {
             let admin = ready.transport.admin().await.map_err(internal)?;
@@ -162,7 +178,7 @@ async fn live(
                 TopicStoreOptions::default(),
             )
             .map_err(|error| CliError::Internal(error.to_string()))?;
-            run_worker(&job, &ready, &mut store, &worker_id, incarnation, metrics).await
+            run_worker(&job, &ready, &mut store, &options, incarnation, metrics).await
         }
         StoreSpec::Sim => unreachable!("refused before the runtime started"),
     }
@@ -272,10 +288,11 @@ async fn run_worker<S: CheckpointStore>(
     job: &Job,
     ready: &Ready,
     store: &mut S,
-    worker_id: &str,
+    options: &Options,
     incarnation: u64,
     metrics: Metrics,
 ) -> Result<Outcome, CliError> {
+    let worker_id = options.worker_id.as_str();
     let mut config = job.worker_config(worker_id, incarnation);
     config.end_offsets = ready.ends.clone();
     if let Some(ends) = &ready.ends {
@@ -318,7 +335,10 @@ async fn run_worker<S: CheckpointStore>(
             }
         }
     };
-    let worker = driver::run(transport, store, core, Clients::new(worker_id), control);
+    let mut clients = Clients::new(worker_id);
+    clients.consumer.session_timeout_ms = options.session_timeout_ms;
+    clients.consumer.heartbeat_interval_ms = (options.session_timeout_ms / 5).clamp(1, 3_000);
+    let worker = driver::run(transport, store, core, clients, control);
     let group = job.name().to_string();
     let ends = ready.ends.as_ref().map(|ends| (group, ends.clone()));
     let side = side_tasks(transport, worker_id, &stop, &positions, &metrics, ends);

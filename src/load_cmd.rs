@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
@@ -44,6 +45,11 @@ pub struct LoadArgs {
     /// The Kafka cluster's bootstrap address(es).
     #[arg(long, value_name = "HOST:PORT[,...]")]
     bootstrap: String,
+    /// Send each record at its send time (the scenario's rate and bursts,
+    /// as the simulator's feeder sends them), so a running job sees its
+    /// input arrive over time; default: as fast as the cluster takes them.
+    #[arg(long)]
+    paced: bool,
 }
 
 /// The most records in flight before the producer is flushed.
@@ -62,7 +68,7 @@ pub fn run(args: &LoadArgs) -> Result<Outcome, CliError> {
         .enable_all()
         .build()
         .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
-    let loaded_ends = runtime.block_on(write(&plan, config))?;
+    let loaded_ends = runtime.block_on(write(&plan, config, args.paced))?;
     let offsets: Vec<String> = loaded_ends
         .iter()
         .map(|(partition, (start, end))| format!("{partition}:{start}..{end}"))
@@ -84,6 +90,7 @@ pub fn run(args: &LoadArgs) -> Result<Outcome, CliError> {
 async fn write(
     plan: &LoadPlan,
     config: KafkaConfig,
+    paced: bool,
 ) -> Result<BTreeMap<i32, (i64, i64)>, CliError> {
     let transport = KafkaTransport::connect(config)
         .await
@@ -98,7 +105,11 @@ async fn write(
         .producer(&ProducerConfig::new("eddy-load", None))
         .await
         .map_err(bad_input)?;
+    let started = tokio::time::Instant::now();
     for (index, record) in plan.records.iter().enumerate() {
+        if paced {
+            tokio::time::sleep_until(started + Duration::from_millis(record.send_ms)).await;
+        }
         if index > 0 && index % IN_FLIGHT_MAX == 0 {
             producer.flush().await.map_err(refused)?;
         }
