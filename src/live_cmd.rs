@@ -68,8 +68,10 @@ pub struct LiveArgs {
     metrics_addr: Option<String>,
     /// A bounded run: read each input partition up to its end offset at
     /// start, fire every window as at the end of a backfill, commit, and
-    /// exit 0 once the job's group has committed those ends for every
-    /// input partition (with several workers, each one exits then).
+    /// exit 0 once every task this worker owns has committed its end and
+    /// the job's group has committed the end of every input partition
+    /// (several workers drain together; one that owns no partition keeps
+    /// running).
     #[arg(long)]
     stop_at_end: bool,
     /// The consumer group session timeout: how long after this worker
@@ -308,6 +310,9 @@ async fn run_worker<S: CheckpointStore>(
         .map_err(|error| CliError::BadInput(error.to_string()))?;
     let transport = &ready.transport;
     let stop = Rc::new(Cell::new(false));
+    // Bounded runs: every task this worker owns has committed its end.
+    let own_finished = Rc::new(Cell::new(false));
+    let bounded = ready.ends.is_some();
     let positions = Rc::new(RefCell::new(BTreeMap::new()));
     let mut observer = Observer::new(
         metrics.clone(),
@@ -319,6 +324,7 @@ async fn run_worker<S: CheckpointStore>(
     let mut gauges_at: Option<Instant> = None;
     let control = {
         let stop = Rc::clone(&stop);
+        let own_finished = Rc::clone(&own_finished);
         let positions = Rc::clone(&positions);
         move |core: &mut WorkerCore<Job, Faithful>, command: &eddyline_engine::worker::Command| {
             let now = Instant::now();
@@ -327,6 +333,10 @@ async fn run_worker<S: CheckpointStore>(
                 gauges_at = Some(now);
                 observer.set_watermarks(&core.task_watermarks(), wall_ms());
                 *positions.borrow_mut() = core.positions();
+            }
+            if bounded {
+                let owned: BTreeSet<i32> = core.positions().keys().map(|tp| tp.partition).collect();
+                own_finished.set(!owned.is_empty() && core.finished_tasks() == owned);
             }
             if stop.get() && !stop_requested {
                 stop_requested = true;
@@ -341,7 +351,18 @@ async fn run_worker<S: CheckpointStore>(
     let worker = driver::run(transport, store, core, clients, control);
     let group = job.name().to_string();
     let ends = ready.ends.as_ref().map(|ends| (group, ends.clone()));
-    let side = side_tasks(transport, worker_id, &stop, &positions, &metrics, ends);
+    let side = side_tasks(
+        transport,
+        worker_id,
+        &stop,
+        &positions,
+        &metrics,
+        ends.map(|(group, ends)| Bounded {
+            group,
+            ends,
+            own_finished: Rc::clone(&own_finished),
+        }),
+    );
     let stopped = tokio::select! {
         stopped = worker => stopped,
         never = side => match never {},
@@ -372,7 +393,7 @@ async fn side_tasks(
     stop: &Cell<bool>,
     positions: &RefCell<BTreeMap<TopicPartition, i64>>,
     metrics: &Metrics,
-    group_ends: Option<(String, BTreeMap<TopicPartition, i64>)>,
+    bounded: Option<Bounded>,
 ) -> std::convert::Infallible {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).ok();
@@ -386,15 +407,18 @@ async fn side_tasks(
     let mut group_consumer = None;
     loop {
         tokio::select! {
-            _ = end_tick.tick(), if group_ends.is_some() && !stop.get() => {
-                let Some((group, ends)) = &group_ends else { continue };
+            _ = end_tick.tick(), if bounded.is_some() && !stop.get() => {
+                let Some(Bounded { group, ends, own_finished }) = &bounded else { continue };
+                if !own_finished.get() {
+                    continue;
+                }
                 if group_consumer.is_none() {
                     let config = ConsumerConfig::new(format!("{worker_id}-ends"), Some(group.clone()));
                     group_consumer = transport.consumer(&config).await.ok();
                 }
                 if let Some(consumer) = group_consumer.as_mut() {
                     if group_at_end(consumer, ends).await {
-                        tracing::info!(%group, "the group committed the end of every input partition");
+                        tracing::info!(%group, "this worker's tasks finished, and the group committed the end of every input partition");
                         stop.set(true);
                     }
                 }
@@ -427,6 +451,18 @@ async fn side_tasks(
             }
         }
     }
+}
+
+/// A bounded run's stop condition, beside the worker: a worker stops once
+/// every task it owns has committed its end (its last windows fired) and
+/// the group has committed the end of every input partition. (A worker
+/// that owns nothing keeps running: a partition it would stop without
+/// could move to it.) A worker that owns every partition stops by itself
+/// ([`Stopped::Finished`]).
+struct Bounded {
+    group: String,
+    ends: BTreeMap<TopicPartition, i64>,
+    own_finished: Rc<Cell<bool>>,
 }
 
 /// Whether the group's committed offsets reached `ends` everywhere.

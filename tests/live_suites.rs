@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 use eddyline_engine::transport::{
-    Consumer, ConsumerConfig, ConsumerEvent, TopicPartition, Transport,
+    Admin, Consumer, ConsumerConfig, ConsumerEvent, TopicPartition, Transport,
 };
 use eddyline_scenarios::run::{RunOptions, run};
 use eddyline_scenarios::scenario::Scenario;
@@ -385,6 +385,26 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Waits until `topic` exists (a paced load creates it first); panics
+/// after 30 s.
+fn wait_for_topic(topic: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let config =
+            KafkaConfig::from_sources(Some(&bootstrap()), std::iter::empty()).expect("a config");
+        let transport = KafkaTransport::connect(config).await.expect("connect");
+        let admin = transport.admin().await.expect("an admin client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while admin.partition_count(topic).await.is_err() {
+            assert!(Instant::now() < deadline, "topic {topic} never appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 /// Waits for a paced load to finish, successfully.
 fn finish_load(mut load: Child) {
     let output = load.wait().expect("wait for eddy load");
@@ -420,6 +440,7 @@ fn killed_twice(file: &str, delivery: &str, test: &str) -> Setup {
         .load(1, true)
         .spawn()
         .expect("start eddy load --paced");
+    wait_for_topic(&setup.input);
     let mut records_in_before = 0.0;
     for incarnation in 0..2 {
         let mut worker = setup.live("w1", incarnation, &[]);
@@ -501,6 +522,7 @@ fn live_two_workers_one_killed_the_survivor_takes_over_the_killed_one_rejoins() 
         .load(2, true)
         .spawn()
         .expect("start eddy load --paced");
+    wait_for_topic(&setup.input);
     let mut first = setup.live("w1", 0, &[]);
     let mut second = setup.live("w2", 0, &[]);
     first.wait_for("eddy_records_in_total", 1.0);
