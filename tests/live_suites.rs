@@ -336,9 +336,9 @@ impl Worker {
             .and_then(|value| value.trim().parse().ok())
     }
 
-    /// Waits until counter `name` reaches `at_least`; panics after 30 s.
+    /// Waits until counter `name` reaches `at_least`; panics after 60 s.
     fn wait_for(&mut self, name: &str, at_least: f64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if self.counter(name).is_some_and(|value| value >= at_least) {
                 return;
@@ -545,6 +545,13 @@ fn live_two_workers_one_killed_the_survivor_takes_over_the_killed_one_rejoins() 
         assert!(
             status.is_some_and(|s| s.success()),
             "SIGTERM: {status:?}: {}",
+            worker.log_text()
+        );
+        assert!(
+            worker
+                .log_text()
+                .contains("stopped after a last checkpoint"),
+            "SIGTERM gives a last checkpoint: {}",
             worker.log_text()
         );
     }
