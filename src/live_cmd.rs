@@ -1,7 +1,9 @@
 //! `eddy live --job JOB.toml --bootstrap HOST:PORT [--worker-id ID]
-//! [--metrics-addr HOST:PORT]`: runs a job's worker on a real Kafka
-//! cluster until SIGINT or SIGTERM, then takes a last checkpoint, commits
-//! it and exits 0.
+//! [--metrics-addr HOST:PORT] [--stop-at-end] [--session-timeout-ms MS]`:
+//! runs a job's worker on a real Kafka cluster until SIGINT or SIGTERM
+//! (or, with `--stop-at-end`, until the input as it was at start is
+//! processed and committed), then takes a last checkpoint, commits it and
+//! exits 0.
 //!
 //! Startup refuses, with one line on stderr and exit 2, a job file that
 //! does not load (the transaction-timeout guard included), a broker that
@@ -405,6 +407,7 @@ async fn side_tasks(
     let mut end_tick = tokio::time::interval(END_CHECK_INTERVAL);
     end_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut group_consumer = None;
+    let mut signalled = false;
     loop {
         tokio::select! {
             _ = end_tick.tick(), if bounded.is_some() && !stop.get() => {
@@ -423,8 +426,8 @@ async fn side_tasks(
                     }
                 }
             }
-            Some(()) = recv(&mut terminate) => note_stop(stop, "SIGTERM"),
-            Some(()) = recv(&mut interrupt) => note_stop(stop, "SIGINT"),
+            Some(()) = recv(&mut terminate) => note_stop(stop, &mut signalled, "SIGTERM"),
+            Some(()) = recv(&mut interrupt) => note_stop(stop, &mut signalled, "SIGINT"),
             _ = tick.tick() => {
                 let owned = positions.borrow().clone();
                 if lag_consumer.is_none() {
@@ -493,8 +496,8 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 /// The first signal asks for a graceful stop; a second one ends the process
 /// at once (exit 1): the open transaction is aborted by the coordinator or
 /// the next incarnation, and a restart recovers from the last checkpoint.
-fn note_stop(stop: &Cell<bool>, name: &str) {
-    if stop.get() {
+fn note_stop(stop: &Cell<bool>, signalled: &mut bool, name: &str) {
+    if std::mem::replace(signalled, true) {
         tracing::warn!(
             signal = name,
             "second signal: exiting without a last checkpoint (a restart recovers from the last one)"

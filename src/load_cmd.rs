@@ -26,10 +26,11 @@ use eddyline_sim::Seed;
 use crate::sim_cmd::{load, parse_seed};
 use crate::{CliError, Outcome};
 
-/// Writes a scenario's workload for one seed into real topics (the records
-/// the simulator's feeder writes: same keys, values, timestamps and
-/// partitions), creating missing topics with the scenario's partition
-/// count. librdkafka settings (security, credentials) come from the
+/// Writes a scenario's workload for one seed into real topics.
+///
+/// The records the simulator's feeder writes: same keys, values,
+/// timestamps and partitions. Missing topics are created with the
+/// scenario's partition count. librdkafka settings (security, credentials) come from the
 /// properties file named by EDDY_KAFKA_CONFIG and from EDDY_KAFKA_*
 /// variables; an unreachable broker is reported within
 /// EDDY_KAFKA_TIMEOUT_MS (default 10 s). Exit 0 once every record is

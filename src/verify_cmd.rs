@@ -45,9 +45,10 @@ use eddyline_scenarios::observation::Observation;
 
 use crate::{CliError, Outcome};
 
-/// Runs the checker over a job's real input, output, late and dead-letter
-/// topics after a live run (stop the workers first, or run them with
-/// `--stop-at-end`). Checks lost-output, duplicate-output, wrong-result,
+/// Runs the checker over a job's real topics after a live run.
+///
+/// Reads the input, output, late and dead-letter topics (stop the workers
+/// first, or run them with `--stop-at-end`). Checks lost-output, duplicate-output, wrong-result,
 /// premature-fire, missing-late-update, silent-drop, wrong-late-output,
 /// watermark-regression, hanging-transaction and liveness (the job's
 /// group committed the end of every input partition); not aborted-read
