@@ -55,6 +55,10 @@ pub struct LoadArgs {
 
 /// The most records in flight before the producer is flushed.
 const IN_FLIGHT_MAX: usize = 10_000;
+/// How long a topic that "already exists" may take to appear in the
+/// metadata (created at the same moment by another client: a worker
+/// creating its outputs).
+const EXISTING_TOPIC_PATIENCE: Duration = Duration::from_secs(10);
 /// The replication factor of the topics `load` creates, at most.
 const REPLICATION_MAX: usize = 3;
 
@@ -159,7 +163,7 @@ async fn create_topics(transport: &KafkaTransport, plan: &LoadPlan) -> Result<()
                 plan.partitions
             ),
             Err(error) if error.code == ErrorCode::TopicAlreadyExists => {
-                let count = admin.partition_count(&topic).await.map_err(bad_input)?;
+                let count = existing_partitions(&admin, &topic).await?;
                 if count != plan.partitions {
                     return Err(CliError::BadInput(format!(
                         "topic '{topic}' at {bootstrap} has {count} partitions; the scenario \
@@ -177,6 +181,24 @@ async fn create_topics(transport: &KafkaTransport, plan: &LoadPlan) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The partition count of a topic that exists: one another client has
+/// just created may take a moment to show in the metadata.
+async fn existing_partitions(admin: &impl Admin, topic: &str) -> Result<i32, CliError> {
+    let deadline = tokio::time::Instant::now() + EXISTING_TOPIC_PATIENCE;
+    loop {
+        match admin.partition_count(topic).await {
+            Ok(count) => return Ok(count),
+            Err(error)
+                if error.code == ErrorCode::UnknownTopicOrPartition
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(bad_input(error)),
+        }
+    }
 }
 
 async fn end_offsets(

@@ -440,7 +440,9 @@ fn killed_twice(file: &str, delivery: &str, test: &str) -> Setup {
         .load(1, true)
         .spawn()
         .expect("start eddy load --paced");
-    wait_for_topic(&setup.input);
+    // The load creates the input, then the outputs: once the last exists
+    // a worker starting now does not race it creating them.
+    wait_for_topic(&format!("{}-dead", setup.name));
     let mut records_in_before = 0.0;
     for incarnation in 0..2 {
         let mut worker = setup.live("w1", incarnation, &[]);
@@ -522,7 +524,9 @@ fn live_two_workers_one_killed_the_survivor_takes_over_the_killed_one_rejoins() 
         .load(2, true)
         .spawn()
         .expect("start eddy load --paced");
-    wait_for_topic(&setup.input);
+    // The load creates the input, then the outputs: once the last exists
+    // a worker starting now does not race it creating them.
+    wait_for_topic(&format!("{}-dead", setup.name));
     let mut first = setup.live("w1", 0, &[]);
     let mut second = setup.live("w2", 0, &[]);
     first.wait_for("eddy_records_in_total", 1.0);
