@@ -1,7 +1,9 @@
 //! `eddy live --job JOB.toml --bootstrap HOST:PORT [--worker-id ID]
-//! [--metrics-addr HOST:PORT]`: runs a job's worker on a real Kafka
-//! cluster until SIGINT or SIGTERM, then takes a last checkpoint, commits
-//! it and exits 0.
+//! [--metrics-addr HOST:PORT] [--stop-at-end] [--session-timeout-ms MS]`:
+//! runs a job's worker on a real Kafka cluster until SIGINT or SIGTERM
+//! (or, with `--stop-at-end`, until the input as it was at start is
+//! processed and committed), then takes a last checkpoint, commits it and
+//! exits 0.
 //!
 //! Startup refuses, with one line on stderr and exit 2, a job file that
 //! does not load (the transaction-timeout guard included), a broker that
@@ -66,12 +68,30 @@ pub struct LiveArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// A bounded run: read each input partition up to its end offset at
+    /// start, fire every window as at the end of a backfill, commit, and
+    /// exit 0 once every task this worker owns has committed its end and
+    /// the job's group has committed the end of every input partition
+    /// (several workers drain together; one that owns no partition keeps
+    /// running).
+    #[arg(long)]
+    stop_at_end: bool,
+    /// The consumer group session timeout: how long after this worker
+    /// dies (kill -9, a lost machine) its partitions move to the others.
+    /// The brokers refuse values outside group.min.session.timeout.ms
+    /// (6 s by default) .. group.max.session.timeout.ms.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=3_600_000))]
+    session_timeout_ms: u32,
 }
 
 /// The replication factor of the topics live mode creates, at most.
 const REPLICATION_MAX: usize = 3;
 /// How often the watermark gauges are refreshed, at most.
 const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often a bounded run (`--stop-at-end`) asks whether the group has
+/// committed the end of every input partition.
+const END_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub fn run(args: LiveArgs) -> Result<Outcome, CliError> {
     let job = Job::from_file(&args.job).map_err(|error| CliError::BadInput(error.to_string()))?;
@@ -97,7 +117,21 @@ pub fn run(args: LiveArgs) -> Result<Outcome, CliError> {
         .enable_all()
         .build()
         .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
-    runtime.block_on(live(job, worker_id, metrics_addr, config))
+    let options = Options {
+        worker_id,
+        metrics_addr,
+        stop_at_end: args.stop_at_end,
+        session_timeout_ms: args.session_timeout_ms,
+    };
+    runtime.block_on(live(job, options, config))
+}
+
+/// How this worker runs, from the command line.
+struct Options {
+    worker_id: String,
+    metrics_addr: Option<SocketAddr>,
+    stop_at_end: bool,
+    session_timeout_ms: u32,
 }
 
 /// What was made ready before the worker starts.
@@ -105,20 +139,18 @@ struct Ready {
     transport: KafkaTransport,
     partitions: i32,
     replication: i16,
+    /// With `--stop-at-end`: each input partition's end offset at start.
+    ends: Option<BTreeMap<TopicPartition, i64>>,
 }
 
-async fn live(
-    job: Job,
-    worker_id: String,
-    metrics_addr: Option<SocketAddr>,
-    config: KafkaConfig,
-) -> Result<Outcome, CliError> {
-    let ready = prepare(&job, config).await?;
+async fn live(job: Job, options: Options, config: KafkaConfig) -> Result<Outcome, CliError> {
+    let ready = prepare(&job, config, options.stop_at_end).await?;
+    let worker_id = options.worker_id.clone();
     // Logs start once the checks that answer in one line have passed.
     init_logs();
     let bootstrap = ready.transport.config().bootstrap().to_string();
     let (metrics, registry) = Metrics::registered();
-    if let Some(addr) = metrics_addr {
+    if let Some(addr) = options.metrics_addr {
         let local = metrics::serve(addr, Arc::new(registry)).map_err(CliError::BadInput)?;
         tracing::info!(addr = %local, "serving metrics at /metrics");
     }
@@ -135,7 +167,7 @@ async fn live(
         StoreSpec::Dir(dir) => {
             tracing::info!(dir = %dir.display(), "checkpoints in a directory");
             let mut store = DirStore::new(dir);
-            run_worker(&job, &ready, &mut store, &worker_id, incarnation, metrics).await
+            run_worker(&job, &ready, &mut store, &options, incarnation, metrics).await
         }
         StoreSpec::Kafka(topic) => {
             let admin = ready.transport.admin().await.map_err(internal)?;
@@ -150,14 +182,14 @@ async fn live(
                 TopicStoreOptions::default(),
             )
             .map_err(|error| CliError::Internal(error.to_string()))?;
-            run_worker(&job, &ready, &mut store, &worker_id, incarnation, metrics).await
+            run_worker(&job, &ready, &mut store, &options, incarnation, metrics).await
         }
         StoreSpec::Sim => unreachable!("refused before the runtime started"),
     }
 }
 
 /// Connects, checks the inputs and creates the missing outputs.
-async fn prepare(job: &Job, config: KafkaConfig) -> Result<Ready, CliError> {
+async fn prepare(job: &Job, config: KafkaConfig, stop_at_end: bool) -> Result<Ready, CliError> {
     let bootstrap = config.bootstrap().to_string();
     let transport = KafkaTransport::connect(config)
         .await
@@ -208,11 +240,42 @@ async fn prepare(job: &Job, config: KafkaConfig) -> Result<Ready, CliError> {
             }
         }
     }
+    let ends = if stop_at_end {
+        Some(input_ends(&transport, job, partitions).await?)
+    } else {
+        None
+    };
     Ok(Ready {
         transport,
         partitions,
         replication,
+        ends,
     })
+}
+
+/// The end offset of every input partition now.
+async fn input_ends(
+    transport: &KafkaTransport,
+    job: &Job,
+    partitions: i32,
+) -> Result<BTreeMap<TopicPartition, i64>, CliError> {
+    let config = ConsumerConfig::new("eddy-live-ends", None);
+    let mut consumer = transport
+        .consumer(&config)
+        .await
+        .map_err(|error| CliError::BadInput(error.message))?;
+    let mut ends = BTreeMap::new();
+    for topic in job.input_topics() {
+        for partition in 0..partitions {
+            let tp = TopicPartition::new(topic.clone(), partition);
+            let (_, end) = consumer
+                .offsets_range(&tp)
+                .await
+                .map_err(|error| CliError::BadInput(error.message))?;
+            ends.insert(tp, end);
+        }
+    }
+    Ok(ends)
 }
 
 thread_local! {
@@ -229,16 +292,29 @@ async fn run_worker<S: CheckpointStore>(
     job: &Job,
     ready: &Ready,
     store: &mut S,
-    worker_id: &str,
+    options: &Options,
     incarnation: u64,
     metrics: Metrics,
 ) -> Result<Outcome, CliError> {
-    let config = job.worker_config(worker_id, incarnation);
+    let worker_id = options.worker_id.as_str();
+    let mut config = job.worker_config(worker_id, incarnation);
+    config.end_offsets = ready.ends.clone();
+    if let Some(ends) = &ready.ends {
+        let total: i64 = ends.values().sum();
+        tracing::info!(
+            partitions = ends.len(),
+            records = total,
+            "bounded run: up to the end offsets at start"
+        );
+    }
     let exactly_once = config.delivery == Delivery::ExactlyOnce;
     let core = WorkerCore::new(job.clone(), config, Faithful)
         .map_err(|error| CliError::BadInput(error.to_string()))?;
     let transport = &ready.transport;
     let stop = Rc::new(Cell::new(false));
+    // Bounded runs: every task this worker owns has committed its end.
+    let own_finished = Rc::new(Cell::new(false));
+    let bounded = ready.ends.is_some();
     let positions = Rc::new(RefCell::new(BTreeMap::new()));
     let mut observer = Observer::new(
         metrics.clone(),
@@ -250,6 +326,7 @@ async fn run_worker<S: CheckpointStore>(
     let mut gauges_at: Option<Instant> = None;
     let control = {
         let stop = Rc::clone(&stop);
+        let own_finished = Rc::clone(&own_finished);
         let positions = Rc::clone(&positions);
         move |core: &mut WorkerCore<Job, Faithful>, command: &eddyline_engine::worker::Command| {
             let now = Instant::now();
@@ -259,6 +336,10 @@ async fn run_worker<S: CheckpointStore>(
                 observer.set_watermarks(&core.task_watermarks(), wall_ms());
                 *positions.borrow_mut() = core.positions();
             }
+            if bounded {
+                let owned: BTreeSet<i32> = core.positions().keys().map(|tp| tp.partition).collect();
+                own_finished.set(!owned.is_empty() && core.finished_tasks() == owned);
+            }
             if stop.get() && !stop_requested {
                 stop_requested = true;
                 tracing::info!("stopping: a last checkpoint, then exit");
@@ -266,8 +347,24 @@ async fn run_worker<S: CheckpointStore>(
             }
         }
     };
-    let worker = driver::run(transport, store, core, Clients::new(worker_id), control);
-    let side = side_tasks(transport, worker_id, &stop, &positions, &metrics);
+    let mut clients = Clients::new(worker_id);
+    clients.consumer.session_timeout_ms = options.session_timeout_ms;
+    clients.consumer.heartbeat_interval_ms = (options.session_timeout_ms / 5).clamp(1, 3_000);
+    let worker = driver::run(transport, store, core, clients, control);
+    let group = job.name().to_string();
+    let ends = ready.ends.as_ref().map(|ends| (group, ends.clone()));
+    let side = side_tasks(
+        transport,
+        worker_id,
+        &stop,
+        &positions,
+        &metrics,
+        ends.map(|(group, ends)| Bounded {
+            group,
+            ends,
+            own_finished: Rc::clone(&own_finished),
+        }),
+    );
     let stopped = tokio::select! {
         stopped = worker => stopped,
         never = side => match never {},
@@ -298,6 +395,7 @@ async fn side_tasks(
     stop: &Cell<bool>,
     positions: &RefCell<BTreeMap<TopicPartition, i64>>,
     metrics: &Metrics,
+    bounded: Option<Bounded>,
 ) -> std::convert::Infallible {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).ok();
@@ -306,10 +404,30 @@ async fn side_tasks(
     let mut lag_shown = BTreeSet::new();
     let mut tick = tokio::time::interval(LAG_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut end_tick = tokio::time::interval(END_CHECK_INTERVAL);
+    end_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut group_consumer = None;
+    let mut signalled = false;
     loop {
         tokio::select! {
-            Some(()) = recv(&mut terminate) => note_stop(stop, "SIGTERM"),
-            Some(()) = recv(&mut interrupt) => note_stop(stop, "SIGINT"),
+            _ = end_tick.tick(), if bounded.is_some() && !stop.get() => {
+                let Some(Bounded { group, ends, own_finished }) = &bounded else { continue };
+                if !own_finished.get() {
+                    continue;
+                }
+                if group_consumer.is_none() {
+                    let config = ConsumerConfig::new(format!("{worker_id}-ends"), Some(group.clone()));
+                    group_consumer = transport.consumer(&config).await.ok();
+                }
+                if let Some(consumer) = group_consumer.as_mut() {
+                    if group_at_end(consumer, ends).await {
+                        tracing::info!(%group, "this worker's tasks finished, and the group committed the end of every input partition");
+                        stop.set(true);
+                    }
+                }
+            }
+            Some(()) = recv(&mut terminate) => note_stop(stop, &mut signalled, "SIGTERM"),
+            Some(()) = recv(&mut interrupt) => note_stop(stop, &mut signalled, "SIGINT"),
             _ = tick.tick() => {
                 let owned = positions.borrow().clone();
                 if lag_consumer.is_none() {
@@ -338,6 +456,36 @@ async fn side_tasks(
     }
 }
 
+/// A bounded run's stop condition, beside the worker: a worker stops once
+/// every task it owns has committed its end (its last windows fired) and
+/// the group has committed the end of every input partition. (A worker
+/// that owns nothing keeps running: a partition it would stop without
+/// could move to it.) A worker that owns every partition stops by itself
+/// ([`Stopped::Finished`]).
+struct Bounded {
+    group: String,
+    ends: BTreeMap<TopicPartition, i64>,
+    own_finished: Rc<Cell<bool>>,
+}
+
+/// Whether the group's committed offsets reached `ends` everywhere.
+async fn group_at_end(
+    consumer: &mut <KafkaTransport as Transport>::Consumer,
+    ends: &BTreeMap<TopicPartition, i64>,
+) -> bool {
+    let partitions: Vec<TopicPartition> = ends.keys().cloned().collect();
+    match consumer.committed(&partitions).await {
+        Ok(committed) => partitions
+            .iter()
+            .zip(committed)
+            .all(|(tp, committed)| committed.map_or(0, |c| c.offset) >= ends[tp]),
+        Err(error) => {
+            tracing::debug!(error = %error.message, "bounded run: no committed offsets");
+            false
+        }
+    }
+}
+
 async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match signal {
         Some(signal) => signal.recv().await,
@@ -348,8 +496,8 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 /// The first signal asks for a graceful stop; a second one ends the process
 /// at once (exit 1): the open transaction is aborted by the coordinator or
 /// the next incarnation, and a restart recovers from the last checkpoint.
-fn note_stop(stop: &Cell<bool>, name: &str) {
-    if stop.get() {
+fn note_stop(stop: &Cell<bool>, signalled: &mut bool, name: &str) {
+    if std::mem::replace(signalled, true) {
         tracing::warn!(
             signal = name,
             "second signal: exiting without a last checkpoint (a restart recovers from the last one)"

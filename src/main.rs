@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 
 mod conformance_cmd;
 mod live_cmd;
+mod load_cmd;
 mod sim_cmd;
+mod verify_cmd;
 mod window_cmd;
 
 #[derive(Parser, Debug)]
@@ -36,6 +38,8 @@ enum Command {
     /// the minimal failing scenario (shrink).
     Sim(sim_cmd::SimArgs),
     Live(live_cmd::LiveArgs),
+    Load(load_cmd::LoadArgs),
+    Verify(verify_cmd::VerifyArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
         Command::Conformance(args) => conformance_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Live(args) => live_cmd::run(args),
+        Command::Load(args) => load_cmd::run(&args),
+        Command::Verify(args) => verify_cmd::run(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

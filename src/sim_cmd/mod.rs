@@ -18,9 +18,9 @@
 //! an anomaly was found; `sweep`: a `pass` scenario had a failing seed, or
 //! a positive control detected nothing); 2 bad usage or a bad scenario.
 
-mod dump;
+pub mod dump;
 mod parallel;
-mod print;
+pub mod print;
 mod seeds;
 mod shrink_cmd;
 mod sweep;

@@ -1,5 +1,8 @@
 //! What `eddy sim run` prints for one seed.
 
+use std::collections::BTreeSet;
+
+use eddyline_scenarios::checker::{Anomaly, AnomalyKind};
 use eddyline_scenarios::verdict::{SeedVerdict, repro_command};
 
 use super::Loaded;
@@ -60,27 +63,26 @@ pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
 }
 
 fn print_verdict(verdict: &SeedVerdict) {
-    if verdict.clean() {
+    print_anomalies(&verdict.anomalies);
+}
+
+/// `verdict: pass`, or `verdict: FAIL` with the anomalies of each kind and
+/// their records (`eddy sim run` and `eddy verify` print the same).
+pub fn print_anomalies(anomalies: &[Anomaly]) {
+    if anomalies.is_empty() {
         println!("verdict: pass");
         return;
     }
-    let kinds: Vec<String> = verdict.kinds().iter().map(|k| k.to_string()).collect();
+    let kinds: BTreeSet<AnomalyKind> = anomalies.iter().map(|a| a.kind).collect();
+    let names: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     println!(
         "verdict: FAIL: {} anomal{} ({})",
-        verdict.anomalies.len(),
-        if verdict.anomalies.len() == 1 {
-            "y"
-        } else {
-            "ies"
-        },
-        kinds.join(", ")
+        anomalies.len(),
+        if anomalies.len() == 1 { "y" } else { "ies" },
+        names.join(", ")
     );
-    for kind in verdict.kinds() {
-        let of_kind: Vec<_> = verdict
-            .anomalies
-            .iter()
-            .filter(|a| a.kind == kind)
-            .collect();
+    for kind in kinds {
+        let of_kind: Vec<_> = anomalies.iter().filter(|a| a.kind == kind).collect();
         for anomaly in of_kind.iter().take(ANOMALIES_PER_KIND) {
             println!("  {anomaly}");
             for record in anomaly.records.iter().take(RECORDS_PER_ANOMALY) {

@@ -152,6 +152,36 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunEr
     })
 }
 
+/// A scenario's input for one seed, as a real cluster gets it (`eddy
+/// load`): the topics the simulated feeder creates, with the scenario's
+/// partition count, and the records it writes, in send order, each with
+/// its partition, key, value and event time (the Kafka timestamp). Written
+/// in this order by one idempotent producer, a partition's records get the
+/// offsets they get on the simulator.
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    pub input: String,
+    /// Output, late and dead-letter topics.
+    pub outputs: Vec<String>,
+    pub partitions: i32,
+    pub records: Vec<workload::InputRecord>,
+}
+
+/// The input of `scenario` for `seed` (see [`LoadPlan`]).
+pub fn load_plan(scenario: &Scenario, seed: Seed) -> Result<LoadPlan, RunError> {
+    let job = scenario.load_job()?;
+    let workload = &scenario.workload;
+    let topics = topics(&job, workload.partitions);
+    let records = workload::generate(workload, scenario.workload_kind(&job), &job, seed);
+    let plan = feeder_plan(scenario, &topics, records);
+    Ok(LoadPlan {
+        input: plan.input,
+        outputs: plan.outputs,
+        partitions: plan.partitions,
+        records: plan.records,
+    })
+}
+
 /// A run ready to start: the cluster with its hosts, and what they share.
 struct Built {
     cluster: SimCluster,
