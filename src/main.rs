@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 mod conformance_cmd;
 mod live_cmd;
+mod record_cmd;
+mod replay_cmd;
 mod sim_cmd;
 mod window_cmd;
 
@@ -36,6 +38,8 @@ enum Command {
     /// the minimal failing scenario (shrink).
     Sim(sim_cmd::SimArgs),
     Live(live_cmd::LiveArgs),
+    Record(record_cmd::RecordArgs),
+    Replay(replay_cmd::ReplayArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
         Command::Conformance(args) => conformance_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Live(args) => live_cmd::run(args),
+        Command::Record(args) => record_cmd::run(&args),
+        Command::Replay(args) => replay_cmd::run(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
