@@ -13,9 +13,11 @@
 //!   worker's driver and core over the Parquet transport (JSON decoding,
 //!   windows, checkpoints, transactions, every window fired at the end).
 //!
-//! `cargo bench --bench replay -- --noplot`: criterion's groups, then the
-//! two interleaved round by round (median of `EDDY_BENCH_ROUNDS`, default
-//! 3) and their ratio. The figures go to BENCHMARKS.md.
+//! `cargo bench -p eddyline-engine --no-default-features --features parquet
+//! --bench replay -- --noplot` (in the engine, so that its release build
+//! has no librdkafka, simulator or command line in it): criterion's groups,
+//! then the two interleaved round by round (median of `EDDY_BENCH_ROUNDS`,
+//! default 3) and their ratio. The figures go to BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,6 @@ use eddyline_engine::recording::write::write_recording;
 use eddyline_engine::recording::{Recording, RecordingInfo, ReplayOptions, replay};
 use eddyline_engine::transport::Message;
 use eddyline_engine::worker::Stopped;
-use eddyline_sim::Seed;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const RECORDS: usize = 1_000_000;
@@ -39,7 +40,7 @@ const KEYS: u64 = 10_000;
 fn job() -> Job {
     Job::from_file(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/jobs/window-stats.toml"
+        "/../jobs/window-stats.toml"
     ))
     .expect("the shipped job")
 }
@@ -49,15 +50,23 @@ fn recording_path() -> PathBuf {
     if path.exists() {
         return path;
     }
-    let mut rng = Seed::new(0x5eed).derive("bench/replay").rng();
+    // SplitMix64 from a fixed seed: the same workload every run.
+    let mut state = 0x5eed_u64;
+    let mut below = |n: u64| {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    };
     let base_ms = 1_700_000_000_000_i64;
     let mut partitions: std::collections::BTreeMap<i32, Vec<Message>> = Default::default();
     for i in 0..RECORDS {
         let partition = (i % PARTITIONS as usize) as i32;
         let per_partition = i / PARTITIONS as usize;
-        let key = format!("user-{}", rng.below(KEYS));
+        let key = format!("user-{}", below(KEYS));
         let ts = base_ms + (per_partition / 10) as i64;
-        let value = format!(r#"{{"key":"{key}","ts":{ts},"value":{}}}"#, rng.below(100));
+        let value = format!(r#"{{"key":"{key}","ts":{ts},"value":{}}}"#, below(100));
         partitions.entry(partition).or_default().push(Message {
             topic: "events".into(),
             partition,
