@@ -1,21 +1,28 @@
-//! `eddy replay --job JOB.toml --input FILE.parquet [--out FILE.parquet]`:
-//! a recording through the job as a bounded backfill, on the worker's one
-//! driver over the Parquet transport.
+//! `eddy replay --job JOB.toml --input FILE.parquet [--out FILE.parquet |
+//! --bootstrap HOST:PORT]`: a recording through the job as a bounded
+//! backfill, on the worker's one driver over the Parquet transport.
 //!
 //! The committed output goes to `--out` as a recording of the job's output
 //! topic (late and dead-letter records beside it, as `NAME.late.parquet`
-//! and `NAME.dead-letter.parquet`, when there are any); without `--out` a
-//! summary only. A bad job or recording: one line, exit 2, nothing
-//! written. A worker that fails (a bad record under `on_bad_record =
-//! "fail"`): exit 1.
+//! and `NAME.dead-letter.parquet`, when there are any), or with
+//! `--bootstrap` to the job's output topics on Kafka, in transactions; with
+//! neither, a summary only. A bad job or recording, an unreachable broker:
+//! one line, exit 2, nothing written. A worker that fails (a bad record
+//! under `on_bad_record = "fail"`): exit 1.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
 use eddyline_engine::Error;
 use eddyline_engine::job::Job;
+use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 use eddyline_engine::recording::{Recording, ReplayOptions, replay};
+use eddyline_engine::transport::{
+    Admin, ErrorCode, Message, NewTopic, Producer, ProducerConfig, ProducerRecord, Transport,
+    TransportError,
+};
 use eddyline_engine::worker::Stopped;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -40,8 +47,17 @@ pub struct ReplayArgs {
     /// Write the committed output here as a recording of the job's output
     /// topic; late and dead-letter records go beside it as
     /// NAME.late.parquet and NAME.dead-letter.parquet.
-    #[arg(long, value_name = "FILE.parquet")]
+    #[arg(long, value_name = "FILE.parquet", conflicts_with = "bootstrap")]
     out: Option<PathBuf>,
+    /// Produce the committed output, late and dead-letter records to the
+    /// job's topics on this Kafka cluster (created if missing, with the
+    /// recording's partitions), each record to its partition of the
+    /// replay, in transactions of up to 50,000 records (transactional id
+    /// `eddy-replay-JOB`): a read_committed reader sees each batch whole or
+    /// not at all. librdkafka settings come from EDDY_KAFKA_CONFIG and
+    /// EDDY_KAFKA_* variables, as for `eddy live`.
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    bootstrap: Option<String>,
 }
 
 /// Where each output topic goes: the output to `out`, the others beside it.
@@ -59,6 +75,71 @@ fn output_paths(job: &Job, out: &Path) -> Vec<(String, PathBuf)> {
         paths.push((dead.to_string(), beside("dead-letter")));
     }
     paths
+}
+
+/// Records per transaction when producing a replay's output to Kafka.
+const TRANSACTION_RECORDS_MAX: usize = 50_000;
+
+/// The output topics of a job: output, late, dead-letter.
+fn output_topics(job: &Job) -> Vec<String> {
+    let mut topics = vec![job.output_topic().to_string(), job.late_topic().to_string()];
+    topics.extend(job.dead_letter_topic().map(str::to_string));
+    topics.dedup();
+    topics
+}
+
+/// Produces one topic's committed replay output to Kafka, each record to
+/// its replay partition, in transactions; creates the topic if missing.
+async fn produce(
+    target: &KafkaTransport,
+    job_name: &str,
+    topic: &str,
+    records: &BTreeMap<i32, Vec<Message>>,
+) -> Result<usize, CliError> {
+    let internal = |e: TransportError| CliError::Internal(format!("{topic}: {}", e.message));
+    let partitions = records.len() as i32;
+    let admin = target.admin().await.map_err(internal)?;
+    let new_topic = NewTopic {
+        name: topic.to_string(),
+        partitions,
+        replication_factor: 1,
+        configs: Vec::new(),
+    };
+    match admin.create_topic(&new_topic).await {
+        Ok(()) => {}
+        Err(error) if error.code == ErrorCode::TopicAlreadyExists => {
+            let existing = admin.partition_count(topic).await.map_err(internal)?;
+            if existing < partitions {
+                return Err(CliError::BadInput(format!(
+                    "topic '{topic}' has {existing} partitions, the replay's output {partitions}"
+                )));
+            }
+        }
+        Err(error) => return Err(internal(error)),
+    }
+    let id = format!("eddy-replay-{job_name}");
+    let mut producer = target
+        .producer(&ProducerConfig::new(id.clone(), Some(id)))
+        .await
+        .map_err(internal)?;
+    producer.init_transactions().await.map_err(internal)?;
+    let all: Vec<&Message> = records.values().flatten().collect();
+    for chunk in all.chunks(TRANSACTION_RECORDS_MAX) {
+        producer.begin_transaction().await.map_err(internal)?;
+        for message in chunk {
+            let record = ProducerRecord {
+                topic: topic.to_string(),
+                partition: Some(message.partition),
+                key: message.key.clone(),
+                value: message.value.clone(),
+                timestamp_ms: Some(message.timestamp_ms),
+                headers: message.headers.clone(),
+            };
+            drop(producer.send(record).map_err(internal)?);
+        }
+        producer.commit_transaction().await.map_err(internal)?;
+    }
+    Ok(all.len())
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -96,6 +177,15 @@ pub fn run(args: &ReplayArgs) -> Result<Outcome, CliError> {
             )));
         }
     }
+    let kafka = match &args.bootstrap {
+        Some(bootstrap) => Some(
+            KafkaConfig::from_sources(Some(bootstrap), std::env::vars())
+                .map_err(|error| CliError::BadInput(error.message))?,
+        ),
+        None => None,
+    };
+    let job_name = job.name().to_string();
+    let topics = output_topics(&job);
     let rows: usize = inputs.iter().map(Recording::len).sum();
     let bar = progress_bar(rows as u64);
     let source = format!(
@@ -110,10 +200,20 @@ pub fn run(args: &ReplayArgs) -> Result<Outcome, CliError> {
     let paths = args.out.as_deref().map(|out| output_paths(&job, out));
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|e| CliError::Internal(format!("a runtime: {e}")))?;
     let result = runtime.block_on(async {
+        // Reach the broker first: an unreachable one is bad input, before
+        // any work.
+        let target = match kafka {
+            Some(config) => Some(
+                KafkaTransport::connect(config)
+                    .await
+                    .map_err(|error| CliError::BadInput(error.message))?,
+            ),
+            None => None,
+        };
         let done = replay(job, &inputs, &ReplayOptions::default(), |stats| {
             bar.set_position(stats.records_in)
         })
@@ -148,6 +248,20 @@ pub fn run(args: &ReplayArgs) -> Result<Outcome, CliError> {
                 .await
                 .map_err(|e| CliError::Internal(e.to_string()))?;
             written.push(format!("{rows} rows of {topic} to {}", path.display()));
+        }
+        if let Some(target) = &target {
+            for topic in &topics {
+                let (records, _) = done
+                    .transport
+                    .committed(topic)
+                    .await
+                    .map_err(|e| CliError::Internal(e.to_string()))?;
+                let count = produce(target, &job_name, topic, &records).await?;
+                written.push(format!(
+                    "{count} records to {topic} at {}",
+                    target.config().bootstrap()
+                ));
+            }
         }
         Ok((done.stats, written))
     });
