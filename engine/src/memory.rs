@@ -909,6 +909,50 @@ mod tests {
     }
 
     #[test]
+    fn memory_a_loaded_partition_keeps_its_offsets_and_readers_skip_the_gaps() {
+        block_on(async {
+            let kafka = kafka_with("t", 2).await;
+            let tp = TopicPartition::new("t", 0);
+            let at = |offset: i64| Message {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                key: None,
+                value: Some(offset.to_string().into_bytes()),
+                timestamp_ms: 1,
+                headers: Vec::new(),
+            };
+            let messages = vec![at(100), at(101), at(104)];
+            kafka.load_partition(&tp, 100, 106, &messages).unwrap();
+            let mut reader = kafka
+                .consumer(&ConsumerConfig::new("r", None))
+                .await
+                .unwrap();
+            assert_eq!(reader.offsets_range(&tp).await.unwrap(), (100, 106));
+            reader.assign(std::slice::from_ref(&tp)).await.unwrap();
+            let events = reader.poll(10, Duration::ZERO).await.unwrap();
+            let read: Vec<ConsumerEvent> =
+                messages.into_iter().map(ConsumerEvent::Message).collect();
+            assert_eq!(events, read);
+            // A send after the load goes to the end offset.
+            let mut producer = kafka
+                .producer(&ProducerConfig::new("p", None))
+                .await
+                .unwrap();
+            let delivered = producer
+                .send(record("t", 0, "next"))
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(delivered.offset, 106);
+            let other = TopicPartition::new("t", 1);
+            let error = kafka.load_partition(&other, 0, 1, &[at(0)]).unwrap_err();
+            assert!(error.message.contains("out of order or outside"), "{error}");
+            assert!(kafka.load_partition(&tp, 0, 0, &[]).is_err(), "loaded once");
+        });
+    }
+
+    #[test]
     fn memory_a_newer_incarnation_fences_the_older_and_aborts_what_it_left_open() {
         block_on(async {
             let kafka = kafka_with("t", 1).await;

@@ -226,7 +226,8 @@ fn window_stats() -> Job {
     Job::from_file(path).unwrap()
 }
 
-/// `events` over two partitions, with offsets that skip (as markers do).
+/// `events` over three partitions, with offsets that skip (as markers do)
+/// and a trailing skipped offset in partition 0, and an empty partition 2.
 fn events() -> Recording {
     let mut partitions: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
     let rows = [
@@ -248,7 +249,7 @@ fn events() -> Recording {
     let info = RecordingInfo {
         topic: "events".into(),
         source: "a test".into(),
-        partition_count: 2,
+        partition_count: 3,
         offset_ranges: vec![
             OffsetRange {
                 partition: 0,
@@ -259,6 +260,12 @@ fn events() -> Recording {
                 partition: 1,
                 start: 10,
                 end: 13,
+            },
+            // Empty, its log starting past 0: the replay still ends.
+            OffsetRange {
+                partition: 2,
+                start: 7,
+                end: 7,
             },
         ],
     };

@@ -149,6 +149,7 @@ mod tests {
             error,
             "not an Eddyline recording: column `offset` is int32, expected int64"
         );
+        fields[2] = Field::new("offset", DataType::Int64, false);
         fields.truncate(7);
         let error = check(&Schema::new(fields)).unwrap_err();
         assert!(error.contains("`headers` is missing"), "{error}");
