@@ -104,6 +104,12 @@ fn decode(path: &Path) -> usize {
     rows
 }
 
+/// Reads and checks the recording into the seam's messages: rows (where
+/// the replay's time goes, before the worker).
+fn read_messages(path: &Path) -> usize {
+    black_box(Recording::read(path).expect("the recording")).len()
+}
+
 /// Reads the recording and replays the job over it: rows.
 fn replay_file(path: &Path) -> usize {
     let recording = Recording::read(path).expect("the recording");
@@ -156,17 +162,19 @@ fn main() {
     let rounds: usize = std::env::var("EDDY_BENCH_ROUNDS").ok().map_or(3, |text| {
         text.parse().expect("EDDY_BENCH_ROUNDS must be a number")
     });
-    let (mut decoded, mut replayed) = (Vec::new(), Vec::new());
+    let (mut decoded, mut read, mut replayed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         decoded.push(timed(|| decode(&path)));
+        read.push(timed(|| read_messages(&path)));
         replayed.push(timed(|| replay_file(&path)));
     }
-    let (decoded, replayed) = (median(decoded), median(replayed));
+    let (decoded, read, replayed) = (median(decoded), median(read), median(replayed));
     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
     println!("{RECORDS} records, {PARTITIONS} partitions, {size} bytes (zstd)");
     println!("| run | rows/s |");
     println!("| --- | ---: |");
     println!("| bare arrow-rs decode | {decoded:.0} |");
+    println!("| recording read into the seam's messages (checked) | {read:.0} |");
     println!("| replay through the worker (window-stats) | {replayed:.0} |");
     println!(
         "| **ratio** (target ≥ 0.6) | **{:.3}** |",
