@@ -367,6 +367,67 @@ fn record_keeps_offsets_and_replay_equals_the_live_committed_output_and_produces
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn record_follow_records_what_arrives_until_sigint() {
+    let bootstrap = bootstrap();
+    let transport = KafkaTransport::new(KafkaConfig::new(bootstrap.clone()));
+    let dir = temp_dir("follow");
+    let topic = unique("rec-follow");
+    let before = runtime().block_on(produce(&transport, &topic, 20));
+    let out = dir.join("follow.parquet");
+    let mut follower = eddy(&[
+        "record",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--out",
+        out.to_str().unwrap(),
+        "--follow",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // Records that arrive after the start are recorded too.
+    let mut producer = runtime()
+        .block_on(transport.producer(&ProducerConfig::new(unique("late-feeder"), None)))
+        .unwrap();
+    let after = 5;
+    for i in 0..after {
+        drop(
+            producer
+                .send(ProducerRecord {
+                    topic: topic.clone(),
+                    partition: Some(1),
+                    key: Some(b"p1-after".to_vec()),
+                    value: Some(format!(r#"{{"key":"p1-after","ts":{i},"value":1}}"#).into_bytes()),
+                    timestamp_ms: Some(i),
+                    headers: Vec::new(),
+                })
+                .unwrap(),
+        );
+    }
+    runtime().block_on(producer.flush()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!out.exists(), "written only when stopped");
+    Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        follower.wait().unwrap().success(),
+        "SIGINT ends it with exit 0"
+    );
+    let recording = Recording::read(&out).unwrap();
+    assert_eq!(recording.len(), before + after as usize);
+    let last = recording.partitions[&1].last().unwrap();
+    assert_eq!(last.key.as_deref(), Some(&b"p1-after"[..]));
+    assert_eq!(recording.info.offset_ranges[1].end, last.offset + 1);
+}
+
+#[test]
 fn record_from_an_unreachable_broker_exits_2_with_one_line_and_writes_nothing() {
     let dir = temp_dir("unreachable");
     let out = dir.join("t.parquet");
