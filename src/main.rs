@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 mod conformance_cmd;
 mod live_cmd;
 mod load_cmd;
+mod record_cmd;
+mod replay_cmd;
 mod sim_cmd;
 mod verify_cmd;
 mod window_cmd;
@@ -40,6 +42,8 @@ enum Command {
     Live(live_cmd::LiveArgs),
     Load(load_cmd::LoadArgs),
     Verify(verify_cmd::VerifyArgs),
+    Record(record_cmd::RecordArgs),
+    Replay(replay_cmd::ReplayArgs),
 }
 
 /// What a subcommand that ran to the end concluded.
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
         Command::Live(args) => live_cmd::run(args),
         Command::Load(args) => load_cmd::run(&args),
         Command::Verify(args) => verify_cmd::run(&args),
+        Command::Record(args) => record_cmd::run(&args),
+        Command::Replay(args) => replay_cmd::run(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -120,7 +120,7 @@ fn engine_error(error: Error, at: String) -> CliError {
         }
         // No snapshot or store is used here: such an error is a broken
         // invariant.
-        Error::CorruptSnapshot(_) | Error::MissingSnapshot(_) | Error::Store(_) => {
+        Error::CorruptSnapshot(_) | Error::MissingSnapshot(_) | Error::Store(_) | Error::Io(_) => {
             CliError::Internal(format!("{at}: {error}"))
         }
     }

@@ -25,6 +25,10 @@ pub enum Error {
     /// partition, offset and what is wrong with it.
     #[error("bad record: {0}")]
     BadRecord(String),
+    /// A file that cannot be written (or read for a reason other than its
+    /// contents): the path and the system's reason.
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

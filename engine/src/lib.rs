@@ -19,6 +19,8 @@
 //!   property tests, and the base of replays;
 //! - `kafka`: the seam over real Apache Kafka (rdkafka), behind the
 //!   default `kafka` feature;
+//! - `recording`: topics as Parquet files, and the seam over them that
+//!   replays a recording through the worker (feature `parquet`);
 
 pub mod aggregate;
 pub mod checkpoint;
@@ -28,6 +30,8 @@ pub mod job;
 pub mod kafka;
 pub mod memory;
 pub mod record;
+#[cfg(feature = "parquet")]
+pub mod recording;
 pub mod snapshot;
 pub mod spec;
 pub mod time;

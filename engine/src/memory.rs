@@ -50,6 +50,25 @@ struct Slot {
     txn: Option<u64>,
 }
 
+/// One partition's log: the slots from offset `start` on (a log loaded
+/// from a recording may start past 0).
+#[derive(Clone, Debug, Default)]
+struct Log {
+    start: i64,
+    slots: Vec<Slot>,
+}
+
+impl Log {
+    /// The offset the next slot takes.
+    fn end(&self) -> i64 {
+        self.start + self.slots.len() as i64
+    }
+
+    fn push(&mut self, slot: Slot) {
+        self.slots.push(slot);
+    }
+}
+
 #[derive(Default)]
 struct Txn {
     /// The transactional id that opened it.
@@ -78,7 +97,7 @@ struct Group {
 
 #[derive(Default)]
 struct State {
-    topics: BTreeMap<String, Vec<Vec<Slot>>>,
+    topics: BTreeMap<String, Vec<Log>>,
     groups: BTreeMap<String, Group>,
     txns: BTreeMap<u64, Txn>,
     /// The transactions not yet ended (read_committed stops at their first
@@ -91,7 +110,7 @@ struct State {
 }
 
 impl State {
-    fn log(&self, tp: &TopicPartition) -> TransportResult<&Vec<Slot>> {
+    fn log(&self, tp: &TopicPartition) -> TransportResult<&Log> {
         self.topics
             .get(&tp.topic)
             .and_then(|partitions| partitions.get(usize::try_from(tp.partition).ok()?))
@@ -113,8 +132,7 @@ impl State {
 
     /// The end offset a reader with `isolation` may read up to.
     fn end(&self, tp: &TopicPartition, isolation: Isolation) -> TransportResult<i64> {
-        let log = self.log(tp)?;
-        let end = log.len() as i64;
+        let end = self.log(tp)?.end();
         Ok(match isolation {
             Isolation::ReadUncommitted => end,
             Isolation::ReadCommitted => self
@@ -193,13 +211,84 @@ impl MemoryKafka {
     /// order (for tests and replay).
     pub fn committed_records(&self, tp: &TopicPartition) -> TransportResult<Vec<Message>> {
         let state = self.state.borrow();
-        let end = state.end(tp, Isolation::ReadCommitted)? as usize;
         let log = state.log(tp)?;
-        Ok(log[..end]
+        let end = (state.end(tp, Isolation::ReadCommitted)? - log.start) as usize;
+        Ok(log.slots[..end]
             .iter()
             .filter(|slot| state.status(slot) == TxnStatus::Committed)
             .filter_map(|slot| slot.message.clone())
             .collect())
+    }
+
+    /// Fills an empty partition with recorded records at their own offsets:
+    /// the log runs from `start` to `end`, and an offset with no record (a
+    /// transaction marker or an aborted record when it was recorded) is a
+    /// slot that readers skip, as they skip markers. For replaying
+    /// recordings.
+    pub fn load_partition(
+        &self,
+        tp: &TopicPartition,
+        start: i64,
+        end: i64,
+        messages: &[Message],
+    ) -> TransportResult<()> {
+        let mut state = self.state.borrow_mut();
+        let log = state
+            .topics
+            .get_mut(&tp.topic)
+            .and_then(|partitions| partitions.get_mut(usize::try_from(tp.partition).ok()?))
+            .ok_or_else(|| {
+                error(
+                    ErrorKind::Fatal,
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("{tp} does not exist"),
+                )
+            })?;
+        let invalid = |what: String| {
+            Err(error(
+                ErrorKind::Fatal,
+                ErrorCode::InvalidRecord,
+                format!("{tp}: {what}"),
+            ))
+        };
+        if !log.slots.is_empty() {
+            return invalid("a partition is loaded once, before it is written".to_string());
+        }
+        if start < 0 || end < start {
+            return invalid(format!("{start}..{end} is not a range of offsets"));
+        }
+        let mut slots = Vec::with_capacity((end - start) as usize);
+        for message in messages {
+            let at = start + slots.len() as i64;
+            if message.offset < at
+                || message.offset >= end
+                || message.topic != tp.topic
+                || message.partition != tp.partition
+            {
+                return invalid(format!(
+                    "record at offset {} out of order or outside {start}..{end}",
+                    message.offset
+                ));
+            }
+            let gap = Slot {
+                message: None,
+                txn: None,
+            };
+            slots.resize((message.offset - start) as usize, gap);
+            slots.push(Slot {
+                message: Some(message.clone()),
+                txn: None,
+            });
+        }
+        slots.resize(
+            (end - start) as usize,
+            Slot {
+                message: None,
+                txn: None,
+            },
+        );
+        *log = Log { start, slots };
+        Ok(())
     }
 
     /// The offsets a group committed.
@@ -235,7 +324,7 @@ impl Admin for MemoryAdmin {
                 format!("topic {} needs at least one partition", topic.name),
             ));
         }
-        let partitions = vec![Vec::new(); topic.partitions as usize];
+        let partitions = vec![Log::default(); topic.partitions as usize];
         state.topics.insert(topic.name.clone(), partitions);
         Ok(())
     }
@@ -313,8 +402,10 @@ impl MemoryConsumer {
         for (tp, position) in &mut self.positions {
             let end = state.end(tp, self.config.isolation)?;
             let log = state.log(tp)?;
+            // Below the log start: read from the start, as Kafka's reset does.
+            *position = (*position).max(log.start);
             while *position < end && events.len() < max_events {
-                let slot = &log[*position as usize];
+                let slot = &log.slots[(*position - log.start) as usize];
                 *position += 1;
                 let visible = self.config.isolation == Isolation::ReadUncommitted
                     || state.status(slot) == TxnStatus::Committed;
@@ -451,7 +542,8 @@ impl Consumer for MemoryConsumer {
 
     async fn offsets_range(&mut self, partition: &TopicPartition) -> TransportResult<(i64, i64)> {
         let state = self.state.borrow();
-        Ok((0, state.end(partition, self.config.isolation)?))
+        let start = state.log(partition)?.start;
+        Ok((start, state.end(partition, self.config.isolation)?))
     }
 
     async fn close(mut self) -> TransportResult<()> {
@@ -618,7 +710,7 @@ impl Producer for MemoryProducer {
             }
         };
         let log = &mut state.topics.get_mut(&record.topic).expect("checked")[partition as usize];
-        let offset = log.len() as i64;
+        let offset = log.end();
         log.push(Slot {
             message: Some(Message {
                 topic: record.topic.clone(),
@@ -813,6 +905,50 @@ mod tests {
             reader.assign(std::slice::from_ref(&tp)).await.unwrap();
             let events = reader.poll(10, Duration::ZERO).await.unwrap();
             assert_eq!(events.len(), 1, "{events:?}");
+        });
+    }
+
+    #[test]
+    fn memory_a_loaded_partition_keeps_its_offsets_and_readers_skip_the_gaps() {
+        block_on(async {
+            let kafka = kafka_with("t", 2).await;
+            let tp = TopicPartition::new("t", 0);
+            let at = |offset: i64| Message {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                key: None,
+                value: Some(offset.to_string().into_bytes()),
+                timestamp_ms: 1,
+                headers: Vec::new(),
+            };
+            let messages = vec![at(100), at(101), at(104)];
+            kafka.load_partition(&tp, 100, 106, &messages).unwrap();
+            let mut reader = kafka
+                .consumer(&ConsumerConfig::new("r", None))
+                .await
+                .unwrap();
+            assert_eq!(reader.offsets_range(&tp).await.unwrap(), (100, 106));
+            reader.assign(std::slice::from_ref(&tp)).await.unwrap();
+            let events = reader.poll(10, Duration::ZERO).await.unwrap();
+            let read: Vec<ConsumerEvent> =
+                messages.into_iter().map(ConsumerEvent::Message).collect();
+            assert_eq!(events, read);
+            // A send after the load goes to the end offset.
+            let mut producer = kafka
+                .producer(&ProducerConfig::new("p", None))
+                .await
+                .unwrap();
+            let delivered = producer
+                .send(record("t", 0, "next"))
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(delivered.offset, 106);
+            let other = TopicPartition::new("t", 1);
+            let error = kafka.load_partition(&other, 0, 1, &[at(0)]).unwrap_err();
+            assert!(error.message.contains("out of order or outside"), "{error}");
+            assert!(kafka.load_partition(&tp, 0, 0, &[]).is_err(), "loaded once");
         });
     }
 

@@ -292,6 +292,13 @@ pub struct WorkloadSpec {
     /// Default: from the job's input topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<WorkloadKind>,
+    /// A recording of the job's input topic (`eddy record`, `eddy sim run
+    /// --dump DIR --parquet`): its records are the workload, in each
+    /// partition's recorded order, on as many partitions as it has; the
+    /// generator's settings but `records` (a cut, for shrinking) and
+    /// `rate_per_s` are then unused. Relative to the scenario file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<PathBuf>,
     pub records: usize,
     /// Partitions of the input topic (and of the output topics).
     pub partitions: i32,
@@ -322,6 +329,7 @@ impl Default for WorkloadSpec {
     fn default() -> Self {
         Self {
             kind: None,
+            recording: None,
             records: 400,
             partitions: 4,
             keys: 12,
@@ -933,6 +941,11 @@ impl Scenario {
             toml::from_str(text).map_err(|error| parse_error(text, origin, &error))?;
         if scenario.job.is_relative() {
             scenario.job = dir.join(&scenario.job);
+        }
+        if let Some(recording) = &mut scenario.workload.recording
+            && recording.is_relative()
+        {
+            *recording = dir.join(&*recording);
         }
         scenario.job = std::fs::canonicalize(&scenario.job).unwrap_or(scenario.job);
         scenario.check().map_err(|(key, message)| {

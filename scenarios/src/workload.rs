@@ -60,6 +60,8 @@ pub enum RecordClass {
     /// Decodes but the job's filter refuses it (orders that are not
     /// completed creates or snapshot reads); it does not move the watermark.
     Filtered,
+    /// Read from a recording: what it is to the job was not planned.
+    Recorded,
 }
 
 /// One input record.
@@ -586,5 +588,79 @@ fn order_row(order: &Order) -> Value {
         "status": order.status,
         "amount": format!("{}.{:02}", order.cents / 100, order.cents % 100),
         "created_at": order.created_at,
+    })
+}
+
+/// A workload read from a recording.
+pub struct RecordedWorkload {
+    /// The recording's partition count (the input topic's).
+    pub partitions: i32,
+    /// Its records in send order, cut to `spec.records` if fewer.
+    pub records: Vec<InputRecord>,
+}
+
+/// The records of a recording of the job's input topic as a workload: each
+/// partition's records in offset order, the partitions interleaved by
+/// event time (the partition whose next record is earliest goes first;
+/// ties to the lower partition), sent at `spec.rate_per_s`, the first
+/// `spec.records` of them. Keys must be UTF-8 (the feeder sends keys as
+/// text) and present: a recording with a null or binary key is refused.
+pub fn from_recording(
+    path: &std::path::Path,
+    spec: &WorkloadSpec,
+    job: &Job,
+) -> eddyline_engine::Result<RecordedWorkload> {
+    use eddyline_engine::Error;
+    let recording = eddyline_engine::recording::Recording::read(path)?;
+    let topic = &job.input_topics()[0];
+    if &recording.info.topic != topic {
+        return Err(Error::Invalid(format!(
+            "{}: a recording of topic {}, and job {} reads {topic}",
+            path.display(),
+            recording.info.topic,
+            job.name()
+        )));
+    }
+    let mut next: BTreeMap<i32, usize> = recording.partitions.keys().map(|p| (*p, 0)).collect();
+    let mut records = Vec::with_capacity(recording.len().min(spec.records));
+    let interval_ms = 1_000.0 / spec.rate_per_s;
+    while records.len() < spec.records {
+        let earliest = next
+            .iter()
+            .filter_map(|(partition, index)| {
+                let message = recording.partitions[partition].get(*index)?;
+                Some((message.timestamp_ms, *partition))
+            })
+            .min();
+        let Some((_, partition)) = earliest else {
+            break;
+        };
+        let index = next.get_mut(&partition).expect("a recorded partition");
+        let message = &recording.partitions[&partition][*index];
+        *index += 1;
+        let key = message
+            .key
+            .as_deref()
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: record {}-{} has no UTF-8 key (a recorded workload sends keys as text)",
+                    path.display(),
+                    message.partition,
+                    message.offset
+                ))
+            })?;
+        records.push(InputRecord {
+            key: key.to_string(),
+            value: message.value.clone().unwrap_or_default(),
+            partition,
+            event_time_ms: message.timestamp_ms,
+            send_ms: (records.len() as f64 * interval_ms) as u64,
+            class: RecordClass::Recorded,
+        });
+    }
+    Ok(RecordedWorkload {
+        partitions: recording.info.partition_count,
+        records,
     })
 }

@@ -116,6 +116,7 @@ scenarios! {
         click_counts_under_a_mix_of_every_fault => "click-counts-faults.toml", 150;
         click_sessions_under_a_mix_of_every_fault => "click-sessions-faults.toml", 150;
         order_revenue_under_a_mix_of_every_fault => "order-revenue-faults.toml", 150;
+        a_recorded_workload_under_a_mix_of_faults => "recording-window-stats-faults.toml", 30;
     }
     faults {
         a_worker_crashes_at_any_instant => "fault-worker-crash.toml", 100;

@@ -15,6 +15,11 @@
 //!   `eddy window` spec format, so its output can be compared with
 //!   `eddy window` and Flink's.
 //!
+//! With `--parquet`, the same topics also as recordings (the format of
+//! docs/recordings.md): `input.parquet`, `output.parquet`, `late.parquet`
+//! and `dead-letter.parquet` (jobs with a dead-letter topic), each
+//! partition's range from its first record to one past its last.
+//!
 //! Each file is written to a temporary name in DIR and renamed when
 //! complete: a failed dump leaves no half-written file.
 
@@ -24,6 +29,8 @@ use std::path::Path;
 
 use eddyline_engine::job::Job;
 use eddyline_engine::job::spec::WindowKindName;
+use eddyline_engine::recording::RecordingInfo;
+use eddyline_engine::recording::write::write_recording;
 use eddyline_engine::transport::Message;
 use eddyline_scenarios::observation::Observation;
 use serde_json::{Value, json};
@@ -149,6 +156,30 @@ fn dead_letter_lines(dead: &BTreeMap<i32, Vec<Message>>) -> String {
             "reason": text(header(m, HEADER_ERROR)),
         })
     }))
+}
+
+/// The run's topics as recordings (`--parquet`).
+pub fn write_parquet(
+    dir: &Path,
+    job: &Job,
+    observation: &Observation,
+    partitions: i32,
+    source: &str,
+) -> Result<(), CliError> {
+    let mut topics = vec![
+        ("input", job.input_topics()[0].as_str(), &observation.input),
+        ("output", job.output_topic(), &observation.output),
+        ("late", job.late_topic(), &observation.late),
+    ];
+    if let Some(dead) = job.dead_letter_topic() {
+        topics.push(("dead-letter", dead, &observation.dead_letter));
+    }
+    for (name, topic, records) in topics {
+        let info = RecordingInfo::covering(topic, source, partitions, records);
+        let path = dir.join(format!("{name}.parquet"));
+        write_recording(&path, &info, records).map_err(|e| CliError::Internal(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// The job's window as `eddy window`'s SPEC.json.

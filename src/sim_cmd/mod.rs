@@ -69,6 +69,12 @@ pub struct RunArgs {
     /// JSON lines into this directory.
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
+    /// With --dump: also write the input topic and the committed output,
+    /// late and dead-letter topics as recordings (input.parquet,
+    /// output.parquet, late.parquet, dead-letter.parquet; see
+    /// docs/recordings.md), which `eddy replay` reads.
+    #[arg(long, requires = "dump")]
+    parquet: bool,
     /// Run once: skip the determinism check (a second run of the seed).
     #[arg(long)]
     no_determinism_check: bool,
@@ -190,6 +196,17 @@ fn run_one(args: &RunArgs) -> Result<Outcome, CliError> {
     print::seed_report(&loaded, &verdict);
     if let Some(dir) = &args.dump {
         dump::write(dir, &loaded.job, &verdict.report.observation)?;
+        if args.parquet {
+            let source = format!("eddy sim run {} --seed {seed}", loaded.path);
+            let partitions = loaded.scenario.workload.partitions;
+            dump::write_parquet(
+                dir,
+                &loaded.job,
+                &verdict.report.observation,
+                partitions,
+                &source,
+            )?;
+        }
         println!("dump: {}", dir.display());
     }
     Ok(if verdict.clean() {

@@ -208,12 +208,20 @@ fn build(scenario: &Scenario, options: &RunOptions) -> Result<Built, RunError> {
     let store = store_config(scenario);
     let sim_store = SimCheckpointStore::new(&cluster.handle(), store.clone())
         .map_err(|error| RunError::Config(error.to_string()))?;
-    let workload = WorkloadSpec {
+    let mut workload = WorkloadSpec {
         records: options.records.unwrap_or(scenario.workload.records),
         ..scenario.workload.clone()
     };
+    let records = match &workload.recording {
+        Some(path) => {
+            let recorded = workload::from_recording(path, &workload, &job)
+                .map_err(|error| RunError::Config(error.to_string()))?;
+            workload.partitions = recorded.partitions;
+            recorded.records
+        }
+        None => workload::generate(&workload, scenario.workload_kind(&job), &job, seed),
+    };
     let topics = topics(&job, workload.partitions);
-    let records = workload::generate(&workload, scenario.workload_kind(&job), &job, seed);
     let record_count = records.len();
     let plan = feeder_plan(scenario, &topics, records);
     feeder::add_feeder(&mut cluster, plan, Rc::clone(&shared));
