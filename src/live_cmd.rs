@@ -111,12 +111,7 @@ pub fn run(args: LiveArgs) -> Result<Outcome, CliError> {
         .as_deref()
         .map(parse_metrics_addr)
         .transpose()?;
-    let config = KafkaConfig::from_sources(Some(&args.bootstrap), std::env::vars())
-        .map_err(|error| CliError::BadInput(error.message))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
+    let (config, runtime) = crate::kafka_session(&args.bootstrap)?;
     let options = Options {
         worker_id,
         metrics_addr,

@@ -67,12 +67,7 @@ pub fn run(args: &LoadArgs) -> Result<Outcome, CliError> {
     let seed = parse_seed(args.seed.as_deref(), Seed::new(loaded.scenario.seeds.start))?;
     let plan = load_plan(&loaded.scenario, seed)
         .map_err(|error| CliError::BadInput(format!("{}: {error}", loaded.path)))?;
-    let config = KafkaConfig::from_sources(Some(&args.bootstrap), std::env::vars())
-        .map_err(|error| CliError::BadInput(error.message))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
+    let (config, runtime) = crate::kafka_session(&args.bootstrap)?;
     let loaded_ends = runtime.block_on(write(&plan, config, args.paced))?;
     let offsets: Vec<String> = loaded_ends
         .iter()

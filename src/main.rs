@@ -83,6 +83,23 @@ impl CliError {
     }
 }
 
+/// What every subcommand that talks to Kafka starts with: the librdkafka
+/// settings for `bootstrap` (from the properties file and the `EDDY_KAFKA_*`
+/// variables, never from the command line; a bad one is bad input) and the
+/// single-threaded runtime the subcommand runs on.
+pub fn kafka_session(
+    bootstrap: &str,
+) -> Result<(eddyline_engine::kafka::KafkaConfig, tokio::runtime::Runtime), CliError> {
+    let config =
+        eddyline_engine::kafka::KafkaConfig::from_sources(Some(bootstrap), std::env::vars())
+            .map_err(|error| CliError::BadInput(error.message))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
+    Ok((config, runtime))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<Outcome, CliError> = match cli.command {

@@ -62,12 +62,7 @@ pub fn run(args: &RecordArgs) -> Result<Outcome, CliError> {
             args.out.display()
         )));
     }
-    let config = KafkaConfig::from_sources(Some(&args.bootstrap), std::env::vars())
-        .map_err(|error| CliError::BadInput(error.message))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
+    let (config, runtime) = crate::kafka_session(&args.bootstrap)?;
     runtime.block_on(record(args, config))
 }
 

@@ -117,12 +117,7 @@ pub fn run(args: &VerifyArgs) -> Result<Outcome, CliError> {
     if let Some(dir) = &args.dump {
         crate::sim_cmd::dump::prepare(dir)?;
     }
-    let config = KafkaConfig::from_sources(Some(&args.bootstrap), std::env::vars())
-        .map_err(|error| CliError::BadInput(error.message))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::Internal(format!("cannot start the runtime: {error}")))?;
+    let (config, runtime) = crate::kafka_session(&args.bootstrap)?;
     let stable_wait = Duration::from_millis(args.stable_wait_ms);
     let observation = runtime.block_on(observe(&job, config, stable_wait))?;
     let anomalies = checker::check(&job, &observation)
