@@ -466,3 +466,29 @@ fn a_run_with_kafkas_own_timings_drains_too() {
     let settings: BTreeMap<_, _> = report.settings.iter().cloned().collect();
     assert_eq!(settings["timings"], "kafka-3.8");
 }
+
+/// The input's writer is the world outside the job: when its idempotent
+/// producer fails for good, it replaces it and sends again what was not
+/// acknowledged, and the job's output is still judged exactly once. In
+/// seed 1051 a broker cut off by a network partition comes back as the
+/// stale leader of `orders-0` and answers the feeder's held request with
+/// OUT_OF_ORDER_SEQUENCE_NUMBER for the head of the line, which librdkafka
+/// treats as a fatal sequence desynchronization.
+#[test]
+fn a_feeder_whose_producer_fails_for_good_replaces_it_and_the_run_still_passes() {
+    let path = scenarios_dir().join("order-revenue-faults.toml");
+    let scenario = Scenario::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let report = run_seed(&scenario, 1051);
+    assert!(
+        report
+            .feeder_failures
+            .iter()
+            .any(|why| why.contains("sequence desynchronization")),
+        "{:?}",
+        report.feeder_failures
+    );
+    assert!(report.observation.drained, "stops: {:?}", report.stops);
+    let job = eddyline_engine::job::Job::from_file(&scenario.job).unwrap();
+    let anomalies = eddyline_scenarios::checker::check(&job, &report.observation).unwrap();
+    assert!(anomalies.is_empty(), "{anomalies:?}");
+}

@@ -45,6 +45,9 @@ pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
     for (host, why) in &report.stops {
         println!("  {host}: {why}");
     }
+    for why in &report.feeder_failures {
+        println!("feeder: replaced its producer and sent the unacknowledged records again: {why}");
+    }
     print_verdict(verdict);
     if !verdict.clean() {
         println!(

@@ -1,11 +1,13 @@
 //! The feeder: creates the topics, then writes the workload at its send
 //! times, and leaves the end offset of every input partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use eddyline_engine::checkpoint::ensure_topic;
-use eddyline_engine::transport::{Consumer, Producer, ProducerRecord, Transport};
+use eddyline_engine::transport::{
+    Consumer, ErrorKind, Producer, ProducerRecord, Transport, TransportResult,
+};
 use eddyline_sim::cluster::{ClusterHandle, SimCluster};
 
 use super::shared::{
@@ -36,7 +38,7 @@ pub(super) fn add_feeder(cluster: &mut SimCluster, plan: FeederPlan, shared: Rc<
         // Faults start once the topics exist (a three-replica topic needs
         // three live brokers, as in Kafka).
         shared.topics_ready.set(true);
-        send_all(&handle, &plan).await?;
+        send_all(&handle, &plan, &shared).await?;
         let ends = read_ends(&handle, &plan).await?;
         *shared.ends.borrow_mut() = Some(ends);
         Ok(())
@@ -56,30 +58,102 @@ async fn create_topics(handle: &ClusterHandle, plan: &FeederPlan) -> turmoil::Re
     Ok(())
 }
 
+/// How many times the feeder replaces a producer that failed for good
+/// before the run fails.
+const PRODUCER_REPLACEMENTS_MAX: u32 = 8;
+
 /// Sends every record at its send time (ms after the first), each to its
 /// partition, then flushes.
-async fn send_all(handle: &ClusterHandle, plan: &FeederPlan) -> turmoil::Result {
-    let mut producer = transport(handle)
-        .producer(&producer_config("feeder"))
-        .await?;
+///
+/// The feeder is the world outside the job, and writes as a careful
+/// application does: an idempotent producer can fail for good (librdkafka's
+/// "sequence desynchronization", for instance, when a partition's stale
+/// leader answers a request held by a network partition with
+/// OUT_OF_ORDER_SEQUENCE_NUMBER for the head of the line), and the feeder
+/// then replaces it and sends again every record whose delivery did not
+/// succeed, in order, before going on. A record whose request reached the
+/// log before the failure may so be written twice; the checker judges the
+/// job against the input as committed, duplicates included.
+async fn send_all(handle: &ClusterHandle, plan: &FeederPlan, shared: &Shared) -> turmoil::Result {
+    let transport = transport(handle);
     let start_ms = handle.now_ms();
-    for record in &plan.records {
-        let due_ms = start_ms + record.send_ms;
-        let now_ms = handle.now_ms();
-        if due_ms > now_ms {
-            sleep_ms(due_ms - now_ms).await;
+    let mut sending = Sending {
+        unconfirmed: Vec::new(),
+        resend: VecDeque::new(),
+        next: 0,
+    };
+    let mut replacements = 0;
+    loop {
+        let mut producer = transport.producer(&producer_config("feeder")).await?;
+        match sending.run(handle, plan, &mut producer, start_ms).await {
+            Ok(()) => return Ok(()),
+            Err(error)
+                if error.kind == ErrorKind::Fatal && replacements < PRODUCER_REPLACEMENTS_MAX =>
+            {
+                replacements += 1;
+                shared
+                    .feeder_failures
+                    .borrow_mut()
+                    .push(error.message.clone());
+                // A failed producer has failed every delivery it had not
+                // confirmed: these resolve at once.
+                for (index, delivery) in std::mem::take(&mut sending.unconfirmed) {
+                    if delivery.await.is_err() {
+                        sending.resend.push_back(index);
+                    }
+                }
+            }
+            Err(error) => return Err(error.into()),
         }
-        producer.send(ProducerRecord {
-            topic: plan.input.clone(),
-            partition: Some(record.partition),
-            key: Some(record.key.clone().into_bytes()),
-            value: Some(record.value.clone()),
-            timestamp_ms: Some(record.event_time_ms),
-            headers: Vec::new(),
-        })?;
     }
-    producer.flush().await?;
-    Ok(())
+}
+
+/// The feeder's progress through the workload across producers.
+struct Sending<D> {
+    /// Records sent by the current producer, with their deliveries.
+    unconfirmed: Vec<(usize, D)>,
+    /// Records to send again first (their delivery failed), in order.
+    resend: VecDeque<usize>,
+    /// The next record of the workload to send.
+    next: usize,
+}
+
+impl<D> Sending<D> {
+    async fn run<P: Producer<Delivery = D>>(
+        &mut self,
+        handle: &ClusterHandle,
+        plan: &FeederPlan,
+        producer: &mut P,
+        start_ms: u64,
+    ) -> TransportResult<()> {
+        let record = |index: usize| {
+            let record = &plan.records[index];
+            ProducerRecord {
+                topic: plan.input.clone(),
+                partition: Some(record.partition),
+                key: Some(record.key.clone().into_bytes()),
+                value: Some(record.value.clone()),
+                timestamp_ms: Some(record.event_time_ms),
+                headers: Vec::new(),
+            }
+        };
+        while let Some(&index) = self.resend.front() {
+            self.unconfirmed
+                .push((index, producer.send(record(index))?));
+            self.resend.pop_front();
+        }
+        while self.next < plan.records.len() {
+            let due_ms = start_ms + plan.records[self.next].send_ms;
+            let now_ms = handle.now_ms();
+            if due_ms > now_ms {
+                sleep_ms(due_ms - now_ms).await;
+            }
+            self.unconfirmed
+                .push((self.next, producer.send(record(self.next))?));
+            self.next += 1;
+        }
+        producer.flush().await
+    }
 }
 
 async fn read_ends(

@@ -87,6 +87,9 @@ pub struct RunReport {
     pub stats: WorkerStats,
     /// Why each incarnation of each worker stopped: (host, reason).
     pub stops: Vec<(String, String)>,
+    /// Each error that made the feeder (the world writing the input)
+    /// replace its producer and send again what was not acknowledged.
+    pub feeder_failures: Vec<String>,
     /// Simulated time of the whole run.
     pub elapsed_ms: u64,
 }
@@ -148,6 +151,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunEr
         faults: shared.applied.borrow().clone(),
         stats: summed(&shared.stats.borrow()),
         stops: shared.stops.borrow().clone(),
+        feeder_failures: shared.feeder_failures.borrow().clone(),
         elapsed_ms: built.cluster.elapsed_ms(),
     })
 }

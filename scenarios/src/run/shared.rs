@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub(super) finished: RefCell<BTreeSet<i32>>,
     /// Why each incarnation of each worker stopped: (host, reason).
     pub(super) stops: RefCell<Vec<(String, String)>>,
+    /// Each error that made the feeder replace its producer.
+    pub(super) feeder_failures: RefCell<Vec<String>>,
     /// The latest stats of every incarnation: (host, start) → stats.
     pub(super) stats: RefCell<BTreeMap<(String, u64), WorkerStats>>,
     /// Every fault applied, in the order applied.
