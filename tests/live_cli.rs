@@ -5,6 +5,8 @@
 //! a read_committed consumer sees, serves /metrics that Prometheus' parser
 //! accepts, and stops on SIGTERM with a last commit, exit 0.
 
+mod cli_common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -23,15 +25,9 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// `eddy live ARGS` without the caller's Kafka settings (a test harness may
 /// export `EDDY_KAFKA_*` variables for other tests).
 fn eddy_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    command.arg("live").args(args);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("EDDY_KAFKA_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("EDDY_KAFKA_TIMEOUT_MS", CONNECT_TIMEOUT_MS.to_string());
-    command
+    let mut live = vec!["live"];
+    live.extend_from_slice(args);
+    cli_common::eddy_command(&live, CONNECT_TIMEOUT_MS)
 }
 
 fn eddy(args: &[&str]) -> Output {
@@ -330,26 +326,7 @@ async fn committed_offsets(
 /// A python3 that has prometheus_client (installed with pip if missing:
 /// the test command must work on a fresh machine).
 fn python_with_prometheus_client() {
-    let has = || {
-        Command::new("python3")
-            .args(["-c", "import prometheus_client"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if has() {
-        return;
-    }
-    for extra in [&[][..], &["--break-system-packages"][..]] {
-        let _ = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "prometheus-client"])
-            .args(extra)
-            .status();
-        if has() {
-            return;
-        }
-    }
-    panic!("python3 with prometheus_client is needed: pip install prometheus-client");
+    cli_common::python_with("prometheus_client", "prometheus-client");
 }
 
 /// Scrapes `http://addr/metrics` and parses it with Prometheus' own Python

@@ -20,6 +20,8 @@
 //! broker). Kill points come from a seed printed by each test; set
 //! EDDY_SEED to replay one.
 
+mod cli_common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -97,16 +99,7 @@ fn unique(name: &str) -> String {
 
 /// `eddy ARGS` without the caller's Kafka settings.
 fn eddy(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    command.args(args);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("EDDY_KAFKA_") || name == "EDDY_SEED" {
-            command.env_remove(name);
-        }
-    }
-    command.env("EDDY_KAFKA_TIMEOUT_MS", CONNECT_TIMEOUT_MS.to_string());
-    command
+    cli_common::eddy_command(args, CONNECT_TIMEOUT_MS)
 }
 
 fn text(bytes: &[u8]) -> String {

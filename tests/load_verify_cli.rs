@@ -4,6 +4,8 @@
 //! (wrong credentials on the SASL listener, a missing topic, a topic with
 //! another partition count) are ignored here and run by scripts/test.
 
+mod cli_common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,16 +18,7 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 const SLACK: Duration = Duration::from_secs(8);
 
 fn eddy_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    command.args(args);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("EDDY_KAFKA_") || name == "EDDY_SEED" {
-            command.env_remove(name);
-        }
-    }
-    command.env("EDDY_KAFKA_TIMEOUT_MS", CONNECT_TIMEOUT_MS.to_string());
-    command
+    cli_common::eddy_command(args, CONNECT_TIMEOUT_MS)
 }
 
 /// Runs `command`; checks exit 2, one line on stderr containing `needle`,

@@ -8,6 +8,8 @@
 //! expected files from the current binary (review the diff before
 //! committing).
 
+mod cli_common;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;

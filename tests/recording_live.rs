@@ -6,6 +6,8 @@
 //! input, key by key; and `eddy replay --bootstrap` produces to Kafka
 //! exactly what the replay writes to a file.
 
+mod cli_common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -7,26 +7,7 @@ use std::process::Command;
 /// A python3 that has pyarrow (installed with pip if missing: the test
 /// command must work on a fresh machine).
 fn python_with_pyarrow() {
-    let has = || {
-        Command::new("python3")
-            .args(["-c", "import pyarrow.parquet"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if has() {
-        return;
-    }
-    for extra in [&[][..], &["--break-system-packages"][..]] {
-        let _ = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "pyarrow"])
-            .args(extra)
-            .status();
-        if has() {
-            return;
-        }
-    }
-    panic!("python3 with pyarrow is needed: pip install pyarrow");
+    crate::cli_common::python_with("pyarrow.parquet", "pyarrow");
 }
 
 /// Reads each file with pyarrow and checks the documented columns, types,
