@@ -17,8 +17,8 @@ use std::time::Duration;
 use clap::Args;
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 use eddyline_engine::transport::{
-    Admin, Consumer, ConsumerConfig, ErrorCode, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    TopicPartition, Transport, TransportError,
+    Admin, Consumer, ConsumerConfig, ErrorCode, NewTopic, Producer, ProducerConfig, TopicPartition,
+    Transport, TransportError,
 };
 use eddyline_scenarios::run::{LoadPlan, load_plan};
 use eddyline_sim::Seed;
@@ -114,14 +114,7 @@ async fn write(
             producer.flush().await.map_err(refused)?;
         }
         producer
-            .send(ProducerRecord {
-                topic: plan.input.clone(),
-                partition: Some(record.partition),
-                key: Some(record.key.clone().into_bytes()),
-                value: Some(record.value.clone()),
-                timestamp_ms: Some(record.event_time_ms),
-                headers: Vec::new(),
-            })
+            .send(record.producer_record(&plan.input))
             .map_err(refused)?;
     }
     producer.flush().await.map_err(refused)?;

@@ -77,6 +77,22 @@ pub struct InputRecord {
     pub class: RecordClass,
 }
 
+impl InputRecord {
+    /// The record as it is written to `topic`: the simulator's feeder and
+    /// `eddy load` both send exactly this, so a seed's input is the same
+    /// records, keys, partitions and timestamps on either cluster.
+    pub fn producer_record(&self, topic: &str) -> eddyline_engine::transport::ProducerRecord {
+        eddyline_engine::transport::ProducerRecord {
+            topic: topic.to_string(),
+            partition: Some(self.partition),
+            key: Some(self.key.clone().into_bytes()),
+            value: Some(self.value.clone()),
+            timestamp_ms: Some(self.event_time_ms),
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// The job's event-time settings a workload is sized to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventTimes {

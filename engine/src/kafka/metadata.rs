@@ -218,6 +218,7 @@ pub(crate) async fn await_topic_everywhere(
                 Ok(metadata) if lists_topic(&metadata, topic, partitions) => break,
                 // No answer: the broker is down (and not fenced yet).
                 Err(_) => break,
+                // The real clock again: this module never runs in the simulator.
                 Ok(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(error(
                         ErrorKind::Timeout,

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use eddyline_engine::checkpoint::ensure_topic;
-use eddyline_engine::transport::{
-    Consumer, ErrorKind, Producer, ProducerRecord, Transport, TransportResult,
-};
+use eddyline_engine::transport::{Consumer, ErrorKind, Producer, Transport, TransportResult};
 use eddyline_sim::cluster::{ClusterHandle, SimCluster};
 
 use super::shared::{
@@ -126,17 +124,7 @@ impl<D> Sending<D> {
         producer: &mut P,
         start_ms: u64,
     ) -> TransportResult<()> {
-        let record = |index: usize| {
-            let record = &plan.records[index];
-            ProducerRecord {
-                topic: plan.input.clone(),
-                partition: Some(record.partition),
-                key: Some(record.key.clone().into_bytes()),
-                value: Some(record.value.clone()),
-                timestamp_ms: Some(record.event_time_ms),
-                headers: Vec::new(),
-            }
-        };
+        let record = |index: usize| plan.records[index].producer_record(&plan.input);
         while let Some(&index) = self.resend.front() {
             self.unconfirmed
                 .push((index, producer.send(record(index))?));
