@@ -470,14 +470,7 @@ fn prepare_rebalance(broker: &Broker, group_id: &str, group: &mut Group, now: u6
         for member in group.members.values_mut() {
             member.pending_sync = false;
             if member.awaiting_sync {
-                member.awaiting_sync = false;
-                member.sync_result = Some((group.generation, Err(ErrorCode::RebalanceInProgress)));
-                // Answering a parked SyncGroup restarts the member's session
-                // (Kafka 3.8 `GroupCoordinator.propagateAssignment` calls
-                // `completeAndScheduleNextHeartbeatExpiration` for every
-                // member whose sync callback it invokes), so it has a whole
-                // session to rejoin.
-                member.last_heartbeat_ms = now;
+                member.answer_sync(group.generation, Err(ErrorCode::RebalanceInProgress), now);
             }
         }
     }
@@ -765,6 +758,25 @@ fn join_error(error: ErrorCode, member_id: String) -> Response {
 }
 
 impl Member {
+    /// Answers the member's SyncGroup for `generation` with `result`. A
+    /// member parked in SyncGroup also has its session restarted: Kafka
+    /// 3.8's `GroupCoordinator.propagateAssignment` calls
+    /// `completeAndScheduleNextHeartbeatExpiration` for every member whose
+    /// sync callback it invokes, so an answered member has a whole session
+    /// to heartbeat or rejoin.
+    fn answer_sync(
+        &mut self,
+        generation: i32,
+        result: Result<Vec<TopicPartition>, ErrorCode>,
+        now: u64,
+    ) {
+        if self.awaiting_sync {
+            self.last_heartbeat_ms = now;
+        }
+        self.awaiting_sync = false;
+        self.sync_result = Some((generation, result));
+    }
+
     /// The member's state as a JoinGroup `request` registers it.
     fn joining(request: &JoinGroupRequest, join_order: u64, now: u64) -> Member {
         Member {
@@ -1254,12 +1266,8 @@ async fn store_assignment(
                         crate::seed_context::current_seed()
                     );
                     member.assignment = assigned.get(id).cloned().unwrap_or_default();
-                    if member.awaiting_sync {
-                        // `propagateAssignment`: the answer restarts the session.
-                        member.last_heartbeat_ms = stored_at;
-                    }
-                    member.awaiting_sync = false;
-                    member.sync_result = Some((generation_id, Ok(member.assignment.clone())));
+                    let assignment = member.assignment.clone();
+                    member.answer_sync(generation_id, Ok(assignment), stored_at);
                 }
                 group.transition(group_id, GroupState::Stable);
                 trace_group(broker, group_id, group);
@@ -1271,12 +1279,7 @@ async fn store_assignment(
             }
             Err(error) => {
                 for member in group.members.values_mut() {
-                    if member.awaiting_sync {
-                        // `propagateAssignment`: the answer restarts the session.
-                        member.last_heartbeat_ms = stored_at;
-                    }
-                    member.awaiting_sync = false;
-                    member.sync_result = Some((generation_id, Err(error)));
+                    member.answer_sync(generation_id, Err(error), stored_at);
                 }
                 prepare_rebalance(broker, group_id, group, stored_at);
                 Err(error)
