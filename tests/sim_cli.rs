@@ -227,6 +227,44 @@ fn sim_run_without_a_seed_runs_the_first_of_the_scenarios_seeds() {
     assert!(stdout(&output).contains(&format!("repro: eddy sim run {scenario} --seed 1")));
 }
 
+/// The report's trace excerpt is the one around the first `kind` anomaly:
+/// its marked (`>>`) event is the leader append of the batch holding the
+/// anomaly's record.
+fn assert_trace_centred_on_first_anomaly(text: &str, kind: &str) {
+    let first = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("{kind}: ")))
+        .unwrap_or_else(|| panic!("no {kind} anomaly: {text}"));
+    let place = first.split_whitespace().next().expect("a record");
+    let (partition_name, offset) = place.split_once('@').expect("topic-partition@offset");
+    let offset: i64 = offset.parse().expect("an offset");
+    assert!(
+        text.contains(&format!(
+            "trace around the first {kind}: where {place} was written"
+        )),
+        "{text}"
+    );
+    let hit = text
+        .lines()
+        .find(|line| line.starts_with(">>"))
+        .unwrap_or_else(|| panic!("no marked event: {text}"));
+    let words: Vec<&str> = hit.split_whitespace().collect();
+    let value = |name: &str| -> i64 {
+        words
+            .iter()
+            .find_map(|word| word.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {hit}"))
+    };
+    assert_eq!(words[3], "append", "{hit}");
+    assert_eq!(words[4], partition_name, "{hit}");
+    let base = value("base_offset");
+    assert!(
+        (base..base + value("records")).contains(&offset),
+        "{hit} holds {offset}"
+    );
+}
+
 #[test]
 fn sim_run_of_the_fire_early_control_fails_with_premature_fire_and_its_repro_reproduces_it() {
     let output = eddy(&["sim", "run", MUTANT_FIRE_EARLY, "--seed", "1"]);
@@ -238,6 +276,7 @@ fn sim_run_of_the_fire_early_control_fails_with_premature_fire_and_its_repro_rep
         !kinds.iter().any(|k| k == "nondeterminism"),
         "run twice, the same trace: {text}"
     );
+    assert_trace_centred_on_first_anomaly(&text, "premature-fire");
     let repro = line_after(&text, "repro: ").expect("a repro line");
     assert_eq!(
         repro,

@@ -84,15 +84,25 @@ pub fn judge(
     options: &RunOptions,
     check_determinism: bool,
 ) -> Result<SeedVerdict, VerdictError> {
-    let report = run::run(scenario, options)?;
+    let mut report = run::run(scenario, options)?;
     let mut anomalies =
         checker::check(job, &report.observation).map_err(|reason| VerdictError::Checker {
             seed: options.seed,
             reason,
         })?;
     if check_determinism {
-        let again = run::run(scenario, options)?;
+        // The repeat also captures the trace around the first anomaly that
+        // has a place in it (the run is the same; only the capture differs).
+        let focus = anomalies.iter().find_map(|anomaly| anomaly.at.clone());
+        let again = run::run(
+            scenario,
+            &RunOptions {
+                trace_focus: focus,
+                ..options.clone()
+            },
+        )?;
         anomalies.extend(checker::nondeterminism(report.trace.hash, again.trace.hash));
+        report.trace.focus = again.trace.focus;
     }
     Ok(SeedVerdict {
         seed: options.seed,

@@ -129,6 +129,9 @@ pub struct ClusterConfig {
     /// S hash H events E simulated T ms`), to compare runs across changes;
     /// the test helpers and the CLI set this from `EDDY_SIM_HASH=1`.
     pub print_run_fingerprint: bool,
+    /// Capture the trace events around this place
+    /// ([`crate::trace::TraceSummary::focus`]); changes nothing else.
+    pub trace_focus: Option<crate::trace::TraceFocus>,
 }
 
 impl Default for ClusterConfig {
@@ -167,6 +170,7 @@ impl Default for ClusterConfig {
             producer_id_block_size: 1_000,
             trace_echo: false,
             print_run_fingerprint: false,
+            trace_focus: None,
         }
     }
 }

@@ -23,6 +23,35 @@ use crate::world::now_ms;
 /// How many recent events an excerpt can show.
 pub const TRACE_RING_EVENTS: usize = 256;
 
+/// How many events before and after its hit a focused excerpt shows.
+pub const FOCUS_BEFORE: usize = 24;
+pub const FOCUS_AFTER: usize = 12;
+
+/// The place in a run an excerpt is centred on (the checker names it for an
+/// anomaly; [`Trace::focus`] finds it while the run is repeated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceFocus {
+    /// The last leader append whose batch holds this offset, or the
+    /// transaction marker written at it: where the record entered the log
+    /// that was finally read.
+    Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// The first event at or after this simulated instant (ms since the
+    /// start of the run).
+    Time { at_ms: u64 },
+}
+
+/// The events around a [`TraceFocus`], oldest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FocusedExcerpt {
+    pub lines: Vec<String>,
+    /// The index in `lines` of the event the focus names.
+    pub hit: usize,
+}
+
 /// Who recorded an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -117,6 +146,21 @@ struct TraceInner {
     name_hashes: Vec<u64>,
     name_ids: BTreeMap<String, u32>,
     echo: bool,
+    focus: Option<Focus>,
+}
+
+/// A focus being looked for, and what it has captured so far.
+struct Focus {
+    target: FocusTarget,
+    /// The events before the hit, the hit, then up to [`FOCUS_AFTER`] more.
+    captured: Option<(Vec<StoredEvent>, usize)>,
+}
+
+enum FocusTarget {
+    /// (interned topic, partition, offset)
+    Record(u32, i32, i64),
+    /// Simulated ms since the start of the run.
+    Time(u64),
 }
 
 /// The shared trace of one run (cheap to clone: one `Rc`).
@@ -134,6 +178,8 @@ pub struct TraceSummary {
     pub events: u64,
     /// The most recent events, oldest first, one line each.
     pub excerpt: Vec<String>,
+    /// The events around the focus, if one was set and found.
+    pub focus: Option<FocusedExcerpt>,
 }
 
 impl Default for Trace {
@@ -154,8 +200,27 @@ impl Trace {
                 name_hashes: Vec::new(),
                 name_ids: BTreeMap::new(),
                 echo,
+                focus: None,
             })),
         }
+    }
+
+    /// Captures the events around `focus` as the run records them (for
+    /// [`TraceSummary::focus`]). Neither the hash nor the ring change.
+    pub fn focus(&self, focus: &TraceFocus) {
+        let mut inner = self.inner.borrow_mut();
+        let target = match focus {
+            TraceFocus::Record {
+                topic,
+                partition,
+                offset,
+            } => FocusTarget::Record(inner.intern(topic), *partition, *offset),
+            TraceFocus::Time { at_ms } => FocusTarget::Time(*at_ms),
+        };
+        inner.focus = Some(Focus {
+            target,
+            captured: None,
+        });
     }
 
     /// Records one event at the current simulated time.
@@ -205,6 +270,7 @@ impl Trace {
         if inner.ring.len() == TRACE_RING_EVENTS {
             inner.ring.pop_front();
         }
+        inner.capture(&event);
         inner.ring.push_back(event);
         assert!(inner.ring.len() <= TRACE_RING_EVENTS, "the ring is bounded");
         assert!(
@@ -242,11 +308,53 @@ impl Trace {
                 .skip(skip)
                 .map(|event| inner.format(event))
                 .collect(),
+            focus: inner
+                .focus
+                .as_ref()
+                .and_then(|focus| focus.captured.as_ref())
+                .map(|(events, hit)| FocusedExcerpt {
+                    lines: events.iter().map(|event| inner.format(event)).collect(),
+                    hit: *hit,
+                }),
         }
     }
 }
 
 impl TraceInner {
+    /// Feeds `event` (not yet in the ring) to the focus: a hit starts a new
+    /// capture with the ring's last [`FOCUS_BEFORE`] events (a later hit of a
+    /// record focus replaces it: the last append of an offset is the one
+    /// that was read); otherwise the event follows the capture's hit.
+    fn capture(&mut self, event: &StoredEvent) {
+        let Some(focus) = self.focus.as_mut() else {
+            return;
+        };
+        let hit = match focus.target {
+            FocusTarget::Record(topic, partition, offset) => {
+                matches!(event.subject, StoredSubject::Partition(t, p) if t == topic && p == partition)
+                    && match event.kind {
+                        EventKind::Append => {
+                            (event.values[0]..event.values[0] + event.values[1]).contains(&offset)
+                        }
+                        EventKind::Marker => event.values[0] == offset,
+                        _ => false,
+                    }
+            }
+            FocusTarget::Time(at_ms) => focus.captured.is_none() && event.at_ms >= at_ms,
+        };
+        if hit {
+            let skip = self.ring.len().saturating_sub(FOCUS_BEFORE);
+            let mut events: Vec<StoredEvent> = self.ring.iter().skip(skip).copied().collect();
+            let at = events.len();
+            events.push(*event);
+            focus.captured = Some((events, at));
+        } else if let Some((events, at)) = focus.captured.as_mut()
+            && events.len() <= *at + FOCUS_AFTER
+        {
+            events.push(*event);
+        }
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.name_ids.get(name) {
             return id;
@@ -323,6 +431,76 @@ mod tests {
         };
         assert_eq!(run(0), run(0));
         assert_ne!(run(0), run(1));
+    }
+
+    /// Records `n` metadata events (values 0..n), then the appends of
+    /// `t-0` at offsets 0..4 and 4..8 twice (a truncation rewrote them),
+    /// then `n` more metadata events.
+    fn run_with(focus: Option<TraceFocus>, n: i64) -> TraceSummary {
+        let trace = Trace::new(false);
+        if let Some(focus) = &focus {
+            trace.focus(focus);
+        }
+        let metadata = |i: i64| {
+            trace.record(
+                Node::Controller,
+                EventKind::MetadataApplied,
+                Subject::None,
+                [i, 0, 0, 0],
+            )
+        };
+        (0..n).for_each(metadata);
+        for (base, epoch) in [(0, 0), (4, 0), (4, 1)] {
+            trace.record(
+                Node::Broker(epoch as i32),
+                EventKind::Append,
+                Subject::Partition("t", 0),
+                [base, 4, epoch, 7],
+            );
+        }
+        (100..100 + n).for_each(metadata);
+        trace.summary(8)
+    }
+
+    #[test]
+    fn a_record_focus_centres_on_the_last_append_holding_the_offset_and_changes_no_hash() {
+        let plain = run_with(None, 40);
+        let focus = TraceFocus::Record {
+            topic: "t".to_string(),
+            partition: 0,
+            offset: 5,
+        };
+        let focused = run_with(Some(focus), 40);
+        assert_eq!(focused.hash, plain.hash);
+        assert_eq!(focused.excerpt, plain.excerpt);
+        assert_eq!(plain.focus, None);
+        let excerpt = focused.focus.expect("the offset was appended");
+        assert_eq!(excerpt.hit, FOCUS_BEFORE);
+        assert_eq!(excerpt.lines.len(), FOCUS_BEFORE + 1 + FOCUS_AFTER);
+        let hit = &excerpt.lines[excerpt.hit];
+        assert!(
+            hit.contains("broker-1 append t-0 base_offset=4 records=4 leader_epoch=1"),
+            "{hit}"
+        );
+        assert!(excerpt.lines[excerpt.hit - 1].contains("leader_epoch=0"));
+        assert!(excerpt.lines[excerpt.hit + 1].contains("epoch=100"));
+        let elsewhere = TraceFocus::Record {
+            topic: "t".to_string(),
+            partition: 1,
+            offset: 5,
+        };
+        assert_eq!(run_with(Some(elsewhere), 40).focus, None);
+    }
+
+    #[test]
+    fn a_time_focus_centres_on_the_first_event_at_or_after_the_instant() {
+        // Outside a host every event is at the run loop's instant (0 here).
+        let focused = run_with(Some(TraceFocus::Time { at_ms: 0 }), 20);
+        let excerpt = focused.focus.expect("an event at 0 ms");
+        assert_eq!(excerpt.hit, 0, "nothing before the first event");
+        assert!(excerpt.lines[0].contains("metadata epoch=0"));
+        assert_eq!(excerpt.lines.len(), 1 + FOCUS_AFTER);
+        assert_eq!(run_with(Some(TraceFocus::Time { at_ms: 1 }), 3).focus, None);
     }
 
     #[test]

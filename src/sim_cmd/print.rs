@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use eddyline_scenarios::checker::{Anomaly, AnomalyKind};
 use eddyline_scenarios::verdict::{SeedVerdict, repro_command};
+use eddyline_sim::trace::TraceFocus;
 
 use super::Loaded;
 
@@ -50,19 +51,55 @@ pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
     }
     print_verdict(verdict);
     if !verdict.clean() {
-        println!(
-            "trace (last {} events):",
-            report.trace.excerpt.len().min(TRACE_LINES)
-        );
-        let skip = report.trace.excerpt.len().saturating_sub(TRACE_LINES);
-        for line in report.trace.excerpt.iter().skip(skip) {
-            println!("  {line}");
-        }
+        print_trace(verdict);
     }
     println!(
         "repro: {}",
         repro_command(&loaded.path, verdict.seed, verdict.mutant)
     );
+}
+
+/// The trace around the first anomaly that has a place in it (marked
+/// `>>`), else the end of the trace.
+fn print_trace(verdict: &SeedVerdict) {
+    let trace = &verdict.report.trace;
+    let anomaly = verdict
+        .anomalies
+        .iter()
+        .find(|anomaly| anomaly.at.is_some());
+    if let (Some(focus), Some(anomaly)) = (&trace.focus, anomaly) {
+        println!(
+            "trace around the first {}: {}",
+            anomaly.kind,
+            place(anomaly)
+        );
+        for (index, line) in focus.lines.iter().enumerate() {
+            let mark = if index == focus.hit { ">>" } else { "  " };
+            println!("{mark}{line}");
+        }
+        return;
+    }
+    println!(
+        "trace (last {} events):",
+        trace.excerpt.len().min(TRACE_LINES)
+    );
+    let skip = trace.excerpt.len().saturating_sub(TRACE_LINES);
+    for line in trace.excerpt.iter().skip(skip) {
+        println!("  {line}");
+    }
+}
+
+/// Where an anomaly shows in the trace, in words.
+fn place(anomaly: &Anomaly) -> String {
+    match &anomaly.at {
+        Some(TraceFocus::Record {
+            topic,
+            partition,
+            offset,
+        }) => format!("where {topic}-{partition}@{offset} was written"),
+        Some(TraceFocus::Time { at_ms }) => format!("at {at_ms} ms"),
+        None => String::new(),
+    }
 }
 
 fn print_verdict(verdict: &SeedVerdict) {

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use eddyline_sim::trace::TraceFocus;
+
 /// A kind of anomaly. Names are stable: scenario files (`detect = "..."`),
 /// `--json` output and scripts use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -132,13 +134,16 @@ impl FromStr for AnomalyKind {
     }
 }
 
-/// One anomaly found: its kind, a one-line account, and the records
-/// involved (each rendered on one line: topic-partition@offset and value).
+/// One anomaly found: its kind, a one-line account, the records involved
+/// (each rendered on one line: topic-partition@offset and value), and where
+/// in the run's trace it shows (the append of the offending record, the
+/// marker, the instant), when there is such a place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Anomaly {
     pub kind: AnomalyKind,
     pub detail: String,
     pub records: Vec<String>,
+    pub at: Option<TraceFocus>,
 }
 
 impl fmt::Display for Anomaly {

@@ -24,6 +24,7 @@ use eddyline_engine::job::{
     HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_TASK, HEADER_WATERMARK, Job,
 };
 use eddyline_engine::transport::{Header, Message, ProducerRecord};
+use eddyline_sim::trace::TraceFocus;
 
 pub use anomaly::{Anomaly, AnomalyKind};
 use reference::{Emitted, ReferenceOutput};
@@ -54,7 +55,7 @@ pub fn check(job: &Job, observation: &Observation) -> Result<Vec<Anomaly>, Strin
     anomalies.extend(wrong_late_output(&sides));
     anomalies.extend(offset_regression(observation));
     anomalies.extend(watermark_regression(&committed));
-    anomalies.extend(zombie_commit(observation));
+    anomalies.extend(zombie_commit(&job.outputs().topic, observation));
     anomalies.extend(hanging_transaction(observation));
     anomalies.extend(liveness(observation));
     Ok(anomalies)
@@ -69,6 +70,7 @@ pub fn nondeterminism(first_hash: u64, second_hash: u64) -> Option<Anomaly> {
             "two runs of the same seed: trace hash {first_hash:016x}, then {second_hash:016x}"
         ),
         records: Vec::new(),
+        at: None,
     })
 }
 
@@ -96,13 +98,28 @@ fn reference_line(task: i32, record: &ProducerRecord) -> String {
     format!("reference task {task}: {}", text(&record.value))
 }
 
-fn anomaly(kind: AnomalyKind, detail: String, mut records: Vec<String>) -> Anomaly {
+fn anomaly(
+    kind: AnomalyKind,
+    detail: String,
+    mut records: Vec<String>,
+    at: Option<TraceFocus>,
+) -> Anomaly {
     records.truncate(RECORDS_MAX);
     Anomaly {
         kind,
         detail,
         records,
+        at,
     }
+}
+
+/// Where `message` entered the log it was read from.
+fn entered(message: &Message) -> Option<TraceFocus> {
+    Some(TraceFocus::Record {
+        topic: message.topic.clone(),
+        partition: message.partition,
+        offset: message.offset,
+    })
 }
 
 fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
@@ -336,6 +353,7 @@ fn missing_of(diff: &FiringDiff<'_>, on_time: bool, kind: AnomalyKind) -> Vec<An
                     firing.task
                 ),
                 vec![reference_line(firing.task, firing.record)],
+                None,
             )
         })
         .collect()
@@ -359,6 +377,7 @@ fn duplicate_output(diff: &FiringDiff<'_>) -> Vec<Anomaly> {
                     message.topic, message.partition, message.offset
                 ),
                 vec![line(first.message), line(message)],
+                entered(message),
             )
         })
         .collect()
@@ -389,7 +408,12 @@ fn wrong_result(diff: &FiringDiff<'_>) -> Vec<Anomaly> {
                 (Some(_), None) => "is a firing the reference never emits".to_string(),
             };
             let at = format!("{}-{}@{}", message.topic, message.partition, message.offset);
-            anomaly(AnomalyKind::WrongResult, format!("{at} {detail}"), records)
+            anomaly(
+                AnomalyKind::WrongResult,
+                format!("{at} {detail}"),
+                records,
+                entered(message),
+            )
         })
         .collect()
 }
@@ -418,6 +442,7 @@ fn premature_fire(committed: &[Committed<'_>]) -> Vec<Anomaly> {
                     end - 1
                 ),
                 vec![line(message)],
+                entered(message),
             )
         })
         .collect()
@@ -446,6 +471,7 @@ fn watermark_regression(committed: &[Committed<'_>]) -> Vec<Anomaly> {
                     top.watermark.unwrap_or_default()
                 ),
                 vec![line(top.message), line(firing.message)],
+                entered(firing.message),
             )),
             _ => {
                 highest.insert(at, firing);
@@ -538,13 +564,14 @@ fn silent_drop(sides: &Sides<'_>, observation: &Observation) -> Vec<Anomaly> {
         .into_iter()
         .map(|((partition, offset), topic, task, record)| {
             let input = observation.input.get(&partition).into_iter().flatten();
-            let mut records: Vec<String> =
-                input.filter(|m| m.offset == offset).map(line).collect();
+            let source = input.into_iter().find(|m| m.offset == offset);
+            let mut records: Vec<String> = source.into_iter().map(line).collect();
             records.push(reference_line(task, record));
             anomaly(
                 AnomalyKind::SilentDrop,
                 format!("input {partition}@{offset} belongs in the {topic} topic and is in neither side output"),
                 records,
+                source.and_then(entered),
             )
         })
         .collect()
@@ -587,6 +614,7 @@ fn wrong_late_output(sides: &Sides<'_>) -> Vec<Anomaly> {
                     message.topic, message.partition, message.offset
                 ),
                 vec![line(message)],
+                entered(message),
             )),
         }
     }
@@ -648,6 +676,7 @@ fn aborted_read(observation: &Observation) -> Vec<Anomaly> {
                         message.topic, message.partition, message.offset
                     ),
                     vec![line(message)],
+                    entered(message),
                 ));
             }
         }
@@ -660,7 +689,7 @@ fn aborted_read(observation: &Observation) -> Vec<Anomaly> {
 /// id's highest epoch so far: every COMMIT marker whose epoch is below
 /// its producer id's highest epoch seen earlier in that log. In
 /// (partition, offset) order.
-fn zombie_commit(observation: &Observation) -> Vec<Anomaly> {
+fn zombie_commit(topic: &str, observation: &Observation) -> Vec<Anomaly> {
     // (partition, offset, producer id, epoch, commit marker?)
     let mut log: Vec<(i32, i64, i64, i16, bool)> = Vec::new();
     for batch in &observation.output_batches {
@@ -693,6 +722,11 @@ fn zombie_commit(observation: &Observation) -> Vec<Anomaly> {
                     "partition {partition}@{offset}: producer {producer} committed with epoch {epoch} after epoch {top} wrote there"
                 ),
                 Vec::new(),
+                Some(TraceFocus::Record {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                }),
             ));
         }
         *top = (*top).max(epoch);
@@ -715,6 +749,7 @@ fn offset_regression(observation: &Observation) -> Vec<Anomaly> {
                         "partition {partition}: the committed offset went from {before} (at {before_ms} ms) back to {offset} (at {at_ms} ms)"
                     ),
                     Vec::new(),
+                    Some(TraceFocus::Time { at_ms }),
                 ));
             }
         }
@@ -734,6 +769,7 @@ fn hanging_transaction(observation: &Observation) -> Vec<Anomaly> {
                 AnomalyKind::HangingTransaction,
                 format!("{name}: an open transaction nobody finishes"),
                 Vec::new(),
+                None,
             )
         })
         .collect()
@@ -749,6 +785,7 @@ fn liveness(observation: &Observation) -> Vec<Anomaly> {
         AnomalyKind::Liveness,
         "the run did not drain within the liveness bound".to_string(),
         Vec::new(),
+        None,
     )]
 }
 

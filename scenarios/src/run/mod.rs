@@ -37,7 +37,7 @@ use eddyline_engine::worker::{Mutant, Selected, WorkerStats};
 use eddyline_sim::Seed;
 use eddyline_sim::checkpoint_store::{self, SimCheckpointStore, SimStoreConfig};
 use eddyline_sim::cluster::{ClusterConfig, SimCluster};
-use eddyline_sim::trace::TraceSummary;
+use eddyline_sim::trace::{TraceFocus, TraceSummary};
 
 use crate::observation::Observation;
 use crate::scenario::{
@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub trace_echo: bool,
     /// Overrides `workload.records` (shrinking lowers it).
     pub records: Option<usize>,
+    /// Capture the trace around this place (`RunReport::trace.focus`);
+    /// the run is otherwise the same.
+    pub trace_focus: Option<TraceFocus>,
 }
 
 impl RunOptions {
@@ -68,6 +71,7 @@ impl RunOptions {
             mutant: None,
             trace_echo: false,
             records: None,
+            trace_focus: None,
         }
     }
 }
@@ -301,6 +305,7 @@ fn cluster_config(scenario: &Scenario, options: &RunOptions) -> ClusterConfig {
             + observe::STABLE_PATIENCE_MS
             + DURATION_SLACK_MS,
         trace_echo: options.trace_echo,
+        trace_focus: options.trace_focus.clone(),
         ..ClusterConfig::default()
     };
     match c.timings {

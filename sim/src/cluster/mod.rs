@@ -105,6 +105,9 @@ impl SimCluster {
         let mut sim = world::build_sim(&config.world_settings(network_seed))?;
         let config = Rc::new(config);
         let trace = Trace::new(config.trace_echo);
+        if let Some(focus) = &config.trace_focus {
+            trace.focus(focus);
+        }
         let controller = Rc::new(Controller::new(
             config.clone(),
             trace.clone(),
