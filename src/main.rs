@@ -11,6 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a simulated run allocates and frees
+/// small buffers for every record on every hop (BENCHMARKS.md, "scenario
+/// sweeps").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod conformance_cmd;
 mod live_cmd;
 mod load_cmd;

@@ -9,6 +9,9 @@
 //! the count beside each file below), from `EDDY_SCENARIO_SEED_FROM` (default: the scenario's first);
 //! `EDDY_SCENARIO_DETERMINISM=1` runs every seed twice.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 
 use eddyline_scenarios::run::RunOptions;
