@@ -163,12 +163,34 @@ impl TryFrom<String> for SeedRange {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not a seed range like \"1..200\"");
-        let (start, end) = text.split_once("..").ok_or_else(bad)?;
-        let start: u64 = start.trim().parse().map_err(|_| bad())?;
-        let end: u64 = end.trim().parse().map_err(|_| bad())?;
+        text.parse()
+    }
+}
+
+impl std::str::FromStr for SeedRange {
+    type Err = String;
+
+    /// `A..B` (B excluded, as in Rust) or `A..=B`, decimal; not empty. The
+    /// scenario files' `seeds` and the command line's `--seeds` both.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("bad seed range {text:?}: {why} (expected A..B or A..=B)");
+        let number = |part: &str| -> Result<u64, String> {
+            part.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(&format!("{part:?} is not a number")))
+        };
+        let (start, end) = if let Some((a, b)) = text.split_once("..=") {
+            let end = number(b)?
+                .checked_add(1)
+                .ok_or_else(|| bad("end too large"))?;
+            (number(a)?, end)
+        } else if let Some((a, b)) = text.split_once("..") {
+            (number(a)?, number(b)?)
+        } else {
+            return Err(bad("no \"..\""));
+        };
         if start >= end {
-            return Err(format!("seed range {text:?} is empty"));
+            return Err(bad("the range is empty"));
         }
         Ok(Self { start, end })
     }

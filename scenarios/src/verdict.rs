@@ -124,9 +124,37 @@ pub fn mutant_of(scenario: &Scenario, given: Option<Mutant>) -> Option<Mutant> {
 
 /// The command line that reproduces one seed of `scenario_path`.
 pub fn repro_command(scenario_path: &str, seed: Seed, mutant: Option<Mutant>) -> String {
-    let mut command = format!("eddy sim run {scenario_path} --seed {seed}");
+    let mut command = format!("eddy sim run {} --seed {seed}", shell_word(scenario_path));
     if let Some(mutant) = mutant {
         command.push_str(&format!(" --mutant {mutant}"));
     }
     command
+}
+
+/// `text` as one POSIX shell word: as it is when it has nothing the shell
+/// reads specially, else in single quotes (each `'` written `'\''`).
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repro_quotes_a_path_the_shell_would_split_or_expand() {
+        let seed = Seed::new(7);
+        assert_eq!(
+            repro_command("scenarios/a-b_c.toml", seed, None),
+            "eddy sim run scenarios/a-b_c.toml --seed 7"
+        );
+        assert_eq!(
+            repro_command("my runs/it's $HOME.toml", seed, Some(Mutant::FireEarly)),
+            "eddy sim run 'my runs/it'\\''s $HOME.toml' --seed 7 --mutant fire-early"
+        );
+    }
 }

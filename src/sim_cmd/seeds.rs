@@ -1,38 +1,24 @@
 //! Seed ranges (`A..B`, `A..=B`, or one seed) and shards (`I/N`).
 
+use eddyline_scenarios::scenario::SeedRange;
 use eddyline_sim::Seed;
 
 /// A range of seeds as the command line writes it: `1..200` (200
-/// excluded, as in Rust), `1..=200`, or a single seed (decimal or hex).
+/// excluded, as in Rust), `1..=200` (the grammar of a scenario file's
+/// `seeds`), or a single seed (decimal or hex).
 pub fn parse_range(text: &str) -> Result<Vec<Seed>, String> {
-    let bad =
-        |why: &str| format!("bad seed range {text:?}: {why} (expected A..B, A..=B or one seed)");
-    let number = |part: &str| -> Result<u64, String> {
-        part.trim()
-            .parse::<u64>()
-            .map_err(|_| bad(&format!("{part:?} is not a number")))
-    };
-    let (start, end) = if let Some((a, b)) = text.split_once("..=") {
-        (
-            number(a)?,
-            number(b)?
-                .checked_add(1)
-                .ok_or_else(|| bad("end too large"))?,
-        )
-    } else if let Some((a, b)) = text.split_once("..") {
-        (number(a)?, number(b)?)
-    } else {
+    if !text.contains("..") {
         let seed: Seed = text.parse().map_err(|e| format!("{e}"))?;
         return Ok(vec![seed]);
-    };
-    if start >= end {
-        return Err(bad("the range is empty"));
     }
+    let range: SeedRange = text.parse()?;
     const MAX_SEEDS: u64 = 10_000_000;
-    if end - start > MAX_SEEDS {
-        return Err(bad(&format!("more than {MAX_SEEDS} seeds")));
+    if range.end - range.start > MAX_SEEDS {
+        return Err(format!(
+            "bad seed range {text:?}: more than {MAX_SEEDS} seeds"
+        ));
     }
-    Ok((start..end).map(Seed::new).collect())
+    Ok(range.range().map(Seed::new).collect())
 }
 
 /// A shard `I/N`: the I-th (1-based) of N disjoint slices.
