@@ -387,6 +387,11 @@ struct Ratios {
     rates: (f64, f64),
     run_cpu_ns: (f64, f64),
     span_cpu_ns: (f64, f64),
+    /// The median over the rounds of each round's a/b rate ratio, and of
+    /// its b/a timed CPU ratio: a round's two runs are seconds apart, so
+    /// a burst of load elsewhere on the machine moves fewer of these than
+    /// of the medians of each side.
+    paired: (f64, f64),
 }
 
 /// Interleaved runs of `a` and `b` (A, B, A, B, ...).
@@ -402,23 +407,28 @@ fn interleaved(
     let mut cpu_b = Duration::ZERO;
     let mut span_a = Duration::ZERO;
     let mut span_b = Duration::ZERO;
+    let mut paired_wall = Vec::new();
+    let mut paired_cpu = Vec::new();
     for _ in 0..RATIO_ROUNDS {
         let before = process_cpu();
-        let timed = a(bench);
-        rates_a.push(per_second(records, timed.wall));
-        span_a += timed.cpu;
+        let timed_a = a(bench);
         let middle = process_cpu();
-        let timed = b(bench);
-        rates_b.push(per_second(records, timed.wall));
-        span_b += timed.cpu;
+        let timed_b = b(bench);
         cpu_a += middle - before;
         cpu_b += process_cpu() - middle;
+        rates_a.push(per_second(records, timed_a.wall));
+        rates_b.push(per_second(records, timed_b.wall));
+        span_a += timed_a.cpu;
+        span_b += timed_b.cpu;
+        paired_wall.push(timed_b.wall.as_secs_f64() / timed_a.wall.as_secs_f64());
+        paired_cpu.push(timed_b.cpu.as_secs_f64() / timed_a.cpu.as_secs_f64().max(1e-9));
     }
     let per_record_ns = |cpu: Duration| cpu.as_nanos() as f64 / (records * RATIO_ROUNDS) as f64;
     Ratios {
         rates: (median(rates_a), median(rates_b)),
         run_cpu_ns: (per_record_ns(cpu_a), per_record_ns(cpu_b)),
         span_cpu_ns: (per_record_ns(span_a), per_record_ns(span_b)),
+        paired: (median(paired_wall), median(paired_cpu)),
     }
 }
 
@@ -427,9 +437,10 @@ fn report(what: &str, a: &str, b: &str, ratios: &Ratios, note: &str) {
         rates,
         run_cpu_ns: cpu_ns,
         span_cpu_ns: span_ns,
+        paired,
     } = ratios;
     println!(
-        "transport ratio: {what:<12} {a} {:>9.0} rec/s {:>6.0} ns CPU/rec ({:>4.0} timed) | {b} {:>9.0} rec/s {:>6.0} ns CPU/rec ({:>4.0} timed) | wall ratio {:.2}, CPU ratio (b/a) {:.2}, timed CPU ratio {:.2} {note}",
+        "transport ratio: {what:<12} {a} {:>9.0} rec/s {:>6.0} ns CPU/rec ({:>4.0} timed) | {b} {:>9.0} rec/s {:>6.0} ns CPU/rec ({:>4.0} timed) | wall ratio {:.2}, CPU ratio (b/a) {:.2}, timed CPU ratio {:.2}; per-round medians: wall {:.2}, timed CPU {:.2} {note}",
         rates.0,
         cpu_ns.0,
         span_ns.0,
@@ -439,6 +450,8 @@ fn report(what: &str, a: &str, b: &str, ratios: &Ratios, note: &str) {
         rates.0 / rates.1,
         cpu_ns.1 / cpu_ns.0,
         span_ns.1 / span_ns.0,
+        paired.0,
+        paired.1,
     );
 }
 
