@@ -19,7 +19,14 @@
 //!
 //! Criterion reports each; the ratios come from a separate interleaved run
 //! (A, B, A, B, ...; the median of each) printed at the end, because
-//! criterion does not compare two functions.
+//! criterion does not compare two functions. With each ratio, the CPU time
+//! per record of the whole runs (client start-up and close included) and of
+//! the timed spans only (every thread of the process, from
+//! /proc/self/task/*/schedstat).
+//!
+//! `EDDY_BENCH_RATIOS_ONLY=1`: only the interleaved ratios.
+//! `EDDY_BENCH_PROFILE_CONSUME=seam|detach|borrow`: one consume loop only,
+//! repeated, for a profiler.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -80,7 +87,7 @@ impl Bench {
         topic
     }
 
-    fn seam_produce(&mut self, topic: &str, records: usize) -> Duration {
+    fn seam_produce(&mut self, topic: &str, records: usize) -> Timed {
         let transport = self.transport.clone();
         let topic = topic.to_string();
         self.runtime.block_on(async move {
@@ -104,16 +111,16 @@ impl Bench {
                 .expect("warm-up delivery");
             // The records exist before the clock starts, as the engine's do.
             let batch = records_for(&topic, records, &value);
-            let start = Instant::now();
+            let start = Timer::start();
             for record in batch {
                 drop(producer.send(record).expect("send"));
             }
             producer.flush().await.expect("flush");
-            start.elapsed()
+            start.stop()
         })
     }
 
-    fn seam_produce_transactional(&mut self, topic: &str, records: usize) -> Duration {
+    fn seam_produce_transactional(&mut self, topic: &str, records: usize) -> Timed {
         let transport = self.transport.clone();
         let topic = topic.to_string();
         let id = format!("bench-txn-{}-{}", self.run, self.topics);
@@ -138,7 +145,7 @@ impl Bench {
                 .expect("send");
             producer.commit_transaction().await.expect("commit");
             let batch = records_for(&topic, records, &value);
-            let start = Instant::now();
+            let start = Timer::start();
             producer.begin_transaction().await.expect("begin");
             let mut began = Instant::now();
             for record in batch {
@@ -150,7 +157,7 @@ impl Bench {
                 }
             }
             producer.commit_transaction().await.expect("commit");
-            start.elapsed()
+            start.stop()
         })
     }
 
@@ -165,7 +172,7 @@ impl Bench {
             .expect("bare producer")
     }
 
-    fn bare_produce(&mut self, topic: &str, records: usize) -> Duration {
+    fn bare_produce(&mut self, topic: &str, records: usize) -> Timed {
         let producer = self.bare_producer();
         let value = value();
         // Warm up (producer id, metadata, connection) off the clock.
@@ -182,7 +189,7 @@ impl Bench {
             .flush(Duration::from_secs(30))
             .expect("warm-up flush");
         let keys: Vec<Vec<u8>> = (0..records).map(key).collect();
-        let start = Instant::now();
+        let start = Timer::start();
         for key in &keys {
             let mut record = BaseRecord::to(topic).partition(0).key(key).payload(&value);
             loop {
@@ -200,10 +207,10 @@ impl Bench {
         while producer.in_flight_count() > 0 {
             std::thread::sleep(Duration::from_micros(200));
         }
-        start.elapsed()
+        start.stop()
     }
 
-    fn seam_consume(&mut self, topic: &str, records: usize) -> Duration {
+    fn seam_consume(&mut self, topic: &str, records: usize) -> Timed {
         let transport = self.transport.clone();
         let topic = topic.to_string();
         self.runtime.block_on(async move {
@@ -225,14 +232,14 @@ impl Bench {
                     .expect("poll")
                 {
                     if let ConsumerEvent::Message(message) = event {
-                        start.get_or_insert_with(Instant::now);
+                        start.get_or_insert_with(Timer::start);
                         read += 1;
                         bytes += message.value.map_or(0, |v| v.len());
                     }
                 }
             }
             black_box(bytes);
-            let elapsed = start.expect("records were read").elapsed();
+            let elapsed = start.expect("records were read").stop();
             consumer.close().await.expect("close");
             elapsed
         })
@@ -240,7 +247,7 @@ impl Bench {
 
     /// `detach`: copy each record out of librdkafka's buffer (an
     /// `OwnedMessage`), the work the seam's owned `Message` implies.
-    fn bare_consume(&mut self, topic: &str, records: usize, detach: bool) -> Duration {
+    fn bare_consume(&mut self, topic: &str, records: usize, detach: bool) -> Timed {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", "bench-bare-reader")
@@ -261,7 +268,7 @@ impl Bench {
             if let Some(message) = consumer.poll(Duration::from_millis(100)) {
                 let message = message.expect("message");
                 // The clock starts at the first record (see the module doc).
-                start.get_or_insert_with(Instant::now);
+                start.get_or_insert_with(Timer::start);
                 read += 1;
                 if detach {
                     let owned = message.detach();
@@ -272,7 +279,7 @@ impl Bench {
             }
         }
         black_box(bytes);
-        start.expect("records were read").elapsed()
+        start.expect("records were read").stop()
     }
 }
 
@@ -292,6 +299,58 @@ fn records_for(topic: &str, records: usize, value: &[u8]) -> Vec<ProducerRecord>
             headers: Vec::new(),
         })
         .collect()
+}
+
+/// A timed span: its wall time and the CPU time every thread of the
+/// process spent in it.
+#[derive(Clone, Copy)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// The start of a timed span.
+struct Timer {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Timer {
+    fn start() -> Self {
+        Self {
+            cpu: threads_cpu(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn stop(&self) -> Timed {
+        let wall = self.wall.elapsed();
+        Timed {
+            wall,
+            cpu: threads_cpu().saturating_sub(self.cpu),
+        }
+    }
+}
+
+/// The CPU time of the process's live threads (librdkafka's included), in
+/// ns from /proc/self/task/*/schedstat: unlike /proc/self/stat's 10 ms
+/// ticks, precise enough for a span of 100 ms, so that client start-up and
+/// close can be left out of it as they are of the wall time. A thread that
+/// ends inside a span loses its time (clients are closed after theirs).
+fn threads_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ns = 0_u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|on_cpu| on_cpu.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
 }
 
 fn per_second(records: usize, elapsed: Duration) -> f64 {
@@ -321,42 +380,78 @@ fn process_cpu() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-/// Interleaved runs of `a` and `b`: the median rate of each, and the CPU
-/// time per record (total over the runs).
+/// What interleaved runs of `a` and `b` measured: the median rate of
+/// each; the CPU time per record of whole runs (client start-up and close
+/// included) and of the timed spans only.
+struct Ratios {
+    rates: (f64, f64),
+    run_cpu_ns: (f64, f64),
+    span_cpu_ns: (f64, f64),
+    /// The median over the rounds of each round's a/b rate ratio, and of
+    /// its b/a timed CPU ratio: a round's two runs are seconds apart, so
+    /// a burst of load elsewhere on the machine moves fewer of these than
+    /// of the medians of each side.
+    paired: (f64, f64),
+}
+
+/// Interleaved runs of `a` and `b` (A, B, A, B, ...).
 fn interleaved(
     bench: &mut Bench,
     records: usize,
-    mut a: impl FnMut(&mut Bench) -> Duration,
-    mut b: impl FnMut(&mut Bench) -> Duration,
-) -> ((f64, f64), (f64, f64)) {
+    mut a: impl FnMut(&mut Bench) -> Timed,
+    mut b: impl FnMut(&mut Bench) -> Timed,
+) -> Ratios {
     let mut rates_a = Vec::new();
     let mut rates_b = Vec::new();
     let mut cpu_a = Duration::ZERO;
     let mut cpu_b = Duration::ZERO;
+    let mut span_a = Duration::ZERO;
+    let mut span_b = Duration::ZERO;
+    let mut paired_wall = Vec::new();
+    let mut paired_cpu = Vec::new();
     for _ in 0..RATIO_ROUNDS {
         let before = process_cpu();
-        rates_a.push(per_second(records, a(bench)));
+        let timed_a = a(bench);
         let middle = process_cpu();
-        rates_b.push(per_second(records, b(bench)));
+        let timed_b = b(bench);
         cpu_a += middle - before;
         cpu_b += process_cpu() - middle;
+        rates_a.push(per_second(records, timed_a.wall));
+        rates_b.push(per_second(records, timed_b.wall));
+        span_a += timed_a.cpu;
+        span_b += timed_b.cpu;
+        paired_wall.push(timed_b.wall.as_secs_f64() / timed_a.wall.as_secs_f64());
+        paired_cpu.push(timed_b.cpu.as_secs_f64() / timed_a.cpu.as_secs_f64().max(1e-9));
     }
     let per_record_ns = |cpu: Duration| cpu.as_nanos() as f64 / (records * RATIO_ROUNDS) as f64;
-    (
-        (median(rates_a), median(rates_b)),
-        (per_record_ns(cpu_a), per_record_ns(cpu_b)),
-    )
+    Ratios {
+        rates: (median(rates_a), median(rates_b)),
+        run_cpu_ns: (per_record_ns(cpu_a), per_record_ns(cpu_b)),
+        span_cpu_ns: (per_record_ns(span_a), per_record_ns(span_b)),
+        paired: (median(paired_wall), median(paired_cpu)),
+    }
 }
 
-fn report(what: &str, a: &str, b: &str, rates: (f64, f64), cpu_ns: (f64, f64), note: &str) {
+fn report(what: &str, a: &str, b: &str, ratios: &Ratios, note: &str) {
+    let Ratios {
+        rates,
+        run_cpu_ns: cpu_ns,
+        span_cpu_ns: span_ns,
+        paired,
+    } = ratios;
     println!(
-        "transport ratio: {what:<12} {a} {:>9.0} rec/s {:>6.0} ns CPU/rec | {b} {:>9.0} rec/s {:>6.0} ns CPU/rec | wall ratio {:.2}, CPU ratio (b/a) {:.2} {note}",
+        "transport ratio: {what:<12} {a} {:>9.0} rec/s {:>6.0} ns CPU/rec ({:>4.0} timed) | {b} {:>9.0} rec/s {:>6.0} ns CPU/rec ({:>4.0} timed) | wall ratio {:.2}, CPU ratio (b/a) {:.2}, timed CPU ratio {:.2}; per-round medians: wall {:.2}, timed CPU {:.2} {note}",
         rates.0,
         cpu_ns.0,
+        span_ns.0,
         rates.1,
         cpu_ns.1,
+        span_ns.1,
         rates.0 / rates.1,
         cpu_ns.1 / cpu_ns.0,
+        span_ns.1 / span_ns.0,
+        paired.0,
+        paired.1,
     );
 }
 
@@ -394,6 +489,20 @@ fn main() {
     let filled = bench.topic("consume");
     bench.bare_produce(&filled, CONSUME_RECORDS);
 
+    // One consume loop only, repeated, for a profiler (`perf record`):
+    // `seam`, `detach` or `borrow`.
+    if let Ok(which) = std::env::var("EDDY_BENCH_PROFILE_CONSUME") {
+        for _ in 0..RATIO_ROUNDS * 2 {
+            match which.as_str() {
+                "seam" => bench.seam_consume(&filled, CONSUME_RECORDS),
+                "detach" => bench.bare_consume(&filled, CONSUME_RECORDS, true),
+                "borrow" => bench.bare_consume(&filled, CONSUME_RECORDS, false),
+                other => panic!("EDDY_BENCH_PROFILE_CONSUME={other}: seam, detach or borrow"),
+            };
+        }
+        return;
+    }
+
     let mut criterion = Criterion::default().configure_from_args();
     if std::env::var("EDDY_BENCH_RATIOS_ONLY").is_err() {
         let mut group = criterion.benchmark_group("transport/produce");
@@ -407,21 +516,25 @@ fn main() {
         group.bench_function("seam_idempotent", |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| bench.seam_produce(&topic, PRODUCE_RECORDS))
+                    .map(|_| bench.seam_produce(&topic, PRODUCE_RECORDS).wall)
                     .sum()
             })
         });
         group.bench_function("bare_rdkafka_idempotent", |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| bench.bare_produce(&topic, PRODUCE_RECORDS))
+                    .map(|_| bench.bare_produce(&topic, PRODUCE_RECORDS).wall)
                     .sum()
             })
         });
         group.bench_function("seam_transactional_commit_every_100ms", |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| bench.seam_produce_transactional(&topic, PRODUCE_RECORDS))
+                    .map(|_| {
+                        bench
+                            .seam_produce_transactional(&topic, PRODUCE_RECORDS)
+                            .wall
+                    })
                     .sum()
             })
         });
@@ -436,21 +549,21 @@ fn main() {
         group.bench_function("seam_read_committed", |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| bench.seam_consume(&filled, CONSUME_RECORDS))
+                    .map(|_| bench.seam_consume(&filled, CONSUME_RECORDS).wall)
                     .sum()
             })
         });
         group.bench_function("bare_rdkafka_read_committed_detached", |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| bench.bare_consume(&filled, CONSUME_RECORDS, true))
+                    .map(|_| bench.bare_consume(&filled, CONSUME_RECORDS, true).wall)
                     .sum()
             })
         });
         group.bench_function("bare_rdkafka_read_committed_borrowed", |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| bench.bare_consume(&filled, CONSUME_RECORDS, false))
+                    .map(|_| bench.bare_consume(&filled, CONSUME_RECORDS, false).wall)
                     .sum()
             })
         });
@@ -460,7 +573,7 @@ fn main() {
 
     // The ratios, from interleaved runs.
     let topic = bench.topic("ratio");
-    let (rates, cpu) = interleaved(
+    let ratios = interleaved(
         &mut bench,
         PRODUCE_RECORDS,
         |b| b.seam_produce(&topic, PRODUCE_RECORDS),
@@ -470,11 +583,10 @@ fn main() {
         "produce",
         "seam",
         "bare rdkafka",
-        rates,
-        cpu,
+        &ratios,
         "(target >= 0.9)",
     );
-    let (rates, cpu) = interleaved(
+    let ratios = interleaved(
         &mut bench,
         CONSUME_RECORDS,
         |b| b.seam_consume(&filled, CONSUME_RECORDS),
@@ -484,11 +596,10 @@ fn main() {
         "consume",
         "seam",
         "bare rdkafka (detached)",
-        rates,
-        cpu,
+        &ratios,
         "(target >= 0.9)",
     );
-    let (rates, cpu) = interleaved(
+    let ratios = interleaved(
         &mut bench,
         CONSUME_RECORDS,
         |b| b.seam_consume(&filled, CONSUME_RECORDS),
@@ -498,11 +609,10 @@ fn main() {
         "consume",
         "seam",
         "bare rdkafka (borrowed, no copy)",
-        rates,
-        cpu,
+        &ratios,
         "",
     );
-    let (rates, cpu) = interleaved(
+    let ratios = interleaved(
         &mut bench,
         PRODUCE_RECORDS,
         |b| b.seam_produce_transactional(&topic, PRODUCE_RECORDS),
@@ -512,8 +622,7 @@ fn main() {
         "produce txn",
         "transactional (commit every 100 ms)",
         "idempotent",
-        rates,
-        cpu,
+        &ratios,
         "",
     );
 }

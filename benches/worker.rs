@@ -244,8 +244,8 @@ fn snapshot_figures(records: &[ProducerRecord]) -> (usize, Duration) {
             topic: INPUT.into(),
             partition: 0,
             offset: offset as i64,
-            key: record.key.clone(),
-            value: record.value.clone(),
+            key: record.key.clone().map(Into::into),
+            value: record.value.clone().map(Into::into),
             timestamp_ms: record.timestamp_ms.unwrap_or(0),
             headers: Vec::new(),
         };

@@ -130,8 +130,8 @@ async fn produce(
             let record = ProducerRecord {
                 topic: topic.to_string(),
                 partition: Some(message.partition),
-                key: message.key.clone(),
-                value: message.value.clone(),
+                key: message.key.as_deref().map(<[u8]>::to_vec),
+                value: message.value.as_deref().map(<[u8]>::to_vec),
                 timestamp_ms: Some(message.timestamp_ms),
                 headers: message.headers.clone(),
             };

@@ -321,7 +321,7 @@ async fn read_back(
             if ends.get(&tp).is_some_and(|end| message.offset + 1 >= *end) {
                 done.insert(tp);
             }
-            if let Some(by_partition) = read.get_mut(&message.topic) {
+            if let Some(by_partition) = read.get_mut(&*message.topic) {
                 by_partition
                     .entry(message.partition)
                     .or_default()

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 use eddyline_engine::transport::{
-    Admin, Consumer, ConsumerConfig, ConsumerEvent, TopicPartition, Transport,
+    Admin, Bytes, Consumer, ConsumerConfig, ConsumerEvent, TopicPartition, Transport,
 };
 use eddyline_scenarios::run::{RunOptions, run};
 use eddyline_scenarios::scenario::Scenario;
@@ -570,12 +570,7 @@ fn live_two_workers_one_killed_the_survivor_takes_over_the_killed_one_rejoins() 
 // The simulator and the broker: same seed, no faults, same committed output.
 
 /// A record as both sides compare it: key, value, timestamp, headers.
-type Compared = (
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    i64,
-    Vec<(String, Vec<u8>)>,
-);
+type Compared = (Option<Bytes>, Option<Bytes>, i64, Vec<(String, Vec<u8>)>);
 
 /// Reads every partition of `topic` with read_committed: per partition,
 /// (offset, record) in offset order.

@@ -41,9 +41,9 @@ type ByKey = BTreeMap<Option<Vec<u8>>, Vec<Vec<u8>>>;
 fn by_key(records: &BTreeMap<i32, Vec<Message>>) -> ByKey {
     let mut keys = ByKey::new();
     for message in records.values().flatten() {
-        keys.entry(message.key.clone())
+        keys.entry(message.key.as_deref().map(<[u8]>::to_vec))
             .or_default()
-            .push(message.value.clone().unwrap_or_default());
+            .push(message.value.as_deref().unwrap_or_default().to_vec());
     }
     keys
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
 use eddyline_engine::recording::Recording;
 use eddyline_engine::transport::{
-    Admin, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    Admin, Bytes, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
     TopicPartition, Transport,
 };
 
@@ -197,16 +197,16 @@ async fn committed(transport: &KafkaTransport, group: &str, topic: &str) -> Vec<
 }
 
 /// A record's partition, key and value.
-type Placed = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+type Placed = (i32, Option<Bytes>, Option<Bytes>);
 
 type ByKey = BTreeMap<Option<Vec<u8>>, Vec<Vec<u8>>>;
 
 fn by_key(recording: &Recording) -> ByKey {
     let mut keys = ByKey::new();
     for message in recording.messages() {
-        keys.entry(message.key.clone())
+        keys.entry(message.key.as_deref().map(<[u8]>::to_vec))
             .or_default()
-            .push(message.value.clone().unwrap_or_default());
+            .push(message.value.as_deref().unwrap_or_default().to_vec());
     }
     keys
 }

@@ -71,8 +71,8 @@ fn recording_path() -> PathBuf {
             topic: "events".into(),
             partition,
             offset: per_partition as i64,
-            key: Some(key.into_bytes()),
-            value: Some(value.into_bytes()),
+            key: Some(key.into_bytes().into()),
+            value: Some(value.into_bytes().into()),
             timestamp_ms: ts,
             headers: Vec::new(),
         });

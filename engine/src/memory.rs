@@ -24,9 +24,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::transport::{
-    Admin, Consumer, ConsumerConfig, ConsumerEvent, Delivered, ErrorCode, ErrorKind, GroupMetadata,
-    Isolation, Message, NewTopic, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord,
-    TopicPartition, Transport, TransportError, TransportResult, partition_for_key,
+    Admin, Bytes, Consumer, ConsumerConfig, ConsumerEvent, Delivered, ErrorCode, ErrorKind,
+    GroupMetadata, Isolation, Message, NewTopic, OffsetAndMetadata, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition, Transport, TransportError, TransportResult, partition_for_key,
 };
 
 fn error(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> TransportError {
@@ -262,7 +262,7 @@ impl MemoryKafka {
             let at = start + slots.len() as i64;
             if message.offset < at
                 || message.offset >= end
-                || message.topic != tp.topic
+                || *message.topic != *tp.topic
                 || message.partition != tp.partition
             {
                 return invalid(format!(
@@ -713,11 +713,11 @@ impl Producer for MemoryProducer {
         let offset = log.end();
         log.push(Slot {
             message: Some(Message {
-                topic: record.topic.clone(),
+                topic: record.topic.as_str().into(),
                 partition,
                 offset,
-                key: record.key,
-                value: record.value,
+                key: record.key.map(Bytes::from),
+                value: record.value.map(Bytes::from),
                 timestamp_ms: record.timestamp_ms.unwrap_or(0),
                 headers: record.headers,
             }),
@@ -867,7 +867,7 @@ mod tests {
     fn values(messages: &[Message]) -> Vec<String> {
         messages
             .iter()
-            .map(|m| String::from_utf8(m.value.clone().unwrap()).unwrap())
+            .map(|m| String::from_utf8(m.value.clone().unwrap().to_vec()).unwrap())
             .collect()
     }
 
@@ -918,7 +918,7 @@ mod tests {
                 partition: 0,
                 offset,
                 key: None,
-                value: Some(offset.to_string().into_bytes()),
+                value: Some(offset.to_string().into_bytes().into()),
                 timestamp_ms: 1,
                 headers: Vec::new(),
             };

@@ -71,8 +71,10 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A topic and one of its partitions.
@@ -100,14 +102,23 @@ impl fmt::Display for TopicPartition {
 /// A record header: a name and opaque bytes (Kafka allows duplicates; order is kept).
 pub type Header = (String, Vec<u8>);
 
-/// A record read from a partition.
+/// A record read from a partition: the one record type of the simulator,
+/// real Kafka and recordings.
+///
+/// The topic and the bytes are shared, not owned: a consumer hands out one
+/// `Arc<str>` per topic, and may hand out keys and values as slices of one
+/// buffer of a poll's records (cloning a message copies no bytes; a kept
+/// key or value keeps that buffer alive). Serialized exactly as a `String`
+/// and `Option<Vec<u8>>` would be.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    #[serde(with = "optional_bytes")]
+    pub key: Option<Bytes>,
+    #[serde(with = "optional_bytes")]
+    pub value: Option<Bytes>,
     /// The record's Kafka timestamp (create time), in ms since the epoch.
     pub timestamp_ms: i64,
     pub headers: Vec<Header>,
@@ -115,7 +126,22 @@ pub struct Message {
 
 impl Message {
     pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition::new(self.topic.clone(), self.partition)
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+}
+
+/// `Option<Bytes>` serialized as `Option<Vec<u8>>` (a sequence of bytes),
+/// so that `Message`'s encoding does not depend on how its bytes are held.
+mod optional_bytes {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        bytes.as_deref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        Ok(Option::<Vec<u8>>::deserialize(d)?.map(Bytes::from))
     }
 }
 
@@ -615,6 +641,45 @@ mod tests {
             assert!((0..12).contains(&p));
         }
         assert_eq!(partition_for_key(b"21", 1), 0);
+    }
+
+    #[test]
+    fn a_message_encodes_as_owned_bytes_would() {
+        #[derive(Serialize)]
+        struct Owned {
+            topic: String,
+            partition: i32,
+            offset: i64,
+            key: Option<Vec<u8>>,
+            value: Option<Vec<u8>>,
+            timestamp_ms: i64,
+            headers: Vec<Header>,
+        }
+        let message = Message {
+            topic: "t".into(),
+            partition: 3,
+            offset: 7,
+            key: Some(Bytes::from_static(b"k")),
+            value: None,
+            timestamp_ms: 11,
+            headers: vec![("h".to_string(), b"v".to_vec())],
+        };
+        let owned = Owned {
+            topic: "t".to_string(),
+            partition: 3,
+            offset: 7,
+            key: Some(b"k".to_vec()),
+            value: None,
+            timestamp_ms: 11,
+            headers: vec![("h".to_string(), b"v".to_vec())],
+        };
+        let encoded = postcard::to_stdvec(&message).unwrap();
+        assert_eq!(encoded, postcard::to_stdvec(&owned).unwrap());
+        assert_eq!(
+            serde_json::to_string(&message).unwrap(),
+            serde_json::to_string(&owned).unwrap()
+        );
+        assert_eq!(postcard::from_bytes::<Message>(&encoded).unwrap(), message);
     }
 
     #[test]

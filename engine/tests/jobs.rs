@@ -31,11 +31,11 @@ fn messages(topic: &str, values: &[String]) -> Vec<Message> {
         .iter()
         .enumerate()
         .map(|(offset, value)| Message {
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition: 0,
             offset: offset as i64,
             key: None,
-            value: Some(value.clone().into_bytes()),
+            value: Some(value.clone().into_bytes().into()),
             timestamp_ms: 1_700_000_000_000 + offset as i64,
             headers: Vec::new(),
         })
@@ -309,7 +309,7 @@ mod shipped_jobs {
             .filter(|record| record.topic == "click-counts-late")
             .collect();
         assert_eq!(late.len(), 1);
-        assert_eq!(late[0].value, input[4].value);
+        assert_eq!(late[0].value.as_deref(), input[4].value.as_deref());
         assert_eq!(late[0].timestamp_ms, Some(input[4].timestamp_ms));
         let watermark = late[0]
             .headers

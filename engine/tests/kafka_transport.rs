@@ -156,8 +156,8 @@ mod producing_and_consuming {
         assert_eq!(messages.len(), 1);
         let message = &messages[0];
         assert_eq!(message.offset, 0);
-        assert_eq!(message.key, sent.key);
-        assert_eq!(message.value, sent.value);
+        assert_eq!(message.key.as_deref(), sent.key.as_deref());
+        assert_eq!(message.value.as_deref(), sent.value.as_deref());
         assert_eq!(message.timestamp_ms, 1_234_567);
         assert_eq!(message.headers, sent.headers);
     }

@@ -13,7 +13,7 @@ use eddyline_engine::recording::write::write_recording;
 use eddyline_engine::recording::{
     OffsetRange, Recording, RecordingInfo, RecordingWriter, ReplayOptions, replay,
 };
-use eddyline_engine::transport::Message;
+use eddyline_engine::transport::{Bytes, Message};
 use eddyline_engine::worker::Stopped;
 use parquet::arrow::ArrowWriter;
 
@@ -31,8 +31,8 @@ fn message(topic: &str, partition: i32, offset: i64, value: &str) -> Message {
         topic: topic.into(),
         partition,
         offset,
-        key: Some(format!("k{offset}").into_bytes()),
-        value: Some(value.as_bytes().to_vec()),
+        key: Some(format!("k{offset}").into_bytes().into()),
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
         timestamp_ms: 1_700_000_000_000 + offset,
         headers: vec![("h".into(), b"1".to_vec()), ("h".into(), b"2".to_vec())],
     }
@@ -241,7 +241,7 @@ fn events() -> Recording {
     for (partition, offset, key, ts, value) in rows {
         let json = format!(r#"{{"key":"{key}","ts":{ts},"value":{value}}}"#);
         let mut message = message("events", partition, offset, &json);
-        message.key = Some(key.as_bytes().to_vec());
+        message.key = Some(Bytes::copy_from_slice(key.as_bytes()));
         message.timestamp_ms = ts;
         message.headers.clear();
         partitions.entry(partition).or_default().push(message);
@@ -284,7 +284,7 @@ fn values(records: &BTreeMap<i32, Vec<Message>>) -> Vec<String> {
     records
         .values()
         .flatten()
-        .map(|m| String::from_utf8(m.value.clone().unwrap()).unwrap())
+        .map(|m| String::from_utf8(m.value.clone().unwrap().to_vec()).unwrap())
         .collect()
 }
 

@@ -111,8 +111,8 @@ fn committed(kafka: &MemoryKafka, job: &Job) -> BTreeMap<(String, String), Vec<S
         for partition in 0..PARTITIONS {
             let tp = TopicPartition::new(topic.clone(), partition);
             for message in kafka.committed_records(&tp).unwrap() {
-                let key = String::from_utf8(message.key.unwrap_or_default()).unwrap();
-                let line = String::from_utf8(message.value.unwrap_or_default()).unwrap();
+                let key = String::from_utf8(message.key.unwrap_or_default().to_vec()).unwrap();
+                let line = String::from_utf8(message.value.unwrap_or_default().to_vec()).unwrap();
                 lines.entry((topic.clone(), key)).or_default().push(line);
             }
         }

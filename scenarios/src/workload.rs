@@ -668,7 +668,7 @@ pub fn from_recording(
             })?;
         records.push(InputRecord {
             key: key.to_string(),
-            value: message.value.clone().unwrap_or_default(),
+            value: message.value.as_deref().unwrap_or_default().to_vec(),
             partition,
             event_time_ms: message.timestamp_ms,
             send_ms: (records.len() as f64 * interval_ms) as u64,

@@ -190,8 +190,8 @@ async fn run_logged_worker(
                     worker.producer.send(ProducerRecord {
                         topic: "out".into(),
                         partition: None,
-                        key: message.key.clone(),
-                        value: message.value.clone(),
+                        key: message.key.as_deref().map(<[u8]>::to_vec),
+                        value: message.value.as_deref().map(<[u8]>::to_vec),
                         timestamp_ms: Some(message.timestamp_ms),
                         headers: vec![],
                     })?;
@@ -573,8 +573,8 @@ fn output_of(message: &eddyline_engine::transport::Message) -> ProducerRecord {
     ProducerRecord {
         topic: "out".into(),
         partition: None,
-        key: message.key.clone(),
-        value: message.value.clone(),
+        key: message.key.as_deref().map(<[u8]>::to_vec),
+        value: message.value.as_deref().map(<[u8]>::to_vec),
         timestamp_ms: Some(message.timestamp_ms),
         headers: vec![],
     }

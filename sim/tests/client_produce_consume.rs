@@ -267,7 +267,7 @@ mod large_records {
             let read = read_messages(&mut consumer, 3, 30_000).await;
             let values: Vec<(i64, Option<Vec<u8>>)> = read
                 .into_iter()
-                .map(|message| (message.offset, message.value))
+                .map(|message| (message.offset, message.value.map(|v| v.to_vec())))
                 .collect();
             let expected: Vec<(i64, Option<Vec<u8>>)> = (0..3u8)
                 .map(|index| (i64::from(index), Some(vec![index; CHUNK_BYTES])))

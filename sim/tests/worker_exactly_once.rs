@@ -673,7 +673,8 @@ async fn wait_until_stable(
 fn by_key(messages: &[Message]) -> BTreeMap<String, Vec<String>> {
     let mut by_key: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
     for message in messages {
-        let key = String::from_utf8(message.key.clone().unwrap_or_default()).expect("utf-8");
+        let key =
+            String::from_utf8(message.key.as_deref().unwrap_or_default().to_vec()).expect("utf-8");
         by_key
             .entry(key)
             .or_default()

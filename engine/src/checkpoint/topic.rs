@@ -50,7 +50,7 @@ use super::envelope::{self, check_id, check_job, check_task};
 use super::{CheckpointStore, SnapshotId};
 use crate::error::{Error, Result};
 use crate::transport::{
-    Admin, Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, ErrorKind, Header, Isolation,
+    Admin, Bytes, Consumer, ConsumerConfig, ConsumerEvent, ErrorCode, ErrorKind, Header, Isolation,
     Message, NewTopic, OffsetReset, ProducerRecord, TopicPartition, Transport, TransportError,
 };
 
@@ -362,7 +362,7 @@ struct Scan {
     end: i64,
     reached_end: bool,
     /// The chunks of the id asked for: index -> (chunk count, bytes).
-    chunks: BTreeMap<u32, (u32, Vec<u8>)>,
+    chunks: BTreeMap<u32, (u32, Bytes)>,
     /// Records of the task with a value but headers that do not parse.
     malformed: usize,
     /// Chunks of the id that disagree with another of the same index or
@@ -402,7 +402,7 @@ impl Scan {
             let ConsumerEvent::Message(message) = event else {
                 continue;
             };
-            if message.topic != tp.topic || message.partition != tp.partition {
+            if *message.topic != *tp.topic || message.partition != tp.partition {
                 continue;
             }
             if message.offset >= self.end {

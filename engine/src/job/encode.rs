@@ -144,8 +144,8 @@ fn as_read(topic: &str, message: &Message, extra: Header) -> ProducerRecord {
     ProducerRecord {
         topic: topic.to_string(),
         partition: if message.key.is_some() { None } else { Some(0) },
-        key: message.key.clone(),
-        value: message.value.clone(),
+        key: message.key.as_deref().map(<[u8]>::to_vec),
+        value: message.value.as_deref().map(<[u8]>::to_vec),
         timestamp_ms: Some(message.timestamp_ms),
         headers,
     }
@@ -158,6 +158,7 @@ mod tests {
     use super::*;
     use crate::record::Key;
     use crate::time::TimeWindow;
+    use crate::transport::Bytes;
     use crate::window::FiringKind;
 
     fn outputs() -> Outputs {
@@ -172,11 +173,11 @@ mod tests {
 
     fn message(key: Option<&[u8]>) -> Message {
         Message {
-            topic: "orders".to_string(),
+            topic: "orders".into(),
             partition: 3,
             offset: 41,
-            key: key.map(<[u8]>::to_vec),
-            value: Some(b"{oops".to_vec()),
+            key: key.map(Bytes::copy_from_slice),
+            value: Some(Bytes::from_static(b"{oops")),
             timestamp_ms: 1_234,
             headers: vec![("trace".to_string(), b"t1".to_vec())],
         }

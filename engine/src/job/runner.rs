@@ -304,7 +304,7 @@ impl<M: Mutants> JobTask<M> {
     /// or topic is the caller's mistake.
     fn input_of(&self, message: &Message) -> Result<u32> {
         let topics = self.job.input_topics();
-        match topics.iter().position(|topic| *topic == message.topic) {
+        match topics.iter().position(|topic| **topic == *message.topic) {
             Some(index) if message.partition == self.task => Ok(index as u32),
             _ => Err(Error::Invalid(format!(
                 "task {} of job {:?} reads partition {} of {topics:?}, not {}-{} (offset {})",

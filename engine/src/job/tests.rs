@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::error::Error;
-use crate::transport::{Message, ProducerRecord};
+use crate::transport::{Bytes, Message, ProducerRecord};
 use crate::worker::{JobLogic, TaskLogic};
 
 /// A JSON job over `clicks` (key `user`, time `ts`), tumbling 10 s windows,
@@ -46,11 +46,11 @@ fn job(text: &str) -> Job {
 
 fn message(offset: i64, value: Option<&[u8]>) -> Message {
     Message {
-        topic: "clicks".to_string(),
+        topic: "clicks".into(),
         partition: 0,
         offset,
-        key: Some(format!("k{offset}").into_bytes()),
-        value: value.map(<[u8]>::to_vec),
+        key: Some(format!("k{offset}").into_bytes().into()),
+        value: value.map(Bytes::copy_from_slice),
         timestamp_ms: 1_000 + offset,
         headers: Vec::new(),
     }
@@ -262,8 +262,8 @@ mod bad_records {
                 header(record, HEADER_SOURCE_OFFSET),
                 Some(&*message.offset.to_string())
             );
-            assert_eq!(record.key, message.key);
-            assert_eq!(record.value, message.value);
+            assert_eq!(record.key.as_deref(), message.key.as_deref());
+            assert_eq!(record.value.as_deref(), message.value.as_deref());
             assert_eq!(record.timestamp_ms, Some(message.timestamp_ms));
         }
         assert_eq!(
@@ -397,7 +397,7 @@ mod bad_records {
             "{error}"
         );
         let other_topic = Message {
-            topic: "views".to_string(),
+            topic: "views".into(),
             partition: 1,
             ..json(0, r#"{"user": "u", "ts": 1}"#)
         };
@@ -958,7 +958,7 @@ mod tasks {
 
     fn on_topic(topic: &str, partition: i32, offset: i64, ts: i64) -> Message {
         Message {
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition,
             ..json(offset, &format!(r#"{{"user": "u", "ts": {ts}}}"#))
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
@@ -55,6 +56,50 @@ pub struct KafkaConsumer {
     /// An error met after events were collected, returned by the next poll.
     deferred_error: Option<TransportError>,
     subscribed: bool,
+    /// Where the topic names, keys and values of messages come from.
+    records: RecordBuffer,
+}
+
+/// The topic names of consumed records, one shared `Arc<str>` per topic
+/// instead of a `String` per record; and their keys and values, copied out of librdkafka's
+/// fetch buffers into chunks of this buffer and handed out as `Bytes`
+/// slices of them: one allocation per chunk instead of one per key and one
+/// per value, and no allocator churn when a poll's batch is kept until the
+/// caller drops it. A chunk is freed when the last slice of it is dropped,
+/// so a key or value kept for long keeps its chunk (at most
+/// [`RECORD_CHUNK_BYTES`], or the record's own size if larger) alive.
+#[derive(Default)]
+struct RecordBuffer {
+    /// The names of the topics read so far.
+    topics: Vec<Arc<str>>,
+    chunk: BytesMut,
+}
+
+/// The size of one chunk of a [`RecordBuffer`].
+const RECORD_CHUNK_BYTES: usize = 64 * 1024;
+
+impl RecordBuffer {
+    fn topic(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.topics.iter().find(|known| ***known == *name) {
+            return Arc::clone(known);
+        }
+        let known: Arc<str> = Arc::from(name);
+        self.topics.push(Arc::clone(&known));
+        known
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if bytes.is_empty() {
+            return Bytes::new();
+        }
+        if self.chunk.capacity() - self.chunk.len() < bytes.len() {
+            // The slices handed out keep the old chunk for as long as they
+            // live; a record larger than a chunk gets one of its own size.
+            self.chunk = BytesMut::with_capacity(RECORD_CHUNK_BYTES.max(bytes.len()));
+        }
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.split().freeze()
+    }
 }
 
 impl KafkaConsumer {
@@ -132,6 +177,7 @@ impl KafkaConsumer {
             group_metadata: None,
             deferred_error: None,
             subscribed: false,
+            records: RecordBuffer::default(),
         })
     }
 
@@ -201,7 +247,7 @@ impl KafkaConsumer {
         Ok(())
     }
 
-    fn message_of(message: &BorrowedMessage<'_>) -> Message {
+    fn message_of(records: &mut RecordBuffer, message: &BorrowedMessage<'_>) -> Message {
         let headers = message
             .headers()
             .map(|headers| {
@@ -217,11 +263,11 @@ impl KafkaConsumer {
             })
             .unwrap_or_default();
         Message {
-            topic: message.topic().to_string(),
+            topic: records.topic(message.topic()),
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
+            key: message.key().map(|key| records.copy(key)),
+            value: message.payload().map(|value| records.copy(value)),
             timestamp_ms: message.timestamp().to_millis().unwrap_or(-1),
             headers,
         }
@@ -284,7 +330,7 @@ impl KafkaConsumer {
                     quiet_polls += 1;
                 }
                 Some(Ok(message)) => {
-                    let message = Self::message_of(&message);
+                    let message = Self::message_of(&mut self.records, &message);
                     events.push(ConsumerEvent::Message(message));
                 }
                 Some(Err(e)) => {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
@@ -18,7 +19,7 @@ use super::schema::{self, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME};
 use super::write::one_line;
 use super::{OffsetRange, Recording, RecordingInfo};
 use crate::error::{Error, Result};
-use crate::transport::Message;
+use crate::transport::{Bytes, Message};
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 8_192;
@@ -137,6 +138,7 @@ impl Recording {
             .map_err(|e| bad(path, format!("corrupt: {e}")))?;
         let mut rows = Rows {
             info: &info,
+            topic: Arc::from(info.topic.as_str()),
             partitions: BTreeMap::new(),
             last: None,
             row: 0,
@@ -153,6 +155,8 @@ impl Recording {
 /// The rows read so far, checked as they come.
 struct Rows<'a> {
     info: &'a RecordingInfo,
+    /// The recording's topic, shared by its messages.
+    topic: Arc<str>,
     partitions: BTreeMap<i32, Vec<Message>>,
     last: Option<(i32, i64)>,
     row: u64,
@@ -231,11 +235,15 @@ impl Rows<'_> {
             }
             let (from, to) = (header_offsets[i] as usize, header_offsets[i + 1] as usize);
             let message = Message {
-                topic: self.info.topic.clone(),
+                topic: Arc::clone(&self.topic),
                 partition: at.0,
                 offset: at.1,
-                key: key.is_valid(i).then(|| key.value(i).to_vec()),
-                value: value.is_valid(i).then(|| value.value(i).to_vec()),
+                key: key
+                    .is_valid(i)
+                    .then(|| Bytes::copy_from_slice(key.value(i))),
+                value: value
+                    .is_valid(i)
+                    .then(|| Bytes::copy_from_slice(value.value(i))),
                 timestamp_ms: timestamp.value(i),
                 headers: (from..to)
                     .map(|h| {

@@ -101,7 +101,7 @@ impl RecordingWriter {
     /// Appends one record: of this writer's topic, after every record
     /// appended before it in (partition, offset) order.
     pub fn append(&mut self, message: &Message) -> Result<()> {
-        if message.topic != self.topic {
+        if *message.topic != *self.topic {
             return Err(Error::Invalid(format!(
                 "{}: a record of topic {:?} in a recording of {:?}",
                 self.path.display(),
@@ -225,7 +225,7 @@ fn metadata(info: &RecordingInfo) -> Vec<(&'static str, String)> {
 
 /// One Arrow batch of records in the recording schema.
 fn batch_of(messages: &[Message]) -> RecordBatch {
-    let topic: StringArray = messages.iter().map(|m| Some(m.topic.as_str())).collect();
+    let topic: StringArray = messages.iter().map(|m| Some(&*m.topic)).collect();
     let partition: Int32Array = messages.iter().map(|m| m.partition).collect();
     let offset: Int64Array = messages.iter().map(|m| m.offset).collect();
     let timestamp: Int64Array = messages.iter().map(|m| m.timestamp_ms).collect();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::transport::{ErrorCode, ErrorKind, Message};
+use crate::transport::{Bytes, ErrorCode, ErrorKind, Message};
 use crate::worker::mutant::{Faithful, Selected};
 
 // ---------------------------------------------------------------------------
@@ -77,7 +77,7 @@ impl TaskLogic for EchoTask {
                 message.topic, message.partition, message.offset
             )));
         }
-        self.seen.push((message.topic.clone(), message.offset));
+        self.seen.push((message.topic.to_string(), message.offset));
         out.push(output(&format!("{}:{}", message.partition, message.offset)));
         Ok(())
     }
@@ -119,8 +119,8 @@ fn message(topic: &str, partition: i32, offset: i64) -> ConsumerEvent {
         topic: topic.into(),
         partition,
         offset,
-        key: Some(b"k".to_vec()),
-        value: Some(b"v".to_vec()),
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from_static(b"v")),
         timestamp_ms: 0,
         headers: Vec::new(),
     })

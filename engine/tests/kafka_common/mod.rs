@@ -165,6 +165,6 @@ pub async fn read_partition(
 pub fn values(messages: &[Message]) -> Vec<String> {
     messages
         .iter()
-        .map(|m| String::from_utf8(m.value.clone().unwrap_or_default()).expect("utf-8"))
+        .map(|m| String::from_utf8(m.value.as_deref().unwrap_or_default().to_vec()).expect("utf-8"))
         .collect()
 }

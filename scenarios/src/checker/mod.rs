@@ -77,7 +77,7 @@ pub fn nondeterminism(first_hash: u64, second_hash: u64) -> Option<Anomaly> {
 // ---------------------------------------------------------------------------
 // Rendering.
 
-fn text(value: &Option<Vec<u8>>) -> String {
+fn text(value: Option<&[u8]>) -> String {
     match value {
         Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         None => "<no value>".to_string(),
@@ -90,12 +90,12 @@ fn line(message: &Message) -> String {
         message.topic,
         message.partition,
         message.offset,
-        text(&message.value)
+        text(message.value.as_deref())
     )
 }
 
 fn reference_line(task: i32, record: &ProducerRecord) -> String {
-    format!("reference task {task}: {}", text(&record.value))
+    format!("reference task {task}: {}", text(record.value.as_deref()))
 }
 
 fn anomaly(

@@ -178,7 +178,7 @@ impl<'a> Model<'a> {
     }
 
     fn message(&mut self, message: &Message) -> Result<(), String> {
-        if message.topic != self.job.input_topics()[0] || message.partition != self.task {
+        if *message.topic != *self.job.input_topics()[0] || message.partition != self.task {
             return Err(format!(
                 "task {} was given {}-{}@{}",
                 self.task, message.topic, message.partition, message.offset

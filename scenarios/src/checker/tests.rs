@@ -24,11 +24,11 @@ fn event(offset: i64, key: &str, ts: i64, value: i64) -> Message {
 
 fn raw(offset: i64, key: &str, text: &str, ts: i64) -> Message {
     Message {
-        topic: "events".to_string(),
+        topic: "events".into(),
         partition: 0,
         offset,
-        key: Some(key.as_bytes().to_vec()),
-        value: Some(text.as_bytes().to_vec()),
+        key: Some(key.as_bytes().to_vec().into()),
+        value: Some(text.as_bytes().to_vec().into()),
         timestamp_ms: ts,
         headers: Vec::new(),
     }
@@ -52,11 +52,11 @@ fn input() -> Vec<Message> {
 
 fn message(record: &ProducerRecord, offset: i64) -> Message {
     Message {
-        topic: record.topic.clone(),
+        topic: record.topic.as_str().into(),
         partition: 0,
         offset,
-        key: record.key.clone(),
-        value: record.value.clone(),
+        key: record.key.clone().map(Into::into),
+        value: record.value.clone().map(Into::into),
         timestamp_ms: record.timestamp_ms.unwrap_or_default(),
         headers: record.headers.clone(),
     }
@@ -244,9 +244,13 @@ mod firings {
     fn a_firing_with_other_values_in_place_of_the_reference_one_is_a_wrong_result() {
         let mut observation = faithful();
         let late_update = &mut output(&mut observation)[1];
-        let text = String::from_utf8(late_update.value.take().unwrap()).unwrap();
+        let text = String::from_utf8(late_update.value.take().unwrap().to_vec()).unwrap();
         assert!(text.contains(r#""count":2"#), "{text}");
-        late_update.value = Some(text.replace(r#""count":2"#, r#""count":3"#).into_bytes());
+        late_update.value = Some(
+            text.replace(r#""count":2"#, r#""count":3"#)
+                .into_bytes()
+                .into(),
+        );
         let anomalies = check(&job(), &observation).unwrap();
         assert_eq!(anomalies.len(), 1, "{anomalies:?}");
         assert_eq!(anomalies[0].kind, AnomalyKind::WrongResult);
@@ -290,7 +294,7 @@ mod firings {
     #[test]
     fn an_output_record_that_is_no_firing_is_a_wrong_result() {
         let mut observation = faithful();
-        output(&mut observation)[0].value = Some(b"{}".to_vec());
+        output(&mut observation)[0].value = Some(b"{}".to_vec().into());
         // Its place is also empty: the on-time firing is lost.
         assert_eq!(
             kinds(&observation),

@@ -72,7 +72,10 @@ async fn fill_round<E: ConformanceEnv>(
         .collect();
     send_all(&mut producer, &records).await?;
     producer.flush().await.or_fail("flushing")?;
-    Ok(records.iter().map(|r| value_text(&r.value)).collect())
+    Ok(records
+        .iter()
+        .map(|r| value_text(r.value.as_deref()))
+        .collect())
 }
 
 /// Sends, in the producer's open transaction, one output for each record

@@ -249,7 +249,7 @@ pub(crate) fn verify_read_back(
         let have = got.remove(&partition).unwrap_or_default();
         let want_pairs: Vec<(i64, String)> = want
             .iter()
-            .map(|(offset, r)| (*offset, value_text(&r.value)))
+            .map(|(offset, r)| (*offset, value_text(r.value.as_deref())))
             .collect();
         verify_partition_contents(
             &format!("partition {partition}"),
@@ -257,7 +257,7 @@ pub(crate) fn verify_read_back(
             &want_pairs,
         )?;
         for ((offset, record), message) in want.iter().zip(&have) {
-            if message.key != record.key {
+            if message.key.as_deref() != record.key.as_deref() {
                 return Err(format!(
                     "partition {partition} offset {offset}: key {:?}, sent {:?}",
                     message.key, record.key
@@ -386,8 +386,8 @@ mod tests {
                 topic: "t".into(),
                 partition: d.partition,
                 offset: d.offset,
-                key: r.key.clone(),
-                value: r.value.clone(),
+                key: r.key.clone().map(Into::into),
+                value: r.value.clone().map(Into::into),
                 timestamp_ms: r.timestamp_ms.unwrap(),
                 headers: r.headers.clone(),
             })

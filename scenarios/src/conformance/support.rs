@@ -653,13 +653,16 @@ pub(crate) fn record_to(partition: &TopicPartition, key: &str, value: &str) -> P
 }
 
 /// A record's value as text (lossy; the checks write text values).
-pub(crate) fn value_text(value: &Option<Vec<u8>>) -> String {
-    String::from_utf8_lossy(value.as_deref().unwrap_or_default()).into_owned()
+pub(crate) fn value_text(value: Option<&[u8]>) -> String {
+    String::from_utf8_lossy(value.unwrap_or_default()).into_owned()
 }
 
 /// The values of messages as text, in arrival order.
 pub(crate) fn values(messages: &[&Message]) -> Vec<String> {
-    messages.iter().map(|m| value_text(&m.value)).collect()
+    messages
+        .iter()
+        .map(|m| value_text(m.value.as_deref()))
+        .collect()
 }
 
 /// Compares what a partition was read to hold with what it should hold:
@@ -723,7 +726,7 @@ pub(crate) fn delivered_pairs(
     records
         .iter()
         .zip(delivered)
-        .map(|(r, d)| (d.offset, value_text(&r.value)))
+        .map(|(r, d)| (d.offset, value_text(r.value.as_deref())))
         .collect()
 }
 

@@ -11,6 +11,7 @@
 //! at, control and aborted ones included, so they are never read again.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use eddyline_engine::transport::{Isolation, Message};
 
@@ -50,6 +51,8 @@ pub fn filter_fetch_owned(
         Isolation::ReadUncommitted => result.high_watermark,
     };
     let mut messages = Vec::new();
+    // One name shared by the messages of this answer.
+    let topic: Arc<str> = Arc::from(result.topic.as_str());
     let mut next_fetch_offset = fetch_offset;
     for batch in result.batches {
         if batch.base_offset >= visible_end {
@@ -90,11 +93,11 @@ pub fn filter_fetch_owned(
                 continue;
             }
             messages.push(Message {
-                topic: result.topic.clone(),
+                topic: Arc::clone(&topic),
                 partition: result.partition,
                 offset,
-                key: record.key,
-                value: record.value,
+                key: record.key.map(Into::into),
+                value: record.value.map(Into::into),
                 timestamp_ms: record.timestamp_ms,
                 headers: record.headers,
             });
@@ -176,7 +179,7 @@ mod tests {
             .map(|m| {
                 (
                     m.offset,
-                    String::from_utf8(m.value.clone().unwrap()).unwrap(),
+                    String::from_utf8(m.value.clone().unwrap().to_vec()).unwrap(),
                 )
             })
             .collect()

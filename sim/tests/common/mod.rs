@@ -555,7 +555,7 @@ pub fn consumer_config(name: &str, group: Option<&str>) -> ConsumerConfig {
 }
 
 pub fn text(message: &Message) -> String {
-    String::from_utf8(message.value.clone().unwrap_or_default()).expect("utf-8 values")
+    String::from_utf8(message.value.as_deref().unwrap_or_default().to_vec()).expect("utf-8 values")
 }
 
 pub fn messages(events: &[ConsumerEvent]) -> Vec<Message> {

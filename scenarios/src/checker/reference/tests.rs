@@ -110,11 +110,11 @@ fn workload(job: &Job, name: &str, seed: u64, partition: i32, count: usize) -> V
                 value(name, &mut rng, i, ts)
             };
             Message {
-                topic: job.input_topics()[0].clone(),
+                topic: job.input_topics()[0].as_str().into(),
                 partition,
                 offset: i as i64,
-                key: Some(key.into_bytes()),
-                value: Some(value.into_bytes()),
+                key: Some(key.into_bytes().into()),
+                value: Some(value.into_bytes().into()),
                 timestamp_ms: ts,
                 headers: vec![("trace".to_string(), vec![i as u8])],
             }
@@ -184,11 +184,15 @@ fn the_reference_emits_what_the_engines_tasks_emit_for_sliding_and_session_windo
 
 fn event(offset: i64, key: &str, ts: i64, value: i64) -> Message {
     Message {
-        topic: "events".to_string(),
+        topic: "events".into(),
         partition: 0,
         offset,
-        key: Some(key.as_bytes().to_vec()),
-        value: Some(format!(r#"{{"key":"{key}","ts":{ts},"value":{value}}}"#).into_bytes()),
+        key: Some(key.as_bytes().to_vec().into()),
+        value: Some(
+            format!(r#"{{"key":"{key}","ts":{ts},"value":{value}}}"#)
+                .into_bytes()
+                .into(),
+        ),
         timestamp_ms: ts,
         headers: Vec::new(),
     }
