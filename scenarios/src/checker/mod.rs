@@ -116,7 +116,7 @@ fn anomaly(
 /// Where `message` entered the log it was read from.
 fn entered(message: &Message) -> Option<TraceFocus> {
     Some(TraceFocus::Record {
-        topic: message.topic.clone(),
+        topic: message.topic.to_string(),
         partition: message.partition,
         offset: message.offset,
     })
