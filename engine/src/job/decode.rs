@@ -21,8 +21,8 @@ use super::aggregates::{JobValue, Slot};
 use super::filter::Filter;
 use super::path::{Document, FieldPath, Found, JsonKind};
 use super::spec::{Format, TimeUnit};
-use super::value::{FieldType, Scalar, describe_json, string_text};
-use crate::record::Record;
+use super::value::{FieldType, Scalar, describe_json, plain_string, string_text};
+use crate::record::{Key, Record};
 use crate::time::EventTime;
 use crate::transport::Message;
 
@@ -117,8 +117,13 @@ impl Decoder {
         Ok(Some(Record::new(key, ts, JobValue { slots })))
     }
 
-    fn key_of(&self, document: &Document<'_>) -> Result<String, String> {
+    fn key_of(&self, document: &Document<'_>) -> Result<Key, String> {
         let raw = present(document, &self.key, "key field")?;
+        // A string without escapes (the usual key) is its own text: the
+        // key is made from it in one allocation.
+        if let Some(text) = plain_string(raw) {
+            return Ok(Key::from(text));
+        }
         let key = match JsonKind::of(raw) {
             JsonKind::String => {
                 Some(Scalar::String(string_text(raw).map_err(|reason| {
@@ -129,8 +134,8 @@ impl Decoder {
             _ => None,
         };
         match key {
-            Some(Scalar::String(text)) => Ok(text),
-            Some(Scalar::Integer(number)) => Ok(number.to_string()),
+            Some(Scalar::String(text)) => Ok(Key::from(text)),
+            Some(Scalar::Integer(number)) => Ok(Key::from(number.to_string())),
             _ => Err(format!(
                 "key field {}: expected a string or an integer, found {}",
                 self.key,

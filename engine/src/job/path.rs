@@ -4,7 +4,7 @@
 //! never passes through `f64`).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -115,9 +115,14 @@ impl JsonKind {
 /// found in one pass over each object on their paths.
 pub struct Document<'a> {
     root: &'a RawValue,
-    /// The objects parsed so far, by the address of their text (a record
-    /// has few: a list is enough, and its order is the lookups' order).
-    objects: RefCell<Vec<(usize, Members<'a>)>>,
+    /// The first object parsed (usually the only one: the root), by the
+    /// address of its text, kept inline so that a record of flat JSON
+    /// costs no list.
+    first: OnceCell<(usize, Members<'a>)>,
+    /// The other objects parsed so far, by the address of their text (a
+    /// record has few: a list is enough, and its order is the lookups'
+    /// order).
+    others: RefCell<Vec<(usize, Members<'a>)>>,
 }
 
 /// An object's members in document order, or why it has none: a key that
@@ -128,7 +133,8 @@ impl<'a> Document<'a> {
     pub fn new(root: &'a RawValue) -> Self {
         Self {
             root,
-            objects: RefCell::new(Vec::new()),
+            first: OnceCell::new(),
+            others: RefCell::new(Vec::new()),
         }
     }
 
@@ -164,23 +170,32 @@ impl<'a> Document<'a> {
             return Found::Inside(kind);
         }
         let address = object.get().as_ptr() as usize;
-        let mut objects = self.objects.borrow_mut();
-        let index = match objects.iter().position(|(at, _)| *at == address) {
+        let (at, first) = self.first.get_or_init(|| (address, members(object)));
+        if *at == address {
+            return find_member(first, key);
+        }
+        let mut others = self.others.borrow_mut();
+        let index = match others.iter().position(|(at, _)| *at == address) {
             Some(index) => index,
             None => {
-                objects.push((address, members(object)));
-                objects.len() - 1
+                others.push((address, members(object)));
+                others.len() - 1
             }
         };
-        let members = match &objects[index].1 {
-            Ok(members) => members,
-            Err(reason) => return Found::Invalid(reason.clone()),
-        };
-        match members.iter().rev().find(|(name, _)| name == key) {
-            Some((_, value)) if JsonKind::of(value) == JsonKind::Null => Found::Null,
-            Some((_, value)) => Found::Value(value),
-            None => Found::Missing,
-        }
+        find_member(&others[index].1, key)
+    }
+}
+
+/// The member `key` (the last one if repeated) of an object's members.
+fn find_member<'a>(members: &Members<'a>, key: &str) -> Found<'a> {
+    let members = match members {
+        Ok(members) => members,
+        Err(reason) => return Found::Invalid(reason.clone()),
+    };
+    match members.iter().rev().find(|(name, _)| name == key) {
+        Some((_, value)) if JsonKind::of(value) == JsonKind::Null => Found::Null,
+        Some((_, value)) => Found::Value(value),
+        None => Found::Missing,
     }
 }
 
