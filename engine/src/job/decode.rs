@@ -84,20 +84,17 @@ impl Decoder {
                 error.valid_up_to()
             )
         })?;
-        let root: &RawValue = serde_json::from_str(text)
-            .map_err(|error| format!("the value is not JSON: {error}"))?;
-        let kind = JsonKind::of(root);
-        if kind != JsonKind::Object {
-            return Err(format!(
-                "the value is not a JSON object (it is {})",
-                kind.name()
-            ));
-        }
-        let document = Document::new(root);
         let document = match self.format {
-            Format::Json => document,
+            // The usual record, a valid object, in one pass; anything else
+            // the checked way, which says what is wrong with it.
+            Format::Json => match Document::object(text) {
+                Some(document) => document,
+                None => Document::new(json_object(text)?),
+            },
             Format::DebeziumJson => {
-                let event = change_event(&document)?;
+                let root = json_object(text)?;
+                let document = Document::new(root);
+                let event = change_event(&document, root)?;
                 document.rooted_at(event)
             }
         };
@@ -166,6 +163,20 @@ impl Decoder {
     }
 }
 
+/// The value's JSON text, an object, or why it is not.
+fn json_object(text: &str) -> Result<&RawValue, String> {
+    let root: &RawValue =
+        serde_json::from_str(text).map_err(|error| format!("the value is not JSON: {error}"))?;
+    let kind = JsonKind::of(root);
+    if kind != JsonKind::Object {
+        return Err(format!(
+            "the value is not a JSON object (it is {})",
+            kind.name()
+        ));
+    }
+    Ok(root)
+}
+
 /// The field's JSON (not `null`), or why it is absent.
 fn present<'a>(
     document: &Document<'a>,
@@ -199,8 +210,7 @@ fn read_slot(document: &Document<'_>, slot: &Slot) -> Result<Option<Scalar>, Str
 
 /// The change event inside a Debezium message: the message itself, or its
 /// `payload` when the JSON converter wrapped it with its `schema`.
-fn change_event<'a>(document: &Document<'a>) -> Result<&'a RawValue, String> {
-    let root = document.root();
+fn change_event<'a>(document: &Document<'a>, root: &'a RawValue) -> Result<&'a RawValue, String> {
     let member_of = |object, key| document.member(object, key);
     let event = match (member_of(root, "schema"), member_of(root, "payload")) {
         (Found::Value(_) | Found::Null, Found::Value(payload)) => payload,
