@@ -41,7 +41,7 @@ use eddyline_engine::recording::write::write_recording;
 use eddyline_engine::recording::{Recording, RecordingInfo, ReplayOptions, replay_owned};
 use eddyline_engine::transport::Message;
 use eddyline_engine::worker::Stopped;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 const RECORDS: usize = 1_000_000;
 const PARTITIONS: i32 = 4;
@@ -92,17 +92,21 @@ fn recording_path() -> PathBuf {
     path
 }
 
-/// Decodes every batch and touches every value: rows.
-fn decode(path: &Path) -> usize {
+/// The file's Arrow batches, as the bare readers decode them.
+fn batches(path: &Path) -> ParquetRecordBatchReader {
     let file = std::fs::File::open(path).expect("the recording");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    ParquetRecordBatchReaderBuilder::try_new(file)
         .expect("a parquet file")
         .with_batch_size(8_192)
         .build()
-        .expect("a reader");
+        .expect("a reader")
+}
+
+/// Decodes every batch and touches every value: rows.
+fn decode(path: &Path) -> usize {
     let mut rows = 0;
     let mut bytes = 0;
-    for batch in reader {
+    for batch in batches(path) {
         let batch = batch.expect("a batch");
         rows += batch.num_rows();
         let values = batch.column(6).as_binary::<i32>();
@@ -144,16 +148,10 @@ fn replay_file(path: &Path) -> (usize, u64) {
 /// Decodes the file as [`decode`] does and does the job's work by hand
 /// ([`HandTask`]): rows and outputs.
 fn hand_loop(path: &Path) -> (usize, u64) {
-    let file = std::fs::File::open(path).expect("the recording");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("a parquet file")
-        .with_batch_size(8_192)
-        .build()
-        .expect("a reader");
     let mut tasks: BTreeMap<i32, HandTask> = BTreeMap::new();
     let mut out = Vec::new();
     let mut rows = 0;
-    for batch in reader {
+    for batch in batches(path) {
         let batch = batch.expect("a batch");
         rows += batch.num_rows();
         let partitions = batch
