@@ -18,7 +18,7 @@ use clap::Args;
 use eddyline_engine::Error;
 use eddyline_engine::job::Job;
 use eddyline_engine::kafka::{KafkaConfig, KafkaTransport};
-use eddyline_engine::recording::{Recording, ReplayOptions, replay};
+use eddyline_engine::recording::{Recording, ReplayOptions, replay_owned};
 use eddyline_engine::transport::{
     Admin, ErrorCode, Message, NewTopic, Producer, ProducerConfig, ProducerRecord, Transport,
     TransportError,
@@ -214,7 +214,7 @@ pub fn run(args: &ReplayArgs) -> Result<Outcome, CliError> {
             ),
             None => None,
         };
-        let done = replay(job, &inputs, &ReplayOptions::default(), |stats| {
+        let done = replay_owned(job, inputs, &ReplayOptions::default(), |stats| {
             bar.set_position(stats.records_in)
         })
         .await

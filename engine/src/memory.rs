@@ -232,6 +232,18 @@ impl MemoryKafka {
         end: i64,
         messages: &[Message],
     ) -> TransportResult<()> {
+        self.load_partition_owned(tp, start, end, messages.to_vec())
+    }
+
+    /// [`Self::load_partition`] with records the caller gives up (moved
+    /// into the log, not copied).
+    pub fn load_partition_owned(
+        &self,
+        tp: &TopicPartition,
+        start: i64,
+        end: i64,
+        messages: Vec<Message>,
+    ) -> TransportResult<()> {
         let mut state = self.state.borrow_mut();
         let log = state
             .topics
@@ -276,7 +288,7 @@ impl MemoryKafka {
             };
             slots.resize((message.offset - start) as usize, gap);
             slots.push(Slot {
-                message: Some(message.clone()),
+                message: Some(message),
                 txn: None,
             });
         }

@@ -21,8 +21,8 @@ use super::aggregates::{JobValue, Slot};
 use super::filter::Filter;
 use super::path::{Document, FieldPath, Found, JsonKind};
 use super::spec::{Format, TimeUnit};
-use super::value::{FieldType, Scalar, describe_json, string_text};
-use crate::record::Record;
+use super::value::{FieldType, Scalar, describe_json, plain_string, string_text};
+use crate::record::{Key, Record};
 use crate::time::EventTime;
 use crate::transport::Message;
 
@@ -84,20 +84,17 @@ impl Decoder {
                 error.valid_up_to()
             )
         })?;
-        let root: &RawValue = serde_json::from_str(text)
-            .map_err(|error| format!("the value is not JSON: {error}"))?;
-        let kind = JsonKind::of(root);
-        if kind != JsonKind::Object {
-            return Err(format!(
-                "the value is not a JSON object (it is {})",
-                kind.name()
-            ));
-        }
-        let document = Document::new(root);
         let document = match self.format {
-            Format::Json => document,
+            // The usual record, a valid object, in one pass; anything else
+            // the checked way, which says what is wrong with it.
+            Format::Json => match Document::object(text) {
+                Some(document) => document,
+                None => Document::new(json_object(text)?),
+            },
             Format::DebeziumJson => {
-                let event = change_event(&document)?;
+                let root = json_object(text)?;
+                let document = Document::new(root);
+                let event = change_event(&document, root)?;
                 document.rooted_at(event)
             }
         };
@@ -117,8 +114,13 @@ impl Decoder {
         Ok(Some(Record::new(key, ts, JobValue { slots })))
     }
 
-    fn key_of(&self, document: &Document<'_>) -> Result<String, String> {
+    fn key_of(&self, document: &Document<'_>) -> Result<Key, String> {
         let raw = present(document, &self.key, "key field")?;
+        // A string without escapes (the usual key) is its own text: the
+        // key is made from it in one allocation.
+        if let Some(text) = plain_string(raw) {
+            return Ok(Key::from(text));
+        }
         let key = match JsonKind::of(raw) {
             JsonKind::String => {
                 Some(Scalar::String(string_text(raw).map_err(|reason| {
@@ -129,8 +131,8 @@ impl Decoder {
             _ => None,
         };
         match key {
-            Some(Scalar::String(text)) => Ok(text),
-            Some(Scalar::Integer(number)) => Ok(number.to_string()),
+            Some(Scalar::String(text)) => Ok(Key::from(text)),
+            Some(Scalar::Integer(number)) => Ok(Key::from(number.to_string())),
             _ => Err(format!(
                 "key field {}: expected a string or an integer, found {}",
                 self.key,
@@ -159,6 +161,20 @@ impl Decoder {
             )),
         }
     }
+}
+
+/// The value's JSON text, an object, or why it is not.
+fn json_object(text: &str) -> Result<&RawValue, String> {
+    let root: &RawValue =
+        serde_json::from_str(text).map_err(|error| format!("the value is not JSON: {error}"))?;
+    let kind = JsonKind::of(root);
+    if kind != JsonKind::Object {
+        return Err(format!(
+            "the value is not a JSON object (it is {})",
+            kind.name()
+        ));
+    }
+    Ok(root)
 }
 
 /// The field's JSON (not `null`), or why it is absent.
@@ -194,8 +210,7 @@ fn read_slot(document: &Document<'_>, slot: &Slot) -> Result<Option<Scalar>, Str
 
 /// The change event inside a Debezium message: the message itself, or its
 /// `payload` when the JSON converter wrapped it with its `schema`.
-fn change_event<'a>(document: &Document<'a>) -> Result<&'a RawValue, String> {
-    let root = document.root();
+fn change_event<'a>(document: &Document<'a>, root: &'a RawValue) -> Result<&'a RawValue, String> {
     let member_of = |object, key| document.member(object, key);
     let event = match (member_of(root, "schema"), member_of(root, "payload")) {
         (Found::Value(_) | Found::Null, Found::Value(payload)) => payload,

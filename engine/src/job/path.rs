@@ -4,7 +4,7 @@
 //! never passes through `f64`).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -88,7 +88,11 @@ pub enum JsonKind {
 impl JsonKind {
     /// The kind of a valid JSON text, from its first character.
     pub fn of(raw: &RawValue) -> JsonKind {
-        match raw.get().trim_start().as_bytes().first() {
+        JsonKind::of_text(raw.get())
+    }
+
+    fn of_text(text: &str) -> JsonKind {
+        match text.trim_start().as_bytes().first() {
             Some(b'n') => JsonKind::Null,
             Some(b't' | b'f') => JsonKind::Boolean,
             Some(b'"') => JsonKind::String,
@@ -114,10 +118,16 @@ impl JsonKind {
 /// parsed once, when a lookup first goes into them: a record's fields are
 /// found in one pass over each object on their paths.
 pub struct Document<'a> {
-    root: &'a RawValue,
-    /// The objects parsed so far, by the address of their text (a record
-    /// has few: a list is enough, and its order is the lookups' order).
-    objects: RefCell<Vec<(usize, Members<'a>)>>,
+    /// The JSON text of the value paths start at.
+    root: &'a str,
+    /// The first object parsed (usually the only one: the root), by the
+    /// address of its text, kept inline so that a record of flat JSON
+    /// costs no list.
+    first: OnceCell<(usize, Members<'a>)>,
+    /// The other objects parsed so far, by the address of their text (a
+    /// record has few: a list is enough, and its order is the lookups'
+    /// order).
+    others: RefCell<Vec<(usize, Members<'a>)>>,
 }
 
 /// An object's members in document order, or why it has none: a key that
@@ -126,66 +136,112 @@ type Members<'a> = Result<Vec<(Cow<'a, str>, &'a RawValue)>, String>;
 
 impl<'a> Document<'a> {
     pub fn new(root: &'a RawValue) -> Self {
+        Self::of_text(root.get())
+    }
+
+    fn of_text(root: &'a str) -> Self {
         Self {
             root,
-            objects: RefCell::new(Vec::new()),
+            first: OnceCell::new(),
+            others: RefCell::new(Vec::new()),
         }
     }
 
-    pub fn root(&self) -> &'a RawValue {
-        self.root
+    /// The document of `text` if it is one JSON object (its grammar and its
+    /// keys' text checked, its members found) in a single pass; `None` if
+    /// it is not, or not entirely valid: the caller then checks the text
+    /// with [`RawValue`] first, which says what is wrong, and the lookups
+    /// find what a document of it finds.
+    pub fn object(text: &'a str) -> Option<Self> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let members = deserializer.deserialize_map(MembersVisitor).ok()?;
+        deserializer.end().ok()?;
+        let document = Self::of_text(text);
+        let first = document
+            .first
+            .set((object_address(text), Ok(members)))
+            .is_ok();
+        debug_assert!(first, "a new document has no object yet");
+        Some(document)
     }
 
     /// The same document, its paths starting at `root` (a value inside it).
     pub fn rooted_at(self, root: &'a RawValue) -> Self {
-        Self { root, ..self }
+        Self {
+            root: root.get(),
+            ..self
+        }
     }
 
     /// The field at `path` from the root.
     pub fn lookup(&self, path: &FieldPath) -> Found<'a> {
-        let mut current = self.root;
+        let mut object = self.root;
+        let mut found = None;
         let last = path.segments().len() - 1;
         for (index, segment) in path.segments().iter().enumerate() {
-            match self.member(current, segment) {
-                Found::Value(value) => current = value,
+            match self.member_of_text(object, segment) {
+                Found::Value(value) => {
+                    object = value.get();
+                    found = Some(value);
+                }
                 // A null on the way: the path crosses it.
                 Found::Null if index < last => return Found::Inside(JsonKind::Null),
                 other => return other,
             }
         }
-        Found::Value(current)
+        Found::Value(found.expect("a field path has a segment"))
     }
 
     /// The member `key` of `object` (the last one if the key is repeated,
     /// as most JSON readers do).
     pub fn member(&self, object: &'a RawValue, key: &str) -> Found<'a> {
-        let kind = JsonKind::of(object);
+        self.member_of_text(object.get(), key)
+    }
+
+    fn member_of_text(&self, object: &'a str, key: &str) -> Found<'a> {
+        let kind = JsonKind::of_text(object);
         if kind != JsonKind::Object {
             return Found::Inside(kind);
         }
-        let address = object.get().as_ptr() as usize;
-        let mut objects = self.objects.borrow_mut();
-        let index = match objects.iter().position(|(at, _)| *at == address) {
+        let address = object_address(object);
+        let (at, first) = self.first.get_or_init(|| (address, members(object)));
+        if *at == address {
+            return find_member(first, key);
+        }
+        let mut others = self.others.borrow_mut();
+        let index = match others.iter().position(|(at, _)| *at == address) {
             Some(index) => index,
             None => {
-                objects.push((address, members(object)));
-                objects.len() - 1
+                others.push((address, members(object)));
+                others.len() - 1
             }
         };
-        let members = match &objects[index].1 {
-            Ok(members) => members,
-            Err(reason) => return Found::Invalid(reason.clone()),
-        };
-        match members.iter().rev().find(|(name, _)| name == key) {
-            Some((_, value)) if JsonKind::of(value) == JsonKind::Null => Found::Null,
-            Some((_, value)) => Found::Value(value),
-            None => Found::Missing,
-        }
+        find_member(&others[index].1, key)
     }
 }
 
-fn members(object: &RawValue) -> Members<'_> {
-    let mut deserializer = serde_json::Deserializer::from_str(object.get());
+/// The member `key` (the last one if repeated) of an object's members.
+fn find_member<'a>(members: &Members<'a>, key: &str) -> Found<'a> {
+    let members = match members {
+        Ok(members) => members,
+        Err(reason) => return Found::Invalid(reason.clone()),
+    };
+    match members.iter().rev().find(|(name, _)| name == key) {
+        Some((_, value)) if JsonKind::of(value) == JsonKind::Null => Found::Null,
+        Some((_, value)) => Found::Value(value),
+        None => Found::Missing,
+    }
+}
+
+/// Where an object's text starts, after any whitespace: one object has one
+/// address whether its text was given with the whitespace around it (the
+/// document's root) or without (a member's [`RawValue`]).
+fn object_address(text: &str) -> usize {
+    text.trim_start().as_ptr() as usize
+}
+
+fn members(object: &str) -> Members<'_> {
+    let mut deserializer = serde_json::Deserializer::from_str(object);
     deserializer
         .deserialize_map(MembersVisitor)
         // The grammar was checked before any lookup, but not the strings.

@@ -130,19 +130,20 @@ impl Scalar {
     pub fn from_json(raw: &RawValue, field_type: FieldType) -> Result<Scalar, String> {
         let text = raw.get();
         let kind = JsonKind::of(raw);
-        if kind == JsonKind::String {
-            string_text(raw)?;
-        }
+        let string = match kind {
+            JsonKind::String => Some(string_text(raw)?),
+            _ => None,
+        };
         let scalar = match (field_type, kind) {
-            (FieldType::String, JsonKind::String) => json_string(raw).ok().map(Scalar::String),
+            (FieldType::String, JsonKind::String) => string.map(Scalar::String),
             (FieldType::Boolean, JsonKind::Boolean) => Some(Scalar::Boolean(text == "true")),
             (FieldType::Integer, JsonKind::Number) => parse_integer(text).map(Scalar::Integer),
             (FieldType::Decimal, JsonKind::Number) => {
                 parse_decimal_number(text).map(Scalar::Decimal)
             }
-            (FieldType::Decimal, JsonKind::String) => json_string(raw)
-                .ok()
-                .and_then(|text| parse_decimal_text(&text))
+            (FieldType::Decimal, JsonKind::String) => string
+                .as_deref()
+                .and_then(parse_decimal_text)
                 .map(Scalar::Decimal),
             _ => None,
         };
@@ -225,7 +226,19 @@ pub fn string_text(raw: &RawValue) -> Result<String, String> {
 /// A JSON string's text; an error for an escaped lone surrogate, which the
 /// grammar allows and text does not.
 fn json_string(raw: &RawValue) -> Result<String, serde_json::Error> {
-    serde_json::from_str(raw.get())
+    match plain_string(raw) {
+        Some(text) => Ok(text.to_string()),
+        None => serde_json::from_str(raw.get()),
+    }
+}
+
+/// The text of a JSON string without escapes, borrowed from the document:
+/// what is between its quotes (its grammar was checked, so that is its
+/// text); `None` for a string with escapes (or not a string).
+pub fn plain_string(raw: &RawValue) -> Option<&str> {
+    let text = raw.get().trim_ascii();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
 }
 
 /// A JSON number without fraction or exponent, in the `i64` range.

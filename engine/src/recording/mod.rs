@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use crate::transport::Message;
 
-pub use replay::{Replay, ReplayOptions, replay};
+pub use replay::{Replay, ReplayOptions, replay, replay_owned};
 pub use schema::FORMAT_VERSION;
 pub use transport::ParquetTransport;
 pub use write::RecordingWriter;

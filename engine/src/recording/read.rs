@@ -132,6 +132,20 @@ impl Recording {
             .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
             .collect();
         let info = info_of(&pairs).map_err(|e| bad(path, e))?;
+        // Each partition's records at once: at most its recorded range,
+        // and at most the file's rows (a range may be mostly markers).
+        let file_rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let partitions = info
+            .offset_ranges
+            .iter()
+            .map(|range| {
+                let range_len = usize::try_from(range.end - range.start).unwrap_or(0);
+                (
+                    range.partition,
+                    Vec::with_capacity(range_len.min(file_rows)),
+                )
+            })
+            .collect();
         let reader = builder
             .with_batch_size(BATCH_ROWS)
             .build()
@@ -139,7 +153,7 @@ impl Recording {
         let mut rows = Rows {
             info: &info,
             topic: Arc::from(info.topic.as_str()),
-            partitions: BTreeMap::new(),
+            partitions,
             last: None,
             row: 0,
         };
@@ -147,7 +161,16 @@ impl Recording {
             let batch = batch.map_err(|e| bad(path, format!("corrupt data: {e}")))?;
             rows.add(&batch).map_err(|e| bad(path, e))?;
         }
-        let partitions = rows.partitions;
+        let mut partitions = rows.partitions;
+        // Partitions without records are not listed; a partition whose
+        // range was mostly empty (compacted, markers) gives back what it
+        // reserved.
+        partitions.retain(|_, messages: &mut Vec<Message>| {
+            if messages.capacity() > 2 * messages.len() {
+                messages.shrink_to_fit();
+            }
+            !messages.is_empty()
+        });
         Ok(Recording { info, partitions })
     }
 }

@@ -53,6 +53,17 @@ pub async fn replay(
     job: Job,
     inputs: &[Recording],
     options: &ReplayOptions,
+    progress: impl FnMut(&WorkerStats),
+) -> Result<Replay> {
+    replay_owned(job, inputs.to_vec(), options, progress).await
+}
+
+/// [`replay`] of recordings the caller gives up: their records move into
+/// the transport's logs instead of being copied (`eddy replay`).
+pub async fn replay_owned(
+    job: Job,
+    inputs: Vec<Recording>,
+    options: &ReplayOptions,
     mut progress: impl FnMut(&WorkerStats),
 ) -> Result<Replay> {
     let mut partition_count = None;
@@ -78,7 +89,7 @@ pub async fn replay(
     }
     let partitions = partition_count
         .ok_or_else(|| Error::Invalid(format!("job {} has no input topics", job.name())))?;
-    let transport = ParquetTransport::from_recordings(inputs).await?;
+    let transport = ParquetTransport::from_owned_recordings(inputs).await?;
     for topic in output_topics(&job) {
         if transport.recorded(&topic).is_none() {
             transport.create_topic(&topic, partitions).await?;

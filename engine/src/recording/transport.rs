@@ -42,9 +42,15 @@ fn transport_error(error: crate::transport::TransportError) -> Error {
 impl ParquetTransport {
     /// A transport whose topics are these recordings (one topic each).
     pub async fn from_recordings(recordings: &[Recording]) -> Result<Self> {
+        Self::from_owned_recordings(recordings.to_vec()).await
+    }
+
+    /// [`Self::from_recordings`] with recordings the caller gives up: their
+    /// records move into the logs instead of being copied.
+    pub async fn from_owned_recordings(recordings: Vec<Recording>) -> Result<Self> {
         let mut transport = Self::default();
         let admin = transport.logs.admin().await.map_err(transport_error)?;
-        for recording in recordings {
+        for mut recording in recordings {
             let info = &recording.info;
             if transport.recorded.contains_key(&info.topic) {
                 return Err(Error::Invalid(format!(
@@ -65,15 +71,15 @@ impl ParquetTransport {
                 let tp = TopicPartition::new(info.topic.clone(), range.partition);
                 let messages = recording
                     .partitions
-                    .get(&range.partition)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
+                    .remove(&range.partition)
+                    .unwrap_or_default();
+                let last = messages.last().map(|last| last.offset + 1);
                 transport
                     .logs
-                    .load_partition(&tp, range.start, range.end, messages)
+                    .load_partition_owned(&tp, range.start, range.end, messages)
                     .map_err(transport_error)?;
-                if let Some(last) = messages.last() {
-                    transport.last_records.insert(tp, last.offset + 1);
+                if let Some(last) = last {
+                    transport.last_records.insert(tp, last);
                 }
             }
             transport.recorded.insert(info.topic.clone(), info.clone());

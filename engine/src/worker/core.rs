@@ -905,14 +905,18 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
     }
 
     fn process(&mut self, now: Duration, message: &Message) -> Option<Command> {
-        let tp = message.topic_partition();
-        let end = self.end_offset(&tp);
         let task = self.tasks.get_mut(&message.partition)?;
-        let position = *task.positions.get(&tp)?;
+        // A task's positions are one per input topic, of its partition:
+        // found without building the message's `TopicPartition`.
+        let (tp, position) = task
+            .positions
+            .iter_mut()
+            .find(|(tp, _)| tp.partition == message.partition && *tp.topic == *message.topic)?;
+        let end = end_offset(self.config.end_offsets.as_ref(), tp);
         // Behind the position: a record from before a seek, already in the
         // restored state. At or past the end of a bounded input: not ours.
         if task.finished
-            || message.offset < position
+            || message.offset < *position
             || end.is_some_and(|end| message.offset >= end)
         {
             return None;
@@ -920,7 +924,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         if let Err(error) = task.logic.process(message, now, &mut self.outbox) {
             return Some(self.fail(format!("task {}: {error}", message.partition)));
         }
-        task.positions.insert(tp, message.offset + 1);
+        *position = message.offset + 1;
         task.dirty = true;
         self.stats.records_in += 1;
         None
@@ -940,13 +944,6 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         if failed.is_some() {
             self.failure = failed;
         }
-    }
-
-    fn end_offset(&self, tp: &TopicPartition) -> Option<i64> {
-        self.config
-            .end_offsets
-            .as_ref()
-            .map(|ends| ends.get(tp).copied().unwrap_or(0))
     }
 
     fn checkpoint_due(&self, now: Duration) -> Option<Then> {
@@ -1488,3 +1485,9 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+/// Where a bounded input of `tp` ends (0 for a partition the bounds do not
+/// name), `None` when the input is unbounded.
+fn end_offset(ends: Option<&BTreeMap<TopicPartition, i64>>, tp: &TopicPartition) -> Option<i64> {
+    ends.map(|ends| ends.get(tp).copied().unwrap_or(0))
+}
