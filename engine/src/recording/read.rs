@@ -218,6 +218,19 @@ impl Rows<'_> {
         let header_names = header_structs.column(0).as_string::<i32>();
         let header_values = header_structs.column(1).as_binary::<i32>();
         let header_offsets = headers.value_offsets();
+        // One copy of each batch's key and value bytes; every record's key
+        // and value are slices of it (the recording is held whole anyway).
+        let (key_data, key_offsets) = (
+            Bytes::copy_from_slice(key.value_data()),
+            key.value_offsets(),
+        );
+        let (value_data, value_offsets) = (
+            Bytes::copy_from_slice(value.value_data()),
+            value.value_offsets(),
+        );
+        let slice = |(data, offsets): (&Bytes, &[i32]), i: usize| {
+            data.slice(offsets[i] as usize..offsets[i + 1] as usize)
+        };
         for i in 0..batch.num_rows() {
             let row = self.row;
             self.row += 1;
@@ -261,12 +274,10 @@ impl Rows<'_> {
                 topic: Arc::clone(&self.topic),
                 partition: at.0,
                 offset: at.1,
-                key: key
-                    .is_valid(i)
-                    .then(|| Bytes::copy_from_slice(key.value(i))),
+                key: key.is_valid(i).then(|| slice((&key_data, key_offsets), i)),
                 value: value
                     .is_valid(i)
-                    .then(|| Bytes::copy_from_slice(value.value(i))),
+                    .then(|| slice((&value_data, value_offsets), i)),
                 timestamp_ms: timestamp.value(i),
                 headers: (from..to)
                     .map(|h| {
