@@ -93,7 +93,7 @@ pub fn judge(
     if check_determinism {
         // The repeat also captures the trace around the first anomaly that
         // has a place in it (the run is the same; only the capture differs).
-        let focus = anomalies.iter().find_map(|anomaly| anomaly.at.clone());
+        let focus = checker::first_placed(&anomalies).and_then(|anomaly| anomaly.at.clone());
         let again = run::run(
             scenario,
             &RunOptions {

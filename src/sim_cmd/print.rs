@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use eddyline_scenarios::checker::{Anomaly, AnomalyKind};
+use eddyline_scenarios::checker::{Anomaly, AnomalyKind, first_placed};
 use eddyline_scenarios::verdict::{SeedVerdict, repro_command};
 use eddyline_sim::trace::TraceFocus;
 
@@ -63,10 +63,7 @@ pub fn seed_report(loaded: &Loaded, verdict: &SeedVerdict) {
 /// `>>`), else the end of the trace.
 fn print_trace(verdict: &SeedVerdict) {
     let trace = &verdict.report.trace;
-    let anomaly = verdict
-        .anomalies
-        .iter()
-        .find(|anomaly| anomaly.at.is_some());
+    let anomaly = first_placed(&verdict.anomalies);
     if let (Some(focus), Some(anomaly)) = (&trace.focus, anomaly) {
         println!(
             "trace around the first {}: {}",

@@ -218,17 +218,13 @@ fn expected(field_type: FieldType) -> &'static str {
     }
 }
 
-/// A JSON string's text, or why it has none.
+/// A JSON string's text, or why it has none (an escaped lone surrogate,
+/// which the grammar allows and text does not).
 pub fn string_text(raw: &RawValue) -> Result<String, String> {
-    json_string(raw).map_err(|error| format!("a string that is not valid JSON text: {error}"))
-}
-
-/// A JSON string's text; an error for an escaped lone surrogate, which the
-/// grammar allows and text does not.
-fn json_string(raw: &RawValue) -> Result<String, serde_json::Error> {
     match plain_string(raw) {
         Some(text) => Ok(text.to_string()),
-        None => serde_json::from_str(raw.get()),
+        None => serde_json::from_str(raw.get())
+            .map_err(|error| format!("a string that is not valid JSON text: {error}")),
     }
 }
 

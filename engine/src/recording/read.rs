@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, BinaryArray, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::schema::{self, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME};
@@ -220,17 +220,8 @@ impl Rows<'_> {
         let header_offsets = headers.value_offsets();
         // One copy of each batch's key and value bytes; every record's key
         // and value are slices of it (the recording is held whole anyway).
-        let (key_data, key_offsets) = (
-            Bytes::copy_from_slice(key.value_data()),
-            key.value_offsets(),
-        );
-        let (value_data, value_offsets) = (
-            Bytes::copy_from_slice(value.value_data()),
-            value.value_offsets(),
-        );
-        let slice = |(data, offsets): (&Bytes, &[i32]), i: usize| {
-            data.slice(offsets[i] as usize..offsets[i + 1] as usize)
-        };
+        let key_data = Bytes::copy_from_slice(key.value_data());
+        let value_data = Bytes::copy_from_slice(value.value_data());
         for i in 0..batch.num_rows() {
             let row = self.row;
             self.row += 1;
@@ -274,10 +265,8 @@ impl Rows<'_> {
                 topic: Arc::clone(&self.topic),
                 partition: at.0,
                 offset: at.1,
-                key: key.is_valid(i).then(|| slice((&key_data, key_offsets), i)),
-                value: value
-                    .is_valid(i)
-                    .then(|| slice((&value_data, value_offsets), i)),
+                key: key.is_valid(i).then(|| slice(&key_data, key, i)),
+                value: value.is_valid(i).then(|| slice(&value_data, value, i)),
                 timestamp_ms: timestamp.value(i),
                 headers: (from..to)
                     .map(|h| {
@@ -292,4 +281,11 @@ impl Rows<'_> {
         }
         Ok(())
     }
+}
+
+/// Row `i` of a binary column, as a slice of `data` (a copy of the
+/// column's value buffer).
+fn slice(data: &Bytes, column: &BinaryArray, i: usize) -> Bytes {
+    let offsets = column.value_offsets();
+    data.slice(offsets[i] as usize..offsets[i + 1] as usize)
 }

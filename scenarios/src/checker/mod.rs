@@ -61,6 +61,12 @@ pub fn check(job: &Job, observation: &Observation) -> Result<Vec<Anomaly>, Strin
     Ok(anomalies)
 }
 
+/// The first anomaly (in report order) that has a place in the run's trace:
+/// the one a report's trace excerpt is centred on.
+pub fn first_placed(anomalies: &[Anomaly]) -> Option<&Anomaly> {
+    anomalies.iter().find(|anomaly| anomaly.at.is_some())
+}
+
 /// [`AnomalyKind::Nondeterminism`]: the two runs of one seed gave
 /// different trace hashes.
 pub fn nondeterminism(first_hash: u64, second_hash: u64) -> Option<Anomaly> {
