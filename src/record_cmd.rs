@@ -48,10 +48,6 @@ pub struct RecordArgs {
     follow: bool,
 }
 
-/// Polls without a record, once every partition before its end was read
-/// up to its last visible record, after which the rest of the bounded
-/// range holds only transaction markers and aborted records.
-const QUIET_POLLS_MAX: u32 = 20;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub fn run(args: &RecordArgs) -> Result<Outcome, CliError> {
@@ -107,7 +103,6 @@ async fn record(args: &RecordArgs, config: KafkaConfig) -> Result<Outcome, CliEr
     // writing nothing.
     let mut stop = if args.follow { Some(signals()?) } else { None };
     let mut records: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
-    let mut quiet_polls = 0;
     let started = Instant::now();
     loop {
         let polled = tokio::select! {
@@ -129,8 +124,7 @@ async fn record(args: &RecordArgs, config: KafkaConfig) -> Result<Outcome, CliEr
             records.entry(message.partition).or_default().push(message);
         }
         bar.inc(got);
-        quiet_polls = if got == 0 { quiet_polls + 1 } else { 0 };
-        if !args.follow && bounded_done(&ranges, &records, quiet_polls) {
+        if !args.follow && bounded_done(&consumer, &args.topic, &ranges)? {
             break;
         }
     }
@@ -164,22 +158,24 @@ async fn record(args: &RecordArgs, config: KafkaConfig) -> Result<Outcome, CliEr
     Ok(Outcome::Success)
 }
 
-/// Every partition read to its end: its last record just below the end,
-/// or (read_committed skips markers and aborted records, whose offsets no
-/// record carries) quiet for a while.
+/// Every partition read to its end: the consumer's position there, which
+/// steps over transaction markers and aborted records (the offsets no
+/// record read_committed carries), at or past the end offset.
 fn bounded_done(
+    consumer: &impl Consumer,
+    topic: &str,
     ranges: &[OffsetRange],
-    records: &BTreeMap<i32, Vec<Message>>,
-    quiet_polls: u32,
-) -> bool {
-    let at_end = |range: &OffsetRange| {
-        range.start >= range.end
-            || records
-                .get(&range.partition)
-                .and_then(|r| r.last())
-                .is_some_and(|m| m.offset + 1 >= range.end)
-    };
-    ranges.iter().all(at_end) || quiet_polls >= QUIET_POLLS_MAX
+) -> Result<bool, CliError> {
+    for range in ranges.iter().filter(|range| range.start < range.end) {
+        let tp = TopicPartition::new(topic, range.partition);
+        let position = consumer
+            .position(&tp)
+            .map_err(|e| CliError::Internal(format!("reading {tp}: {}", e.message)))?;
+        if position.is_none_or(|position| position < range.end) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn progress_bar(follow: bool, total: i64) -> ProgressBar {

@@ -77,11 +77,6 @@ pub struct VerifyArgs {
     dump: Option<PathBuf>,
 }
 
-/// A read-back ends when no record came for this long (a `read_committed`
-/// reader cannot tell where the last visible record of a partition is:
-/// transaction markers and aborted records take offsets below the last
-/// stable offset and are never delivered).
-const READ_IDLE: Duration = Duration::from_millis(1_500);
 /// A read-back gives up after this long in all (then the output is
 /// incomplete and the checker says what is missing).
 const READ_MAX: Duration = Duration::from_secs(300);
@@ -302,12 +297,11 @@ async fn read_back(
     }
     reader.assign(&all).await.map_err(bad_input)?;
     let started = Instant::now();
-    let mut last_record = Instant::now();
+    // A partition is read once the reader's position reaches its end offset
+    // (taken above): the position steps over transaction markers and
+    // aborted records, which take offsets but are never handed out.
     let mut done: BTreeSet<TopicPartition> = BTreeSet::new();
-    while done.len() < all.len()
-        && last_record.elapsed() < READ_IDLE
-        && started.elapsed() < READ_MAX
-    {
+    while done.len() < all.len() && started.elapsed() < READ_MAX {
         let events = reader
             .poll(POLL_MAX_EVENTS, Duration::from_millis(100))
             .await
@@ -316,16 +310,19 @@ async fn read_back(
             let ConsumerEvent::Message(message) = event else {
                 continue;
             };
-            last_record = Instant::now();
-            let tp = message.topic_partition();
-            if ends.get(&tp).is_some_and(|end| message.offset + 1 >= *end) {
-                done.insert(tp);
-            }
             if let Some(by_partition) = read.get_mut(&*message.topic) {
                 by_partition
                     .entry(message.partition)
                     .or_default()
                     .push(message);
+            }
+        }
+        for tp in &all {
+            let position = reader.position(tp).map_err(|error| {
+                CliError::Internal(format!("reading back {tp}: {}", error.message))
+            })?;
+            if position.is_some_and(|position| position >= ends[tp]) {
+                done.insert(tp.clone());
             }
         }
     }

@@ -370,6 +370,115 @@ fn record_keeps_offsets_and_replay_equals_the_live_committed_output_and_produces
 
 #[test]
 #[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn live_stop_at_end_finishes_an_input_that_ends_in_commit_markers_as_its_replay_does() {
+    // Every input partition ends in a commit marker: no record carries the
+    // offset below the end. The bounded run must see, from its consumer's
+    // position, that it reached the end; commit the offset past the marker;
+    // fire every window (the flush records' too) and exit 0, with the output
+    // a replay of the same input gives.
+    let bootstrap = bootstrap();
+    let transport = KafkaTransport::new(KafkaConfig::new(bootstrap.clone()));
+    let dir = temp_dir("stop-at-end");
+    let input = unique("rec-bounded-input");
+    let output = unique("rec-bounded-output");
+    runtime().block_on(produce(&transport, &input, 40));
+    let job = job_file(&dir, &input, &output);
+    let input_file = dir.join("input.parquet");
+    run_ok(&[
+        "record",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &input,
+        "--out",
+        input_file.to_str().unwrap(),
+    ]);
+    let recording = Recording::read(&input_file).unwrap();
+    let ends: Vec<Option<i64>> = recording
+        .info
+        .offset_ranges
+        .iter()
+        .map(|range| Some(range.end))
+        .collect();
+    for (range, messages) in recording
+        .info
+        .offset_ranges
+        .iter()
+        .zip(recording.partitions.values())
+    {
+        assert!(
+            messages.last().unwrap().offset < range.end - 1,
+            "a marker last"
+        );
+    }
+    let mut live = eddy(&[
+        "live",
+        "--job",
+        job.to_str().unwrap(),
+        "--bootstrap",
+        &bootstrap,
+        "--worker-id",
+        &unique("w"),
+        "--stop-at-end",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = live.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            live.kill().unwrap();
+            panic!("the bounded run did not finish: its input ends in markers");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "the bounded run ended with {status}");
+    assert_eq!(
+        runtime().block_on(committed(&transport, &output, &input)),
+        ends,
+        "the committed offsets are the end offsets, past the last markers"
+    );
+    let live_file = dir.join("live-output.parquet");
+    run_ok(&[
+        "record",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &output,
+        "--out",
+        live_file.to_str().unwrap(),
+    ]);
+    let replay_file = dir.join("replay-output.parquet");
+    run_ok(&[
+        "replay",
+        "--job",
+        job.to_str().unwrap(),
+        "--input",
+        input_file.to_str().unwrap(),
+        "--out",
+        replay_file.to_str().unwrap(),
+    ]);
+    let live_output = by_key(&Recording::read(&live_file).unwrap());
+    let replayed = by_key(&Recording::read(&replay_file).unwrap());
+    for partition in 0..PARTITIONS {
+        let flush = Some(format!("flush-{partition}").into_bytes());
+        assert!(
+            live_output.contains_key(&flush),
+            "the bounded run fired the last windows"
+        );
+    }
+    assert!(
+        live_output == replayed,
+        "the bounded live run's output differs from the replay's"
+    );
+}
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
 fn record_follow_records_what_arrives_until_sigint() {
     let bootstrap = bootstrap();
     let transport = KafkaTransport::new(KafkaConfig::new(bootstrap.clone()));

@@ -515,6 +515,15 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 
+    /// Reading steps over markers' slots and, under read_committed, over
+    /// aborted records, so the position is already past them.
+    fn position(&self, partition: &TopicPartition) -> TransportResult<Option<i64>> {
+        if !self.owned().contains(partition) {
+            return Ok(None);
+        }
+        Ok(self.positions.get(partition).copied())
+    }
+
     async fn committed(
         &mut self,
         partitions: &[TopicPartition],

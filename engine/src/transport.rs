@@ -547,6 +547,17 @@ pub trait Consumer {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> TransportResult<()>;
 
+    /// The position of an owned partition: the offset of the next record
+    /// [`Consumer::poll`] hands out. It moves past each record handed out and
+    /// past what a consumer reads but never hands out: transaction markers,
+    /// and aborted records under read_committed. That is how a reader tells
+    /// it has reached an end offset that a marker sits below, as librdkafka's
+    /// `rd_kafka_position` (which stores control messages' offsets in
+    /// `rd_kafka_op_handle_std`) and the Java `KafkaConsumer.position` do.
+    /// `None` for a partition not owned or whose position is not known yet
+    /// (before its committed offset or the reset policy was applied).
+    fn position(&self, partition: &TopicPartition) -> TransportResult<Option<i64>>;
+
     /// The group metadata to pass to [`Producer::send_offsets_to_transaction`];
     /// `None` before the first assignment or without a group.
     fn group_metadata(&self) -> Option<GroupMetadata>;

@@ -515,6 +515,35 @@ impl Consumer for KafkaConsumer {
             .map_err(|e| self.map(&format!("seeking {partition} to {offset}"), &e))
     }
 
+    /// librdkafka's application position (`rd_kafka_position`), which it
+    /// also moves over the control messages it never returns
+    /// (`rd_kafka_op_handle_std` stores their offsets). A seek not yet
+    /// applied by a poll answers with its offset.
+    fn position(&self, partition: &TopicPartition) -> TransportResult<Option<i64>> {
+        if let Some(pending) = &self.assign_pending {
+            return Ok(match pending.get(partition) {
+                Some(Offset::Offset(offset)) => Some(*offset),
+                _ => None,
+            });
+        }
+        if !self.owned.contains(partition) {
+            return Ok(None);
+        }
+        let positions = self
+            .inner
+            .position()
+            .map_err(|e| self.map("reading positions", &e))?;
+        Ok(
+            match positions
+                .find_partition(&partition.topic, partition.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(offset)) => Some(offset),
+                _ => None,
+            },
+        )
+    }
+
     async fn committed(
         &mut self,
         partitions: &[TopicPartition],

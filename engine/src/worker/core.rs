@@ -6,7 +6,8 @@
 //!
 //! One command is outstanding at a time, and every command has exactly one
 //! answer method, taking that call's result type: [`Command::Poll`] →
-//! [`WorkerCore::on_polled`], [`Command::Committed`] →
+//! [`WorkerCore::on_polled`], [`Command::Positions`] →
+//! [`WorkerCore::on_positions`], [`Command::Committed`] →
 //! [`WorkerCore::on_committed`], [`Command::ReadSnapshot`] →
 //! [`WorkerCore::on_snapshot_read`], [`Command::WriteSnapshot`] →
 //! [`WorkerCore::on_snapshot_written`], [`Command::Collect`] →
@@ -51,8 +52,13 @@
 //!   and commit repeats outputs, by design.
 //! - **Bounded input**: a task whose positions reached the end offsets is
 //!   finished (watermark `i64::MAX`, every window fires) and checkpointed;
-//!   messages at or past an end offset are not processed. The worker stops
-//!   when it owns and has committed every partition of the input, finished.
+//!   messages at or past an end offset are not processed. A poll that
+//!   brings nothing while a task is short of its end asks the consumer for
+//!   its positions: a partition whose log ends in a transaction marker (or
+//!   aborted records) has no record at `end - 1`, and only the consumer's
+//!   position, which steps over those, shows that the end was reached. The
+//!   worker stops when it owns and has committed every partition of the
+//!   input, finished.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -129,6 +135,8 @@ pub enum Command {
         max_events: usize,
         timeout: Duration,
     },
+    /// The consumer's positions of these partitions (bounded input only).
+    Positions(Vec<TopicPartition>),
     /// The group's committed offsets of these partitions.
     Committed(Vec<TopicPartition>),
     ReadSnapshot(SnapshotId),
@@ -251,6 +259,7 @@ enum Call {
     Init,
     Subscribe,
     Poll,
+    Positions,
     Committed,
     ReadSnapshot,
     Seek,
@@ -344,6 +353,11 @@ pub struct WorkerCore<J: JobLogic, M: Mutants> {
     /// refuses, with every task at the end of a bounded input, would finish,
     /// checkpoint, be refused and rewind again forever.
     poll_after_rewind: bool,
+    /// The last poll brought no event: a bounded task short of its end may
+    /// be there already, past records the consumer never hands out.
+    poll_came_empty: bool,
+    /// The partitions of the outstanding [`Command::Positions`], in order.
+    positions_asked: Vec<TopicPartition>,
     /// Watermark each task committed last, to assert it never regresses.
     committed_watermarks: BTreeMap<i32, EventTime>,
     /// A task failed outside an answer (on processing time): stop at the
@@ -401,6 +415,8 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             stopped: false,
             retries: 0,
             poll_after_rewind: false,
+            poll_came_empty: false,
+            positions_asked: Vec::new(),
             committed_watermarks: BTreeMap::new(),
             failure: None,
             checkpoint_now: false,
@@ -616,6 +632,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                 self.checkpoint_step_done(now, call)
             }
             Call::Poll
+            | Call::Positions
             | Call::Committed
             | Call::ReadSnapshot
             | Call::WriteSnapshot
@@ -664,6 +681,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
                 _ => self.fail(format!("abort failed: {error}")),
             },
             Call::Poll
+            | Call::Positions
             | Call::Committed
             | Call::ReadSnapshot
             | Call::WriteSnapshot
@@ -684,6 +702,7 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             Ok(events) => {
                 self.retries = 0;
                 self.poll_after_rewind = false;
+                self.poll_came_empty = events.is_empty();
                 self.events.extend(events);
                 self.on_processing_time(now);
                 self.advance(now)
@@ -695,6 +714,27 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
             Err(error) => {
                 let retry = self.poll_command();
                 self.on_error(now, error, retry, Call::Poll)
+            }
+        }
+    }
+
+    /// The answer to [`Command::Positions`]: one position per partition
+    /// asked, in order (`None` where the consumer has none yet).
+    pub fn on_positions(
+        &mut self,
+        now: Duration,
+        result: TransportResult<Vec<Option<i64>>>,
+    ) -> Command {
+        let call = self.answered(&[Call::Positions]);
+        match result {
+            Ok(positions) => {
+                self.retries = 0;
+                self.step_over_unread(positions);
+                self.advance(now)
+            }
+            Err(error) => {
+                let retry = Command::Positions(self.positions_asked.clone());
+                self.on_error(now, error, retry, call)
             }
         }
     }
@@ -872,7 +912,65 @@ impl<J: JobLogic, M: Mutants> WorkerCore<J, M> {
         if let Some(reason) = self.stop_reason() {
             return self.stop(reason);
         }
+        if std::mem::take(&mut self.poll_came_empty) {
+            let short = self.short_of_end();
+            if !short.is_empty() {
+                self.positions_asked.clone_from(&short);
+                return self.call(Call::Positions, Command::Positions(short));
+            }
+        }
         self.call(Call::Poll, self.poll_command())
+    }
+
+    /// Bounded input: the partitions of unfinished tasks whose positions
+    /// are short of their end offsets.
+    fn short_of_end(&self) -> Vec<TopicPartition> {
+        let Some(ends) = self.config.end_offsets.as_ref() else {
+            return Vec::new();
+        };
+        self.tasks
+            .values()
+            .filter(|task| !task.finished)
+            .flat_map(|task| &task.positions)
+            .filter(|(tp, position)| **position < ends.get(*tp).copied().unwrap_or(0))
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Moves each asked task position up to the consumer's, which stepped
+    /// over transaction markers and aborted records, never past the end
+    /// offset (records from there on are not this run's). Everything below
+    /// the consumer's position was handed out and processed, or was never
+    /// a record: the move loses nothing, and the next checkpoint commits it.
+    fn step_over_unread(&mut self, consumer_positions: Vec<Option<i64>>) {
+        let asked = std::mem::take(&mut self.positions_asked);
+        assert_eq!(
+            asked.len(),
+            consumer_positions.len(),
+            "one answer per partition"
+        );
+        for (tp, consumer_position) in asked.into_iter().zip(consumer_positions) {
+            let (Some(consumer_position), Some(end)) = (
+                consumer_position,
+                end_offset(self.config.end_offsets.as_ref(), &tp),
+            ) else {
+                continue;
+            };
+            let Some(task) = self.tasks.get_mut(&tp.partition) else {
+                continue;
+            };
+            if task.finished {
+                continue;
+            }
+            let Some(position) = task.positions.get_mut(&tp) else {
+                continue;
+            };
+            let stepped = consumer_position.min(end);
+            if stepped > *position {
+                *position = stepped;
+                task.dirty = true;
+            }
+        }
     }
 
     fn send_outbox(&mut self) -> Option<Command> {

@@ -885,6 +885,92 @@ fn bounded_a_task_at_its_end_offsets_finishes_commits_and_the_worker_stops() {
 }
 
 #[test]
+fn bounded_a_log_ending_in_a_transaction_marker_finishes_at_the_consumers_position() {
+    // Partition 0's log: records at 0 and 1, the commit marker at 2, end 3.
+    // No record carries offset 2, so the task's own position stops at 2;
+    // after a poll that brings nothing, the consumer's position (3, past
+    // the marker) shows the end was reached.
+    let mut config = config(Delivery::ExactlyOnce);
+    config.end_offsets = Some(BTreeMap::from([(tp("in", 0), 3)]));
+    let mut test = worker_with(config, Faithful, None);
+    test.started();
+    test.assigned_fresh(&[0]);
+    let mut sent = Vec::new();
+    let command = test.poll(vec![message("in", 0, 0), message("in", 0, 1)]);
+    assert_eq!(test.after_sends(command, &mut sent), POLL);
+    assert_eq!(sent, ["0:0", "0:1"], "not finished: its position is 2 of 3");
+    assert_eq!(
+        test.poll(Vec::new()),
+        Command::Positions(vec![tp("in", 0)]),
+        "an empty poll short of the end asks where the consumer is"
+    );
+    let command = test.core.on_positions(test.now, Ok(vec![Some(2)]));
+    assert_eq!(command, POLL, "the consumer is no further: poll again");
+    assert_eq!(test.poll(Vec::new()), Command::Positions(vec![tp("in", 0)]));
+    let command = test.core.on_positions(test.now, Ok(vec![Some(3)]));
+    let mut command = test.after_sends(command, &mut sent);
+    assert_eq!(sent.last().map(String::as_str), Some("0:end"));
+    let mut committed = Vec::new();
+    loop {
+        command = match command {
+            Command::WriteSnapshot(..) => test.core.on_snapshot_written(test.now, Ok(Vec::new())),
+            Command::Collect { .. } => test.core.on_collected(test.now, Ok(0)),
+            Command::SendOffsets { offsets, .. } => {
+                committed = offsets;
+                test.ok()
+            }
+            Command::CommitTransaction => test.ok(),
+            other => break assert_eq!(other, Command::Stop(Stopped::Finished)),
+        }
+    }
+    assert_eq!(
+        committed,
+        offsets(&[(0, 3)], 1),
+        "the offset past the marker"
+    );
+}
+
+#[test]
+fn bounded_a_consumer_position_past_the_end_moves_a_task_only_to_its_end() {
+    // Records from the end on are not this run's: a consumer that read past
+    // the end (and handed out what the core ignored) must not carry the
+    // committed position beyond it.
+    let mut config = config(Delivery::ExactlyOnce);
+    config.end_offsets = Some(BTreeMap::from([(tp("in", 0), 2)]));
+    let mut test = worker_with(config, Faithful, None);
+    test.started();
+    test.assigned_fresh(&[0]);
+    let mut sent = Vec::new();
+    let command = test.poll(vec![message("in", 0, 0)]);
+    assert_eq!(test.after_sends(command, &mut sent), POLL);
+    assert_eq!(test.poll(Vec::new()), Command::Positions(vec![tp("in", 0)]));
+    let command = test.core.on_positions(test.now, Ok(vec![Some(9)]));
+    let mut command = test.after_sends(command, &mut sent);
+    let mut committed = Vec::new();
+    loop {
+        command = match command {
+            Command::WriteSnapshot(..) => test.core.on_snapshot_written(test.now, Ok(Vec::new())),
+            Command::Collect { .. } => test.core.on_collected(test.now, Ok(0)),
+            Command::SendOffsets { offsets, .. } => {
+                committed = offsets;
+                test.ok()
+            }
+            Command::CommitTransaction => test.ok(),
+            other => break assert_eq!(other, Command::Stop(Stopped::Finished)),
+        }
+    }
+    assert_eq!(committed, offsets(&[(0, 2)], 1));
+}
+
+#[test]
+fn bounded_an_unbounded_worker_never_asks_for_positions() {
+    let mut test = worker(Delivery::ExactlyOnce);
+    test.started();
+    test.assigned_fresh(&[0]);
+    assert_eq!(test.poll(Vec::new()), POLL);
+}
+
+#[test]
 fn bounded_a_refused_generation_at_the_end_of_the_input_polls_before_it_finishes_again() {
     // Every task is at its end; the coordinator refuses the generation (the
     // member was removed while it was frozen). After the rewind the worker

@@ -92,6 +92,13 @@ where
                 let result = consumer.poll(max_events, timeout).await;
                 core.on_polled(now(), result)
             }
+            Command::Positions(partitions) => {
+                let result = partitions
+                    .iter()
+                    .map(|partition| consumer.position(partition))
+                    .collect();
+                core.on_positions(now(), result)
+            }
             Command::Committed(partitions) => {
                 let result = consumer.committed(&partitions).await;
                 core.on_committed(now(), result)

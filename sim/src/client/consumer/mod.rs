@@ -826,6 +826,18 @@ impl Consumer for SimConsumer {
             .await
     }
 
+    /// The next offset to hand out. A drained fetch moves it to where the
+    /// fetch ended, past control batches and aborted records, as the Java
+    /// consumer's `FetchCollector.fetchRecords` moves the subscription's
+    /// position to the completed fetch's `nextFetchOffset`.
+    fn position(&self, partition: &TopicPartition) -> TransportResult<Option<i64>> {
+        let state = self.shared.state.borrow();
+        Ok(state
+            .partitions
+            .get(partition)
+            .and_then(|owned| owned.position))
+    }
+
     fn group_metadata(&self) -> Option<GroupMetadata> {
         let group_id = self.shared.config.group_id.clone()?;
         let state = self.shared.state.borrow();
