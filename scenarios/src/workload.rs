@@ -217,7 +217,11 @@ struct Generator<'a> {
     /// Cumulative key weights (Zipf-like), for the key draw.
     key_weights: Vec<f64>,
     clock_ms: i64,
-    send_ms: u64,
+    /// When the next record is sent, in simulated microseconds: rates
+    /// above 1,000 records per second put several records in one
+    /// millisecond, and rates whose interval is no whole number of
+    /// milliseconds keep their average.
+    send_us: u64,
     burst_left: usize,
     /// The largest event time so far per partition (records that move the
     /// watermark only).
@@ -253,7 +257,7 @@ impl<'a> Generator<'a> {
             rng: seed.derive(SEED_NAME).rng(),
             key_weights,
             clock_ms: EPOCH_MS,
-            send_ms: 0,
+            send_us: 0,
             burst_left: 0,
             max_ts: BTreeMap::new(),
             owed_late: 0,
@@ -293,9 +297,14 @@ impl<'a> Generator<'a> {
             value: value.into_bytes(),
             partition,
             event_time_ms: ts,
-            send_ms: self.send_ms,
+            send_ms: self.send_ms(),
             class,
         }
+    }
+
+    /// The simulated millisecond the next record is sent in.
+    fn send_ms(&self) -> u64 {
+        self.send_us / 1_000
     }
 
     /// Sends are `1 / rate_per_s` apart, but a burst's records go at once.
@@ -304,7 +313,7 @@ impl<'a> Generator<'a> {
             self.burst_left -= 1;
             return;
         }
-        self.send_ms += (1_000.0 / self.spec.rate_per_s).round().max(1.0) as u64;
+        self.send_us += (1_000_000.0 / self.spec.rate_per_s).round().max(1.0) as u64;
         if self.rng.chance(self.spec.burst_chance) {
             self.burst_left = self.spec.burst_records.saturating_sub(1);
         }
@@ -326,7 +335,7 @@ impl<'a> Generator<'a> {
         let key = key.min(self.spec.keys - 1);
         let partitions = self.spec.partitions as u64;
         let idle = self.spec.idle_partitions as u64;
-        let idle_now = (IDLE_STRETCH_MS.0..IDLE_STRETCH_MS.1).contains(&self.send_ms);
+        let idle_now = (IDLE_STRETCH_MS.0..IDLE_STRETCH_MS.1).contains(&self.send_ms());
         if !idle_now || key % partitions >= idle {
             return key;
         }

@@ -246,6 +246,36 @@ fn a_workload_is_prefix_stable() {
     }
 }
 
+#[test]
+fn a_workload_is_sent_at_its_rate_above_a_record_per_millisecond_and_between_whole_milliseconds() {
+    let send_times = |rate_per_s: f64| -> Vec<u64> {
+        let mut scenario = Scenario::new(job_path("window-stats"));
+        scenario.workload.records = 2_000;
+        scenario.workload.rate_per_s = rate_per_s;
+        generate(
+            &scenario.workload,
+            WorkloadKind::WindowStats,
+            &job("window-stats"),
+            Seed::new(3),
+        )
+        .iter()
+        .map(|record| record.send_ms)
+        .collect()
+    };
+    // The first record goes one interval after the start.
+    // 5,000/s: five records in each millisecond, 2,000 in 400 ms.
+    let fast = send_times(5_000.0);
+    assert_eq!(&fast[..6], &[0, 0, 0, 0, 1, 1]);
+    assert_eq!(fast.last(), Some(&400));
+    // 800/s is 1.25 ms apart on average, not rounded to 1 ms (1,000/s).
+    let between = send_times(800.0);
+    assert_eq!(&between[..6], &[1, 2, 3, 5, 6, 7]);
+    assert_eq!(between.last(), Some(&2_500));
+    // Whole milliseconds stay as they were.
+    let slow = send_times(40.0);
+    assert_eq!(&slow[..3], &[25, 50, 75]);
+}
+
 /// Replays a workload per partition as a task would read it: each record's
 /// class as the job's watermark and windows make it.
 fn classes_seen(times: &EventTimes, records: &[InputRecord]) -> Vec<RecordClass> {
