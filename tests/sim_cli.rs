@@ -1055,6 +1055,90 @@ fn sim_shrink_prints_a_smaller_scenario_that_still_fails_the_same_way() {
 }
 
 #[test]
+fn sim_shrink_out_writes_a_file_whose_paths_are_relative_to_it_and_that_fails_anywhere() {
+    // A repository of its own: jobs/, scenarios/, and regressions/ for the
+    // shrunk file.
+    let repo = temp_dir("shrink_out").join("repo");
+    for sub in ["jobs", "scenarios", "regressions"] {
+        std::fs::create_dir_all(repo.join(sub)).unwrap();
+    }
+    std::fs::copy(WINDOW_STATS_JOB, repo.join("jobs/window-stats.toml")).unwrap();
+    let scenario = write(
+        &repo.join("scenarios"),
+        "small.toml",
+        &small_scenario("../jobs/window-stats.toml", "window-stats"),
+    );
+    let file = repo.join("regressions/minimal.toml");
+    let output = eddy(&[
+        "sim",
+        "shrink",
+        &scenario,
+        "--seed",
+        "4",
+        "--mutant",
+        "fire-early",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", both(&output));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.lines()
+            .any(|line| line == "job = \"../jobs/window-stats.toml\""),
+        "the job path is relative to the file: {text}"
+    );
+    // The repository moved elsewhere: the file still runs and fails the
+    // same way.
+    let moved = temp_dir("shrink_out_moved");
+    for sub in ["jobs", "regressions"] {
+        std::fs::create_dir_all(moved.join(sub)).unwrap();
+    }
+    std::fs::copy(
+        repo.join("jobs/window-stats.toml"),
+        moved.join("jobs/window-stats.toml"),
+    )
+    .unwrap();
+    std::fs::copy(&file, moved.join("regressions/minimal.toml")).unwrap();
+    std::fs::remove_dir_all(&repo).unwrap();
+    let rerun = eddy(&[
+        "sim",
+        "run",
+        moved.join("regressions/minimal.toml").to_str().unwrap(),
+        "--seed",
+        "4",
+        "--mutant",
+        "fire-early",
+        "--no-determinism-check",
+    ]);
+    assert_eq!(rerun.status.code(), Some(1), "{}", both(&rerun));
+    let target = text
+        .lines()
+        .find_map(|l| l.split_once("it fails with "))
+        .map(|(_, kind)| kind.trim_end_matches('.').to_string())
+        .unwrap_or_else(|| panic!("the target anomaly: {text}"));
+    assert!(
+        anomaly_kinds(&stdout(&rerun)).contains(&target),
+        "still {target}: {}",
+        both(&rerun)
+    );
+    // A directory that does not exist is bad input, said before any run.
+    let missing = moved.join("no-such-dir/minimal.toml");
+    let refused = eddy(&[
+        "sim",
+        "shrink",
+        moved.join("regressions/minimal.toml").to_str().unwrap(),
+        "--seed",
+        "4",
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    let error = stderr(&refused);
+    assert_eq!(error.trim().lines().count(), 1, "{error}");
+    assert!(error.contains("no such directory"), "{error}");
+}
+
+#[test]
 fn sim_shrink_of_a_passing_seed_exits_2() {
     let dir = temp_dir("shrink_pass");
     let scenario = small_window_stats(&dir);

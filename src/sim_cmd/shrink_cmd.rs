@@ -1,7 +1,10 @@
-//! `eddy sim shrink SCENARIO --seed N [--mutant NAME]`: the smallest
-//! scenario that still fails the same way, printed as a scenario file.
+//! `eddy sim shrink SCENARIO --seed N [--mutant NAME] [--out FILE]`: the
+//! smallest scenario that still fails the same way, printed as a scenario
+//! file (its paths absolute) or written to FILE (its paths relative to
+//! FILE's directory, so it can be committed next to the scenarios it
+//! guards).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use eddyline_scenarios::run::RunOptions;
@@ -24,9 +27,15 @@ pub struct ShrinkArgs {
     /// scenario's).
     #[arg(long)]
     mutant: Option<String>,
+    /// Write the minimal scenario to this file, its job (and recording)
+    /// paths relative to the file's directory, instead of printing it with
+    /// absolute paths.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
+    let out_dir = args.out.as_deref().map(out_dir).transpose()?;
     let loaded = load(&args.scenario)?;
     let seed = parse_seed(args.seed.as_deref(), Seed::new(loaded.scenario.seeds.start))?;
     let mut options = RunOptions::new(seed);
@@ -95,11 +104,68 @@ pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
     let mutant = first
         .mutant
         .map_or(String::new(), |m| format!(" --mutant {m}"));
-    println!(
-        "# The minimal scenario shrunk from {} seed {seed}: it fails with {target}.\n\
-         # Save it and run: eddy sim run FILE --seed {seed}{mutant}\n",
+    place_paths(&mut minimal, out_dir.as_deref())?;
+    let header = format!(
+        "# The minimal scenario shrunk from {} seed {seed}: it fails with {target}.\n",
         loaded.path
     );
-    print!("{}", minimal.to_toml());
+    match &args.out {
+        None => {
+            println!("{header}# Save it and run: eddy sim run FILE --seed {seed}{mutant}\n");
+            print!("{}", minimal.to_toml());
+        }
+        Some(out) => {
+            let text = format!(
+                "{header}# Run it: eddy sim run {} --seed {seed}{mutant}\n\n{}",
+                out.display(),
+                minimal.to_toml()
+            );
+            write_whole(out, &text)?;
+            println!(
+                "wrote {}: eddy sim run {} --seed {seed}{mutant}",
+                out.display(),
+                out.display()
+            );
+        }
+    }
     Ok(Outcome::Success)
+}
+
+/// The directory `--out` writes into, absolute; it must exist.
+fn out_dir(out: &Path) -> Result<PathBuf, CliError> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir)
+        .map_err(|_| CliError::BadInput(format!("--out {}: no such directory", out.display())))
+}
+
+/// The scenario's job and recording paths for a file in `dir`: relative to
+/// it, or absolute without one (a printed file works wherever it is saved).
+fn place_paths(scenario: &mut Scenario, dir: Option<&Path>) -> Result<(), CliError> {
+    let place = |path: &Path| -> Result<PathBuf, CliError> {
+        let absolute = std::fs::canonicalize(path)
+            .map_err(|e| CliError::Internal(format!("{}: {e}", path.display())))?;
+        Ok(match dir {
+            Some(dir) => pathdiff::diff_paths(&absolute, dir).unwrap_or(absolute),
+            None => absolute,
+        })
+    };
+    scenario.job = place(&scenario.job)?;
+    if let Some(recording) = &scenario.workload.recording {
+        scenario.workload.recording = Some(place(recording)?);
+    }
+    Ok(())
+}
+
+/// Writes `text` to a temporary file beside `path`, renamed over it once
+/// whole: an interrupted write leaves no half-written scenario.
+fn write_whole(path: &Path, text: &str) -> Result<(), CliError> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let cannot = |e: std::io::Error| CliError::Internal(format!("writing {}: {e}", path.display()));
+    std::fs::write(&temporary, text).map_err(cannot)?;
+    std::fs::rename(&temporary, path).map_err(cannot)
 }
