@@ -269,8 +269,9 @@ async fn produce(transport: &KafkaTransport, topic: &str, partitions: i32, per_p
     producer.flush().await.expect("a flush");
 }
 
-/// Everything committed in `topic` (read_committed), read until `quiet`
-/// passes without a record.
+/// Everything committed in `topic` (read_committed): each partition that
+/// has records read until the reader's position (past markers and aborted
+/// records) reaches its end offset, the last stable offset, taken first.
 async fn read_committed(transport: &KafkaTransport, topic: &str, partitions: i32) -> usize {
     let mut consumer = transport
         .consumer(&ConsumerConfig::new(unique("live-test-reader"), None))
@@ -279,20 +280,32 @@ async fn read_committed(transport: &KafkaTransport, topic: &str, partitions: i32
     let tps: Vec<TopicPartition> = (0..partitions)
         .map(|p| TopicPartition::new(topic, p))
         .collect();
+    // An empty partition (start = end) has no position to wait for.
+    let mut ends = Vec::new();
+    for tp in &tps {
+        let (start, end) = consumer.offsets_range(tp).await.expect("end offsets");
+        ends.push((start < end).then_some(end));
+    }
     consumer.assign(&tps).await.expect("assign");
     let mut count = 0;
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(3) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tps.iter().zip(&ends).all(|(tp, end)| {
+        end.is_none_or(|end| {
+            consumer
+                .position(tp)
+                .expect("a position")
+                .is_some_and(|position| position >= end)
+        })
+    }) {
+        assert!(Instant::now() < deadline, "{topic} not read to its end");
         let events = consumer
             .poll(500, Duration::from_millis(200))
             .await
             .expect("poll");
-        for event in events {
-            if let ConsumerEvent::Message(_) = event {
-                count += 1;
-                quiet_since = Instant::now();
-            }
-        }
+        count += events
+            .iter()
+            .filter(|event| matches!(event, ConsumerEvent::Message(_)))
+            .count();
     }
     count
 }
