@@ -110,7 +110,7 @@ impl Decoder {
             .slots
             .iter()
             .map(|slot| read_slot(document, slot))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<_, String>>()?;
         Ok(Some(Record::new(key, ts, JobValue { slots })))
     }
 
