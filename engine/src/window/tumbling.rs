@@ -26,6 +26,11 @@ pub(crate) struct TumblingState<Acc> {
     /// lateness `L > 0`), by end: cleanup pops the front (the cleanup time
     /// `end - 1 + L` grows with `end`). No end is in both maps.
     fired: BTreeMap<EventTime, KeyedState<Acc>>,
+    /// How many keys the last window to fire on time held: a new window
+    /// end's map is made that large at once, instead of growing there by
+    /// rehashing every key several times (a map's capacity changes no
+    /// output).
+    keys_hint: usize,
 }
 
 /// Adds `input` to `key`'s accumulator in `keyed`, made first if the key
@@ -57,6 +62,7 @@ impl<Acc: Clone> TumblingState<Acc> {
             offset_ms,
             pending: BTreeMap::new(),
             fired: BTreeMap::new(),
+            keys_hint: 0,
         }
     }
 
@@ -96,7 +102,10 @@ impl<Acc: Clone> TumblingState<Acc> {
         if !ctx.clock.has_reached(window) {
             // On time: the window's on-time timer is (or now becomes) pending.
             debug_assert!(!self.fired.contains_key(&window.end));
-            let keyed = self.pending.entry(window.end).or_default();
+            let keys_hint = self.keys_hint;
+            let keyed = self.pending.entry(window.end).or_insert_with(|| {
+                KeyedState::with_capacity_and_hasher(keys_hint, Default::default())
+            });
             add_to(ctx.aggregator, keyed, key, input)?;
             return Ok(());
         }
@@ -119,6 +128,7 @@ impl<Acc: Clone> TumblingState<Acc> {
                 break;
             }
             let keyed = entry.remove();
+            self.keys_hint = keyed.len();
             let window = self.window_ending(end);
             let mut by_key: Vec<(&StateKey, &Acc)> = keyed.iter().collect();
             // Keys are unique: an unstable sort gives the one order.
