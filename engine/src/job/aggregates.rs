@@ -291,8 +291,21 @@ impl AggregatePlan {
                 ),
             ));
         }
-        let slot = self.slots.len();
-        self.slots.push(Slot { path, field_type });
+        // Built-ins reading the same field with the same type (`min` and
+        // `max` of one field) share its slot: the decoder reads it once.
+        // Their reasons for a bad record are the same text, so the first
+        // one found is unchanged.
+        let slot = match self
+            .slots
+            .iter()
+            .position(|slot| slot.path == path && slot.field_type == field_type)
+        {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot { path, field_type });
+                self.slots.len() - 1
+            }
+        };
         self.canonical.push_str(&format!(
             "{name}={}({field}:{field_type});",
             function.name()
