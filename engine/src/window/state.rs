@@ -128,11 +128,13 @@ impl Hash for StateKey {
 /// [`StateKey`]'s order first, so no output depends on the hash order.
 pub(crate) type KeyedState<Acc> = HashMap<StateKey, Acc, BuildHasherDefault<OrderHasher>>; // determinism: allow(lookup only; iterations are sorted by key)
 
-/// The hasher of [`KeyedState`]: a fixed function of the bytes written
-/// (no per-process seed, so a run's state is laid out the same every
-/// time), built for the one `u128` a [`StateKey`] writes: two folded
-/// multiplications, mixing every bit of the word into both the low bits
-/// (the bucket) and the top bits (the map's tag byte).
+/// The hasher of [`KeyedState`]: a fixed function of the bytes written,
+/// built for the one `u128` a [`StateKey`] writes: two folded
+/// multiplications, which spread the word over both the low bits (the
+/// bucket) and the top bits (the map's tag byte). No per-process seed: the
+/// simulator's code takes no OS randomness, and a run lays its state out
+/// the same every time. The price: keys chosen to collide (a live job
+/// reads its keys from its input) would make their probes long.
 #[derive(Default)]
 pub(crate) struct OrderHasher(u64);
 
