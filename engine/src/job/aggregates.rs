@@ -29,6 +29,7 @@ use std::ops::Range;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::aggregate::{
     Aggregator, Avg, AvgAcc, Count, DistinctCount, Element, FirstByTime, Input, LastByTime, Max,
@@ -157,11 +158,16 @@ pub struct Slot {
     pub field_type: FieldType,
 }
 
+/// Slots [`JobValue`] holds inline: a job reading up to this many fields
+/// decodes a record without an allocation for them.
+pub const INLINE_SLOTS: usize = 4;
+
 /// The window core's value of one record: the fields the aggregates read,
-/// one per slot (`None`: the field is `null`).
+/// one per slot (`None`: the field is `null`). Serialized as a `Vec` of
+/// them would be.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobValue {
-    pub slots: Vec<Option<Scalar>>,
+    pub slots: SmallVec<[Option<Scalar>; INLINE_SLOTS]>,
 }
 
 #[derive(Clone, Debug)]
@@ -285,8 +291,21 @@ impl AggregatePlan {
                 ),
             ));
         }
-        let slot = self.slots.len();
-        self.slots.push(Slot { path, field_type });
+        // Built-ins reading the same field with the same type (`min` and
+        // `max` of one field) share its slot: the decoder reads it once.
+        // Their reasons for a bad record are the same text, so the first
+        // one found is unchanged.
+        let slot = match self
+            .slots
+            .iter()
+            .position(|slot| slot.path == path && slot.field_type == field_type)
+        {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot { path, field_type });
+                self.slots.len() - 1
+            }
+        };
         self.canonical.push_str(&format!(
             "{name}={}({field}:{field_type});",
             function.name()
@@ -640,6 +659,17 @@ fn decimal_mean(sum: Decimal, count: u64) -> OutputValue {
     OutputValue::Decimal(mean)
 }
 
+/// Accumulators [`JobAcc`] holds inline: the job's aggregates up to this
+/// many (most jobs have one to four) take no allocation of their own.
+pub const INLINE_AGGREGATES: usize = 4;
+
+/// The accumulators of one window (one per aggregate, in the job's order):
+/// inline up to [`INLINE_AGGREGATES`], so that in the window state they
+/// sit next to their key and the record's one hash probe reaches them; on
+/// the heap beyond. A snapshot encodes them as it would a `Vec` (a length,
+/// then each accumulator).
+pub type JobAcc = SmallVec<[AggAcc; INLINE_AGGREGATES]>;
+
 /// Folds every aggregate of a job over a window's records.
 #[derive(Clone, Debug)]
 pub struct JobAggregator {
@@ -666,14 +696,14 @@ impl JobAggregator {
 }
 
 impl Aggregator<JobValue> for JobAggregator {
-    type Acc = Vec<AggAcc>;
+    type Acc = JobAcc;
     type Output = Vec<OutputValue>;
 
-    fn create(&self) -> Vec<AggAcc> {
+    fn create(&self) -> JobAcc {
         self.aggregates.iter().map(Compiled::create).collect()
     }
 
-    fn add(&self, acc: &mut Vec<AggAcc>, input: Input<'_, JobValue>) -> Result<()> {
+    fn add(&self, acc: &mut JobAcc, input: Input<'_, JobValue>) -> Result<()> {
         self.check_len(acc);
         // Keep the contract (unchanged on error): what can fail is tried on
         // a copy first (small: a count or a sum), then everything is added.
@@ -690,7 +720,7 @@ impl Aggregator<JobValue> for JobAggregator {
         Ok(())
     }
 
-    fn merge(&self, acc: &mut Vec<AggAcc>, other: &Vec<AggAcc>) -> Result<()> {
+    fn merge(&self, acc: &mut JobAcc, other: &JobAcc) -> Result<()> {
         self.check_len(acc);
         self.check_len(other);
         for (index, (state, other_state)) in acc.iter().zip(other).enumerate() {
@@ -708,7 +738,7 @@ impl Aggregator<JobValue> for JobAggregator {
         Ok(())
     }
 
-    fn result(&self, acc: &Vec<AggAcc>, context: &WindowContext<'_>) -> Result<Vec<OutputValue>> {
+    fn result(&self, acc: &JobAcc, context: &WindowContext<'_>) -> Result<Vec<OutputValue>> {
         self.check_len(acc);
         let mut out = Vec::with_capacity(acc.len());
         for (aggregate, state) in self.aggregates.iter().zip(acc) {

@@ -106,12 +106,11 @@ impl Decoder {
         }
         let key = self.key_of(document)?;
         let ts = self.event_time_of(document)?;
-        let slots = self
-            .slots
-            .iter()
-            .map(|slot| read_slot(document, slot))
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(Some(Record::new(key, ts, JobValue { slots })))
+        let mut value = JobValue::default();
+        for slot in &self.slots {
+            value.slots.push(read_slot(document, slot)?);
+        }
+        Ok(Some(Record::new(key, ts, value)))
     }
 
     fn key_of(&self, document: &Document<'_>) -> Result<Key, String> {

@@ -106,8 +106,8 @@ mod decoding {
         };
         assert_eq!((&*record.key, record.ts), ("42", 5));
         assert_eq!(
-            record.value.slots,
-            vec![Some(Scalar::Decimal("1.50".parse().unwrap()))]
+            record.value.slots.as_slice(),
+            [Some(Scalar::Decimal("1.50".parse().unwrap()))]
         );
     }
 
