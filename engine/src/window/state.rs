@@ -4,7 +4,7 @@
 
 use std::collections::HashMap; // determinism: allow(lookup only: see KeyedState)
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -126,57 +126,30 @@ impl Hash for StateKey {
 /// ordered by key takes a descent through its nodes. Only looked up:
 /// whatever iterates it (firing, snapshots) puts the keys in
 /// [`StateKey`]'s order first, so no output depends on the hash order.
-pub(crate) type KeyedState<Acc> = HashMap<StateKey, Acc, BuildHasherDefault<OrderHasher>>; // determinism: allow(lookup only; iterations are sorted by key)
+pub(crate) type KeyedState<Acc> = HashMap<StateKey, Acc, FixedHashState>; // determinism: allow(lookup only; iterations are sorted by key)
 
-/// The hasher of [`KeyedState`]: a fixed function of the bytes written,
-/// built for the one `u128` a [`StateKey`] writes: two folded
-/// multiplications, which spread the word over both the low bits (the
-/// bucket) and the top bits (the map's tag byte). No per-process seed: the
-/// simulator's code takes no OS randomness, and a run lays its state out
-/// the same every time. The price: keys chosen to collide (a live job
-/// reads its keys from its input) would make their probes long.
-#[derive(Default)]
-pub(crate) struct OrderHasher(u64);
+/// aHash with fixed keys: no per-process seed, since the simulator's code
+/// takes no OS randomness and a run lays its state out the same every time.
+/// The price: keys chosen to collide (a live job reads its keys from its
+/// input) would make their probes long.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FixedHashState;
 
-/// Constants with no structure (words of pi's fractional hex digits); the
-/// last, odd, is the multiplier of each round.
-const MIX: [u64; 3] = [
+/// Words of pi's fractional hex digits: keys with no structure.
+const HASH_KEYS: [u64; 4] = [
     0x243f_6a88_85a3_08d3,
     0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
     0x082e_fa98_ec4e_6c89,
 ];
 
-/// The 128-bit product of `a` and `b`, its halves xor-ed.
-#[inline]
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
-impl Hasher for OrderHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    /// Any bytes, 8 at a time (a [`StateKey`] writes one `u128` instead).
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
+impl BuildHasher for FixedHashState {
+    type Hasher = ahash::AHasher;
 
     #[inline]
-    fn write_u64(&mut self, word: u64) {
-        self.0 = folded_multiply(self.0 ^ word ^ MIX[0], MIX[2]);
-    }
-
-    #[inline]
-    fn write_u128(&mut self, word: u128) {
-        let mixed = folded_multiply((word as u64) ^ MIX[0], ((word >> 64) as u64) ^ MIX[1]);
-        self.0 = folded_multiply(self.0 ^ mixed, MIX[2]);
+    fn build_hasher(&self) -> ahash::AHasher {
+        ahash::RandomState::with_seeds(HASH_KEYS[0], HASH_KEYS[1], HASH_KEYS[2], HASH_KEYS[3])
+            .build_hasher()
     }
 }
 
