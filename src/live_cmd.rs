@@ -248,7 +248,7 @@ async fn prepare(job: &Job, config: KafkaConfig, stop_at_end: bool) -> Result<Re
     })
 }
 
-/// The end offset of every input partition now.
+/// The end offset of every input partition now (0 for an empty one).
 async fn input_ends(
     transport: &KafkaTransport,
     job: &Job,
@@ -263,11 +263,16 @@ async fn input_ends(
     for topic in job.input_topics() {
         for partition in 0..partitions {
             let tp = TopicPartition::new(topic.clone(), partition);
-            let (_, end) = consumer
+            let (start, end) = consumer
                 .offsets_range(&tp)
                 .await
                 .map_err(|error| CliError::BadInput(error.message))?;
-            ends.insert(tp, end);
+            // A partition with nothing to read (its log starts at its end:
+            // never written, or all of it expired) ends at 0, so its task
+            // is at its end from wherever it starts: its consumer would
+            // never report a position there, as librdkafka has none until
+            // it consumes something.
+            ends.insert(tp, if start < end { end } else { 0 });
         }
     }
     Ok(ends)

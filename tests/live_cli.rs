@@ -763,3 +763,66 @@ fn a_second_worker_with_the_same_id_fences_the_first_whose_output_never_commits(
         );
     });
 }
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test runs it"]
+fn stop_at_end_finishes_when_a_partitions_records_all_expired() {
+    // Partition 1's records are all deleted (as retention does): its log
+    // starts at its end offset, so it has nothing to read and its consumer
+    // never reports a position there. The bounded run must still finish,
+    // with partition 0 read to its end.
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let rt = runtime();
+    let transport = transport();
+    let name = unique("live-expired");
+    let input = format!("{name}-in");
+    const PARTITIONS: i32 = 2;
+    const PER_PARTITION: i64 = 5;
+    rt.block_on(async {
+        create_topic(&transport, &input, PARTITIONS).await;
+        produce(&transport, &input, PARTITIONS, PER_PARTITION).await;
+    });
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("an admin client");
+    let mut expired = TopicPartitionList::new();
+    expired
+        .add_partition_offset(&input, 1, Offset::Offset(PER_PARTITION))
+        .unwrap();
+    rt.block_on(admin.delete_records(&expired, &AdminOptions::new()))
+        .expect("records deleted");
+    let dir = temp_dir("expired");
+    let job = write_job(
+        &dir,
+        &job_toml(
+            &name,
+            &input,
+            &format!("{{ dir = {:?} }}", dir.join("s")),
+            "",
+        ),
+    );
+    let log_path = dir.join("stderr.log");
+    let mut child = eddy_command(&["--job", &job, "--bootstrap", &bootstrap(), "--stop-at-end"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("a log file"))
+        .spawn()
+        .expect("start eddy live");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    if status.is_none() {
+        child.kill().unwrap();
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the bounded run ended with {status:?}: {log}"
+    );
+    let offsets = rt.block_on(committed_offsets(&transport, &name, &input, PARTITIONS));
+    assert_eq!(
+        offsets[0],
+        Some(PER_PARTITION),
+        "partition 0 read to its end"
+    );
+}
