@@ -317,7 +317,7 @@ async fn read_back(
                     .push(message);
             }
         }
-        for tp in &all {
+        for tp in all.iter().filter(|tp| !done.contains(*tp)) {
             let position = reader.position(tp).map_err(|error| {
                 CliError::Internal(format!("reading back {tp}: {}", error.message))
             })?;

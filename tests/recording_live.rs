@@ -76,6 +76,32 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// `eddy record` of `topic` (bounded) into `out`.
+fn record(bootstrap: &str, topic: &str, out: &Path) {
+    run_ok(&[
+        "record",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// `eddy replay` of `input` through `job` into the recording `out`.
+fn replay_to(job: &Path, input: &Path, out: &Path) {
+    run_ok(&[
+        "replay",
+        "--job",
+        job.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
 /// Writes `{"key", "ts", "value"}` records to each partition in
 /// transactions of 7 records (each commit marker takes an offset), then,
 /// per partition, one record far in event time that closes every window of
@@ -222,15 +248,7 @@ fn record_keeps_offsets_and_replay_equals_the_live_committed_output_and_produces
     let written = runtime().block_on(produce(&transport, &input, 120));
     let job = job_file(&dir, &input, &output);
     let input_file = dir.join("input.parquet");
-    run_ok(&[
-        "record",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &input,
-        "--out",
-        input_file.to_str().unwrap(),
-    ]);
+    record(&bootstrap, &input, &input_file);
     let recording = Recording::read(&input_file).unwrap();
     assert_eq!(recording.len(), written, "every committed record recorded");
     for range in &recording.info.offset_ranges {
@@ -291,25 +309,9 @@ fn record_keeps_offsets_and_replay_equals_the_live_committed_output_and_produces
         "live mode stops with exit 0"
     );
     let live_file = dir.join("live-output.parquet");
-    run_ok(&[
-        "record",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &output,
-        "--out",
-        live_file.to_str().unwrap(),
-    ]);
+    record(&bootstrap, &output, &live_file);
     let replay_file = dir.join("replay-output.parquet");
-    run_ok(&[
-        "replay",
-        "--job",
-        job.to_str().unwrap(),
-        "--input",
-        input_file.to_str().unwrap(),
-        "--out",
-        replay_file.to_str().unwrap(),
-    ]);
+    replay_to(&job, &input_file, &replay_file);
     recording_common::pyarrow_check(&[input_file.clone(), live_file.clone(), replay_file.clone()]);
     let mut replayed = by_key(&Recording::read(&replay_file).unwrap());
     let live_output = by_key(&Recording::read(&live_file).unwrap());
@@ -345,15 +347,7 @@ fn record_keeps_offsets_and_replay_equals_the_live_committed_output_and_produces
         &bootstrap,
     ]);
     let produced_file = kafka_dir.join("produced.parquet");
-    run_ok(&[
-        "record",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &to_kafka,
-        "--out",
-        produced_file.to_str().unwrap(),
-    ]);
+    record(&bootstrap, &to_kafka, &produced_file);
     let produced = Recording::read(&produced_file).unwrap();
     assert_eq!(produced.info.partition_count, PARTITIONS);
     let replay = Recording::read(&replay_file).unwrap();
@@ -384,15 +378,7 @@ fn live_stop_at_end_finishes_an_input_that_ends_in_commit_markers_as_its_replay_
     runtime().block_on(produce(&transport, &input, 40));
     let job = job_file(&dir, &input, &output);
     let input_file = dir.join("input.parquet");
-    run_ok(&[
-        "record",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &input,
-        "--out",
-        input_file.to_str().unwrap(),
-    ]);
+    record(&bootstrap, &input, &input_file);
     let recording = Recording::read(&input_file).unwrap();
     let ends: Vec<Option<i64>> = recording
         .info
@@ -443,25 +429,9 @@ fn live_stop_at_end_finishes_an_input_that_ends_in_commit_markers_as_its_replay_
         "the committed offsets are the end offsets, past the last markers"
     );
     let live_file = dir.join("live-output.parquet");
-    run_ok(&[
-        "record",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &output,
-        "--out",
-        live_file.to_str().unwrap(),
-    ]);
+    record(&bootstrap, &output, &live_file);
     let replay_file = dir.join("replay-output.parquet");
-    run_ok(&[
-        "replay",
-        "--job",
-        job.to_str().unwrap(),
-        "--input",
-        input_file.to_str().unwrap(),
-        "--out",
-        replay_file.to_str().unwrap(),
-    ]);
+    replay_to(&job, &input_file, &replay_file);
     let live_output = by_key(&Recording::read(&live_file).unwrap());
     let replayed = by_key(&Recording::read(&replay_file).unwrap());
     for partition in 0..PARTITIONS {

@@ -71,11 +71,17 @@ pub fn write(dir: &Path, job: &Job, observation: &Observation) -> Result<(), Cli
 }
 
 fn write_file(dir: &Path, name: &str, text: &str) -> Result<(), CliError> {
-    let path = dir.join(name);
-    let temporary = dir.join(format!(".{name}.tmp"));
+    write_whole(&dir.join(name), text)
+}
+
+/// Writes `text` to a hidden temporary file beside `path`, renamed over it
+/// once whole: an interrupted write leaves no half-written file.
+pub(super) fn write_whole(path: &Path, text: &str) -> Result<(), CliError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.tmp"));
     let fail = |e: std::io::Error| CliError::Internal(format!("{}: {e}", path.display()));
     std::fs::write(&temporary, text).map_err(fail)?;
-    std::fs::rename(&temporary, &path).map_err(fail)
+    std::fs::rename(&temporary, path).map_err(fail)
 }
 
 fn messages(by_partition: &BTreeMap<i32, Vec<Message>>) -> impl Iterator<Item = &Message> {

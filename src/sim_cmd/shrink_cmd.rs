@@ -120,7 +120,7 @@ pub fn run(args: &ShrinkArgs) -> Result<Outcome, CliError> {
                 out.display(),
                 minimal.to_toml()
             );
-            write_whole(out, &text)?;
+            super::dump::write_whole(out, &text)?;
             println!(
                 "wrote {}: eddy sim run {} --seed {seed}{mutant}",
                 out.display(),
@@ -157,15 +157,4 @@ fn place_paths(scenario: &mut Scenario, dir: Option<&Path>) -> Result<(), CliErr
         scenario.workload.recording = Some(place(recording)?);
     }
     Ok(())
-}
-
-/// Writes `text` to a temporary file beside `path`, renamed over it once
-/// whole: an interrupted write leaves no half-written scenario.
-fn write_whole(path: &Path, text: &str) -> Result<(), CliError> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let cannot = |e: std::io::Error| CliError::Internal(format!("writing {}: {e}", path.display()));
-    std::fs::write(&temporary, text).map_err(cannot)?;
-    std::fs::rename(&temporary, path).map_err(cannot)
 }

@@ -228,6 +228,29 @@ impl<M: Mutants> Test<M> {
             }
         }
     }
+    /// Answers a checkpoint's snapshot writes, offsets, commit and
+    /// collection until the next other command; returns the offsets it sent
+    /// to the transaction and that command.
+    fn through_checkpoint(
+        &mut self,
+        mut command: Command,
+    ) -> (Vec<(TopicPartition, OffsetAndMetadata)>, Command) {
+        let mut committed = Vec::new();
+        loop {
+            command = match command {
+                Command::WriteSnapshot(..) => {
+                    self.core.on_snapshot_written(self.now, Ok(Vec::new()))
+                }
+                Command::Collect { .. } => self.core.on_collected(self.now, Ok(0)),
+                Command::SendOffsets { offsets, .. } => {
+                    committed = offsets;
+                    self.ok()
+                }
+                Command::CommitTransaction => self.ok(),
+                other => return (committed, other),
+            }
+        }
+    }
 }
 
 fn value_of(record: &ProducerRecord) -> String {
@@ -858,25 +881,14 @@ fn bounded_a_task_at_its_end_offsets_finishes_commits_and_the_worker_stops() {
         message("in", 0, 2),
         message("in", 1, 0),
     ]);
-    let mut command = test.after_sends(command, &mut sent);
+    let command = test.after_sends(command, &mut sent);
     assert_eq!(
         sent,
         ["0:0", "0:1", "1:0", "0:end", "1:end"],
         "offset 2 is past the end"
     );
-    let mut committed = Vec::new();
-    loop {
-        command = match command {
-            Command::WriteSnapshot(..) => test.core.on_snapshot_written(test.now, Ok(Vec::new())),
-            Command::Collect { .. } => test.core.on_collected(test.now, Ok(0)),
-            Command::SendOffsets { offsets, .. } => {
-                committed = offsets;
-                test.ok()
-            }
-            Command::CommitTransaction => test.ok(),
-            other => break assert_eq!(other, Command::Stop(Stopped::Finished)),
-        }
-    }
+    let (committed, command) = test.through_checkpoint(command);
+    assert_eq!(command, Command::Stop(Stopped::Finished));
     assert_eq!(
         committed,
         offsets(&[(0, 2), (1, 1)], 1),
@@ -908,21 +920,10 @@ fn bounded_a_log_ending_in_a_transaction_marker_finishes_at_the_consumers_positi
     assert_eq!(command, POLL, "the consumer is no further: poll again");
     assert_eq!(test.poll(Vec::new()), Command::Positions(vec![tp("in", 0)]));
     let command = test.core.on_positions(test.now, Ok(vec![Some(3)]));
-    let mut command = test.after_sends(command, &mut sent);
+    let command = test.after_sends(command, &mut sent);
     assert_eq!(sent.last().map(String::as_str), Some("0:end"));
-    let mut committed = Vec::new();
-    loop {
-        command = match command {
-            Command::WriteSnapshot(..) => test.core.on_snapshot_written(test.now, Ok(Vec::new())),
-            Command::Collect { .. } => test.core.on_collected(test.now, Ok(0)),
-            Command::SendOffsets { offsets, .. } => {
-                committed = offsets;
-                test.ok()
-            }
-            Command::CommitTransaction => test.ok(),
-            other => break assert_eq!(other, Command::Stop(Stopped::Finished)),
-        }
-    }
+    let (committed, command) = test.through_checkpoint(command);
+    assert_eq!(command, Command::Stop(Stopped::Finished));
     assert_eq!(
         committed,
         offsets(&[(0, 3)], 1),
@@ -945,20 +946,9 @@ fn bounded_a_consumer_position_past_the_end_moves_a_task_only_to_its_end() {
     assert_eq!(test.after_sends(command, &mut sent), POLL);
     assert_eq!(test.poll(Vec::new()), Command::Positions(vec![tp("in", 0)]));
     let command = test.core.on_positions(test.now, Ok(vec![Some(9)]));
-    let mut command = test.after_sends(command, &mut sent);
-    let mut committed = Vec::new();
-    loop {
-        command = match command {
-            Command::WriteSnapshot(..) => test.core.on_snapshot_written(test.now, Ok(Vec::new())),
-            Command::Collect { .. } => test.core.on_collected(test.now, Ok(0)),
-            Command::SendOffsets { offsets, .. } => {
-                committed = offsets;
-                test.ok()
-            }
-            Command::CommitTransaction => test.ok(),
-            other => break assert_eq!(other, Command::Stop(Stopped::Finished)),
-        }
-    }
+    let command = test.after_sends(command, &mut sent);
+    let (committed, command) = test.through_checkpoint(command);
+    assert_eq!(command, Command::Stop(Stopped::Finished));
     assert_eq!(committed, offsets(&[(0, 2)], 1));
 }
 
