@@ -317,7 +317,10 @@ async fn read_back(
                     .push(message);
             }
         }
-        for tp in all.iter().filter(|tp| !done.contains(*tp)) {
+        for tp in &all {
+            if done.contains(tp) {
+                continue;
+            }
             let position = reader.position(tp).map_err(|error| {
                 CliError::Internal(format!("reading back {tp}: {}", error.message))
             })?;
